@@ -1,0 +1,339 @@
+//! Asking the node's container runtime, over the CRI, which host process a
+//! container is; and the /proc cgroup scan used when no runtime answers.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use kns_proto::cri::runtime_service_client::RuntimeServiceClient;
+use kns_proto::cri::{
+    ContainerState, ContainerStatusRequest, PodSandboxState, PodSandboxStatusRequest,
+    VersionRequest,
+};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::procfs;
+
+/// Where CRI runtimes put their sockets: containerd, CRI-O, k3s and rke2,
+/// k0s, microk8s, cri-dockerd. The first that answers wins.
+pub const WELL_KNOWN_ENDPOINTS: &[&str] = &[
+    "/run/containerd/containerd.sock",
+    "/run/crio/crio.sock",
+    "/var/run/crio/crio.sock",
+    "/run/k3s/containerd/containerd.sock",
+    "/run/k0s/containerd.sock",
+    "/var/snap/microk8s/common/run/containerd.sock",
+    "/run/cri-dockerd.sock",
+];
+
+/// How long a runtime has to answer before it counts as absent.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CriError {
+    #[error("no CRI runtime answered at {tried}")]
+    NoRuntime { tried: String },
+    #[error("the CRI runtime at {endpoint} did not answer: {source}")]
+    Unavailable {
+        endpoint: String,
+        #[source]
+        source: Box<tonic::Status>,
+    },
+    #[error("container {id} is not known to the runtime at {endpoint}")]
+    NotFound { id: String, endpoint: String },
+    #[error("container {id} is not running (state {state}{reason})")]
+    NotRunning {
+        id: String,
+        state: String,
+        reason: String,
+    },
+    #[error("the runtime's status for {id} carries no pid (is it a VM-sandboxed runtime such as kata or gVisor?)")]
+    NoPid { id: String },
+    #[error("the CRI runtime at {endpoint} failed: {source}")]
+    Call {
+        endpoint: String,
+        #[source]
+        source: Box<tonic::Status>,
+    },
+}
+
+/// A container's host process as the runtime reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerPid {
+    /// The full ID, as the runtime names it (the request may be a prefix).
+    pub id: String,
+    pub pid: i32,
+}
+
+/// A connected CRI runtime.
+#[derive(Debug, Clone)]
+pub struct Cri {
+    client: RuntimeServiceClient<Channel>,
+    endpoint: String,
+    /// "containerd 1.6.20".
+    pub runtime: String,
+}
+
+fn unix_channel(path: &str) -> Channel {
+    let path = path.to_owned();
+    // The URI is ignored by the connector; tonic needs a syntactically valid one.
+    Endpoint::from_static("http://cri.invalid")
+        .connect_timeout(PROBE_TIMEOUT)
+        .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
+        }))
+}
+
+impl Cri {
+    /// Connects to `endpoint` (a socket path or `unix://` URL) and checks it
+    /// answers `Version`.
+    pub async fn connect(endpoint: &str) -> Result<Cri, CriError> {
+        let path = endpoint.strip_prefix("unix://").unwrap_or(endpoint);
+        let mut client = RuntimeServiceClient::new(unix_channel(path));
+        let v = tokio::time::timeout(PROBE_TIMEOUT, client.version(VersionRequest::default()))
+            .await
+            .map_err(|_| tonic::Status::deadline_exceeded("no answer in time"))
+            .and_then(|r| r)
+            .map_err(|s| CriError::Unavailable {
+                endpoint: path.to_owned(),
+                source: Box::new(s),
+            })?
+            .into_inner();
+        Ok(Cri {
+            client,
+            endpoint: path.to_owned(),
+            runtime: format!("{} {}", v.runtime_name, v.runtime_version),
+        })
+    }
+
+    /// Tries the well-known sockets that exist and returns the first that
+    /// answers.
+    pub async fn detect() -> Result<Cri, CriError> {
+        let mut tried = Vec::new();
+        for ep in WELL_KNOWN_ENDPOINTS {
+            if !Path::new(ep).exists() {
+                continue;
+            }
+            match Cri::connect(ep).await {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::debug!(endpoint = ep, error = %e, "CRI endpoint did not answer");
+                    tried.push(*ep);
+                }
+            }
+        }
+        Err(CriError::NoRuntime {
+            tried: if tried.is_empty() {
+                format!("any of {}", WELL_KNOWN_ENDPOINTS.join(", "))
+            } else {
+                tried.join(", ")
+            },
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The host PID of a running container, or of a pod sandbox's pause
+    /// process when `id` names a sandbox.
+    pub async fn container_pid(&self, id: &str) -> Result<ContainerPid, CriError> {
+        let mut client = self.client.clone();
+        let resp = client
+            .container_status(ContainerStatusRequest {
+                container_id: id.to_owned(),
+                verbose: true,
+            })
+            .await;
+        let resp = match resp {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::NotFound => return self.sandbox_pid(id).await,
+            Err(s) => return Err(self.call_error(s)),
+        };
+        let status = resp.status.unwrap_or_default();
+        let full_id = if status.id.is_empty() { id.to_owned() } else { status.id.clone() };
+        let state = ContainerState::try_from(status.state).unwrap_or(ContainerState::ContainerUnknown);
+        if state != ContainerState::ContainerRunning {
+            let mut reason = String::new();
+            if !status.reason.is_empty() {
+                reason = format!(", reason {}", status.reason);
+            }
+            if state == ContainerState::ContainerExited {
+                reason.push_str(&format!(", exit code {}", status.exit_code));
+            }
+            return Err(CriError::NotRunning {
+                id: full_id,
+                state: state.as_str_name().trim_start_matches("CONTAINER_").to_owned(),
+                reason,
+            });
+        }
+        let pid = pid_from_info(&resp.info).ok_or_else(|| CriError::NoPid { id: full_id.clone() })?;
+        Ok(ContainerPid { id: full_id, pid })
+    }
+
+    async fn sandbox_pid(&self, id: &str) -> Result<ContainerPid, CriError> {
+        let mut client = self.client.clone();
+        let resp = client
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_owned(),
+                verbose: true,
+            })
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::NotFound => CriError::NotFound {
+                    id: id.to_owned(),
+                    endpoint: self.endpoint.clone(),
+                },
+                _ => self.call_error(s),
+            })?
+            .into_inner();
+        let status = resp.status.unwrap_or_default();
+        let full_id = if status.id.is_empty() { id.to_owned() } else { status.id.clone() };
+        if status.state != PodSandboxState::SandboxReady as i32 {
+            return Err(CriError::NotRunning {
+                id: full_id,
+                state: "SANDBOX_NOTREADY".into(),
+                reason: String::new(),
+            });
+        }
+        let pid = pid_from_info(&resp.info).ok_or_else(|| CriError::NoPid { id: full_id.clone() })?;
+        Ok(ContainerPid { id: full_id, pid })
+    }
+
+    fn call_error(&self, s: tonic::Status) -> CriError {
+        let endpoint = self.endpoint.clone();
+        if s.code() == tonic::Code::Unavailable {
+            CriError::Unavailable {
+                endpoint,
+                source: Box::new(s),
+            }
+        } else {
+            CriError::Call {
+                endpoint,
+                source: Box::new(s),
+            }
+        }
+    }
+}
+
+/// The host PID in a verbose status's `info`.
+///
+/// containerd (≥ 1.6) and CRI-O (≥ 1.18) put a JSON document under "info"
+/// with a numeric "pid"; older CRI-O put "pid" at the top level.
+pub fn pid_from_info(info: &HashMap<String, String>) -> Option<i32> {
+    let as_pid = |v: &serde_json::Value| -> Option<i32> {
+        let n = match v {
+            serde_json::Value::Number(n) => n.as_i64()?,
+            serde_json::Value::String(s) => s.trim().parse().ok()?,
+            _ => return None,
+        };
+        (n > 0).then_some(n).and_then(|n| i32::try_from(n).ok())
+    };
+    if let Some(doc) = info.get("info")
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(doc)
+        && let Some(pid) = v.get("pid").and_then(as_pid)
+    {
+        return Some(pid);
+    }
+    let top = info.get("pid")?;
+    serde_json::from_str::<serde_json::Value>(top)
+        .ok()
+        .and_then(|v| as_pid(&v))
+        .or_else(|| top.trim().parse().ok().filter(|p| *p > 0))
+}
+
+/// Finds a container's init process without a runtime: the process whose
+/// cgroup names the container ID and whose parent's does not (the parent
+/// is the runtime's shim). Among several, the oldest.
+pub fn pid_from_cgroups(id: &str) -> Option<ContainerPid> {
+    let in_container = |pid: i32| procfs::cgroup(pid).is_ok_and(|c| cgroup_names(&c, id));
+    let mut found: Vec<(u64, i32)> = procfs::pids()
+        .ok()?
+        .into_iter()
+        .filter(|p| in_container(*p))
+        .filter(|p| procfs::ppid(*p).is_ok_and(|pp| !in_container(pp)))
+        .filter_map(|p| Some((procfs::start_time(p).ok()?, p)))
+        .collect();
+    found.sort();
+    let (_, pid) = *found.first()?;
+    let full = procfs::cgroup(pid).ok().and_then(|c| full_id_in(&c, id)).unwrap_or_else(|| id.to_owned());
+    Some(ContainerPid { id: full, pid })
+}
+
+/// Whether a /proc/PID/cgroup text names the container: some path component
+/// starts with the ID, or with a runtime's prefix and the ID (systemd
+/// driver: `cri-containerd-ID.scope`, `crio-ID.scope`, `docker-ID.scope`).
+pub fn cgroup_names(cgroup: &str, id: &str) -> bool {
+    full_id_in(cgroup, id).is_some()
+}
+
+fn full_id_in(cgroup: &str, id: &str) -> Option<String> {
+    if id.is_empty() {
+        return None;
+    }
+    cgroup
+        .lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .flat_map(|p| p.split('/'))
+        .map(|c| {
+            let c = c.strip_suffix(".scope").unwrap_or(c);
+            c.rsplit_once('-').map_or(c, |(_, tail)| tail)
+        })
+        .find(|c| c.starts_with(id) && c.chars().all(|ch| ch.is_ascii_hexdigit()))
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn containerd_info_shape() {
+        let doc = r#"{"sandboxID":"abc","pid":4242,"removing":false,"runtimeSpec":{"process":{}}}"#;
+        assert_eq!(pid_from_info(&info(&[("info", doc)])), Some(4242));
+    }
+
+    /// CRI-O ≥ 1.18 (fixture from its verbose ContainerStatus): "info"
+    /// holds the JSON document with "pid" next to its own fields.
+    #[test]
+    fn crio_info_shape() {
+        let doc = r#"{"sandboxID":"5e1c","pid":31337,"privileged":false,"runtimeSpec":{"ociVersion":"1.0.2-dev"}}"#;
+        assert_eq!(pid_from_info(&info(&[("info", doc)])), Some(31337));
+    }
+
+    #[test]
+    fn old_crio_top_level_pid() {
+        assert_eq!(pid_from_info(&info(&[("pid", "777")])), Some(777));
+        assert_eq!(pid_from_info(&info(&[("pid", "\"778\"")])), Some(778));
+    }
+
+    #[test]
+    fn missing_or_zero_pid() {
+        assert_eq!(pid_from_info(&info(&[])), None);
+        assert_eq!(pid_from_info(&info(&[("info", r#"{"pid":0}"#)])), None);
+        assert_eq!(pid_from_info(&info(&[("info", "not json")])), None);
+    }
+
+    #[test]
+    fn cgroup_paths_of_each_driver() {
+        let id = "4f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0";
+        let cgroupfs = format!("12:pids:/kubepods/besteffort/pod1234/{id}\n0::/\n");
+        let systemd = format!("0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-{id}.scope\n");
+        let crio = format!("0::/kubepods.slice/crio-{id}.scope\n");
+        for c in [&cgroupfs, &systemd, &crio] {
+            assert!(cgroup_names(c, id), "{c}");
+            assert!(cgroup_names(c, &id[..12]), "prefix in {c}");
+            assert_eq!(full_id_in(c, &id[..12]).as_deref(), Some(id));
+        }
+        assert!(!cgroup_names("0::/user.slice/session-3.scope\n", id));
+        assert!(!cgroup_names(&cgroupfs, "ffff"));
+    }
+}

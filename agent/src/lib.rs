@@ -1,0 +1,15 @@
+//! The kubectl-ns node agent: resolves a container to its host process
+//! through the CRI, joins exactly the namespaces asked for, runs a tool from
+//! the node there, and streams its I/O over gRPC.
+#![deny(unsafe_code)]
+
+pub mod cri;
+pub mod ns;
+pub mod nsenter;
+pub mod procfs;
+pub mod pty;
+pub mod resolve;
+pub mod server;
+pub mod service;
+pub mod session;
+pub mod sys;

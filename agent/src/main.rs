@@ -1,0 +1,123 @@
+//! `kubectl-ns-agent`: the node agent binary.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use kns_agent::cri::Cri;
+use kns_agent::nsenter::Node;
+use kns_agent::resolve::Resolver;
+use kns_agent::server::{self, Listen};
+use kns_agent::service::AgentService;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+/// The kubectl-ns node agent.
+///
+/// Runs on every node (a DaemonSet with hostPID). It resolves a container to
+/// its host process through the CRI, joins the namespaces a client asks for,
+/// and runs a tool from the node's filesystem there, streaming its I/O.
+///
+/// Whoever can reach its socket is root on this node: listen on loopback or
+/// a root-only unix socket only.
+#[derive(Debug, Parser)]
+#[command(name = "kubectl-ns-agent", version)]
+struct Args {
+    /// Where to listen: unix:///PATH or tcp://IP:PORT (repeatable).
+    #[arg(long = "listen", value_name = "ADDR", default_value = "tcp://127.0.0.1:7469")]
+    listen: Vec<Listen>,
+
+    /// The CRI socket (path or unix:// URL). Default: the first of the usual
+    /// containerd, CRI-O, k3s, k0s and microk8s sockets that answers.
+    #[arg(long, env = "KNS_CRI_ENDPOINT", value_name = "ENDPOINT")]
+    cri_endpoint: Option<String>,
+
+    /// The node reference process: tools come from its mount namespace and
+    /// its namespaces count as the host's. PID 1 with hostPID.
+    #[arg(long, env = "KNS_NODE_PID", value_name = "PID", default_value_t = 1)]
+    node_pid: i32,
+
+    /// Log format.
+    #[arg(long, env = "KNS_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KNS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let node = Node::probe(args.node_pid).with_context(|| {
+        format!(
+            "cannot use process {} as the node reference (its mount namespace gives the node's tools).\n\
+             Hint: run the agent with hostPID and enough privilege to read /proc/{}/ns, or point \
+             --node-pid (KNS_NODE_PID) at a process in the host's namespaces",
+            args.node_pid, args.node_pid
+        )
+    })?;
+    let cri = match &args.cri_endpoint {
+        Some(ep) => Some(
+            Cri::connect(ep)
+                .await
+                .with_context(|| format!("the CRI endpoint given by --cri-endpoint ({ep}) does not answer"))?,
+        ),
+        None => match Cri::detect().await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "no CRI runtime found; container targets will be found by scanning /proc cgroups");
+                None
+            }
+        },
+    };
+    if let Some(c) = &cri {
+        tracing::info!(endpoint = c.endpoint(), runtime = %c.runtime, "CRI runtime");
+    }
+    let resolver = Resolver::new(node.pid, args.cri_endpoint.clone(), cri);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let service = AgentService::new(resolver, node, stop_rx.clone());
+
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: ending sessions and shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: ending sessions and shutting down"),
+        }
+        let _ = stop_tx.send(true);
+    });
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), node_pid = node.pid, "kubectl-ns-agent starting");
+    server::serve(&args.listen, service, stop_rx).await?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(args.log_format);
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kubectl-ns-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kubectl-ns-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! The namespace engine: from a pinned target and a request to a running
+//! tool inside exactly the namespaces asked for.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+
+use crate::ns::{NsKind, NsSet};
+use crate::procfs;
+use crate::pty;
+use crate::resolve::Pinned;
+use crate::sys::{self, ChildPlan, Join, NsFile, SpawnOutcome, Stage};
+
+/// PATH for tools when the caller sets none: the usual system directories.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Pipes are grown to this size so large outputs move in big chunks.
+const PIPE_SIZE: i32 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NsenterError {
+    #[error("empty command: give the tool to run after --")]
+    EmptyCommand,
+    #[error("no namespace chosen: pick at least one (-n, -p, -m, -u, -i, -U, -C, -T, or -a)")]
+    NoNamespace,
+    #[error("the command or environment contains a NUL byte")]
+    Nul,
+    #[error("cannot open {what} of process {pid}: {source}")]
+    Open {
+        what: String,
+        pid: i32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up the tool's {what}: {source}")]
+    Setup {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", stage_message(*stage, *errno, namespaces, *pid))]
+    Child {
+        stage: Stage,
+        errno: i32,
+        namespaces: NsSet,
+        pid: i32,
+    },
+    /// The tool could not be executed: 127 (not found) or 126 (not
+    /// executable), with a message for the user.
+    #[error("{message}")]
+    Exec { code: i32, message: String },
+}
+
+fn stage_message(stage: Stage, errno: i32, ns: &NsSet, pid: i32) -> String {
+    let err = std::io::Error::from_raw_os_error(errno);
+    match stage {
+        Stage::NodeMount => format!("cannot join the node's mount namespace: {err}"),
+        Stage::Setns if errno == libc::ESRCH => format!("process {pid} exited before its namespaces could be joined"),
+        Stage::Setns | Stage::SetnsUser => {
+            format!("cannot join the namespaces [{ns}] of process {pid}: {err}")
+        }
+        Stage::Root => format!("cannot enter the root directory of process {pid}: {err}"),
+        Stage::Cwd => format!("cannot enter the working directory of process {pid}: {err}"),
+        Stage::Fork => format!("cannot fork inside the target's namespaces: {err}"),
+        Stage::MountProc => format!(
+            "cannot mount a private /proc for the target's PID namespace: {err} (use --no-mount-proc to keep the node's /proc)"
+        ),
+        Stage::Workdir => format!("cannot change to the working directory: {err}"),
+        Stage::Session | Stage::Stdio => format!("cannot set up the tool's terminal or stdio: {err}"),
+        Stage::Exec => format!("cannot execute the tool: {err}"),
+    }
+}
+
+/// What to run, and where.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub namespaces: NsSet,
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<String>,
+    pub tty: bool,
+    pub stdin: bool,
+    pub mount_proc: bool,
+    pub window: Option<(u16, u16)>,
+}
+
+/// The node reference process: whose mount namespace provides the node's
+/// tools.
+#[derive(Debug, Clone, Copy)]
+pub struct Node {
+    pub pid: i32,
+    /// Join the node's mount namespace? False when the agent already is in it.
+    pub join_mnt: bool,
+}
+
+impl Node {
+    /// Checks the node reference process can be read and whether the agent
+    /// shares its mount namespace.
+    pub fn probe(pid: i32) -> Result<Node, procfs::ProcError> {
+        let me = std::process::id() as i32;
+        let theirs = procfs::ns_id(pid, NsKind::Mnt)?;
+        let mine = procfs::ns_id(me, NsKind::Mnt)?;
+        // Opening the file is what entry needs; check that too.
+        File::open(NsKind::Mnt.path(pid)).map_err(|source| procfs::ProcError::Read {
+            path: NsKind::Mnt.path(pid),
+            source,
+        })?;
+        Ok(Node {
+            pid,
+            join_mnt: theirs != mine,
+        })
+    }
+}
+
+/// A running tool, with the agent's ends of its stdio.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+    /// Write end of stdin (or the PTY master), if stdin is forwarded.
+    pub stdin: Option<OwnedFd>,
+    /// Read end of stdout (or the PTY master).
+    pub stdout: OwnedFd,
+    /// Read end of stderr; `None` with a TTY, where it joins stdout.
+    pub stderr: Option<OwnedFd>,
+    /// The PTY master, for resizing.
+    pub pty: Option<OwnedFd>,
+}
+
+/// Whether `setns` accepts a pidfd and a namespace mask (Linux ≥ 5.8).
+/// `KNS_NSFD_FALLBACK=1` forces the per-namespace-file path, for testing it.
+pub fn pidfd_setns_supported() -> bool {
+    if std::env::var_os("KNS_NSFD_FALLBACK").is_some_and(|v| v == "1") {
+        return false;
+    }
+    let Ok(u) = nix::sys::utsname::uname() else {
+        return false;
+    };
+    let release = u.release().to_string_lossy().into_owned();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (5, 8)
+}
+
+fn cstr(s: impl AsRef<[u8]>) -> Result<CString, NsenterError> {
+    CString::new(s.as_ref()).map_err(|_| NsenterError::Nul)
+}
+
+fn open_dir(pid: i32, what: &str) -> Result<OwnedFd, NsenterError> {
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(format!("/proc/{pid}/{what}"))
+        .map(OwnedFd::from)
+        .map_err(|source| NsenterError::Open {
+            what: what.to_owned(),
+            pid,
+            source,
+        })
+}
+
+fn join_for(target: &Pinned, set: NsSet, use_pidfd: bool) -> Result<Join, NsenterError> {
+    let pid = target.resolved.pid;
+    if use_pidfd {
+        let pidfd = target
+            .pidfd
+            .try_clone()
+            .map_err(|source| NsenterError::Setup { what: "pidfd", source })?;
+        return Ok(Join::Pidfd {
+            pidfd,
+            mask: set.clone_mask(),
+        });
+    }
+    set.iter()
+        .map(|k| {
+            let fd = File::open(k.path(pid)).map_err(|source| NsenterError::Open {
+                what: format!("ns/{k}"),
+                pid,
+                source,
+            })?;
+            Ok(NsFile {
+                fd: fd.into(),
+                nstype: k.clone_flag(),
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map(Join::Files)
+}
+
+/// The environment: a minimal default, then the caller's.
+fn environment(req: &Request) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::from([
+        ("PATH".to_owned(), DEFAULT_PATH.to_owned()),
+        ("HOME".to_owned(), "/root".to_owned()),
+    ]);
+    if req.tty {
+        env.insert("TERM".into(), "xterm".into());
+    }
+    env.extend(req.env.clone());
+    env
+}
+
+/// Where execve is tried: argv[0] itself if it has a slash, else each PATH
+/// entry (resolved in the entered mount namespace, so inside the child).
+fn candidates(argv0: &str, path: &str) -> Vec<String> {
+    if argv0.contains('/') {
+        return vec![argv0.to_owned()];
+    }
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| format!("{}/{argv0}", d.trim_end_matches('/')))
+        .collect()
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), NsenterError> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| NsenterError::Setup {
+        what: "pipes",
+        source: e.into(),
+    })
+}
+
+fn nonblocking(fd: &impl AsFd) -> Result<(), NsenterError> {
+    fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|e| NsenterError::Setup {
+        what: "non-blocking I/O",
+        source: e.into(),
+    })?;
+    Ok(())
+}
+
+fn output_pipe() -> Result<(OwnedFd, OwnedFd), NsenterError> {
+    let (r, w) = pipe()?;
+    // Best effort: a smaller pipe still works, only slower.
+    let _ = fcntl(&r, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+    nonblocking(&r)?;
+    Ok((r, w))
+}
+
+/// Starts the tool. Blocking (it forks and waits for the exec): call it
+/// from a blocking thread.
+pub fn spawn(target: &Pinned, req: &Request, node: Node) -> Result<Spawned, NsenterError> {
+    if req.argv.is_empty() || req.argv[0].is_empty() {
+        return Err(NsenterError::EmptyCommand);
+    }
+    if req.namespaces.is_empty() {
+        return Err(NsenterError::NoNamespace);
+    }
+    let pid = target.resolved.pid;
+    let set = req.namespaces;
+    let with_mnt = set.contains(NsKind::Mnt);
+    let mount_proc = req.mount_proc && set.contains(NsKind::Pid) && !with_mnt;
+    // Mounting proc needs the agent's privileges, which joining the target's
+    // user namespace gives up; so the user namespace then comes after.
+    let late_user = mount_proc && set.contains(NsKind::User);
+    let mut first = set;
+    if late_user {
+        first.remove(NsKind::User);
+    }
+    let use_pidfd = pidfd_setns_supported();
+    let join = join_for(target, first, use_pidfd)?;
+    let late_user = if late_user {
+        Some(join_for(target, [NsKind::User].into_iter().collect(), use_pidfd)?)
+    } else {
+        None
+    };
+    let node_mnt = if !with_mnt && node.join_mnt {
+        Some(OwnedFd::from(File::open(NsKind::Mnt.path(node.pid)).map_err(|source| {
+            NsenterError::Open {
+                what: "ns/mnt".into(),
+                pid: node.pid,
+                source,
+            }
+        })?))
+    } else {
+        None
+    };
+    let (root, cwd) = if with_mnt {
+        (Some(open_dir(pid, "root")?), Some(open_dir(pid, "cwd")?))
+    } else {
+        (None, None)
+    };
+
+    let env = environment(req);
+    let search_path = env.get("PATH").map_or(DEFAULT_PATH, String::as_str);
+    let candidates = candidates(&req.argv[0], search_path)
+        .into_iter()
+        .map(cstr)
+        .collect::<Result<_, _>>()?;
+    let argv = req.argv.iter().map(cstr).collect::<Result<_, _>>()?;
+    let envp = env
+        .iter()
+        .map(|(k, v)| cstr(format!("{k}={v}")))
+        .collect::<Result<_, _>>()?;
+    let workdir = req.workdir.as_ref().map(|w| cstr(std::ffi::OsStr::new(w).as_bytes())).transpose()?;
+
+    let stdin_on = req.stdin || req.tty;
+    let (child_stdio, stdin, stdout, stderr, pty_master) = if req.tty {
+        let p = pty::open(req.window).map_err(|source| NsenterError::Setup { what: "terminal", source })?;
+        let slave = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(|source| NsenterError::Setup { what: "terminal", source })
+        };
+        let stdio = [slave(&p.slave)?, slave(&p.slave)?, p.slave];
+        let reader = slave(&p.master)?;
+        let writer = slave(&p.master)?;
+        nonblocking(&p.master)?;
+        (stdio, Some(writer), reader, None, Some(p.master))
+    } else {
+        let (in_r, in_w) = if stdin_on {
+            let (r, w) = pipe()?;
+            nonblocking(&w)?;
+            (r, Some(w))
+        } else {
+            let null = File::open("/dev/null").map_err(|source| NsenterError::Setup { what: "stdin", source })?;
+            (OwnedFd::from(null), None)
+        };
+        let (out_r, out_w) = output_pipe()?;
+        let (err_r, err_w) = output_pipe()?;
+        ([in_r, out_w, err_w], in_w, out_r, Some(err_r), None)
+    };
+
+    let plan = ChildPlan {
+        node_mnt,
+        join,
+        late_user,
+        root,
+        cwd,
+        mount_proc,
+        workdir,
+        candidates,
+        argv,
+        envp,
+        stdio: child_stdio,
+        tty: req.tty,
+    };
+    let outcome = sys::spawn(plan).map_err(|source| NsenterError::Setup { what: "process", source })?;
+    let tool = match outcome {
+        SpawnOutcome::Running(p) => p,
+        SpawnOutcome::Failed { stage: Stage::Exec, errno } => {
+            return Err(exec_error(&req.argv[0], errno, with_mnt));
+        }
+        SpawnOutcome::Failed { stage, errno } => {
+            return Err(NsenterError::Child {
+                stage,
+                errno,
+                namespaces: set,
+                pid,
+            });
+        }
+    };
+    let pidfd = sys::pidfd_open(tool).map_err(|source| NsenterError::Setup { what: "pidfd", source })?;
+    Ok(Spawned {
+        pid: tool,
+        pidfd,
+        stdin,
+        stdout,
+        stderr,
+        pty: pty_master,
+    })
+}
+
+/// The user-facing message for a tool that could not be executed. With
+/// `-m` the tool comes from the container's image, which for distroless and
+/// scratch images rarely has it: say so and point at the node's tools.
+fn exec_error(tool: &str, errno: i32, with_mnt: bool) -> NsenterError {
+    let not_found = errno == libc::ENOENT || errno == libc::ENOTDIR;
+    let code = if not_found { 127 } else { 126 };
+    let message = match (not_found, with_mnt) {
+        (true, true) => format!(
+            "{tool}: not found in the target's mount namespace: the container image has no such binary. \
+             Drop -m (--mount) to run the node's {tool} inside the other namespaces."
+        ),
+        (true, false) => format!("{tool}: command not found on the node (searched PATH)"),
+        (false, _) => format!(
+            "{tool}: cannot execute: {}",
+            std::io::Error::from_raw_os_error(errno)
+        ),
+    };
+    NsenterError::Exec { code, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_follow_path() {
+        assert_eq!(candidates("ss", "/usr/sbin:/bin/"), vec!["/usr/sbin/ss", "/bin/ss"]);
+        assert_eq!(candidates("./x", "/bin"), vec!["./x"]);
+        assert_eq!(candidates("ss", "::"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn exec_errors_map_to_shell_codes() {
+        match exec_error("ss", libc::ENOENT, true) {
+            NsenterError::Exec { code: 127, message } => {
+                assert!(message.contains("container image has no such binary"), "{message}");
+                assert!(message.contains("Drop -m"), "{message}");
+            }
+            e => panic!("{e:?}"),
+        }
+        assert!(matches!(exec_error("x", libc::EACCES, false), NsenterError::Exec { code: 126, .. }));
+    }
+
+    #[test]
+    fn caller_env_overrides_defaults() {
+        let req = Request {
+            namespaces: NsSet::default(),
+            argv: vec!["x".into()],
+            env: BTreeMap::from([("PATH".into(), "/opt/bin".into()), ("A".into(), "1".into())]),
+            workdir: None,
+            tty: true,
+            stdin: false,
+            mount_proc: true,
+            window: None,
+        };
+        let env = environment(&req);
+        assert_eq!(env["PATH"], "/opt/bin");
+        assert_eq!(env["A"], "1");
+        assert_eq!(env["TERM"], "xterm");
+    }
+}

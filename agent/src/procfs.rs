@@ -1,0 +1,153 @@
+//! Reading what the agent needs from /proc.
+
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use crate::ns::{NsId, NsKind};
+
+/// Errors reading a process's /proc entries.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    #[error("process {pid} does not exist (it may have exited)")]
+    NoSuchProcess { pid: i32 },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot parse {path}")]
+    Parse { path: PathBuf },
+}
+
+fn read(pid: i32, file: &str) -> Result<String, ProcError> {
+    let path = PathBuf::from(format!("/proc/{pid}/{file}"));
+    std::fs::read_to_string(&path).map_err(|source| map_err(pid, path, source))
+}
+
+fn map_err(pid: i32, path: PathBuf, source: io::Error) -> ProcError {
+    if source.kind() == io::ErrorKind::NotFound || source.raw_os_error() == Some(libc::ESRCH) {
+        ProcError::NoSuchProcess { pid }
+    } else {
+        ProcError::Read { path, source }
+    }
+}
+
+/// Fields of /proc/PID/stat after the command name (which may hold spaces
+/// and parentheses, so it is skipped up to the last ')').
+fn stat_fields(pid: i32) -> Result<Vec<String>, ProcError> {
+    let s = read(pid, "stat")?;
+    let rest = s.rfind(')').map(|i| &s[i + 1..]).ok_or(ProcError::Parse {
+        path: format!("/proc/{pid}/stat").into(),
+    })?;
+    Ok(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The process's start time (clock ticks since boot): with the PID, it
+/// names one process for the whole uptime.
+pub fn start_time(pid: i32) -> Result<u64, ProcError> {
+    // Field 22 of stat(5); after the name, index 19.
+    stat_fields(pid)?
+        .get(19)
+        .and_then(|v| v.parse().ok())
+        .ok_or(ProcError::Parse {
+            path: format!("/proc/{pid}/stat").into(),
+        })
+}
+
+/// The process's state letter (R, S, Z, …).
+pub fn state(pid: i32) -> Result<char, ProcError> {
+    stat_fields(pid)?
+        .first()
+        .and_then(|v| v.chars().next())
+        .ok_or(ProcError::Parse {
+            path: format!("/proc/{pid}/stat").into(),
+        })
+}
+
+/// The parent PID.
+pub fn ppid(pid: i32) -> Result<i32, ProcError> {
+    stat_fields(pid)?
+        .get(1)
+        .and_then(|v| v.parse().ok())
+        .ok_or(ProcError::Parse {
+            path: format!("/proc/{pid}/stat").into(),
+        })
+}
+
+/// NSpid: the PID in each nested PID namespace, outermost first.
+pub fn nspid(pid: i32) -> Result<Vec<i32>, ProcError> {
+    let s = read(pid, "status")?;
+    Ok(s.lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .map(|v| v.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_else(|| vec![pid]))
+}
+
+/// The identity of one of the process's namespaces; `None` when the kernel
+/// has no such kind (time namespaces before 5.6).
+pub fn ns_id(pid: i32, kind: NsKind) -> Result<Option<NsId>, ProcError> {
+    let path = kind.path(pid);
+    match std::fs::metadata(&path) {
+        Ok(m) => Ok(Some(NsId {
+            inode: m.ino(),
+            device: m.dev(),
+        })),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && std::fs::exists(format!("/proc/{pid}")).unwrap_or(false) => {
+            Ok(None)
+        }
+        Err(e) => Err(map_err(pid, path, e)),
+    }
+}
+
+pub fn cgroup(pid: i32) -> Result<String, ProcError> {
+    read(pid, "cgroup")
+}
+
+pub fn uid_map(pid: i32) -> Result<String, ProcError> {
+    read(pid, "uid_map")
+}
+
+pub fn gid_map(pid: i32) -> Result<String, ProcError> {
+    read(pid, "gid_map")
+}
+
+/// Time namespace offsets; empty where the kernel has none.
+pub fn timens_offsets(pid: i32) -> Result<String, ProcError> {
+    match read(pid, "timens_offsets") {
+        Err(ProcError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Ok(String::new())
+        }
+        other => other,
+    }
+}
+
+/// All numeric entries of /proc.
+pub fn pids() -> io::Result<Vec<i32>> {
+    Ok(std::fs::read_dir("/proc")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_process() {
+        let me = std::process::id() as i32;
+        assert!(start_time(me).unwrap() > 0);
+        assert_eq!(nspid(me).unwrap().last().copied(), Some(me));
+        assert!(ns_id(me, NsKind::Net).unwrap().is_some());
+        assert_eq!(ppid(me).unwrap(), nix::unistd::getppid().as_raw());
+        assert!(matches!(state(me).unwrap(), 'R' | 'S'));
+    }
+
+    #[test]
+    fn missing_process_is_named() {
+        let err = start_time(i32::MAX).unwrap_err();
+        assert!(matches!(err, ProcError::NoSuchProcess { pid } if pid == i32::MAX));
+        assert!(err.to_string().contains("does not exist"));
+    }
+}

@@ -1,0 +1,221 @@
+//! Turning a target (container, PID, node) into a pinned process: a pidfd
+//! that is checked to still be the process that was resolved.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+
+use crate::cri::{self, Cri, CriError};
+use crate::procfs::{self, ProcError};
+use crate::sys;
+
+/// What the user asked to enter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Container(String),
+    Pid(i32),
+    Node,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Container(id) => write!(f, "container/{id}"),
+            Target::Pid(p) => write!(f, "pid/{p}"),
+            Target::Node => f.write_str("node"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+    #[error(transparent)]
+    Cri(#[from] CriError),
+    #[error("container {id} was not found: no CRI runtime answered ({cri}) and no process on this node has it in its cgroup")]
+    ContainerNotFound { id: String, cri: String },
+    #[error("process {pid} has exited")]
+    Exited { pid: i32 },
+    #[error("process {pid} changed between lookup and entry (it exited and the PID was reused)")]
+    Replaced { pid: i32 },
+    #[error("process {pid} is no longer in container {id} (the container restarted)")]
+    LeftContainer { pid: i32, id: String },
+    #[error("cannot open a pidfd for process {pid}: {source}")]
+    Pidfd {
+        pid: i32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid PID {pid}")]
+    BadPid { pid: i32 },
+}
+
+/// A resolved target: the process to enter, identified by PID and start time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub pid: i32,
+    pub start_time: u64,
+    pub container_id: Option<String>,
+}
+
+/// A resolved target held by a pidfd, verified after the pidfd was opened.
+#[derive(Debug)]
+pub struct Pinned {
+    pub resolved: Resolved,
+    pub pidfd: OwnedFd,
+}
+
+/// Resolves targets; shared by all sessions.
+#[derive(Debug)]
+pub struct Resolver {
+    node_pid: i32,
+    explicit_endpoint: Option<String>,
+    cri: Mutex<Option<Cri>>,
+}
+
+impl Resolver {
+    pub fn new(node_pid: i32, cri_endpoint: Option<String>, cri: Option<Cri>) -> Arc<Resolver> {
+        Arc::new(Resolver {
+            node_pid,
+            explicit_endpoint: cri_endpoint,
+            cri: Mutex::new(cri),
+        })
+    }
+
+    pub fn node_pid(&self) -> i32 {
+        self.node_pid
+    }
+
+    /// The runtime in use, connecting (or detecting) on first need.
+    pub async fn cri(&self) -> Result<Cri, CriError> {
+        let mut guard = self.cri.lock().await;
+        if let Some(c) = &*guard {
+            return Ok(c.clone());
+        }
+        let c = match &self.explicit_endpoint {
+            Some(ep) => Cri::connect(ep).await?,
+            None => Cri::detect().await?,
+        };
+        tracing::info!(endpoint = c.endpoint(), runtime = %c.runtime, "connected to CRI runtime");
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    pub async fn resolve(&self, target: &Target) -> Result<Resolved, ResolveError> {
+        let (pid, container_id) = match target {
+            Target::Pid(p) if *p <= 0 => return Err(ResolveError::BadPid { pid: *p }),
+            Target::Pid(p) => (*p, None),
+            Target::Node => (self.node_pid, None),
+            Target::Container(id) => {
+                let c = self.container_pid(id).await?;
+                (c.pid, Some(c.id))
+            }
+        };
+        if procfs::state(pid)? == 'Z' {
+            return Err(ResolveError::Exited { pid });
+        }
+        Ok(Resolved {
+            pid,
+            start_time: procfs::start_time(pid)?,
+            container_id,
+        })
+    }
+
+    async fn container_pid(&self, id: &str) -> Result<cri::ContainerPid, ResolveError> {
+        let cri_err = match self.cri().await {
+            Ok(c) => match c.container_pid(id).await {
+                Ok(p) => return Ok(p),
+                Err(e @ (CriError::Unavailable { .. } | CriError::NoRuntime { .. })) => {
+                    // The runtime went away since we connected: forget it so
+                    // the next request connects again.
+                    *self.cri.lock().await = None;
+                    e
+                }
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) => e,
+        };
+        tracing::warn!(container_id = id, error = %cri_err, "CRI unavailable, scanning /proc cgroups");
+        let id_owned = id.to_owned();
+        tokio::task::spawn_blocking(move || cri::pid_from_cgroups(&id_owned))
+            .await
+            .ok()
+            .flatten()
+            .ok_or_else(|| ResolveError::ContainerNotFound {
+                id: id.to_owned(),
+                cri: cri_err.to_string(),
+            })
+    }
+}
+
+/// Opens a pidfd for a resolved target and checks that it names the same
+/// process: the start time still matches (the PID was not reused) and, for a
+/// container, the process is still in the container's cgroup.
+pub fn pin(r: &Resolved) -> Result<Pinned, ResolveError> {
+    let pidfd = sys::pidfd_open(r.pid).map_err(|source| match source.raw_os_error() {
+        Some(libc::ESRCH) => ResolveError::Exited { pid: r.pid },
+        _ => ResolveError::Pidfd { pid: r.pid, source },
+    })?;
+    let now = procfs::start_time(r.pid).map_err(|e| match e {
+        ProcError::NoSuchProcess { pid } => ResolveError::Exited { pid },
+        e => e.into(),
+    })?;
+    if now != r.start_time {
+        return Err(ResolveError::Replaced { pid: r.pid });
+    }
+    if procfs::state(r.pid)? == 'Z' {
+        return Err(ResolveError::Exited { pid: r.pid });
+    }
+    if let Some(id) = &r.container_id {
+        let cg = procfs::cgroup(r.pid)?;
+        if !cri::cgroup_names(&cg, id) {
+            return Err(ResolveError::LeftContainer {
+                pid: r.pid,
+                id: id.clone(),
+            });
+        }
+    }
+    Ok(Pinned {
+        resolved: r.clone(),
+        pidfd,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pins_own_process_and_rejects_changed_start_time() {
+        let me = std::process::id() as i32;
+        let r = Resolver::new(me, None, None);
+        let resolved = r.resolve(&Target::Pid(me)).await.unwrap();
+        assert!(pin(&resolved).is_ok());
+        let forged = Resolved {
+            start_time: resolved.start_time + 1,
+            ..resolved
+        };
+        assert!(matches!(pin(&forged), Err(ResolveError::Replaced { .. })));
+    }
+
+    #[tokio::test]
+    async fn rejects_bad_and_missing_pids() {
+        let r = Resolver::new(1, None, None);
+        assert!(matches!(r.resolve(&Target::Pid(0)).await, Err(ResolveError::BadPid { .. })));
+        let err = r.resolve(&Target::Pid(i32::MAX)).await.unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn container_check_uses_cgroup() {
+        let me = std::process::id() as i32;
+        let resolved = Resolved {
+            pid: me,
+            start_time: procfs::start_time(me).unwrap(),
+            container_id: Some("0123456789abcdef".into()),
+        };
+        assert!(matches!(pin(&resolved), Err(ResolveError::LeftContainer { .. })));
+    }
+}

@@ -1,0 +1,180 @@
+//! Listening: unix sockets and loopback TCP, with a graceful shutdown that
+//! ends every session with a message first.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use kns_proto::agent::agent_server::AgentServer;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+
+use crate::service::AgentService;
+
+/// Where the agent listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+impl FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(p) = s.strip_prefix("unix://") {
+            if !p.starts_with('/') {
+                return Err(format!("`{s}`: a unix socket needs an absolute path, as unix:///run/kns.sock"));
+            }
+            return Ok(Listen::Unix(p.into()));
+        }
+        if let Some(a) = s.strip_prefix("tcp://") {
+            return a
+                .parse()
+                .map(Listen::Tcp)
+                .map_err(|_| format!("`{s}`: expected tcp://IP:PORT, as tcp://127.0.0.1:7469"));
+        }
+        Err(format!("`{s}`: expected unix:///PATH or tcp://IP:PORT"))
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Unix(p) => write!(f, "unix://{}", p.display()),
+            Listen::Tcp(a) => write!(f, "tcp://{a}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {listen}: {source}")]
+    Bind {
+        listen: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the server on {listen} failed: {source}")]
+    Serve {
+        listen: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// Binds every listener first (so a bad address fails before anything is
+/// served), then serves until `shutdown` turns true. Sessions see the same
+/// signal and end themselves; the servers then drain for up to 5 s.
+pub async fn serve(
+    listens: &[Listen],
+    service: AgentService,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ServeError> {
+    enum Bound {
+        Unix(UnixListener, PathBuf),
+        Tcp(TcpListener),
+    }
+    let mut bound = Vec::new();
+    for l in listens {
+        let bind_err = |source| ServeError::Bind {
+            listen: l.to_string(),
+            source,
+        };
+        match l {
+            Listen::Unix(path) => {
+                // A socket left by a previous run would make bind fail.
+                if std::fs::symlink_metadata(path).is_ok_and(|m| {
+                    use std::os::unix::fs::FileTypeExt;
+                    m.file_type().is_socket()
+                }) {
+                    let _ = std::fs::remove_file(path);
+                }
+                let ul = UnixListener::bind(path).map_err(bind_err)?;
+                // The socket is root on this node: root only.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+                bound.push((l.clone(), Bound::Unix(ul, path.clone())));
+            }
+            Listen::Tcp(addr) => {
+                if !addr.ip().is_loopback() {
+                    tracing::warn!(%addr, "listening on a non-loopback address: anyone who can reach it is root on this node");
+                }
+                let tl = TcpListener::bind(addr).await.map_err(bind_err)?;
+                bound.push((l.clone(), Bound::Tcp(tl)));
+            }
+        }
+    }
+    let mut tasks = Vec::new();
+    for (l, b) in bound {
+        let svc = AgentServer::new(service.clone());
+        let mut sd = shutdown.clone();
+        let stop = async move {
+            let _ = sd.wait_for(|s| *s).await;
+        };
+        let router = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .initial_stream_window_size(Some(4 << 20))
+            .initial_connection_window_size(Some(8 << 20))
+            .add_service(svc);
+        tracing::info!(listen = %l, "serving");
+        tasks.push(tokio::spawn(async move {
+            let r = match b {
+                Bound::Unix(ul, path) => {
+                    let r = router
+                        .serve_with_incoming_shutdown(UnixListenerStream::new(ul), stop)
+                        .await;
+                    let _ = std::fs::remove_file(path);
+                    r
+                }
+                Bound::Tcp(tl) => {
+                    router
+                        .serve_with_incoming_shutdown(TcpListenerStream::new(tl), stop)
+                        .await
+                }
+            };
+            r.map_err(|source| ServeError::Serve {
+                listen: l.to_string(),
+                source,
+            })
+        }));
+    }
+    let mut sd = shutdown.clone();
+    let _ = sd.wait_for(|s| *s).await;
+    let all = futures_join(tasks);
+    match tokio::time::timeout(Duration::from_secs(5), all).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!("sessions did not finish within 5 s of shutdown; exiting anyway");
+            Ok(())
+        }
+    }
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<Result<(), ServeError>>>) -> Result<(), ServeError> {
+    for t in tasks {
+        if let Ok(r) = t.await {
+            r?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_listen_addresses() {
+        assert_eq!("unix:///run/a.sock".parse(), Ok(Listen::Unix("/run/a.sock".into())));
+        assert_eq!(
+            "tcp://127.0.0.1:7469".parse(),
+            Ok(Listen::Tcp("127.0.0.1:7469".parse().unwrap()))
+        );
+        for bad in ["unix://rel.sock", "tcp://localhost", "http://x"] {
+            let e = bad.parse::<Listen>().unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! The agent's gRPC service, and the one place domain errors become
+//! `tonic::Status` codes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kns_proto::agent::agent_server::Agent;
+use kns_proto::agent::exec_request::Msg as In;
+use kns_proto::agent::exec_response::Msg as Out;
+use kns_proto::agent::target::Kind;
+use kns_proto::agent::{
+    ExecRequest, ExecResponse, ExecStart, Exited, InspectRequest, InspectResponse, NamespaceId,
+    ProcessInfo, Started, VersionRequest, VersionResponse, exited,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::cri::CriError;
+use crate::ns::{NsKind, NsSet};
+use crate::nsenter::{self, Node, NsenterError};
+use crate::procfs::{self, ProcError};
+use crate::resolve::{self, ResolveError, Resolver, Target};
+use crate::session::{self, End};
+use crate::sys::ExitStatus;
+
+/// Every failure a request can meet.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Nsenter(#[from] NsenterError),
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+}
+
+impl From<AgentError> for Status {
+    fn from(e: AgentError) -> Status {
+        let msg = e.to_string();
+        let io_code = |err: &std::io::Error| match err.raw_os_error() {
+            Some(libc::EPERM | libc::EACCES) => tonic::Code::PermissionDenied,
+            Some(libc::ENOENT | libc::ESRCH) => tonic::Code::FailedPrecondition,
+            _ => tonic::Code::Internal,
+        };
+        let code = match &e {
+            AgentError::BadRequest(_) => tonic::Code::InvalidArgument,
+            AgentError::Proc(p) | AgentError::Resolve(ResolveError::Proc(p)) => match p {
+                ProcError::NoSuchProcess { .. } => tonic::Code::NotFound,
+                ProcError::Read { source, .. } => io_code(source),
+                ProcError::Parse { .. } => tonic::Code::Internal,
+            },
+            AgentError::Resolve(r) => match r {
+                ResolveError::Proc(_) => unreachable!("matched above"),
+                ResolveError::BadPid { .. } => tonic::Code::InvalidArgument,
+                ResolveError::ContainerNotFound { .. } | ResolveError::Cri(CriError::NotFound { .. }) => {
+                    tonic::Code::NotFound
+                }
+                ResolveError::Cri(CriError::Unavailable { .. } | CriError::NoRuntime { .. }) => {
+                    tonic::Code::Unavailable
+                }
+                ResolveError::Cri(CriError::Call { .. }) => tonic::Code::Internal,
+                ResolveError::Cri(CriError::NotRunning { .. } | CriError::NoPid { .. })
+                | ResolveError::Exited { .. }
+                | ResolveError::Replaced { .. }
+                | ResolveError::LeftContainer { .. } => tonic::Code::FailedPrecondition,
+                ResolveError::Pidfd { source, .. } => io_code(source),
+            },
+            AgentError::Nsenter(n) => match n {
+                NsenterError::EmptyCommand | NsenterError::NoNamespace | NsenterError::Nul => {
+                    tonic::Code::InvalidArgument
+                }
+                NsenterError::Open { source, .. } | NsenterError::Setup { source, .. } => io_code(source),
+                NsenterError::Child { errno, .. } => io_code(&std::io::Error::from_raw_os_error(*errno)),
+                NsenterError::Exec { .. } => tonic::Code::FailedPrecondition,
+            },
+        };
+        Status::new(code, msg)
+    }
+}
+
+/// The agent service.
+#[derive(Debug, Clone)]
+pub struct AgentService {
+    resolver: Arc<Resolver>,
+    node: Node,
+    shutdown: watch::Receiver<bool>,
+    sessions: Arc<AtomicU64>,
+}
+
+impl AgentService {
+    pub fn new(resolver: Arc<Resolver>, node: Node, shutdown: watch::Receiver<bool>) -> Self {
+        AgentService {
+            resolver,
+            node,
+            shutdown,
+            sessions: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+fn target_of(t: Option<kns_proto::agent::Target>) -> Result<Target, AgentError> {
+    match t.and_then(|t| t.kind) {
+        Some(Kind::ContainerId(id)) if !id.trim().is_empty() => Ok(Target::Container(id.trim().to_owned())),
+        Some(Kind::ContainerId(_)) => Err(AgentError::BadRequest("empty container ID".into())),
+        Some(Kind::Pid(p)) => Ok(Target::Pid(p)),
+        Some(Kind::Node(_)) => Ok(Target::Node),
+        None => Err(AgentError::BadRequest("no target: give a container ID, a PID, or the node".into())),
+    }
+}
+
+/// Checks a start message into a typed request before anything runs.
+fn validate(start: ExecStart) -> Result<(Target, nsenter::Request), AgentError> {
+    let target = target_of(start.target)?;
+    let mut namespaces = NsSet::default();
+    for n in start.namespaces {
+        namespaces.insert(
+            NsKind::from_proto(n).ok_or_else(|| AgentError::BadRequest(format!("unknown namespace kind {n}")))?,
+        );
+    }
+    let window = start.window.map(|w| {
+        let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+        (clamp(w.rows), clamp(w.cols))
+    });
+    let req = nsenter::Request {
+        namespaces,
+        argv: start.argv,
+        env: start.env.into_iter().collect::<BTreeMap<_, _>>(),
+        workdir: Some(start.workdir).filter(|w| !w.is_empty()),
+        tty: start.tty,
+        stdin: start.stdin,
+        mount_proc: !start.no_mount_proc,
+        window,
+    };
+    if req.argv.first().is_none_or(|a| a.is_empty()) {
+        return Err(NsenterError::EmptyCommand.into());
+    }
+    if req.namespaces.is_empty() {
+        return Err(NsenterError::NoNamespace.into());
+    }
+    Ok((target, req))
+}
+
+fn exited_reply(code: i32, error: String) -> ExecResponse {
+    ExecResponse {
+        msg: Some(Out::Exited(Exited {
+            status: Some(exited::Status::Code(code)),
+            error,
+        })),
+    }
+}
+
+fn process_info(pid: i32) -> Result<ProcessInfo, ProcError> {
+    let mut namespaces = Vec::new();
+    for k in NsKind::ALL {
+        if let Some(id) = procfs::ns_id(pid, k)? {
+            namespaces.push(NamespaceId {
+                kind: k.to_proto() as i32,
+                inode: id.inode,
+                device: id.device,
+            });
+        }
+    }
+    Ok(ProcessInfo {
+        pid,
+        nspid: procfs::nspid(pid)?,
+        namespaces,
+    })
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    type ExecStream = ReceiverStream<session::Reply>;
+
+    async fn exec(&self, request: Request<Streaming<ExecRequest>>) -> Result<Response<Self::ExecStream>, Status> {
+        let mut inbound = request.into_inner();
+        let start = match inbound.message().await? {
+            Some(ExecRequest { msg: Some(In::Start(s)) }) => s,
+            _ => return Err(Status::invalid_argument("the first message of an exec stream must be `start`")),
+        };
+        let (target, req) = validate(start)?;
+        let resolved = self.resolver.resolve(&target).await.map_err(AgentError::from)?;
+        let node = self.node;
+        let spawn_req = req.clone();
+        let r = resolved.clone();
+        let spawned = tokio::task::spawn_blocking(move || -> Result<_, AgentError> {
+            let pinned = resolve::pin(&r)?;
+            Ok(nsenter::spawn(&pinned, &spawn_req, node)?)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("spawn task failed: {e}")))?;
+
+        let (tx, rx) = mpsc::channel(16);
+        let session_id = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        let spawned = match spawned {
+            Ok(s) => s,
+            Err(AgentError::Nsenter(NsenterError::Exec { code, message })) => {
+                tracing::info!(session = session_id, %target, pid = resolved.pid, namespaces = %req.namespaces,
+                    argv = ?req.argv, exit = code, error = %message, "session could not start the tool");
+                let _ = tx.send(Ok(exited_reply(code, message))).await;
+                return Ok(Response::new(ReceiverStream::new(rx)));
+            }
+            Err(e) => {
+                tracing::warn!(session = session_id, %target, pid = resolved.pid, error = %e, "session failed to start");
+                return Err(e.into());
+            }
+        };
+        let started = ExecResponse {
+            msg: Some(Out::Started(Started {
+                pid: spawned.pid,
+                target_pid: resolved.pid,
+            })),
+        };
+        let _ = tx.send(Ok(started)).await;
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let tool_pid = spawned.pid;
+            let s = session::run(spawned, inbound, tx, shutdown).await;
+            let (exit_code, signal) = match s.end {
+                End::Exited(ExitStatus::Code(c)) => (Some(c), None),
+                End::Exited(ExitStatus::Signal(n)) => (None, Some(n)),
+                _ => (None, None),
+            };
+            tracing::info!(
+                session = session_id,
+                %target,
+                container_id = resolved.container_id.as_deref().unwrap_or(""),
+                target_pid = resolved.pid,
+                tool_pid,
+                namespaces = %req.namespaces,
+                argv = ?req.argv,
+                tty = req.tty,
+                end = ?s.end,
+                exit_code,
+                signal,
+                duration_ms = s.duration.as_millis() as u64,
+                bytes_in = s.bytes_in,
+                bytes_out = s.bytes_out,
+                bytes_err = s.bytes_err,
+                "session"
+            );
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn inspect(&self, request: Request<InspectRequest>) -> Result<Response<InspectResponse>, Status> {
+        let target = target_of(request.into_inner().target)?;
+        let resolved = self.resolver.resolve(&target).await.map_err(AgentError::from)?;
+        let pid = resolved.pid;
+        let read = |f: fn(i32) -> Result<String, ProcError>| f(pid).map_err(AgentError::from);
+        Ok(Response::new(InspectResponse {
+            target: Some(process_info(pid).map_err(AgentError::from)?),
+            node: Some(process_info(self.node.pid).map_err(AgentError::from)?),
+            uid_map: read(procfs::uid_map)?,
+            gid_map: read(procfs::gid_map)?,
+            cgroup: read(procfs::cgroup)?,
+            timens_offsets: read(procfs::timens_offsets)?,
+            container_id: resolved.container_id.unwrap_or_default(),
+        }))
+    }
+
+    async fn version(&self, _: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {
+        let runtime = self.resolver.cri().await.map(|c| c.runtime).unwrap_or_default();
+        Ok(Response::new(VersionResponse {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            runtime,
+            node_pid: self.resolver.node_pid(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kns_proto::agent::Namespace as Pb;
+
+    fn start(ns: Vec<Pb>, argv: &[&str]) -> ExecStart {
+        ExecStart {
+            target: Some(kns_proto::agent::Target {
+                kind: Some(Kind::Pid(1)),
+            }),
+            namespaces: ns.into_iter().map(|n| n as i32).collect(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn validation_rejects_bad_requests_with_argument_errors() {
+        for s in [
+            start(vec![], &["true"]),
+            start(vec![Pb::Net], &[]),
+            start(vec![Pb::Net], &[""]),
+            ExecStart {
+                target: None,
+                ..start(vec![Pb::Net], &["true"])
+            },
+        ] {
+            let status: Status = validate(s).unwrap_err().into();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        }
+        let (t, r) = validate(start(vec![Pb::Net, Pb::Pid], &["ss"])).unwrap();
+        assert_eq!(t, Target::Pid(1));
+        assert!(r.namespaces.contains(NsKind::Net) && r.namespaces.contains(NsKind::Pid));
+        assert!(r.mount_proc);
+    }
+
+    #[test]
+    fn status_codes_are_deliberate() {
+        let cases: Vec<(AgentError, tonic::Code)> = vec![
+            (ProcError::NoSuchProcess { pid: 9 }.into(), tonic::Code::NotFound),
+            (ResolveError::Exited { pid: 9 }.into(), tonic::Code::FailedPrecondition),
+            (
+                ResolveError::Cri(CriError::NotRunning {
+                    id: "a".into(),
+                    state: "EXITED".into(),
+                    reason: String::new(),
+                })
+                .into(),
+                tonic::Code::FailedPrecondition,
+            ),
+            (
+                ResolveError::ContainerNotFound {
+                    id: "a".into(),
+                    cri: "x".into(),
+                }
+                .into(),
+                tonic::Code::NotFound,
+            ),
+            (
+                NsenterError::Child {
+                    stage: crate::sys::Stage::Setns,
+                    errno: libc::EPERM,
+                    namespaces: NsSet::default(),
+                    pid: 1,
+                }
+                .into(),
+                tonic::Code::PermissionDenied,
+            ),
+        ];
+        for (e, code) in cases {
+            assert_eq!(Status::from(e).code(), code);
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! One exec session: moving a running tool's I/O to and from the client,
+//! forwarding signals and resizes, and making sure nothing outlives it.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kns_proto::agent::exec_request::Msg as In;
+use kns_proto::agent::exec_response::Msg as Out;
+use kns_proto::agent::{ExecRequest, ExecResponse, Exited, exited};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::{Stream, StreamExt};
+use tonic::Status;
+
+use crate::nsenter::Spawned;
+use crate::pty;
+use crate::sys::{self, ExitStatus};
+
+/// Output is read in chunks of up to this size.
+const CHUNK: usize = 256 * 1024;
+/// After the tool exits, how long output from what it left may still drain.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+pub type Reply = Result<ExecResponse, Status>;
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Exited(ExitStatus),
+    ClientGone,
+    Shutdown,
+}
+
+/// What a session did, for its log line.
+#[derive(Debug)]
+pub struct Summary {
+    pub end: End,
+    pub duration: Duration,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub bytes_err: u64,
+}
+
+async fn read_chunk(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        let mut guard = fd.readable().await?;
+        match guard.try_io(|inner| nix::unistd::read(inner.get_ref(), buf).map_err(io::Error::from)) {
+            Ok(Ok(n)) => return Ok(n),
+            // A PTY master reads EIO once every slave is closed: end of file.
+            Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(0),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => {}
+        }
+    }
+}
+
+async fn write_all(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        let mut guard = fd.writable().await?;
+        match guard.try_io(|inner| nix::unistd::write(inner.get_ref().as_fd(), data).map_err(io::Error::from)) {
+            Ok(Ok(n)) => data = &data[n..],
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Copies an output fd into the reply stream until end of file or until
+/// the client is gone; returns the bytes moved.
+fn pump(fd: OwnedFd, tx: mpsc::Sender<Reply>, wrap: fn(Bytes) -> Out) -> JoinHandle<u64> {
+    tokio::spawn(async move {
+        let Ok(fd) = sys::async_fd(fd) else { return 0 };
+        let mut total = 0u64;
+        let mut buf = BytesMut::zeroed(CHUNK);
+        loop {
+            let n = match read_chunk(&fd, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            total += n as u64;
+            // Large reads hand their buffer over; small ones are copied so
+            // a few bytes do not pin a whole chunk while in flight.
+            let chunk = if n >= CHUNK / 4 {
+                let c = buf.split_to(n).freeze();
+                buf = BytesMut::zeroed(CHUNK);
+                c
+            } else {
+                Bytes::copy_from_slice(&buf[..n])
+            };
+            let msg = ExecResponse { msg: Some(wrap(chunk)) };
+            if tx.send(Ok(msg)).await.is_err() {
+                break;
+            }
+        }
+        total
+    })
+}
+
+/// Feeds client stdin to the tool; dropping the sender closes the tool's
+/// stdin.
+fn feed(fd: OwnedFd) -> (mpsc::Sender<Bytes>, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(16);
+    let task = tokio::spawn(async move {
+        let Ok(fd) = sys::async_fd(fd) else { return };
+        while let Some(data) = rx.recv().await {
+            // EPIPE: the tool closed its stdin; the rest is discarded.
+            if write_all(&fd, &data).await.is_err() {
+                break;
+            }
+        }
+    });
+    (tx, task)
+}
+
+fn signal_group(pid: i32, sig: Signal) {
+    match killpg(Pid::from_raw(pid), sig) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => tracing::warn!(pid, ?sig, error = %e, "cannot signal the tool's process group"),
+    }
+}
+
+/// Kills the tool's whole process group, then reaps the tool. Killing first,
+/// while the unreaped tool still holds its PID, means the group ID cannot
+/// have been reused by then.
+async fn kill_and_reap(pid: i32, exit: &AsyncFd<OwnedFd>) -> Option<ExitStatus> {
+    signal_group(pid, Signal::SIGKILL);
+    loop {
+        let Ok(mut guard) = exit.readable().await else { return None };
+        match sys::try_reap_pidfd(exit.get_ref()) {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) => guard.clear_ready(),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Runs the session to its end. `shutdown` turning true ends it with an
+/// `Unavailable` status sent to the client.
+pub async fn run<S>(
+    spawned: Spawned,
+    mut inbound: S,
+    tx: mpsc::Sender<Reply>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Summary
+where
+    S: Stream<Item = Result<ExecRequest, Status>> + Unpin,
+{
+    let started = Instant::now();
+    let pid = spawned.pid;
+    let out = pump(spawned.stdout, tx.clone(), Out::Stdout);
+    let err = spawned.stderr.map(|fd| pump(fd, tx.clone(), Out::Stderr));
+    let (mut stdin_tx, stdin_task) = match spawned.stdin {
+        Some(fd) => {
+            let (t, task) = feed(fd);
+            (Some(t), Some(task))
+        }
+        None => (None, None),
+    };
+    let exit = match sys::async_fd(spawned.pidfd) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(pid, error = %e, "cannot watch the tool's pidfd");
+            signal_group(pid, Signal::SIGKILL);
+            return Summary {
+                end: End::ClientGone,
+                duration: started.elapsed(),
+                bytes_in: 0,
+                bytes_out: 0,
+                bytes_err: 0,
+            };
+        }
+    };
+    let mut bytes_in = 0u64;
+
+    let end = loop {
+        tokio::select! {
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break End::Shutdown,
+            guard = exit.readable() => {
+                let Ok(mut guard) = guard else { break End::ClientGone };
+                // The tool is a zombie now: kill what it left in its group
+                // before reaping, then reap.
+                if matches!(sys::try_reap_pidfd_peek(exit.get_ref()), Ok(true)) {
+                    signal_group(pid, Signal::SIGKILL);
+                }
+                match sys::try_reap_pidfd(exit.get_ref()) {
+                    Ok(Some(s)) => break End::Exited(s),
+                    Ok(None) => guard.clear_ready(),
+                    Err(e) => {
+                        tracing::error!(pid, error = %e, "cannot reap the tool");
+                        break End::ClientGone;
+                    }
+                }
+            }
+            msg = inbound.next() => match msg {
+                Some(Ok(ExecRequest { msg: Some(m) })) => match m {
+                    In::Stdin(data) => {
+                        bytes_in += data.len() as u64;
+                        if let Some(t) = &stdin_tx {
+                            let _ = t.send(data).await;
+                        }
+                    }
+                    In::StdinClose(_) => stdin_tx = None,
+                    In::Resize(w) => {
+                        if let Some(m) = &spawned.pty {
+                            let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+                            let _ = pty::resize(m, clamp(w.rows), clamp(w.cols));
+                        }
+                    }
+                    In::Signal(n) => match Signal::try_from(n) {
+                        Ok(sig) => signal_group(pid, sig),
+                        Err(_) => tracing::warn!(pid, signal = n, "ignoring unknown signal number"),
+                    },
+                    In::Start(_) => tracing::warn!(pid, "ignoring a second start message"),
+                },
+                Some(Ok(ExecRequest { msg: None })) => {}
+                // The client half-closed or its connection broke: either
+                // way nobody is left to read the output.
+                None | Some(Err(_)) => break End::ClientGone,
+            },
+            _ = tx.closed() => break End::ClientGone,
+        }
+    };
+    drop(stdin_tx);
+
+    let end = match end {
+        End::Exited(s) => {
+            // Output still in the pipes belongs before the exit status.
+            let drained = tokio::time::timeout(DRAIN_GRACE, async {
+                let o = out.await.unwrap_or(0);
+                let e = match err {
+                    Some(e) => e.await.unwrap_or(0),
+                    None => 0,
+                };
+                (o, e)
+            })
+            .await;
+            let (bytes_out, bytes_err) = drained.unwrap_or_default();
+            let status = match s {
+                ExitStatus::Code(c) => exited::Status::Code(c),
+                ExitStatus::Signal(n) => exited::Status::Signal(n),
+            };
+            let msg = ExecResponse {
+                msg: Some(Out::Exited(Exited {
+                    status: Some(status),
+                    error: String::new(),
+                })),
+            };
+            let _ = tx.send(Ok(msg)).await;
+            if let Some(t) = stdin_task {
+                t.abort();
+            }
+            return Summary {
+                end: End::Exited(s),
+                duration: started.elapsed(),
+                bytes_in,
+                bytes_out,
+                bytes_err,
+            };
+        }
+        other => other,
+    };
+
+    kill_and_reap(pid, &exit).await;
+    out.abort();
+    if let Some(e) = err {
+        e.abort();
+    }
+    if let Some(t) = stdin_task {
+        t.abort();
+    }
+    if end == End::Shutdown {
+        let _ = tx
+            .send(Err(Status::unavailable(
+                "the agent is shutting down (SIGTERM): the session was ended and its processes were killed; run the command again once the agent is back",
+            )))
+            .await;
+    }
+    Summary {
+        end,
+        duration: started.elapsed(),
+        bytes_in,
+        bytes_out: 0,
+        bytes_err: 0,
+    }
+}

@@ -1,0 +1,487 @@
+//! The agent's only `unsafe` code: the syscalls nix does not wrap
+//! (`pidfd_open`, `clone(CLONE_PARENT)`, `waitid(P_PIDFD)`, terminal ioctls)
+//! and the code that runs between `fork` and `execve`.
+//!
+//! Everything the child needs is prepared by [`ChildPlan`] before the fork;
+//! the child itself only makes raw system calls, which are async-signal-safe
+//! (signal-safety(7)), because the agent is multi-threaded and a forked
+//! child of a multi-threaded process may not allocate or take locks.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString, c_int};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Opens a pidfd for `pid` (Linux ≥ 5.3): a handle that keeps naming the same
+/// process even if the PID is reused after it exits.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
+    // no pointers are passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// How a reaped child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Reaps the child behind `pidfd` without blocking; `None` while it runs.
+pub fn try_reap_pidfd(pidfd: &OwnedFd) -> io::Result<Option<ExitStatus>> {
+    waitid_pidfd(pidfd, 0)
+}
+
+/// Whether the child behind `pidfd` has exited, leaving it unreaped (so its
+/// PID, and the process group named after it, stay reserved).
+pub fn try_reap_pidfd_peek(pidfd: &OwnedFd) -> io::Result<bool> {
+    Ok(waitid_pidfd(pidfd, libc::WNOWAIT)?.is_some())
+}
+
+fn waitid_pidfd(pidfd: &OwnedFd, extra: c_int) -> io::Result<Option<ExitStatus>> {
+    // SAFETY: siginfo_t is plain data; all-zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid, writable siginfo_t; the fd is owned and
+    // open for the duration of the call.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | extra,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: waitid filled `info` for a child; with WNOHANG and no child
+    // ready, si_pid stays 0 (wait(2)).
+    let (pid, code, status) = unsafe { (info.si_pid(), info.si_code, info.si_status()) };
+    if pid == 0 {
+        return Ok(None);
+    }
+    Ok(Some(match code {
+        libc::CLD_EXITED => ExitStatus::Code(status),
+        _ => ExitStatus::Signal(status),
+    }))
+}
+
+/// Sends `sig` to the process behind `pidfd`.
+pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
+    // SAFETY: no siginfo is passed (NULL is allowed); the fd is owned.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets a terminal's window size.
+pub fn set_winsize(fd: &OwnedFd, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize from the pointer, which is valid for
+    // the call; the fd is owned.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A step of the child's setup, reported to the parent when it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Stage {
+    NodeMount = 1,
+    Setns = 2,
+    SetnsUser = 3,
+    Root = 4,
+    Cwd = 5,
+    Fork = 6,
+    MountProc = 7,
+    Workdir = 8,
+    Session = 9,
+    Stdio = 10,
+    Exec = 11,
+}
+
+impl Stage {
+    fn from_u32(v: u32) -> Option<Stage> {
+        use Stage::*;
+        [
+            NodeMount, Setns, SetnsUser, Root, Cwd, Fork, MountProc, Workdir, Session, Stdio, Exec,
+        ]
+        .into_iter()
+        .find(|s| *s as u32 == v)
+    }
+}
+
+/// Joining namespaces through per-namespace files, for kernels older than
+/// 5.8 where `setns` does not accept a pidfd.
+#[derive(Debug)]
+pub struct NsFile {
+    pub fd: OwnedFd,
+    pub nstype: c_int,
+}
+
+/// How the child joins the target's namespaces.
+#[derive(Debug)]
+pub enum Join {
+    /// `setns(pidfd, mask)`: all namespaces in one atomic call (Linux ≥ 5.8).
+    Pidfd { pidfd: OwnedFd, mask: c_int },
+    /// One `setns` per namespace file, user namespace handled as nsenter(1)
+    /// does: tried last first, then first if that failed.
+    Files(Vec<NsFile>),
+}
+
+/// Everything the child needs, prepared before the fork so that the child
+/// only makes system calls.
+#[derive(Debug)]
+pub struct ChildPlan {
+    /// The node's mount namespace, joined first so the tool comes from the
+    /// node's filesystem; `None` when already there or when entering the
+    /// target's mount namespace.
+    pub node_mnt: Option<OwnedFd>,
+    pub join: Join,
+    /// Entered after /proc is mounted: mounting proc needs privileges the
+    /// process gives up when it joins a user namespace.
+    pub late_user: Option<Join>,
+    /// The target's root and working directory (with the mount namespace).
+    pub root: Option<OwnedFd>,
+    pub cwd: Option<OwnedFd>,
+    pub mount_proc: bool,
+    pub workdir: Option<CString>,
+    /// Full paths to try in order (PATH resolved before the fork).
+    pub candidates: Vec<CString>,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    /// The child's ends of stdin, stdout, stderr.
+    pub stdio: [OwnedFd; 3],
+    pub tty: bool,
+}
+
+/// What the parent learns from a spawn.
+#[derive(Debug)]
+pub enum SpawnOutcome {
+    /// The tool was exec'd; its PID in the agent's PID namespace.
+    Running(i32),
+    /// A setup step failed; the tool (if it was created) has been reaped.
+    Failed { stage: Stage, errno: i32 },
+}
+
+const REPORT_PID: u32 = 1;
+const REPORT_ERR: u32 = 2;
+const REPORT_LEN: usize = 12;
+
+/// Forks, joins the namespaces, and execs the tool.
+///
+/// Two processes are made: the first joins the namespaces (joining a PID
+/// namespace only applies to children, setns(2)), then makes the second with
+/// `CLONE_PARENT`, so the tool is the agent's own child and inside every
+/// namespace asked for. The first exits at once. Both report to the parent
+/// over a close-on-exec pipe: the tool's PID, or the step that failed and its
+/// errno; end of file means the exec succeeded.
+///
+/// Blocking: call from a blocking thread.
+pub fn spawn(plan: ChildPlan) -> io::Result<SpawnOutcome> {
+    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let argv_ptrs = null_terminated(&plan.argv);
+    let envp_ptrs = null_terminated(&plan.envp);
+
+    // SAFETY: the child runs `first_child`, which only makes async-signal-
+    // safe system calls on data prepared above and never returns.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: we are the freshly forked, single-threaded child.
+        unsafe { first_child(&plan, report_w.as_raw_fd(), &argv_ptrs, &envp_ptrs) }
+    }
+    drop(report_w);
+    drop(plan);
+
+    let mut tool_pid = None;
+    let mut failure = None;
+    let mut buf = [0u8; REPORT_LEN];
+    loop {
+        match read_full(&report_r, &mut buf)? {
+            false => break,
+            true => {
+                let kind = u32::from_ne_bytes(buf[0..4].try_into().expect("4 bytes"));
+                let a = u32::from_ne_bytes(buf[4..8].try_into().expect("4 bytes"));
+                let b = i32::from_ne_bytes(buf[8..12].try_into().expect("4 bytes"));
+                match kind {
+                    REPORT_PID => tool_pid = Some(b),
+                    REPORT_ERR => failure = Some((Stage::from_u32(a).unwrap_or(Stage::Exec), b)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    // The first child exits right after reporting; reap it.
+    nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None)?;
+    match (failure, tool_pid) {
+        (Some((stage, errno)), tool) => {
+            if let Some(t) = tool {
+                // The tool failed before exec and exits on its own; reap it
+                // so nothing is left behind.
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(t), None);
+            }
+            Ok(SpawnOutcome::Failed { stage, errno })
+        }
+        (None, Some(t)) => Ok(SpawnOutcome::Running(t)),
+        (None, None) => Err(io::Error::other("namespace entry child exited without a report")),
+    }
+}
+
+fn null_terminated(v: &[CString]) -> Vec<*const libc::c_char> {
+    v.iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// Reads exactly one report, or returns false at end of file.
+fn read_full(fd: &OwnedFd, buf: &mut [u8; REPORT_LEN]) -> io::Result<bool> {
+    let mut got = 0;
+    while got < REPORT_LEN {
+        match nix::unistd::read(fd, &mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => return Err(io::Error::other("short report from child")),
+            Ok(n) => got += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// Writes a report record; a write of 12 bytes to a pipe is atomic.
+///
+/// SAFETY (for callers): async-signal-safe, uses only `write(2)`.
+unsafe fn report(fd: RawFd, kind: u32, a: u32, b: i32) {
+    let mut rec = [0u8; REPORT_LEN];
+    rec[0..4].copy_from_slice(&kind.to_ne_bytes());
+    rec[4..8].copy_from_slice(&a.to_ne_bytes());
+    rec[8..12].copy_from_slice(&b.to_ne_bytes());
+    // SAFETY: `rec` is a valid buffer of REPORT_LEN bytes.
+    unsafe { libc::write(fd, rec.as_ptr().cast(), REPORT_LEN) };
+}
+
+/// Reports the failed stage with errno and exits.
+unsafe fn fail(fd: RawFd, stage: Stage, err: i32) -> ! {
+    // SAFETY: write(2) and _exit(2) are async-signal-safe.
+    unsafe {
+        report(fd, REPORT_ERR, stage as u32, err);
+        libc::_exit(127)
+    }
+}
+
+/// Joins namespaces; returns the errno of the first that failed.
+unsafe fn join(j: &Join) -> Result<(), i32> {
+    match j {
+        Join::Pidfd { pidfd, mask } => {
+            // SAFETY: setns on an owned, open fd.
+            if unsafe { libc::setns(pidfd.as_raw_fd(), *mask) } < 0 {
+                return Err(errno());
+            }
+            Ok(())
+        }
+        Join::Files(files) => {
+            // Pass 0 skips the user namespace and tolerates failures (they
+            // may need the user namespace first); pass 1 does the user
+            // namespace first, then retries what failed. A namespace that
+            // was joined is not joined again.
+            let mut done = [false; 16];
+            for pass in 0..2 {
+                let order = files
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| f.nstype == libc::CLONE_NEWUSER)
+                    .chain(
+                        files
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, f)| f.nstype != libc::CLONE_NEWUSER),
+                    );
+                for (i, f) in order {
+                    if done[i] || (pass == 0 && f.nstype == libc::CLONE_NEWUSER) {
+                        continue;
+                    }
+                    // SAFETY: setns on an owned, open fd.
+                    if unsafe { libc::setns(f.fd.as_raw_fd(), f.nstype) } == 0 {
+                        done[i] = true;
+                    } else if pass == 1 {
+                        return Err(errno());
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The first child: joins namespaces, then clones the tool and exits.
+///
+/// SAFETY (for callers): only in a freshly forked child; never returns.
+unsafe fn first_child(
+    plan: &ChildPlan,
+    report_fd: RawFd,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> ! {
+    // SAFETY: all calls below are raw system calls on fds and C strings that
+    // were prepared before the fork and stay valid in the child's copy of
+    // the address space.
+    unsafe {
+        if let Some(fd) = &plan.node_mnt
+            && libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNS) < 0
+        {
+            fail(report_fd, Stage::NodeMount, errno());
+        }
+        if let Err(e) = join(&plan.join) {
+            fail(report_fd, Stage::Setns, e);
+        }
+        if let Some(root) = &plan.root {
+            if libc::fchdir(root.as_raw_fd()) < 0 || libc::chroot(c".".as_ptr()) < 0 {
+                fail(report_fd, Stage::Root, errno());
+            }
+        }
+        if let Some(cwd) = &plan.cwd
+            && libc::fchdir(cwd.as_raw_fd()) < 0
+        {
+            fail(report_fd, Stage::Cwd, errno());
+        }
+        let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong;
+        let tool = libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize);
+        if tool < 0 {
+            fail(report_fd, Stage::Fork, errno());
+        }
+        if tool > 0 {
+            report(report_fd, REPORT_PID, 0, tool as i32);
+            libc::_exit(0);
+        }
+        tool_child(plan, report_fd, argv, envp)
+    }
+}
+
+/// The tool's process: private /proc, session, stdio, then exec.
+unsafe fn tool_child(
+    plan: &ChildPlan,
+    report_fd: RawFd,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> ! {
+    // SAFETY: as in `first_child`: raw system calls on prepared data.
+    unsafe {
+        if plan.mount_proc {
+            // A private mount namespace, so the fresh proc never reaches the
+            // node's mount table (mount_namespaces(7)).
+            if libc::unshare(libc::CLONE_NEWNS) < 0
+                || libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) < 0
+                || libc::mount(
+                    c"proc".as_ptr(),
+                    c"/proc".as_ptr(),
+                    c"proc".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    std::ptr::null(),
+                ) < 0
+            {
+                fail(report_fd, Stage::MountProc, errno());
+            }
+        }
+        if let Some(j) = &plan.late_user
+            && let Err(e) = join(j)
+        {
+            fail(report_fd, Stage::SetnsUser, e);
+        }
+        let dir: &CStr = match &plan.workdir {
+            Some(w) => w,
+            None if plan.cwd.is_some() => c".",
+            None => c"/",
+        };
+        if libc::chdir(dir.as_ptr()) < 0 {
+            fail(report_fd, Stage::Workdir, errno());
+        }
+        // Own session and process group, so the agent can signal and kill
+        // everything the tool starts, and so a TTY can become controlling.
+        if libc::setsid() < 0 {
+            fail(report_fd, Stage::Session, errno());
+        }
+        for (i, fd) in plan.stdio.iter().enumerate() {
+            if libc::dup2(fd.as_raw_fd(), i as c_int) < 0 {
+                fail(report_fd, Stage::Stdio, errno());
+            }
+        }
+        if plan.tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+            fail(report_fd, Stage::Stdio, errno());
+        }
+        // Nothing of the agent's may reach the tool (CVE-2019-5736): every
+        // fd above stdio closes on exec; the report pipe until then.
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+        // The Rust runtime ignores SIGPIPE and tokio may block signals; the
+        // tool gets default dispositions and an empty mask.
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        for sig in 1..libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        // As execvp(3): EACCES anywhere wins over ENOENT.
+        let mut err = libc::ENOENT;
+        for path in &plan.candidates {
+            libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            let e = errno();
+            if e != libc::ENOENT && e != libc::ENOTDIR {
+                err = e;
+            }
+            if e != libc::ENOENT && e != libc::ENOTDIR && e != libc::EACCES {
+                break;
+            }
+        }
+        fail(report_fd, Stage::Exec, err)
+    }
+}
+
+/// Registers an owned fd with tokio's reactor.
+pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd owns an open fd and returns that same fd from
+    // as_raw_fd for its whole life, which is what registration requires.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}

@@ -1,0 +1,145 @@
+//! Command-line definitions: parsed here, validated into typed requests by
+//! each command before anything is sent.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::target::DirectTarget;
+
+/// Run the node's own tools inside exactly the namespaces of a container.
+///
+/// kubectl-ns asks the kubectl-ns agent on the node to join the namespaces
+/// you pick and run a tool from the node there: `ss` inside a distroless
+/// pod's network namespace, `ps` inside its PID namespace. No image is
+/// pulled and no pod is created per session.
+#[derive(Debug, Parser)]
+#[command(name = "kubectl-ns", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command from the node inside a target's namespaces.
+    ///
+    /// Pick namespaces as with nsenter(1). Which one, by symptom:
+    ///   cannot reach a dependency, DNS, ports      -n (net)
+    ///   stray or zombie processes, who runs what   -p (pid; /proc matches)
+    ///   a file the app cannot see                  -m (mnt; tools then come
+    ///                                                  from the image)
+    ///   a hostname in logs                         -u (uts)
+    ///   shared memory, semaphores                  -i (ipc)
+    ///   permission denied on a host path           `kubectl ns ls` (user maps)
+    ///
+    /// Examples:
+    ///   kubectl ns exec --agent unix:///run/kns.sock container/4f1e2d -n -- ss -lntp
+    ///   kubectl ns exec --agent unix:///run/kns.sock pid/1234 -p -- ps -ef
+    ///   kubectl ns exec --agent unix:///run/kns.sock node -a -t -- bash
+    #[command(verbatim_doc_comment)]
+    Exec(ExecArgs),
+    /// Show a target's namespace identities next to the node's: compare
+    /// first, enter second.
+    ///
+    /// Example:
+    ///   kubectl ns ls --agent unix:///run/kns.sock container/4f1e2d
+    #[command(verbatim_doc_comment)]
+    Ls(LsArgs),
+    /// Print the plugin's version and, with --agent, the agent's.
+    Version(VersionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArg {
+    /// The agent to use: unix:///PATH or http://HOST:PORT.
+    #[arg(long, env = "KNS_AGENT", value_name = "ADDR")]
+    pub agent: String,
+}
+
+/// Namespace flags, as nsenter(1) spells them.
+#[derive(Debug, Args, Clone, Default)]
+pub struct NsFlags {
+    /// Enter the network namespace (this -n is not kubectl's --namespace).
+    #[arg(short = 'n', long = "net", help_heading = "Namespaces")]
+    pub net: bool,
+    /// Enter the PID namespace; /proc is remounted to match.
+    #[arg(short = 'p', long = "pid", help_heading = "Namespaces")]
+    pub pid: bool,
+    /// Enter the mount namespace, root and working directory: tools then
+    /// come from the container's image, not the node.
+    #[arg(short = 'm', long = "mount", help_heading = "Namespaces")]
+    pub mount: bool,
+    /// Enter the UTS namespace (hostname).
+    #[arg(short = 'u', long = "uts", help_heading = "Namespaces")]
+    pub uts: bool,
+    /// Enter the IPC namespace.
+    #[arg(short = 'i', long = "ipc", help_heading = "Namespaces")]
+    pub ipc: bool,
+    /// Enter the user namespace.
+    #[arg(short = 'U', long = "user", help_heading = "Namespaces")]
+    pub user: bool,
+    /// Enter the cgroup namespace.
+    #[arg(short = 'C', long = "cgroup", help_heading = "Namespaces")]
+    pub cgroup: bool,
+    /// Enter the time namespace.
+    #[arg(short = 'T', long = "time", help_heading = "Namespaces")]
+    pub time: bool,
+    /// Enter all of them.
+    #[arg(short = 'a', long = "all", help_heading = "Namespaces")]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub agent: AgentArg,
+    /// What to enter: pid/PID, container/ID, or node.
+    pub target: DirectTarget,
+    #[command(flatten)]
+    pub ns: NsFlags,
+    /// Allocate a terminal (implies --stdin).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Pass stdin to the command.
+    #[arg(long)]
+    pub stdin: bool,
+    /// Set an environment variable (repeatable); the default is a minimal
+    /// environment with a system PATH.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory for the command.
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// With -p and without -m, keep the node's /proc instead of mounting one
+    /// that matches the target's PID namespace.
+    #[arg(long)]
+    pub no_mount_proc: bool,
+    /// The command and its arguments, after --.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum Output {
+    #[default]
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub agent: AgentArg,
+    /// What to inspect: pid/PID, container/ID, or node.
+    pub target: DirectTarget,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// Also ask this agent for its version.
+    #[arg(long, env = "KNS_AGENT", value_name = "ADDR")]
+    pub agent: Option<String>,
+}

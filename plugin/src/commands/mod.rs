@@ -1,0 +1,5 @@
+//! One module per subcommand.
+
+pub mod exec;
+pub mod ls;
+pub mod version;

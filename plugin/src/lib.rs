@@ -1,0 +1,13 @@
+//! `kubectl-ns`: a kubectl plugin that runs the node's tools inside exactly
+//! the namespaces of a pod's container, through the kubectl-ns agent.
+//!
+//! The plugin never enters namespaces itself; it parses and validates what
+//! the user asked for, reaches an agent, and drives it over gRPC.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod commands;
+pub mod exit;
+pub mod target;
+pub mod terminal;
+pub mod transport;

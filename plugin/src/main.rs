@@ -1,0 +1,77 @@
+//! `kubectl-ns`: parse, dispatch, map errors to exit codes (see `exit`).
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use kns_plugin::cli::{Cli, Command};
+use kns_plugin::commands;
+use kns_plugin::exit::{self, Failure};
+
+/// `-n NAME` is the mistake kubectl users make first here: say what to use.
+fn namespace_hint(args: &[String]) -> Option<String> {
+    let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    let i = args[..end].iter().position(|a| a == "-n")?;
+    let next = args.get(i + 1).filter(|v| *v != "--" && !v.starts_with('-'))?;
+    Some(format!(
+        "Hint: -n is the network namespace here (as in nsenter). For the Kubernetes namespace `{next}`, \
+         use --namespace {next} or the {next}/POD form."
+    ))
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { 0 };
+            let _ = e.print();
+            if code != 0
+                && let Some(h) = namespace_hint(&argv)
+            {
+                eprintln!("{h}");
+            }
+            return ExitCode::from(code);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kubectl-ns: cannot start: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let result: Result<u8, Failure> = rt.block_on(async {
+        match cli.command {
+            Command::Exec(a) => commands::exec::run(a).await,
+            Command::Ls(a) => commands::ls::run(a).await,
+            Command::Version(a) => commands::version::run(a).await,
+        }
+    });
+    let code = match result {
+        Ok(c) => c,
+        Err(f) => {
+            eprintln!("kubectl-ns: {}", f.message);
+            f.code
+        }
+    };
+    // Exit now: a stdin reader thread may still sit in a blocking read.
+    std::process::exit(i32::from(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn hints_namespace_misuse_only() {
+        assert!(namespace_hint(&v(&["k", "exec", "-n", "prod", "web", "--", "ss"])).unwrap().contains("--namespace prod"));
+        assert!(namespace_hint(&v(&["k", "exec", "web", "-n", "--", "ss"])).is_none());
+        assert!(namespace_hint(&v(&["k", "exec", "web", "-n", "-p", "--", "ss"])).is_none());
+        assert!(namespace_hint(&v(&["k", "exec", "web", "--", "ip", "-n", "x"])).is_none());
+    }
+}

@@ -1,0 +1,77 @@
+//! Reaching an agent: a unix socket or a TCP address.
+
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::exit::Failure;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects to `addr` (`unix:///PATH` or `http://HOST:PORT`).
+pub async fn connect(addr: &str) -> Result<Channel, Failure> {
+    let unreachable = |e: &dyn std::fmt::Display| {
+        Failure::own(format!(
+            "cannot reach the agent at {addr}: {e}\nHint: is kubectl-ns-agent running and listening there (its --listen)?"
+        ))
+    };
+    if let Some(path) = addr.strip_prefix("unix://") {
+        let path = path.to_owned();
+        // The URI is ignored by the connector; tonic needs a valid one.
+        return Endpoint::from_static("http://agent.invalid")
+            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+            }))
+            .await
+            .map_err(|e| unreachable(&source_chain(&e)));
+    }
+    if addr.starts_with("http://") {
+        let ep = Endpoint::from_shared(addr.to_owned()).map_err(|e| {
+            Failure::new(crate::exit::USAGE, format!("--agent {addr}: not a valid address: {e}"))
+        })?;
+        return ep
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| unreachable(&source_chain(&e)));
+    }
+    Err(Failure::new(
+        crate::exit::USAGE,
+        format!("--agent {addr}: expected unix:///PATH or http://HOST:PORT"),
+    ))
+}
+
+/// An error with its causes, `a: b: c`, since transport errors hide the
+/// useful part (connection refused, no such file) in their sources.
+pub fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// Words a gRPC error from the agent for the user.
+pub fn status_failure(s: &tonic::Status) -> Failure {
+    let hint = match s.code() {
+        tonic::Code::PermissionDenied => {
+            "\nHint: the agent lacks the privilege for this; it needs hostPID and CAP_SYS_ADMIN/CAP_SYS_PTRACE on the node"
+        }
+        tonic::Code::Unavailable if s.message().contains("shutting down") => "",
+        tonic::Code::Unavailable => "\nHint: the agent or the node's container runtime is not answering",
+        tonic::Code::Unimplemented => "\nHint: the agent is older than this kubectl-ns; upgrade it",
+        _ => "",
+    };
+    let msg = if s.message().is_empty() { format!("{:?}", s.code()) } else { s.message().to_owned() };
+    Failure::own(format!("{msg}{hint}"))
+}
