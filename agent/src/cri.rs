@@ -8,8 +8,7 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use kns_proto::cri::runtime_service_client::RuntimeServiceClient;
 use kns_proto::cri::{
-    ContainerState, ContainerStatusRequest, PodSandboxState, PodSandboxStatusRequest,
-    VersionRequest,
+    ContainerState, ContainerStatusRequest, PodSandboxState, PodSandboxStatusRequest, VersionRequest,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -48,7 +47,9 @@ pub enum CriError {
         state: String,
         reason: String,
     },
-    #[error("the runtime's status for {id} carries no pid (is it a VM-sandboxed runtime such as kata or gVisor?)")]
+    #[error(
+        "the runtime's status for {id} carries no pid (is it a VM-sandboxed runtime such as kata or gVisor?)"
+    )]
     NoPid { id: String },
     #[error("the CRI runtime at {endpoint} failed: {source}")]
     Call {
@@ -82,9 +83,7 @@ fn unix_channel(path: &str) -> Channel {
         .connect_timeout(PROBE_TIMEOUT)
         .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
             let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
         }))
 }
 
@@ -155,7 +154,11 @@ impl Cri {
             Err(s) => return Err(self.call_error(s)),
         };
         let status = resp.status.unwrap_or_default();
-        let full_id = if status.id.is_empty() { id.to_owned() } else { status.id.clone() };
+        let full_id = if status.id.is_empty() {
+            id.to_owned()
+        } else {
+            status.id.clone()
+        };
         let state = ContainerState::try_from(status.state).unwrap_or(ContainerState::ContainerUnknown);
         if state != ContainerState::ContainerRunning {
             let mut reason = String::new();
@@ -192,7 +195,11 @@ impl Cri {
             })?
             .into_inner();
         let status = resp.status.unwrap_or_default();
-        let full_id = if status.id.is_empty() { id.to_owned() } else { status.id.clone() };
+        let full_id = if status.id.is_empty() {
+            id.to_owned()
+        } else {
+            status.id.clone()
+        };
         if status.state != PodSandboxState::SandboxReady as i32 {
             return Err(CriError::NotRunning {
                 id: full_id,
@@ -260,7 +267,10 @@ pub fn pid_from_cgroups(id: &str) -> Option<ContainerPid> {
         .collect();
     found.sort();
     let (_, pid) = *found.first()?;
-    let full = procfs::cgroup(pid).ok().and_then(|c| full_id_in(&c, id)).unwrap_or_else(|| id.to_owned());
+    let full = procfs::cgroup(pid)
+        .ok()
+        .and_then(|c| full_id_in(&c, id))
+        .unwrap_or_else(|| id.to_owned());
     Some(ContainerPid { id: full, pid })
 }
 
@@ -292,7 +302,10 @@ mod tests {
     use super::*;
 
     fn info(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -305,7 +318,8 @@ mod tests {
     /// holds the JSON document with "pid" next to its own fields.
     #[test]
     fn crio_info_shape() {
-        let doc = r#"{"sandboxID":"5e1c","pid":31337,"privileged":false,"runtimeSpec":{"ociVersion":"1.0.2-dev"}}"#;
+        let doc =
+            r#"{"sandboxID":"5e1c","pid":31337,"privileged":false,"runtimeSpec":{"ociVersion":"1.0.2-dev"}}"#;
         assert_eq!(pid_from_info(&info(&[("info", doc)])), Some(31337));
     }
 

@@ -52,7 +52,9 @@ enum LogFormat {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KNS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -68,20 +70,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.node_pid, args.node_pid
         )
     })?;
-    let cri = match &args.cri_endpoint {
-        Some(ep) => Some(
-            Cri::connect(ep)
-                .await
-                .with_context(|| format!("the CRI endpoint given by --cri-endpoint ({ep}) does not answer"))?,
-        ),
-        None => match Cri::detect().await {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!(error = %e, "no CRI runtime found; container targets will be found by scanning /proc cgroups");
-                None
-            }
-        },
+    let probe = match &args.cri_endpoint {
+        Some(ep) => Cri::connect(ep).await,
+        None => Cri::detect().await,
     };
+    // Not fatal: the runtime may start later (it is asked again on each
+    // container request), and running containers can still be found by
+    // their cgroups meanwhile.
+    let cri = probe
+        .inspect_err(|e| tracing::warn!(error = %e, "no CRI runtime answered; container targets will be found by scanning /proc cgroups until one does"))
+        .ok();
     if let Some(c) = &cri {
         tracing::info!(endpoint = c.endpoint(), runtime = %c.runtime, "CRI runtime");
     }
@@ -98,7 +96,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         let _ = stop_tx.send(true);
     });
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), node_pid = node.pid, "kubectl-ns-agent starting");
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        node_pid = node.pid,
+        "kubectl-ns-agent starting"
+    );
     server::serve(&args.listen, service, stop_rx).await?;
     Ok(())
 }

@@ -60,7 +60,9 @@ fn stage_message(stage: Stage, errno: i32, ns: &NsSet, pid: i32) -> String {
     let err = std::io::Error::from_raw_os_error(errno);
     match stage {
         Stage::NodeMount => format!("cannot join the node's mount namespace: {err}"),
-        Stage::Setns if errno == libc::ESRCH => format!("process {pid} exited before its namespaces could be joined"),
+        Stage::Setns if errno == libc::ESRCH => {
+            format!("process {pid} exited before its namespaces could be joined")
+        }
         Stage::Setns | Stage::SetnsUser => {
             format!("cannot join the namespaces [{ns}] of process {pid}: {err}")
         }
@@ -142,7 +144,9 @@ pub fn pidfd_setns_supported() -> bool {
         return false;
     };
     let release = u.release().to_string_lossy().into_owned();
-    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     (major, minor) >= (5, 8)
 }
@@ -166,11 +170,14 @@ fn open_dir(pid: i32, what: &str) -> Result<OwnedFd, NsenterError> {
 
 fn join_for(target: &Pinned, set: NsSet, use_pidfd: bool) -> Result<Join, NsenterError> {
     let pid = target.resolved.pid;
+    if set.is_empty() {
+        return Ok(Join::Files(Vec::new()));
+    }
     if use_pidfd {
-        let pidfd = target
-            .pidfd
-            .try_clone()
-            .map_err(|source| NsenterError::Setup { what: "pidfd", source })?;
+        let pidfd = target.pidfd.try_clone().map_err(|source| NsenterError::Setup {
+            what: "pidfd",
+            source,
+        })?;
         return Ok(Join::Pidfd {
             pidfd,
             mask: set.clone_mask(),
@@ -190,6 +197,18 @@ fn join_for(target: &Pinned, set: NsSet, use_pidfd: bool) -> Result<Join, Nsente
         })
         .collect::<Result<_, _>>()
         .map(Join::Files)
+}
+
+/// Whether the agent already is in the target's namespace of `kind`.
+fn same_ns(pid: i32, kind: NsKind) -> Result<bool, NsenterError> {
+    let id = |p: i32| {
+        procfs::ns_id(p, kind).map_err(|e| NsenterError::Open {
+            what: format!("ns/{kind}"),
+            pid: p,
+            source: std::io::Error::other(e.to_string()),
+        })
+    };
+    Ok(id(pid)? == id(std::process::id() as i32)?)
 }
 
 /// The environment: a minimal default, then the caller's.
@@ -250,7 +269,12 @@ pub fn spawn(target: &Pinned, req: &Request, node: Node) -> Result<Spawned, Nsen
         return Err(NsenterError::NoNamespace);
     }
     let pid = target.resolved.pid;
-    let set = req.namespaces;
+    let mut set = req.namespaces;
+    // setns(2) refuses to rejoin the caller's own user namespace (EINVAL);
+    // being in it already is what was asked, so it is skipped.
+    if set.contains(NsKind::User) && same_ns(pid, NsKind::User)? {
+        set.remove(NsKind::User);
+    }
     let with_mnt = set.contains(NsKind::Mnt);
     let mount_proc = req.mount_proc && set.contains(NsKind::Pid) && !with_mnt;
     // Mounting proc needs the agent's privileges, which joining the target's
@@ -268,13 +292,13 @@ pub fn spawn(target: &Pinned, req: &Request, node: Node) -> Result<Spawned, Nsen
         None
     };
     let node_mnt = if !with_mnt && node.join_mnt {
-        Some(OwnedFd::from(File::open(NsKind::Mnt.path(node.pid)).map_err(|source| {
-            NsenterError::Open {
+        Some(OwnedFd::from(File::open(NsKind::Mnt.path(node.pid)).map_err(
+            |source| NsenterError::Open {
                 what: "ns/mnt".into(),
                 pid: node.pid,
                 source,
-            }
-        })?))
+            },
+        )?))
     } else {
         None
     };
@@ -295,14 +319,23 @@ pub fn spawn(target: &Pinned, req: &Request, node: Node) -> Result<Spawned, Nsen
         .iter()
         .map(|(k, v)| cstr(format!("{k}={v}")))
         .collect::<Result<_, _>>()?;
-    let workdir = req.workdir.as_ref().map(|w| cstr(std::ffi::OsStr::new(w).as_bytes())).transpose()?;
+    let workdir = req
+        .workdir
+        .as_ref()
+        .map(|w| cstr(std::ffi::OsStr::new(w).as_bytes()))
+        .transpose()?;
 
     let stdin_on = req.stdin || req.tty;
     let (child_stdio, stdin, stdout, stderr, pty_master) = if req.tty {
-        let p = pty::open(req.window).map_err(|source| NsenterError::Setup { what: "terminal", source })?;
+        let p = pty::open(req.window).map_err(|source| NsenterError::Setup {
+            what: "terminal",
+            source,
+        })?;
         let slave = |fd: &OwnedFd| {
-            fd.try_clone()
-                .map_err(|source| NsenterError::Setup { what: "terminal", source })
+            fd.try_clone().map_err(|source| NsenterError::Setup {
+                what: "terminal",
+                source,
+            })
         };
         let stdio = [slave(&p.slave)?, slave(&p.slave)?, p.slave];
         let reader = slave(&p.master)?;
@@ -315,7 +348,10 @@ pub fn spawn(target: &Pinned, req: &Request, node: Node) -> Result<Spawned, Nsen
             nonblocking(&w)?;
             (r, Some(w))
         } else {
-            let null = File::open("/dev/null").map_err(|source| NsenterError::Setup { what: "stdin", source })?;
+            let null = File::open("/dev/null").map_err(|source| NsenterError::Setup {
+                what: "stdin",
+                source,
+            })?;
             (OwnedFd::from(null), None)
         };
         let (out_r, out_w) = output_pipe()?;
@@ -337,10 +373,16 @@ pub fn spawn(target: &Pinned, req: &Request, node: Node) -> Result<Spawned, Nsen
         stdio: child_stdio,
         tty: req.tty,
     };
-    let outcome = sys::spawn(plan).map_err(|source| NsenterError::Setup { what: "process", source })?;
+    let outcome = sys::spawn(plan).map_err(|source| NsenterError::Setup {
+        what: "process",
+        source,
+    })?;
     let tool = match outcome {
         SpawnOutcome::Running(p) => p,
-        SpawnOutcome::Failed { stage: Stage::Exec, errno } => {
+        SpawnOutcome::Failed {
+            stage: Stage::Exec,
+            errno,
+        } => {
             return Err(exec_error(&req.argv[0], errno, with_mnt));
         }
         SpawnOutcome::Failed { stage, errno } => {
@@ -352,7 +394,10 @@ pub fn spawn(target: &Pinned, req: &Request, node: Node) -> Result<Spawned, Nsen
             });
         }
     };
-    let pidfd = sys::pidfd_open(tool).map_err(|source| NsenterError::Setup { what: "pidfd", source })?;
+    let pidfd = sys::pidfd_open(tool).map_err(|source| NsenterError::Setup {
+        what: "pidfd",
+        source,
+    })?;
     Ok(Spawned {
         pid: tool,
         pidfd,
@@ -389,7 +434,10 @@ mod tests {
 
     #[test]
     fn candidates_follow_path() {
-        assert_eq!(candidates("ss", "/usr/sbin:/bin/"), vec!["/usr/sbin/ss", "/bin/ss"]);
+        assert_eq!(
+            candidates("ss", "/usr/sbin:/bin/"),
+            vec!["/usr/sbin/ss", "/bin/ss"]
+        );
         assert_eq!(candidates("./x", "/bin"), vec!["./x"]);
         assert_eq!(candidates("ss", "::"), Vec::<String>::new());
     }
@@ -398,12 +446,18 @@ mod tests {
     fn exec_errors_map_to_shell_codes() {
         match exec_error("ss", libc::ENOENT, true) {
             NsenterError::Exec { code: 127, message } => {
-                assert!(message.contains("container image has no such binary"), "{message}");
+                assert!(
+                    message.contains("container image has no such binary"),
+                    "{message}"
+                );
                 assert!(message.contains("Drop -m"), "{message}");
             }
             e => panic!("{e:?}"),
         }
-        assert!(matches!(exec_error("x", libc::EACCES, false), NsenterError::Exec { code: 126, .. }));
+        assert!(matches!(
+            exec_error("x", libc::EACCES, false),
+            NsenterError::Exec { code: 126, .. }
+        ));
     }
 
     #[test]

@@ -94,7 +94,10 @@ pub fn ns_id(pid: i32, kind: NsKind) -> Result<Option<NsId>, ProcError> {
             inode: m.ino(),
             device: m.dev(),
         })),
-        Err(e) if e.kind() == io::ErrorKind::NotFound && std::fs::exists(format!("/proc/{pid}")).unwrap_or(false) => {
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound
+                && std::fs::exists(format!("/proc/{pid}")).unwrap_or(false) =>
+        {
             Ok(None)
         }
         Err(e) => Err(map_err(pid, path, e)),
@@ -116,9 +119,7 @@ pub fn gid_map(pid: i32) -> Result<String, ProcError> {
 /// Time namespace offsets; empty where the kernel has none.
 pub fn timens_offsets(pid: i32) -> Result<String, ProcError> {
     match read(pid, "timens_offsets") {
-        Err(ProcError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-            Ok(String::new())
-        }
+        Err(ProcError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(String::new()),
         other => other,
     }
 }

@@ -34,7 +34,9 @@ pub enum ResolveError {
     Proc(#[from] ProcError),
     #[error(transparent)]
     Cri(#[from] CriError),
-    #[error("container {id} was not found: no CRI runtime answered ({cri}) and no process on this node has it in its cgroup")]
+    #[error(
+        "container {id} was not found: no CRI runtime answered ({cri}) and no process on this node has it in its cgroup"
+    )]
     ContainerNotFound { id: String, cri: String },
     #[error("process {pid} has exited")]
     Exited { pid: i32 },
@@ -203,7 +205,10 @@ mod tests {
     #[tokio::test]
     async fn rejects_bad_and_missing_pids() {
         let r = Resolver::new(1, None, None);
-        assert!(matches!(r.resolve(&Target::Pid(0)).await, Err(ResolveError::BadPid { .. })));
+        assert!(matches!(
+            r.resolve(&Target::Pid(0)).await,
+            Err(ResolveError::BadPid { .. })
+        ));
         let err = r.resolve(&Target::Pid(i32::MAX)).await.unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
     }

@@ -25,7 +25,9 @@ impl FromStr for Listen {
     fn from_str(s: &str) -> Result<Self, String> {
         if let Some(p) = s.strip_prefix("unix://") {
             if !p.starts_with('/') {
-                return Err(format!("`{s}`: a unix socket needs an absolute path, as unix:///run/kns.sock"));
+                return Err(format!(
+                    "`{s}`: a unix socket needs an absolute path, as unix:///run/kns.sock"
+                ));
             }
             return Ok(Listen::Unix(p.into()));
         }
@@ -167,7 +169,10 @@ mod tests {
 
     #[test]
     fn parses_listen_addresses() {
-        assert_eq!("unix:///run/a.sock".parse(), Ok(Listen::Unix("/run/a.sock".into())));
+        assert_eq!(
+            "unix:///run/a.sock".parse(),
+            Ok(Listen::Unix("/run/a.sock".into()))
+        );
         assert_eq!(
             "tcp://127.0.0.1:7469".parse(),
             Ok(Listen::Tcp("127.0.0.1:7469".parse().unwrap()))

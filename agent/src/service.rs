@@ -10,8 +10,8 @@ use kns_proto::agent::exec_request::Msg as In;
 use kns_proto::agent::exec_response::Msg as Out;
 use kns_proto::agent::target::Kind;
 use kns_proto::agent::{
-    ExecRequest, ExecResponse, ExecStart, Exited, InspectRequest, InspectResponse, NamespaceId,
-    ProcessInfo, Started, VersionRequest, VersionResponse, exited,
+    ExecRequest, ExecResponse, ExecStart, Exited, InspectRequest, InspectResponse, NamespaceId, ProcessInfo,
+    Started, VersionRequest, VersionResponse, exited,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -108,7 +108,9 @@ fn target_of(t: Option<kns_proto::agent::Target>) -> Result<Target, AgentError> 
         Some(Kind::ContainerId(_)) => Err(AgentError::BadRequest("empty container ID".into())),
         Some(Kind::Pid(p)) => Ok(Target::Pid(p)),
         Some(Kind::Node(_)) => Ok(Target::Node),
-        None => Err(AgentError::BadRequest("no target: give a container ID, a PID, or the node".into())),
+        None => Err(AgentError::BadRequest(
+            "no target: give a container ID, a PID, or the node".into(),
+        )),
     }
 }
 
@@ -118,7 +120,8 @@ fn validate(start: ExecStart) -> Result<(Target, nsenter::Request), AgentError> 
     let mut namespaces = NsSet::default();
     for n in start.namespaces {
         namespaces.insert(
-            NsKind::from_proto(n).ok_or_else(|| AgentError::BadRequest(format!("unknown namespace kind {n}")))?,
+            NsKind::from_proto(n)
+                .ok_or_else(|| AgentError::BadRequest(format!("unknown namespace kind {n}")))?,
         );
     }
     let window = start.window.map(|w| {
@@ -175,11 +178,20 @@ fn process_info(pid: i32) -> Result<ProcessInfo, ProcError> {
 impl Agent for AgentService {
     type ExecStream = ReceiverStream<session::Reply>;
 
-    async fn exec(&self, request: Request<Streaming<ExecRequest>>) -> Result<Response<Self::ExecStream>, Status> {
+    async fn exec(
+        &self,
+        request: Request<Streaming<ExecRequest>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
         let mut inbound = request.into_inner();
         let start = match inbound.message().await? {
-            Some(ExecRequest { msg: Some(In::Start(s)) }) => s,
-            _ => return Err(Status::invalid_argument("the first message of an exec stream must be `start`")),
+            Some(ExecRequest {
+                msg: Some(In::Start(s)),
+            }) => s,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of an exec stream must be `start`",
+                ));
+            }
         };
         let (target, req) = validate(start)?;
         let resolved = self.resolver.resolve(&target).await.map_err(AgentError::from)?;
@@ -312,7 +324,10 @@ mod tests {
     fn status_codes_are_deliberate() {
         let cases: Vec<(AgentError, tonic::Code)> = vec![
             (ProcError::NoSuchProcess { pid: 9 }.into(), tonic::Code::NotFound),
-            (ResolveError::Exited { pid: 9 }.into(), tonic::Code::FailedPrecondition),
+            (
+                ResolveError::Exited { pid: 9 }.into(),
+                tonic::Code::FailedPrecondition,
+            ),
             (
                 ResolveError::Cri(CriError::NotRunning {
                     id: "a".into(),

@@ -63,7 +63,8 @@ async fn read_chunk(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<usize> 
 async fn write_all(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         let mut guard = fd.writable().await?;
-        match guard.try_io(|inner| nix::unistd::write(inner.get_ref().as_fd(), data).map_err(io::Error::from)) {
+        match guard.try_io(|inner| nix::unistd::write(inner.get_ref().as_fd(), data).map_err(io::Error::from))
+        {
             Ok(Ok(n)) => data = &data[n..],
             Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
             Ok(Err(e)) => return Err(e),
@@ -95,7 +96,9 @@ fn pump(fd: OwnedFd, tx: mpsc::Sender<Reply>, wrap: fn(Bytes) -> Out) -> JoinHan
             } else {
                 Bytes::copy_from_slice(&buf[..n])
             };
-            let msg = ExecResponse { msg: Some(wrap(chunk)) };
+            let msg = ExecResponse {
+                msg: Some(wrap(chunk)),
+            };
             if tx.send(Ok(msg)).await.is_err() {
                 break;
             }
@@ -133,7 +136,9 @@ fn signal_group(pid: i32, sig: Signal) {
 async fn kill_and_reap(pid: i32, exit: &AsyncFd<OwnedFd>) -> Option<ExitStatus> {
     signal_group(pid, Signal::SIGKILL);
     loop {
-        let Ok(mut guard) = exit.readable().await else { return None };
+        let Ok(mut guard) = exit.readable().await else {
+            return None;
+        };
         match sys::try_reap_pidfd(exit.get_ref()) {
             Ok(Some(s)) => return Some(s),
             Ok(None) => guard.clear_ready(),

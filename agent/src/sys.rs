@@ -365,10 +365,10 @@ unsafe fn first_child(
         if let Err(e) = join(&plan.join) {
             fail(report_fd, Stage::Setns, e);
         }
-        if let Some(root) = &plan.root {
-            if libc::fchdir(root.as_raw_fd()) < 0 || libc::chroot(c".".as_ptr()) < 0 {
-                fail(report_fd, Stage::Root, errno());
-            }
+        if let Some(root) = &plan.root
+            && (libc::fchdir(root.as_raw_fd()) < 0 || libc::chroot(c".".as_ptr()) < 0)
+        {
+            fail(report_fd, Stage::Root, errno());
         }
         if let Some(cwd) = &plan.cwd
             && libc::fchdir(cwd.as_raw_fd()) < 0
@@ -447,12 +447,7 @@ unsafe fn tool_child(
         }
         // Nothing of the agent's may reach the tool (CVE-2019-5736): every
         // fd above stdio closes on exec; the report pipe until then.
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        );
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
         // The Rust runtime ignores SIGPIPE and tokio may block signals; the
         // tool gets default dispositions and an empty mask.
         let mut set: libc::sigset_t = std::mem::zeroed();

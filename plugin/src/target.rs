@@ -26,7 +26,11 @@ impl FromStr for DirectTarget {
             Some(("container", id)) => {
                 let id = id.strip_prefix("containerd://").unwrap_or(id);
                 let id = id.strip_prefix("cri-o://").unwrap_or(id);
-                if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                if id.is_empty()
+                    || !id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
                     Err(format!("`{s}`: `{id}` is not a container ID; {hint}"))
                 } else {
                     Ok(DirectTarget::Container(id.to_owned()))
@@ -56,12 +60,23 @@ mod tests {
     fn parses_each_form() {
         assert_eq!("pid/42".parse(), Ok(DirectTarget::Pid(42)));
         assert_eq!("node".parse(), Ok(DirectTarget::Node));
-        assert_eq!("container/abc123".parse(), Ok(DirectTarget::Container("abc123".into())));
+        assert_eq!(
+            "container/abc123".parse(),
+            Ok(DirectTarget::Container("abc123".into()))
+        );
         assert_eq!(
             "container/containerd://abc123".parse(),
             Ok(DirectTarget::Container("abc123".into()))
         );
-        for bad in ["pid/x", "pid/0", "pid/-3", "container/", "container/a b", "mypod", "pod/x"] {
+        for bad in [
+            "pid/x",
+            "pid/0",
+            "pid/-3",
+            "container/",
+            "container/a b",
+            "mypod",
+            "pod/x",
+        ] {
             let e = bad.parse::<DirectTarget>().unwrap_err();
             assert!(e.contains(bad), "{e}");
         }

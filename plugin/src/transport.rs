@@ -30,7 +30,10 @@ pub async fn connect(addr: &str) -> Result<Channel, Failure> {
     }
     if addr.starts_with("http://") {
         let ep = Endpoint::from_shared(addr.to_owned()).map_err(|e| {
-            Failure::new(crate::exit::USAGE, format!("--agent {addr}: not a valid address: {e}"))
+            Failure::new(
+                crate::exit::USAGE,
+                format!("--agent {addr}: not a valid address: {e}"),
+            )
         })?;
         return ep
             .connect_timeout(CONNECT_TIMEOUT)
@@ -72,6 +75,10 @@ pub fn status_failure(s: &tonic::Status) -> Failure {
         tonic::Code::Unimplemented => "\nHint: the agent is older than this kubectl-ns; upgrade it",
         _ => "",
     };
-    let msg = if s.message().is_empty() { format!("{:?}", s.code()) } else { s.message().to_owned() };
+    let msg = if s.message().is_empty() {
+        format!("{:?}", s.code())
+    } else {
+        s.message().to_owned()
+    };
     Failure::own(format!("{msg}{hint}"))
 }

@@ -1,1 +1,53 @@
+//! Test harness for kubectl-ns: real namespaces, a real containerd on
+//! private paths, locally built images, and the project's own binaries.
+//!
+//! Everything here needs root. Tests call [`require_root`] first and fail,
+//! never skip, when it is missing.
+#![forbid(unsafe_code)]
 
+pub mod agent;
+pub mod bins;
+pub mod containerd;
+pub mod image;
+pub mod target;
+
+/// Fails the test loudly when not root: these tests exercise real
+/// namespaces and cannot run otherwise.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (it creates namespaces and runs containerd); run it as root, e.g. via ./scripts/test"
+    );
+}
+
+/// Polls `f` every 10 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: std::time::Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    f()
+}
+
+/// Every PID whose namespace of `kind` is the given one (by inode).
+pub fn pids_in_ns(kind: &str, inode: u64) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|p| std::fs::metadata(format!("/proc/{p}/ns/{kind}")).is_ok_and(|m| m.ino() == inode))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The inode of a process's namespace of `kind`.
+pub fn ns_inode(pid: i32, kind: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
+        .unwrap_or_else(|e| panic!("cannot stat /proc/{pid}/ns/{kind}: {e}"))
+        .ino()
+}

@@ -58,10 +58,7 @@ fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Failure> {
                 env.insert(k.to_owned(), v.to_owned());
             }
             _ => {
-                return Err(Failure::new(
-                    exit::USAGE,
-                    format!("-e {kv}: expected KEY=VALUE"),
-                ));
+                return Err(Failure::new(exit::USAGE, format!("-e {kv}: expected KEY=VALUE")));
             }
         }
     }

@@ -75,7 +75,8 @@ fn report(target: String, r: InspectResponse) -> Report {
     .into_iter()
     .map(|k| {
         let (target, node) = (find(&t, k), find(&n, k));
-        let shared_with_node = matches!((&target, &node), (Some(a), Some(b)) if a.inode == b.inode && a.device == b.device);
+        let shared_with_node =
+            matches!((&target, &node), (Some(a), Some(b)) if a.inode == b.inode && a.device == b.device);
         NsRow {
             kind: kind_name(k),
             target,
@@ -106,13 +107,25 @@ fn table(r: &Report) -> String {
     if !r.container_id.is_empty() {
         s.push_str(&format!("  container {}", r.container_id));
     }
-    s.push_str(&format!("\n\n{:<8} {:<12} {:<12} {}\n", "NS", "TARGET", "NODE", "SHARED"));
+    s.push_str(&format!(
+        "\n\n{:<8} {:<12} {:<12} {}\n",
+        "NS", "TARGET", "NODE", "SHARED"
+    ));
     for row in &r.namespaces {
         let verdict = if row.shared_with_node { "host" } else { "private" };
-        s.push_str(&format!("{:<8} {:<12} {:<12} {verdict}\n", row.kind, ino(&row.target), ino(&row.node)));
+        s.push_str(&format!(
+            "{:<8} {:<12} {:<12} {verdict}\n",
+            row.kind,
+            ino(&row.target),
+            ino(&row.node)
+        ));
     }
     let one_line = |v: &str| v.split_whitespace().collect::<Vec<_>>().join(" ");
-    s.push_str(&format!("\nuid_map: {}\ngid_map: {}\n", one_line(&r.uid_map), one_line(&r.gid_map)));
+    s.push_str(&format!(
+        "\nuid_map: {}\ngid_map: {}\n",
+        one_line(&r.uid_map),
+        one_line(&r.gid_map)
+    ));
     s
 }
 

@@ -16,10 +16,20 @@ pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
             .await
             .map_err(|s| transport::status_failure(&s))?
             .into_inner();
-        let runtime = if v.runtime.is_empty() { "no CRI runtime found" } else { &v.runtime };
-        println!("agent {} at {addr} (runtime: {runtime}, node reference PID {})", v.version, v.node_pid);
+        let runtime = if v.runtime.is_empty() {
+            "no CRI runtime found"
+        } else {
+            &v.runtime
+        };
+        println!(
+            "agent {} at {addr} (runtime: {runtime}, node reference PID {})",
+            v.version, v.node_pid
+        );
         if v.version != env!("CARGO_PKG_VERSION") {
-            eprintln!("warning: the agent's version ({}) differs from kubectl-ns's", v.version);
+            eprintln!(
+                "warning: the agent's version ({}) differs from kubectl-ns's",
+                v.version
+            );
         }
     }
     Ok(0)

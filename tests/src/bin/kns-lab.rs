@@ -1,1 +1,70 @@
-fn main() {}
+//! `kns-lab`: the test harness's containerd lab and image builder, for the
+//! demo and for people reproducing a test by hand.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kns_tests::containerd::{Lab, PodSpec};
+
+/// Private containerd labs and local OCI images, for the kubectl-ns demo.
+#[derive(Debug, Parser)]
+#[command(name = "kns-lab")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Start a private containerd under DIR and run a pod serving HTTP on
+    /// PORT; prints the container ID on the last line.
+    Up {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        #[arg(long, default_value = "web-1")]
+        name: String,
+    },
+    /// Remove everything `up` made under DIR: pods, containerd, bridge,
+    /// cgroups.
+    Down { dir: PathBuf },
+    /// Write the busybox OCI image archive to OUT.
+    BusyboxImage {
+        out: PathBuf,
+        #[arg(long, default_value = kns_tests::containerd::IMAGE)]
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let r = match Cli::parse().command {
+        Cmd::Up { dir, port, name } => Lab::start(&dir).and_then(|lab| {
+            let pod = lab.run_pod(&PodSpec::httpd(&name, port))?;
+            eprintln!(
+                "containerd at unix://{}, pod {name} sandbox {}",
+                lab.socket.display(),
+                pod.sandbox_id
+            );
+            println!("{}", pod.container_id);
+            // Keep the lab running for the caller: `down` removes it.
+            std::mem::forget(lab);
+            Ok(())
+        }),
+        Cmd::Down { dir } => {
+            Lab::down(&dir);
+            Ok(())
+        }
+        Cmd::BusyboxImage { out, name } => {
+            kns_tests::image::build(&kns_tests::image::busybox_spec(&name), &out)
+        }
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kns-lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

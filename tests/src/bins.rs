@@ -1,0 +1,64 @@
+//! The project's binaries, built by `cargo build --workspace` next to the
+//! test executables.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+/// target/<profile>/ of the running test binary (it lives in deps/).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().expect("exe dir");
+    if dir.ends_with("deps") {
+        dir.parent().expect("profile dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// The path of one of the workspace's binaries; panics with the fix when
+/// it has not been built.
+pub fn path(name: &str) -> PathBuf {
+    let p = profile_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace's binaries first (cargo build --workspace --bins), as ./scripts/test does",
+        p.display()
+    );
+    p
+}
+
+pub fn plugin() -> PathBuf {
+    path("kubectl-ns")
+}
+
+pub fn agent() -> PathBuf {
+    path("kubectl-ns-agent")
+}
+
+/// Runs `kubectl-ns` with the given arguments and no stdin, to completion.
+pub fn kns(args: &[&str]) -> Output {
+    Command::new(plugin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kubectl-ns")
+}
+
+/// Runs `kubectl-ns exec --agent ADDR TARGET FLAGS -- CMD` to completion.
+pub fn exec(agent: &str, target: &str, flags: &[&str], cmd: &[&str]) -> Output {
+    let mut args = vec!["exec", "--agent", agent, target];
+    args.extend_from_slice(flags);
+    args.push("--");
+    args.extend_from_slice(cmd);
+    kns(&args)
+}
+
+/// Stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

@@ -1,0 +1,174 @@
+//! What crosses the session: exit codes and signals, stdout and stderr kept
+//! apart and byte-exact, stdin, and a real terminal.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use kns_tests::agent::Agent;
+use kns_tests::bins::{self, exec, stderr, stdout};
+use kns_tests::require_root;
+use sha2::{Digest, Sha256};
+
+fn node(agent: &Agent, cmd: &[&str]) -> std::process::Output {
+    exec(&agent.addr(), "node", &["-n"], cmd)
+}
+
+#[test]
+fn exit_codes_and_signals_pass_through() {
+    require_root();
+    let agent = Agent::start(None);
+    assert_eq!(node(&agent, &["sh", "-c", "exit 42"]).status.code(), Some(42));
+    assert_eq!(node(&agent, &["true"]).status.code(), Some(0));
+    assert_eq!(node(&agent, &["sh", "-c", "kill -9 $$"]).status.code(), Some(137));
+    let o = node(&agent, &["no-such-tool-kns"]);
+    assert_eq!(o.status.code(), Some(127));
+    assert!(stderr(&o).contains("not found on the node"), "{}", stderr(&o));
+}
+
+#[test]
+fn stdout_and_stderr_stay_apart() {
+    require_root();
+    let agent = Agent::start(None);
+    let o = node(&agent, &["sh", "-c", "echo out; echo err >&2; echo out2"]);
+    assert!(o.status.success());
+    assert_eq!(stdout(&o), "out\nout2\n");
+    assert_eq!(stderr(&o), "err\n");
+}
+
+#[test]
+fn hundred_megabytes_of_binary_stdout_arrive_intact() {
+    require_root();
+    let agent = Agent::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob");
+    let mut data = vec![0u8; 100_000_000];
+    // Deterministic, non-repeating bytes (a simple LCG), binary throughout.
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for b in data.iter_mut() {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *b = (x >> 56) as u8;
+    }
+    std::fs::write(&file, &data).unwrap();
+    let o = node(&agent, &["cat", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout.len(), data.len());
+    assert_eq!(Sha256::digest(&o.stdout), Sha256::digest(&data));
+}
+
+#[test]
+fn stdin_round_trips() {
+    require_root();
+    let agent = Agent::start(None);
+    let input: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut child = Command::new(bins::plugin())
+        .args([
+            "exec",
+            "--agent",
+            &agent.addr(),
+            "node",
+            "-n",
+            "--stdin",
+            "--",
+            "cat",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = {
+        let input = input.clone();
+        std::thread::spawn(move || {
+            stdin.write_all(&input).unwrap();
+        })
+    };
+    let o = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout.len(), input.len());
+    assert!(o.stdout == input);
+}
+
+#[test]
+fn sigint_is_forwarded_to_the_remote_command() {
+    require_root();
+    let agent = Agent::start(None);
+    let mut child = Command::new(bins::plugin())
+        .args([
+            "exec",
+            "--agent",
+            &agent.addr(),
+            "node",
+            "-n",
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo got-int; exit 7' INT; echo ready; while :; do sleep 0.05; done",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(rest, "got-int\n");
+    assert_eq!(status.code(), Some(7));
+}
+
+/// `-t` under script(1), which gives the plugin a real terminal.
+#[test]
+fn tty_gives_the_command_a_terminal() {
+    require_root();
+    let agent = Agent::start(None);
+    let cmd = format!(
+        "{} exec --agent {} node -n -t -- sh -c 'test -t 0 && test -t 1 && echo TTY-YES $(stty size)'",
+        bins::plugin().display(),
+        agent.addr()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &format!("stty rows 33 cols 101; {cmd}"), "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script(1) from util-linux");
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(out.contains("TTY-YES 33 101"), "{out}");
+}
+
+#[test]
+fn without_tty_the_command_has_no_terminal() {
+    require_root();
+    let agent = Agent::start(None);
+    let o = node(&agent, &["sh", "-c", "test -t 1 && echo tty || echo no-tty"]);
+    assert_eq!(stdout(&o), "no-tty\n");
+}
+
+#[test]
+fn environment_and_workdir_are_set() {
+    require_root();
+    let agent = Agent::start(None);
+    let o = exec(
+        &agent.addr(),
+        "node",
+        &["-n", "-e", "KNS_X=hello", "-w", "/tmp"],
+        &["sh", "-c", "echo $KNS_X $(pwd) $PATH"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "hello /tmp /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+    );
+}
