@@ -188,23 +188,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         std::fs::write(dir.join("bridge"), &bridge)?;
         std::fs::write(dir.join("cgroup-parent"), format!("kns-lab-{tag}"))?;
 
-        let log = std::fs::File::create(dir.join("containerd.log"))?;
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(dir.join("config.toml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .context("starting containerd")?;
-        std::fs::write(dir.join("containerd.pid"), child.id().to_string())?;
-
+        spawn_daemon(&dir)?;
         let rt = runtime();
         let mut client = RuntimeServiceClient::new(rt.block_on(async { channel(&socket) }));
-        let ready = crate::wait_until(Duration::from_secs(30), || {
-            rt.block_on(client.version(VersionRequest::default())).is_ok()
-        });
+        let ready = wait_cri(&rt, &mut client);
         let lab = Lab {
             dir: dir.clone(),
             socket: socket.clone(),
@@ -238,8 +225,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         read_state(&self.dir, "containerd.pid")?.parse().ok()
     }
 
-    fn cgroup_parent(&self) -> String {
+    /// The cgroup parent of the lab's pods, as given to the runtime.
+    pub fn cgroup_parent(&self) -> String {
         format!("/{}", read_state(&self.dir, "cgroup-parent").unwrap_or_default())
+    }
+
+    /// The CNI bridge the lab's pods attach to.
+    pub fn bridge(&self) -> String {
+        read_state(&self.dir, "bridge").unwrap_or_default()
     }
 
     fn sandbox_config(&self, spec: &PodSpec) -> PodSandboxConfig {
@@ -365,7 +358,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
     /// Removes everything the lab made.
     pub fn teardown(&self) {
-        teardown_dir(&self.dir, Some((&self.rt, self.client.clone())));
+        teardown_dir(&self.dir, &self.rt, self.client.clone());
         if self.owns_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -375,7 +368,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     pub fn down(dir: &Path) {
         let rt = runtime();
         let client = RuntimeServiceClient::new(rt.block_on(async { channel(&dir.join("containerd.sock")) }));
-        teardown_dir(dir, Some((&rt, client)));
+        teardown_dir(dir, &rt, client);
     }
 }
 
@@ -385,24 +378,62 @@ impl Drop for Lab {
     }
 }
 
+/// Whether a process exists and has not exited (a zombie has).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
+}
+
 fn stop_pid(pid: i32) {
     let p = Pid::from_raw(pid);
     if kill(p, Signal::SIGTERM).is_err() {
         return;
     }
-    let gone = crate::wait_until(Duration::from_secs(10), || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z"))
-    });
+    let gone = crate::wait_until(Duration::from_secs(10), || !running(pid));
     if !gone {
         let _ = kill(p, Signal::SIGKILL);
     }
 }
 
-fn teardown_dir(dir: &Path, cri: Option<(&tokio::runtime::Runtime, RuntimeServiceClient<Channel>)>) {
+/// Starts containerd on the lab's config, in its own process group, and
+/// records its PID.
+fn spawn_daemon(dir: &Path) -> anyhow::Result<()> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("containerd.log"))?;
+    let child = Command::new("containerd")
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("starting containerd")?;
+    std::fs::write(dir.join("containerd.pid"), child.id().to_string())?;
+    Ok(())
+}
+
+fn wait_cri(rt: &tokio::runtime::Runtime, client: &mut RuntimeServiceClient<Channel>) -> bool {
+    crate::wait_until(Duration::from_secs(30), || {
+        rt.block_on(client.version(VersionRequest::default())).is_ok()
+    })
+}
+
+fn teardown_dir(dir: &Path, rt: &tokio::runtime::Runtime, mut client: RuntimeServiceClient<Channel>) {
     let pods = read_state(dir, "pods").unwrap_or_default();
-    let daemon = read_state(dir, "containerd.pid").and_then(|p| p.parse::<i32>().ok());
-    let alive = daemon.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-    if let (Some((rt, client)), true) = (cri, alive) {
+    let daemon_alive = || {
+        read_state(dir, "containerd.pid")
+            .and_then(|p| p.parse::<i32>().ok())
+            .is_some_and(running)
+    };
+    // Pods are removed through the runtime, which also releases their
+    // network namespaces and CNI addresses: bring a stopped daemon back.
+    if !pods.trim().is_empty() && !daemon_alive() && spawn_daemon(dir).is_ok() {
+        wait_cri(rt, &mut client);
+    }
+    let alive = daemon_alive();
+    if alive {
         for id in pods.lines().filter(|l| !l.is_empty()) {
             let mut c = client.clone();
             let _ = rt.block_on(async {
@@ -421,13 +452,12 @@ fn teardown_dir(dir: &Path, cri: Option<(&tokio::runtime::Runtime, RuntimeServic
                 .await
             });
         }
-    }
-    if !alive {
-        // The daemon is gone but its shims and containers may not be:
-        // kill every process in the lab's cgroups, then the shims.
+    } else {
+        // The daemon could not be brought back, but its shims and
+        // containers may still run: kill every process in the lab's cgroups.
         kill_cgroup_procs(dir);
     }
-    if let Some(pid) = daemon {
+    if let Some(pid) = read_state(dir, "containerd.pid").and_then(|p| p.parse::<i32>().ok()) {
         stop_pid(pid);
     }
     kill_shims(dir);
@@ -520,18 +550,26 @@ fn walk(root: &Path) -> Vec<PathBuf> {
 
 fn remove_cgroups(dir: &Path) {
     for root in cgroup_dirs(dir) {
-        // Deepest first: a cgroup directory can only go once it is empty.
-        let mut dirs = walk(&root);
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for d in dirs {
-            let _ = std::fs::remove_dir(d);
-        }
+        // Deepest first: a cgroup directory can only go once it is empty,
+        // and killed tasks take a moment to leave it (EBUSY until then).
+        crate::wait_until(Duration::from_secs(10), || {
+            let mut dirs = walk(&root);
+            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+            for d in dirs {
+                let _ = std::fs::remove_dir(d);
+            }
+            !root.exists()
+        });
     }
 }
 
+/// A value that differs between labs: PID and clock mixed, so labs of
+/// concurrent test binaries and of successive runs do not collide.
 fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.finish() as u32
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let x = (u64::from(std::process::id()) << 32) ^ nanos;
+    (x ^ (x >> 29)).wrapping_mul(0xbf58476d1ce4e5b9) as u32 ^ (x >> 32) as u32
 }

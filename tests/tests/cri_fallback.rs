@@ -9,6 +9,8 @@ use kns_tests::require_root;
 #[test]
 fn container_is_found_through_cgroups_when_the_cri_is_down() {
     require_root();
+    let netns = || std::fs::read_dir("/run/netns").map(|d| d.count()).unwrap_or(0);
+    let netns_before = netns();
     let lab = Lab::start_temp().unwrap_or_else(|e| panic!("{e:#}"));
     let pod = lab.run_pod(&PodSpec::httpd("fallback", 8090)).unwrap();
     let agent = Agent::start(Some(lab.socket.to_str().unwrap()));
@@ -27,5 +29,20 @@ fn container_is_found_through_cgroups_when_the_cri_is_down() {
         agent.logs()
     );
     drop(agent);
+
+    // Teardown with the runtime gone still removes the pod's processes,
+    // cgroups and bridge.
+    let (cgroup, bridge) = (lab.cgroup_parent(), lab.bridge());
     drop(lab);
+    let pids = std::path::Path::new("/sys/fs/cgroup/pids").join(cgroup.trim_start_matches('/'));
+    assert!(!pids.exists(), "{} left behind", pids.display());
+    assert!(
+        !std::path::Path::new("/sys/class/net").join(&bridge).exists(),
+        "bridge {bridge} left behind"
+    );
+    assert_eq!(
+        netns(),
+        netns_before,
+        "a pod network namespace was left in /run/netns"
+    );
 }
