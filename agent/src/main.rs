@@ -110,7 +110,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_tracing(args.log_format);
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kubectl-ns-agent: cannot start the runtime: {e}");

@@ -119,6 +119,7 @@ pub async fn serve(
             .tcp_nodelay(true)
             .initial_stream_window_size(Some(4 << 20))
             .initial_connection_window_size(Some(8 << 20))
+            .max_frame_size(Some(1 << 20))
             .add_service(svc);
         tracing::info!(listen = %l, "serving");
         tasks.push(tokio::spawn(async move {

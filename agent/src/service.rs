@@ -205,7 +205,9 @@ impl Agent for AgentService {
         .await
         .map_err(|e| Status::internal(format!("spawn task failed: {e}")))?;
 
-        let (tx, rx) = mpsc::channel(16);
+        // Few messages in flight per session: with chunks of up to 1 MiB
+        // this bounds a session's buffered output to a few MiB.
+        let (tx, rx) = mpsc::channel(4);
         let session_id = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
         let spawned = match spawned {
             Ok(s) => s,

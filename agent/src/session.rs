@@ -21,8 +21,11 @@ use crate::nsenter::Spawned;
 use crate::pty;
 use crate::sys::{self, ExitStatus};
 
-/// Output is read in chunks of up to this size.
-const CHUNK: usize = 256 * 1024;
+/// Output is read in chunks that start at MIN_CHUNK and double while reads
+/// fill them, up to CHUNK: interactive sessions stay small, bulk output
+/// (tcpdump, cat) moves in large messages.
+const MIN_CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 1024 * 1024;
 /// After the tool exits, how long output from what it left may still drain.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
@@ -60,6 +63,16 @@ async fn read_chunk(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<usize> 
     }
 }
 
+/// One non-blocking read: `None` when nothing is there yet.
+fn read_now(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    match nix::unistd::read(fd.get_ref(), buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(nix::errno::Errno::EAGAIN) => Ok(None),
+        Err(nix::errno::Errno::EIO) => Ok(Some(0)),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn write_all(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         let mut guard = fd.writable().await?;
@@ -80,18 +93,39 @@ fn pump(fd: OwnedFd, tx: mpsc::Sender<Reply>, wrap: fn(Bytes) -> Out) -> JoinHan
     tokio::spawn(async move {
         let Ok(fd) = sys::async_fd(fd) else { return 0 };
         let mut total = 0u64;
-        let mut buf = BytesMut::zeroed(CHUNK);
-        loop {
-            let n = match read_chunk(&fd, &mut buf).await {
+        let mut cap = MIN_CHUNK;
+        let mut buf = BytesMut::zeroed(cap);
+        let mut eof = false;
+        while !eof {
+            let mut n = match read_chunk(&fd, &mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            // Writers such as head(1) write 8 KiB at a time; sending each
+            // write as its own message costs more than the copy. Give the
+            // writer one scheduling turn and take what else arrived, so bulk
+            // output travels in large messages while a lone interactive
+            // write still goes out at once.
+            while n < cap {
+                tokio::task::yield_now().await;
+                match read_now(&fd, &mut buf[n..]) {
+                    Ok(Some(0)) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(Some(m)) => n += m,
+                    Ok(None) | Err(_) => break,
+                }
+            }
             total += n as u64;
             // Large reads hand their buffer over; small ones are copied so
             // a few bytes do not pin a whole chunk while in flight.
-            let chunk = if n >= CHUNK / 4 {
+            let chunk = if n >= cap / 4 {
+                if n == cap {
+                    cap = (cap * 2).min(CHUNK);
+                }
                 let c = buf.split_to(n).freeze();
-                buf = BytesMut::zeroed(CHUNK);
+                buf = BytesMut::zeroed(cap);
                 c
             } else {
                 Bytes::copy_from_slice(&buf[..n])

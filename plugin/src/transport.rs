@@ -9,6 +9,15 @@ use crate::exit::Failure;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// HTTP/2 settings for bulk output: large frames and windows, so 100 MB of
+/// tcpdump output is not cut into 16 KiB frames and stalled on 64 KiB windows.
+fn tuned(ep: Endpoint) -> Endpoint {
+    ep.connect_timeout(CONNECT_TIMEOUT)
+        .max_frame_size(1 << 20)
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20)
+}
+
 /// Connects to `addr` (`unix:///PATH` or `http://HOST:PORT`).
 pub async fn connect(addr: &str) -> Result<Channel, Failure> {
     let unreachable = |e: &dyn std::fmt::Display| {
@@ -19,8 +28,7 @@ pub async fn connect(addr: &str) -> Result<Channel, Failure> {
     if let Some(path) = addr.strip_prefix("unix://") {
         let path = path.to_owned();
         // The URI is ignored by the connector; tonic needs a valid one.
-        return Endpoint::from_static("http://agent.invalid")
-            .connect_timeout(CONNECT_TIMEOUT)
+        return tuned(Endpoint::from_static("http://agent.invalid"))
             .connect_with_connector(tower::service_fn(move |_: Uri| {
                 let path = path.clone();
                 async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
@@ -35,8 +43,7 @@ pub async fn connect(addr: &str) -> Result<Channel, Failure> {
                 format!("--agent {addr}: not a valid address: {e}"),
             )
         })?;
-        return ep
-            .connect_timeout(CONNECT_TIMEOUT)
+        return tuned(ep)
             .tcp_nodelay(true)
             .connect()
             .await

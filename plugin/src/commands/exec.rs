@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Read, Write};
+use std::os::fd::AsFd;
 
 use bytes::Bytes;
 use kns_proto::agent::agent_client::AgentClient;
@@ -114,7 +115,7 @@ enum Sink {
 }
 
 fn write_out(w: &mut impl Write, data: &[u8]) -> Result<Sink, Failure> {
-    match w.write_all(data).and_then(|()| w.flush()) {
+    match w.write_all(data) {
         Ok(()) => Ok(Sink::Open),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Sink::Closed),
         Err(e) => Err(Failure::own(format!("cannot write the command's output: {e}"))),
@@ -167,8 +168,15 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
         }
     };
 
-    let mut stdout = std::io::stdout().lock();
-    let mut stderr = std::io::stderr().lock();
+    // Plain files over dups of fds 1 and 2: std's stdout is line-buffered
+    // and scans every chunk for newlines, which binary output pays for.
+    let dup = |fd: std::os::fd::BorrowedFd<'_>| {
+        fd.try_clone_to_owned()
+            .map(std::fs::File::from)
+            .map_err(|e| Failure::own(format!("cannot use stdout/stderr: {e}")))
+    };
+    let mut stdout = dup(std::io::stdout().as_fd())?;
+    let mut stderr = dup(std::io::stderr().as_fd())?;
     let code = loop {
         tokio::select! {
             reply = replies.message() => match reply {
