@@ -34,46 +34,33 @@ fn map_err(pid: i32, path: PathBuf, source: io::Error) -> ProcError {
     }
 }
 
-/// Fields of /proc/PID/stat after the command name (which may hold spaces
-/// and parentheses, so it is skipped up to the last ')').
-fn stat_fields(pid: i32) -> Result<Vec<String>, ProcError> {
+/// One field of /proc/PID/stat, counted as in proc_pid_stat(5) from 1.
+/// The command name (field 2) may hold spaces and parentheses, so fields
+/// are counted from the last ')'.
+fn stat_field<T: std::str::FromStr>(pid: i32, field: usize) -> Result<T, ProcError> {
     let s = read(pid, "stat")?;
-    let rest = s.rfind(')').map(|i| &s[i + 1..]).ok_or(ProcError::Parse {
-        path: format!("/proc/{pid}/stat").into(),
-    })?;
-    Ok(rest.split_whitespace().map(str::to_owned).collect())
+    s.rfind(')')
+        .and_then(|i| s[i + 1..].split_whitespace().nth(field - 3))
+        .and_then(|v| v.parse().ok())
+        .ok_or(ProcError::Parse {
+            path: format!("/proc/{pid}/stat").into(),
+        })
 }
 
 /// The process's start time (clock ticks since boot): with the PID, it
 /// names one process for the whole uptime.
 pub fn start_time(pid: i32) -> Result<u64, ProcError> {
-    // Field 22 of stat(5); after the name, index 19.
-    stat_fields(pid)?
-        .get(19)
-        .and_then(|v| v.parse().ok())
-        .ok_or(ProcError::Parse {
-            path: format!("/proc/{pid}/stat").into(),
-        })
+    stat_field(pid, 22)
 }
 
 /// The process's state letter (R, S, Z, …).
 pub fn state(pid: i32) -> Result<char, ProcError> {
-    stat_fields(pid)?
-        .first()
-        .and_then(|v| v.chars().next())
-        .ok_or(ProcError::Parse {
-            path: format!("/proc/{pid}/stat").into(),
-        })
+    stat_field(pid, 3)
 }
 
 /// The parent PID.
 pub fn ppid(pid: i32) -> Result<i32, ProcError> {
-    stat_fields(pid)?
-        .get(1)
-        .and_then(|v| v.parse().ok())
-        .ok_or(ProcError::Parse {
-            path: format!("/proc/{pid}/stat").into(),
-        })
+    stat_field(pid, 4)
 }
 
 /// NSpid: the PID in each nested PID namespace, outermost first.

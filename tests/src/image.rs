@@ -52,6 +52,24 @@ fn write_blob(blobs: &Path, data: &[u8]) -> anyhow::Result<(String, usize)> {
     Ok((format!("sha256:{hex}"), data.len()))
 }
 
+/// A reproducible tarball of `dir`'s contents: root-owned, sorted, epoch
+/// timestamps, so the same files always give the same digest.
+fn tar(out: &Path, dir: &Path) -> anyhow::Result<()> {
+    run(Command::new("tar")
+        .args([
+            "--numeric-owner",
+            "--owner=0",
+            "--group=0",
+            "--sort=name",
+            "--mtime=@0",
+            "-cf",
+        ])
+        .arg(out)
+        .arg("-C")
+        .arg(dir)
+        .arg("."))
+}
+
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
@@ -90,19 +108,7 @@ pub fn build(spec: &Spec, out: &Path) -> anyhow::Result<()> {
     let rootfs = work.path().join("rootfs");
     populate(spec, &rootfs)?;
     let layer = work.path().join("layer.tar");
-    run(Command::new("tar")
-        .args([
-            "--numeric-owner",
-            "--owner=0",
-            "--group=0",
-            "--sort=name",
-            "--mtime=@0",
-            "-cf",
-        ])
-        .arg(&layer)
-        .arg("-C")
-        .arg(&rootfs)
-        .arg("."))?;
+    tar(&layer, &rootfs)?;
 
     let layout = work.path().join("layout");
     let blobs = layout.join("blobs/sha256");
@@ -136,18 +142,6 @@ pub fn build(spec: &Spec, out: &Path) -> anyhow::Result<()> {
     });
     std::fs::write(layout.join("index.json"), serde_json::to_vec(&index)?)?;
     std::fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    run(Command::new("tar")
-        .args([
-            "--numeric-owner",
-            "--owner=0",
-            "--group=0",
-            "--sort=name",
-            "--mtime=@0",
-            "-cf",
-        ])
-        .arg(out)
-        .arg("-C")
-        .arg(&layout)
-        .arg("."))?;
+    tar(out, &layout)?;
     Ok(())
 }
