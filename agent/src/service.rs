@@ -147,6 +147,16 @@ fn validate(start: ExecStart) -> Result<(Target, nsenter::Request), AgentError> 
     Ok((target, req))
 }
 
+/// Names the agent's version to the client, which warns on a mismatch.
+fn versioned<T>(body: T) -> Response<T> {
+    let mut r = Response::new(body);
+    r.metadata_mut().insert(
+        "kns-agent-version",
+        tonic::metadata::MetadataValue::from_static(env!("CARGO_PKG_VERSION")),
+    );
+    r
+}
+
 fn exited_reply(code: i32, error: String) -> ExecResponse {
     ExecResponse {
         msg: Some(Out::Exited(Exited {
@@ -215,7 +225,7 @@ impl Agent for AgentService {
                 tracing::info!(session = session_id, %target, pid = resolved.pid, namespaces = %req.namespaces,
                     argv = ?req.argv, exit = code, error = %message, "session could not start the tool");
                 let _ = tx.send(Ok(exited_reply(code, message))).await;
-                return Ok(Response::new(ReceiverStream::new(rx)));
+                return Ok(versioned(ReceiverStream::new(rx)));
             }
             Err(e) => {
                 tracing::warn!(session = session_id, %target, pid = resolved.pid, error = %e, "session failed to start");
@@ -257,7 +267,7 @@ impl Agent for AgentService {
                 "session"
             );
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(versioned(ReceiverStream::new(rx)))
     }
 
     async fn inspect(&self, request: Request<InspectRequest>) -> Result<Response<InspectResponse>, Status> {
@@ -265,7 +275,7 @@ impl Agent for AgentService {
         let resolved = self.resolver.resolve(&target).await.map_err(AgentError::from)?;
         let pid = resolved.pid;
         let read = |f: fn(i32) -> Result<String, ProcError>| f(pid).map_err(AgentError::from);
-        Ok(Response::new(InspectResponse {
+        Ok(versioned(InspectResponse {
             target: Some(process_info(pid).map_err(AgentError::from)?),
             node: Some(process_info(self.node.pid).map_err(AgentError::from)?),
             uid_map: read(procfs::uid_map)?,

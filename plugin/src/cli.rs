@@ -3,7 +3,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::target::DirectTarget;
+use crate::target::Target;
 
 /// Run the node's own tools inside exactly the namespaces of a container.
 ///
@@ -32,27 +32,54 @@ pub enum Command {
     ///   permission denied on a host path           `kubectl ns ls` (user maps)
     ///
     /// Examples:
-    ///   kubectl ns exec --agent unix:///run/kns.sock container/4f1e2d -n -- ss -lntp
-    ///   kubectl ns exec --agent unix:///run/kns.sock pid/1234 -p -- ps -ef
-    ///   kubectl ns exec --agent unix:///run/kns.sock node -a -t -- bash
+    ///   kubectl ns exec web-1 -n -- ss -lntp
+    ///   kubectl ns exec prod/web-1 -c app -p -- ps -ef
+    ///   kubectl ns exec node/worker-3 -a -t -- bash
+    ///   kubectl ns exec --agent unix:///run/kns.sock pid/1234 -n -- ip addr
     #[command(verbatim_doc_comment)]
     Exec(ExecArgs),
     /// Show a target's namespace identities next to the node's: compare
     /// first, enter second.
     ///
-    /// Example:
-    ///   kubectl ns ls --agent unix:///run/kns.sock container/4f1e2d
+    /// Examples:
+    ///   kubectl ns ls web-1
+    ///   kubectl ns ls prod/web-1 -o wide
     #[command(verbatim_doc_comment)]
     Ls(LsArgs),
     /// Print the plugin's version and, with --agent, the agent's.
     Version(VersionArgs),
 }
 
-#[derive(Debug, Args)]
-pub struct AgentArg {
-    /// The agent to use: unix:///PATH or http://HOST:PORT.
+/// How to reach the cluster and the agent.
+#[derive(Debug, Args, Clone, Default)]
+pub struct KubeArgs {
+    /// The Kubernetes namespace of the pod (-n is the network namespace
+    /// here, as in nsenter). Default: the kubeconfig context's.
+    #[arg(long = "namespace", value_name = "NS", help_heading = "Kubernetes")]
+    pub namespace: Option<String>,
+    /// The kubeconfig context to use.
+    #[arg(long, value_name = "CONTEXT", help_heading = "Kubernetes")]
+    pub context: Option<String>,
+    /// The kubeconfig file to use (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long, value_name = "FILE", help_heading = "Kubernetes")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// The namespace the agent DaemonSet runs in.
+    #[arg(long, env = "KNS_AGENT_NAMESPACE", value_name = "NS", default_value = crate::resolve::AGENT_NAMESPACE, help_heading = "Kubernetes")]
+    pub agent_namespace: String,
+    /// The port the agent listens on inside its pod (on 127.0.0.1).
+    #[arg(
+        long,
+        env = "KNS_AGENT_PORT",
+        value_name = "PORT",
+        default_value_t = 7469,
+        help_heading = "Kubernetes"
+    )]
+    pub agent_port: u16,
+    /// Reach the agent at ADDR (unix:///PATH or http://HOST:PORT) instead of
+    /// through the API server's port-forward; needed for pid/, container/
+    /// and node targets.
     #[arg(long, env = "KNS_AGENT", value_name = "ADDR")]
-    pub agent: String,
+    pub agent: Option<String>,
 }
 
 /// Namespace flags, as nsenter(1) spells them.
@@ -91,9 +118,14 @@ pub struct NsFlags {
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     #[command(flatten)]
-    pub agent: AgentArg,
-    /// What to enter: pid/PID, container/ID, or node.
-    pub target: DirectTarget,
+    pub kube: KubeArgs,
+    /// What to enter: POD, pod/POD, NS/POD, node/NODE; with --agent also
+    /// pid/PID, container/ID, node.
+    pub target: Target,
+    /// The pod's container (default: the kubectl.kubernetes.io/default-container
+    /// annotation, else the only one). Init and ephemeral containers too.
+    #[arg(short = 'c', long, value_name = "NAME")]
+    pub container: Option<String>,
     #[command(flatten)]
     pub ns: NsFlags,
     /// Allocate a terminal (implies --stdin).
@@ -122,6 +154,8 @@ pub struct ExecArgs {
 pub enum Output {
     #[default]
     Table,
+    /// The table with namespace inode numbers.
+    Wide,
     Json,
     Yaml,
 }
@@ -129,9 +163,10 @@ pub enum Output {
 #[derive(Debug, Args)]
 pub struct LsArgs {
     #[command(flatten)]
-    pub agent: AgentArg,
-    /// What to inspect: pid/PID, container/ID, or node.
-    pub target: DirectTarget,
+    pub kube: KubeArgs,
+    /// What to inspect: POD (every running container), pod/POD, NS/POD,
+    /// node/NODE; with --agent also pid/PID, container/ID, node.
+    pub target: Target,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: Output,

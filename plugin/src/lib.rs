@@ -6,8 +6,10 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod exit;
+pub mod resolve;
 pub mod target;
 pub mod terminal;
 pub mod transport;

@@ -1,11 +1,14 @@
-//! What `kubectl-ns` can point at in direct mode: `pid/PID`,
-//! `container/ID`, or `node`.
+//! What `kubectl-ns` can point at: a pod (`POD`, `pod/POD`, `NS/POD`) or a
+//! node (`node/NODE`) through the Kubernetes API, or, with `--agent`,
+//! directly `pid/PID`, `container/ID` or `node`.
 
 use std::str::FromStr;
 
 use kns_proto::agent::target::Kind;
 
-/// A target as the user wrote it.
+use crate::resolve::KubeTarget;
+
+/// A target the agent understands as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DirectTarget {
     Pid(i32),
@@ -13,31 +16,66 @@ pub enum DirectTarget {
     Node,
 }
 
-impl FromStr for DirectTarget {
+/// A target as the user wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Direct(DirectTarget),
+    Kube(KubeTarget),
+}
+
+const FORMS: &str = "expected POD, pod/POD, NS/POD, node/NODE, or with --agent: pid/PID, container/ID, node";
+
+/// Kubernetes object names: lowercase DNS labels and subdomains.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && !s.starts_with(['-', '.'])
+}
+
+fn name(s: &str, whole: &str, what: &str) -> Result<String, String> {
+    if valid_name(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("`{whole}`: `{s}` is not a valid {what} name; {FORMS}"))
+    }
+}
+
+impl FromStr for Target {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let hint = "expected pid/PID, container/ID or node";
-        match s.split_once('/') {
-            None if s == "node" => Ok(DirectTarget::Node),
+        Ok(match s.split_once('/') {
+            None if s == "node" => Target::Direct(DirectTarget::Node),
+            None => Target::Kube(KubeTarget::Pod {
+                namespace: None,
+                name: name(s, s, "pod")?,
+            }),
             Some(("pid", p)) => match p.parse::<i32>() {
-                Ok(p) if p > 0 => Ok(DirectTarget::Pid(p)),
-                _ => Err(format!("`{s}`: `{p}` is not a PID (a positive number); {hint}")),
+                Ok(p) if p > 0 => Target::Direct(DirectTarget::Pid(p)),
+                _ => return Err(format!("`{s}`: `{p}` is not a PID (a positive number); {FORMS}")),
             },
             Some(("container", id)) => {
-                let id = id.strip_prefix("containerd://").unwrap_or(id);
-                let id = id.strip_prefix("cri-o://").unwrap_or(id);
+                let id = super::resolve::runtime_id(id);
                 if id.is_empty()
                     || !id
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
                 {
-                    Err(format!("`{s}`: `{id}` is not a container ID; {hint}"))
-                } else {
-                    Ok(DirectTarget::Container(id.to_owned()))
+                    return Err(format!("`{s}`: `{id}` is not a container ID; {FORMS}"));
                 }
+                Target::Direct(DirectTarget::Container(id.to_owned()))
             }
-            _ => Err(format!("`{s}`: {hint}")),
-        }
+            Some(("node", n)) => Target::Kube(KubeTarget::Node(name(n, s, "node")?)),
+            Some(("pod" | "pods" | "po", p)) => Target::Kube(KubeTarget::Pod {
+                namespace: None,
+                name: name(p, s, "pod")?,
+            }),
+            Some((ns, p)) => Target::Kube(KubeTarget::Pod {
+                namespace: Some(name(ns, s, "namespace")?),
+                name: name(p, s, "pod")?,
+            }),
+        })
     }
 }
 
@@ -52,32 +90,53 @@ impl DirectTarget {
     }
 }
 
+impl std::fmt::Display for DirectTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DirectTarget::Pid(p) => write!(f, "pid/{p}"),
+            DirectTarget::Container(c) => write!(f, "container/{c}"),
+            DirectTarget::Node => f.write_str("node"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn pod(ns: Option<&str>, name: &str) -> Target {
+        Target::Kube(KubeTarget::Pod {
+            namespace: ns.map(String::from),
+            name: name.into(),
+        })
+    }
+
     #[test]
     fn parses_each_form() {
-        assert_eq!("pid/42".parse(), Ok(DirectTarget::Pid(42)));
-        assert_eq!("node".parse(), Ok(DirectTarget::Node));
-        assert_eq!(
-            "container/abc123".parse(),
-            Ok(DirectTarget::Container("abc123".into()))
-        );
+        assert_eq!("pid/42".parse(), Ok(Target::Direct(DirectTarget::Pid(42))));
+        assert_eq!("node".parse(), Ok(Target::Direct(DirectTarget::Node)));
         assert_eq!(
             "container/containerd://abc123".parse(),
-            Ok(DirectTarget::Container("abc123".into()))
+            Ok(Target::Direct(DirectTarget::Container("abc123".into())))
+        );
+        assert_eq!("web-1".parse(), Ok(pod(None, "web-1")));
+        assert_eq!("pod/web-1".parse(), Ok(pod(None, "web-1")));
+        assert_eq!("prod/web-1".parse(), Ok(pod(Some("prod"), "web-1")));
+        assert_eq!(
+            "node/worker-3".parse(),
+            Ok(Target::Kube(KubeTarget::Node("worker-3".into())))
         );
         for bad in [
             "pid/x",
             "pid/0",
-            "pid/-3",
             "container/",
             "container/a b",
-            "mypod",
-            "pod/x",
+            "Web",
+            "prod/",
+            "a/b/c",
+            "node/",
         ] {
-            let e = bad.parse::<DirectTarget>().unwrap_err();
+            let e = bad.parse::<Target>().unwrap_err();
             assert!(e.contains(bad), "{e}");
         }
     }

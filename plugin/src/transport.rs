@@ -71,6 +71,20 @@ pub fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
+/// The response header in which the agent names its version.
+pub const VERSION_HEADER: &str = "kns-agent-version";
+
+/// Warns once when the agent that answered is another version than this
+/// plugin: flags or behaviour may differ.
+pub fn warn_version_skew(meta: &tonic::metadata::MetadataMap) {
+    let mine = env!("CARGO_PKG_VERSION");
+    if let Some(theirs) = meta.get(VERSION_HEADER).and_then(|v| v.to_str().ok())
+        && theirs != mine
+    {
+        eprintln!("kubectl-ns: warning: the agent is version {theirs}, this kubectl-ns is {mine}");
+    }
+}
+
 /// Words a gRPC error from the agent for the user.
 pub fn status_failure(s: &tonic::Status) -> Failure {
     let hint = match s.code() {
@@ -88,4 +102,49 @@ pub fn status_failure(s: &tonic::Status) -> Failure {
         s.message().to_owned()
     };
     Failure::own(format!("{msg}{hint}"))
+}
+
+/// A gRPC channel to `port` of pod `ns/pod`, through the API server's
+/// port-forward (a WebSocket, v4.channel.k8s.io). The agent listens on the
+/// pod's 127.0.0.1 only, so nothing but a port-forward reaches it.
+pub async fn portforward(client: kube::Client, ns: &str, pod: &str, port: u16) -> Result<Channel, Failure> {
+    use k8s_openapi::api::core::v1::Pod;
+    let api: kube::Api<Pod> = kube::Api::namespaced(client, ns);
+    let mut pf = api.portforward(pod, &[port]).await.map_err(|e| {
+        crate::resolve::api_failure(
+            &format!("cannot open a port-forward to the agent pod {ns}/{pod}"),
+            e,
+        )
+    })?;
+    let stream = pf
+        .take_stream(port)
+        .ok_or_else(|| Failure::own("internal error: the port-forward has no stream"))?;
+    if let Some(errors) = pf.take_error(port) {
+        let pod = pod.to_owned();
+        tokio::spawn(async move {
+            if let Some(e) = errors.await {
+                eprintln!("kubectl-ns: port-forward to {pod}: {e}");
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let _ = pf.join().await;
+    });
+    // gRPC wants a connector; the port-forward is one stream, used once.
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(stream)));
+    tuned(Endpoint::from_static("http://agent.invalid"))
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let s = slot.lock().ok().and_then(|mut g| g.take());
+            async move {
+                s.map(TokioIo::new)
+                    .ok_or_else(|| std::io::Error::other("the port-forward stream was already used"))
+            }
+        }))
+        .await
+        .map_err(|e| {
+            Failure::own(format!(
+                "cannot reach the agent {ns}/{pod} through the port-forward: {}",
+                source_chain(&e)
+            ))
+        })
 }

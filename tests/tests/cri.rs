@@ -90,12 +90,12 @@ fn host_network_pod_shares_the_nodes_network_namespace() {
             .unwrap()
             .iter()
             .find(|n| n["kind"] == kind)
-            .map(|n| n["shared_with_node"].as_bool().unwrap())
+            .map(|n| n["verdict"].as_str().unwrap().to_owned())
             .unwrap()
     };
-    assert!(verdict("net"), "{v}");
-    assert!(!verdict("pid"), "{v}");
-    assert!(!verdict("mnt"), "{v}");
+    assert_eq!(verdict("net"), "host", "{v}");
+    assert_eq!(verdict("pid"), "private", "{v}");
+    assert_eq!(verdict("mnt"), "private", "{v}");
     assert_eq!(v["container_id"], pod.container_id.as_str());
 }
 

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::cli::{ExecArgs, NsFlags};
+use crate::cluster;
 use crate::exit::{self, Failure};
 use crate::terminal::{self, RawMode};
 use crate::transport;
@@ -50,7 +51,7 @@ impl NsFlags {
     }
 }
 
-/// The validated start message.
+/// The validated start message (the target is filled in once resolved).
 fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Failure> {
     let mut env = HashMap::new();
     for kv in &args.env {
@@ -67,7 +68,7 @@ fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Failure> {
         env.entry("TERM".into()).or_insert(term);
     }
     Ok(ExecStart {
-        target: Some(args.target.to_proto()),
+        target: None,
         namespaces: args.ns.namespaces()?.into_iter().map(|n| n as i32).collect(),
         argv: args.command.clone(),
         env,
@@ -127,10 +128,11 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
     if args.tty && !tty {
         eprintln!("warning: stdin is not a terminal; running without a TTY (-t ignored)");
     }
-    let start = start_message(&args, tty)?;
+    let mut start = start_message(&args, tty)?;
     let stdin_on = start.stdin;
-    let channel = transport::connect(&args.agent.agent).await?;
-    let mut client = AgentClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
+    let reached = cluster::reach(&args.kube, &args.target, args.container.as_deref()).await?;
+    start.target = Some(reached.target);
+    let mut client = AgentClient::new(reached.channel).max_decoding_message_size(MAX_MESSAGE);
 
     let (req_tx, req_rx) = mpsc::channel(16);
     req_tx
@@ -139,11 +141,12 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
         })
         .await
         .map_err(|_| Failure::own("internal error: request stream closed"))?;
-    let mut replies = client
+    let response = client
         .exec(ReceiverStream::new(req_rx))
         .await
-        .map_err(|s| transport::status_failure(&s))?
-        .into_inner();
+        .map_err(|s| transport::status_failure(&s))?;
+    transport::warn_version_skew(response.metadata());
+    let mut replies = response.into_inner();
 
     let raw = if tty { RawMode::enable() } else { None };
     if stdin_on {

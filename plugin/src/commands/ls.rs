@@ -1,14 +1,51 @@
-//! `kubectl ns ls`: a target's namespace identities next to the node's.
+//! `kubectl ns ls`: namespace identities next to the node's, and for a pod,
+//! next to each other: compare first, enter second.
 
 use kns_proto::agent::agent_client::AgentClient;
 use kns_proto::agent::{InspectRequest, InspectResponse, Namespace, ProcessInfo};
 use serde::Serialize;
+use tonic::transport::Channel;
 
 use crate::cli::{LsArgs, Output};
+use crate::cluster;
 use crate::exit::Failure;
+use crate::resolve::KubeTarget;
+use crate::target::{DirectTarget, Target};
 use crate::transport;
 
-#[derive(Debug, Serialize)]
+/// Namespace kinds in nsenter's order.
+const KINDS: [Namespace; 8] = [
+    Namespace::Mnt,
+    Namespace::Uts,
+    Namespace::Ipc,
+    Namespace::Net,
+    Namespace::Pid,
+    Namespace::User,
+    Namespace::Cgroup,
+    Namespace::Time,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Verdict {
+    /// The node's own (PID 1's) namespace.
+    Host,
+    /// Shared with another container of the same pod.
+    Pod,
+    Private,
+}
+
+impl Verdict {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Host => "host",
+            Verdict::Pod => "pod",
+            Verdict::Private => "private",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 struct NsId {
     inode: u64,
     device: u64,
@@ -19,12 +56,13 @@ struct NsRow {
     kind: &'static str,
     target: Option<NsId>,
     node: Option<NsId>,
-    /// Whether the target shares this namespace with the node.
-    shared_with_node: bool,
+    verdict: Verdict,
 }
 
 #[derive(Debug, Serialize)]
 struct Report {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<String>,
     target: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     container_id: String,
@@ -36,6 +74,13 @@ struct Report {
     gid_map: String,
     cgroup: String,
     timens_offsets: String,
+}
+
+#[derive(Debug, Serialize)]
+struct PodReport {
+    pod: String,
+    node: String,
+    containers: Vec<Report>,
 }
 
 fn kind_name(k: Namespace) -> &'static str {
@@ -59,34 +104,29 @@ fn find(p: &ProcessInfo, k: Namespace) -> Option<NsId> {
     })
 }
 
-fn report(target: String, r: InspectResponse) -> Report {
+fn report(target: String, container: Option<String>, r: InspectResponse) -> Report {
     let t = r.target.unwrap_or_default();
     let n = r.node.unwrap_or_default();
-    let namespaces = [
-        Namespace::Mnt,
-        Namespace::Uts,
-        Namespace::Ipc,
-        Namespace::Net,
-        Namespace::Pid,
-        Namespace::User,
-        Namespace::Cgroup,
-        Namespace::Time,
-    ]
-    .into_iter()
-    .map(|k| {
-        let (target, node) = (find(&t, k), find(&n, k));
-        let shared_with_node =
-            matches!((&target, &node), (Some(a), Some(b)) if a.inode == b.inode && a.device == b.device);
-        NsRow {
-            kind: kind_name(k),
-            target,
-            node,
-            shared_with_node,
-        }
-    })
-    .filter(|r| r.target.is_some() || r.node.is_some())
-    .collect();
+    let namespaces = KINDS
+        .into_iter()
+        .map(|k| {
+            let (target, node) = (find(&t, k), find(&n, k));
+            let verdict = if target.is_some() && target == node {
+                Verdict::Host
+            } else {
+                Verdict::Private
+            };
+            NsRow {
+                kind: kind_name(k),
+                target,
+                node,
+                verdict,
+            }
+        })
+        .filter(|r| r.target.is_some() || r.node.is_some())
+        .collect();
     Report {
+        container,
         target,
         container_id: r.container_id,
         pid: t.pid,
@@ -100,8 +140,35 @@ fn report(target: String, r: InspectResponse) -> Report {
     }
 }
 
+/// Marks as `pod` the private namespaces that another container of the
+/// same pod shares.
+fn mark_shared(reports: &mut [Report]) {
+    let ids: Vec<Vec<Option<NsId>>> = reports
+        .iter()
+        .map(|r| r.namespaces.iter().map(|n| n.target.clone()).collect())
+        .collect();
+    for (i, r) in reports.iter_mut().enumerate() {
+        for (k, row) in r.namespaces.iter_mut().enumerate() {
+            let shared = ids
+                .iter()
+                .enumerate()
+                .any(|(j, other)| j != i && row.target.is_some() && other.get(k) == Some(&row.target));
+            if row.verdict == Verdict::Private && shared {
+                row.verdict = Verdict::Pod;
+            }
+        }
+    }
+}
+
+fn one_line(v: &str) -> String {
+    v.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn ino(i: &Option<NsId>) -> String {
+    i.as_ref().map_or("-".to_owned(), |i| i.inode.to_string())
+}
+
 fn table(r: &Report) -> String {
-    let ino = |i: &Option<NsId>| i.as_ref().map_or("-".to_owned(), |i| i.inode.to_string());
     let nspid: Vec<String> = r.nspid.iter().map(i32::to_string).collect();
     let mut s = format!("TARGET {}  PID {}  NSpid {}", r.target, r.pid, nspid.join(" "));
     if !r.container_id.is_empty() {
@@ -112,15 +179,14 @@ fn table(r: &Report) -> String {
         "NS", "TARGET", "NODE", "SHARED"
     ));
     for row in &r.namespaces {
-        let verdict = if row.shared_with_node { "host" } else { "private" };
         s.push_str(&format!(
-            "{:<8} {:<12} {:<12} {verdict}\n",
+            "{:<8} {:<12} {:<12} {}\n",
             row.kind,
             ino(&row.target),
-            ino(&row.node)
+            ino(&row.node),
+            row.verdict.as_str()
         ));
     }
-    let one_line = |v: &str| v.split_whitespace().collect::<Vec<_>>().join(" ");
     s.push_str(&format!(
         "\nuid_map: {}\ngid_map: {}\n",
         one_line(&r.uid_map),
@@ -129,25 +195,99 @@ fn table(r: &Report) -> String {
     s
 }
 
-pub async fn run(args: LsArgs) -> Result<u8, Failure> {
-    let mut client = AgentClient::new(transport::connect(&args.agent.agent).await?);
-    let resp = client
-        .inspect(InspectRequest {
-            target: Some(args.target.to_proto()),
-        })
+fn pod_table(p: &PodReport, wide: bool) -> String {
+    let mut s = format!(
+        "POD {}  NODE {}\n\n{:<16} {:<8}",
+        p.pod, p.node, "CONTAINER", "PID"
+    );
+    for k in KINDS {
+        s.push_str(&format!(
+            " {:<w$}",
+            kind_name(k).to_uppercase(),
+            w = if wide { 19 } else { 8 }
+        ));
+    }
+    s.push('\n');
+    for c in &p.containers {
+        s.push_str(&format!(
+            "{:<16} {:<8}",
+            c.container.as_deref().unwrap_or(""),
+            c.pid
+        ));
+        for k in KINDS {
+            let cell = c
+                .namespaces
+                .iter()
+                .find(|n| n.kind == kind_name(k))
+                .map_or("-".to_owned(), |n| {
+                    if wide {
+                        format!("{}:{}", n.verdict.as_str(), ino(&n.target))
+                    } else {
+                        n.verdict.as_str().to_owned()
+                    }
+                });
+            s.push_str(&format!(" {:<w$}", cell, w = if wide { 19 } else { 8 }));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+async fn inspect(
+    client: &mut AgentClient<Channel>,
+    target: kns_proto::agent::Target,
+) -> Result<InspectResponse, Failure> {
+    let r = client
+        .inspect(InspectRequest { target: Some(target) })
         .await
-        .map_err(|s| transport::status_failure(&s))?
-        .into_inner();
-    let target = match &args.target {
-        crate::target::DirectTarget::Pid(p) => format!("pid/{p}"),
-        crate::target::DirectTarget::Container(c) => format!("container/{c}"),
-        crate::target::DirectTarget::Node => "node".into(),
-    };
-    let r = report(target, resp);
-    let text = match args.output {
-        Output::Table => table(&r),
-        Output::Json => serde_json::to_string_pretty(&r).map_err(|e| Failure::own(e.to_string()))? + "\n",
-        Output::Yaml => serde_yaml::to_string(&r).map_err(|e| Failure::own(e.to_string()))?,
+        .map_err(|s| transport::status_failure(&s))?;
+    transport::warn_version_skew(r.metadata());
+    Ok(r.into_inner())
+}
+
+fn render<T: Serialize>(
+    v: &T,
+    output: Output,
+    table: impl FnOnce(bool) -> String,
+) -> Result<String, Failure> {
+    match output {
+        Output::Table => Ok(table(false)),
+        Output::Wide => Ok(table(true)),
+        Output::Json => serde_json::to_string_pretty(v)
+            .map(|s| s + "\n")
+            .map_err(|e| Failure::own(e.to_string())),
+        Output::Yaml => serde_yaml::to_string(v).map_err(|e| Failure::own(e.to_string())),
+    }
+}
+
+pub async fn run(args: LsArgs) -> Result<u8, Failure> {
+    let text = match &args.target {
+        Target::Kube(KubeTarget::Pod { namespace, name }) => {
+            let (channel, containers) = cluster::reach_pod(&args.kube, namespace.as_deref(), name).await?;
+            let mut client = AgentClient::new(channel);
+            let mut reports = Vec::new();
+            for (cname, id) in &containers.running {
+                let t = DirectTarget::Container(id.clone());
+                let r = inspect(&mut client, t.to_proto()).await?;
+                reports.push(report(t.to_string(), Some(cname.clone()), r));
+            }
+            mark_shared(&mut reports);
+            let p = PodReport {
+                pod: match namespace {
+                    Some(ns) => format!("{ns}/{name}"),
+                    None => name.clone(),
+                },
+                node: containers.node,
+                containers: reports,
+            };
+            render(&p, args.output, |wide| pod_table(&p, wide))?
+        }
+        other => {
+            let reached = cluster::reach(&args.kube, other, None).await?;
+            let mut client = AgentClient::new(reached.channel);
+            let r = report(reached.label, None, inspect(&mut client, reached.target).await?);
+            render(&r, args.output, |_| table(&r))?
+        }
     };
     print!("{text}");
     Ok(0)
@@ -173,22 +313,43 @@ mod tests {
         }
     }
 
+    fn inspected(pid: i32, net: u64, uts: u64) -> InspectResponse {
+        InspectResponse {
+            target: Some(info(pid, &[(Namespace::Net, net), (Namespace::Uts, uts)])),
+            node: Some(info(1, &[(Namespace::Net, 1), (Namespace::Uts, 5)])),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn verdict_compares_inode_and_device() {
-        let r = report(
-            "pid/7".into(),
-            InspectResponse {
-                target: Some(info(7, &[(Namespace::Net, 100), (Namespace::Uts, 5)])),
-                node: Some(info(1, &[(Namespace::Net, 1), (Namespace::Uts, 5)])),
-                ..Default::default()
-            },
-        );
-        let net = r.namespaces.iter().find(|n| n.kind == "net").unwrap();
-        let uts = r.namespaces.iter().find(|n| n.kind == "uts").unwrap();
-        assert!(!net.shared_with_node);
-        assert!(uts.shared_with_node);
+        let r = report("pid/7".into(), None, inspected(7, 100, 5));
         let t = table(&r);
         assert!(t.contains("net      100          1            private"), "{t}");
         assert!(t.contains("uts      5            5            host"), "{t}");
+    }
+
+    #[test]
+    fn containers_sharing_a_namespace_are_marked_pod() {
+        let mut reports = vec![
+            report("a".into(), Some("app".into()), inspected(7, 100, 200)),
+            report("b".into(), Some("side".into()), inspected(8, 100, 5)),
+        ];
+        mark_shared(&mut reports);
+        let verdict = |r: &Report, k| r.namespaces.iter().find(|n| n.kind == k).unwrap().verdict;
+        assert_eq!(verdict(&reports[0], "net"), Verdict::Pod);
+        assert_eq!(verdict(&reports[0], "uts"), Verdict::Private);
+        assert_eq!(verdict(&reports[1], "uts"), Verdict::Host);
+        let p = PodReport {
+            pod: "web".into(),
+            node: "n".into(),
+            containers: reports,
+        };
+        let t = pod_table(&p, false);
+        assert!(
+            t.contains("app              7        -        private  -        pod"),
+            "{t}"
+        );
+        assert!(pod_table(&p, true).contains("pod:100"));
     }
 }

@@ -1,0 +1,127 @@
+//! Reaching the cluster and the agent: a client from the kubeconfig (or
+//! in-cluster), the target resolved to a node and container, and a gRPC
+//! channel to that node's agent.
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use tonic::transport::Channel;
+
+use crate::cli::KubeArgs;
+use crate::exit::Failure;
+use crate::resolve::{self, KubeTarget, PodContainers, Resolver};
+use crate::target::{DirectTarget, Target};
+use crate::transport;
+
+/// A client for the context the user chose.
+pub async fn resolver(args: &KubeArgs) -> Result<Resolver, Failure> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        Failure::own(format!(
+            "{what}: {e}\nHint: kubectl-ns reads the same kubeconfig as kubectl (--kubeconfig, $KUBECONFIG, ~/.kube/config) or runs in-cluster"
+        ))
+    };
+    let options = KubeConfigOptions {
+        context: args.context.clone(),
+        ..Default::default()
+    };
+    let config = match (&args.kubeconfig, &args.context) {
+        (Some(path), _) => {
+            let kc = Kubeconfig::read_from(path)
+                .map_err(|e| fail(&format!("cannot read kubeconfig {}", path.display()), &e))?;
+            Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .map_err(|e| fail("cannot use the kubeconfig", &e))?
+        }
+        (None, Some(_)) => Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| fail("cannot use the kubeconfig", &e))?,
+        (None, None) => Config::infer()
+            .await
+            .map_err(|e| fail("no cluster configuration found", &e))?,
+    };
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = Client::try_from(config).map_err(|e| fail("cannot build a Kubernetes client", &e))?;
+    Ok(Resolver {
+        client,
+        namespace,
+        agent_namespace: args.agent_namespace.clone(),
+    })
+}
+
+/// The channel to the agent on `node`: `--agent` if given, else the API
+/// server's port-forward to that node's agent pod.
+async fn agent_channel(args: &KubeArgs, r: &Resolver, node: &str) -> Result<Channel, Failure> {
+    match &args.agent {
+        Some(addr) => transport::connect(addr).await,
+        None => {
+            let pod = r.agent_on(node).await?;
+            transport::portforward(r.client.clone(), &r.agent_namespace, &pod, args.agent_port).await
+        }
+    }
+}
+
+/// What a session talks to: the agent's channel and the agent-side target.
+#[derive(Debug)]
+pub struct Reached {
+    pub channel: Channel,
+    pub target: kns_proto::agent::Target,
+    /// How to name the target to the user.
+    pub label: String,
+}
+
+fn direct_needs_agent(d: &DirectTarget) -> Failure {
+    Failure::new(
+        crate::exit::USAGE,
+        format!(
+            "{d}: pid/, container/ and node targets name things on one node; give --agent ADDR, \
+             or name a pod (POD, NS/POD) or a node (node/NODE)"
+        ),
+    )
+}
+
+/// Resolves the target and reaches its agent.
+pub async fn reach(args: &KubeArgs, target: &Target, container: Option<&str>) -> Result<Reached, Failure> {
+    match target {
+        Target::Direct(d) => {
+            let addr = args.agent.as_deref().ok_or_else(|| direct_needs_agent(d))?;
+            Ok(Reached {
+                channel: transport::connect(addr).await?,
+                target: d.to_proto(),
+                label: d.to_string(),
+            })
+        }
+        Target::Kube(KubeTarget::Node(node)) => {
+            let r = resolver(args).await?;
+            r.node(node).await?;
+            Ok(Reached {
+                channel: agent_channel(args, &r, node).await?,
+                target: DirectTarget::Node.to_proto(),
+                label: format!("node/{node}"),
+            })
+        }
+        Target::Kube(KubeTarget::Pod { namespace, name }) => {
+            let r = resolver(args).await?;
+            let pod = r.pod(namespace.as_deref(), name).await?;
+            let c = resolve::choose_container(&pod, container)?;
+            Ok(Reached {
+                channel: agent_channel(args, &r, &c.node).await?,
+                target: DirectTarget::Container(c.container_id.clone()).to_proto(),
+                label: format!("{}/{} ({})", c.namespace, c.pod, c.container),
+            })
+        }
+    }
+}
+
+/// A pod's running containers and its node's agent, for `ls`.
+pub async fn reach_pod(
+    args: &KubeArgs,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<(Channel, PodContainers), Failure> {
+    let r = resolver(args).await?;
+    let pod = r.pod(namespace, name).await?;
+    let containers = resolve::pod_containers(&pod)?;
+    Ok((agent_channel(args, &r, &containers.node).await?, containers))
+}

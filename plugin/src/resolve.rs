@@ -1,0 +1,495 @@
+//! From what the user named (a pod, a node) to what the agent needs: the
+//! node, the container ID, and the agent pod on that node.
+//!
+//! The decisions are pure functions over the API objects, so every error
+//! path is unit-tested; `Resolver` only fetches.
+
+use k8s_openapi::api::core::v1::{ContainerStatus, Node, Pod};
+use kube::api::{Api, ListParams};
+
+use crate::exit::Failure;
+
+/// The label that marks agent pods.
+pub const AGENT_LABEL: &str = "app.kubernetes.io/name=kubectl-ns-agent";
+/// The namespace the agent is installed in unless told otherwise.
+pub const AGENT_NAMESPACE: &str = "kubectl-ns-system";
+/// The annotation kubectl honours for the default container.
+const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
+
+/// What the user named, Kubernetes side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KubeTarget {
+    /// A pod, with a namespace if the NS/POD form gave one.
+    Pod { namespace: Option<String>, name: String },
+    /// A node's own namespaces.
+    Node(String),
+}
+
+/// A container resolved to where it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedContainer {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    /// The runtime's ID, without the `containerd://` scheme.
+    pub container_id: String,
+    pub node: String,
+}
+
+/// Every container of a pod that could be inspected, for `ls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodContainers {
+    pub node: String,
+    /// (name, runtime ID) of the running containers.
+    pub running: Vec<(String, String)>,
+}
+
+/// The runtime ID from a status's `containerID` (`containerd://abc…`).
+pub fn runtime_id(id: &str) -> &str {
+    id.split_once("://").map_or(id, |(_, rest)| rest)
+}
+
+/// Runtime classes whose containers run in a VM or a user-space kernel:
+/// their processes are not the node's, so entering would be wrong.
+fn sandboxed_runtime(class: &str) -> bool {
+    let c = class.to_ascii_lowercase();
+    ["kata", "gvisor", "runsc", "firecracker"]
+        .iter()
+        .any(|k| c.contains(k))
+}
+
+fn all_statuses(pod: &Pod) -> Vec<(&'static str, &ContainerStatus)> {
+    let Some(s) = &pod.status else { return Vec::new() };
+    [
+        ("container", &s.container_statuses),
+        ("init container", &s.init_container_statuses),
+        ("ephemeral container", &s.ephemeral_container_statuses),
+    ]
+    .into_iter()
+    .flat_map(|(kind, v)| v.iter().flatten().map(move |c| (kind, c)))
+    .collect()
+}
+
+fn pod_name(pod: &Pod) -> String {
+    pod.metadata.name.clone().unwrap_or_default()
+}
+
+/// Checks the pod can be entered at all: scheduled, not VM-sandboxed.
+fn check_pod(pod: &Pod) -> Result<String, Failure> {
+    let name = pod_name(pod);
+    let spec = pod.spec.as_ref();
+    if let Some(class) = spec.and_then(|s| s.runtime_class_name.as_deref())
+        && sandboxed_runtime(class)
+    {
+        return Err(Failure::own(format!(
+            "pod {name} runs under runtime class `{class}`: its containers run inside a VM or a \
+             user-space kernel, not as processes on the node, so kubectl-ns cannot enter them.\n\
+             Hint: use `kubectl exec` or `kubectl debug` for sandboxed pods"
+        )));
+    }
+    match spec.and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()) {
+        Some(node) => Ok(node),
+        None => {
+            let phase = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default();
+            Err(Failure::own(format!(
+                "pod {name} is not scheduled to a node yet (phase {phase}); nothing runs to enter.\n\
+                 Hint: `kubectl describe pod {name}` shows why it is pending"
+            )))
+        }
+    }
+}
+
+/// Picks the container: `-c`, else the default-container annotation, else
+/// the only container; and checks it is running.
+pub fn choose_container(pod: &Pod, wanted: Option<&str>) -> Result<ResolvedContainer, Failure> {
+    let node = check_pod(pod)?;
+    let name = pod_name(pod);
+    let spec_names: Vec<String> = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+        .unwrap_or_default();
+    let chosen = match wanted {
+        Some(c) => c.to_owned(),
+        None => {
+            let annotated = pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(DEFAULT_CONTAINER))
+                .filter(|c| spec_names.contains(c));
+            match (annotated, spec_names.as_slice()) {
+                (Some(c), _) => c.clone(),
+                (None, [only]) => only.clone(),
+                (None, names) => {
+                    return Err(Failure::new(
+                        crate::exit::USAGE,
+                        format!(
+                            "pod {name} has {} containers; choose one with -c: {}",
+                            names.len(),
+                            names.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+    };
+    let statuses = all_statuses(pod);
+    let Some((kind, status)) = statuses.iter().find(|(_, s)| s.name == chosen) else {
+        let known: Vec<&str> = statuses.iter().map(|(_, s)| s.name.as_str()).collect();
+        let msg = if spec_names.contains(&chosen) {
+            format!("container {chosen} of pod {name} has not started yet (no status reported)")
+        } else {
+            format!(
+                "pod {name} has no container {chosen}; its containers: {}",
+                if known.is_empty() {
+                    spec_names.join(", ")
+                } else {
+                    known.join(", ")
+                }
+            )
+        };
+        return Err(Failure::own(msg));
+    };
+    let state = status.state.as_ref();
+    let running = state.and_then(|s| s.running.as_ref()).is_some();
+    let id = status.container_id.as_deref().map(runtime_id).unwrap_or("");
+    if !running || id.is_empty() {
+        let why = if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
+            let reason = w.reason.clone().unwrap_or_else(|| "Waiting".into());
+            let last = status
+                .last_state
+                .as_ref()
+                .and_then(|l| l.terminated.as_ref())
+                .map(|t| {
+                    format!(
+                        "; last exit code {}{}",
+                        t.exit_code,
+                        t.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+                    )
+                })
+                .unwrap_or_default();
+            format!("waiting ({reason}{last})")
+        } else if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
+            format!(
+                "terminated (exit code {}{})",
+                t.exit_code,
+                t.reason.as_ref().map(|r| format!(", {r}")).unwrap_or_default()
+            )
+        } else {
+            "not running".to_owned()
+        };
+        let others: Vec<&str> = statuses
+            .iter()
+            .filter(|(_, s)| {
+                s.name != chosen && s.state.as_ref().and_then(|st| st.running.as_ref()).is_some()
+            })
+            .map(|(_, s)| s.name.as_str())
+            .collect();
+        let hint = if others.is_empty() {
+            String::new()
+        } else {
+            format!("; pick another with -c: {}", others.join(", "))
+        };
+        return Err(Failure::own(format!(
+            "{kind} {chosen} of pod {name} is {why}{hint}"
+        )));
+    }
+    Ok(ResolvedContainer {
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        pod: name,
+        container: chosen,
+        container_id: id.to_owned(),
+        node,
+    })
+}
+
+/// The running containers of a pod, for `ls`.
+pub fn pod_containers(pod: &Pod) -> Result<PodContainers, Failure> {
+    let node = check_pod(pod)?;
+    let running = all_statuses(pod)
+        .into_iter()
+        .filter(|(_, s)| s.state.as_ref().and_then(|st| st.running.as_ref()).is_some())
+        .filter_map(|(_, s)| {
+            let id = runtime_id(s.container_id.as_deref()?);
+            (!id.is_empty()).then(|| (s.name.clone(), id.to_owned()))
+        })
+        .collect::<Vec<_>>();
+    if running.is_empty() {
+        return Err(Failure::own(format!(
+            "pod {} has no running container",
+            pod_name(pod)
+        )));
+    }
+    Ok(PodContainers { node, running })
+}
+
+/// Picks the agent pod among those listed for a node: a running, ready one.
+pub fn choose_agent(pods: &[Pod], node: &str, agent_ns: &str) -> Result<String, Failure> {
+    let ready = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    if pods.is_empty() {
+        return Err(Failure::own(format!(
+            "node {node} has no kubectl-ns agent (no pod labelled {AGENT_LABEL} in namespace {agent_ns}).\n\
+             Hint: install it with `kubectl ns install`; `kubectl ns status` lists the nodes that lack one"
+        )));
+    }
+    match pods.iter().find(|p| ready(p)) {
+        Some(p) => Ok(pod_name(p)),
+        None => {
+            let names: Vec<String> = pods.iter().map(pod_name).collect();
+            Err(Failure::own(format!(
+                "the kubectl-ns agent on node {node} ({}) is not ready.\n\
+                 Hint: `kubectl -n {agent_ns} describe pod {}` shows why",
+                names.join(", "),
+                names[0]
+            )))
+        }
+    }
+}
+
+/// Words an API error for the user.
+pub fn api_failure(what: &str, e: kube::Error) -> Failure {
+    match &e {
+        kube::Error::Api(s) if s.code == 403 => Failure::own(format!(
+            "{what}: forbidden: {}\nHint: kubectl-ns needs get/list on pods, and create on pods/portforward in \
+             the agent's namespace (the ClusterRole kubectl-ns-user grants them)",
+            s.message
+        )),
+        _ => Failure::own(format!("{what}: {}", crate::transport::source_chain(&e))),
+    }
+}
+
+/// Looks things up through the API.
+#[derive(Clone)]
+pub struct Resolver {
+    pub client: kube::Client,
+    /// The namespace for pods given without one.
+    pub namespace: String,
+    pub agent_namespace: String,
+}
+
+impl Resolver {
+    pub async fn pod(&self, namespace: Option<&str>, name: &str) -> Result<Pod, Failure> {
+        let ns = namespace.unwrap_or(&self.namespace);
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        match api.get_opt(name).await {
+            Ok(Some(p)) => Ok(p),
+            Ok(None) => Err(Failure::own(format!(
+                "pod {name} not found in namespace {ns}.\nHint: is it in another namespace? \
+                 Use --namespace NS or NS/{name}; `kubectl get pods -A | grep {name}` finds it"
+            ))),
+            Err(e) => Err(api_failure(&format!("cannot get pod {ns}/{name}"), e)),
+        }
+    }
+
+    pub async fn node(&self, name: &str) -> Result<(), Failure> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        match api.get_opt(name).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(Failure::own(format!(
+                "node {name} not found.\nHint: `kubectl get nodes` lists them"
+            ))),
+            Err(e) => Err(api_failure(&format!("cannot get node {name}"), e)),
+        }
+    }
+
+    /// The ready agent pod on `node`.
+    pub async fn agent_on(&self, node: &str) -> Result<String, Failure> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.agent_namespace);
+        let lp = ListParams::default()
+            .labels(AGENT_LABEL)
+            .fields(&format!("spec.nodeName={node}"));
+        let pods = api.list(&lp).await.map_err(|e| {
+            api_failure(
+                &format!(
+                    "cannot list kubectl-ns agents in namespace {}",
+                    self.agent_namespace
+                ),
+                e,
+            )
+        })?;
+        choose_agent(&pods.items, node, &self.agent_namespace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+        PodCondition, PodSpec, PodStatus,
+    };
+    use kube::api::ObjectMeta;
+
+    fn status(name: &str, state: ContainerState) -> ContainerStatus {
+        ContainerStatus {
+            name: name.into(),
+            container_id: Some(format!("containerd://{name}-id")),
+            state: Some(state),
+            ..Default::default()
+        }
+    }
+
+    fn running() -> ContainerState {
+        ContainerState {
+            running: Some(ContainerStateRunning::default()),
+            ..Default::default()
+        }
+    }
+
+    fn pod(containers: &[&str], statuses: Vec<ContainerStatus>) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("web-1".into()),
+                namespace: Some("prod".into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some("node-a".into()),
+                containers: containers
+                    .iter()
+                    .map(|c| Container {
+                        name: (*c).into(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                container_statuses: Some(statuses),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn only_container_is_the_default() {
+        let p = pod(&["app"], vec![status("app", running())]);
+        let r = choose_container(&p, None).unwrap();
+        assert_eq!(r.container_id, "app-id");
+        assert_eq!((r.node.as_str(), r.namespace.as_str()), ("node-a", "prod"));
+    }
+
+    #[test]
+    fn annotation_picks_among_several() {
+        let mut p = pod(
+            &["app", "sidecar"],
+            vec![status("app", running()), status("sidecar", running())],
+        );
+        let e = choose_container(&p, None).unwrap_err();
+        assert_eq!(e.code, crate::exit::USAGE);
+        assert!(
+            e.message.contains("choose one with -c: app, sidecar"),
+            "{}",
+            e.message
+        );
+        p.metadata.annotations = Some([(DEFAULT_CONTAINER.to_owned(), "sidecar".to_owned())].into());
+        assert_eq!(choose_container(&p, None).unwrap().container, "sidecar");
+        assert_eq!(choose_container(&p, Some("app")).unwrap().container, "app");
+    }
+
+    #[test]
+    fn waiting_container_names_reason_and_last_exit() {
+        let mut s = status(
+            "app",
+            ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some("CrashLoopBackOff".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        s.last_state = Some(ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: 137,
+                reason: Some("OOMKilled".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let p = pod(&["app", "side"], vec![s, status("side", running())]);
+        let e = choose_container(&p, Some("app")).unwrap_err();
+        assert_eq!(
+            e.message,
+            "container app of pod web-1 is waiting (CrashLoopBackOff; last exit code 137 (OOMKilled)); pick another with -c: side"
+        );
+    }
+
+    #[test]
+    fn init_and_ephemeral_containers_can_be_named() {
+        let mut p = pod(&["app"], vec![status("app", running())]);
+        let st = p.status.as_mut().unwrap();
+        st.init_container_statuses = Some(vec![status("init", running())]);
+        st.ephemeral_container_statuses = Some(vec![status("debugger", running())]);
+        assert_eq!(
+            choose_container(&p, Some("init")).unwrap().container_id,
+            "init-id"
+        );
+        assert_eq!(
+            choose_container(&p, Some("debugger")).unwrap().container_id,
+            "debugger-id"
+        );
+        let e = choose_container(&p, Some("nope")).unwrap_err();
+        assert!(e.message.contains("has no container nope"), "{}", e.message);
+    }
+
+    #[test]
+    fn unscheduled_and_sandboxed_pods_are_refused() {
+        let mut p = pod(&["app"], vec![status("app", running())]);
+        p.spec.as_mut().unwrap().node_name = None;
+        assert!(
+            choose_container(&p, None)
+                .unwrap_err()
+                .message
+                .contains("not scheduled")
+        );
+        let mut p = pod(&["app"], vec![status("app", running())]);
+        p.spec.as_mut().unwrap().runtime_class_name = Some("kata-qemu".into());
+        assert!(
+            choose_container(&p, None)
+                .unwrap_err()
+                .message
+                .contains("inside a VM")
+        );
+        p.spec.as_mut().unwrap().runtime_class_name = Some("gvisor".into());
+        assert!(choose_container(&p, None).is_err());
+        p.spec.as_mut().unwrap().runtime_class_name = Some("runc".into());
+        assert!(choose_container(&p, None).is_ok());
+    }
+
+    #[test]
+    fn agent_must_exist_and_be_ready() {
+        let e = choose_agent(&[], "node-a", AGENT_NAMESPACE).unwrap_err();
+        assert!(e.message.contains("kubectl ns install"), "{}", e.message);
+        let mut agent = pod(&["agent"], vec![]);
+        agent.metadata.name = Some("kubectl-ns-agent-x".into());
+        let e = choose_agent(std::slice::from_ref(&agent), "node-a", AGENT_NAMESPACE).unwrap_err();
+        assert!(e.message.contains("not ready"), "{}", e.message);
+        agent.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        }]);
+        assert_eq!(
+            choose_agent(&[agent], "node-a", AGENT_NAMESPACE).unwrap(),
+            "kubectl-ns-agent-x"
+        );
+    }
+
+    #[test]
+    fn runtime_id_drops_the_scheme() {
+        assert_eq!(runtime_id("containerd://abc"), "abc");
+        assert_eq!(runtime_id("cri-o://def"), "def");
+        assert_eq!(runtime_id("abc"), "abc");
+    }
+}
