@@ -25,6 +25,16 @@ impl Agent {
     }
 
     pub fn start_with_env(cri: Option<&str>, env: &[(&str, &str)]) -> Agent {
+        Agent::start_full(cri, env, None)
+    }
+
+    /// Also listens on 127.0.0.1:`port`, as in its pod, where the API
+    /// server's port-forward reaches it.
+    pub fn start_tcp(cri: Option<&str>, port: u16) -> Agent {
+        Agent::start_full(cri, &[], Some(port))
+    }
+
+    fn start_full(cri: Option<&str>, env: &[(&str, &str)], tcp: Option<u16>) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("agent.sock");
         let log = dir.path().join("agent.log");
@@ -39,6 +49,9 @@ impl Agent {
             .stderr(std::fs::File::create(&log).expect("log file"));
         if let Some(ep) = cri {
             cmd.arg("--cri-endpoint").arg(ep);
+        }
+        if let Some(port) = tcp {
+            cmd.arg("--listen").arg(format!("tcp://127.0.0.1:{port}"));
         }
         for (k, v) in env {
             cmd.env(k, v);
@@ -101,4 +114,12 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.terminate();
     }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod bins;
 pub mod containerd;
 pub mod image;
+pub mod kubeapi;
 pub mod target;
 
 /// Fails the test loudly when not root: these tests exercise real

@@ -1,0 +1,502 @@
+//! An in-process fake of the Kubernetes API server, for the one part of
+//! kubectl-ns that cannot run against a real component here.
+//!
+//! It speaks real HTTPS and JSON for the calls kubectl-ns makes (pods get
+//! and list with label and field selectors, nodes get) and the real
+//! port-forward protocol: a WebSocket upgrade with subprotocol
+//! `v4.channel.k8s.io`, two channels per port (data, error), each opened by
+//! a frame carrying the port as two little-endian bytes, then binary frames
+//! prefixed with their channel number. Forwarded ports are bridged to real
+//! TCP listeners on 127.0.0.1 (a real agent). Response shapes follow the
+//! Kubernetes API reference (`Pod`, `PodList`, `Node`, `Status`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+const PORTFORWARD_PROTOCOL: &str = "v4.channel.k8s.io";
+
+#[derive(Debug, Default)]
+struct State {
+    pods: Vec<Pod>,
+    nodes: Vec<Node>,
+    /// (namespace, pod) → where that pod's forwarded port really listens.
+    forwards: HashMap<(String, String), SocketAddr>,
+    /// Every request line seen, for assertions.
+    requests: Vec<String>,
+}
+
+/// A running fake API server; stopped on drop.
+#[derive(Debug)]
+pub struct FakeApi {
+    pub addr: SocketAddr,
+    /// A kubeconfig that trusts the server's certificate, context `fake`,
+    /// default namespace `default`.
+    pub kubeconfig: PathBuf,
+    state: Arc<Mutex<State>>,
+    forbid_portforward: Arc<AtomicBool>,
+    /// Serves the connections; dropping it stops the server.
+    _rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+fn json_response(code: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("response")
+}
+
+/// A `metav1.Status` failure, as the API server sends with 4xx codes.
+fn status(code: StatusCode, reason: &str, message: String) -> Response<Full<Bytes>> {
+    json_response(
+        code,
+        &json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": message, "reason": reason, "code": code.as_u16(),
+        }),
+    )
+}
+
+fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    req.uri()
+        .query()
+        .map(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Equality-based label selectors (`a=b,c=d`), as kubectl-ns sends.
+fn labels_match(pod: &Pod, selector: &str) -> bool {
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    selector.split(',').filter(|s| !s.is_empty()).all(|term| {
+        term.split_once('=')
+            .is_some_and(|(k, v)| labels.get(k).map(String::as_str) == Some(v))
+    })
+}
+
+/// The one field selector the API supports on pods that kubectl-ns uses.
+fn fields_match(pod: &Pod, selector: &str) -> bool {
+    selector
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .all(|term| match term.split_once('=') {
+            Some(("spec.nodeName", v)) => pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(v),
+            Some(("metadata.name", v)) => pod.metadata.name.as_deref() == Some(v),
+            _ => false,
+        })
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<Mutex<State>>,
+    forbid: Arc<AtomicBool>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let path = req.uri().path().to_owned();
+    state
+        .lock()
+        .expect("state")
+        .requests
+        .push(format!("{} {}", req.method(), req.uri()));
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let resp = match parts.as_slice() {
+        ["api", "v1", "nodes", name] => {
+            let st = state.lock().expect("state");
+            match st.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(name)) {
+                Some(n) => json_response(StatusCode::OK, &serde_json::to_value(n).expect("node json")),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("nodes \"{name}\" not found"),
+                ),
+            }
+        }
+        ["api", "v1", "namespaces", ns, "pods"] => {
+            let q = query(&req);
+            let st = state.lock().expect("state");
+            let items: Vec<Value> = st
+                .pods
+                .iter()
+                .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
+                .filter(|p| q.get("labelSelector").is_none_or(|s| labels_match(p, s)))
+                .filter(|p| q.get("fieldSelector").is_none_or(|s| fields_match(p, s)))
+                .map(|p| serde_json::to_value(p).expect("pod json"))
+                .collect();
+            json_response(
+                StatusCode::OK,
+                &json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}),
+            )
+        }
+        ["api", "v1", "namespaces", ns, "pods", name] => {
+            let st = state.lock().expect("state");
+            let found = st.pods.iter().find(|p| {
+                p.metadata.namespace.as_deref() == Some(ns) && p.metadata.name.as_deref() == Some(name)
+            });
+            match found {
+                Some(p) => json_response(StatusCode::OK, &serde_json::to_value(p).expect("pod json")),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("pods \"{name}\" not found"),
+                ),
+            }
+        }
+        ["api", "v1", "namespaces", ns, "pods", name, "portforward"] => {
+            portforward(req, &state, &forbid, ns, name).await
+        }
+        _ => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("the server could not find {path}"),
+        ),
+    };
+    Ok(resp)
+}
+
+async fn portforward(
+    req: Request<Incoming>,
+    state: &Mutex<State>,
+    forbid: &AtomicBool,
+    ns: &str,
+    name: &str,
+) -> Response<Full<Bytes>> {
+    if forbid.load(Ordering::SeqCst) {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "pods \"{name}\" is forbidden: User \"tester\" cannot create resource \"pods/portforward\" in API group \"\" in the namespace \"{ns}\""
+            ),
+        );
+    }
+    let target = state
+        .lock()
+        .expect("state")
+        .forwards
+        .get(&(ns.to_owned(), name.to_owned()))
+        .copied();
+    let Some(target) = target else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("pods \"{name}\" not found"),
+        );
+    };
+    let port: u16 = match query(&req).get("ports").and_then(|p| p.parse().ok()) {
+        Some(p) => p,
+        None => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "missing or invalid ports".into(),
+            );
+        }
+    };
+    let offered = req
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|p| p.trim() == PORTFORWARD_PROTOCOL));
+    let Some(key) = req
+        .headers()
+        .get("sec-websocket-key")
+        .map(|k| k.as_bytes().to_vec())
+    else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "not a WebSocket upgrade".into(),
+        );
+    };
+    if !offered {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("subprotocol {PORTFORWARD_PROTOCOL} not offered"),
+        );
+    }
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
+    tokio::spawn(async move {
+        let Ok(upgraded) = hyper::upgrade::on(req).await else {
+            return;
+        };
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        bridge(ws, port, target).await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", accept)
+        .header("sec-websocket-protocol", PORTFORWARD_PROTOCOL)
+        .body(Full::new(Bytes::new()))
+        .expect("response")
+}
+
+/// Bridges one forwarded port (channels 0 and 1) to a TCP address.
+async fn bridge<S>(ws: WebSocketStream<S>, port: u16, target: SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut stream) = ws.split();
+    let [lo, hi] = port.to_le_bytes();
+    for ch in [0u8, 1] {
+        if sink.send(Message::binary(vec![ch, lo, hi])).await.is_err() {
+            return;
+        }
+    }
+    let tcp = match tokio::net::TcpStream::connect(target).await {
+        Ok(t) => t,
+        Err(e) => {
+            let mut msg = vec![1u8];
+            msg.extend_from_slice(format!("error forwarding port {port}: {e}").as_bytes());
+            let _ = sink.send(Message::binary(msg)).await;
+            let _ = sink.close().await;
+            return;
+        }
+    };
+    let (mut rd, mut wr) = tcp.into_split();
+    let up = tokio::spawn(async move {
+        while let Some(Ok(msg)) = stream.next().await {
+            let data = match msg {
+                Message::Binary(b) if b.len() > 1 && b[0] == 0 => b,
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if wr.write_all(&data[1..]).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match rd.read(&mut buf[1..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                buf[0] = 0;
+                if sink.send(Message::binary(buf[..=n].to_vec())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = sink.close().await;
+    up.abort();
+}
+
+impl FakeApi {
+    /// Starts the server on 127.0.0.1 with a fresh self-signed certificate.
+    pub fn start() -> FakeApi {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("certificate");
+        let cert_pem = cert.cert.pem();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocols")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into()),
+            )
+            .expect("tls config");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(Mutex::new(State::default()));
+        let forbid = Arc::new(AtomicBool::new(false));
+        let (st, fb) = (state.clone(), forbid.clone());
+        rt.spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, st, fb) = (acceptor.clone(), st.clone(), fb.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(move |req| handle(req, st.clone(), fb.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        let ca = base64::engine::general_purpose::STANDARD.encode(cert_pem);
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+                 clusters:\n- name: fake\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority-data: {ca}\n\
+                 users:\n- name: tester\n  user:\n    token: fake-token\n\
+                 contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: tester\n    namespace: default\n",
+                addr.port()
+            ),
+        )
+        .expect("kubeconfig");
+        FakeApi {
+            addr,
+            kubeconfig,
+            state,
+            forbid_portforward: forbid,
+            _rt: rt,
+            _dir: dir,
+        }
+    }
+
+    pub fn add_pod(&self, pod: Pod) {
+        self.state.lock().expect("state").pods.push(pod);
+    }
+
+    pub fn add_node(&self, name: &str) {
+        let node = Node {
+            metadata: kube_meta(name, None),
+            ..Default::default()
+        };
+        self.state.lock().expect("state").nodes.push(node);
+    }
+
+    /// Port-forwards to pod `ns/name` reach `target`.
+    pub fn forward(&self, ns: &str, name: &str, target: SocketAddr) {
+        self.state
+            .lock()
+            .expect("state")
+            .forwards
+            .insert((ns.to_owned(), name.to_owned()), target);
+    }
+
+    /// Makes port-forward requests fail with 403, as without RBAC.
+    pub fn forbid_portforward(&self, on: bool) {
+        self.forbid_portforward.store(on, Ordering::SeqCst);
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.state.lock().expect("state").requests.clone()
+    }
+
+    /// The kubeconfig path as a string, for `--kubeconfig`.
+    pub fn kubeconfig_arg(&self) -> String {
+        self.kubeconfig.display().to_string()
+    }
+}
+
+/// Object metadata with a name and, for namespaced objects, a namespace.
+pub fn kube_meta(
+    name: &str,
+    namespace: Option<&str>,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: namespace.map(str::to_owned),
+        uid: Some(format!("{name}-uid")),
+        ..Default::default()
+    }
+}
+
+/// A running pod as the kubelet reports it: scheduled on `node`, one
+/// running container per (name, runtime ID).
+pub fn running_pod(namespace: &str, name: &str, node: &str, containers: &[(&str, &str)]) -> Pod {
+    use k8s_openapi::api::core::v1::{
+        Container, ContainerState, ContainerStateRunning, ContainerStatus, PodCondition, PodSpec, PodStatus,
+    };
+    Pod {
+        metadata: kube_meta(name, Some(namespace)),
+        spec: Some(PodSpec {
+            node_name: Some(node.to_owned()),
+            containers: containers
+                .iter()
+                .map(|(c, _)| Container {
+                    name: (*c).to_owned(),
+                    image: Some("docker.io/kns/busybox:1".into()),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        status: Some(PodStatus {
+            phase: Some("Running".into()),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
+            container_statuses: Some(
+                containers
+                    .iter()
+                    .map(|(c, id)| ContainerStatus {
+                        name: (*c).to_owned(),
+                        container_id: Some(format!("containerd://{id}")),
+                        ready: true,
+                        state: Some(ContainerState {
+                            running: Some(ContainerStateRunning::default()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
+    }
+}
+
+/// An agent pod of the DaemonSet on `node`, labelled as kubectl-ns finds it.
+pub fn agent_pod(name: &str, node: &str) -> Pod {
+    let mut p = running_pod("kubectl-ns-system", name, node, &[("agent", "0000")]);
+    p.metadata.labels = Some([("app.kubernetes.io/name".to_owned(), "kubectl-ns-agent".to_owned())].into());
+    p
+}
