@@ -42,6 +42,16 @@ struct Args {
     /// Log format.
     #[arg(long, env = "KNS_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Cmd {
+    /// Exit 0 when the agent at the (first) --listen address serves, 1 if
+    /// not: the DaemonSet's readiness probe.
+    Probe,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -117,6 +127,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Cmd::Probe) = args.command {
+        let listen = args.listen.first().cloned().expect("--listen has a default");
+        return match rt.block_on(server::probe(&listen)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kubectl-ns-agent probe: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match rt.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

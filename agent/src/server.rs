@@ -108,6 +108,9 @@ pub async fn serve(
             }
         }
     }
+    // The standard gRPC health service, for readiness probes (`probe`).
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health.set_serving::<AgentServer<AgentService>>().await;
     let mut tasks = Vec::new();
     for (l, b) in bound {
         let svc = AgentServer::new(service.clone());
@@ -120,6 +123,7 @@ pub async fn serve(
             .initial_stream_window_size(Some(4 << 20))
             .initial_connection_window_size(Some(8 << 20))
             .max_frame_size(Some(1 << 20))
+            .add_service(health_svc.clone())
             .add_service(svc);
         tracing::info!(listen = %l, "serving");
         tasks.push(tokio::spawn(async move {
@@ -145,6 +149,7 @@ pub async fn serve(
     }
     let mut sd = shutdown.clone();
     let _ = sd.wait_for(|s| *s).await;
+    health.set_not_serving::<AgentServer<AgentService>>().await;
     let all = futures_join(tasks);
     match tokio::time::timeout(Duration::from_secs(5), all).await {
         Ok(r) => r,
@@ -162,6 +167,52 @@ async fn futures_join(tasks: Vec<tokio::task::JoinHandle<Result<(), ServeError>>
         }
     }
     Ok(())
+}
+
+/// Asks the agent at `listen` whether it serves: the readiness probe.
+pub async fn probe(listen: &Listen) -> Result<(), String> {
+    use tonic::transport::{Endpoint, Uri};
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let ep = Endpoint::from_static("http://agent.invalid").connect_timeout(Duration::from_secs(2));
+    let channel = match listen {
+        Listen::Unix(path) => {
+            let path = path.clone();
+            ep.connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await
+        }
+        Listen::Tcp(addr) => {
+            Endpoint::from_shared(format!("http://{addr}"))
+                .map_err(|e| e.to_string())?
+                .connect_timeout(Duration::from_secs(2))
+                .connect()
+                .await
+        }
+    }
+    .map_err(|e| format!("cannot reach the agent at {listen}: {e}"))?;
+    let service = <AgentServer<AgentService> as tonic::server::NamedService>::NAME;
+    let resp = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .map_err(|s| format!("health check failed: {}", s.message()))?
+        .into_inner();
+    if resp.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+        Ok(())
+    } else {
+        Err(format!(
+            "the agent at {listen} is not serving ({:?})",
+            resp.status()
+        ))
+    }
 }
 
 #[cfg(test)]

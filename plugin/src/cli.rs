@@ -46,8 +46,46 @@ pub enum Command {
     ///   kubectl ns ls prod/web-1 -o wide
     #[command(verbatim_doc_comment)]
     Ls(LsArgs),
+    /// Install the agent DaemonSet (embedded manifests, server-side apply)
+    /// and wait for it on every node.
+    ///
+    /// Example:
+    ///   kubectl ns install --image registry.example/kubectl-ns-agent:0.1.0
+    #[command(verbatim_doc_comment)]
+    Install(InstallArgs),
+    /// Remove everything `install` created.
+    Uninstall(UninstallArgs),
+    /// Show which nodes run an agent, its version and readiness.
+    Status(StatusArgs),
     /// Print the plugin's version and, with --agent, the agent's.
     Version(VersionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// The agent image (default: the one matching this kubectl-ns).
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// Do not wait for the agents to become ready.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the rollout, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 /// How to reach the cluster and the agent.

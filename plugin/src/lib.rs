@@ -9,6 +9,7 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod exit;
+pub mod manifests;
 pub mod resolve;
 pub mod target;
 pub mod terminal;

@@ -37,6 +37,8 @@ struct State {
     nodes: Vec<Node>,
     /// (namespace, pod) → where that pod's forwarded port really listens.
     forwards: HashMap<(String, String), SocketAddr>,
+    /// Objects created by server-side apply, by their API path.
+    objects: std::collections::BTreeMap<String, Value>,
     /// Every request line seen, for assertions.
     requests: Vec<String>,
 }
@@ -137,13 +139,44 @@ async fn handle(
     forbid: Arc<AtomicBool>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let path = req.uri().path().to_owned();
-    state
-        .lock()
-        .expect("state")
-        .requests
-        .push(format!("{} {}", req.method(), req.uri()));
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    state.lock().expect("state").requests.push(
+        format!("{} {} {content_type}", req.method(), req.uri())
+            .trim_end()
+            .to_owned(),
+    );
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if req.method() == hyper::Method::PATCH {
+        use http_body_util::BodyExt;
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        return Ok(apply(&state, &path, &content_type, &body));
+    }
+    if req.method() == hyper::Method::DELETE {
+        return Ok(delete(&state, &path));
+    }
     let resp = match parts.as_slice() {
+        ["api", "v1", "nodes"] => {
+            let st = state.lock().expect("state");
+            let items: Vec<Value> = st
+                .nodes
+                .iter()
+                .map(|n| serde_json::to_value(n).expect("node json"))
+                .collect();
+            json_response(
+                StatusCode::OK,
+                &json!({"kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}),
+            )
+        }
         ["api", "v1", "nodes", name] => {
             let st = state.lock().expect("state");
             match st.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(name)) {
@@ -188,13 +221,122 @@ async fn handle(
         ["api", "v1", "namespaces", ns, "pods", name, "portforward"] => {
             portforward(req, &state, &forbid, ns, name).await
         }
-        _ => status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("the server could not find {path}"),
-        ),
+        _ => match state.lock().expect("state").objects.get(&path) {
+            Some(o) => json_response(StatusCode::OK, o),
+            None => status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("the server could not find {path}"),
+            ),
+        },
     };
     Ok(resp)
+}
+
+/// Server-side apply, as far as kubectl-ns uses it: the object is stored as
+/// sent (a new generation each time), and a DaemonSet is "rolled out" at
+/// once: one ready agent pod per node, as its controller and the kubelets
+/// would report.
+fn apply(state: &Mutex<State>, path: &str, content_type: &str, body: &[u8]) -> Response<Full<Bytes>> {
+    if content_type != "application/apply-patch+yaml" {
+        return status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!("the fake supports only server-side apply, not {content_type}"),
+        );
+    }
+    let Ok(mut obj) = serde_json::from_slice::<Value>(body) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body is not JSON".into(),
+        );
+    };
+    let mut st = state.lock().expect("state");
+    let generation = st
+        .objects
+        .get(path)
+        .and_then(|o| o["metadata"]["generation"].as_i64())
+        .unwrap_or(0)
+        + 1;
+    obj["metadata"]["generation"] = json!(generation);
+    obj["metadata"]["uid"] = json!(format!("uid-{}", path.len()));
+    if obj["kind"] == "DaemonSet" {
+        let ns = obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_owned();
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
+        let template = &obj["spec"]["template"];
+        let labels: std::collections::BTreeMap<String, String> =
+            serde_json::from_value(template["metadata"]["labels"].clone()).unwrap_or_default();
+        let image = template["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let nodes: Vec<String> = st.nodes.iter().filter_map(|n| n.metadata.name.clone()).collect();
+        st.pods.retain(|p| {
+            !(p.metadata.namespace.as_deref() == Some(&ns) && p.metadata.labels.as_ref() == Some(&labels))
+        });
+        for node in &nodes {
+            let mut pod = running_pod(&ns, &format!("{name}-{node}"), node, &[("agent", "0000")]);
+            pod.metadata.labels = Some(labels.clone());
+            if let Some(c) = pod.spec.as_mut().and_then(|s| s.containers.first_mut()) {
+                c.image = Some(image.clone());
+            }
+            st.pods.push(pod);
+        }
+        let n = nodes.len();
+        obj["status"] = json!({
+            "desiredNumberScheduled": n, "currentNumberScheduled": n, "numberReady": n,
+            "updatedNumberScheduled": n, "numberAvailable": n, "numberMisscheduled": 0,
+            "observedGeneration": generation,
+        });
+    }
+    st.objects.insert(path.to_owned(), obj.clone());
+    json_response(StatusCode::OK, &obj)
+}
+
+/// Deletes an applied object; a DaemonSet takes its pods along, a
+/// namespace everything in it.
+fn delete(state: &Mutex<State>, path: &str) -> Response<Full<Bytes>> {
+    let mut st = state.lock().expect("state");
+    let Some(obj) = st.objects.remove(path) else {
+        return status(StatusCode::NOT_FOUND, "NotFound", format!("{path} not found"));
+    };
+    let ns = obj["metadata"]["namespace"].as_str().map(str::to_owned);
+    match obj["kind"].as_str() {
+        Some("DaemonSet") => {
+            let labels: Option<std::collections::BTreeMap<String, String>> =
+                serde_json::from_value(obj["spec"]["template"]["metadata"]["labels"].clone()).ok();
+            st.pods
+                .retain(|p| !(p.metadata.namespace == ns && p.metadata.labels == labels));
+        }
+        Some("Namespace") => {
+            let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
+            st.pods.retain(|p| p.metadata.namespace.as_deref() != Some(&name));
+            let prefix = format!("/namespaces/{name}/");
+            st.objects.retain(|k, _| !k.contains(&prefix));
+        }
+        _ => {}
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+    )
+}
+
+impl FakeApi {
+    /// The objects applied so far, by API path.
+    pub fn objects(&self) -> Vec<(String, Value)> {
+        self.state
+            .lock()
+            .expect("state")
+            .objects
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
 }
 
 async fn portforward(

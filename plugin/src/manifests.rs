@@ -1,0 +1,209 @@
+//! The agent's manifests, embedded from `manifests/` (the one source of
+//! truth, also usable with `kubectl apply -k manifests/`), parsed into typed
+//! objects with the namespace and image the user chose.
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+use serde::Deserialize;
+
+use crate::exit::Failure;
+use crate::resolve::AGENT_NAMESPACE;
+
+/// The files, in the order they are applied.
+pub const FILES: &[(&str, &str)] = &[
+    ("namespace.yaml", include_str!("../../manifests/namespace.yaml")),
+    ("agent-rbac.yaml", include_str!("../../manifests/agent-rbac.yaml")),
+    ("user-rbac.yaml", include_str!("../../manifests/user-rbac.yaml")),
+    ("daemonset.yaml", include_str!("../../manifests/daemonset.yaml")),
+];
+
+/// Where the agent image is published; the tag is the plugin's version.
+pub const IMAGE_REPOSITORY: &str = "ghcr.io/kubectl-ns/kubectl-ns-agent";
+
+/// The agent image matching this plugin.
+pub fn default_image() -> String {
+    format!("{IMAGE_REPOSITORY}:{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// One object of the manifests.
+#[derive(Debug, Clone)]
+pub enum Object {
+    Namespace(Namespace),
+    ServiceAccount(ServiceAccount),
+    ClusterRole(ClusterRole),
+    Role(Role),
+    DaemonSet(Box<DaemonSet>),
+}
+
+impl Object {
+    /// `Kind/name`, for progress lines.
+    pub fn describe(&self) -> String {
+        let (kind, meta) = match self {
+            Object::Namespace(o) => ("Namespace", &o.metadata),
+            Object::ServiceAccount(o) => ("ServiceAccount", &o.metadata),
+            Object::ClusterRole(o) => ("ClusterRole", &o.metadata),
+            Object::Role(o) => ("Role", &o.metadata),
+            Object::DaemonSet(o) => ("DaemonSet", &o.metadata),
+        };
+        format!("{kind}/{}", meta.name.as_deref().unwrap_or(""))
+    }
+}
+
+fn parse_doc(file: &str, doc: serde_json::Value) -> Result<Object, String> {
+    let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or("").to_owned();
+    let err = |e: serde_json::Error| format!("{file}: {kind}: {e}");
+    Ok(match kind.as_str() {
+        "Namespace" => Object::Namespace(serde_json::from_value(doc).map_err(err)?),
+        "ServiceAccount" => Object::ServiceAccount(serde_json::from_value(doc).map_err(err)?),
+        "ClusterRole" => Object::ClusterRole(serde_json::from_value(doc).map_err(err)?),
+        "Role" => Object::Role(serde_json::from_value(doc).map_err(err)?),
+        "DaemonSet" => Object::DaemonSet(Box::new(serde_json::from_value(doc).map_err(err)?)),
+        other => return Err(format!("{file}: unexpected kind `{other}`")),
+    })
+}
+
+/// Every object of the embedded manifests, as written.
+pub fn parse() -> Result<Vec<Object>, String> {
+    let mut out = Vec::new();
+    for (file, text) in FILES {
+        for doc in serde_yaml::Deserializer::from_str(text) {
+            let v = serde_json::Value::deserialize(doc).map_err(|e| format!("{file}: {e}"))?;
+            if !v.is_null() {
+                out.push(parse_doc(file, v)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The objects to apply: the agent namespace and image substituted.
+pub fn objects(agent_namespace: &str, image: &str) -> Result<Vec<Object>, Failure> {
+    let mut objs =
+        parse().map_err(|e| Failure::own(format!("internal error in the embedded manifests: {e}")))?;
+    for o in &mut objs {
+        match o {
+            Object::Namespace(n) if n.metadata.name.as_deref() == Some(AGENT_NAMESPACE) => {
+                n.metadata.name = Some(agent_namespace.to_owned());
+            }
+            Object::ServiceAccount(s) => s.metadata.namespace = Some(agent_namespace.to_owned()),
+            Object::Role(r) => r.metadata.namespace = Some(agent_namespace.to_owned()),
+            Object::DaemonSet(d) => {
+                d.metadata.namespace = Some(agent_namespace.to_owned());
+                for c in d
+                    .spec
+                    .iter_mut()
+                    .flat_map(|s| s.template.spec.iter_mut())
+                    .flat_map(|p| &mut p.containers)
+                {
+                    c.image = Some(image.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(objs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_parse_into_typed_objects() {
+        let objs = parse().unwrap();
+        let kinds: Vec<String> = objs.iter().map(Object::describe).collect();
+        assert_eq!(
+            kinds,
+            [
+                "Namespace/kubectl-ns-system",
+                "ServiceAccount/kubectl-ns-agent",
+                "ClusterRole/kubectl-ns-user",
+                "Role/kubectl-ns-user",
+                "DaemonSet/kubectl-ns-agent",
+            ]
+        );
+    }
+
+    /// Every file of manifests/ is embedded, byte for byte, and listed in
+    /// the kustomization.
+    #[test]
+    fn embedded_copy_equals_the_files() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests");
+        let kustomization = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap();
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|f| f.ends_with(".yaml") && f != "kustomization.yaml")
+            .collect();
+        on_disk.sort();
+        let mut embedded: Vec<String> = FILES.iter().map(|(f, _)| f.to_string()).collect();
+        embedded.sort();
+        assert_eq!(on_disk, embedded);
+        for (f, text) in FILES {
+            assert_eq!(&std::fs::read_to_string(dir.join(f)).unwrap(), text, "{f}");
+            assert!(
+                kustomization.contains(&format!("- {f}")),
+                "{f} missing from kustomization.yaml"
+            );
+        }
+    }
+
+    #[test]
+    fn daemonset_is_as_documented() {
+        let ds = parse()
+            .unwrap()
+            .into_iter()
+            .find_map(|o| match o {
+                Object::DaemonSet(d) => Some(d),
+                _ => None,
+            })
+            .unwrap();
+        let pod = ds.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.host_pid, Some(true));
+        assert_eq!(pod.host_network, Some(false));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let c = &pod.containers[0];
+        assert_eq!(
+            c.image.as_deref(),
+            Some(default_image().as_str()),
+            "manifest image tag = crate version"
+        );
+        let sc = c.security_context.as_ref().unwrap();
+        assert_ne!(sc.privileged, Some(true));
+        let caps = sc.capabilities.as_ref().unwrap();
+        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
+        let args = c.args.clone().unwrap().join(" ");
+        assert!(args.contains("tcp://127.0.0.1:7469"), "{args}");
+        let probe = c.readiness_probe.as_ref().unwrap().exec.as_ref().unwrap();
+        assert_eq!(probe.command.as_deref().unwrap()[1], "probe");
+    }
+
+    #[test]
+    fn objects_take_the_chosen_namespace_and_image() {
+        let objs = objects("debug-tools", "registry.local/agent:dev").unwrap();
+        for o in &objs {
+            match o {
+                Object::Namespace(n) => assert_eq!(n.metadata.name.as_deref(), Some("debug-tools")),
+                Object::ServiceAccount(s) => assert_eq!(s.metadata.namespace.as_deref(), Some("debug-tools")),
+                Object::Role(r) => assert_eq!(r.metadata.namespace.as_deref(), Some("debug-tools")),
+                Object::DaemonSet(d) => {
+                    assert_eq!(d.metadata.namespace.as_deref(), Some("debug-tools"));
+                    let image = d
+                        .spec
+                        .as_ref()
+                        .unwrap()
+                        .template
+                        .spec
+                        .as_ref()
+                        .unwrap()
+                        .containers[0]
+                        .image
+                        .clone();
+                    assert_eq!(image.as_deref(), Some("registry.local/agent:dev"));
+                }
+                Object::ClusterRole(_) => {}
+            }
+        }
+    }
+}
