@@ -13,10 +13,10 @@ use anyhow::{Context, bail};
 use hyper_util::rt::TokioIo;
 use kns_proto::cri::runtime_service_client::RuntimeServiceClient;
 use kns_proto::cri::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxContainerConfig,
-    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode,
-    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest, VersionRequest,
+    Capability, ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, KeyValue,
+    LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    Mount, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest, VersionRequest,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -26,11 +26,23 @@ use tonic::transport::{Channel, Endpoint, Uri};
 pub const IMAGE: &str = "docker.io/kns/busybox:1";
 
 /// A pod to run: one container in one sandbox.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PodSpec {
     pub name: String,
     pub host_network: bool,
+    /// Share the node's PID namespace (hostPID).
+    pub host_pid: bool,
+    /// The image; the test busybox image when empty.
+    pub image: String,
     pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// (host path, container path, read-only).
+    pub mounts: Vec<(PathBuf, String, bool)>,
+    /// Capabilities to add and drop, as a pod's securityContext names them.
+    pub caps_add: Vec<String>,
+    pub caps_drop: Vec<String>,
+    pub readonly_rootfs: bool,
 }
 
 impl PodSpec {
@@ -38,10 +50,10 @@ impl PodSpec {
     pub fn httpd(name: &str, port: u16) -> PodSpec {
         PodSpec {
             name: name.to_owned(),
-            host_network: false,
             command: ["/bin/httpd", "-f", "-p", &port.to_string(), "-h", "/www"]
                 .map(String::from)
                 .to_vec(),
+            ..Default::default()
         }
     }
 }
@@ -205,18 +217,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         }
         let archive = dir.join("busybox-image.tar");
         crate::image::build(&crate::image::busybox_spec(IMAGE), &archive)?;
-        let out = Command::new("ctr")
-            .arg("-a")
-            .arg(&socket)
-            .args(["-n", "k8s.io", "images", "import"])
-            .arg(&archive)
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "ctr images import failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        lab.import_image(&archive)?;
         Ok(lab)
     }
 
@@ -242,7 +243,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             } else {
                 NamespaceMode::Pod
             } as i32,
-            pid: NamespaceMode::Container as i32,
+            pid: if spec.host_pid {
+                NamespaceMode::Node
+            } else {
+                NamespaceMode::Container
+            } as i32,
             ipc: NamespaceMode::Pod as i32,
             target_id: String::new(),
         };
@@ -307,15 +312,42 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                             attempt: 0,
                         }),
                         image: Some(ImageSpec {
-                            image: IMAGE.into(),
+                            image: if spec.image.is_empty() {
+                                IMAGE.into()
+                            } else {
+                                spec.image.clone()
+                            },
                             ..Default::default()
                         }),
                         command: spec.command.clone(),
+                        args: spec.args.clone(),
+                        envs: spec
+                            .env
+                            .iter()
+                            .map(|(k, v)| KeyValue {
+                                key: k.clone(),
+                                value: v.clone(),
+                            })
+                            .collect(),
+                        mounts: spec
+                            .mounts
+                            .iter()
+                            .map(|(host, container, readonly)| Mount {
+                                container_path: container.clone(),
+                                host_path: host.display().to_string(),
+                                readonly: *readonly,
+                            })
+                            .collect(),
                         log_path: "app.log".into(),
                         linux: Some(LinuxContainerConfig {
                             security_context: Some(LinuxContainerSecurityContext {
+                                capabilities: Some(Capability {
+                                    add_capabilities: spec.caps_add.clone(),
+                                    drop_capabilities: spec.caps_drop.clone(),
+                                }),
                                 privileged: false,
                                 namespace_options: ns,
+                                readonly_rootfs: spec.readonly_rootfs,
                             }),
                         }),
                         ..Default::default()
@@ -336,6 +368,24 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 container_id,
             })
         })
+    }
+
+    /// Imports an OCI image archive into the lab's containerd.
+    pub fn import_image(&self, archive: &Path) -> anyhow::Result<()> {
+        let out = Command::new("ctr")
+            .arg("-a")
+            .arg(&self.socket)
+            .args(["-n", "k8s.io", "images", "import"])
+            .arg(archive)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "ctr images import {} failed: {}",
+                archive.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 
     /// Stops a container (it stays known to the runtime, EXITED).

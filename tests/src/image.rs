@@ -26,6 +26,8 @@ pub struct Spec<'a> {
     pub files: Vec<(&'a str, PathBuf)>,
     /// (link path in the image, target).
     pub links: Vec<(String, String)>,
+    /// Empty directories the image needs (mount points, scratch space).
+    pub dirs: Vec<&'a str>,
     pub cmd: Vec<&'a str>,
 }
 
@@ -38,7 +40,19 @@ pub fn busybox_spec(name: &str) -> Spec<'_> {
             .iter()
             .map(|a| (format!("bin/{a}"), "busybox".to_owned()))
             .collect(),
+        dirs: vec!["proc", "sys", "dev", "etc", "tmp", "www"],
         cmd: vec!["/bin/sleep", "2147483647"],
+    }
+}
+
+/// The agent image: the static `kubectl-ns-agent` and nothing else.
+pub fn agent_spec(name: &str, binary: PathBuf) -> Spec<'_> {
+    Spec {
+        name,
+        files: vec![("kubectl-ns-agent", binary)],
+        links: Vec::new(),
+        dirs: Vec::new(),
+        cmd: vec!["/kubectl-ns-agent"],
     }
 }
 
@@ -93,9 +107,10 @@ pub fn populate(spec: &Spec, rootfs: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(l.parent().expect("parent"))?;
         std::os::unix::fs::symlink(target, &l)?;
     }
-    for d in ["proc", "sys", "dev", "etc", "tmp", "www"] {
+    for d in &spec.dirs {
         std::fs::create_dir_all(rootfs.join(d))?;
     }
+    std::fs::create_dir_all(rootfs)?;
     Ok(())
 }
 
@@ -117,7 +132,11 @@ pub fn build(spec: &Spec, out: &Path) -> anyhow::Result<()> {
     let config = serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": { "Cmd": spec.cmd, "Env": ["PATH=/bin"], "WorkingDir": "/" },
+        "config": {
+            "Cmd": spec.cmd,
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "WorkingDir": "/",
+        },
         "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
     });
     let (config_digest, config_size) = write_blob(&blobs, &serde_json::to_vec(&config)?)?;

@@ -71,6 +71,7 @@ fn host_network_pod_shares_the_nodes_network_namespace() {
         name: "cri-hostnet".into(),
         host_network: true,
         command: vec!["/bin/sleep".into(), "100000".into()],
+        ..Default::default()
     };
     let pod = lab.run_pod(&spec).unwrap();
     let agent = agent_for(&lab);

@@ -30,6 +30,14 @@ enum Cmd {
     /// Remove everything `up` made under DIR: pods, containerd, bridge,
     /// cgroups.
     Down { dir: PathBuf },
+    /// Write an OCI image archive holding only BINARY (a static
+    /// kubectl-ns-agent) to OUT; prints the image reference last.
+    AgentImage {
+        binary: PathBuf,
+        out: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
     /// Write the busybox OCI image archive to OUT.
     BusyboxImage {
         out: PathBuf,
@@ -55,6 +63,10 @@ fn main() -> ExitCode {
         Cmd::Down { dir } => {
             Lab::down(&dir);
             Ok(())
+        }
+        Cmd::AgentImage { binary, out, name } => {
+            kns_tests::image::build(&kns_tests::image::agent_spec(&name, binary), &out)
+                .map(|()| println!("{name}"))
         }
         Cmd::BusyboxImage { out, name } => {
             kns_tests::image::build(&kns_tests::image::busybox_spec(&name), &out)
