@@ -9,7 +9,7 @@ use std::time::Duration;
 use kns_proto::agent::agent_server::AgentServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::service::AgentService;
 
@@ -119,7 +119,6 @@ pub async fn serve(
             let _ = sd.wait_for(|s| *s).await;
         };
         let router = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .initial_stream_window_size(Some(4 << 20))
             .initial_connection_window_size(Some(8 << 20))
             .max_frame_size(Some(1 << 20))
@@ -136,9 +135,11 @@ pub async fn serve(
                     r
                 }
                 Bound::Tcp(tl) => {
-                    router
-                        .serve_with_incoming_shutdown(TcpListenerStream::new(tl), stop)
-                        .await
+                    // The builder's tcp_nodelay applies only to listeners it
+                    // binds itself; without it, small replies wait ~40 ms
+                    // for delayed ACKs (Nagle).
+                    let incoming = tonic::transport::server::TcpIncoming::from(tl).with_nodelay(Some(true));
+                    router.serve_with_incoming_shutdown(incoming, stop).await
                 }
             };
             r.map_err(|source| ServeError::Serve {

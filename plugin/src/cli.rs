@@ -57,7 +57,8 @@ pub enum Command {
     Uninstall(UninstallArgs),
     /// Show which nodes run an agent, its version and readiness.
     Status(StatusArgs),
-    /// Print the plugin's version and, with --agent, the agent's.
+    /// Print the plugin's version and the agents' (from the cluster, or
+    /// the one --agent names).
     Version(VersionArgs),
 }
 
@@ -212,7 +213,6 @@ pub struct LsArgs {
 
 #[derive(Debug, Args)]
 pub struct VersionArgs {
-    /// Also ask this agent for its version.
-    #[arg(long, env = "KNS_AGENT", value_name = "ADDR")]
-    pub agent: Option<String>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }

@@ -10,7 +10,7 @@ use crate::cli::KubeArgs;
 use crate::exit::Failure;
 use crate::resolve::{self, KubeTarget, PodContainers, Resolver};
 use crate::target::{DirectTarget, Target};
-use crate::transport;
+use crate::{timings, transport};
 
 /// A client for the context the user chose.
 pub async fn resolver(args: &KubeArgs) -> Result<Resolver, Failure> {
@@ -43,6 +43,7 @@ pub async fn resolver(args: &KubeArgs) -> Result<Resolver, Failure> {
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
     let client = Client::try_from(config).map_err(|e| fail("cannot build a Kubernetes client", &e))?;
+    timings::mark("config");
     Ok(Resolver {
         client,
         namespace,
@@ -57,7 +58,11 @@ async fn agent_channel(args: &KubeArgs, r: &Resolver, node: &str) -> Result<Chan
         Some(addr) => transport::connect(addr).await,
         None => {
             let pod = r.agent_on(node).await?;
-            transport::portforward(r.client.clone(), &r.agent_namespace, &pod, args.agent_port).await
+            timings::mark("lookup");
+            let channel =
+                transport::portforward(r.client.clone(), &r.agent_namespace, &pod, args.agent_port).await;
+            timings::mark("portforward");
+            channel
         }
     }
 }

@@ -13,4 +13,5 @@ pub mod manifests;
 pub mod resolve;
 pub mod target;
 pub mod terminal;
+pub mod timings;
 pub mod transport;

@@ -20,6 +20,7 @@ fn namespace_hint(args: &[String]) -> Option<String> {
 }
 
 fn main() -> ExitCode {
+    kns_plugin::timings::init();
     let argv: Vec<String> = std::env::args().collect();
     let cli = match Cli::try_parse_from(&argv) {
         Ok(c) => c,
@@ -58,6 +59,7 @@ fn main() -> ExitCode {
             f.code
         }
     };
+    kns_plugin::timings::report();
     // Exit now: a stdin reader thread may still sit in a blocking read.
     std::process::exit(i32::from(code))
 }

@@ -8,8 +8,9 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kns_tests::agent::Agent;
+use kns_tests::agent::{Agent, free_port};
 use kns_tests::bins;
+use kns_tests::kubeapi::{FakeApi, agent_pod};
 use kns_tests::target::NsProcess;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -151,5 +152,63 @@ fn main() {
         "| agent RSS idle / with 50 sessions | {:.1} MiB / {:.1} MiB | - | - |",
         idle as f64 / 1024.0,
         busy as f64 / 1024.0
+    );
+
+    kubernetes_path(&plugin, runs / 2);
+}
+
+/// `exec node/NODE -n -- true` through the fake API server (pods list,
+/// node get, port-forward WebSocket) to a real agent on 127.0.0.1, with the
+/// plugin's own phase timings (`KNS_TIMINGS=1`).
+fn kubernetes_path(plugin: &std::path::Path, runs: usize) {
+    let port = free_port();
+    let _agent = Agent::start_tcp(None, port);
+    let api = FakeApi::start();
+    api.add_node("bench-node");
+    api.add_pod(agent_pod("kubectl-ns-agent-b", "bench-node"));
+    api.forward(
+        "kubectl-ns-system",
+        "kubectl-ns-agent-b",
+        format!("127.0.0.1:{port}").parse().unwrap(),
+    );
+    let kc = api.kubeconfig_arg();
+    let mut phases: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    let mut wall = Vec::new();
+    for i in 0..runs + 10 {
+        let start = Instant::now();
+        let o = Command::new(plugin)
+            .args(["exec", "--kubeconfig", &kc, "node/bench-node", "-n", "--", "true"])
+            .env("KNS_TIMINGS", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn");
+        let d = start.elapsed().as_secs_f64() * 1e3;
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        if i < 10 {
+            continue;
+        }
+        wall.push(d);
+        let err = String::from_utf8_lossy(&o.stderr);
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("kns-timings:"))
+            .expect("timings line");
+        for kv in line.split_whitespace().skip(1) {
+            let (k, v) = kv.split_once('=').unwrap();
+            phases.entry(k.to_owned()).or_default().push(v.parse().unwrap());
+        }
+    }
+    println!(
+        "| exec node/NODE -n -- true via fake API server + port-forward, whole process, median of {runs} | {:.2} ms | - | - |",
+        median(wall)
+    );
+    let order = ["config", "lookup", "portforward", "grpc", "exec", "total"];
+    let parts: Vec<String> = order
+        .iter()
+        .filter_map(|k| phases.remove(*k).map(|v| format!("{k} {:.2}", median(v))))
+        .collect();
+    println!(
+        "| … of which, medians in ms (in-process time; the rest is process start and exit) | {} | - | - |",
+        parts.join(", ")
     );
 }

@@ -431,8 +431,13 @@ where
             return;
         }
     }
+    // Go's net package, which the API server and kubelet are built on, sets
+    // TCP_NODELAY on every connection; so does the fake.
     let tcp = match tokio::net::TcpStream::connect(target).await {
-        Ok(t) => t,
+        Ok(t) => {
+            let _ = t.set_nodelay(true);
+            t
+        }
         Err(e) => {
             let mut msg = vec![1u8];
             msg.extend_from_slice(format!("error forwarding port {port}: {e}").as_bytes());
@@ -503,6 +508,7 @@ impl FakeApi {
         let (st, fb) = (state.clone(), forbid.clone());
         rt.spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
+                let _ = tcp.set_nodelay(true);
                 let (acceptor, st, fb) = (acceptor.clone(), st.clone(), fb.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {

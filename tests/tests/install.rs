@@ -82,9 +82,19 @@ fn install_status_uninstall() {
         "{out}"
     );
 
+    let o = run(&api, &["version"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("agents: 0.1.0 on 2 node(s)"),
+        "{}",
+        stdout(&o)
+    );
+
     let o = run(&api, &["uninstall"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(api.objects().is_empty(), "left: {:?}", api.objects());
+    let o = run(&api, &["version"]);
+    assert!(stdout(&o).contains("agents: none"), "{}", stdout(&o));
     // Uninstalling again is not an error.
     let o = run(&api, &["uninstall"]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -145,6 +145,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
         .exec(ReceiverStream::new(req_rx))
         .await
         .map_err(|s| transport::status_failure(&s))?;
+    crate::timings::mark("grpc");
     transport::warn_version_skew(response.metadata());
     let mut replies = response.into_inner();
 
@@ -199,6 +200,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
                         if !e.error.is_empty() {
                             eprintln!("kubectl-ns: {}", e.error);
                         }
+                        crate::timings::mark("exec");
                         let (code, signal) = match e.status {
                             Some(exited::Status::Code(c)) => (Some(c), None),
                             Some(exited::Status::Signal(s)) => (None, Some(s)),

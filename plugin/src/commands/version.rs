@@ -1,16 +1,42 @@
-//! `kubectl ns version`.
+//! `kubectl ns version`: the plugin's version and the agents'.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
 use kns_proto::agent::VersionRequest;
 use kns_proto::agent::agent_client::AgentClient;
+use kube::api::{Api, ListParams};
 
 use crate::cli::VersionArgs;
+use crate::cluster;
 use crate::exit::Failure;
+use crate::resolve::AGENT_LABEL;
 use crate::transport;
 
+/// Agent image tags → how many agent pods run each.
+fn versions(pods: &[Pod]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for p in pods {
+        let image = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default();
+        let tag = image
+            .rsplit_once(':')
+            .map_or(image.as_str(), |(_, t)| t)
+            .to_owned();
+        *out.entry(tag).or_insert(0) += 1;
+    }
+    out
+}
+
 pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
-    println!("kubectl-ns {}", env!("CARGO_PKG_VERSION"));
-    if let Some(addr) = args.agent {
-        let mut client = AgentClient::new(transport::connect(&addr).await?);
+    let mine = env!("CARGO_PKG_VERSION");
+    println!("kubectl-ns {mine}");
+    if let Some(addr) = &args.kube.agent {
+        let mut client = AgentClient::new(transport::connect(addr).await?);
         let v = client
             .version(VersionRequest {})
             .await
@@ -25,12 +51,40 @@ pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
             "agent {} at {addr} (runtime: {runtime}, node reference PID {})",
             v.version, v.node_pid
         );
-        if v.version != env!("CARGO_PKG_VERSION") {
+        if v.version != mine {
             eprintln!(
-                "warning: the agent's version ({}) differs from kubectl-ns's",
+                "warning: the agent's version ({}) differs from kubectl-ns's ({mine})",
                 v.version
             );
         }
+        return Ok(0);
+    }
+    // Without a reachable cluster, the plugin's version is all there is.
+    let Ok(r) = cluster::resolver(&args.kube).await else {
+        return Ok(0);
+    };
+    let pods = Api::<Pod>::namespaced(r.client.clone(), &r.agent_namespace)
+        .list(&ListParams::default().labels(AGENT_LABEL))
+        .await;
+    match pods {
+        Ok(list) if list.items.is_empty() => {
+            println!(
+                "agents: none in namespace {} (`kubectl ns install`)",
+                r.agent_namespace
+            )
+        }
+        Ok(list) => {
+            for (version, n) in versions(&list.items) {
+                println!("agents: {version} on {n} node(s)");
+                if version != mine {
+                    eprintln!("warning: agents at {version} differ from kubectl-ns's version ({mine})");
+                }
+            }
+        }
+        Err(e) => eprintln!(
+            "kubectl-ns: cannot list the agents: {}",
+            transport::source_chain(&e)
+        ),
     }
     Ok(0)
 }
