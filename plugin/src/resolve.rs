@@ -493,3 +493,125 @@ mod tests {
         assert_eq!(runtime_id("abc"), "abc");
     }
 }
+
+/// The resolver's API calls, against kube's `tower_test` mock playing the
+/// API server's side of each request.
+#[cfg(test)]
+mod api_tests {
+    use super::*;
+    use http::{Request, Response};
+    use kube::client::Body;
+    use tower_test::mock;
+
+    type Handle = mock::Handle<Request<Body>, Response<Body>>;
+
+    fn resolver() -> (Resolver, Handle) {
+        let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(svc, "default");
+        let r = Resolver {
+            client,
+            namespace: "default".into(),
+            agent_namespace: AGENT_NAMESPACE.into(),
+        };
+        (r, handle)
+    }
+
+    fn json(code: u16, v: serde_json::Value) -> Response<Body> {
+        Response::builder()
+            .status(code)
+            .header("content-type", "application/json")
+            .body(Body::from(v.to_string().into_bytes()))
+            .unwrap()
+    }
+
+    fn not_found(name: &str) -> Response<Body> {
+        json(
+            404,
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "message": format!("pods \"{name}\" not found"), "reason": "NotFound", "code": 404}),
+        )
+    }
+
+    #[tokio::test]
+    async fn pod_not_found_suggests_another_namespace() {
+        let (r, mut handle) = resolver();
+        let server = tokio::spawn(async move {
+            let (req, send) = handle.next_request().await.expect("a request");
+            assert_eq!(req.method(), http::Method::GET);
+            assert_eq!(req.uri().path(), "/api/v1/namespaces/prod/pods/web-1");
+            send.send_response(not_found("web-1"));
+        });
+        let e = r.pod(Some("prod"), "web-1").await.unwrap_err();
+        server.await.unwrap();
+        assert!(
+            e.message.contains("pod web-1 not found in namespace prod"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("--namespace NS or NS/web-1"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn default_namespace_comes_from_the_context() {
+        let (r, mut handle) = resolver();
+        let server = tokio::spawn(async move {
+            let (req, send) = handle.next_request().await.expect("a request");
+            assert_eq!(req.uri().path(), "/api/v1/namespaces/default/pods/web-1");
+            send.send_response(json(
+                200,
+                serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": "web-1", "namespace": "default"}}),
+            ));
+        });
+        let pod = r.pod(None, "web-1").await.unwrap();
+        server.await.unwrap();
+        assert_eq!(pod.metadata.name.as_deref(), Some("web-1"));
+    }
+
+    #[tokio::test]
+    async fn agent_lookup_selects_by_label_and_node() {
+        let (r, mut handle) = resolver();
+        let server = tokio::spawn(async move {
+            let (req, send) = handle.next_request().await.expect("a request");
+            assert_eq!(req.uri().path(), "/api/v1/namespaces/kubectl-ns-system/pods");
+            let q = req.uri().query().unwrap_or("").to_owned();
+            assert!(
+                q.contains("labelSelector=app.kubernetes.io%2Fname%3Dkubectl-ns-agent"),
+                "{q}"
+            );
+            assert!(q.contains("fieldSelector=spec.nodeName%3Dnode-a"), "{q}");
+            send.send_response(json(
+                200,
+                serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+            ));
+        });
+        let e = r.agent_on("node-a").await.unwrap_err();
+        server.await.unwrap();
+        assert!(
+            e.message.contains("node node-a has no kubectl-ns agent"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[tokio::test]
+    async fn forbidden_names_the_rbac_needed() {
+        let (r, mut handle) = resolver();
+        let server = tokio::spawn(async move {
+            let (_, send) = handle.next_request().await.expect("a request");
+            send.send_response(json(
+                403,
+                serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "message": "pods is forbidden: User \"bob\" cannot list resource \"pods\"",
+                    "reason": "Forbidden", "code": 403}),
+            ));
+        });
+        let e = r.agent_on("node-a").await.unwrap_err();
+        server.await.unwrap();
+        assert!(
+            e.message.contains("forbidden") && e.message.contains("kubectl-ns-user"),
+            "{}",
+            e.message
+        );
+    }
+}
