@@ -228,21 +228,34 @@ pub fn pod_containers(pod: &Pod) -> Result<PodContainers, Failure> {
     Ok(PodContainers { node, running })
 }
 
+/// Whether the pod's Ready condition is true.
+pub fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// An agent pod's version: its image's tag.
+pub fn agent_version(p: &Pod) -> String {
+    let image = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.as_deref())
+        .unwrap_or("");
+    image.rsplit_once(':').map_or(image, |(_, tag)| tag).to_owned()
+}
+
 /// Picks the agent pod among those listed for a node: a running, ready one.
 pub fn choose_agent(pods: &[Pod], node: &str, agent_ns: &str) -> Result<String, Failure> {
-    let ready = |p: &Pod| {
-        p.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-    };
     if pods.is_empty() {
         return Err(Failure::own(format!(
             "node {node} has no kubectl-ns agent (no pod labelled {AGENT_LABEL} in namespace {agent_ns}).\n\
              Hint: install it with `kubectl ns install`; `kubectl ns status` lists the nodes that lack one"
         )));
     }
-    match pods.iter().find(|p| ready(p)) {
+    match pods.iter().find(|p| pod_ready(p)) {
         Some(p) => Ok(pod_name(p)),
         None => {
             let names: Vec<String> = pods.iter().map(pod_name).collect();

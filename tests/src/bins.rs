@@ -44,13 +44,23 @@ pub fn kns(args: &[&str]) -> Output {
         .expect("run kubectl-ns")
 }
 
+/// `kubectl-ns exec --agent ADDR TARGET FLAGS -- CMD`, not yet started,
+/// for tests that drive its stdio or signal it.
+pub fn exec_command(agent: &str, target: &str, flags: &[&str], cmd: &[&str]) -> Command {
+    let mut c = Command::new(plugin());
+    c.args(["exec", "--agent", agent, target])
+        .args(flags)
+        .arg("--")
+        .args(cmd)
+        .stdin(Stdio::null());
+    c
+}
+
 /// Runs `kubectl-ns exec --agent ADDR TARGET FLAGS -- CMD` to completion.
 pub fn exec(agent: &str, target: &str, flags: &[&str], cmd: &[&str]) -> Output {
-    let mut args = vec!["exec", "--agent", agent, target];
-    args.extend_from_slice(flags);
-    args.push("--");
-    args.extend_from_slice(cmd);
-    kns(&args)
+    exec_command(agent, target, flags, cmd)
+        .output()
+        .expect("run kubectl-ns")
 }
 
 /// Stdout as text.

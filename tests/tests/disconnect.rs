@@ -1,7 +1,7 @@
 //! Nothing is left behind: a client killed with -9, or an agent shut down,
 //! ends the session and kills everything it started in the target.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use kns_tests::agent::Agent;
@@ -25,23 +25,17 @@ fn marked(net_inode: u64, mark: &str) -> Vec<i32> {
 }
 
 fn start_session(agent: &Agent, target: i32, mark: &str) -> std::process::Child {
-    Command::new(bins::plugin())
-        .args([
-            "exec",
-            "--agent",
-            &agent.addr(),
-            &format!("pid/{target}"),
-            "-n",
-            "--",
-            "sh",
-            "-c",
-            &format!("sleep {mark} & exec sleep {mark}"),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    let script = format!("sleep {mark} & exec sleep {mark}");
+    bins::exec_command(
+        &agent.addr(),
+        &format!("pid/{target}"),
+        &["-n"],
+        &["sh", "-c", &script],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap()
 }
 
 #[test]

@@ -62,17 +62,7 @@ fn stdin_round_trips() {
     require_root();
     let agent = Agent::start(None);
     let input: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let mut child = Command::new(bins::plugin())
-        .args([
-            "exec",
-            "--agent",
-            &agent.addr(),
-            "node",
-            "-n",
-            "--stdin",
-            "--",
-            "cat",
-        ])
+    let mut child = bins::exec_command(&agent.addr(), "node", &["-n", "--stdin"], &["cat"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -96,19 +86,8 @@ fn stdin_round_trips() {
 fn sigint_is_forwarded_to_the_remote_command() {
     require_root();
     let agent = Agent::start(None);
-    let mut child = Command::new(bins::plugin())
-        .args([
-            "exec",
-            "--agent",
-            &agent.addr(),
-            "node",
-            "-n",
-            "--",
-            "sh",
-            "-c",
-            "trap 'echo got-int; exit 7' INT; echo ready; while :; do sleep 0.05; done",
-        ])
-        .stdin(Stdio::null())
+    let script = "trap 'echo got-int; exit 7' INT; echo ready; while :; do sleep 0.05; done";
+    let mut child = bins::exec_command(&agent.addr(), "node", &["-n"], &["sh", "-c", script])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

@@ -9,20 +9,13 @@ use kube::api::{Api, ListParams};
 use crate::cli::StatusArgs;
 use crate::cluster;
 use crate::exit::Failure;
-use crate::resolve::{AGENT_LABEL, api_failure};
+use crate::resolve::{AGENT_LABEL, agent_version, api_failure, pod_ready};
 
 /// One row: a node and its agent, if any.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Row {
     pub node: String,
     pub agent: Option<(String, String, bool)>,
-}
-
-fn ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Matches nodes with agent pods: (pod name, image tag, ready).
@@ -32,18 +25,13 @@ pub fn rows(nodes: &[Node], agents: &[Pod]) -> Vec<Row> {
         let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else {
             continue;
         };
-        let image = p
-            .spec
-            .as_ref()
-            .and_then(|s| s.containers.first())
-            .and_then(|c| c.image.clone())
-            .unwrap_or_default();
-        let version = image
-            .rsplit_once(':')
-            .map_or(image.clone(), |(_, t)| t.to_owned());
         by_node.insert(
             node,
-            (p.metadata.name.clone().unwrap_or_default(), version, ready(p)),
+            (
+                p.metadata.name.clone().unwrap_or_default(),
+                agent_version(p),
+                pod_ready(p),
+            ),
         );
     }
     nodes

@@ -10,24 +10,14 @@ use kube::api::{Api, ListParams};
 use crate::cli::VersionArgs;
 use crate::cluster;
 use crate::exit::Failure;
-use crate::resolve::AGENT_LABEL;
+use crate::resolve::{AGENT_LABEL, agent_version};
 use crate::transport;
 
 /// Agent image tags → how many agent pods run each.
 fn versions(pods: &[Pod]) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for p in pods {
-        let image = p
-            .spec
-            .as_ref()
-            .and_then(|s| s.containers.first())
-            .and_then(|c| c.image.clone())
-            .unwrap_or_default();
-        let tag = image
-            .rsplit_once(':')
-            .map_or(image.as_str(), |(_, t)| t)
-            .to_owned();
-        *out.entry(tag).or_insert(0) += 1;
+        *out.entry(agent_version(p)).or_insert(0) += 1;
     }
     out
 }
