@@ -74,12 +74,12 @@ fn init_tracing(format: LogFormat) {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let node = Node::probe(args.node_pid).with_context(|| {
-        format!(
-            "cannot use process {} as the node reference (its mount namespace gives the node's tools).\n\
-             Hint: run the agent with hostPID and enough privilege to read /proc/{}/ns, or point \
+    let node = Node::probe(args.node_pid).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot use process {pid} as the node reference (its mount namespace gives the node's tools): {e}\n\
+             Hint: run the agent with hostPID and enough privilege to read /proc/{pid}/ns, or point \
              --node-pid (KNS_NODE_PID) at a process in the host's namespaces",
-            args.node_pid, args.node_pid
+            pid = args.node_pid
         )
     })?;
     let probe = match &args.cri_endpoint {

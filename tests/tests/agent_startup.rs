@@ -1,0 +1,37 @@
+//! The agent refuses to start without a readable node reference process,
+//! saying what to do, and rejects bad listen addresses before serving.
+
+use std::process::Command;
+
+use kns_tests::bins;
+
+#[test]
+fn unreadable_node_reference_is_explained() {
+    let o = Command::new(bins::agent())
+        .args([
+            "--listen",
+            "unix:///tmp/kns-never.sock",
+            "--node-pid",
+            "2147483600",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cannot use process 2147483600 as the node reference"),
+        "{err}"
+    );
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(err.contains("Hint:") && err.contains("--node-pid"), "{err}");
+}
+
+#[test]
+fn bad_listen_address_is_a_usage_error() {
+    let o = Command::new(bins::agent())
+        .args(["--listen", "localhost:80"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("expected unix:///PATH or tcp://IP:PORT"));
+}
