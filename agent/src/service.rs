@@ -38,23 +38,30 @@ pub enum AgentError {
     Proc(#[from] ProcError),
 }
 
+fn io_code(err: &std::io::Error) -> tonic::Code {
+    match err.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => tonic::Code::PermissionDenied,
+        Some(libc::ENOENT | libc::ESRCH) => tonic::Code::FailedPrecondition,
+        _ => tonic::Code::Internal,
+    }
+}
+
+fn proc_code(p: &ProcError) -> tonic::Code {
+    match p {
+        ProcError::NoSuchProcess { .. } => tonic::Code::NotFound,
+        ProcError::Read { source, .. } => io_code(source),
+        ProcError::Parse { .. } => tonic::Code::Internal,
+    }
+}
+
 impl From<AgentError> for Status {
     fn from(e: AgentError) -> Status {
         let msg = e.to_string();
-        let io_code = |err: &std::io::Error| match err.raw_os_error() {
-            Some(libc::EPERM | libc::EACCES) => tonic::Code::PermissionDenied,
-            Some(libc::ENOENT | libc::ESRCH) => tonic::Code::FailedPrecondition,
-            _ => tonic::Code::Internal,
-        };
         let code = match &e {
             AgentError::BadRequest(_) => tonic::Code::InvalidArgument,
-            AgentError::Proc(p) | AgentError::Resolve(ResolveError::Proc(p)) => match p {
-                ProcError::NoSuchProcess { .. } => tonic::Code::NotFound,
-                ProcError::Read { source, .. } => io_code(source),
-                ProcError::Parse { .. } => tonic::Code::Internal,
-            },
+            AgentError::Proc(p) => proc_code(p),
             AgentError::Resolve(r) => match r {
-                ResolveError::Proc(_) => unreachable!("matched above"),
+                ResolveError::Proc(p) => proc_code(p),
                 ResolveError::BadPid { .. } => tonic::Code::InvalidArgument,
                 ResolveError::ContainerNotFound { .. } | ResolveError::Cri(CriError::NotFound { .. }) => {
                     tonic::Code::NotFound
