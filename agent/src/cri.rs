@@ -262,8 +262,9 @@ pub fn pid_from_cgroups(id: &str) -> Option<ContainerPid> {
         .ok()?
         .into_iter()
         .filter(|p| in_container(*p))
-        .filter(|p| procfs::ppid(*p).is_ok_and(|pp| !in_container(pp)))
-        .filter_map(|p| Some((procfs::start_time(p).ok()?, p)))
+        .filter_map(|p| procfs::stat(p).ok().map(|st| (p, st)))
+        .filter(|(_, st)| !in_container(st.ppid))
+        .map(|(p, st)| (st.start_time, p))
         .collect();
     found.sort();
     let (_, pid) = *found.first()?;

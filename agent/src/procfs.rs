@@ -34,33 +34,40 @@ fn map_err(pid: i32, path: PathBuf, source: io::Error) -> ProcError {
     }
 }
 
-/// One field of /proc/PID/stat, counted as in proc_pid_stat(5) from 1.
-/// The command name (field 2) may hold spaces and parentheses, so fields
-/// are counted from the last ')'.
-fn stat_field<T: std::str::FromStr>(pid: i32, field: usize) -> Result<T, ProcError> {
+/// What the agent reads from /proc/PID/stat, in one read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// The state letter (R, S, Z, …).
+    pub state: char,
+    pub ppid: i32,
+    /// Clock ticks since boot: with the PID, it names one process for the
+    /// whole uptime.
+    pub start_time: u64,
+}
+
+impl Stat {
+    pub fn is_zombie(&self) -> bool {
+        self.state == 'Z'
+    }
+}
+
+/// Reads /proc/PID/stat. Fields are counted as in proc_pid_stat(5); the
+/// command name (field 2) may hold spaces and parentheses, so they are
+/// counted from the last ')'.
+pub fn stat(pid: i32) -> Result<Stat, ProcError> {
     let s = read(pid, "stat")?;
-    s.rfind(')')
-        .and_then(|i| s[i + 1..].split_whitespace().nth(field - 3))
-        .and_then(|v| v.parse().ok())
-        .ok_or(ProcError::Parse {
-            path: format!("/proc/{pid}/stat").into(),
+    let parse = || {
+        let rest: Vec<&str> = s[s.rfind(')')? + 1..].split_whitespace().collect();
+        let field = |n: usize| rest.get(n - 3).copied();
+        Some(Stat {
+            state: field(3)?.parse().ok()?,
+            ppid: field(4)?.parse().ok()?,
+            start_time: field(22)?.parse().ok()?,
         })
-}
-
-/// The process's start time (clock ticks since boot): with the PID, it
-/// names one process for the whole uptime.
-pub fn start_time(pid: i32) -> Result<u64, ProcError> {
-    stat_field(pid, 22)
-}
-
-/// The process's state letter (R, S, Z, …).
-pub fn state(pid: i32) -> Result<char, ProcError> {
-    stat_field(pid, 3)
-}
-
-/// The parent PID.
-pub fn ppid(pid: i32) -> Result<i32, ProcError> {
-    stat_field(pid, 4)
+    };
+    parse().ok_or(ProcError::Parse {
+        path: format!("/proc/{pid}/stat").into(),
+    })
 }
 
 /// NSpid: the PID in each nested PID namespace, outermost first.
@@ -125,16 +132,17 @@ mod tests {
     #[test]
     fn reads_own_process() {
         let me = std::process::id() as i32;
-        assert!(start_time(me).unwrap() > 0);
+        let st = stat(me).unwrap();
+        assert!(st.start_time > 0);
+        assert_eq!(st.ppid, nix::unistd::getppid().as_raw());
+        assert!(matches!(st.state, 'R' | 'S'));
         assert_eq!(nspid(me).unwrap().last().copied(), Some(me));
         assert!(ns_id(me, NsKind::Net).unwrap().is_some());
-        assert_eq!(ppid(me).unwrap(), nix::unistd::getppid().as_raw());
-        assert!(matches!(state(me).unwrap(), 'R' | 'S'));
     }
 
     #[test]
     fn missing_process_is_named() {
-        let err = start_time(i32::MAX).unwrap_err();
+        let err = stat(i32::MAX).unwrap_err();
         assert!(matches!(err, ProcError::NoSuchProcess { pid } if pid == i32::MAX));
         assert!(err.to_string().contains("does not exist"));
     }

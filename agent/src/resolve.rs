@@ -115,12 +115,13 @@ impl Resolver {
                 (c.pid, Some(c.id))
             }
         };
-        if procfs::state(pid)? == 'Z' {
+        let st = procfs::stat(pid)?;
+        if st.is_zombie() {
             return Err(ResolveError::Exited { pid });
         }
         Ok(Resolved {
             pid,
-            start_time: procfs::start_time(pid)?,
+            start_time: st.start_time,
             container_id,
         })
     }
@@ -160,14 +161,14 @@ pub fn pin(r: &Resolved) -> Result<Pinned, ResolveError> {
         Some(libc::ESRCH) => ResolveError::Exited { pid: r.pid },
         _ => ResolveError::Pidfd { pid: r.pid, source },
     })?;
-    let now = procfs::start_time(r.pid).map_err(|e| match e {
+    let now = procfs::stat(r.pid).map_err(|e| match e {
         ProcError::NoSuchProcess { pid } => ResolveError::Exited { pid },
         e => e.into(),
     })?;
-    if now != r.start_time {
+    if now.start_time != r.start_time {
         return Err(ResolveError::Replaced { pid: r.pid });
     }
-    if procfs::state(r.pid)? == 'Z' {
+    if now.is_zombie() {
         return Err(ResolveError::Exited { pid: r.pid });
     }
     if let Some(id) = &r.container_id {
@@ -218,7 +219,7 @@ mod tests {
         let me = std::process::id() as i32;
         let resolved = Resolved {
             pid: me,
-            start_time: procfs::start_time(me).unwrap(),
+            start_time: procfs::stat(me).unwrap().start_time,
             container_id: Some("0123456789abcdef".into()),
         };
         assert!(matches!(pin(&resolved), Err(ResolveError::LeftContainer { .. })));
