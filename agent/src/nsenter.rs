@@ -104,9 +104,7 @@ impl Node {
     /// Checks the node reference process can be read and whether the agent
     /// shares its mount namespace.
     pub fn probe(pid: i32) -> Result<Node, procfs::ProcError> {
-        let me = std::process::id() as i32;
-        let theirs = procfs::ns_id(pid, NsKind::Mnt)?;
-        let mine = procfs::ns_id(me, NsKind::Mnt)?;
+        let shared = procfs::shares_ns_with_self(pid, NsKind::Mnt)?;
         // Opening the file is what entry needs; check that too.
         File::open(NsKind::Mnt.path(pid)).map_err(|source| procfs::ProcError::Read {
             path: NsKind::Mnt.path(pid),
@@ -114,7 +112,7 @@ impl Node {
         })?;
         Ok(Node {
             pid,
-            join_mnt: theirs != mine,
+            join_mnt: !shared,
         })
     }
 }
@@ -199,18 +197,6 @@ fn join_for(target: &Pinned, set: NsSet, use_pidfd: bool) -> Result<Join, Nsente
         .map(Join::Files)
 }
 
-/// Whether the agent already is in the target's namespace of `kind`.
-fn same_ns(pid: i32, kind: NsKind) -> Result<bool, NsenterError> {
-    let id = |p: i32| {
-        procfs::ns_id(p, kind).map_err(|e| NsenterError::Open {
-            what: format!("ns/{kind}"),
-            pid: p,
-            source: std::io::Error::other(e.to_string()),
-        })
-    };
-    Ok(id(pid)? == id(std::process::id() as i32)?)
-}
-
 /// The environment: a minimal default, then the caller's.
 fn environment(req: &Request) -> BTreeMap<String, String> {
     let mut env = BTreeMap::from([
@@ -272,7 +258,14 @@ pub fn spawn(target: &Pinned, req: &Request, node: Node) -> Result<Spawned, Nsen
     let mut set = req.namespaces;
     // setns(2) refuses to rejoin the caller's own user namespace (EINVAL);
     // being in it already is what was asked, so it is skipped.
-    if set.contains(NsKind::User) && same_ns(pid, NsKind::User)? {
+    let in_user_ns = || {
+        procfs::shares_ns_with_self(pid, NsKind::User).map_err(|e| NsenterError::Open {
+            what: "ns/user".into(),
+            pid,
+            source: std::io::Error::other(e.to_string()),
+        })
+    };
+    if set.contains(NsKind::User) && in_user_ns()? {
         set.remove(NsKind::User);
     }
     let with_mnt = set.contains(NsKind::Mnt);

@@ -98,6 +98,11 @@ pub fn ns_id(pid: i32, kind: NsKind) -> Result<Option<NsId>, ProcError> {
     }
 }
 
+/// Whether the calling process already is in `pid`'s namespace of `kind`.
+pub fn shares_ns_with_self(pid: i32, kind: NsKind) -> Result<bool, ProcError> {
+    Ok(ns_id(pid, kind)? == ns_id(std::process::id() as i32, kind)?)
+}
+
 pub fn cgroup(pid: i32) -> Result<String, ProcError> {
     read(pid, "cgroup")
 }
@@ -138,6 +143,7 @@ mod tests {
         assert!(matches!(st.state, 'R' | 'S'));
         assert_eq!(nspid(me).unwrap().last().copied(), Some(me));
         assert!(ns_id(me, NsKind::Net).unwrap().is_some());
+        assert!(shares_ns_with_self(me, NsKind::Mnt).unwrap());
     }
 
     #[test]
