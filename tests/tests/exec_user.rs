@@ -1,0 +1,55 @@
+//! `-U`: a target's own user namespace is entered (its uid map applies);
+//! a target that shares the agent's user namespace is still entered (the
+//! kernel refuses to rejoin one's own user namespace, so it is skipped).
+
+use kns_tests::agent::Agent;
+use kns_tests::bins::{exec, kns, stderr, stdout};
+use kns_tests::require_root;
+use kns_tests::target::NsProcess;
+
+#[test]
+fn enters_a_targets_own_user_namespace() {
+    require_root();
+    // Root inside maps to an unprivileged uid outside.
+    let t = NsProcess::spawn(
+        &["--user", "--map-user=0", "--map-group=0", "--net"],
+        "exec sleep 1000",
+    );
+    t.wait_ready("uid map written", || {
+        std::fs::read_to_string(format!("/proc/{}/uid_map", t.pid)).is_ok_and(|m| !m.trim().is_empty())
+    });
+    let agent = Agent::start(None);
+    let target = format!("pid/{}", t.pid);
+    let inside = std::fs::read_to_string(format!("/proc/{}/uid_map", t.pid)).unwrap();
+    let o = exec(
+        &agent.addr(),
+        &target,
+        &["-U", "-n"],
+        &["cat", "/proc/self/uid_map"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).split_whitespace().collect::<Vec<_>>(),
+        inside.split_whitespace().collect::<Vec<_>>()
+    );
+    // ls reports the same map, next to the host's.
+    let o = kns(&["ls", "--agent", &agent.addr(), &target, "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let user = v["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["kind"] == "user")
+        .unwrap()
+        .clone();
+    assert_eq!(user["verdict"], "private");
+}
+
+#[test]
+fn user_namespace_shared_with_the_agent_is_not_an_error() {
+    require_root();
+    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
+    let agent = Agent::start(None);
+    let o = exec(&agent.addr(), &format!("pid/{}", t.pid), &["-a"], &["true"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
