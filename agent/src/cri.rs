@@ -5,12 +5,11 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use kns_proto::cri::runtime_service_client::RuntimeServiceClient;
 use kns_proto::cri::{
     ContainerState, ContainerStatusRequest, PodSandboxState, PodSandboxStatusRequest, VersionRequest,
 };
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::procfs;
 
@@ -77,14 +76,9 @@ pub struct Cri {
 }
 
 fn unix_channel(path: &str) -> Channel {
-    let path = path.to_owned();
-    // The URI is ignored by the connector; tonic needs a syntactically valid one.
     Endpoint::from_static("http://cri.invalid")
         .connect_timeout(PROBE_TIMEOUT)
-        .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-        }))
+        .connect_with_connector_lazy(crate::uds::connector(path))
 }
 
 impl Cri {

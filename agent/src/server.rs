@@ -172,22 +172,14 @@ async fn futures_join(tasks: Vec<tokio::task::JoinHandle<Result<(), ServeError>>
 
 /// Asks the agent at `listen` whether it serves: the readiness probe.
 pub async fn probe(listen: &Listen) -> Result<(), String> {
-    use tonic::transport::{Endpoint, Uri};
+    use tonic::transport::Endpoint;
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
     let ep = Endpoint::from_static("http://agent.invalid").connect_timeout(Duration::from_secs(2));
     let channel = match listen {
         Listen::Unix(path) => {
-            let path = path.clone();
-            ep.connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }))
-            .await
+            ep.connect_with_connector(crate::uds::connector(path.clone()))
+                .await
         }
         Listen::Tcp(addr) => {
             Endpoint::from_shared(format!("http://{addr}"))

@@ -21,6 +21,12 @@ fn probe_passes_while_the_agent_serves_and_fails_after() {
     let mut agent = Agent::start_tcp(None, port);
     let o = probe(port);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The same check over the agent's unix socket.
+    let o = Command::new(bins::agent())
+        .args(["--listen", &agent.addr(), "probe"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     agent.terminate();
     let o = probe(port);
     assert_eq!(o.status.code(), Some(1));
