@@ -36,6 +36,11 @@ impl NsProcess {
         NsProcess { child, pid }
     }
 
+    /// The `pid/PID` target naming this process.
+    pub fn target(&self) -> String {
+        format!("pid/{}", self.pid)
+    }
+
     /// Waits until `f` holds for the target (e.g. a listener is up).
     pub fn wait_ready(&self, what: &str, f: impl FnMut() -> bool) {
         assert!(

@@ -92,7 +92,7 @@ fn exiting_tool_takes_its_background_children_along() {
     let agent = Agent::start(None);
     let o = bins::exec(
         &agent.addr(),
-        &format!("pid/{}", t.pid),
+        &t.target(),
         &["-n"],
         &["sh", "-c", "sleep 4444 & echo started"],
     );

@@ -31,7 +31,7 @@ fn missing_tool_in_the_image_exits_127_with_a_hint() {
     require_root();
     let (_root, t) = chrooted();
     let agent = Agent::start(None);
-    let o = exec(&agent.addr(), &format!("pid/{}", t.pid), &["-m"], &["ss", "-lnt"]);
+    let o = exec(&agent.addr(), &t.target(), &["-m"], &["ss", "-lnt"]);
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("container image has no such binary"), "{err}");
@@ -43,20 +43,10 @@ fn sees_the_targets_root_and_working_directory() {
     require_root();
     let (_root, t) = chrooted();
     let agent = Agent::start(None);
-    let o = exec(
-        &agent.addr(),
-        &format!("pid/{}", t.pid),
-        &["-m"],
-        &["cat", "marker"],
-    );
+    let o = exec(&agent.addr(), &t.target(), &["-m"], &["cat", "marker"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "inside-the-image\n");
-    let o = exec(
-        &agent.addr(),
-        &format!("pid/{}", t.pid),
-        &["-m", "-w", "/"],
-        &["ls", "/"],
-    );
+    let o = exec(&agent.addr(), &t.target(), &["-m", "-w", "/"], &["ls", "/"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let listing = stdout(&o);
     assert!(listing.contains("srv") && !listing.contains("usr"), "{listing}");
@@ -67,12 +57,7 @@ fn not_executable_exits_126() {
     require_root();
     let (_root, t) = chrooted();
     let agent = Agent::start(None);
-    let o = exec(
-        &agent.addr(),
-        &format!("pid/{}", t.pid),
-        &["-m"],
-        &["/srv/app/marker"],
-    );
+    let o = exec(&agent.addr(), &t.target(), &["-m"], &["/srv/app/marker"]);
     assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
     assert!(stderr(&o).contains("cannot execute"), "{}", stderr(&o));
 }

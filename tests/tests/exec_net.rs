@@ -22,7 +22,7 @@ fn listener() -> NsProcess {
 }
 
 fn check(agent: &Agent, t: &NsProcess) {
-    let o = exec(&agent.addr(), &format!("pid/{}", t.pid), &["-n"], &["ss", "-lnt"]);
+    let o = exec(&agent.addr(), &t.target(), &["-n"], &["ss", "-lnt"]);
     assert!(o.status.success(), "{}\n{}", stderr(&o), agent.logs());
     assert!(
         stdout(&o).contains(&format!("127.0.0.1:{PORT}")),

@@ -23,12 +23,7 @@ fn ps_shows_only_the_targets_processes() {
     require_root();
     let t = target();
     let agent = Agent::start(None);
-    let o = exec(
-        &agent.addr(),
-        &format!("pid/{}", t.pid),
-        &["-p"],
-        &["ps", "-eo", "pid,args"],
-    );
+    let o = exec(&agent.addr(), &t.target(), &["-p"], &["ps", "-eo", "pid,args"]);
     assert!(o.status.success(), "{}\n{}", stderr(&o), agent.logs());
     let out = stdout(&o);
     let rows: Vec<&str> = out.lines().skip(1).collect();
@@ -48,7 +43,7 @@ fn no_mount_proc_keeps_the_nodes_proc() {
     let agent = Agent::start(None);
     let o = exec(
         &agent.addr(),
-        &format!("pid/{}", t.pid),
+        &t.target(),
         &["-p", "--no-mount-proc"],
         &["ps", "-eo", "pid,args"],
     );
@@ -63,7 +58,7 @@ fn private_proc_does_not_leak_into_the_nodes_mount_table() {
     let t = target();
     let agent = Agent::start(None);
     let before = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let o = exec(&agent.addr(), &format!("pid/{}", t.pid), &["-p"], &["true"]);
+    let o = exec(&agent.addr(), &t.target(), &["-p"], &["true"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let after = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert_eq!(before.lines().count(), after.lines().count());

@@ -50,6 +50,6 @@ fn user_namespace_shared_with_the_agent_is_not_an_error() {
     require_root();
     let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
     let agent = Agent::start(None);
-    let o = exec(&agent.addr(), &format!("pid/{}", t.pid), &["-a"], &["true"]);
+    let o = exec(&agent.addr(), &t.target(), &["-a"], &["true"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }

@@ -13,7 +13,7 @@ fn hostname_is_the_targets() {
         std::fs::read_to_string(format!("/proc/{}/comm", t.pid)).is_ok_and(|c| c.trim() == "sleep")
     });
     let agent = Agent::start(None);
-    let o = exec(&agent.addr(), &format!("pid/{}", t.pid), &["-u"], &["hostname"]);
+    let o = exec(&agent.addr(), &t.target(), &["-u"], &["hostname"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o).trim(), "kns-uts-target");
     let node = exec(&agent.addr(), "node", &["-u"], &["hostname"]);
