@@ -19,7 +19,7 @@ fn enters_a_targets_own_user_namespace() {
         std::fs::read_to_string(format!("/proc/{}/uid_map", t.pid)).is_ok_and(|m| !m.trim().is_empty())
     });
     let agent = Agent::start(None);
-    let target = format!("pid/{}", t.pid);
+    let target = t.target();
     let inside = std::fs::read_to_string(format!("/proc/{}/uid_map", t.pid)).unwrap();
     let o = exec(
         &agent.addr(),
