@@ -158,7 +158,7 @@ fn validate(start: ExecStart) -> Result<(Target, nsenter::Request), AgentError> 
 fn versioned<T>(body: T) -> Response<T> {
     let mut r = Response::new(body);
     r.metadata_mut().insert(
-        "kns-agent-version",
+        kns_proto::AGENT_VERSION_HEADER,
         tonic::metadata::MetadataValue::from_static(env!("CARGO_PKG_VERSION")),
     );
     r

@@ -71,14 +71,13 @@ pub fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-/// The response header in which the agent names its version.
-pub const VERSION_HEADER: &str = "kns-agent-version";
-
 /// Warns once when the agent that answered is another version than this
 /// plugin: flags or behaviour may differ.
 pub fn warn_version_skew(meta: &tonic::metadata::MetadataMap) {
     let mine = env!("CARGO_PKG_VERSION");
-    if let Some(theirs) = meta.get(VERSION_HEADER).and_then(|v| v.to_str().ok())
+    if let Some(theirs) = meta
+        .get(kns_proto::AGENT_VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
         && theirs != mine
     {
         eprintln!("kubectl-ns: warning: the agent is version {theirs}, this kubectl-ns is {mine}");

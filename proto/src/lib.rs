@@ -2,6 +2,10 @@
 //! subset of the CRI `runtime.v1` RuntimeService that kubectl-ns uses.
 #![forbid(unsafe_code)]
 
+/// The response header in which the agent names its version, so the plugin
+/// can warn on a mismatch without an extra call.
+pub const AGENT_VERSION_HEADER: &str = "kns-agent-version";
+
 /// The agent's API, spoken between `kubectl-ns` and `kubectl-ns-agent`.
 pub mod agent {
     #![allow(missing_docs, clippy::all)]
