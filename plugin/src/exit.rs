@@ -8,6 +8,12 @@
 //! | 128+N | the remote command died of signal N (130 for SIGINT) |
 //! | 2 | usage error: bad flags or arguments |
 //! | 255 | kubectl-ns itself failed: agent unreachable, target not found, … |
+//!
+//! Errors from other layers (the API server, the agent's gRPC statuses, the
+//! transport) are worded for the user here, in one place, with a hint line
+//! where one helps.
+
+use crate::transport::TransportError;
 
 /// Usage errors.
 pub const USAGE: u8 = 2;
@@ -34,6 +40,77 @@ impl Failure {
     /// A failure of kubectl-ns itself (exit 255).
     pub fn own(message: impl Into<String>) -> Failure {
         Failure::new(FAILURE, message)
+    }
+}
+
+/// An error and its causes, `a: b: c`, as anyhow's alternate form prints
+/// them (transport errors hide the useful part, connection refused or no
+/// such file, in their sources), less a cause that only repeats the one
+/// before it: tonic's and hyper's connect errors print their inner error
+/// and return it as their source too.
+fn chain(e: impl Into<anyhow::Error>) -> String {
+    let mut causes: Vec<String> = e.into().chain().map(ToString::to_string).collect();
+    causes.dedup();
+    causes.join(": ")
+}
+
+/// Words an API error for the user; `what` says what was being attempted.
+pub fn api_failure(what: &str, e: kube::Error) -> Failure {
+    match e {
+        kube::Error::Api(s) if s.code == 403 => Failure::own(format!(
+            "{what}: forbidden: {}\nHint: kubectl-ns needs get/list on pods, and create on pods/portforward in \
+             the agent's namespace (the ClusterRole kubectl-ns-user grants them)",
+            s.message
+        )),
+        // The Status is the API server's own wording; kube's Display of it
+        // adds a Debug dump of the whole object.
+        kube::Error::Api(s) => Failure::own(format!("{what}: {} ({} {})", s.message, s.code, s.reason)),
+        // kube's client errors print their source inline too: start the
+        // chain at the source, or every cause would be said twice.
+        kube::Error::Service(source) => {
+            Failure::own(format!("{what}: {}", chain(anyhow::Error::from_boxed(source))))
+        }
+        e => Failure::own(format!("{what}: {}", chain(e))),
+    }
+}
+
+/// Words a gRPC error from the agent for the user.
+pub fn status_failure(s: &tonic::Status) -> Failure {
+    let hint = match s.code() {
+        tonic::Code::PermissionDenied => {
+            "\nHint: the agent lacks the privilege for this; it needs hostPID and CAP_SYS_ADMIN/CAP_SYS_PTRACE on the node"
+        }
+        tonic::Code::Unavailable if s.message().contains("shutting down") => "",
+        tonic::Code::Unavailable => "\nHint: the agent or the node's container runtime is not answering",
+        tonic::Code::Unimplemented => "\nHint: the agent is older than this kubectl-ns; upgrade it",
+        _ => "",
+    };
+    let msg = if s.message().is_empty() {
+        format!("{:?}", s.code())
+    } else {
+        s.message().to_owned()
+    };
+    Failure::own(format!("{msg}{hint}"))
+}
+
+impl From<TransportError> for Failure {
+    fn from(e: TransportError) -> Failure {
+        match e {
+            TransportError::BadAddress { .. } => Failure::new(USAGE, e.to_string()),
+            TransportError::InvalidAddress { .. } => Failure::new(USAGE, chain(e)),
+            TransportError::Unreachable { .. } => Failure::own(format!(
+                "{}\nHint: is kubectl-ns-agent running and listening there (its --listen)?",
+                chain(e)
+            )),
+            TransportError::Forward { what, source } => api_failure(&what, source),
+            TransportError::NoAnswer { ref ns, ref pod, .. } => {
+                let hint = format!(
+                    "\nHint: the agent pod may be starting or crash-looping; `kubectl -n {ns} describe pod {pod}` shows why"
+                );
+                Failure::own(format!("{e}{hint}"))
+            }
+            TransportError::Handshake { .. } => Failure::own(chain(e)),
+        }
     }
 }
 

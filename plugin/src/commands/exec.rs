@@ -141,10 +141,11 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
         })
         .await
         .map_err(|_| Failure::own("internal error: request stream closed"))?;
+    crate::timings::grpc_call();
     let response = client
         .exec(ReceiverStream::new(req_rx))
         .await
-        .map_err(|s| transport::status_failure(&s))?;
+        .map_err(|s| exit::status_failure(&s))?;
     crate::timings::mark("grpc");
     transport::warn_version_skew(response.metadata());
     let mut replies = response.into_inner();
@@ -215,7 +216,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
                 }
                 Err(s) => {
                     drop(raw);
-                    return Err(transport::status_failure(&s));
+                    return Err(exit::status_failure(&s));
                 }
             },
             _ = int.recv() => send_signal(libc::SIGINT).await,

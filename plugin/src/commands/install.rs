@@ -14,9 +14,8 @@ use serde::de::DeserializeOwned;
 
 use crate::cli::{InstallArgs, UninstallArgs};
 use crate::cluster;
-use crate::exit::Failure;
+use crate::exit::{Failure, api_failure};
 use crate::manifests::{self, Object};
-use crate::resolve::api_failure;
 
 /// The field manager kubectl-ns applies as.
 pub const FIELD_MANAGER: &str = "kubectl-ns";

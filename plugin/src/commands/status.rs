@@ -8,8 +8,8 @@ use kube::api::{Api, ListParams};
 
 use crate::cli::StatusArgs;
 use crate::cluster;
-use crate::exit::Failure;
-use crate::resolve::{AGENT_LABEL, agent_version, api_failure, pod_ready};
+use crate::exit::{Failure, api_failure};
+use crate::resolve::{AGENT_LABEL, agent_version, pod_ready};
 
 /// One row: a node and its agent, if any.
 #[derive(Debug, PartialEq, Eq)]
