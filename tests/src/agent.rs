@@ -1,4 +1,9 @@
-//! A real `kubectl-ns-agent` on a private unix socket.
+//! A real `kubectl-ns-agent` on a private unix socket, in a pod-like
+//! sandbox: as in its DaemonSet pod, it shares only the host's PID namespace
+//! and has its own network, UTS, IPC, mount and cgroup namespaces, with its
+//! own hostname and loopback. The node reference is this test process, in
+//! the host's namespaces. A test can then tell the node's namespaces from
+//! the agent's, which is what a real cluster does.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -6,6 +11,17 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+
+/// Runs its arguments in the agent's pod-like namespaces (hostPID only).
+const SANDBOX: &str = "hostname kns-agent-pod && ip link set lo up && exec \"$@\"";
+
+/// The port the manifest's agent listens on, in its own network namespace,
+/// and the one the plugin port-forwards to by default.
+pub const AGENT_PORT: u16 = 7469;
+
+/// The hostname of the agent's sandbox, which no tool may see unless it
+/// chose the target's UTS namespace and the target has this one.
+pub const SANDBOX_HOSTNAME: &str = "kns-agent-pod";
 
 /// A running agent; stopped (SIGTERM, then SIGKILL) on drop.
 #[derive(Debug)]
@@ -28,25 +44,37 @@ impl Agent {
         Agent::start_full(cri, env, None)
     }
 
-    /// Also listens on 127.0.0.1:`port`, as in its pod, where the API
-    /// server's port-forward reaches it.
-    pub fn start_tcp(cri: Option<&str>, port: u16) -> Agent {
-        Agent::start_full(cri, &[], Some(port))
+    /// Also listens on 127.0.0.1:[`AGENT_PORT`] in its own network
+    /// namespace, as in its pod, where the API server's port-forward reaches
+    /// it (see [`Agent::in_netns`]).
+    pub fn start_tcp(cri: Option<&str>) -> Agent {
+        Agent::start_full(cri, &[], Some(AGENT_PORT))
     }
 
     fn start_full(cri: Option<&str>, env: &[(&str, &str)], tcp: Option<u16>) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("agent.sock");
         let log = dir.path().join("agent.log");
-        let mut cmd = Command::new(crate::bins::agent());
-        cmd.arg("--listen")
-            .arg(format!("unix://{}", socket.display()))
-            .arg("--node-pid")
-            .arg(std::process::id().to_string())
-            .env("KNS_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"));
+        let mut cmd = Command::new("unshare");
+        cmd.args([
+            "--net",
+            "--uts",
+            "--ipc",
+            "--mount",
+            "--cgroup",
+            "--propagation",
+            "private",
+        ])
+        .args(["sh", "-c", SANDBOX, "sh"])
+        .arg(crate::bins::agent())
+        .arg("--listen")
+        .arg(format!("unix://{}", socket.display()))
+        .arg("--node-pid")
+        .arg(std::process::id().to_string())
+        .env("KNS_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"));
         if let Some(ep) = cri {
             cmd.arg("--cri-endpoint").arg(ep);
         }
@@ -85,6 +113,16 @@ impl Agent {
         format!("unix://{}", self.socket.display())
     }
 
+    /// A command for `program` that runs in the agent's network namespace,
+    /// the way the kubelet runs an exec probe in the pod; add its arguments.
+    pub fn in_netns(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/proc/{}/ns/net", self.pid()))
+            .arg("--")
+            .arg(program);
+        c
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
     }
@@ -114,12 +152,4 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.terminate();
     }
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
