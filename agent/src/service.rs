@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cri::CriError;
-use crate::ns::{NsKind, NsSet};
+use crate::ns::{self, NsKind, NsSet};
 use crate::nsenter::{self, Node, NsenterError};
 use crate::procfs::{self, ProcError};
 use crate::resolve::{self, ResolveError, Resolver, Target};
@@ -80,6 +80,8 @@ impl From<AgentError> for Status {
                 NsenterError::EmptyCommand | NsenterError::NoNamespace | NsenterError::Nul => {
                     tonic::Code::InvalidArgument
                 }
+                NsenterError::Unsupported { .. } => tonic::Code::FailedPrecondition,
+                NsenterError::Proc(p) => proc_code(p),
                 NsenterError::Open { source, .. } | NsenterError::Setup { source, .. } => io_code(source),
                 NsenterError::Child { errno, .. } => io_code(&std::io::Error::from_raw_os_error(*errno)),
                 NsenterError::Exec { .. } => tonic::Code::FailedPrecondition,
@@ -127,7 +129,7 @@ fn validate(start: ExecStart) -> Result<(Target, nsenter::Request), AgentError> 
     let mut namespaces = NsSet::default();
     for n in start.namespaces {
         namespaces.insert(
-            NsKind::from_proto(n)
+            ns::kind_from_proto(n)
                 .ok_or_else(|| AgentError::BadRequest(format!("unknown namespace kind {n}")))?,
         );
     }
@@ -143,6 +145,7 @@ fn validate(start: ExecStart) -> Result<(Target, nsenter::Request), AgentError> 
         tty: start.tty,
         stdin: start.stdin,
         mount_proc: !start.no_mount_proc,
+        all: start.all,
         window,
     };
     if req.argv.first().is_none_or(|a| a.is_empty()) {
@@ -178,7 +181,7 @@ fn process_info(pid: i32) -> Result<ProcessInfo, ProcError> {
     for k in NsKind::ALL {
         if let Some(id) = procfs::ns_id(pid, k)? {
             namespaces.push(NamespaceId {
-                kind: k.to_proto() as i32,
+                kind: k as i32,
                 inode: id.inode,
                 device: id.device,
             });
@@ -243,6 +246,7 @@ impl Agent for AgentService {
             msg: Some(Out::Started(Started {
                 pid: spawned.pid,
                 target_pid: resolved.pid,
+                notices: spawned.notices.clone(),
             })),
         };
         let _ = tx.send(Ok(started)).await;

@@ -110,7 +110,7 @@ pub fn set_winsize(fd: &OwnedFd, rows: u16, cols: u16) -> io::Result<()> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Stage {
-    NodeMount = 1,
+    NodeJoin = 1,
     Setns = 2,
     SetnsUser = 3,
     Root = 4,
@@ -121,13 +121,14 @@ pub enum Stage {
     Session = 9,
     Stdio = 10,
     Exec = 11,
+    Ids = 12,
 }
 
 impl Stage {
     fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
         [
-            NodeMount, Setns, SetnsUser, Root, Cwd, Fork, MountProc, Workdir, Session, Stdio, Exec,
+            NodeJoin, Setns, SetnsUser, Root, Cwd, Fork, MountProc, Workdir, Session, Stdio, Exec, Ids,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -156,14 +157,19 @@ pub enum Join {
 /// only makes system calls.
 #[derive(Debug)]
 pub struct ChildPlan {
-    /// The node's mount namespace, joined first so the tool comes from the
-    /// node's filesystem; `None` when already there or when entering the
-    /// target's mount namespace.
-    pub node_mnt: Option<OwnedFd>,
+    /// The node's namespaces for every kind not chosen where the agent's
+    /// own differ, joined first: the tool comes from the node's filesystem
+    /// and sees the node's network, hostname, IPC, not the agent pod's.
+    pub node: Option<Join>,
+    /// The target's chosen namespaces.
     pub join: Join,
     /// Entered after /proc is mounted: mounting proc needs privileges the
     /// process gives up when it joins a user namespace.
     pub late_user: Option<Join>,
+    /// The target's user namespace was joined: become root in it, as
+    /// nsenter(1) does, so the tool holds that namespace's capabilities
+    /// instead of running as the overflow uid.
+    pub become_root: bool,
     /// The target's root and working directory (with the mount namespace).
     pub root: Option<OwnedFd>,
     pub cwd: Option<OwnedFd>,
@@ -357,10 +363,10 @@ unsafe fn first_child(
     // were prepared before the fork and stay valid in the child's copy of
     // the address space.
     unsafe {
-        if let Some(fd) = &plan.node_mnt
-            && libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNS) < 0
+        if let Some(node) = &plan.node
+            && let Err(e) = join(node)
         {
-            fail(report_fd, Stage::NodeMount, errno());
+            fail(report_fd, Stage::NodeJoin, e);
         }
         if let Err(e) = join(&plan.join) {
             fail(report_fd, Stage::Setns, e);
@@ -423,6 +429,17 @@ unsafe fn tool_child(
             && let Err(e) = join(j)
         {
             fail(report_fd, Stage::SetnsUser, e);
+        }
+        if plan.become_root {
+            // Supplementary groups are dropped where the namespace allows
+            // it; where /proc/PID/setgroups says "deny" the call fails with
+            // EPERM and the process keeps none that map anyway.
+            if libc::setgroups(0, std::ptr::null()) < 0 && errno() != libc::EPERM {
+                fail(report_fd, Stage::Ids, errno());
+            }
+            if libc::setresgid(0, 0, 0) < 0 || libc::setresuid(0, 0, 0) < 0 {
+                fail(report_fd, Stage::Ids, errno());
+            }
         }
         let dir: &CStr = match &plan.workdir {
             Some(w) => w,
