@@ -6,11 +6,13 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use kns_agent::cgroup::Sessions;
 use kns_agent::cri::Cri;
 use kns_agent::nsenter::Node;
 use kns_agent::resolve::Resolver;
 use kns_agent::server::{self, Listen};
 use kns_agent::service::AgentService;
+use kns_agent::spawner::Spawner;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -97,7 +99,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let resolver = Resolver::new(node.pid, args.cri_endpoint.clone(), cri);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let service = AgentService::new(resolver, node, stop_rx.clone());
+    let spawner = Spawner::start().context("cannot start the spawner thread")?;
+    let service = AgentService::new(resolver, node, stop_rx.clone(), spawner, session_cgroups());
 
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -115,6 +118,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     server::serve(&args.listen, service, stop_rx).await?;
     Ok(())
+}
+
+/// The sessions' cgroups, after killing what a previous run of the agent
+/// left in them; `None`, with a warning, where they cannot be had.
+fn session_cgroups() -> Option<Sessions> {
+    let sessions = Sessions::open()
+        .inspect_err(|e| {
+            tracing::warn!(error = %e, "no session cgroups: a session's processes are found by process group only, \
+                so what a tool moves to its own session (setsid, daemons) can outlive it")
+        })
+        .ok()?;
+    match sessions.reap_leftovers() {
+        Ok((0, _)) => {}
+        Ok((n, procs)) => tracing::warn!(
+            sessions = n,
+            processes = procs,
+            "killed what sessions of a previous run of the agent left behind"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot clean up the sessions of a previous run"),
+    }
+    tracing::info!(cgroup = %sessions.dir().display(), "sessions each run in a cgroup of their own");
+    Some(sessions)
 }
 
 fn main() -> ExitCode {

@@ -10,10 +10,12 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
+use crate::cgroup::SessionCgroup;
 use crate::ns::{KernelNs, NsKind, NsSet};
 use crate::procfs;
 use crate::pty;
 use crate::resolve::Pinned;
+use crate::spawner::Spawner;
 use crate::sys::{self, ChildPlan, Join, NsFile, SpawnOutcome, Stage};
 
 /// PATH for tools when the caller sets none: the usual system directories.
@@ -152,6 +154,10 @@ pub struct Spawned {
     pub pty: Option<OwnedFd>,
     /// What the user should be told about how the tool was started.
     pub notices: Vec<String>,
+    /// The session's cgroup, which holds the tool and all it starts; `None`
+    /// where the node has no usable cgroup v2 hierarchy (then the tool's
+    /// process group is all that can be killed).
+    pub cgroup: Option<SessionCgroup>,
 }
 
 /// Whether `setns` accepts a pidfd and a namespace mask (Linux ≥ 5.8).
@@ -294,7 +300,13 @@ fn output_pipe() -> Result<(OwnedFd, OwnedFd), NsenterError> {
 
 /// Starts the tool. Blocking (it forks and waits for the exec): call it
 /// from a blocking thread.
-pub fn spawn(target: &Pinned, req: &Request, node: Node) -> Result<Spawned, NsenterError> {
+pub fn spawn(
+    target: &Pinned,
+    req: &Request,
+    node: Node,
+    spawner: &Spawner,
+    cgroup: Option<SessionCgroup>,
+) -> Result<Spawned, NsenterError> {
     if req.argv.is_empty() || req.argv[0].is_empty() {
         return Err(NsenterError::EmptyCommand);
     }
@@ -427,8 +439,16 @@ pub fn spawn(target: &Pinned, req: &Request, node: Node) -> Result<Spawned, Nsen
         envp,
         stdio: child_stdio,
         tty: req.tty,
+        cgroup: cgroup
+            .as_ref()
+            .map(|c| c.fd().try_clone_to_owned())
+            .transpose()
+            .map_err(|source| NsenterError::Setup {
+                what: "session cgroup",
+                source,
+            })?,
     };
-    let outcome = sys::spawn(plan).map_err(|source| NsenterError::Setup {
+    let outcome = spawner.spawn(plan).map_err(|source| NsenterError::Setup {
         what: "process",
         source,
     })?;
@@ -472,6 +492,7 @@ pub fn spawn(target: &Pinned, req: &Request, node: Node) -> Result<Spawned, Nsen
         stderr,
         pty: pty_master,
         notices,
+        cgroup,
     })
 }
 

@@ -17,12 +17,14 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::cgroup::Sessions;
 use crate::cri::CriError;
 use crate::ns::{self, NsKind, NsSet};
 use crate::nsenter::{self, Node, NsenterError};
 use crate::procfs::{self, ProcError};
 use crate::resolve::{self, ResolveError, Resolver, Target};
 use crate::session::{self, End};
+use crate::spawner::Spawner;
 use crate::sys::ExitStatus;
 
 /// Every failure a request can meet.
@@ -30,6 +32,8 @@ use crate::sys::ExitStatus;
 pub enum AgentError {
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Resolve(#[from] ResolveError),
     #[error(transparent)]
@@ -59,6 +63,7 @@ impl From<AgentError> for Status {
         let msg = e.to_string();
         let code = match &e {
             AgentError::BadRequest(_) => tonic::Code::InvalidArgument,
+            AgentError::Internal(_) => tonic::Code::Internal,
             AgentError::Proc(p) => proc_code(p),
             AgentError::Resolve(r) => match r {
                 ResolveError::Proc(p) => proc_code(p),
@@ -98,15 +103,27 @@ pub struct AgentService {
     node: Node,
     shutdown: watch::Receiver<bool>,
     sessions: Arc<AtomicU64>,
+    spawner: Arc<Spawner>,
+    /// Where sessions' cgroups are made; `None` without a cgroup v2
+    /// hierarchy.
+    cgroups: Option<Arc<Sessions>>,
 }
 
 impl AgentService {
-    pub fn new(resolver: Arc<Resolver>, node: Node, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        resolver: Arc<Resolver>,
+        node: Node,
+        shutdown: watch::Receiver<bool>,
+        spawner: Spawner,
+        cgroups: Option<Sessions>,
+    ) -> Self {
         AgentService {
             resolver,
             node,
             shutdown,
             sessions: Arc::new(AtomicU64::new(0)),
+            spawner: Arc::new(spawner),
+            cgroups: cgroups.map(Arc::new),
         }
     }
 }
@@ -218,9 +235,16 @@ impl Agent for AgentService {
         let node = self.node;
         let spawn_req = req.clone();
         let r = resolved.clone();
+        let session_id = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        let spawner = self.spawner.clone();
+        let cgroups = self.cgroups.clone();
         let spawned = tokio::task::spawn_blocking(move || -> Result<_, AgentError> {
             let pinned = resolve::pin(&r)?;
-            Ok(nsenter::spawn(&pinned, &spawn_req, node)?)
+            let cgroup = cgroups
+                .map(|c| c.create(session_id))
+                .transpose()
+                .map_err(|e| AgentError::Internal(format!("cannot make the session's cgroup: {e}")))?;
+            Ok(nsenter::spawn(&pinned, &spawn_req, node, &spawner, cgroup)?)
         })
         .await
         .map_err(|e| Status::internal(format!("spawn task failed: {e}")))?;
@@ -228,7 +252,6 @@ impl Agent for AgentService {
         // Few messages in flight per session: with chunks of up to 1 MiB
         // this bounds a session's buffered output to a few MiB.
         let (tx, rx) = mpsc::channel(4);
-        let session_id = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
         let spawned = match spawned {
             Ok(s) => s,
             Err(AgentError::Nsenter(NsenterError::Exec { code, message })) => {

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
+use crate::cgroup::SessionCgroup;
 use crate::nsenter::Spawned;
 use crate::pty;
 use crate::sys::{self, ExitStatus};
@@ -164,11 +165,26 @@ fn signal_group(pid: i32, sig: Signal) {
     }
 }
 
-/// Kills the tool's whole process group, then reaps the tool. Killing first,
+/// Kills everything the session started: its cgroup where it has one (which
+/// also holds what left the tool's process group), and the process group.
+fn kill_all(pid: i32, cgroup: Option<&SessionCgroup>) {
+    if let Some(cg) = cgroup
+        && let Err(e) = cg.kill()
+    {
+        tracing::warn!(pid, error = %e, "cannot kill the session's cgroup");
+    }
+    signal_group(pid, Signal::SIGKILL);
+}
+
+/// Kills everything of the session, then reaps the tool. Killing first,
 /// while the unreaped tool still holds its PID, means the group ID cannot
 /// have been reused by then.
-async fn kill_and_reap(pid: i32, exit: &AsyncFd<OwnedFd>) -> Option<ExitStatus> {
-    signal_group(pid, Signal::SIGKILL);
+async fn kill_and_reap(
+    pid: i32,
+    cgroup: Option<&SessionCgroup>,
+    exit: &AsyncFd<OwnedFd>,
+) -> Option<ExitStatus> {
+    kill_all(pid, cgroup);
     loop {
         let Ok(mut guard) = exit.readable().await else {
             return None;
@@ -194,6 +210,8 @@ where
 {
     let started = Instant::now();
     let pid = spawned.pid;
+    // Dropped last: removing the cgroup kills whatever is still in it.
+    let cgroup = spawned.cgroup;
     let out = pump(spawned.stdout, tx.clone(), Out::Stdout);
     let err = spawned.stderr.map(|fd| pump(fd, tx.clone(), Out::Stderr));
     let (mut stdin_tx, stdin_task) = match spawned.stdin {
@@ -207,7 +225,7 @@ where
         Ok(e) => e,
         Err(e) => {
             tracing::error!(pid, error = %e, "cannot watch the tool's pidfd");
-            signal_group(pid, Signal::SIGKILL);
+            kill_all(pid, cgroup.as_ref());
             return Summary {
                 end: End::ClientGone,
                 duration: started.elapsed(),
@@ -227,7 +245,7 @@ where
                 // The tool is a zombie now: kill what it left in its group
                 // before reaping, then reap.
                 if matches!(sys::try_reap_pidfd_peek(exit.get_ref()), Ok(true)) {
-                    signal_group(pid, Signal::SIGKILL);
+                    kill_all(pid, cgroup.as_ref());
                 }
                 match sys::try_reap_pidfd(exit.get_ref()) {
                     Ok(Some(s)) => break End::Exited(s),
@@ -307,7 +325,7 @@ where
         other => other,
     };
 
-    kill_and_reap(pid, &exit).await;
+    kill_and_reap(pid, cgroup.as_ref(), &exit).await;
     out.abort();
     if let Some(e) = err {
         e.abort();

@@ -182,6 +182,8 @@ pub struct ChildPlan {
     /// The child's ends of stdin, stdout, stderr.
     pub stdio: [OwnedFd; 3],
     pub tty: bool,
+    /// The session's cgroup (a directory fd): both children start in it.
+    pub cgroup: Option<OwnedFd>,
 }
 
 /// What the parent learns from a spawn.
@@ -214,7 +216,7 @@ pub fn spawn(plan: ChildPlan) -> io::Result<SpawnOutcome> {
 
     // SAFETY: the child runs `first_child`, which only makes async-signal-
     // safe system calls on data prepared above and never returns.
-    let pid = unsafe { libc::fork() };
+    let pid = unsafe { fork_into(plan.cgroup.as_ref()) };
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -256,6 +258,56 @@ pub fn spawn(plan: ChildPlan) -> io::Result<SpawnOutcome> {
         }
         (None, Some(t)) => Ok(SpawnOutcome::Running(t)),
         (None, None) => Err(io::Error::other("namespace entry child exited without a report")),
+    }
+}
+
+/// clone3(2)'s argument (linux/sched.h), up to the `cgroup` field
+/// (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// linux/sched.h; libc declares it with a type too narrow to hold it.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// fork(2), or with a cgroup, clone3(2) straight into it (Linux ≥ 5.7): the
+/// child never runs a single instruction outside the session's cgroup.
+///
+/// SAFETY (for callers): as for fork(2) in a multi-threaded process: the
+/// child may only make async-signal-safe calls. clone3 also skips glibc's
+/// fork handlers, which only matters to code that takes glibc's locks, and
+/// the child takes none.
+unsafe fn fork_into(cgroup: Option<&OwnedFd>) -> libc::pid_t {
+    let Some(cg) = cgroup else {
+        // SAFETY: see the function's contract.
+        return unsafe { libc::fork() };
+    };
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cg.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    // SAFETY: `args` is a valid clone_args of the size passed; without
+    // CLONE_VM the child gets a copy of the address space, as with fork.
+    unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        ) as libc::pid_t
     }
 }
 
@@ -403,6 +455,14 @@ unsafe fn tool_child(
 ) -> ! {
     // SAFETY: as in `first_child`: raw system calls on prepared data.
     unsafe {
+        // The tool is the agent's child (CLONE_PARENT), made from the
+        // agent's spawner thread, which lives as long as the agent: when
+        // the agent dies, so does the tool (prctl(2): the signal follows
+        // the thread that made the child). What the tool started is in the
+        // session's cgroup, which the agent's next start kills.
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+            fail(report_fd, Stage::Session, errno());
+        }
         if plan.mount_proc {
             // A private mount namespace, so the fresh proc never reaches the
             // node's mount table (mount_namespaces(7)).

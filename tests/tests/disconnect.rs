@@ -102,3 +102,103 @@ fn exiting_tool_takes_its_background_children_along() {
         "a background child outlived the session"
     );
 }
+
+/// Starts `sh -c SCRIPT` in the target's network namespace and waits until
+/// at least `n` processes marked `mark` run there (the shell itself counts
+/// when it does not exec).
+fn start_script(agent: &Agent, t: &NsProcess, script: &str, mark: &str, n: usize) -> std::process::Child {
+    let net = ns_inode(t.pid, "net");
+    let client = bins::exec_command(&agent.addr(), &t.target(), &["-n"], &["sh", "-c", script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || marked(net, mark).len() >= n),
+        "the session's processes never appeared: {:?}",
+        marked(net, mark)
+    );
+    client
+}
+
+#[test]
+fn killing_the_client_kills_what_left_the_process_group() {
+    require_root();
+    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
+    let net = ns_inode(t.pid, "net");
+    let agent = Agent::start(None);
+    // A setsid'd child and a shell job in a group of its own (set -m) both
+    // leave the tool's process group.
+    let mut client = start_script(
+        &agent,
+        &t,
+        "setsid sleep 4545 & set -m; sleep 4545 & sleep 4545",
+        "4545",
+        3,
+    );
+    client.kill().unwrap();
+    client.wait().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || marked(net, "4545").is_empty()),
+        "escaped the session: {:?}",
+        marked(net, "4545")
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || agent.cgroup.sessions().is_empty()),
+        "session cgroups left: {:?}",
+        agent.cgroup.sessions()
+    );
+}
+
+#[test]
+fn a_daemon_the_tool_started_dies_when_the_tool_exits() {
+    require_root();
+    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
+    let net = ns_inode(t.pid, "net");
+    let agent = Agent::start(None);
+    // Double fork and setsid: the classic daemon, reparented away from the
+    // tool and in a session of its own.
+    let o = bins::exec(
+        &agent.addr(),
+        &t.target(),
+        &["-n"],
+        &["sh", "-c", "(setsid sleep 4646 &) ; echo started"],
+    );
+    assert!(o.status.success(), "{}", bins::stderr(&o));
+    assert!(
+        wait_until(Duration::from_secs(5), || marked(net, "4646").is_empty()),
+        "a daemon outlived the session: {:?}",
+        marked(net, "4646")
+    );
+}
+
+#[test]
+fn an_agent_killed_with_sigkill_leaves_nothing_once_restarted() {
+    require_root();
+    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
+    let net = ns_inode(t.pid, "net");
+    let mut agent = Agent::start(None);
+    let mut client = start_script(&agent, &t, "setsid sleep 4747 & exec sleep 4747", "4747", 2);
+    agent.kill();
+    // The tool is the agent's child and dies with it (PR_SET_PDEATHSIG); the
+    // setsid'd one is in the session's cgroup, which the next start kills.
+    assert!(
+        wait_until(Duration::from_secs(5), || marked(net, "4747").len() <= 1),
+        "the tool outlived the agent: {:?}",
+        marked(net, "4747")
+    );
+    let _ = client.kill();
+    let _ = client.wait();
+    agent.launch();
+    assert!(
+        wait_until(Duration::from_secs(5), || marked(net, "4747").is_empty()),
+        "left behind after the restart: {:?}",
+        marked(net, "4747")
+    );
+    assert!(agent.logs().contains("previous run"), "{}", agent.logs());
+    assert!(
+        agent.cgroup.sessions().is_empty(),
+        "{:?}",
+        agent.cgroup.sessions()
+    );
+}
