@@ -1,6 +1,7 @@
 //! One exec session: moving a running tool's I/O to and from the client,
 //! forwarding signals and resizes, and making sure nothing outlives it.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -27,6 +28,11 @@ use crate::sys::{self, ExitStatus};
 /// (tcpdump, cat) moves in large messages.
 const MIN_CHUNK: usize = 64 * 1024;
 const CHUNK: usize = 1024 * 1024;
+/// Client stdin held for a tool that is not reading it. Up to this much the
+/// session keeps taking messages, so the client leaving, resizes and signals
+/// still arrive; past it, reading pauses and HTTP/2 flow control holds the
+/// client back.
+const STDIN_BACKLOG: usize = 4 << 20;
 /// After the tool exits, how long output from what it left may still drain.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
@@ -236,9 +242,26 @@ where
         }
     };
     let mut bytes_in = 0u64;
+    let mut backlog: VecDeque<Bytes> = VecDeque::new();
+    let mut backlog_bytes = 0usize;
+    let mut close_stdin = false;
 
     let end = loop {
         tokio::select! {
+            permit = async { stdin_tx.as_ref()?.reserve().await.ok() }, if !backlog.is_empty() => {
+                match permit {
+                    Some(p) => {
+                        let data = backlog.pop_front().expect("backlog is not empty");
+                        backlog_bytes -= data.len();
+                        p.send(data);
+                    }
+                    // The tool closed its stdin: the rest is discarded.
+                    None => {
+                        backlog.clear();
+                        backlog_bytes = 0;
+                    }
+                }
+            }
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break End::Shutdown,
             guard = exit.readable() => {
                 let Ok(mut guard) = guard else { break End::ClientGone };
@@ -256,15 +279,17 @@ where
                     }
                 }
             }
-            msg = inbound.next() => match msg {
+            msg = inbound.next(), if backlog_bytes < STDIN_BACKLOG => match msg {
                 Some(Ok(ExecRequest { msg: Some(m) })) => match m {
                     In::Stdin(data) => {
                         bytes_in += data.len() as u64;
-                        if let Some(t) = &stdin_tx {
-                            let _ = t.send(data).await;
+                        if stdin_tx.is_some() {
+                            backlog_bytes += data.len();
+                            backlog.push_back(data);
                         }
                     }
-                    In::StdinClose(_) => stdin_tx = None,
+                    // Closed once what is held has gone in.
+                    In::StdinClose(_) => close_stdin = true,
                     In::Resize(w) => {
                         if let Some(m) = &spawned.pty {
                             let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
@@ -283,6 +308,9 @@ where
                 None | Some(Err(_)) => break End::ClientGone,
             },
             _ = tx.closed() => break End::ClientGone,
+        }
+        if close_stdin && backlog.is_empty() {
+            stdin_tx = None;
         }
     };
     drop(stdin_tx);
