@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -40,6 +41,23 @@ struct Args {
     /// its namespaces count as the host's. PID 1 with hostPID.
     #[arg(long, env = "KNS_NODE_PID", value_name = "PID", default_value_t = 1)]
     node_pid: i32,
+
+    /// Send an HTTP/2 ping to each client after this many idle seconds and
+    /// drop the connection, ending its sessions, when no answer comes within
+    /// as many again: a laptop gone to sleep or a cut link must not hold a
+    /// tool open in a pod forever. 0 turns it off.
+    #[arg(long, env = "KNS_KEEPALIVE", value_name = "SECONDS", default_value_t = 30)]
+    keepalive: u64,
+
+    /// End every session after this many seconds, whatever it does (the
+    /// client is told why). 0: no limit.
+    #[arg(
+        long,
+        env = "KNS_MAX_SESSION_AGE",
+        value_name = "SECONDS",
+        default_value_t = 0
+    )]
+    max_session_age: u64,
 
     /// Log format.
     #[arg(long, env = "KNS_LOG_FORMAT", value_enum, default_value = "text")]
@@ -100,7 +118,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let resolver = Resolver::new(node.pid, args.cri_endpoint.clone(), cri);
     let (stop_tx, stop_rx) = watch::channel(false);
     let spawner = Spawner::start().context("cannot start the spawner thread")?;
-    let service = AgentService::new(resolver, node, stop_rx.clone(), spawner, session_cgroups());
+    let max_age = (args.max_session_age > 0).then(|| Duration::from_secs(args.max_session_age));
+    let service = AgentService::new(
+        resolver,
+        node,
+        stop_rx.clone(),
+        spawner,
+        session_cgroups(),
+        max_age,
+    );
 
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -116,7 +142,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         node_pid = node.pid,
         "kubectl-ns-agent starting"
     );
-    server::serve(&args.listen, service, stop_rx).await?;
+    let keepalive = (args.keepalive > 0).then(|| Duration::from_secs(args.keepalive));
+    server::serve(&args.listen, service, stop_rx, keepalive).await?;
     Ok(())
 }
 

@@ -107,6 +107,7 @@ pub struct AgentService {
     /// Where sessions' cgroups are made; `None` without a cgroup v2
     /// hierarchy.
     cgroups: Option<Arc<Sessions>>,
+    max_age: Option<std::time::Duration>,
 }
 
 impl AgentService {
@@ -116,6 +117,7 @@ impl AgentService {
         shutdown: watch::Receiver<bool>,
         spawner: Spawner,
         cgroups: Option<Sessions>,
+        max_age: Option<std::time::Duration>,
     ) -> Self {
         AgentService {
             resolver,
@@ -124,6 +126,7 @@ impl AgentService {
             sessions: Arc::new(AtomicU64::new(0)),
             spawner: Arc::new(spawner),
             cgroups: cgroups.map(Arc::new),
+            max_age,
         }
     }
 }
@@ -274,9 +277,10 @@ impl Agent for AgentService {
         };
         let _ = tx.send(Ok(started)).await;
         let shutdown = self.shutdown.clone();
+        let max_age = self.max_age;
         tokio::spawn(async move {
             let tool_pid = spawned.pid;
-            let s = session::run(spawned, inbound, tx, shutdown).await;
+            let s = session::run(spawned, inbound, tx, shutdown, max_age).await;
             let (exit_code, signal) = match s.end {
                 End::Exited(ExitStatus::Code(c)) => (Some(c), None),
                 End::Exited(ExitStatus::Signal(n)) => (None, Some(n)),

@@ -44,6 +44,8 @@ pub enum End {
     Exited(ExitStatus),
     ClientGone,
     Shutdown,
+    /// The agent's --max-session-age passed.
+    Expired,
 }
 
 /// What a session did, for its log line.
@@ -210,6 +212,7 @@ pub async fn run<S>(
     mut inbound: S,
     tx: mpsc::Sender<Reply>,
     mut shutdown: watch::Receiver<bool>,
+    max_age: Option<Duration>,
 ) -> Summary
 where
     S: Stream<Item = Result<ExecRequest, Status>> + Unpin,
@@ -263,6 +266,12 @@ where
                 }
             }
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break End::Shutdown,
+            _ = async {
+                match max_age {
+                    Some(age) => tokio::time::sleep_until((started + age).into()).await,
+                    None => std::future::pending().await,
+                }
+            } => break End::Expired,
             guard = exit.readable() => {
                 let Ok(mut guard) = guard else { break End::ClientGone };
                 // The tool is a zombie now: kill what it left in its group
@@ -361,12 +370,18 @@ where
     if let Some(t) = stdin_task {
         t.abort();
     }
-    if end == End::Shutdown {
-        let _ = tx
-            .send(Err(Status::unavailable(
-                "the agent is shutting down (SIGTERM): the session was ended and its processes were killed; run the command again once the agent is back",
-            )))
-            .await;
+    let farewell = match end {
+        End::Shutdown => Some(Status::unavailable(
+            "the agent is shutting down (SIGTERM): the session was ended and its processes were killed; run the command again once the agent is back",
+        )),
+        End::Expired => Some(Status::deadline_exceeded(format!(
+            "the session reached the agent's maximum age of {} s (--max-session-age): it was ended and its processes were killed",
+            max_age.unwrap_or_default().as_secs()
+        ))),
+        _ => None,
+    };
+    if let Some(status) = farewell {
+        let _ = tx.send(Err(status)).await;
     }
     Summary {
         end,

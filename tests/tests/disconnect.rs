@@ -8,6 +8,8 @@ use kns_tests::agent::Agent;
 use kns_tests::bins;
 use kns_tests::target::NsProcess;
 use kns_tests::{ns_inode, pids_in_ns, require_root, wait_until};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 fn comm_args(pid: i32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
@@ -201,4 +203,39 @@ fn an_agent_killed_with_sigkill_leaves_nothing_once_restarted() {
         "{:?}",
         agent.cgroup.sessions()
     );
+}
+
+#[test]
+fn a_client_that_stops_answering_is_dropped_by_keepalive() {
+    require_root();
+    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
+    let net = ns_inode(t.pid, "net");
+    let agent = Agent::start_with_env(None, &[("KNS_KEEPALIVE", "1")]);
+    let mut client = start_script(&agent, &t, "exec sleep 4949", "4949", 1);
+    // A stopped client keeps its connection open but answers no ping: a
+    // laptop asleep, a link cut without a reset.
+    let pid = Pid::from_raw(client.id() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let gone = wait_until(Duration::from_secs(10), || marked(net, "4949").is_empty());
+    let _ = kill(pid, Signal::SIGCONT);
+    let _ = client.kill();
+    let _ = client.wait();
+    assert!(gone, "the session outlived a client that stopped answering");
+    assert!(agent.logs().contains("ClientGone"), "{}", agent.logs());
+}
+
+#[test]
+fn a_session_past_the_maximum_age_is_ended_with_a_message() {
+    require_root();
+    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
+    let net = ns_inode(t.pid, "net");
+    let agent = Agent::start_with_env(None, &[("KNS_MAX_SESSION_AGE", "1")]);
+    let o = bins::exec(&agent.addr(), &t.target(), &["-n"], &["sleep", "5050"]);
+    assert_eq!(o.status.code(), Some(255), "{}", bins::stderr(&o));
+    assert!(
+        bins::stderr(&o).contains("maximum age of 1 s"),
+        "{}",
+        bins::stderr(&o)
+    );
+    assert!(marked(net, "5050").is_empty());
 }
