@@ -139,10 +139,72 @@ impl Node {
     }
 }
 
+/// Everything a session started, owned: the tool (its PID stays reserved
+/// until it is reaped) and the session's cgroup. Dropped before the tool
+/// was reaped — a request cancelled while its tool was being spawned, a
+/// session that failed — it kills all of it and reaps the tool, so neither
+/// a process nor a zombie is left.
+#[derive(Debug)]
+pub struct Tool {
+    pub pid: i32,
+    pidfd: OwnedFd,
+    /// The session's cgroup, which holds the tool and all it starts; `None`
+    /// where the node has no usable cgroup v2 hierarchy (then the tool's
+    /// process group is all that can be killed).
+    cgroup: Option<SessionCgroup>,
+    reaped: bool,
+}
+
+impl Tool {
+    /// Signals the tool's process group; never once the tool is reaped,
+    /// when its PID, and so the group's ID, may be reused.
+    pub fn signal_group(&self, sig: nix::sys::signal::Signal) {
+        if self.reaped {
+            return;
+        }
+        match nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.pid), sig) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => {
+                tracing::warn!(pid = self.pid, ?sig, error = %e, "cannot signal the tool's process group")
+            }
+        }
+    }
+
+    /// Kills everything of the session: its cgroup (which also holds what
+    /// left the tool's process group) and the tool's process group.
+    pub fn kill_all(&self) {
+        if let Some(cg) = &self.cgroup
+            && let Err(e) = cg.kill()
+        {
+            tracing::warn!(pid = self.pid, error = %e, "cannot kill the session's cgroup");
+        }
+        self.signal_group(nix::sys::signal::Signal::SIGKILL);
+    }
+
+    /// Records that the tool was reaped.
+    pub fn set_reaped(&mut self) {
+        self.reaped = true;
+    }
+}
+
+impl Drop for Tool {
+    fn drop(&mut self) {
+        if self.reaped {
+            return;
+        }
+        self.kill_all();
+        let _ = sys::pidfd_send_signal(&self.pidfd, libc::SIGKILL);
+        if let Err(e) = sys::reap_pidfd(&self.pidfd) {
+            tracing::warn!(pid = self.pid, error = %e, "cannot reap an abandoned tool");
+        }
+    }
+}
+
 /// A running tool, with the agent's ends of its stdio.
 #[derive(Debug)]
 pub struct Spawned {
-    pub pid: i32,
+    pub tool: Tool,
+    /// The tool's pidfd, for the session to watch it exit.
     pub pidfd: OwnedFd,
     /// Write end of stdin (or the PTY master), if stdin is forwarded.
     pub stdin: Option<OwnedFd>,
@@ -154,10 +216,6 @@ pub struct Spawned {
     pub pty: Option<OwnedFd>,
     /// What the user should be told about how the tool was started.
     pub notices: Vec<String>,
-    /// The session's cgroup, which holds the tool and all it starts; `None`
-    /// where the node has no usable cgroup v2 hierarchy (then the tool's
-    /// process group is all that can be killed).
-    pub cgroup: Option<SessionCgroup>,
 }
 
 /// Whether `setns` accepts a pidfd and a namespace mask (Linux ≥ 5.8).
@@ -484,15 +542,23 @@ pub fn spawn(
         what: "pidfd",
         source,
     })?;
-    Ok(Spawned {
+    let tool = Tool {
         pid: tool,
+        pidfd: pidfd.try_clone().map_err(|source| NsenterError::Setup {
+            what: "pidfd",
+            source,
+        })?,
+        cgroup,
+        reaped: false,
+    };
+    Ok(Spawned {
+        tool,
         pidfd,
         stdin,
         stdout,
         stderr,
         pty: pty_master,
         notices,
-        cgroup,
     })
 }
 
@@ -567,6 +633,35 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(existing_kinds(present, present, false).unwrap(), (present, None));
+    }
+
+    /// Needs root (setns), as the end-to-end tests do.
+    #[tokio::test]
+    async fn a_tool_dropped_before_its_session_is_killed_and_reaped() {
+        let me = std::process::id() as i32;
+        let resolver = crate::resolve::Resolver::new(me, None, None);
+        let resolved = resolver.resolve(&crate::resolve::Target::Pid(me)).await.unwrap();
+        let pinned = crate::resolve::pin(&resolved).unwrap();
+        let req = Request {
+            namespaces: [NsKind::Net].into_iter().collect(),
+            argv: vec!["sleep".into(), "100".into()],
+            env: BTreeMap::new(),
+            workdir: None,
+            tty: false,
+            stdin: false,
+            mount_proc: false,
+            all: false,
+            window: None,
+        };
+        let spawner = Spawner::start().unwrap();
+        let spawned = spawn(&pinned, &req, Node::probe(me).unwrap(), &spawner, None)
+            .expect("spawn sleep (this test needs root)");
+        let proc_dir = std::path::PathBuf::from(format!("/proc/{}", spawned.tool.pid));
+        assert!(proc_dir.exists());
+        // As when the request is cancelled while the tool is being spawned.
+        drop(spawned);
+        // Neither running nor a zombie: a zombie keeps its /proc entry.
+        assert!(!proc_dir.exists(), "{} is still there", proc_dir.display());
     }
 
     #[test]

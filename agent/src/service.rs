@@ -270,7 +270,7 @@ impl Agent for AgentService {
         };
         let started = ExecResponse {
             msg: Some(Out::Started(Started {
-                pid: spawned.pid,
+                pid: spawned.tool.pid,
                 target_pid: resolved.pid,
                 notices: spawned.notices.clone(),
             })),
@@ -279,7 +279,7 @@ impl Agent for AgentService {
         let shutdown = self.shutdown.clone();
         let max_age = self.max_age;
         tokio::spawn(async move {
-            let tool_pid = spawned.pid;
+            let tool_pid = spawned.tool.pid;
             let s = session::run(spawned, inbound, tx, shutdown, max_age).await;
             let (exit_code, signal) = match s.end {
                 End::Exited(ExitStatus::Code(c)) => (Some(c), None),

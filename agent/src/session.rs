@@ -10,16 +10,14 @@ use bytes::{Bytes, BytesMut};
 use kns_proto::agent::exec_request::Msg as In;
 use kns_proto::agent::exec_response::Msg as Out;
 use kns_proto::agent::{ExecRequest, ExecResponse, Exited, exited};
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
-use crate::cgroup::SessionCgroup;
-use crate::nsenter::Spawned;
+use crate::nsenter::{Spawned, Tool};
 use crate::pty;
 use crate::sys::{self, ExitStatus};
 
@@ -166,39 +164,20 @@ fn feed(fd: OwnedFd) -> (mpsc::Sender<Bytes>, JoinHandle<()>) {
     (tx, task)
 }
 
-fn signal_group(pid: i32, sig: Signal) {
-    match killpg(Pid::from_raw(pid), sig) {
-        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-        Err(e) => tracing::warn!(pid, ?sig, error = %e, "cannot signal the tool's process group"),
-    }
-}
-
-/// Kills everything the session started: its cgroup where it has one (which
-/// also holds what left the tool's process group), and the process group.
-fn kill_all(pid: i32, cgroup: Option<&SessionCgroup>) {
-    if let Some(cg) = cgroup
-        && let Err(e) = cg.kill()
-    {
-        tracing::warn!(pid, error = %e, "cannot kill the session's cgroup");
-    }
-    signal_group(pid, Signal::SIGKILL);
-}
-
 /// Kills everything of the session, then reaps the tool. Killing first,
 /// while the unreaped tool still holds its PID, means the group ID cannot
 /// have been reused by then.
-async fn kill_and_reap(
-    pid: i32,
-    cgroup: Option<&SessionCgroup>,
-    exit: &AsyncFd<OwnedFd>,
-) -> Option<ExitStatus> {
-    kill_all(pid, cgroup);
+async fn kill_and_reap(tool: &mut Tool, exit: &AsyncFd<OwnedFd>) -> Option<ExitStatus> {
+    tool.kill_all();
     loop {
         let Ok(mut guard) = exit.readable().await else {
             return None;
         };
         match sys::try_reap_pidfd(exit.get_ref()) {
-            Ok(Some(s)) => return Some(s),
+            Ok(Some(s)) => {
+                tool.set_reaped();
+                return Some(s);
+            }
             Ok(None) => guard.clear_ready(),
             Err(_) => return None,
         }
@@ -218,9 +197,8 @@ where
     S: Stream<Item = Result<ExecRequest, Status>> + Unpin,
 {
     let started = Instant::now();
-    let pid = spawned.pid;
-    // Dropped last: removing the cgroup kills whatever is still in it.
-    let cgroup = spawned.cgroup;
+    let mut tool = spawned.tool;
+    let pid = tool.pid;
     let out = pump(spawned.stdout, tx.clone(), Out::Stdout);
     let err = spawned.stderr.map(|fd| pump(fd, tx.clone(), Out::Stderr));
     let (mut stdin_tx, stdin_task) = match spawned.stdin {
@@ -234,7 +212,7 @@ where
         Ok(e) => e,
         Err(e) => {
             tracing::error!(pid, error = %e, "cannot watch the tool's pidfd");
-            kill_all(pid, cgroup.as_ref());
+            tool.kill_all();
             return Summary {
                 end: End::ClientGone,
                 duration: started.elapsed(),
@@ -277,10 +255,13 @@ where
                 // The tool is a zombie now: kill what it left in its group
                 // before reaping, then reap.
                 if matches!(sys::try_reap_pidfd_peek(exit.get_ref()), Ok(true)) {
-                    kill_all(pid, cgroup.as_ref());
+                    tool.kill_all();
                 }
                 match sys::try_reap_pidfd(exit.get_ref()) {
-                    Ok(Some(s)) => break End::Exited(s),
+                    Ok(Some(s)) => {
+                        tool.set_reaped();
+                        break End::Exited(s);
+                    }
                     Ok(None) => guard.clear_ready(),
                     Err(e) => {
                         tracing::error!(pid, error = %e, "cannot reap the tool");
@@ -306,7 +287,7 @@ where
                         }
                     }
                     In::Signal(n) => match Signal::try_from(n) {
-                        Ok(sig) => signal_group(pid, sig),
+                        Ok(sig) => tool.signal_group(sig),
                         Err(_) => tracing::warn!(pid, signal = n, "ignoring unknown signal number"),
                     },
                     In::Start(_) => tracing::warn!(pid, "ignoring a second start message"),
@@ -362,7 +343,7 @@ where
         other => other,
     };
 
-    kill_and_reap(pid, cgroup.as_ref(), &exit).await;
+    kill_and_reap(&mut tool, &exit).await;
     out.abort();
     if let Some(e) = err {
         e.abort();

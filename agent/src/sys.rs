@@ -37,6 +37,29 @@ pub fn try_reap_pidfd(pidfd: &OwnedFd) -> io::Result<Option<ExitStatus>> {
     waitid_pidfd(pidfd, 0)
 }
 
+/// Waits for the child behind `pidfd` to exit and reaps it.
+pub fn reap_pidfd(pidfd: &OwnedFd) -> io::Result<()> {
+    loop {
+        // SAFETY: siginfo_t is plain data; all-zero is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid, writable siginfo_t; the fd is owned
+        // and open for the duration of the call.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED,
+            )
+        };
+        match rc {
+            0 => return Ok(()),
+            _ if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
+            _ => return Err(io::Error::last_os_error()),
+        }
+    }
+}
+
 /// Whether the child behind `pidfd` has exited, leaving it unreaped (so its
 /// PID, and the process group named after it, stay reserved).
 pub fn try_reap_pidfd_peek(pidfd: &OwnedFd) -> io::Result<bool> {
