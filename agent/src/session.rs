@@ -4,6 +4,8 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -31,8 +33,10 @@ const CHUNK: usize = 1024 * 1024;
 /// still arrive; past it, reading pauses and HTTP/2 flow control holds the
 /// client back.
 const STDIN_BACKLOG: usize = 4 << 20;
-/// After the tool exits, how long output from what it left may still drain.
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// After the tool exits, its remaining output drains for as long as the
+/// client keeps taking it; only this long without any progress ends the
+/// wait, and the client is then told that output was lost.
+const DRAIN_STALL: Duration = Duration::from_secs(30);
 
 pub type Reply = Result<ExecResponse, Status>;
 
@@ -95,8 +99,14 @@ async fn write_all(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
 }
 
 /// Copies an output fd into the reply stream until end of file or until
-/// the client is gone; returns the bytes moved.
-fn pump(fd: OwnedFd, tx: mpsc::Sender<Reply>, wrap: fn(Bytes) -> Out) -> JoinHandle<u64> {
+/// the client is gone; returns the bytes moved. `progress` counts the
+/// messages the client has taken.
+fn pump(
+    fd: OwnedFd,
+    tx: mpsc::Sender<Reply>,
+    wrap: fn(Bytes) -> Out,
+    progress: Arc<AtomicU64>,
+) -> JoinHandle<u64> {
     tokio::spawn(async move {
         let Ok(fd) = sys::async_fd(fd) else { return 0 };
         let mut total = 0u64;
@@ -143,6 +153,7 @@ fn pump(fd: OwnedFd, tx: mpsc::Sender<Reply>, wrap: fn(Bytes) -> Out) -> JoinHan
             if tx.send(Ok(msg)).await.is_err() {
                 break;
             }
+            progress.fetch_add(1, Ordering::Relaxed);
         }
         total
     })
@@ -199,8 +210,11 @@ where
     let started = Instant::now();
     let mut tool = spawned.tool;
     let pid = tool.pid;
-    let out = pump(spawned.stdout, tx.clone(), Out::Stdout);
-    let err = spawned.stderr.map(|fd| pump(fd, tx.clone(), Out::Stderr));
+    let progress = Arc::new(AtomicU64::new(0));
+    let mut out = pump(spawned.stdout, tx.clone(), Out::Stdout, progress.clone());
+    let mut err = spawned
+        .stderr
+        .map(|fd| pump(fd, tx.clone(), Out::Stderr, progress.clone()));
     let (mut stdin_tx, stdin_task) = match spawned.stdin {
         Some(fd) => {
             let (t, task) = feed(fd);
@@ -308,27 +322,53 @@ where
     let end = match end {
         End::Exited(s) => {
             // Output still in the pipes belongs before the exit status.
-            let drained = tokio::time::timeout(DRAIN_GRACE, async {
-                let o = out.await.unwrap_or(0);
-                let e = match err {
+            let mut drain = std::pin::pin!(async {
+                let o = (&mut out).await.unwrap_or(0);
+                let e = match &mut err {
                     Some(e) => e.await.unwrap_or(0),
                     None => 0,
                 };
                 (o, e)
-            })
-            .await;
+            });
+            let mut seen = progress.load(Ordering::Relaxed);
+            let drained = loop {
+                tokio::select! {
+                    d = &mut drain => break Some(d),
+                    _ = tokio::time::sleep(DRAIN_STALL) => {
+                        let now = progress.load(Ordering::Relaxed);
+                        if now == seen {
+                            break None;
+                        }
+                        seen = now;
+                    }
+                }
+            };
             let (bytes_out, bytes_err) = drained.unwrap_or_default();
-            let status = match s {
-                ExitStatus::Code(c) => exited::Status::Code(c),
-                ExitStatus::Signal(n) => exited::Status::Signal(n),
+            let reply = if drained.is_some() {
+                let status = match s {
+                    ExitStatus::Code(c) => exited::Status::Code(c),
+                    ExitStatus::Signal(n) => exited::Status::Signal(n),
+                };
+                Ok(ExecResponse {
+                    msg: Some(Out::Exited(Exited {
+                        status: Some(status),
+                        error: String::new(),
+                    })),
+                })
+            } else {
+                out.abort();
+                if let Some(e) = &err {
+                    e.abort();
+                }
+                // Never an exit status after a cut stream: the client must
+                // not take a truncated output for a complete one.
+                Err(Status::data_loss(format!(
+                    "the tool exited ({s:?}), but the client took none of its remaining output for {} s; \
+                     the rest was dropped",
+                    DRAIN_STALL.as_secs()
+                )))
             };
-            let msg = ExecResponse {
-                msg: Some(Out::Exited(Exited {
-                    status: Some(status),
-                    error: String::new(),
-                })),
-            };
-            let _ = tx.send(Ok(msg)).await;
+            let _ = tx.send(reply).await;
             if let Some(t) = stdin_task {
                 t.abort();
             }
