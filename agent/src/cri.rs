@@ -27,6 +27,24 @@ pub const WELL_KNOWN_ENDPOINTS: &[&str] = &[
 
 /// How long a runtime has to answer before it counts as absent.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Every other call's deadline: a runtime that hangs (it happens under
+/// heavy load) must not hang the session, which then falls back to
+/// finding the container by its cgroup.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `call`, failing as UNAVAILABLE when the runtime gives no answer in time.
+async fn deadline<T>(
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(tonic::Status::unavailable(format!(
+                "no answer within {} s",
+                CALL_TIMEOUT.as_secs()
+            )))
+        })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CriError {
@@ -136,12 +154,11 @@ impl Cri {
     /// process when `id` names a sandbox.
     pub async fn container_pid(&self, id: &str) -> Result<ContainerPid, CriError> {
         let mut client = self.client.clone();
-        let resp = client
-            .container_status(ContainerStatusRequest {
-                container_id: id.to_owned(),
-                verbose: true,
-            })
-            .await;
+        let resp = deadline(client.container_status(ContainerStatusRequest {
+            container_id: id.to_owned(),
+            verbose: true,
+        }))
+        .await;
         let resp = match resp {
             Ok(r) => r.into_inner(),
             Err(s) if s.code() == tonic::Code::NotFound => return self.sandbox_pid(id).await,
@@ -174,20 +191,19 @@ impl Cri {
 
     async fn sandbox_pid(&self, id: &str) -> Result<ContainerPid, CriError> {
         let mut client = self.client.clone();
-        let resp = client
-            .pod_sandbox_status(PodSandboxStatusRequest {
-                pod_sandbox_id: id.to_owned(),
-                verbose: true,
-            })
-            .await
-            .map_err(|s| match s.code() {
-                tonic::Code::NotFound => CriError::NotFound {
-                    id: id.to_owned(),
-                    endpoint: self.endpoint.clone(),
-                },
-                _ => self.call_error(s),
-            })?
-            .into_inner();
+        let resp = deadline(client.pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_owned(),
+            verbose: true,
+        }))
+        .await
+        .map_err(|s| match s.code() {
+            tonic::Code::NotFound => CriError::NotFound {
+                id: id.to_owned(),
+                endpoint: self.endpoint.clone(),
+            },
+            _ => self.call_error(s),
+        })?
+        .into_inner();
         let status = resp.status.unwrap_or_default();
         let full_id = if status.id.is_empty() {
             id.to_owned()

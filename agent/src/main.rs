@@ -12,7 +12,7 @@ use kns_agent::cri::Cri;
 use kns_agent::nsenter::Node;
 use kns_agent::resolve::Resolver;
 use kns_agent::server::{self, Listen};
-use kns_agent::service::AgentService;
+use kns_agent::service::{AgentService, Limits};
 use kns_agent::spawner::Spawner;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -58,6 +58,13 @@ struct Args {
         default_value_t = 0
     )]
     max_session_age: u64,
+
+    /// At most this many sessions at once; more are refused with
+    /// RESOURCE_EXHAUSTED naming this limit. Each session holds a few MiB
+    /// of buffers and a process tree on the node.
+    #[arg(long, env = "KNS_MAX_SESSIONS", value_name = "N", default_value_t = 128,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_sessions: u32,
 
     /// Log format.
     #[arg(long, env = "KNS_LOG_FORMAT", value_enum, default_value = "text")]
@@ -118,14 +125,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let resolver = Resolver::new(node.pid, args.cri_endpoint.clone(), cri);
     let (stop_tx, stop_rx) = watch::channel(false);
     let spawner = Spawner::start().context("cannot start the spawner thread")?;
-    let max_age = (args.max_session_age > 0).then(|| Duration::from_secs(args.max_session_age));
+    let limits = Limits {
+        max_age: (args.max_session_age > 0).then(|| Duration::from_secs(args.max_session_age)),
+        max_sessions: args.max_sessions,
+    };
     let service = AgentService::new(
         resolver,
         node,
         stop_rx.clone(),
         spawner,
         session_cgroups(),
-        max_age,
+        limits,
     );
 
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -172,7 +182,13 @@ fn session_cgroups() -> Option<Sessions> {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_tracing(args.log_format);
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    // Blocking threads open pidfds, make cgroups and wait for forks: a few
+    // per starting session, bounded so a burst cannot make hundreds.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(32)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kubectl-ns-agent: cannot start the runtime: {e}");

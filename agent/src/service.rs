@@ -96,6 +96,15 @@ impl From<AgentError> for Status {
     }
 }
 
+/// What the agent allows a session.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// End sessions after this long.
+    pub max_age: Option<std::time::Duration>,
+    /// Sessions at once.
+    pub max_sessions: u32,
+}
+
 /// The agent service.
 #[derive(Debug, Clone)]
 pub struct AgentService {
@@ -107,7 +116,9 @@ pub struct AgentService {
     /// Where sessions' cgroups are made; `None` without a cgroup v2
     /// hierarchy.
     cgroups: Option<Arc<Sessions>>,
-    max_age: Option<std::time::Duration>,
+    limits: Limits,
+    /// One permit per running session.
+    running: Arc<tokio::sync::Semaphore>,
 }
 
 impl AgentService {
@@ -117,7 +128,7 @@ impl AgentService {
         shutdown: watch::Receiver<bool>,
         spawner: Spawner,
         cgroups: Option<Sessions>,
-        max_age: Option<std::time::Duration>,
+        limits: Limits,
     ) -> Self {
         AgentService {
             resolver,
@@ -126,7 +137,8 @@ impl AgentService {
             sessions: Arc::new(AtomicU64::new(0)),
             spawner: Arc::new(spawner),
             cgroups: cgroups.map(Arc::new),
-            max_age,
+            running: Arc::new(tokio::sync::Semaphore::new(limits.max_sessions as usize)),
+            limits,
         }
     }
 }
@@ -234,6 +246,14 @@ impl Agent for AgentService {
             }
         };
         let (target, req) = validate(start)?;
+        let permit = self.running.clone().try_acquire_owned().map_err(|_| {
+            tracing::warn!(limit = self.limits.max_sessions, %target, "session refused: the agent's session limit is reached");
+            Status::resource_exhausted(format!(
+                "the agent on this node already runs {} sessions, its limit (--max-sessions, KNS_MAX_SESSIONS): \
+                 retry when some have ended",
+                self.limits.max_sessions
+            ))
+        })?;
         let resolved = self.resolver.resolve(&target).await.map_err(AgentError::from)?;
         let node = self.node;
         let spawn_req = req.clone();
@@ -277,8 +297,10 @@ impl Agent for AgentService {
         };
         let _ = tx.send(Ok(started)).await;
         let shutdown = self.shutdown.clone();
-        let max_age = self.max_age;
+        let max_age = self.limits.max_age;
         tokio::spawn(async move {
+            // Held until the session has ended and its processes are gone.
+            let _permit = permit;
             let tool_pid = spawned.tool.pid;
             let s = session::run(spawned, inbound, tx, shutdown, max_age).await;
             let (exit_code, signal) = match s.end {
