@@ -239,3 +239,58 @@ fn a_session_past_the_maximum_age_is_ended_with_a_message() {
     );
     assert!(marked(net, "5050").is_empty());
 }
+
+#[test]
+fn a_thousand_children_all_die_with_the_session() {
+    require_root();
+    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
+    let net = ns_inode(t.pid, "net");
+    let agent = Agent::start(None);
+    let mut client = start_script(
+        &agent,
+        &t,
+        "i=0; while [ $i -lt 1000 ]; do setsid sleep 6262 & i=$((i+1)); done; wait",
+        "6262",
+        1000,
+    );
+    client.kill().unwrap();
+    client.wait().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || marked(net, "6262").is_empty()),
+        "{} processes left",
+        marked(net, "6262").len()
+    );
+}
+
+#[test]
+fn a_target_that_dies_mid_session_ends_it_with_the_tools_status() {
+    require_root();
+    // The tool is in the target's PID namespace, whose init is the target:
+    // when it dies the kernel kills every process in the namespace.
+    let t = NsProcess::spawn(&["--pid", "--mount-proc"], "exec sleep 1000");
+    let agent = Agent::start(None);
+    let client = bins::exec_command(&agent.addr(), &t.target(), &["-p"], &["sleep", "6363"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tool_up = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x006363\x00"))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), tool_up),
+        "the tool never started"
+    );
+    drop(t);
+    let o = client.wait_with_output().unwrap();
+    // 128 + SIGKILL.
+    assert_eq!(
+        o.status.code(),
+        Some(137),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
