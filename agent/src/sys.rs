@@ -34,28 +34,15 @@ pub enum ExitStatus {
 
 /// Reaps the child behind `pidfd` without blocking; `None` while it runs.
 pub fn try_reap_pidfd(pidfd: &OwnedFd) -> io::Result<Option<ExitStatus>> {
-    waitid_pidfd(pidfd, 0)
+    waitid_pidfd(pidfd, libc::WEXITED | libc::WNOHANG)
 }
 
 /// Waits for the child behind `pidfd` to exit and reaps it.
 pub fn reap_pidfd(pidfd: &OwnedFd) -> io::Result<()> {
     loop {
-        // SAFETY: siginfo_t is plain data; all-zero is a valid value.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `info` is a valid, writable siginfo_t; the fd is owned
-        // and open for the duration of the call.
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PIDFD,
-                pidfd.as_raw_fd() as libc::id_t,
-                &mut info,
-                libc::WEXITED,
-            )
-        };
-        match rc {
-            0 => return Ok(()),
-            _ if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
-            _ => return Err(io::Error::last_os_error()),
+        match waitid_pidfd(pidfd, libc::WEXITED) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r.map(drop),
         }
     }
 }
@@ -63,22 +50,17 @@ pub fn reap_pidfd(pidfd: &OwnedFd) -> io::Result<()> {
 /// Whether the child behind `pidfd` has exited, leaving it unreaped (so its
 /// PID, and the process group named after it, stay reserved).
 pub fn try_reap_pidfd_peek(pidfd: &OwnedFd) -> io::Result<bool> {
-    Ok(waitid_pidfd(pidfd, libc::WNOWAIT)?.is_some())
+    Ok(waitid_pidfd(pidfd, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)?.is_some())
 }
 
-fn waitid_pidfd(pidfd: &OwnedFd, extra: c_int) -> io::Result<Option<ExitStatus>> {
+/// waitid(2) on a pidfd with `flags`; `None` when WNOHANG found the child
+/// still running.
+fn waitid_pidfd(pidfd: &OwnedFd, flags: c_int) -> io::Result<Option<ExitStatus>> {
     // SAFETY: siginfo_t is plain data; all-zero is a valid value.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     // SAFETY: `info` is a valid, writable siginfo_t; the fd is owned and
     // open for the duration of the call.
-    let rc = unsafe {
-        libc::waitid(
-            libc::P_PIDFD,
-            pidfd.as_raw_fd() as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | extra,
-        )
-    };
+    let rc = unsafe { libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, flags) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use kns_tests::agent::Agent;
 use kns_tests::bins;
 use kns_tests::target::NsProcess;
-use kns_tests::{ns_inode, pids_in_ns, require_root, wait_until};
+use kns_tests::{ns_inode, pids_in_ns, require_root, running, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -24,6 +24,13 @@ fn marked(net_inode: u64, mark: &str) -> Vec<i32> {
         .into_iter()
         .filter(|p| comm_args(*p).contains(mark))
         .collect()
+}
+
+/// Fails unless every process marked `mark` in the namespace is gone within
+/// a few seconds, naming those left.
+fn assert_none_left(net: u64, mark: &str, what: &str) {
+    let gone = wait_until(Duration::from_secs(10), || marked(net, mark).is_empty());
+    assert!(gone, "{what}: {:?}", marked(net, mark));
 }
 
 fn start_session(agent: &Agent, target: i32, mark: &str) -> std::process::Child {
@@ -53,11 +60,7 @@ fn killing_the_client_kills_the_remote_process_group() {
     );
     client.kill().unwrap(); // SIGKILL
     client.wait().unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || marked(net, "4242").is_empty()),
-        "processes left in the target: {:?}",
-        marked(net, "4242")
-    );
+    assert_none_left(net, "4242", "processes left in the target");
     assert!(
         wait_until(Duration::from_secs(5), || agent.logs().contains("ClientGone")),
         "{}",
@@ -99,10 +102,7 @@ fn exiting_tool_takes_its_background_children_along() {
         &["sh", "-c", "sleep 4444 & echo started"],
     );
     assert!(o.status.success());
-    assert!(
-        wait_until(Duration::from_secs(5), || marked(net, "4444").is_empty()),
-        "a background child outlived the session"
-    );
+    assert_none_left(net, "4444", "a background child outlived the session");
 }
 
 /// Starts `sh -c SCRIPT` in the target's network namespace and waits until
@@ -140,11 +140,7 @@ fn killing_the_client_kills_what_left_the_process_group() {
     );
     client.kill().unwrap();
     client.wait().unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || marked(net, "4545").is_empty()),
-        "escaped the session: {:?}",
-        marked(net, "4545")
-    );
+    assert_none_left(net, "4545", "escaped the session");
     assert!(
         wait_until(Duration::from_secs(5), || agent.cgroup.sessions().is_empty()),
         "session cgroups left: {:?}",
@@ -167,11 +163,7 @@ fn a_daemon_the_tool_started_dies_when_the_tool_exits() {
         &["sh", "-c", "(setsid sleep 4646 &) ; echo started"],
     );
     assert!(o.status.success(), "{}", bins::stderr(&o));
-    assert!(
-        wait_until(Duration::from_secs(5), || marked(net, "4646").is_empty()),
-        "a daemon outlived the session: {:?}",
-        marked(net, "4646")
-    );
+    assert_none_left(net, "4646", "a daemon outlived the session");
 }
 
 #[test]
@@ -192,11 +184,7 @@ fn an_agent_killed_with_sigkill_leaves_nothing_once_restarted() {
     let _ = client.kill();
     let _ = client.wait();
     agent.launch();
-    assert!(
-        wait_until(Duration::from_secs(5), || marked(net, "4747").is_empty()),
-        "left behind after the restart: {:?}",
-        marked(net, "4747")
-    );
+    assert_none_left(net, "4747", "left behind after the restart");
     assert!(agent.logs().contains("previous run"), "{}", agent.logs());
     assert!(
         agent.cgroup.sessions().is_empty(),
@@ -255,11 +243,7 @@ fn a_thousand_children_all_die_with_the_session() {
     );
     client.kill().unwrap();
     client.wait().unwrap();
-    assert!(
-        wait_until(Duration::from_secs(10), || marked(net, "6262").is_empty()),
-        "{} processes left",
-        marked(net, "6262").len()
-    );
+    assert_none_left(net, "6262", "processes left");
 }
 
 #[test]
@@ -274,14 +258,8 @@ fn a_target_that_dies_mid_session_ends_it_with_the_tools_status() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let tool_up = || {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x006363\x00"))
-    };
     assert!(
-        wait_until(Duration::from_secs(10), tool_up),
+        wait_until(Duration::from_secs(10), || running(&["sleep", "6363"])),
         "the tool never started"
     );
     drop(t);

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use kns_tests::agent::Agent;
-use kns_tests::{bins, require_root, wait_until};
+use kns_tests::{bins, require_root, running, wait_until};
 
 #[test]
 fn sessions_over_the_limit_are_refused_by_name() {
@@ -16,14 +16,8 @@ fn sessions_over_the_limit_are_refused_by_name() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let running = || {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x005151\x00"))
-    };
     assert!(
-        wait_until(Duration::from_secs(10), running),
+        wait_until(Duration::from_secs(10), || running(&["sleep", "5151"])),
         "the first session never started"
     );
     let o = bins::exec(&agent.addr(), "node", &["-n"], &["true"]);
