@@ -150,8 +150,7 @@ impl Resolver {
         let id_owned = id.to_owned();
         tokio::task::spawn_blocking(move || cri::pid_from_cgroups(&id_owned))
             .await
-            .ok()
-            .flatten()
+            .unwrap_or(Ok(None))?
             .ok_or_else(|| ResolveError::ContainerNotFound {
                 id: id.to_owned(),
                 cri: cri_err.to_string(),

@@ -26,8 +26,9 @@ pub const AGENT_PORT: u16 = 7469;
 /// chose the target's UTS namespace and the target has this one.
 pub const SANDBOX_HOSTNAME: &str = "kns-agent-pod";
 
-/// The agent's own cgroup in the unified hierarchy, like a container's;
-/// everything in it is killed and it is removed on drop.
+/// A cgroup in the unified hierarchy, like a container's (the agent's own,
+/// or a stand-in container's); everything in it is killed and it is
+/// removed on drop.
 #[derive(Debug)]
 pub struct AgentCgroup {
     pub dir: PathBuf,
@@ -38,6 +39,12 @@ pub struct AgentCgroup {
 impl AgentCgroup {
     fn new() -> AgentCgroup {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        AgentCgroup::named(&format!("kns-test-agent-{}-{n}", std::process::id()))
+    }
+
+    /// A cgroup of that name at the top of the unified hierarchy.
+    pub fn named(name: &str) -> AgentCgroup {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
         let mount = mountinfo
             .lines()
@@ -47,8 +54,7 @@ impl AgentCgroup {
                     .then(|| pre.split_whitespace().nth(4).map(PathBuf::from))?
             })
             .expect("no cgroup v2 hierarchy is mounted: the agent's session cgroups need one");
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = mount.join(format!("kns-test-agent-{}-{n}", std::process::id()));
+        let dir = mount.join(name);
         std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
         AgentCgroup { dir, mount }
     }
