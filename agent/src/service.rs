@@ -71,6 +71,7 @@ impl From<AgentError> for Status {
                 ResolveError::ContainerNotFound { .. } | ResolveError::Cri(CriError::NotFound { .. }) => {
                     tonic::Code::NotFound
                 }
+                ResolveError::Cri(CriError::Ambiguous { .. }) => tonic::Code::InvalidArgument,
                 ResolveError::Cri(CriError::Unavailable { .. } | CriError::NoRuntime { .. }) => {
                     tonic::Code::Unavailable
                 }
@@ -145,8 +146,11 @@ impl AgentService {
 
 fn target_of(t: Option<kns_proto::agent::Target>) -> Result<Target, AgentError> {
     match t.and_then(|t| t.kind) {
-        Some(Kind::ContainerId(id)) if !id.trim().is_empty() => Ok(Target::Container(id.trim().to_owned())),
-        Some(Kind::ContainerId(_)) => Err(AgentError::BadRequest("empty container ID".into())),
+        Some(Kind::ContainerId(id)) => {
+            let id = id.trim();
+            crate::cri::check_id(id).map_err(AgentError::BadRequest)?;
+            Ok(Target::Container(id.to_owned()))
+        }
         Some(Kind::Pid(p)) => Ok(Target::Pid(p)),
         Some(Kind::Node(_)) => Ok(Target::Node),
         None => Err(AgentError::BadRequest(
@@ -185,6 +189,15 @@ fn validate(start: ExecStart) -> Result<(Target, nsenter::Request), AgentError> 
     }
     if req.namespaces.is_empty() {
         return Err(NsenterError::NoNamespace.into());
+    }
+    let strings = req
+        .argv
+        .iter()
+        .chain(req.env.keys())
+        .chain(req.env.values())
+        .chain(&req.workdir);
+    if strings.into_iter().any(|s| s.contains('\0')) {
+        return Err(NsenterError::Nul.into());
     }
     Ok((target, req))
 }
@@ -382,7 +395,21 @@ mod tests {
                 target: None,
                 ..start(vec![Pb::Net], &["true"])
             },
-        ] {
+            start(vec![Pb::Net, Pb::Unspecified], &["true"]),
+            ExecStart {
+                namespaces: vec![99],
+                ..start(vec![], &["true"])
+            },
+        ]
+        .into_iter()
+        .chain(
+            ["", "../../etc", "abcd/x", "abc", &"a".repeat(65)].map(|id| ExecStart {
+                target: Some(kns_proto::agent::Target {
+                    kind: Some(Kind::ContainerId(id.to_owned())),
+                }),
+                ..start(vec![Pb::Net], &["true"])
+            }),
+        ) {
             let status: Status = validate(s).unwrap_err().into();
             assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
         }
@@ -430,6 +457,46 @@ mod tests {
         ];
         for (e, code) in cases {
             assert_eq!(Status::from(e).code(), code);
+        }
+    }
+
+    fn any_target() -> impl proptest::strategy::Strategy<Value = Option<kns_proto::agent::Target>> {
+        use proptest::prelude::*;
+        proptest::option::of(prop_oneof![
+            "\\PC{0,70}".prop_map(Kind::ContainerId),
+            any::<i32>().prop_map(Kind::Pid),
+            Just(Kind::Node(kns_proto::agent::Node {})),
+        ])
+        .prop_map(|kind| Some(kns_proto::agent::Target { kind }))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Whatever a client sends, validation answers with a typed request
+        /// or an argument error, and what it lets through is well formed.
+        #[test]
+        fn any_start_message_is_validated_or_refused(
+            target in any_target(),
+            namespaces in proptest::collection::vec(-2i32..12, 0..10),
+            argv in proptest::collection::vec("\\PC{0,8}|\\x00", 0..4),
+            workdir in "\\PC{0,8}",
+            tty: bool, stdin: bool, all: bool,
+        ) {
+            let start = ExecStart { target, namespaces, argv, workdir, tty, stdin, all, ..Default::default() };
+            match validate(start) {
+                Ok((target, req)) => {
+                    proptest::prop_assert!(!req.namespaces.is_empty());
+                    proptest::prop_assert!(!req.argv[0].is_empty());
+                    proptest::prop_assert!(req.argv.iter().all(|a| !a.contains('\0')));
+                    if let Target::Container(id) = target {
+                        proptest::prop_assert!(crate::cri::check_id(&id).is_ok());
+                    }
+                }
+                Err(e) => {
+                    proptest::prop_assert_eq!(Status::from(e).code(), tonic::Code::InvalidArgument);
+                }
+            }
         }
     }
 }
