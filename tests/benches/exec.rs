@@ -10,7 +10,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kns_tests::agent::{Agent, free_port};
+use kns_tests::agent::Agent;
 use kns_tests::bins;
 use kns_tests::containerd::{Lab, PodSpec};
 use kns_tests::kubeapi::{FakeApi, agent_pod, running_pod};
@@ -289,8 +289,7 @@ fn kubernetes_path(plugin: &std::path::Path, runs: usize, latency: Duration) {
     let pod = lab
         .run_pod(&PodSpec::httpd("bench-web", 8199))
         .expect("bench pod");
-    let port = free_port();
-    let _agent = Agent::start_tcp(Some(lab.socket.to_str().unwrap()), port);
+    let agent = Agent::start_tcp(Some(lab.socket.to_str().unwrap()));
     let api = FakeApi::start();
     api.add_node("bench-node");
     api.add_pod(running_pod(
@@ -300,11 +299,7 @@ fn kubernetes_path(plugin: &std::path::Path, runs: usize, latency: Duration) {
         &[("app", &pod.container_id)],
     ));
     api.add_pod(agent_pod("kubectl-ns-agent-b", "bench-node"));
-    api.forward(
-        "kubectl-ns-system",
-        "kubectl-ns-agent-b",
-        format!("127.0.0.1:{port}").parse().unwrap(),
-    );
+    api.forward("kubectl-ns-system", "kubectl-ns-agent-b", agent.pid());
     api.set_latency(latency);
     let kc = api.kubeconfig_arg();
     let cache = api.cache_dir();

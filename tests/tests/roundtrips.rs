@@ -8,11 +8,12 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::PodCondition;
-use kns_tests::agent::{Agent, free_port};
+use kns_tests::agent::Agent;
 use kns_tests::bins::{plugin, stderr};
 use kns_tests::containerd::{Lab, PodSpec};
 use kns_tests::kubeapi::{FakeApi, agent_pod, running_pod};
 use kns_tests::require_root;
+use kns_tests::target::NsProcess;
 
 const NODE: &str = "rt-node";
 const AGENT_NS: &str = "kubectl-ns-system";
@@ -20,8 +21,7 @@ const AGENT_NS: &str = "kubectl-ns-system";
 struct Cluster {
     api: FakeApi,
     pod: String,
-    agent_port: u16,
-    _agent: Agent,
+    agent: Agent,
     _lab: std::sync::Arc<Lab>,
 }
 
@@ -30,27 +30,25 @@ struct Cluster {
 fn cluster(pod: &str, port: u16) -> Cluster {
     let lab = Lab::shared();
     let p = lab.run_pod(&PodSpec::httpd(pod, port)).unwrap();
-    let agent_port = free_port();
-    let agent = Agent::start_tcp(Some(lab.socket.to_str().unwrap()), agent_port);
+    let agent = Agent::start_tcp(Some(lab.socket.to_str().unwrap()));
     let api = FakeApi::start();
     api.add_node(NODE);
     api.add_pod(running_pod("default", pod, NODE, &[("app", &p.container_id)]));
     let c = Cluster {
         api,
         pod: pod.to_owned(),
-        agent_port,
-        _agent: agent,
+        agent,
         _lab: lab,
     };
-    add_agent(&c, "agent-1", agent_port);
+    add_agent(&c, "agent-1", c.agent.pid());
     c
 }
 
-/// An agent pod on the node whose port-forward reaches `port`.
-fn add_agent(c: &Cluster, name: &str, port: u16) {
+/// An agent pod on the node whose port-forward reaches the network
+/// namespace of process `pid`.
+fn add_agent(c: &Cluster, name: &str, pid: i32) {
     c.api.add_pod(agent_pod(name, NODE));
-    c.api
-        .forward(AGENT_NS, name, format!("127.0.0.1:{port}").parse().unwrap());
+    c.api.forward(AGENT_NS, name, pid);
 }
 
 fn kubectl_ns(c: &Cluster, args: &[&str]) -> Output {
@@ -158,7 +156,7 @@ fn a_replaced_agent_pod_is_looked_up_again() {
     c.api.take_requests();
     // The DaemonSet replaced its pod: the cached one answers 404.
     c.api.remove_pod(AGENT_NS, "agent-1").unwrap();
-    add_agent(&c, "agent-2", c.agent_port);
+    add_agent(&c, "agent-2", c.agent.pid());
     let o = exec_true(&c);
     assert_eq!(
         requests(&c),
@@ -185,7 +183,9 @@ fn an_agent_that_does_not_answer_is_looked_up_again() {
     exec_true(&c);
     c.api.take_requests();
     // The cached pod still exists, but its agent restarts: not ready,
-    // nothing listens on its port. Another agent pod serves the node.
+    // nothing listens on its port (a network namespace of its own with no
+    // listener). Another agent pod serves the node.
+    let silent = NsProcess::spawn(&["--net"], "exec sleep 100000");
     let mut stale = c.api.remove_pod(AGENT_NS, "agent-1").unwrap();
     stale.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
         type_: "Ready".into(),
@@ -193,12 +193,8 @@ fn an_agent_that_does_not_answer_is_looked_up_again() {
         ..Default::default()
     }]);
     c.api.add_pod(stale);
-    c.api.forward(
-        AGENT_NS,
-        "agent-1",
-        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-    );
-    add_agent(&c, "agent-2", c.agent_port);
+    c.api.forward(AGENT_NS, "agent-1", silent.pid);
+    add_agent(&c, "agent-2", c.agent.pid());
     let o = exec_true(&c);
     assert_eq!(
         requests(&c),
@@ -214,7 +210,7 @@ fn an_agent_that_does_not_answer_is_looked_up_again() {
     // With no agent left to answer, the user hears why, not a gRPC error.
     c.api.remove_pod(AGENT_NS, "agent-1").unwrap();
     c.api.remove_pod(AGENT_NS, "agent-2").unwrap();
-    add_agent(&c, "agent-3", free_port());
+    add_agent(&c, "agent-3", silent.pid);
     let o = kubectl_ns(&c, &["exec", &c.pod, "-n", "--", "true"]);
     assert_eq!(o.status.code(), Some(255));
     let err = stderr(&o);
