@@ -128,6 +128,62 @@ pub fn from_remote(code: Option<i32>, signal: Option<i32>) -> u8 {
 mod tests {
     use super::*;
 
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Layer(&'static str, #[source] Option<Box<Layer>>);
+
+    #[test]
+    fn causes_are_chained_once_each() {
+        // A wrapper that prints its inner error and returns it as source.
+        let inner = Layer("Connection refused (os error 111)", None);
+        let wrapper = Layer("Connection refused (os error 111)", Some(Box::new(inner)));
+        let top = Layer("tcp connect error", Some(Box::new(wrapper)));
+        assert_eq!(chain(top), "tcp connect error: Connection refused (os error 111)");
+    }
+
+    #[test]
+    fn api_errors_say_the_servers_words() {
+        let status =
+            kube::core::Status::failure("etcdserver: request timed out", "InternalError").with_code(500);
+        let f = api_failure("cannot get pod default/web", kube::Error::Api(status.boxed()));
+        assert_eq!(f.code, FAILURE);
+        assert_eq!(
+            f.message,
+            "cannot get pod default/web: etcdserver: request timed out (500 InternalError)"
+        );
+        let status = kube::core::Status::failure("pods \"a\" is forbidden", "Forbidden").with_code(403);
+        let f = api_failure("cannot list pods", kube::Error::Api(status.boxed()));
+        assert!(
+            f.message.contains("Hint:") && f.message.contains("kubectl-ns-user"),
+            "{}",
+            f.message
+        );
+    }
+
+    #[test]
+    fn a_gone_agent_pod_is_told_from_other_port_forward_failures() {
+        let forward = |code| TransportError::Forward {
+            what: "cannot open a port-forward".into(),
+            source: kube::Error::Api(kube::core::Status::failure("x", "y").with_code(code).boxed()),
+        };
+        assert!(forward(404).agent_gone());
+        assert!(!forward(403).agent_gone(), "RBAC is not about the pod");
+        let silent = TransportError::NoAnswer {
+            ns: "kubectl-ns-system".into(),
+            pod: "agent-1".into(),
+            port: 7469,
+            reason: "connection refused".into(),
+        };
+        assert!(silent.agent_gone());
+        let f = Failure::from(silent);
+        assert!(
+            f.message
+                .contains("kubectl -n kubectl-ns-system describe pod agent-1"),
+            "{}",
+            f.message
+        );
+    }
+
     #[test]
     fn remote_status_maps_like_a_shell() {
         assert_eq!(from_remote(Some(0), None), 0);
