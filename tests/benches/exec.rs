@@ -194,12 +194,8 @@ fn main() {
                 .unwrap()
         })
         .collect();
-    // Wait until all 50 tools run (each session's sleep is a child of the agent).
-    let all_up = kns_tests::wait_until(Duration::from_secs(30), || {
-        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", agent.pid()))
-            .map(|c| c.split_whitespace().count() >= 50)
-            .unwrap_or(false)
-    });
+    // Wait until all 50 sessions run (each has a cgroup of its own).
+    let all_up = kns_tests::wait_until(Duration::from_secs(30), || agent.cgroup.sessions().len() >= 50);
     assert!(all_up, "50 sessions did not start");
     let busy = rss_kib(agent.pid());
     for s in &mut sessions {
