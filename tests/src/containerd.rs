@@ -82,7 +82,8 @@ fn read_state(dir: &Path, name: &str) -> Option<String> {
         .map(|s| s.trim().to_owned())
 }
 
-fn channel(socket: &Path) -> Channel {
+/// A gRPC channel over the unix socket at `socket`, connected on first use.
+pub fn channel(socket: &Path) -> Channel {
     let socket = socket.to_owned();
     Endpoint::from_static("http://containerd.invalid").connect_with_connector_lazy(tower::service_fn(
         move |_: Uri| {
