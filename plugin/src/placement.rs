@@ -297,8 +297,10 @@ mod tests {
         ]);
         assert!(selects(&t, &node(&[("zone", "a")], None)));
         assert!(!selects(&t, &node(&[("zone", "a"), ("pool", "gpu")], None)));
-        let mut t = PodSpec::default();
-        t.node_selector = Some([(OS_LABEL.to_owned(), "linux".to_owned())].into());
+        let t = PodSpec {
+            node_selector: Some([(OS_LABEL.to_owned(), "linux".to_owned())].into()),
+            ..Default::default()
+        };
         assert!(
             unselected(&t, &node(&[(OS_LABEL, "windows")], None))
                 .unwrap()
