@@ -64,6 +64,9 @@ struct AgentPod {
     addr: String,
     /// `container/ID` of the pod the tests enter.
     target: String,
+    /// hostPath directories the runtime created for the pod (as on a node
+    /// without that runtime), removed afterwards, deepest first.
+    created: Vec<PathBuf>,
 }
 
 impl AgentPod {
@@ -89,6 +92,16 @@ impl AgentPod {
         let listen = manifest_listen(&pod.containers[0]);
         let addr = listen.replacen("tcp://", "http://", 1);
         let spec: PodSpec = kubelet::pod_spec(name, &pod, &pod.containers[0].name).unwrap();
+        let mut created: Vec<PathBuf> = spec
+            .mounts
+            .iter()
+            .flat_map(|(host, _, _)| {
+                host.ancestors()
+                    .take_while(|a| !a.exists())
+                    .map(Path::to_path_buf)
+            })
+            .collect();
+        created.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
         let log = lab.dir.join(format!("logs/{name}/app.log"));
         let p = lab
             .run_pod(&spec)
@@ -106,6 +119,7 @@ impl AgentPod {
             pid,
             addr,
             target: format!("container/{}", target.container_id),
+            created,
         }
     }
 
@@ -141,6 +155,10 @@ impl AgentPod {
 impl Drop for AgentPod {
     fn drop(&mut self) {
         let _ = self.lab.stop_container(&self.pod.container_id);
+        for d in &self.created {
+            // Only if still empty: nothing but this test put anything there.
+            let _ = std::fs::remove_dir(d);
+        }
     }
 }
 
