@@ -36,7 +36,8 @@ struct State {
     pods: Vec<Pod>,
     nodes: Vec<Node>,
     /// (namespace, pod) → where that pod's forwarded port really listens.
-    forwards: HashMap<(String, String), SocketAddr>,
+    /// Pod -> a process in its network namespace (the pod's sandbox).
+    forwards: HashMap<(String, String), i32>,
     /// Objects created by server-side apply, by their API path.
     objects: std::collections::BTreeMap<String, Value>,
     /// Every request line seen, for assertions.
@@ -653,7 +654,7 @@ async fn portforward(
         .forwards
         .get(&(ns.to_owned(), name.to_owned()))
         .copied();
-    let Some(target) = target else {
+    let Some(netns) = target else {
         return status(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -699,7 +700,7 @@ async fn portforward(
             return;
         };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        bridge(ws, port, target).await;
+        bridge(ws, port, netns).await;
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -711,8 +712,28 @@ async fn portforward(
         .expect("response")
 }
 
-/// Bridges one forwarded port (channels 0 and 1) to a TCP address.
-async fn bridge<S>(ws: WebSocketStream<S>, port: u16, target: SocketAddr)
+/// Connects to 127.0.0.1:`port` inside the network namespace of process
+/// `pid`, as the kubelet's port-forward does for a pod: on a thread of its
+/// own, which joins that namespace and ends, so no other task's sockets are
+/// made there.
+async fn connect_in_netns(pid: i32, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let r = (|| -> std::io::Result<std::net::TcpStream> {
+            let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            let s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        })();
+        let _ = tx.send(r);
+    });
+    let std = rx.await.map_err(std::io::Error::other)??;
+    tokio::net::TcpStream::from_std(std)
+}
+
+/// Bridges one forwarded port (channels 0 and 1) to the pod's loopback.
+async fn bridge<S>(ws: WebSocketStream<S>, port: u16, netns: i32)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -725,7 +746,7 @@ where
     }
     // Go's net package, which the API server and kubelet are built on, sets
     // TCP_NODELAY on every connection; so does the fake.
-    let tcp = match tokio::net::TcpStream::connect(target).await {
+    let tcp = match connect_in_netns(netns, port).await {
         Ok(t) => {
             let _ = t.set_nodelay(true);
             t
@@ -915,13 +936,14 @@ impl FakeApi {
         self.state.lock().expect("state").user_only = on;
     }
 
-    /// Port-forwards to pod `ns/name` reach `target`.
-    pub fn forward(&self, ns: &str, name: &str, target: SocketAddr) {
+    /// Port-forwards to pod `ns/name` reach the requested port on the
+    /// loopback of the network namespace process `pid` is in: the pod's.
+    pub fn forward(&self, ns: &str, name: &str, pid: i32) {
         self.state
             .lock()
             .expect("state")
             .forwards
-            .insert((ns.to_owned(), name.to_owned()), target);
+            .insert((ns.to_owned(), name.to_owned()), pid);
     }
 
     /// Makes port-forward requests fail with 403, as without RBAC.

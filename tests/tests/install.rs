@@ -4,7 +4,7 @@
 //! from the agents themselves, and uninstall takes back only what kubectl-ns
 //! created.
 
-use kns_tests::agent::{Agent, free_port};
+use kns_tests::agent::Agent;
 use kns_tests::bins::{kns, stderr, stdout};
 use kns_tests::kubeapi::{AgentFailure, FakeApi};
 use kns_tests::require_root;
@@ -38,15 +38,9 @@ fn install_status_uninstall() {
     api.add_node_with("node-arm", "linux", "arm64", true);
     // One real agent answers for the DaemonSet's pods on both nodes: its
     // Version RPC is where `status` and `version` take versions from.
-    let port = free_port();
-    let _agent = Agent::start_tcp(None, port);
+    let agent = Agent::start_tcp(None);
     for n in ["node-a", "node-b"] {
-        let pod = format!("kubectl-ns-agent-{n}");
-        api.forward(
-            "kubectl-ns-system",
-            &pod,
-            format!("127.0.0.1:{port}").parse().unwrap(),
-        );
+        api.forward("kubectl-ns-system", &format!("kubectl-ns-agent-{n}"), agent.pid());
     }
 
     let o = run(&api, &["status"]);

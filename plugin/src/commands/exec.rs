@@ -76,6 +76,7 @@ fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Failure> {
         tty,
         stdin: args.stdin || tty,
         no_mount_proc: args.no_mount_proc,
+        all: args.ns.all,
         window: if tty {
             terminal::size().map(|(rows, cols)| WindowSize { rows, cols })
         } else {
@@ -208,7 +209,14 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
                         };
                         return Ok(exit::from_remote(code, signal));
                     }
-                    Some(Out::Started(_)) | None => {}
+                    Some(Out::Started(s)) => {
+                        // A raw terminal does not turn \n into \r\n.
+                        let eol = if raw.is_some() { "\r\n" } else { "\n" };
+                        for n in s.notices {
+                            eprint!("kubectl-ns: note: {n}{eol}");
+                        }
+                    }
+                    None => {}
                 },
                 Ok(None) => {
                     return Err(Failure::own("the agent ended the session without an exit status"));
