@@ -202,6 +202,9 @@ fn agent_image_runs_as_the_daemonset_runs_it() {
     assert_eq!(out.lines().count(), 3, "{out}");
     let o = agent.exec(&["-m"], &["ss"]);
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    // Namespaces not chosen are the node's, not the agent pod's.
+    let node = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_eq!(ok(&agent.exec(&["-p"], &["hostname"])).trim(), node);
 
     let probe = manifest_pod().containers[0]
         .readiness_probe
