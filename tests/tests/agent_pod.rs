@@ -205,6 +205,12 @@ fn agent_image_runs_as_the_daemonset_runs_it() {
     // Namespaces not chosen are the node's, not the agent pod's.
     let node = nix::unistd::gethostname().unwrap().into_string().unwrap();
     assert_eq!(ok(&agent.exec(&["-p"], &["hostname"])).trim(), node);
+    // The node's interfaces: the lab's bridge exists only there (the other
+    // test adds pods meanwhile, so the lists are not compared whole).
+    let out = ok(&agent.exec(&["-p"], &["ip", "-br", "link"]));
+    assert!(out.contains(&lab.bridge()), "{out}");
+    // The agent's own listener is out of the tools' reach.
+    assert!(!ok(&agent.exec(&["-p"], &["ss", "-lnt"])).contains("127.0.0.1:7469"));
 
     let probe = manifest_pod().containers[0]
         .readiness_probe
