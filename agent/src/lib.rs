@@ -13,4 +13,3 @@ pub mod server;
 pub mod service;
 pub mod session;
 pub mod sys;
-pub mod uds;
