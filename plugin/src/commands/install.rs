@@ -114,7 +114,7 @@ pub async fn install(args: InstallArgs) -> Result<u8, Failure> {
         && !args.no_wait
     {
         let api = Api::<DaemonSet>::namespaced(c.clone(), &args.kube.agent_namespace);
-        wait_rollout(&api, &name, Duration::from_secs(args.timeout)).await?;
+        wait_rollout(&api, &name, args.timeout).await?;
     }
     println!(
         "kubectl-ns agent {image} installed in namespace {}",
