@@ -27,6 +27,24 @@ pub const WELL_KNOWN_ENDPOINTS: &[&str] = &[
 
 /// How long a runtime has to answer before it counts as absent.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Every other call's deadline: a runtime that hangs (it happens under
+/// heavy load) must not hang the session, which then falls back to
+/// finding the container by its cgroup.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `call`, failing as UNAVAILABLE when the runtime gives no answer in time.
+async fn deadline<T>(
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(tonic::Status::unavailable(format!(
+                "no answer within {} s",
+                CALL_TIMEOUT.as_secs()
+            )))
+        })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CriError {
@@ -50,6 +68,8 @@ pub enum CriError {
         "the runtime's status for {id} carries no pid (is it a VM-sandboxed runtime such as kata or gVisor?)"
     )]
     NoPid { id: String },
+    #[error("container ID prefix {id} is ambiguous: it starts {}; give more of the ID", candidates.join(", "))]
+    Ambiguous { id: String, candidates: Vec<String> },
     #[error("the CRI runtime at {endpoint} failed: {source}")]
     Call {
         endpoint: String,
@@ -136,12 +156,11 @@ impl Cri {
     /// process when `id` names a sandbox.
     pub async fn container_pid(&self, id: &str) -> Result<ContainerPid, CriError> {
         let mut client = self.client.clone();
-        let resp = client
-            .container_status(ContainerStatusRequest {
-                container_id: id.to_owned(),
-                verbose: true,
-            })
-            .await;
+        let resp = deadline(client.container_status(ContainerStatusRequest {
+            container_id: id.to_owned(),
+            verbose: true,
+        }))
+        .await;
         let resp = match resp {
             Ok(r) => r.into_inner(),
             Err(s) if s.code() == tonic::Code::NotFound => return self.sandbox_pid(id).await,
@@ -174,20 +193,19 @@ impl Cri {
 
     async fn sandbox_pid(&self, id: &str) -> Result<ContainerPid, CriError> {
         let mut client = self.client.clone();
-        let resp = client
-            .pod_sandbox_status(PodSandboxStatusRequest {
-                pod_sandbox_id: id.to_owned(),
-                verbose: true,
-            })
-            .await
-            .map_err(|s| match s.code() {
-                tonic::Code::NotFound => CriError::NotFound {
-                    id: id.to_owned(),
-                    endpoint: self.endpoint.clone(),
-                },
-                _ => self.call_error(s),
-            })?
-            .into_inner();
+        let resp = deadline(client.pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_owned(),
+            verbose: true,
+        }))
+        .await
+        .map_err(|s| match s.code() {
+            tonic::Code::NotFound => CriError::NotFound {
+                id: id.to_owned(),
+                endpoint: self.endpoint.clone(),
+            },
+            _ => self.call_error(s),
+        })?
+        .into_inner();
         let status = resp.status.unwrap_or_default();
         let full_id = if status.id.is_empty() {
             id.to_owned()
@@ -247,31 +265,63 @@ pub fn pid_from_info(info: &HashMap<String, String>) -> Option<i32> {
         .or_else(|| top.trim().parse().ok().filter(|p| *p > 0))
 }
 
+/// The length of a full container ID (containerd, CRI-O and Docker alike):
+/// a SHA-256 in hex.
+pub const FULL_ID_LEN: usize = 64;
+/// The shortest container ID prefix taken: shorter ones match too much to
+/// be meant.
+pub const MIN_ID_PREFIX: usize = 4;
+
+/// Checks a container ID or prefix a client sent: hex digits only (so never
+/// a path), between [`MIN_ID_PREFIX`] and [`FULL_ID_LEN`] of them.
+pub fn check_id(id: &str) -> Result<(), String> {
+    if !id.chars().all(|c| c.is_ascii_hexdigit()) || id.len() > FULL_ID_LEN {
+        return Err(format!(
+            "`{id}` is not a container ID: expected up to {FULL_ID_LEN} hex digits, as `crictl ps` shows"
+        ));
+    }
+    if id.len() < MIN_ID_PREFIX {
+        return Err(format!(
+            "container ID prefix `{id}` is too short: give at least {MIN_ID_PREFIX} hex digits"
+        ));
+    }
+    Ok(())
+}
+
 /// Finds a container's init process without a runtime: the process whose
 /// cgroup names the container ID and whose parent's does not (the parent
-/// is the runtime's shim). Among several, the oldest.
-pub fn pid_from_cgroups(id: &str) -> Option<ContainerPid> {
-    let in_container = |pid: i32| procfs::cgroup(pid).is_ok_and(|c| cgroup_names(&c, id));
-    let mut found: Vec<(u64, i32)> = procfs::pids()
-        .ok()?
+/// is the runtime's shim). Among several, the oldest. A prefix that names
+/// more than one container is an error listing them.
+pub fn pid_from_cgroups(id: &str) -> Result<Option<ContainerPid>, CriError> {
+    let full_id = |pid: i32| procfs::cgroup(pid).ok().and_then(|c| full_id_in(&c, id));
+    let mut found: Vec<(u64, i32, String)> = procfs::pids()
+        .unwrap_or_default()
         .into_iter()
-        .filter(|p| in_container(*p))
-        .filter_map(|p| procfs::stat(p).ok().map(|st| (p, st)))
-        .filter(|(_, st)| !in_container(st.ppid))
-        .map(|(p, st)| (st.start_time, p))
+        .filter_map(|p| Some((p, full_id(p)?)))
+        .filter_map(|(p, full)| procfs::stat(p).ok().map(|st| (p, st, full)))
+        .filter(|(_, st, full)| full_id(st.ppid).as_ref() != Some(full))
+        .map(|(p, st, full)| (st.start_time, p, full))
         .collect();
     found.sort();
-    let (_, pid) = *found.first()?;
-    let full = procfs::cgroup(pid)
-        .ok()
-        .and_then(|c| full_id_in(&c, id))
-        .unwrap_or_else(|| id.to_owned());
-    Some(ContainerPid { id: full, pid })
+    let mut ids: Vec<String> = found.iter().map(|(_, _, f)| f.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    if ids.len() > 1 {
+        return Err(CriError::Ambiguous {
+            id: id.to_owned(),
+            candidates: ids.iter().map(|f| f[..12].to_owned()).collect(),
+        });
+    }
+    Ok(found
+        .into_iter()
+        .next()
+        .map(|(_, pid, id)| ContainerPid { id, pid }))
 }
 
 /// Whether a /proc/PID/cgroup text names the container: some path component
-/// starts with the ID, or with a runtime's prefix and the ID (systemd
-/// driver: `cri-containerd-ID.scope`, `crio-ID.scope`, `docker-ID.scope`).
+/// is a full container ID starting with `id`, bare (cgroupfs driver) or in a
+/// runtime's scope (systemd driver: `cri-containerd-ID.scope`,
+/// `crio-ID.scope`, `docker-ID.scope`).
 pub fn cgroup_names(cgroup: &str, id: &str) -> bool {
     full_id_in(cgroup, id).is_some()
 }
@@ -288,7 +338,9 @@ fn full_id_in(cgroup: &str, id: &str) -> Option<String> {
             let c = c.strip_suffix(".scope").unwrap_or(c);
             c.rsplit_once('-').map_or(c, |(_, tail)| tail)
         })
-        .find(|c| c.starts_with(id) && c.chars().all(|ch| ch.is_ascii_hexdigit()))
+        // Whole IDs only: a pod's cgroup (pod<UID>) ends in a UID group of
+        // 12 hex digits, which a short prefix would otherwise match.
+        .find(|c| c.len() == FULL_ID_LEN && c.starts_with(id) && c.chars().all(|ch| ch.is_ascii_hexdigit()))
         .map(str::to_owned)
 }
 
@@ -344,5 +396,81 @@ mod tests {
         }
         assert!(!cgroup_names("0::/user.slice/session-3.scope\n", id));
         assert!(!cgroup_names(&cgroupfs, "ffff"));
+        // A pod UID's last group is hex, but not a container ID.
+        let pod = "12:pids:/kubepods/besteffort/pod8e2f1a3b-1c2d-4e5f-9a8b-0123456789ab\n";
+        assert!(!cgroup_names(pod, "0123"), "{pod}");
+        let systemd_pod =
+            "0::/kubepods.slice/kubepods-besteffort-pod8e2f1a3b_1c2d_4e5f_9a8b_0123456789ab.slice\n";
+        assert!(!cgroup_names(systemd_pod, "0123"));
+    }
+
+    #[test]
+    fn container_ids_are_hex_of_a_sane_length() {
+        assert!(check_id("4f1e").is_ok());
+        assert!(check_id(&"a".repeat(64)).is_ok());
+        for bad in ["../../etc", "4f1e/x", "abc", "", "xyz123", &"a".repeat(65)] {
+            assert!(check_id(bad).is_err(), "{bad}");
+        }
+        assert!(check_id("abc").unwrap_err().contains("too short"));
+        assert!(check_id("a/b/c/d").unwrap_err().contains("hex digits"));
+    }
+
+    /// Hostile runtime answers, kept as a fixed corpus: each must give a
+    /// clean "no pid" or a positive one, never a panic.
+    const HOSTILE_INFO: &[&str] = &[
+        r#"{"pid":-1}"#,
+        r#"{"pid":2147483648}"#,
+        r#"{"pid":1e400}"#,
+        r#"{"pid":"  42  "}"#,
+        r#"{"pid":[1]}"#,
+        r#"{"pid":{"pid":1}}"#,
+        r#"{"pid":null}"#,
+        r#"[{"pid":1}]"#,
+        r#""pid""#,
+        "{\"pid\":\0}",
+        r#"{"pid":1,"pid":2}"#,
+        "\u{feff}{\"pid\":7}",
+        "",
+    ];
+
+    #[test]
+    fn hostile_info_documents_never_panic() {
+        for doc in HOSTILE_INFO {
+            for key in ["info", "pid"] {
+                let got = pid_from_info(&info(&[(key, doc)]));
+                assert!(got.is_none_or(|p| p > 0), "{key}={doc:?} gave {got:?}");
+            }
+        }
+        assert_eq!(pid_from_info(&info(&[("info", r#"{"pid":"  42  "}"#)])), Some(42));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_info_map_gives_a_positive_pid_or_none(
+            m in proptest::collection::hash_map("(info|pid|[a-z]{0,5})", "\\PC{0,40}", 0..4),
+        ) {
+            proptest::prop_assert!(pid_from_info(&m).is_none_or(|p| p > 0));
+        }
+
+        #[test]
+        fn any_pid_value_in_a_json_document(v in proptest::prelude::any::<i64>(), quoted: bool) {
+            let doc = if quoted { format!(r#"{{"pid":"{v}"}}"#) } else { format!(r#"{{"pid":{v}}}"#) };
+            let want = (v > 0).then_some(v).and_then(|v| i32::try_from(v).ok());
+            proptest::prop_assert_eq!(pid_from_info(&info(&[("info", &doc)])), want);
+        }
+
+        #[test]
+        fn a_cgroup_match_is_always_a_full_id_with_the_prefix(
+            cgroup in "([0-9]{1,2}:[a-z,=]{0,12}:(/[-_.a-z0-9]{0,70}){0,5}\n){0,4}",
+            id in "[0-9a-f]{0,8}",
+        ) {
+            if let Some(full) = full_id_in(&cgroup, &id) {
+                proptest::prop_assert_eq!(full.len(), FULL_ID_LEN);
+                proptest::prop_assert!(full.starts_with(&id));
+                proptest::prop_assert!(full.chars().all(|c| c.is_ascii_hexdigit()));
+            }
+        }
     }
 }

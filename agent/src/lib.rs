@@ -3,6 +3,7 @@
 //! the node there, and streams its I/O over gRPC.
 #![deny(unsafe_code)]
 
+pub mod cgroup;
 pub mod cri;
 pub mod ns;
 pub mod nsenter;
@@ -12,4 +13,5 @@ pub mod resolve;
 pub mod server;
 pub mod service;
 pub mod session;
+pub mod spawner;
 pub mod sys;

@@ -3,14 +3,17 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use kns_agent::cgroup::Sessions;
 use kns_agent::cri::Cri;
 use kns_agent::nsenter::Node;
 use kns_agent::resolve::Resolver;
 use kns_agent::server::{self, Listen};
-use kns_agent::service::AgentService;
+use kns_agent::service::{AgentService, Limits};
+use kns_agent::spawner::Spawner;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -38,6 +41,30 @@ struct Args {
     /// its namespaces count as the host's. PID 1 with hostPID.
     #[arg(long, env = "KNS_NODE_PID", value_name = "PID", default_value_t = 1)]
     node_pid: i32,
+
+    /// Send an HTTP/2 ping to each client after this many idle seconds and
+    /// drop the connection, ending its sessions, when no answer comes within
+    /// as many again: a laptop gone to sleep or a cut link must not hold a
+    /// tool open in a pod forever. 0 turns it off.
+    #[arg(long, env = "KNS_KEEPALIVE", value_name = "SECONDS", default_value_t = 30)]
+    keepalive: u64,
+
+    /// End every session after this many seconds, whatever it does (the
+    /// client is told why). 0: no limit.
+    #[arg(
+        long,
+        env = "KNS_MAX_SESSION_AGE",
+        value_name = "SECONDS",
+        default_value_t = 0
+    )]
+    max_session_age: u64,
+
+    /// At most this many sessions at once; more are refused with
+    /// RESOURCE_EXHAUSTED naming this limit. Each session holds a few MiB
+    /// of buffers and a process tree on the node.
+    #[arg(long, env = "KNS_MAX_SESSIONS", value_name = "N", default_value_t = 128,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_sessions: u32,
 
     /// Log format.
     #[arg(long, env = "KNS_LOG_FORMAT", value_enum, default_value = "text")]
@@ -97,7 +124,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let resolver = Resolver::new(node.pid, args.cri_endpoint.clone(), cri);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let service = AgentService::new(resolver, node, stop_rx.clone());
+    let spawner = Spawner::start().context("cannot start the spawner thread")?;
+    let limits = Limits {
+        max_age: (args.max_session_age > 0).then(|| Duration::from_secs(args.max_session_age)),
+        max_sessions: args.max_sessions,
+    };
+    let service = AgentService::new(
+        resolver,
+        node,
+        stop_rx.clone(),
+        spawner,
+        session_cgroups(),
+        limits,
+    );
 
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -113,14 +152,43 @@ async fn run(args: Args) -> anyhow::Result<()> {
         node_pid = node.pid,
         "kubectl-ns-agent starting"
     );
-    server::serve(&args.listen, service, stop_rx).await?;
+    let keepalive = (args.keepalive > 0).then(|| Duration::from_secs(args.keepalive));
+    server::serve(&args.listen, service, stop_rx, keepalive).await?;
     Ok(())
+}
+
+/// The sessions' cgroups, after killing what a previous run of the agent
+/// left in them; `None`, with a warning, where they cannot be had.
+fn session_cgroups() -> Option<Sessions> {
+    let sessions = Sessions::open()
+        .inspect_err(|e| {
+            tracing::warn!(error = %e, "no session cgroups: a session's processes are found by process group only, \
+                so what a tool moves to its own session (setsid, daemons) can outlive it")
+        })
+        .ok()?;
+    match sessions.reap_leftovers() {
+        Ok((0, _)) => {}
+        Ok((n, procs)) => tracing::warn!(
+            sessions = n,
+            processes = procs,
+            "killed what sessions of a previous run of the agent left behind"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot clean up the sessions of a previous run"),
+    }
+    tracing::info!(cgroup = %sessions.dir().display(), "sessions each run in a cgroup of their own");
+    Some(sessions)
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     init_tracing(args.log_format);
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    // Blocking threads open pidfds, make cgroups and wait for forks: a few
+    // per starting session, bounded so a burst cannot make hundreds.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(32)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kubectl-ns-agent: cannot start the runtime: {e}");

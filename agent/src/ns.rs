@@ -1,51 +1,24 @@
-//! Namespace kinds and their identities.
+//! Namespace kinds, sets of them, and their identities.
+//!
+//! The kinds themselves, their order and their names are the proto's
+//! [`kns_proto::agent::Namespace`], shared with the plugin; this module adds
+//! what only the agent needs: the kernel's flags and /proc paths.
 
 use std::fmt;
 use std::path::PathBuf;
 
-use kns_proto::agent::Namespace as PbNamespace;
+pub use kns_proto::agent::Namespace as NsKind;
 
-/// A kind of Linux namespace, in the order nsenter(1) lists them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum NsKind {
-    Mnt,
-    Uts,
-    Ipc,
-    Net,
-    Pid,
-    User,
-    Cgroup,
-    Time,
+/// The kernel's side of a namespace kind.
+pub trait KernelNs {
+    /// The `CLONE_NEW*` flag setns(2) takes for this kind.
+    fn clone_flag(self) -> libc::c_int;
+    /// /proc/PID/ns/KIND.
+    fn path(self, pid: i32) -> PathBuf;
 }
 
-impl NsKind {
-    pub const ALL: [NsKind; 8] = [
-        NsKind::Mnt,
-        NsKind::Uts,
-        NsKind::Ipc,
-        NsKind::Net,
-        NsKind::Pid,
-        NsKind::User,
-        NsKind::Cgroup,
-        NsKind::Time,
-    ];
-
-    /// The file name under /proc/PID/ns.
-    pub fn proc_name(self) -> &'static str {
-        match self {
-            NsKind::Mnt => "mnt",
-            NsKind::Uts => "uts",
-            NsKind::Ipc => "ipc",
-            NsKind::Net => "net",
-            NsKind::Pid => "pid",
-            NsKind::User => "user",
-            NsKind::Cgroup => "cgroup",
-            NsKind::Time => "time",
-        }
-    }
-
-    /// The `CLONE_NEW*` flag setns(2) takes for this kind.
-    pub fn clone_flag(self) -> libc::c_int {
+impl KernelNs for NsKind {
+    fn clone_flag(self) -> libc::c_int {
         match self {
             NsKind::Mnt => libc::CLONE_NEWNS,
             NsKind::Uts => libc::CLONE_NEWUTS,
@@ -55,63 +28,45 @@ impl NsKind {
             NsKind::User => libc::CLONE_NEWUSER,
             NsKind::Cgroup => libc::CLONE_NEWCGROUP,
             NsKind::Time => libc::CLONE_NEWTIME,
+            NsKind::Unspecified => 0,
         }
     }
 
-    pub fn path(self, pid: i32) -> PathBuf {
+    fn path(self, pid: i32) -> PathBuf {
         PathBuf::from(format!("/proc/{pid}/ns/{}", self.proc_name()))
-    }
-
-    pub fn from_proto(v: i32) -> Option<NsKind> {
-        Some(match PbNamespace::try_from(v).ok()? {
-            PbNamespace::Unspecified => return None,
-            PbNamespace::Net => NsKind::Net,
-            PbNamespace::Pid => NsKind::Pid,
-            PbNamespace::Mnt => NsKind::Mnt,
-            PbNamespace::Uts => NsKind::Uts,
-            PbNamespace::Ipc => NsKind::Ipc,
-            PbNamespace::User => NsKind::User,
-            PbNamespace::Cgroup => NsKind::Cgroup,
-            PbNamespace::Time => NsKind::Time,
-        })
-    }
-
-    pub fn to_proto(self) -> PbNamespace {
-        match self {
-            NsKind::Net => PbNamespace::Net,
-            NsKind::Pid => PbNamespace::Pid,
-            NsKind::Mnt => PbNamespace::Mnt,
-            NsKind::Uts => PbNamespace::Uts,
-            NsKind::Ipc => PbNamespace::Ipc,
-            NsKind::User => PbNamespace::User,
-            NsKind::Cgroup => PbNamespace::Cgroup,
-            NsKind::Time => PbNamespace::Time,
-        }
     }
 }
 
-impl fmt::Display for NsKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.proc_name())
-    }
+/// The kind a request names; `None` for unknown values and the unspecified
+/// one, which a request must not use.
+pub fn kind_from_proto(v: i32) -> Option<NsKind> {
+    NsKind::try_from(v).ok().filter(|k| *k != NsKind::Unspecified)
 }
 
 /// A set of namespace kinds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NsSet(u8);
+pub struct NsSet(u16);
 
 impl NsSet {
+    /// Every kind.
+    pub fn all() -> NsSet {
+        NsKind::ALL.into_iter().collect()
+    }
     pub fn insert(&mut self, k: NsKind) {
-        self.0 |= 1 << k as u8;
+        self.0 |= 1 << k as u16;
     }
     pub fn remove(&mut self, k: NsKind) {
-        self.0 &= !(1 << k as u8);
+        self.0 &= !(1 << k as u16);
     }
     pub fn contains(self, k: NsKind) -> bool {
-        self.0 & (1 << k as u8) != 0
+        self.0 & (1 << k as u16) != 0
     }
     pub fn is_empty(self) -> bool {
         self.0 == 0
+    }
+    /// The kinds in `self` that are not in `other`.
+    pub fn without(self, other: NsSet) -> NsSet {
+        NsSet(self.0 & !other.0)
     }
     pub fn iter(self) -> impl Iterator<Item = NsKind> {
         NsKind::ALL.into_iter().filter(move |k| self.contains(*k))
@@ -157,9 +112,13 @@ mod tests {
         assert!(!s.contains(NsKind::Mnt));
         assert_eq!(s.clone_mask(), libc::CLONE_NEWNET | libc::CLONE_NEWPID);
         assert_eq!(s.to_string(), "net,pid");
+        assert_eq!(NsSet::all().without(s).iter().count(), 6);
+        assert!(!NsSet::all().without(s).contains(NsKind::Net));
         for k in NsKind::ALL {
-            assert_eq!(NsKind::from_proto(k.to_proto() as i32), Some(k));
+            assert_eq!(kind_from_proto(k as i32), Some(k));
+            assert_ne!(k.clone_flag(), 0);
         }
-        assert_eq!(NsKind::from_proto(0), None);
+        assert_eq!(kind_from_proto(0), None);
+        assert_eq!(kind_from_proto(99), None);
     }
 }

@@ -10,10 +10,12 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
-use crate::ns::{NsKind, NsSet};
+use crate::cgroup::SessionCgroup;
+use crate::ns::{KernelNs, NsKind, NsSet};
 use crate::procfs;
 use crate::pty;
 use crate::resolve::Pinned;
+use crate::spawner::Spawner;
 use crate::sys::{self, ChildPlan, Join, NsFile, SpawnOutcome, Stage};
 
 /// PATH for tools when the caller sets none: the usual system directories.
@@ -30,6 +32,10 @@ pub enum NsenterError {
     NoNamespace,
     #[error("the command or environment contains a NUL byte")]
     Nul,
+    #[error("this kernel has no {kinds} namespaces: drop the flag for them (-a enters the kinds that exist)")]
+    Unsupported { kinds: NsSet },
+    #[error(transparent)]
+    Proc(#[from] procfs::ProcError),
     #[error("cannot open {what} of process {pid}: {source}")]
     Open {
         what: String,
@@ -59,7 +65,10 @@ pub enum NsenterError {
 fn stage_message(stage: Stage, errno: i32, ns: &NsSet, pid: i32) -> String {
     let err = std::io::Error::from_raw_os_error(errno);
     match stage {
-        Stage::NodeMount => format!("cannot join the node's mount namespace: {err}"),
+        Stage::NodeJoin => format!(
+            "cannot join the node's namespaces [{ns}] (those of the node reference process {pid}, which \
+             stand for every kind not chosen): {err}"
+        ),
         Stage::Setns if errno == libc::ESRCH => {
             format!("process {pid} exited before its namespaces could be joined")
         }
@@ -71,6 +80,10 @@ fn stage_message(stage: Stage, errno: i32, ns: &NsSet, pid: i32) -> String {
         Stage::Fork => format!("cannot fork inside the target's namespaces: {err}"),
         Stage::MountProc => format!(
             "cannot mount a private /proc for the target's PID namespace: {err} (use --no-mount-proc to keep the node's /proc)"
+        ),
+        Stage::Ids => format!(
+            "cannot become root in the user namespace of process {pid}: {err} (does its uid/gid map \
+             map 0? `kubectl ns ls` shows the maps)"
         ),
         Stage::Workdir => format!("cannot change to the working directory: {err}"),
         Stage::Session | Stage::Stdio => format!("cannot set up the tool's terminal or stdio: {err}"),
@@ -88,39 +101,110 @@ pub struct Request {
     pub tty: bool,
     pub stdin: bool,
     pub mount_proc: bool,
+    /// Asked as -a: kinds the kernel lacks are skipped, not refused.
+    pub all: bool,
     pub window: Option<(u16, u16)>,
 }
 
-/// The node reference process: whose mount namespace provides the node's
-/// tools.
+/// The node reference process, whose namespaces are the node's: the tool
+/// gets them for every kind the user did not choose (nsenter's contract:
+/// what you choose is the target's, the rest is the host's), and its mount
+/// namespace gives the node's tools.
 #[derive(Debug, Clone, Copy)]
 pub struct Node {
     pub pid: i32,
-    /// Join the node's mount namespace? False when the agent already is in it.
-    pub join_mnt: bool,
+    /// The kinds in which the agent itself is not in the node's namespace.
+    /// In its pod (hostPID only) that is net, uts, ipc, mnt, and cgroup on
+    /// cgroup v2: a tool left in those would see the agent pod's interfaces,
+    /// hostname and loopback listener instead of the node's.
+    pub differs: NsSet,
 }
 
 impl Node {
-    /// Checks the node reference process can be read and whether the agent
-    /// shares its mount namespace.
+    /// Reads which of the node reference's namespaces the agent is not in,
+    /// and checks they can be opened, which entry needs.
     pub fn probe(pid: i32) -> Result<Node, procfs::ProcError> {
-        let shared = procfs::shares_ns_with_self(pid, NsKind::Mnt)?;
-        // Opening the file is what entry needs; check that too.
-        File::open(NsKind::Mnt.path(pid)).map_err(|source| procfs::ProcError::Read {
-            path: NsKind::Mnt.path(pid),
-            source,
-        })?;
-        Ok(Node {
-            pid,
-            join_mnt: !shared,
-        })
+        let mut differs = NsSet::default();
+        for k in NsKind::ALL {
+            if procfs::shares_ns_with_self(pid, k)? {
+                continue;
+            }
+            File::open(k.path(pid)).map_err(|source| procfs::ProcError::Read {
+                path: k.path(pid),
+                source,
+            })?;
+            differs.insert(k);
+        }
+        Ok(Node { pid, differs })
+    }
+}
+
+/// Everything a session started, owned: the tool (its PID stays reserved
+/// until it is reaped) and the session's cgroup. Dropped before the tool
+/// was reaped — a request cancelled while its tool was being spawned, a
+/// session that failed — it kills all of it and reaps the tool, so neither
+/// a process nor a zombie is left.
+#[derive(Debug)]
+pub struct Tool {
+    pub pid: i32,
+    pidfd: OwnedFd,
+    /// The session's cgroup, which holds the tool and all it starts; `None`
+    /// where the node has no usable cgroup v2 hierarchy (then the tool's
+    /// process group is all that can be killed).
+    cgroup: Option<SessionCgroup>,
+    reaped: bool,
+}
+
+impl Tool {
+    /// Signals the tool's process group; never once the tool is reaped,
+    /// when its PID, and so the group's ID, may be reused.
+    pub fn signal_group(&self, sig: nix::sys::signal::Signal) {
+        if self.reaped {
+            return;
+        }
+        match nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.pid), sig) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => {
+                tracing::warn!(pid = self.pid, ?sig, error = %e, "cannot signal the tool's process group")
+            }
+        }
+    }
+
+    /// Kills everything of the session: its cgroup (which also holds what
+    /// left the tool's process group) and the tool's process group.
+    pub fn kill_all(&self) {
+        if let Some(cg) = &self.cgroup
+            && let Err(e) = cg.kill()
+        {
+            tracing::warn!(pid = self.pid, error = %e, "cannot kill the session's cgroup");
+        }
+        self.signal_group(nix::sys::signal::Signal::SIGKILL);
+    }
+
+    /// Records that the tool was reaped.
+    pub fn set_reaped(&mut self) {
+        self.reaped = true;
+    }
+}
+
+impl Drop for Tool {
+    fn drop(&mut self) {
+        if self.reaped {
+            return;
+        }
+        self.kill_all();
+        let _ = sys::pidfd_send_signal(&self.pidfd, libc::SIGKILL);
+        if let Err(e) = sys::reap_pidfd(&self.pidfd) {
+            tracing::warn!(pid = self.pid, error = %e, "cannot reap an abandoned tool");
+        }
     }
 }
 
 /// A running tool, with the agent's ends of its stdio.
 #[derive(Debug)]
 pub struct Spawned {
-    pub pid: i32,
+    pub tool: Tool,
+    /// The tool's pidfd, for the session to watch it exit.
     pub pidfd: OwnedFd,
     /// Write end of stdin (or the PTY master), if stdin is forwarded.
     pub stdin: Option<OwnedFd>,
@@ -130,6 +214,8 @@ pub struct Spawned {
     pub stderr: Option<OwnedFd>,
     /// The PTY master, for resizing.
     pub pty: Option<OwnedFd>,
+    /// What the user should be told about how the tool was started.
+    pub notices: Vec<String>,
 }
 
 /// Whether `setns` accepts a pidfd and a namespace mask (Linux ≥ 5.8).
@@ -166,13 +252,11 @@ fn open_dir(pid: i32, what: &str) -> Result<OwnedFd, NsenterError> {
         })
 }
 
-fn join_for(target: &Pinned, set: NsSet, use_pidfd: bool) -> Result<Join, NsenterError> {
-    let pid = target.resolved.pid;
-    if set.is_empty() {
-        return Ok(Join::Files(Vec::new()));
-    }
-    if use_pidfd {
-        let pidfd = target.pidfd.try_clone().map_err(|source| NsenterError::Setup {
+/// How to join `set` of process `pid`'s namespaces: through its pidfd in
+/// one call where the kernel takes one, else one file per kind.
+fn join_for(pid: i32, pidfd: Option<&OwnedFd>, set: NsSet) -> Result<Join, NsenterError> {
+    if let Some(pidfd) = pidfd {
+        let pidfd = pidfd.try_clone().map_err(|source| NsenterError::Setup {
             what: "pidfd",
             source,
         })?;
@@ -184,7 +268,7 @@ fn join_for(target: &Pinned, set: NsSet, use_pidfd: bool) -> Result<Join, Nsente
     set.iter()
         .map(|k| {
             let fd = File::open(k.path(pid)).map_err(|source| NsenterError::Open {
-                what: format!("ns/{k}"),
+                what: format!("ns/{}", k.proc_name()),
                 pid,
                 source,
             })?;
@@ -196,6 +280,33 @@ fn join_for(target: &Pinned, set: NsSet, use_pidfd: bool) -> Result<Join, Nsente
         .collect::<Result<_, _>>()
         .map(Join::Files)
 }
+
+/// The chosen kinds this kernel has (`present`). With -a (`all`) the others
+/// are skipped with a notice naming them; asked for by name, they are an
+/// error rather than setns(2)'s bare EINVAL.
+fn existing_kinds(chosen: NsSet, present: NsSet, all: bool) -> Result<(NsSet, Option<String>), NsenterError> {
+    let missing = chosen.without(present);
+    if missing.is_empty() {
+        return Ok((chosen, None));
+    }
+    if !all {
+        return Err(NsenterError::Unsupported { kinds: missing });
+    }
+    let set = chosen.without(missing);
+    Ok((
+        set,
+        Some(format!(
+            "this kernel has no {missing} namespaces: entered [{set}], skipped [{missing}]"
+        )),
+    ))
+}
+
+/// Told when `-m` comes without `-p` and the target has its own PID
+/// namespace: its /proc is mounted for that namespace, where the tool
+/// (left in the node's) has no entry.
+const PROC_MISMATCH: &str = "-m without -p: the container's /proc belongs to its own PID namespace, \
+     where this tool does not exist (no /proc/self; ps lists the container's processes without the tool). \
+     Add -p to join that PID namespace too.";
 
 /// The environment: a minimal default, then the caller's.
 fn environment(req: &Request) -> BTreeMap<String, String> {
@@ -247,7 +358,13 @@ fn output_pipe() -> Result<(OwnedFd, OwnedFd), NsenterError> {
 
 /// Starts the tool. Blocking (it forks and waits for the exec): call it
 /// from a blocking thread.
-pub fn spawn(target: &Pinned, req: &Request, node: Node) -> Result<Spawned, NsenterError> {
+pub fn spawn(
+    target: &Pinned,
+    req: &Request,
+    node: Node,
+    spawner: &Spawner,
+    cgroup: Option<SessionCgroup>,
+) -> Result<Spawned, NsenterError> {
     if req.argv.is_empty() || req.argv[0].is_empty() {
         return Err(NsenterError::EmptyCommand);
     }
@@ -255,20 +372,30 @@ pub fn spawn(target: &Pinned, req: &Request, node: Node) -> Result<Spawned, Nsen
         return Err(NsenterError::NoNamespace);
     }
     let pid = target.resolved.pid;
-    let mut set = req.namespaces;
+    let mut notices = Vec::new();
+    let mut present = NsSet::default();
+    for k in req.namespaces.iter() {
+        if procfs::ns_id(pid, k)?.is_some() {
+            present.insert(k);
+        }
+    }
+    let (mut set, skipped) = existing_kinds(req.namespaces, present, req.all)?;
+    notices.extend(skipped);
+    // Every kind not chosen is the node's, also where the agent's own (its
+    // pod's) differs.
+    let node_set = node.differs.without(set);
     // setns(2) refuses to rejoin the caller's own user namespace (EINVAL);
     // being in it already is what was asked, so it is skipped.
-    let in_user_ns = || {
-        procfs::shares_ns_with_self(pid, NsKind::User).map_err(|e| NsenterError::Open {
-            what: "ns/user".into(),
-            pid,
-            source: std::io::Error::other(e.to_string()),
-        })
-    };
-    if set.contains(NsKind::User) && in_user_ns()? {
+    if set.contains(NsKind::User) && procfs::shares_ns_with_self(pid, NsKind::User)? {
         set.remove(NsKind::User);
     }
     let with_mnt = set.contains(NsKind::Mnt);
+    if with_mnt
+        && !set.contains(NsKind::Pid)
+        && procfs::ns_id(pid, NsKind::Pid)? != procfs::ns_id(node.pid, NsKind::Pid)?
+    {
+        notices.push(PROC_MISMATCH.to_owned());
+    }
     let mount_proc = req.mount_proc && set.contains(NsKind::Pid) && !with_mnt;
     // Mounting proc needs the agent's privileges, which joining the target's
     // user namespace gives up; so the user namespace then comes after.
@@ -278,22 +405,26 @@ pub fn spawn(target: &Pinned, req: &Request, node: Node) -> Result<Spawned, Nsen
         first.remove(NsKind::User);
     }
     let use_pidfd = pidfd_setns_supported();
-    let join = join_for(target, first, use_pidfd)?;
+    let target_pidfd = use_pidfd.then_some(&target.pidfd);
+    let join = join_for(pid, target_pidfd, first)?;
     let late_user = if late_user {
-        Some(join_for(target, [NsKind::User].into_iter().collect(), use_pidfd)?)
+        Some(join_for(pid, target_pidfd, [NsKind::User].into_iter().collect())?)
     } else {
         None
     };
-    let node_mnt = if !with_mnt && node.join_mnt {
-        Some(OwnedFd::from(File::open(NsKind::Mnt.path(node.pid)).map_err(
-            |source| NsenterError::Open {
-                what: "ns/mnt".into(),
+    let node_join = if node_set.is_empty() {
+        None
+    } else {
+        let node_pidfd = if use_pidfd {
+            Some(sys::pidfd_open(node.pid).map_err(|source| NsenterError::Open {
+                what: "pidfd".into(),
                 pid: node.pid,
                 source,
-            },
-        )?))
-    } else {
-        None
+            })?)
+        } else {
+            None
+        };
+        Some(join_for(node.pid, node_pidfd.as_ref(), node_set)?)
     };
     let (root, cwd) = if with_mnt {
         (Some(open_dir(pid, "root")?), Some(open_dir(pid, "cwd")?))
@@ -353,9 +484,10 @@ pub fn spawn(target: &Pinned, req: &Request, node: Node) -> Result<Spawned, Nsen
     };
 
     let plan = ChildPlan {
-        node_mnt,
+        node: node_join,
         join,
         late_user,
+        become_root: set.contains(NsKind::User),
         root,
         cwd,
         mount_proc,
@@ -365,8 +497,16 @@ pub fn spawn(target: &Pinned, req: &Request, node: Node) -> Result<Spawned, Nsen
         envp,
         stdio: child_stdio,
         tty: req.tty,
+        cgroup: cgroup
+            .as_ref()
+            .map(|c| c.fd().try_clone_to_owned())
+            .transpose()
+            .map_err(|source| NsenterError::Setup {
+                what: "session cgroup",
+                source,
+            })?,
     };
-    let outcome = sys::spawn(plan).map_err(|source| NsenterError::Setup {
+    let outcome = spawner.spawn(plan).map_err(|source| NsenterError::Setup {
         what: "process",
         source,
     })?;
@@ -377,6 +517,17 @@ pub fn spawn(target: &Pinned, req: &Request, node: Node) -> Result<Spawned, Nsen
             errno,
         } => {
             return Err(exec_error(&req.argv[0], errno, with_mnt));
+        }
+        SpawnOutcome::Failed {
+            stage: Stage::NodeJoin,
+            errno,
+        } => {
+            return Err(NsenterError::Child {
+                stage: Stage::NodeJoin,
+                errno,
+                namespaces: node_set,
+                pid: node.pid,
+            });
         }
         SpawnOutcome::Failed { stage, errno } => {
             return Err(NsenterError::Child {
@@ -391,13 +542,23 @@ pub fn spawn(target: &Pinned, req: &Request, node: Node) -> Result<Spawned, Nsen
         what: "pidfd",
         source,
     })?;
-    Ok(Spawned {
+    let tool = Tool {
         pid: tool,
+        pidfd: pidfd.try_clone().map_err(|source| NsenterError::Setup {
+            what: "pidfd",
+            source,
+        })?,
+        cgroup,
+        reaped: false,
+    };
+    Ok(Spawned {
+        tool,
         pidfd,
         stdin,
         stdout,
         stderr,
         pty: pty_master,
+        notices,
     })
 }
 
@@ -454,6 +615,56 @@ mod tests {
     }
 
     #[test]
+    fn kinds_the_kernel_lacks_are_skipped_with_all_and_refused_by_name() {
+        let time: NsSet = [NsKind::Time].into_iter().collect();
+        let all = NsSet::all();
+        let present = all.without(time);
+        let (set, notice) = existing_kinds(all, present, true).unwrap();
+        assert_eq!(set, present);
+        let notice = notice.unwrap();
+        assert!(
+            notice.contains("no time namespaces") && notice.contains("skipped [time]"),
+            "{notice}"
+        );
+        match existing_kinds(time, present, false) {
+            Err(e @ NsenterError::Unsupported { .. }) => {
+                assert!(e.to_string().contains("no time namespaces"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(existing_kinds(present, present, false).unwrap(), (present, None));
+    }
+
+    /// Needs root (setns), as the end-to-end tests do.
+    #[tokio::test]
+    async fn a_tool_dropped_before_its_session_is_killed_and_reaped() {
+        let me = std::process::id() as i32;
+        let resolver = crate::resolve::Resolver::new(me, None, None);
+        let resolved = resolver.resolve(&crate::resolve::Target::Pid(me)).await.unwrap();
+        let pinned = crate::resolve::pin(&resolved).unwrap();
+        let req = Request {
+            namespaces: [NsKind::Net].into_iter().collect(),
+            argv: vec!["sleep".into(), "100".into()],
+            env: BTreeMap::new(),
+            workdir: None,
+            tty: false,
+            stdin: false,
+            mount_proc: false,
+            all: false,
+            window: None,
+        };
+        let spawner = Spawner::start().unwrap();
+        let spawned = spawn(&pinned, &req, Node::probe(me).unwrap(), &spawner, None)
+            .expect("spawn sleep (this test needs root)");
+        let proc_dir = std::path::PathBuf::from(format!("/proc/{}", spawned.tool.pid));
+        assert!(proc_dir.exists());
+        // As when the request is cancelled while the tool is being spawned.
+        drop(spawned);
+        // Neither running nor a zombie: a zombie keeps its /proc entry.
+        assert!(!proc_dir.exists(), "{} is still there", proc_dir.display());
+    }
+
+    #[test]
     fn caller_env_overrides_defaults() {
         let req = Request {
             namespaces: NsSet::default(),
@@ -463,6 +674,7 @@ mod tests {
             tty: true,
             stdin: false,
             mount_proc: true,
+            all: false,
             window: None,
         };
         let env = environment(&req);

@@ -90,16 +90,22 @@ impl Resolver {
         self.node_pid
     }
 
-    /// The runtime in use, connecting (or detecting) on first need.
+    /// The runtime in use, connecting (or detecting) on first need. The
+    /// lock is not held while connecting, which can take seconds per socket:
+    /// other sessions keep resolving (by cgroup if need be) meanwhile.
     pub async fn cri(&self) -> Result<Cri, CriError> {
-        let mut guard = self.cri.lock().await;
-        if let Some(c) = &*guard {
+        if let Some(c) = &*self.cri.lock().await {
             return Ok(c.clone());
         }
         let c = match &self.explicit_endpoint {
             Some(ep) => Cri::connect(ep).await?,
             None => Cri::detect().await?,
         };
+        let mut guard = self.cri.lock().await;
+        if let Some(other) = &*guard {
+            // Another session connected meanwhile: one connection is enough.
+            return Ok(other.clone());
+        }
         tracing::info!(endpoint = c.endpoint(), runtime = %c.runtime, "connected to CRI runtime");
         *guard = Some(c.clone());
         Ok(c)
@@ -144,8 +150,7 @@ impl Resolver {
         let id_owned = id.to_owned();
         tokio::task::spawn_blocking(move || cri::pid_from_cgroups(&id_owned))
             .await
-            .ok()
-            .flatten()
+            .unwrap_or(Ok(None))?
             .ok_or_else(|| ResolveError::ContainerNotFound {
                 id: id.to_owned(),
                 cri: cri_err.to_string(),

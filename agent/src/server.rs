@@ -69,10 +69,13 @@ pub enum ServeError {
 /// Binds every listener first (so a bad address fails before anything is
 /// served), then serves until `shutdown` turns true. Sessions see the same
 /// signal and end themselves; the servers then drain for up to 5 s.
+/// `keepalive`: ping idle clients this often, and drop those that do not
+/// answer within as long again.
 pub async fn serve(
     listens: &[Listen],
     service: AgentService,
     shutdown: watch::Receiver<bool>,
+    keepalive: Option<Duration>,
 ) -> Result<(), ServeError> {
     enum Bound {
         Unix(UnixListener, PathBuf),
@@ -122,6 +125,8 @@ pub async fn serve(
             .initial_stream_window_size(Some(4 << 20))
             .initial_connection_window_size(Some(8 << 20))
             .max_frame_size(Some(1 << 20))
+            .http2_keepalive_interval(keepalive)
+            .http2_keepalive_timeout(keepalive)
             .add_service(health_svc.clone())
             .add_service(svc);
         tracing::info!(listen = %l, "serving");

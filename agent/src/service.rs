@@ -17,12 +17,14 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::cgroup::Sessions;
 use crate::cri::CriError;
-use crate::ns::{NsKind, NsSet};
+use crate::ns::{self, NsKind, NsSet};
 use crate::nsenter::{self, Node, NsenterError};
 use crate::procfs::{self, ProcError};
 use crate::resolve::{self, ResolveError, Resolver, Target};
 use crate::session::{self, End};
+use crate::spawner::Spawner;
 use crate::sys::ExitStatus;
 
 /// Every failure a request can meet.
@@ -30,6 +32,8 @@ use crate::sys::ExitStatus;
 pub enum AgentError {
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Resolve(#[from] ResolveError),
     #[error(transparent)]
@@ -59,6 +63,7 @@ impl From<AgentError> for Status {
         let msg = e.to_string();
         let code = match &e {
             AgentError::BadRequest(_) => tonic::Code::InvalidArgument,
+            AgentError::Internal(_) => tonic::Code::Internal,
             AgentError::Proc(p) => proc_code(p),
             AgentError::Resolve(r) => match r {
                 ResolveError::Proc(p) => proc_code(p),
@@ -66,6 +71,7 @@ impl From<AgentError> for Status {
                 ResolveError::ContainerNotFound { .. } | ResolveError::Cri(CriError::NotFound { .. }) => {
                     tonic::Code::NotFound
                 }
+                ResolveError::Cri(CriError::Ambiguous { .. }) => tonic::Code::InvalidArgument,
                 ResolveError::Cri(CriError::Unavailable { .. } | CriError::NoRuntime { .. }) => {
                     tonic::Code::Unavailable
                 }
@@ -80,6 +86,8 @@ impl From<AgentError> for Status {
                 NsenterError::EmptyCommand | NsenterError::NoNamespace | NsenterError::Nul => {
                     tonic::Code::InvalidArgument
                 }
+                NsenterError::Unsupported { .. } => tonic::Code::FailedPrecondition,
+                NsenterError::Proc(p) => proc_code(p),
                 NsenterError::Open { source, .. } | NsenterError::Setup { source, .. } => io_code(source),
                 NsenterError::Child { errno, .. } => io_code(&std::io::Error::from_raw_os_error(*errno)),
                 NsenterError::Exec { .. } => tonic::Code::FailedPrecondition,
@@ -89,6 +97,15 @@ impl From<AgentError> for Status {
     }
 }
 
+/// What the agent allows a session.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// End sessions after this long.
+    pub max_age: Option<std::time::Duration>,
+    /// Sessions at once.
+    pub max_sessions: u32,
+}
+
 /// The agent service.
 #[derive(Debug, Clone)]
 pub struct AgentService {
@@ -96,23 +113,44 @@ pub struct AgentService {
     node: Node,
     shutdown: watch::Receiver<bool>,
     sessions: Arc<AtomicU64>,
+    spawner: Arc<Spawner>,
+    /// Where sessions' cgroups are made; `None` without a cgroup v2
+    /// hierarchy.
+    cgroups: Option<Arc<Sessions>>,
+    limits: Limits,
+    /// One permit per running session.
+    running: Arc<tokio::sync::Semaphore>,
 }
 
 impl AgentService {
-    pub fn new(resolver: Arc<Resolver>, node: Node, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        resolver: Arc<Resolver>,
+        node: Node,
+        shutdown: watch::Receiver<bool>,
+        spawner: Spawner,
+        cgroups: Option<Sessions>,
+        limits: Limits,
+    ) -> Self {
         AgentService {
             resolver,
             node,
             shutdown,
             sessions: Arc::new(AtomicU64::new(0)),
+            spawner: Arc::new(spawner),
+            cgroups: cgroups.map(Arc::new),
+            running: Arc::new(tokio::sync::Semaphore::new(limits.max_sessions as usize)),
+            limits,
         }
     }
 }
 
 fn target_of(t: Option<kns_proto::agent::Target>) -> Result<Target, AgentError> {
     match t.and_then(|t| t.kind) {
-        Some(Kind::ContainerId(id)) if !id.trim().is_empty() => Ok(Target::Container(id.trim().to_owned())),
-        Some(Kind::ContainerId(_)) => Err(AgentError::BadRequest("empty container ID".into())),
+        Some(Kind::ContainerId(id)) => {
+            let id = id.trim();
+            crate::cri::check_id(id).map_err(AgentError::BadRequest)?;
+            Ok(Target::Container(id.to_owned()))
+        }
         Some(Kind::Pid(p)) => Ok(Target::Pid(p)),
         Some(Kind::Node(_)) => Ok(Target::Node),
         None => Err(AgentError::BadRequest(
@@ -127,7 +165,7 @@ fn validate(start: ExecStart) -> Result<(Target, nsenter::Request), AgentError> 
     let mut namespaces = NsSet::default();
     for n in start.namespaces {
         namespaces.insert(
-            NsKind::from_proto(n)
+            ns::kind_from_proto(n)
                 .ok_or_else(|| AgentError::BadRequest(format!("unknown namespace kind {n}")))?,
         );
     }
@@ -143,6 +181,7 @@ fn validate(start: ExecStart) -> Result<(Target, nsenter::Request), AgentError> 
         tty: start.tty,
         stdin: start.stdin,
         mount_proc: !start.no_mount_proc,
+        all: start.all,
         window,
     };
     if req.argv.first().is_none_or(|a| a.is_empty()) {
@@ -150,6 +189,15 @@ fn validate(start: ExecStart) -> Result<(Target, nsenter::Request), AgentError> 
     }
     if req.namespaces.is_empty() {
         return Err(NsenterError::NoNamespace.into());
+    }
+    let strings = req
+        .argv
+        .iter()
+        .chain(req.env.keys())
+        .chain(req.env.values())
+        .chain(&req.workdir);
+    if strings.into_iter().any(|s| s.contains('\0')) {
+        return Err(NsenterError::Nul.into());
     }
     Ok((target, req))
 }
@@ -178,7 +226,7 @@ fn process_info(pid: i32) -> Result<ProcessInfo, ProcError> {
     for k in NsKind::ALL {
         if let Some(id) = procfs::ns_id(pid, k)? {
             namespaces.push(NamespaceId {
-                kind: k.to_proto() as i32,
+                kind: k as i32,
                 inode: id.inode,
                 device: id.device,
             });
@@ -211,13 +259,28 @@ impl Agent for AgentService {
             }
         };
         let (target, req) = validate(start)?;
+        let permit = self.running.clone().try_acquire_owned().map_err(|_| {
+            tracing::warn!(limit = self.limits.max_sessions, %target, "session refused: the agent's session limit is reached");
+            Status::resource_exhausted(format!(
+                "the agent on this node already runs {} sessions, its limit (--max-sessions, KNS_MAX_SESSIONS): \
+                 retry when some have ended",
+                self.limits.max_sessions
+            ))
+        })?;
         let resolved = self.resolver.resolve(&target).await.map_err(AgentError::from)?;
         let node = self.node;
         let spawn_req = req.clone();
         let r = resolved.clone();
+        let session_id = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        let spawner = self.spawner.clone();
+        let cgroups = self.cgroups.clone();
         let spawned = tokio::task::spawn_blocking(move || -> Result<_, AgentError> {
             let pinned = resolve::pin(&r)?;
-            Ok(nsenter::spawn(&pinned, &spawn_req, node)?)
+            let cgroup = cgroups
+                .map(|c| c.create(session_id))
+                .transpose()
+                .map_err(|e| AgentError::Internal(format!("cannot make the session's cgroup: {e}")))?;
+            Ok(nsenter::spawn(&pinned, &spawn_req, node, &spawner, cgroup)?)
         })
         .await
         .map_err(|e| Status::internal(format!("spawn task failed: {e}")))?;
@@ -225,7 +288,6 @@ impl Agent for AgentService {
         // Few messages in flight per session: with chunks of up to 1 MiB
         // this bounds a session's buffered output to a few MiB.
         let (tx, rx) = mpsc::channel(4);
-        let session_id = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
         let spawned = match spawned {
             Ok(s) => s,
             Err(AgentError::Nsenter(NsenterError::Exec { code, message })) => {
@@ -241,15 +303,19 @@ impl Agent for AgentService {
         };
         let started = ExecResponse {
             msg: Some(Out::Started(Started {
-                pid: spawned.pid,
+                pid: spawned.tool.pid,
                 target_pid: resolved.pid,
+                notices: spawned.notices.clone(),
             })),
         };
         let _ = tx.send(Ok(started)).await;
         let shutdown = self.shutdown.clone();
+        let max_age = self.limits.max_age;
         tokio::spawn(async move {
-            let tool_pid = spawned.pid;
-            let s = session::run(spawned, inbound, tx, shutdown).await;
+            // Held until the session has ended and its processes are gone.
+            let _permit = permit;
+            let tool_pid = spawned.tool.pid;
+            let s = session::run(spawned, inbound, tx, shutdown, max_age).await;
             let (exit_code, signal) = match s.end {
                 End::Exited(ExitStatus::Code(c)) => (Some(c), None),
                 End::Exited(ExitStatus::Signal(n)) => (None, Some(n)),
@@ -329,7 +395,21 @@ mod tests {
                 target: None,
                 ..start(vec![Pb::Net], &["true"])
             },
-        ] {
+            start(vec![Pb::Net, Pb::Unspecified], &["true"]),
+            ExecStart {
+                namespaces: vec![99],
+                ..start(vec![], &["true"])
+            },
+        ]
+        .into_iter()
+        .chain(
+            ["", "../../etc", "abcd/x", "abc", &"a".repeat(65)].map(|id| ExecStart {
+                target: Some(kns_proto::agent::Target {
+                    kind: Some(Kind::ContainerId(id.to_owned())),
+                }),
+                ..start(vec![Pb::Net], &["true"])
+            }),
+        ) {
             let status: Status = validate(s).unwrap_err().into();
             assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
         }
@@ -377,6 +457,46 @@ mod tests {
         ];
         for (e, code) in cases {
             assert_eq!(Status::from(e).code(), code);
+        }
+    }
+
+    fn any_target() -> impl proptest::strategy::Strategy<Value = Option<kns_proto::agent::Target>> {
+        use proptest::prelude::*;
+        proptest::option::of(prop_oneof![
+            "\\PC{0,70}".prop_map(Kind::ContainerId),
+            any::<i32>().prop_map(Kind::Pid),
+            Just(Kind::Node(kns_proto::agent::Node {})),
+        ])
+        .prop_map(|kind| Some(kns_proto::agent::Target { kind }))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Whatever a client sends, validation answers with a typed request
+        /// or an argument error, and what it lets through is well formed.
+        #[test]
+        fn any_start_message_is_validated_or_refused(
+            target in any_target(),
+            namespaces in proptest::collection::vec(-2i32..12, 0..10),
+            argv in proptest::collection::vec("\\PC{0,8}|\\x00", 0..4),
+            workdir in "\\PC{0,8}",
+            tty: bool, stdin: bool, all: bool,
+        ) {
+            let start = ExecStart { target, namespaces, argv, workdir, tty, stdin, all, ..Default::default() };
+            match validate(start) {
+                Ok((target, req)) => {
+                    proptest::prop_assert!(!req.namespaces.is_empty());
+                    proptest::prop_assert!(!req.argv[0].is_empty());
+                    proptest::prop_assert!(req.argv.iter().all(|a| !a.contains('\0')));
+                    if let Target::Container(id) = target {
+                        proptest::prop_assert!(crate::cri::check_id(&id).is_ok());
+                    }
+                }
+                Err(e) => {
+                    proptest::prop_assert_eq!(Status::from(e).code(), tonic::Code::InvalidArgument);
+                }
+            }
         }
     }
 }

@@ -1,23 +1,25 @@
 //! One exec session: moving a running tool's I/O to and from the client,
 //! forwarding signals and resizes, and making sure nothing outlives it.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kns_proto::agent::exec_request::Msg as In;
 use kns_proto::agent::exec_response::Msg as Out;
 use kns_proto::agent::{ExecRequest, ExecResponse, Exited, exited};
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
-use crate::nsenter::Spawned;
+use crate::nsenter::{Spawned, Tool};
 use crate::pty;
 use crate::sys::{self, ExitStatus};
 
@@ -26,8 +28,15 @@ use crate::sys::{self, ExitStatus};
 /// (tcpdump, cat) moves in large messages.
 const MIN_CHUNK: usize = 64 * 1024;
 const CHUNK: usize = 1024 * 1024;
-/// After the tool exits, how long output from what it left may still drain.
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// Client stdin held for a tool that is not reading it. Up to this much the
+/// session keeps taking messages, so the client leaving, resizes and signals
+/// still arrive; past it, reading pauses and HTTP/2 flow control holds the
+/// client back.
+const STDIN_BACKLOG: usize = 4 << 20;
+/// After the tool exits, its remaining output drains for as long as the
+/// client keeps taking it; only this long without any progress ends the
+/// wait, and the client is then told that output was lost.
+const DRAIN_STALL: Duration = Duration::from_secs(30);
 
 pub type Reply = Result<ExecResponse, Status>;
 
@@ -37,6 +46,8 @@ pub enum End {
     Exited(ExitStatus),
     ClientGone,
     Shutdown,
+    /// The agent's --max-session-age passed.
+    Expired,
 }
 
 /// What a session did, for its log line.
@@ -88,8 +99,14 @@ async fn write_all(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
 }
 
 /// Copies an output fd into the reply stream until end of file or until
-/// the client is gone; returns the bytes moved.
-fn pump(fd: OwnedFd, tx: mpsc::Sender<Reply>, wrap: fn(Bytes) -> Out) -> JoinHandle<u64> {
+/// the client is gone; returns the bytes moved. `progress` counts the
+/// messages the client has taken.
+fn pump(
+    fd: OwnedFd,
+    tx: mpsc::Sender<Reply>,
+    wrap: fn(Bytes) -> Out,
+    progress: Arc<AtomicU64>,
+) -> JoinHandle<u64> {
     tokio::spawn(async move {
         let Ok(fd) = sys::async_fd(fd) else { return 0 };
         let mut total = 0u64;
@@ -136,6 +153,7 @@ fn pump(fd: OwnedFd, tx: mpsc::Sender<Reply>, wrap: fn(Bytes) -> Out) -> JoinHan
             if tx.send(Ok(msg)).await.is_err() {
                 break;
             }
+            progress.fetch_add(1, Ordering::Relaxed);
         }
         total
     })
@@ -157,24 +175,20 @@ fn feed(fd: OwnedFd) -> (mpsc::Sender<Bytes>, JoinHandle<()>) {
     (tx, task)
 }
 
-fn signal_group(pid: i32, sig: Signal) {
-    match killpg(Pid::from_raw(pid), sig) {
-        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-        Err(e) => tracing::warn!(pid, ?sig, error = %e, "cannot signal the tool's process group"),
-    }
-}
-
-/// Kills the tool's whole process group, then reaps the tool. Killing first,
+/// Kills everything of the session, then reaps the tool. Killing first,
 /// while the unreaped tool still holds its PID, means the group ID cannot
 /// have been reused by then.
-async fn kill_and_reap(pid: i32, exit: &AsyncFd<OwnedFd>) -> Option<ExitStatus> {
-    signal_group(pid, Signal::SIGKILL);
+async fn kill_and_reap(tool: &mut Tool, exit: &AsyncFd<OwnedFd>) -> Option<ExitStatus> {
+    tool.kill_all();
     loop {
         let Ok(mut guard) = exit.readable().await else {
             return None;
         };
         match sys::try_reap_pidfd(exit.get_ref()) {
-            Ok(Some(s)) => return Some(s),
+            Ok(Some(s)) => {
+                tool.set_reaped();
+                return Some(s);
+            }
             Ok(None) => guard.clear_ready(),
             Err(_) => return None,
         }
@@ -188,14 +202,19 @@ pub async fn run<S>(
     mut inbound: S,
     tx: mpsc::Sender<Reply>,
     mut shutdown: watch::Receiver<bool>,
+    max_age: Option<Duration>,
 ) -> Summary
 where
     S: Stream<Item = Result<ExecRequest, Status>> + Unpin,
 {
     let started = Instant::now();
-    let pid = spawned.pid;
-    let out = pump(spawned.stdout, tx.clone(), Out::Stdout);
-    let err = spawned.stderr.map(|fd| pump(fd, tx.clone(), Out::Stderr));
+    let mut tool = spawned.tool;
+    let pid = tool.pid;
+    let progress = Arc::new(AtomicU64::new(0));
+    let mut out = pump(spawned.stdout, tx.clone(), Out::Stdout, progress.clone());
+    let mut err = spawned
+        .stderr
+        .map(|fd| pump(fd, tx.clone(), Out::Stderr, progress.clone()));
     let (mut stdin_tx, stdin_task) = match spawned.stdin {
         Some(fd) => {
             let (t, task) = feed(fd);
@@ -207,7 +226,7 @@ where
         Ok(e) => e,
         Err(e) => {
             tracing::error!(pid, error = %e, "cannot watch the tool's pidfd");
-            signal_group(pid, Signal::SIGKILL);
+            tool.kill_all();
             return Summary {
                 end: End::ClientGone,
                 duration: started.elapsed(),
@@ -218,19 +237,45 @@ where
         }
     };
     let mut bytes_in = 0u64;
+    let mut backlog: VecDeque<Bytes> = VecDeque::new();
+    let mut backlog_bytes = 0usize;
+    let mut close_stdin = false;
 
     let end = loop {
         tokio::select! {
+            permit = async { stdin_tx.as_ref()?.reserve().await.ok() }, if !backlog.is_empty() => {
+                match permit {
+                    Some(p) => {
+                        let data = backlog.pop_front().expect("backlog is not empty");
+                        backlog_bytes -= data.len();
+                        p.send(data);
+                    }
+                    // The tool closed its stdin: the rest is discarded.
+                    None => {
+                        backlog.clear();
+                        backlog_bytes = 0;
+                    }
+                }
+            }
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break End::Shutdown,
+            _ = async {
+                match max_age {
+                    Some(age) => tokio::time::sleep_until((started + age).into()).await,
+                    None => std::future::pending().await,
+                }
+            } => break End::Expired,
             guard = exit.readable() => {
                 let Ok(mut guard) = guard else { break End::ClientGone };
                 // The tool is a zombie now: kill what it left in its group
                 // before reaping, then reap.
                 if matches!(sys::try_reap_pidfd_peek(exit.get_ref()), Ok(true)) {
-                    signal_group(pid, Signal::SIGKILL);
+                    tool.kill_all();
                 }
                 match sys::try_reap_pidfd(exit.get_ref()) {
-                    Ok(Some(s)) => break End::Exited(s),
+                    Ok(Some(s)) => {
+                        tool.set_reaped();
+                        break End::Exited(s);
+                    }
                     Ok(None) => guard.clear_ready(),
                     Err(e) => {
                         tracing::error!(pid, error = %e, "cannot reap the tool");
@@ -238,15 +283,17 @@ where
                     }
                 }
             }
-            msg = inbound.next() => match msg {
+            msg = inbound.next(), if backlog_bytes < STDIN_BACKLOG => match msg {
                 Some(Ok(ExecRequest { msg: Some(m) })) => match m {
                     In::Stdin(data) => {
                         bytes_in += data.len() as u64;
-                        if let Some(t) = &stdin_tx {
-                            let _ = t.send(data).await;
+                        if stdin_tx.is_some() {
+                            backlog_bytes += data.len();
+                            backlog.push_back(data);
                         }
                     }
-                    In::StdinClose(_) => stdin_tx = None,
+                    // Closed once what is held has gone in.
+                    In::StdinClose(_) => close_stdin = true,
                     In::Resize(w) => {
                         if let Some(m) = &spawned.pty {
                             let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
@@ -254,7 +301,7 @@ where
                         }
                     }
                     In::Signal(n) => match Signal::try_from(n) {
-                        Ok(sig) => signal_group(pid, sig),
+                        Ok(sig) => tool.signal_group(sig),
                         Err(_) => tracing::warn!(pid, signal = n, "ignoring unknown signal number"),
                     },
                     In::Start(_) => tracing::warn!(pid, "ignoring a second start message"),
@@ -266,33 +313,62 @@ where
             },
             _ = tx.closed() => break End::ClientGone,
         }
+        if close_stdin && backlog.is_empty() {
+            stdin_tx = None;
+        }
     };
     drop(stdin_tx);
 
     let end = match end {
         End::Exited(s) => {
             // Output still in the pipes belongs before the exit status.
-            let drained = tokio::time::timeout(DRAIN_GRACE, async {
-                let o = out.await.unwrap_or(0);
-                let e = match err {
+            let mut drain = std::pin::pin!(async {
+                let o = (&mut out).await.unwrap_or(0);
+                let e = match &mut err {
                     Some(e) => e.await.unwrap_or(0),
                     None => 0,
                 };
                 (o, e)
-            })
-            .await;
+            });
+            let mut seen = progress.load(Ordering::Relaxed);
+            let drained = loop {
+                tokio::select! {
+                    d = &mut drain => break Some(d),
+                    _ = tokio::time::sleep(DRAIN_STALL) => {
+                        let now = progress.load(Ordering::Relaxed);
+                        if now == seen {
+                            break None;
+                        }
+                        seen = now;
+                    }
+                }
+            };
             let (bytes_out, bytes_err) = drained.unwrap_or_default();
-            let status = match s {
-                ExitStatus::Code(c) => exited::Status::Code(c),
-                ExitStatus::Signal(n) => exited::Status::Signal(n),
+            let reply = if drained.is_some() {
+                let status = match s {
+                    ExitStatus::Code(c) => exited::Status::Code(c),
+                    ExitStatus::Signal(n) => exited::Status::Signal(n),
+                };
+                Ok(ExecResponse {
+                    msg: Some(Out::Exited(Exited {
+                        status: Some(status),
+                        error: String::new(),
+                    })),
+                })
+            } else {
+                out.abort();
+                if let Some(e) = &err {
+                    e.abort();
+                }
+                // Never an exit status after a cut stream: the client must
+                // not take a truncated output for a complete one.
+                Err(Status::data_loss(format!(
+                    "the tool exited ({s:?}), but the client took none of its remaining output for {} s; \
+                     the rest was dropped",
+                    DRAIN_STALL.as_secs()
+                )))
             };
-            let msg = ExecResponse {
-                msg: Some(Out::Exited(Exited {
-                    status: Some(status),
-                    error: String::new(),
-                })),
-            };
-            let _ = tx.send(Ok(msg)).await;
+            let _ = tx.send(reply).await;
             if let Some(t) = stdin_task {
                 t.abort();
             }
@@ -307,7 +383,7 @@ where
         other => other,
     };
 
-    kill_and_reap(pid, &exit).await;
+    kill_and_reap(&mut tool, &exit).await;
     out.abort();
     if let Some(e) = err {
         e.abort();
@@ -315,12 +391,18 @@ where
     if let Some(t) = stdin_task {
         t.abort();
     }
-    if end == End::Shutdown {
-        let _ = tx
-            .send(Err(Status::unavailable(
-                "the agent is shutting down (SIGTERM): the session was ended and its processes were killed; run the command again once the agent is back",
-            )))
-            .await;
+    let farewell = match end {
+        End::Shutdown => Some(Status::unavailable(
+            "the agent is shutting down (SIGTERM): the session was ended and its processes were killed; run the command again once the agent is back",
+        )),
+        End::Expired => Some(Status::deadline_exceeded(format!(
+            "the session reached the agent's maximum age of {} s (--max-session-age): it was ended and its processes were killed",
+            max_age.unwrap_or_default().as_secs()
+        ))),
+        _ => None,
+    };
+    if let Some(status) = farewell {
+        let _ = tx.send(Err(status)).await;
     }
     Summary {
         end,

@@ -34,28 +34,33 @@ pub enum ExitStatus {
 
 /// Reaps the child behind `pidfd` without blocking; `None` while it runs.
 pub fn try_reap_pidfd(pidfd: &OwnedFd) -> io::Result<Option<ExitStatus>> {
-    waitid_pidfd(pidfd, 0)
+    waitid_pidfd(pidfd, libc::WEXITED | libc::WNOHANG)
+}
+
+/// Waits for the child behind `pidfd` to exit and reaps it.
+pub fn reap_pidfd(pidfd: &OwnedFd) -> io::Result<()> {
+    loop {
+        match waitid_pidfd(pidfd, libc::WEXITED) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r.map(drop),
+        }
+    }
 }
 
 /// Whether the child behind `pidfd` has exited, leaving it unreaped (so its
 /// PID, and the process group named after it, stay reserved).
 pub fn try_reap_pidfd_peek(pidfd: &OwnedFd) -> io::Result<bool> {
-    Ok(waitid_pidfd(pidfd, libc::WNOWAIT)?.is_some())
+    Ok(waitid_pidfd(pidfd, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)?.is_some())
 }
 
-fn waitid_pidfd(pidfd: &OwnedFd, extra: c_int) -> io::Result<Option<ExitStatus>> {
+/// waitid(2) on a pidfd with `flags`; `None` when WNOHANG found the child
+/// still running.
+fn waitid_pidfd(pidfd: &OwnedFd, flags: c_int) -> io::Result<Option<ExitStatus>> {
     // SAFETY: siginfo_t is plain data; all-zero is a valid value.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     // SAFETY: `info` is a valid, writable siginfo_t; the fd is owned and
     // open for the duration of the call.
-    let rc = unsafe {
-        libc::waitid(
-            libc::P_PIDFD,
-            pidfd.as_raw_fd() as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | extra,
-        )
-    };
+    let rc = unsafe { libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, flags) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -110,7 +115,7 @@ pub fn set_winsize(fd: &OwnedFd, rows: u16, cols: u16) -> io::Result<()> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Stage {
-    NodeMount = 1,
+    NodeJoin = 1,
     Setns = 2,
     SetnsUser = 3,
     Root = 4,
@@ -121,13 +126,14 @@ pub enum Stage {
     Session = 9,
     Stdio = 10,
     Exec = 11,
+    Ids = 12,
 }
 
 impl Stage {
     fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
         [
-            NodeMount, Setns, SetnsUser, Root, Cwd, Fork, MountProc, Workdir, Session, Stdio, Exec,
+            NodeJoin, Setns, SetnsUser, Root, Cwd, Fork, MountProc, Workdir, Session, Stdio, Exec, Ids,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -156,14 +162,19 @@ pub enum Join {
 /// only makes system calls.
 #[derive(Debug)]
 pub struct ChildPlan {
-    /// The node's mount namespace, joined first so the tool comes from the
-    /// node's filesystem; `None` when already there or when entering the
-    /// target's mount namespace.
-    pub node_mnt: Option<OwnedFd>,
+    /// The node's namespaces for every kind not chosen where the agent's
+    /// own differ, joined first: the tool comes from the node's filesystem
+    /// and sees the node's network, hostname, IPC, not the agent pod's.
+    pub node: Option<Join>,
+    /// The target's chosen namespaces.
     pub join: Join,
     /// Entered after /proc is mounted: mounting proc needs privileges the
     /// process gives up when it joins a user namespace.
     pub late_user: Option<Join>,
+    /// The target's user namespace was joined: become root in it, as
+    /// nsenter(1) does, so the tool holds that namespace's capabilities
+    /// instead of running as the overflow uid.
+    pub become_root: bool,
     /// The target's root and working directory (with the mount namespace).
     pub root: Option<OwnedFd>,
     pub cwd: Option<OwnedFd>,
@@ -176,6 +187,8 @@ pub struct ChildPlan {
     /// The child's ends of stdin, stdout, stderr.
     pub stdio: [OwnedFd; 3],
     pub tty: bool,
+    /// The session's cgroup (a directory fd): both children start in it.
+    pub cgroup: Option<OwnedFd>,
 }
 
 /// What the parent learns from a spawn.
@@ -208,7 +221,7 @@ pub fn spawn(plan: ChildPlan) -> io::Result<SpawnOutcome> {
 
     // SAFETY: the child runs `first_child`, which only makes async-signal-
     // safe system calls on data prepared above and never returns.
-    let pid = unsafe { libc::fork() };
+    let pid = unsafe { fork_into(plan.cgroup.as_ref()) };
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -250,6 +263,56 @@ pub fn spawn(plan: ChildPlan) -> io::Result<SpawnOutcome> {
         }
         (None, Some(t)) => Ok(SpawnOutcome::Running(t)),
         (None, None) => Err(io::Error::other("namespace entry child exited without a report")),
+    }
+}
+
+/// clone3(2)'s argument (linux/sched.h), up to the `cgroup` field
+/// (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// linux/sched.h; libc declares it with a type too narrow to hold it.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// fork(2), or with a cgroup, clone3(2) straight into it (Linux ≥ 5.7): the
+/// child never runs a single instruction outside the session's cgroup.
+///
+/// SAFETY (for callers): as for fork(2) in a multi-threaded process: the
+/// child may only make async-signal-safe calls. clone3 also skips glibc's
+/// fork handlers, which only matters to code that takes glibc's locks, and
+/// the child takes none.
+unsafe fn fork_into(cgroup: Option<&OwnedFd>) -> libc::pid_t {
+    let Some(cg) = cgroup else {
+        // SAFETY: see the function's contract.
+        return unsafe { libc::fork() };
+    };
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cg.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    // SAFETY: `args` is a valid clone_args of the size passed; without
+    // CLONE_VM the child gets a copy of the address space, as with fork.
+    unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        ) as libc::pid_t
     }
 }
 
@@ -357,10 +420,10 @@ unsafe fn first_child(
     // were prepared before the fork and stay valid in the child's copy of
     // the address space.
     unsafe {
-        if let Some(fd) = &plan.node_mnt
-            && libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNS) < 0
+        if let Some(node) = &plan.node
+            && let Err(e) = join(node)
         {
-            fail(report_fd, Stage::NodeMount, errno());
+            fail(report_fd, Stage::NodeJoin, e);
         }
         if let Err(e) = join(&plan.join) {
             fail(report_fd, Stage::Setns, e);
@@ -397,6 +460,14 @@ unsafe fn tool_child(
 ) -> ! {
     // SAFETY: as in `first_child`: raw system calls on prepared data.
     unsafe {
+        // The tool is the agent's child (CLONE_PARENT), made from the
+        // agent's spawner thread, which lives as long as the agent: when
+        // the agent dies, so does the tool (prctl(2): the signal follows
+        // the thread that made the child). What the tool started is in the
+        // session's cgroup, which the agent's next start kills.
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+            fail(report_fd, Stage::Session, errno());
+        }
         if plan.mount_proc {
             // A private mount namespace, so the fresh proc never reaches the
             // node's mount table (mount_namespaces(7)).
@@ -423,6 +494,17 @@ unsafe fn tool_child(
             && let Err(e) = join(j)
         {
             fail(report_fd, Stage::SetnsUser, e);
+        }
+        if plan.become_root {
+            // Supplementary groups are dropped where the namespace allows
+            // it; where /proc/PID/setgroups says "deny" the call fails with
+            // EPERM and the process keeps none that map anyway.
+            if libc::setgroups(0, std::ptr::null()) < 0 && errno() != libc::EPERM {
+                fail(report_fd, Stage::Ids, errno());
+            }
+            if libc::setresgid(0, 0, 0) < 0 || libc::setresuid(0, 0, 0) < 0 {
+                fail(report_fd, Stage::Ids, errno());
+            }
         }
         let dir: &CStr = match &plan.workdir {
             Some(w) => w,

@@ -254,17 +254,6 @@ pub fn pod_ready(p: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// An agent pod's version: its image's tag.
-pub fn agent_version(p: &Pod) -> String {
-    let image = p
-        .spec
-        .as_ref()
-        .and_then(|s| s.containers.first())
-        .and_then(|c| c.image.as_deref())
-        .unwrap_or("");
-    image.rsplit_once(':').map_or(image, |(_, tag)| tag).to_owned()
-}
-
 /// Picks the agent pod among those listed for a node: a running, ready one.
 pub fn choose_agent(pods: &[Pod], node: &str, agent_ns: &str) -> Result<String, Failure> {
     if pods.is_empty() {

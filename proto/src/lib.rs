@@ -28,3 +28,34 @@ pub mod cri {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("runtime.v1");
 }
+
+impl agent::Namespace {
+    /// Every kind, in the order nsenter(1) lists them: the order `ls` prints
+    /// and `-a` asks for.
+    pub const ALL: [agent::Namespace; 8] = [
+        agent::Namespace::Mnt,
+        agent::Namespace::Uts,
+        agent::Namespace::Ipc,
+        agent::Namespace::Net,
+        agent::Namespace::Pid,
+        agent::Namespace::User,
+        agent::Namespace::Cgroup,
+        agent::Namespace::Time,
+    ];
+
+    /// The kind's file name under /proc/PID/ns, which is also the name users
+    /// see; `?` for the unspecified value.
+    pub fn proc_name(self) -> &'static str {
+        match self {
+            agent::Namespace::Mnt => "mnt",
+            agent::Namespace::Uts => "uts",
+            agent::Namespace::Ipc => "ipc",
+            agent::Namespace::Net => "net",
+            agent::Namespace::Pid => "pid",
+            agent::Namespace::User => "user",
+            agent::Namespace::Cgroup => "cgroup",
+            agent::Namespace::Time => "time",
+            agent::Namespace::Unspecified => "?",
+        }
+    }
+}

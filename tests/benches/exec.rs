@@ -8,7 +8,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kns_tests::agent::{Agent, free_port};
+use kns_tests::agent::Agent;
 use kns_tests::bins;
 use kns_tests::kubeapi::{FakeApi, agent_pod};
 use kns_tests::target::NsProcess;
@@ -161,16 +161,11 @@ fn main() {
 /// node get, port-forward WebSocket) to a real agent on 127.0.0.1, with the
 /// plugin's own phase timings (`KNS_TIMINGS=1`).
 fn kubernetes_path(plugin: &std::path::Path, runs: usize) {
-    let port = free_port();
-    let _agent = Agent::start_tcp(None, port);
+    let agent = Agent::start_tcp(None);
     let api = FakeApi::start();
     api.add_node("bench-node");
     api.add_pod(agent_pod("kubectl-ns-agent-b", "bench-node"));
-    api.forward(
-        "kubectl-ns-system",
-        "kubectl-ns-agent-b",
-        format!("127.0.0.1:{port}").parse().unwrap(),
-    );
+    api.forward("kubectl-ns-system", "kubectl-ns-agent-b", agent.pid());
     let kc = api.kubeconfig_arg();
     let mut phases: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     let mut wall = Vec::new();

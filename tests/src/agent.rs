@@ -1,4 +1,9 @@
-//! A real `kubectl-ns-agent` on a private unix socket.
+//! A real `kubectl-ns-agent` on a private unix socket, in a pod-like
+//! sandbox: as in its DaemonSet pod, it shares only the host's PID namespace
+//! and has its own network, UTS, IPC, mount and cgroup namespaces, with its
+//! own hostname and loopback. The node reference is this test process, in
+//! the host's namespaces. A test can then tell the node's namespaces from
+//! the agent's, which is what a real cluster does.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -7,10 +12,106 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+/// Runs its arguments in the agent's pod-like namespaces (hostPID only),
+/// in the cgroup `$KNS_CG` with a cgroup namespace rooted there and the
+/// unified hierarchy mounted afresh, read-only, at `$KNS_CG2`: as a runtime
+/// gives a container its own cgroup and cgroupfs.
+const SANDBOX: &str = r#"echo $$ > "$KNS_CG/cgroup.procs" && exec unshare --cgroup --net --uts --ipc --mount --propagation private sh -c 'umount -l "$KNS_CG2" && mount -o ro,nosuid,nodev,noexec -t cgroup2 cgroup2 "$KNS_CG2" && hostname kns-agent-pod && ip link set lo up && exec "$@"' sh "$@""#;
+
+/// The port the manifest's agent listens on, in its own network namespace,
+/// and the one the plugin port-forwards to by default.
+pub const AGENT_PORT: u16 = 7469;
+
+/// The hostname of the agent's sandbox, which no tool may see unless it
+/// chose the target's UTS namespace and the target has this one.
+pub const SANDBOX_HOSTNAME: &str = "kns-agent-pod";
+
+/// A cgroup in the unified hierarchy, like a container's (the agent's own,
+/// or a stand-in container's); everything in it is killed and it is
+/// removed on drop.
+#[derive(Debug)]
+pub struct AgentCgroup {
+    pub dir: PathBuf,
+    /// Where the unified hierarchy is mounted.
+    mount: PathBuf,
+}
+
+impl AgentCgroup {
+    fn new() -> AgentCgroup {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        AgentCgroup::named(&format!("kns-test-agent-{}-{n}", std::process::id()))
+    }
+
+    /// A cgroup of that name at the top of the unified hierarchy.
+    pub fn named(name: &str) -> AgentCgroup {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let mount = mountinfo
+            .lines()
+            .find_map(|l| {
+                let (pre, post) = l.split_once(" - ")?;
+                (post.split_whitespace().next()? == "cgroup2")
+                    .then(|| pre.split_whitespace().nth(4).map(PathBuf::from))?
+            })
+            .expect("no cgroup v2 hierarchy is mounted: the agent's session cgroups need one");
+        let dir = mount.join(name);
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        AgentCgroup { dir, mount }
+    }
+
+    /// Every process in the cgroup and below it.
+    pub fn procs(&self) -> Vec<i32> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<i32>) {
+            if let Ok(s) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                out.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(&e.path(), out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.dir, &mut out);
+        out
+    }
+
+    /// The session cgroups the agent has made, by name.
+    pub fn sessions(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir.join("kns-sessions"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+impl Drop for AgentCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
+        crate::wait_until(Duration::from_secs(5), || self.procs().is_empty());
+        fn remove(dir: &std::path::Path) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove(&e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+        remove(&self.dir);
+    }
+}
+
 /// A running agent; stopped (SIGTERM, then SIGKILL) on drop.
 #[derive(Debug)]
 pub struct Agent {
     child: Option<Child>,
+    cri: Option<String>,
+    env: Vec<(String, String)>,
+    tcp: Option<u16>,
+    pub cgroup: AgentCgroup,
     _dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub log: PathBuf,
@@ -28,50 +129,74 @@ impl Agent {
         Agent::start_full(cri, env, None)
     }
 
-    /// Also listens on 127.0.0.1:`port`, as in its pod, where the API
-    /// server's port-forward reaches it.
-    pub fn start_tcp(cri: Option<&str>, port: u16) -> Agent {
-        Agent::start_full(cri, &[], Some(port))
+    /// Also listens on 127.0.0.1:[`AGENT_PORT`] in its own network
+    /// namespace, as in its pod, where the API server's port-forward reaches
+    /// it (see [`Agent::in_netns`]).
+    pub fn start_tcp(cri: Option<&str>) -> Agent {
+        Agent::start_full(cri, &[], Some(AGENT_PORT))
     }
 
     fn start_full(cri: Option<&str>, env: &[(&str, &str)], tcp: Option<u16>) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("agent.sock");
-        let log = dir.path().join("agent.log");
-        let mut cmd = Command::new(crate::bins::agent());
-        cmd.arg("--listen")
-            .arg(format!("unix://{}", socket.display()))
+        let mut agent = Agent {
+            child: None,
+            cri: cri.map(Into::into),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            tcp,
+            cgroup: AgentCgroup::new(),
+            socket: dir.path().join("agent.sock"),
+            log: dir.path().join("agent.log"),
+            _dir: dir,
+        };
+        agent.launch();
+        agent
+    }
+
+    /// Starts the agent process (again, after [`Agent::kill`]: in the same
+    /// cgroup, as a restarted service is) and waits until it listens.
+    pub fn launch(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", SANDBOX, "sh"])
+            .env("KNS_CG", &self.cgroup.dir)
+            .env("KNS_CG2", &self.cgroup.mount)
+            .arg(crate::bins::agent())
+            .arg("--listen")
+            .arg(format!("unix://{}", self.socket.display()))
             .arg("--node-pid")
             .arg(std::process::id().to_string())
             .env("KNS_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"));
-        if let Some(ep) = cri {
+            .stderr(
+                std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)
+                    .expect("log file"),
+            );
+        if let Some(ep) = &self.cri {
             cmd.arg("--cri-endpoint").arg(ep);
         }
-        if let Some(port) = tcp {
+        if let Some(port) = self.tcp {
             cmd.arg("--listen").arg(format!("tcp://127.0.0.1:{port}"));
         }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn kubectl-ns-agent");
-        let mut agent = Agent {
-            child: Some(child),
-            _dir: dir,
-            socket,
-            log,
-        };
-        let up = crate::wait_until(Duration::from_secs(10), || {
-            agent.socket.exists() || agent.exited()
-        });
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        self.child = Some(cmd.spawn().expect("spawn kubectl-ns-agent"));
+        let up = crate::wait_until(Duration::from_secs(10), || self.socket.exists() || self.exited());
         assert!(
-            up && agent.socket.exists(),
+            up && self.socket.exists(),
             "agent did not start:\n{}",
-            agent.logs()
+            self.logs()
         );
-        agent
+    }
+
+    /// SIGKILLs the agent, as the OOM killer or a crash would, and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     fn exited(&mut self) -> bool {
@@ -83,6 +208,16 @@ impl Agent {
     /// `unix:///…` for `--agent`.
     pub fn addr(&self) -> String {
         format!("unix://{}", self.socket.display())
+    }
+
+    /// A command for `program` that runs in the agent's network namespace,
+    /// the way the kubelet runs an exec probe in the pod; add its arguments.
+    pub fn in_netns(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/proc/{}/ns/net", self.pid()))
+            .arg("--")
+            .arg(program);
+        c
     }
 
     pub fn pid(&self) -> i32 {
@@ -114,12 +249,4 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.terminate();
     }
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }

@@ -10,6 +10,7 @@ pub mod bins;
 pub mod containerd;
 pub mod image;
 pub mod kubeapi;
+pub mod kubelet;
 pub mod target;
 
 /// Fails the test loudly when not root: these tests exercise real
@@ -51,4 +52,15 @@ pub fn ns_inode(pid: i32, kind: &str) -> u64 {
     std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
         .unwrap_or_else(|e| panic!("cannot stat /proc/{pid}/ns/{kind}: {e}"))
         .ino()
+}
+
+/// Whether a process whose command line is exactly `argv` is running.
+pub fn running(argv: &[&str]) -> bool {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want))
+        })
+        .unwrap_or(false)
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use kns_tests::agent::Agent;
 use kns_tests::bins;
 use kns_tests::target::NsProcess;
-use kns_tests::{ns_inode, pids_in_ns, require_root, wait_until};
+use kns_tests::{ns_inode, pids_in_ns, require_root, running, wait_until};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 fn comm_args(pid: i32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
@@ -22,6 +24,13 @@ fn marked(net_inode: u64, mark: &str) -> Vec<i32> {
         .into_iter()
         .filter(|p| comm_args(*p).contains(mark))
         .collect()
+}
+
+/// Fails unless every process marked `mark` in the namespace is gone within
+/// a few seconds, naming those left.
+fn assert_none_left(net: u64, mark: &str, what: &str) {
+    let gone = wait_until(Duration::from_secs(10), || marked(net, mark).is_empty());
+    assert!(gone, "{what}: {:?}", marked(net, mark));
 }
 
 fn start_session(agent: &Agent, target: i32, mark: &str) -> std::process::Child {
@@ -51,11 +60,7 @@ fn killing_the_client_kills_the_remote_process_group() {
     );
     client.kill().unwrap(); // SIGKILL
     client.wait().unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || marked(net, "4242").is_empty()),
-        "processes left in the target: {:?}",
-        marked(net, "4242")
-    );
+    assert_none_left(net, "4242", "processes left in the target");
     assert!(
         wait_until(Duration::from_secs(5), || agent.logs().contains("ClientGone")),
         "{}",
@@ -97,8 +102,173 @@ fn exiting_tool_takes_its_background_children_along() {
         &["sh", "-c", "sleep 4444 & echo started"],
     );
     assert!(o.status.success());
+    assert_none_left(net, "4444", "a background child outlived the session");
+}
+
+/// Starts `sh -c SCRIPT` in the target's network namespace and waits until
+/// at least `n` processes marked `mark` run there (the shell itself counts
+/// when it does not exec).
+fn start_script(agent: &Agent, t: &NsProcess, script: &str, mark: &str, n: usize) -> std::process::Child {
+    let net = ns_inode(t.pid, "net");
+    let client = bins::exec_command(&agent.addr(), &t.target(), &["-n"], &["sh", "-c", script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     assert!(
-        wait_until(Duration::from_secs(5), || marked(net, "4444").is_empty()),
-        "a background child outlived the session"
+        wait_until(Duration::from_secs(10), || marked(net, mark).len() >= n),
+        "the session's processes never appeared: {:?}",
+        marked(net, mark)
+    );
+    client
+}
+
+#[test]
+fn killing_the_client_kills_what_left_the_process_group() {
+    require_root();
+    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
+    let net = ns_inode(t.pid, "net");
+    let agent = Agent::start(None);
+    // A setsid'd child and a shell job in a group of its own (set -m) both
+    // leave the tool's process group.
+    let mut client = start_script(
+        &agent,
+        &t,
+        "setsid sleep 4545 & set -m; sleep 4545 & sleep 4545",
+        "4545",
+        3,
+    );
+    client.kill().unwrap();
+    client.wait().unwrap();
+    assert_none_left(net, "4545", "escaped the session");
+    assert!(
+        wait_until(Duration::from_secs(5), || agent.cgroup.sessions().is_empty()),
+        "session cgroups left: {:?}",
+        agent.cgroup.sessions()
+    );
+}
+
+#[test]
+fn a_daemon_the_tool_started_dies_when_the_tool_exits() {
+    require_root();
+    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
+    let net = ns_inode(t.pid, "net");
+    let agent = Agent::start(None);
+    // Double fork and setsid: the classic daemon, reparented away from the
+    // tool and in a session of its own.
+    let o = bins::exec(
+        &agent.addr(),
+        &t.target(),
+        &["-n"],
+        &["sh", "-c", "(setsid sleep 4646 &) ; echo started"],
+    );
+    assert!(o.status.success(), "{}", bins::stderr(&o));
+    assert_none_left(net, "4646", "a daemon outlived the session");
+}
+
+#[test]
+fn an_agent_killed_with_sigkill_leaves_nothing_once_restarted() {
+    require_root();
+    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
+    let net = ns_inode(t.pid, "net");
+    let mut agent = Agent::start(None);
+    let mut client = start_script(&agent, &t, "setsid sleep 4747 & exec sleep 4747", "4747", 2);
+    agent.kill();
+    // The tool is the agent's child and dies with it (PR_SET_PDEATHSIG); the
+    // setsid'd one is in the session's cgroup, which the next start kills.
+    assert!(
+        wait_until(Duration::from_secs(5), || marked(net, "4747").len() <= 1),
+        "the tool outlived the agent: {:?}",
+        marked(net, "4747")
+    );
+    let _ = client.kill();
+    let _ = client.wait();
+    agent.launch();
+    assert_none_left(net, "4747", "left behind after the restart");
+    assert!(agent.logs().contains("previous run"), "{}", agent.logs());
+    assert!(
+        agent.cgroup.sessions().is_empty(),
+        "{:?}",
+        agent.cgroup.sessions()
+    );
+}
+
+#[test]
+fn a_client_that_stops_answering_is_dropped_by_keepalive() {
+    require_root();
+    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
+    let net = ns_inode(t.pid, "net");
+    let agent = Agent::start_with_env(None, &[("KNS_KEEPALIVE", "1")]);
+    let mut client = start_script(&agent, &t, "exec sleep 4949", "4949", 1);
+    // A stopped client keeps its connection open but answers no ping: a
+    // laptop asleep, a link cut without a reset.
+    let pid = Pid::from_raw(client.id() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let gone = wait_until(Duration::from_secs(10), || marked(net, "4949").is_empty());
+    let _ = kill(pid, Signal::SIGCONT);
+    let _ = client.kill();
+    let _ = client.wait();
+    assert!(gone, "the session outlived a client that stopped answering");
+    assert!(agent.logs().contains("ClientGone"), "{}", agent.logs());
+}
+
+#[test]
+fn a_session_past_the_maximum_age_is_ended_with_a_message() {
+    require_root();
+    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
+    let net = ns_inode(t.pid, "net");
+    let agent = Agent::start_with_env(None, &[("KNS_MAX_SESSION_AGE", "1")]);
+    let o = bins::exec(&agent.addr(), &t.target(), &["-n"], &["sleep", "5050"]);
+    assert_eq!(o.status.code(), Some(255), "{}", bins::stderr(&o));
+    assert!(
+        bins::stderr(&o).contains("maximum age of 1 s"),
+        "{}",
+        bins::stderr(&o)
+    );
+    assert!(marked(net, "5050").is_empty());
+}
+
+#[test]
+fn a_thousand_children_all_die_with_the_session() {
+    require_root();
+    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
+    let net = ns_inode(t.pid, "net");
+    let agent = Agent::start(None);
+    let mut client = start_script(
+        &agent,
+        &t,
+        "i=0; while [ $i -lt 1000 ]; do setsid sleep 6262 & i=$((i+1)); done; wait",
+        "6262",
+        1000,
+    );
+    client.kill().unwrap();
+    client.wait().unwrap();
+    assert_none_left(net, "6262", "processes left");
+}
+
+#[test]
+fn a_target_that_dies_mid_session_ends_it_with_the_tools_status() {
+    require_root();
+    // The tool is in the target's PID namespace, whose init is the target:
+    // when it dies the kernel kills every process in the namespace.
+    let t = NsProcess::spawn(&["--pid", "--mount-proc"], "exec sleep 1000");
+    let agent = Agent::start(None);
+    let client = bins::exec_command(&agent.addr(), &t.target(), &["-p"], &["sleep", "6363"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || running(&["sleep", "6363"])),
+        "the tool never started"
+    );
+    drop(t);
+    let o = client.wait_with_output().unwrap();
+    // 128 + SIGKILL.
+    assert_eq!(
+        o.status.code(),
+        Some(137),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
     );
 }

@@ -53,3 +53,30 @@ fn user_namespace_shared_with_the_agent_is_not_an_error() {
     let o = exec(&agent.addr(), &t.target(), &["-a"], &["true"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn becomes_root_in_a_user_namespace_whose_root_is_not_host_root() {
+    require_root();
+    // Root inside is host uid/gid 100000, as in a pod with hostUsers: false.
+    // The maps are written from here, as the runtime writes them (unshare's
+    // --map-users would need newuidmap).
+    let t = NsProcess::spawn(&["--user", "--net"], "exec sleep 1000");
+    for map in ["uid_map", "gid_map"] {
+        std::fs::write(format!("/proc/{}/{map}", t.pid), "0 100000 65536\n").unwrap();
+    }
+    let agent = Agent::start(None);
+    let o = exec(
+        &agent.addr(),
+        &t.target(),
+        &["-U", "-n"],
+        &["sh", "-c", "id -u; id -g; grep ^CapEff /proc/self/status"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], ["0", "0"], "not root in the user namespace: {out}");
+    // Root there holds that namespace's capabilities, not none as the
+    // overflow uid would.
+    let cap_eff = u64::from_str_radix(lines[2].split_whitespace().nth(1).unwrap(), 16).unwrap();
+    assert_ne!(cap_eff, 0, "{out}");
+}

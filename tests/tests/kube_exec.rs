@@ -2,7 +2,7 @@
 //! port-forward WebSocket) → real agent on 127.0.0.1 → real containerd
 //! container.
 
-use kns_tests::agent::{Agent, free_port};
+use kns_tests::agent::Agent;
 use kns_tests::bins::{kns, stderr, stdout};
 use kns_tests::containerd::{Lab, PodSpec};
 use kns_tests::kubeapi::{FakeApi, agent_pod, running_pod};
@@ -22,17 +22,12 @@ struct Cluster {
 fn cluster(pod: &str, port: u16) -> Cluster {
     let lab = Lab::shared();
     let p = lab.run_pod(&PodSpec::httpd(pod, port)).unwrap();
-    let agent_port = free_port();
-    let agent = Agent::start_tcp(Some(lab.socket.to_str().unwrap()), agent_port);
+    let agent = Agent::start_tcp(Some(lab.socket.to_str().unwrap()));
     let api = FakeApi::start();
     api.add_node(NODE);
     api.add_pod(running_pod("default", pod, NODE, &[("app", &p.container_id)]));
     api.add_pod(agent_pod("kubectl-ns-agent-x1", NODE));
-    api.forward(
-        "kubectl-ns-system",
-        "kubectl-ns-agent-x1",
-        format!("127.0.0.1:{agent_port}").parse().unwrap(),
-    );
+    api.forward("kubectl-ns-system", "kubectl-ns-agent-x1", agent.pid());
     Cluster {
         api,
         _agent: agent,

@@ -1,7 +1,7 @@
 //! kubectl's habits over Kubernetes: which container a multi-container pod
 //! defaults to, and the notice that says so.
 
-use kns_tests::agent::{Agent, free_port};
+use kns_tests::agent::Agent;
 use kns_tests::bins::{kns, stderr};
 use kns_tests::containerd::{Lab, PodSpec};
 use kns_tests::kubeapi::{FakeApi, agent_pod, running_pod};
@@ -14,8 +14,7 @@ fn multi_container_pod_defaults_like_kubectl() {
     require_root();
     let lab = Lab::shared();
     let real = lab.run_pod(&PodSpec::httpd("habits-web", 8183)).unwrap();
-    let agent_port = free_port();
-    let _agent = Agent::start_tcp(Some(lab.socket.to_str().unwrap()), agent_port);
+    let agent = Agent::start_tcp(Some(lab.socket.to_str().unwrap()));
     let api = FakeApi::start();
     api.add_node(NODE);
     // Only the real container can be entered: the other ID is unknown to
@@ -41,11 +40,7 @@ fn multi_container_pod_defaults_like_kubectl() {
     );
     api.add_pod(annotated);
     api.add_pod(agent_pod("kubectl-ns-agent-h1", NODE));
-    api.forward(
-        "kubectl-ns-system",
-        "kubectl-ns-agent-h1",
-        format!("127.0.0.1:{agent_port}").parse().unwrap(),
-    );
+    api.forward("kubectl-ns-system", "kubectl-ns-agent-h1", agent.pid());
     let kc = api.kubeconfig_arg();
 
     let o = kns(&["exec", "--kubeconfig", &kc, "first", "-n", "--", "true"]);

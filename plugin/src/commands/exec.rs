@@ -79,6 +79,7 @@ fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Failure> {
         tty,
         stdin: args.stdin || tty,
         no_mount_proc: args.no_mount_proc,
+        all: args.ns.all,
         window: if tty {
             terminal::size().map(|(rows, cols)| WindowSize { rows, cols })
         } else {
@@ -271,6 +272,8 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
     }
     let mut winch = sig(SignalKind::window_change())?;
     let (out_tx, mut writer_end) = spawn_writer()?;
+    // A raw terminal does not turn \n into \r\n.
+    let eol = if raw.is_some() { "\r\n" } else { "\n" };
     let last_reply = Cell::new(Instant::now());
     let replied = &last_reply;
     // Owns `out_tx`, so the writer sees the channel close when this ends.
@@ -291,6 +294,16 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
                 Some(Out::Stderr(b)) => Chunk::Stderr(b),
                 // Returning drops `out_tx`: the writer drains and ends.
                 Some(Out::Exited(e)) => return Pumped::Exited(e),
+                // Notes go through the writer, so they keep their place
+                // before the command's own output.
+                Some(Out::Started(s)) if !s.notices.is_empty() => {
+                    let notes: String = s
+                        .notices
+                        .iter()
+                        .map(|n| format!("kubectl-ns: note: {n}{eol}"))
+                        .collect();
+                    Chunk::Stderr(Bytes::from(notes))
+                }
                 Some(Out::Started(_)) | None => continue,
             };
             if out_tx.send(chunk).await.is_err() {

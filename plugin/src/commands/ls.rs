@@ -13,18 +13,6 @@ use crate::resolve::KubeTarget;
 use crate::target::{DirectTarget, Target};
 use crate::transport;
 
-/// Namespace kinds in nsenter's order.
-const KINDS: [Namespace; 8] = [
-    Namespace::Mnt,
-    Namespace::Uts,
-    Namespace::Ipc,
-    Namespace::Net,
-    Namespace::Pid,
-    Namespace::User,
-    Namespace::Cgroup,
-    Namespace::Time,
-];
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 enum Verdict {
@@ -83,20 +71,6 @@ struct PodReport {
     containers: Vec<Report>,
 }
 
-fn kind_name(k: Namespace) -> &'static str {
-    match k {
-        Namespace::Net => "net",
-        Namespace::Pid => "pid",
-        Namespace::Mnt => "mnt",
-        Namespace::Uts => "uts",
-        Namespace::Ipc => "ipc",
-        Namespace::User => "user",
-        Namespace::Cgroup => "cgroup",
-        Namespace::Time => "time",
-        Namespace::Unspecified => "?",
-    }
-}
-
 fn find(p: &ProcessInfo, k: Namespace) -> Option<NsId> {
     p.namespaces.iter().find(|n| n.kind == k as i32).map(|n| NsId {
         inode: n.inode,
@@ -107,7 +81,7 @@ fn find(p: &ProcessInfo, k: Namespace) -> Option<NsId> {
 fn report(target: String, container: Option<String>, r: InspectResponse) -> Report {
     let t = r.target.unwrap_or_default();
     let n = r.node.unwrap_or_default();
-    let namespaces = KINDS
+    let namespaces = Namespace::ALL
         .into_iter()
         .map(|k| {
             let (target, node) = (find(&t, k), find(&n, k));
@@ -117,7 +91,7 @@ fn report(target: String, container: Option<String>, r: InspectResponse) -> Repo
                 Verdict::Private
             };
             NsRow {
-                kind: kind_name(k),
+                kind: k.proc_name(),
                 target,
                 node,
                 verdict,
@@ -200,10 +174,10 @@ fn pod_table(p: &PodReport, wide: bool) -> String {
         "POD {}  NODE {}\n\n{:<16} {:<8}",
         p.pod, p.node, "CONTAINER", "PID"
     );
-    for k in KINDS {
+    for k in Namespace::ALL {
         s.push_str(&format!(
             " {:<w$}",
-            kind_name(k).to_uppercase(),
+            k.proc_name().to_uppercase(),
             w = if wide { 19 } else { 8 }
         ));
     }
@@ -214,11 +188,11 @@ fn pod_table(p: &PodReport, wide: bool) -> String {
             c.container.as_deref().unwrap_or(""),
             c.pid
         ));
-        for k in KINDS {
+        for k in Namespace::ALL {
             let cell = c
                 .namespaces
                 .iter()
-                .find(|n| n.kind == kind_name(k))
+                .find(|n| n.kind == k.proc_name())
                 .map_or("-".to_owned(), |n| {
                     if wide {
                         format!("{}:{}", n.verdict.as_str(), ino(&n.target))

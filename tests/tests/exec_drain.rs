@@ -1,0 +1,89 @@
+//! Nothing lost: output the tool wrote before it exited reaches a slow
+//! reader in full, before the exit status.
+
+use std::io::Read;
+use std::process::Stdio;
+use std::time::Duration;
+
+use kns_tests::agent::Agent;
+use kns_tests::{bins, require_root};
+
+const MB: usize = 1 << 20;
+
+#[test]
+fn a_slow_reader_gets_every_byte_written_before_exit() {
+    require_root();
+    let agent = Agent::start(None);
+    // 20 MB written as fast as the pipes take it, then exit 3: most of it
+    // is still in flight (pipes, the agent's queue, HTTP/2 windows) when
+    // the tool is gone.
+    let mut child = bins::exec_command(
+        &agent.addr(),
+        "node",
+        &["-n"],
+        &["sh", "-c", "head -c 20971520 /dev/zero; exit 3"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    // About 1 MB/s.
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = out.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n;
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        total,
+        20 * MB,
+        "output was cut short: {}\n{}",
+        bins::stderr(&o),
+        agent.logs()
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", bins::stderr(&o));
+}
+
+#[test]
+fn a_reader_that_pauses_after_the_tool_exits_still_gets_everything() {
+    require_root();
+    let agent = Agent::start(None);
+    // Output is lost only if some of it is still in the tool's pipe when the
+    // tool exits, i.e. for amounts between what the buffers downstream hold
+    // and that plus the pipe. Those sizes are tuning, so cover a range: each
+    // session writes a different amount and exits while nobody reads (a
+    // terminal paused with Ctrl-S, a pager nobody scrolls).
+    let sizes: Vec<usize> = (8..=24).map(|half_mb| half_mb * MB / 2).collect();
+    let mut children: Vec<_> = sizes
+        .iter()
+        .map(|n| {
+            bins::exec_command(
+                &agent.addr(),
+                "node",
+                &["-n"],
+                &["sh", "-c", &format!("head -c {n} /dev/zero; exit 3")],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    // Longer than any fixed grace for draining (it was 2 s).
+    std::thread::sleep(Duration::from_secs(5));
+    for (child, want) in children.iter_mut().zip(&sizes) {
+        let mut got = Vec::new();
+        child.stdout.take().unwrap().read_to_end(&mut got).unwrap();
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert_eq!(got.len(), *want, "output was cut short: {err}\n{}", agent.logs());
+        assert_eq!(status.code(), Some(3), "{err}");
+    }
+}
