@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use hyper_util::rt::TokioIo;
 use kns_proto::cri::runtime_service_client::RuntimeServiceClient;
 use kns_proto::cri::{
     Capability, ContainerConfig, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest,
@@ -21,7 +20,7 @@ use kns_proto::cri::{
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 /// The locally built image: pause image and workload alike.
 pub const IMAGE: &str = "docker.io/kns/busybox:1";
@@ -88,13 +87,7 @@ fn read_state(dir: &Path, name: &str) -> Option<String> {
 
 /// A gRPC channel over the unix socket at `socket`, connected on first use.
 pub fn channel(socket: &Path) -> Channel {
-    let socket = socket.to_owned();
-    Endpoint::from_static("http://containerd.invalid").connect_with_connector_lazy(tower::service_fn(
-        move |_: Uri| {
-            let s = socket.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(s).await?)) }
-        },
-    ))
+    kns_proto::unix_endpoint(socket).connect_lazy()
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -318,7 +318,7 @@ pub async fn install(args: InstallArgs) -> Result<u8, Failure> {
     if let Some(name) = daemonset
         && !args.no_wait
     {
-        wait_rollout(c, agent_ns, &name, Duration::from_secs(args.timeout)).await?;
+        wait_rollout(c, agent_ns, &name, args.timeout).await?;
     }
     println!("kubectl-ns agent {image} installed in namespace {agent_ns}");
     Ok(0)
