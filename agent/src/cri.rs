@@ -9,7 +9,7 @@ use kns_proto::cri::runtime_service_client::RuntimeServiceClient;
 use kns_proto::cri::{
     ContainerState, ContainerStatusRequest, PodSandboxState, PodSandboxStatusRequest, VersionRequest,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::procfs;
 
@@ -96,9 +96,9 @@ pub struct Cri {
 }
 
 fn unix_channel(path: &str) -> Channel {
-    Endpoint::from_static("http://cri.invalid")
+    kns_proto::unix_endpoint(path)
         .connect_timeout(PROBE_TIMEOUT)
-        .connect_with_connector_lazy(crate::uds::connector(path))
+        .connect_lazy()
 }
 
 impl Cri {

@@ -15,4 +15,3 @@ pub mod service;
 pub mod session;
 pub mod spawner;
 pub mod sys;
-pub mod uds;

@@ -180,21 +180,15 @@ pub async fn probe(listen: &Listen) -> Result<(), String> {
     use tonic::transport::Endpoint;
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
-    let ep = Endpoint::from_static("http://agent.invalid").connect_timeout(Duration::from_secs(2));
-    let channel = match listen {
-        Listen::Unix(path) => {
-            ep.connect_with_connector(crate::uds::connector(path.clone()))
-                .await
-        }
-        Listen::Tcp(addr) => {
-            Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(|e| e.to_string())?
-                .connect_timeout(Duration::from_secs(2))
-                .connect()
-                .await
-        }
-    }
-    .map_err(|e| format!("cannot reach the agent at {listen}: {e}"))?;
+    let ep = match listen {
+        Listen::Unix(path) => kns_proto::unix_endpoint(path),
+        Listen::Tcp(addr) => Endpoint::from_shared(format!("http://{addr}")).map_err(|e| e.to_string())?,
+    };
+    let channel = ep
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach the agent at {listen}: {e}"))?;
     let service = <AgentServer<AgentService> as tonic::server::NamedService>::NAME;
     let resp = HealthClient::new(channel)
         .check(HealthCheckRequest {

@@ -1,8 +1,11 @@
 //! Command-line definitions: parsed here, validated into typed requests by
 //! each command before anything is sent.
 
+use std::time::Duration;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::exit::{self, Failure};
 use crate::target::Target;
 
 /// Run the node's own tools inside exactly the namespaces of a container.
@@ -72,9 +75,10 @@ pub struct InstallArgs {
     /// Do not wait for the agents to become ready.
     #[arg(long)]
     pub no_wait: bool,
-    /// How long to wait for the rollout, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    pub timeout: u64,
+    /// How long to wait for the rollout: a duration as kubectl takes it
+    /// (90s, 2m, 1h, 1m30s, 500ms) or a number of seconds.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -162,7 +166,8 @@ pub struct ExecArgs {
     /// pid/PID, container/ID, node.
     pub target: Target,
     /// The pod's container (default: the kubectl.kubernetes.io/default-container
-    /// annotation, else the only one). Init and ephemeral containers too.
+    /// annotation, else the first, with a notice as kubectl gives). Init and
+    /// ephemeral containers too.
     #[arg(short = 'c', long, value_name = "NAME")]
     pub container: Option<String>,
     #[command(flatten)]
@@ -187,6 +192,46 @@ pub struct ExecArgs {
     /// The command and its arguments, after --.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+impl ExecArgs {
+    /// `-it` is how kubectl users ask for a shell, but `-i` is nsenter's IPC
+    /// flag here. `-i -t` with no other namespace would enter only the IPC
+    /// namespace, which is almost never what was meant: refused (a usage
+    /// error) with the fix. When `-i` comes with `-t` and other namespaces,
+    /// or without `--stdin` while data is piped in, it runs as asked with a
+    /// note saying what `-i` did. `--ipc` spelled out is taken at its word.
+    /// `argv` is the raw command line; `stdin_is_data` tells whether stdin
+    /// is a pipe or a file.
+    pub fn ipc_habit(&self, argv: &[String], stdin_is_data: bool) -> Result<Option<String>, Failure> {
+        let end = argv.iter().position(|a| a == "--").unwrap_or(argv.len());
+        let short_i = self.ns.ipc && !argv[..end].iter().any(|a| a == "--ipc");
+        if !short_i || self.stdin {
+            return Ok(None);
+        }
+        let ns = &self.ns;
+        let others = ns.net || ns.pid || ns.mount || ns.uts || ns.user || ns.cgroup || ns.time || ns.all;
+        const WHAT: &str = "-i is the IPC namespace here (as in nsenter), not kubectl's --stdin";
+        Ok(match (self.tty, others) {
+            (true, false) => {
+                return Err(Failure::new(
+                    exit::USAGE,
+                    format!(
+                        "{WHAT}: -i -t would enter only the IPC namespace.\nHint: -t already passes stdin; \
+                         pick the namespaces you want, e.g. -n -t or -a -t; to enter only the IPC namespace \
+                         with a terminal, write --ipc -t"
+                    ),
+                ));
+            }
+            (true, true) => Some(format!(
+                "note: {WHAT}: the IPC namespace is entered too; -t already passes stdin (write --ipc to silence this)"
+            )),
+            (false, _) if stdin_is_data => Some(format!(
+                "note: {WHAT}: the data piped in is not passed to the command; add --stdin for that (write --ipc to silence this)"
+            )),
+            (false, _) => None,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, Default)]
@@ -215,4 +260,159 @@ pub struct LsArgs {
 pub struct VersionArgs {
     #[command(flatten)]
     pub kube: KubeArgs,
+}
+
+/// Parses a duration as kubectl's flags take one (Go's `time.ParseDuration`:
+/// a sequence of numbers with units ns, us, µs, ms, s, m, h, such as `1m30s`
+/// or `1.5h`); a bare number is seconds, as kubectl's `--request-timeout`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = |why: &str| {
+        format!(
+            "`{s}`: {why}; expected a duration such as 90s, 2m, 1h, 1m30s or 500ms, or a number of seconds"
+        )
+    };
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().map(Duration::from_secs).map_err(|_| bad("too long"));
+    }
+    if s.is_empty() {
+        return Err(bad("empty"));
+    }
+    if s.starts_with('-') {
+        return Err(bad("a duration cannot be negative"));
+    }
+    let is_num = |c: char| c.is_ascii_digit() || c == '.';
+    let mut nanos: u128 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let unit_at = rest
+            .find(|c| !is_num(c))
+            .ok_or_else(|| bad("a unit is missing after the last number"))?;
+        let (num, tail) = rest.split_at(unit_at);
+        let (unit, next) = tail.split_at(tail.find(is_num).unwrap_or(tail.len()));
+        let scale: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return Err(bad(&format!("unknown unit `{unit}`"))),
+        };
+        let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+        let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+        if (whole.is_empty() && frac.is_empty()) || !digits(whole) || !digits(frac) || frac.len() > 18 {
+            return Err(bad(&format!("`{num}` is not a number")));
+        }
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| bad("too long"))?
+        };
+        let frac_nanos = if frac.is_empty() {
+            0
+        } else {
+            let f: u128 = frac.parse().map_err(|_| bad("too long"))?;
+            f * scale / 10u128.pow(frac.len() as u32)
+        };
+        nanos = whole
+            .checked_mul(scale)
+            .and_then(|n| n.checked_add(frac_nanos))
+            .and_then(|n| n.checked_add(nanos))
+            .ok_or_else(|| bad("too long"))?;
+        rest = next;
+    }
+    let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| bad("too long"))?;
+    Ok(Duration::new(secs, (nanos % 1_000_000_000) as u32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn habit(args: &[&str], piped: bool) -> Result<Option<String>, Failure> {
+        let argv: Vec<String> = ["kubectl-ns", "exec", "--agent", "unix:///x", "node"]
+            .iter()
+            .chain(args)
+            .chain(&["--", "sh", "-i"])
+            .map(|s| s.to_string())
+            .collect();
+        let Command::Exec(a) = Cli::try_parse_from(&argv).unwrap().command else {
+            unreachable!()
+        };
+        a.ipc_habit(&argv, piped)
+    }
+
+    #[test]
+    fn dash_i_from_kubectl_habits_is_caught() {
+        for it in [&["-it"][..], &["-ti"], &["-i", "-t"], &["-t", "-i"]] {
+            let e = habit(it, false).unwrap_err();
+            assert_eq!(e.code, exit::USAGE);
+            assert!(e.message.contains("-i is the IPC namespace"), "{}", e.message);
+            assert!(e.message.contains("--ipc -t"), "{}", e.message);
+        }
+        assert!(
+            habit(&["-n", "-it"], false)
+                .unwrap()
+                .unwrap()
+                .contains("-t already passes stdin")
+        );
+        assert!(
+            habit(&["-n", "-i"], true)
+                .unwrap()
+                .unwrap()
+                .contains("add --stdin")
+        );
+        assert!(habit(&["-i"], true).unwrap().unwrap().contains("add --stdin"));
+        // Meant as written: no word.
+        for quiet in [
+            &["--ipc", "-t"][..],
+            &["-i"],
+            &["-n", "-i"],
+            &["-i", "--stdin"],
+            &["-n", "-t"],
+        ] {
+            assert_eq!(habit(quiet, false).unwrap(), None, "{quiet:?}");
+        }
+        assert_eq!(habit(&["--ipc"], true).unwrap(), None);
+        assert_eq!(habit(&["-t", "-i", "--stdin"], true).unwrap(), None);
+    }
+
+    #[test]
+    fn durations_parse_as_kubectl_takes_them() {
+        let ok = |s: &str| parse_duration(s).unwrap();
+        assert_eq!(ok("90"), Duration::from_secs(90));
+        assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok("90s"), Duration::from_secs(90));
+        assert_eq!(ok("2m"), Duration::from_secs(120));
+        assert_eq!(ok("1h"), Duration::from_secs(3600));
+        assert_eq!(ok("1m30s"), Duration::from_secs(90));
+        assert_eq!(ok("1h2m3s"), Duration::from_secs(3723));
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("1.5h"), Duration::from_secs(5400));
+        assert_eq!(ok(".5s"), Duration::from_millis(500));
+        assert_eq!(ok("10us"), Duration::from_micros(10));
+        assert_eq!(ok("10µs"), Duration::from_micros(10));
+        assert_eq!(ok("7ns"), Duration::from_nanos(7));
+    }
+
+    #[test]
+    fn bad_durations_say_what_is_wrong() {
+        for (input, why) in [
+            ("", "empty"),
+            ("60x", "unknown unit `x`"),
+            ("1m30", "a unit is missing"),
+            ("abc", "unknown unit `abc`"),
+            ("-5s", "cannot be negative"),
+            ("5 s", "unknown unit ` s`"),
+            ("1..5s", "`1..5` is not a number"),
+            (".s", "`.` is not a number"),
+            ("1.5", "a unit is missing"),
+            ("99999999999999999999h", "too long"),
+            ("99999999999999999999", "too long"),
+        ] {
+            let e = parse_duration(input).unwrap_err();
+            assert!(e.contains(why), "{input:?}: {e}");
+            assert!(e.contains("expected a duration such as 90s"), "{e}");
+        }
+    }
 }

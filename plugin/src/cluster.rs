@@ -2,9 +2,14 @@
 //! in-cluster), the target resolved to a node and container, and a gRPC
 //! channel to that node's agent.
 
-use kube::Config;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use kns_proto::agent::VersionRequest;
+use kns_proto::agent::agent_client::AgentClient;
 use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Config};
 use tonic::transport::Channel;
 use tower::util::MapRequestLayer;
 
@@ -13,7 +18,7 @@ use crate::cli::KubeArgs;
 use crate::exit::Failure;
 use crate::resolve::{self, KubeTarget, PodContainers, Resolver};
 use crate::target::{DirectTarget, Target};
-use crate::{timings, transport};
+use crate::{manifests, timings, transport};
 
 /// A client for the context the user chose.
 pub async fn resolver(args: &KubeArgs) -> Result<Resolver, Failure> {
@@ -162,4 +167,61 @@ pub async fn reach_pod(
     let pod = r.pod(namespace, name).await?;
     let containers = resolve::pod_containers(&pod)?;
     Ok((agent_channel(args, &r, &containers.node).await?, containers))
+}
+
+/// How long one agent may take to answer a version query.
+const VERSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What the agent in pod `pod` reports as its version (its Version RPC,
+/// through the port-forward): the image tag may be a digest, or lie.
+async fn reported_version(r: Resolver, port: u16, pod: String) -> Result<String, String> {
+    let ask = async {
+        let channel = transport::portforward(r.client.clone(), &r.agent_namespace, &pod, port).await?;
+        AgentClient::new(channel)
+            .version(VersionRequest {})
+            .await
+            .map(|v| v.into_inner().version)
+            .map_err(|s| crate::exit::status_failure(&s))
+    };
+    match tokio::time::timeout(VERSION_TIMEOUT, ask).await {
+        Ok(r) => r.map_err(|f| f.message.lines().next().unwrap_or_default().to_owned()),
+        Err(_) => Err(format!("no answer within {}s", VERSION_TIMEOUT.as_secs())),
+    }
+}
+
+/// The versions the agents in `pods` report, asked concurrently: pod name
+/// → version, or why it could not be asked.
+pub async fn agent_versions(
+    r: &Resolver,
+    port: u16,
+    pods: impl IntoIterator<Item = String>,
+) -> BTreeMap<String, Result<String, String>> {
+    let mut set = tokio::task::JoinSet::new();
+    for pod in pods {
+        let r = r.clone();
+        set.spawn(async move { (pod.clone(), reported_version(r, port, pod).await) });
+    }
+    let mut out = BTreeMap::new();
+    while let Some(joined) = set.join_next().await {
+        if let Ok((pod, v)) = joined {
+            out.insert(pod, v);
+        }
+    }
+    out
+}
+
+/// The installed agent DaemonSet, if any.
+pub async fn agent_daemonset(r: &Resolver) -> Result<Option<DaemonSet>, Failure> {
+    Api::<DaemonSet>::namespaced(r.client.clone(), &r.agent_namespace)
+        .get_opt(manifests::DAEMONSET_NAME)
+        .await
+        .map_err(|e| {
+            crate::exit::api_failure(
+                &format!(
+                    "cannot read the agent DaemonSet in namespace {}",
+                    r.agent_namespace
+                ),
+                e,
+            )
+        })
 }

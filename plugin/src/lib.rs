@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod commands;
 pub mod exit;
 pub mod manifests;
+pub mod placement;
 pub mod resolve;
 pub mod target;
 pub mod terminal;

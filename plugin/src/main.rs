@@ -1,6 +1,7 @@
 //! `kubectl-ns`: parse, dispatch, map errors to exit codes (see `exit`).
 #![forbid(unsafe_code)]
 
+use std::os::fd::AsFd;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -19,6 +20,16 @@ fn namespace_hint(args: &[String]) -> Option<String> {
     ))
 }
 
+/// Whether stdin carries data (a pipe or a file), not a terminal or /dev/null.
+fn stdin_is_data() -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(|fd| std::fs::File::from(fd).metadata())
+        .is_ok_and(|m| m.file_type().is_fifo() || m.file_type().is_file())
+}
+
 fn main() -> ExitCode {
     kns_plugin::timings::init();
     let argv: Vec<String> = std::env::args().collect();
@@ -35,6 +46,16 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Command::Exec(a) = &cli.command {
+        match a.ipc_habit(&argv, stdin_is_data()) {
+            Ok(None) => {}
+            Ok(Some(note)) => eprintln!("kubectl-ns: {note}"),
+            Err(f) => {
+                eprintln!("kubectl-ns: {}", f.message);
+                return ExitCode::from(f.code);
+            }
+        }
+    }
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

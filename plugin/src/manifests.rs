@@ -18,6 +18,9 @@ pub const FILES: &[(&str, &str)] = &[
     ("daemonset.yaml", include_str!("../../manifests/daemonset.yaml")),
 ];
 
+/// The agent DaemonSet's name, as `daemonset.yaml` gives it.
+pub const DAEMONSET_NAME: &str = "kubectl-ns-agent";
+
 /// Where the agent image is published; the tag is the plugin's version.
 pub const IMAGE_REPOSITORY: &str = "ghcr.io/kubectl-ns/kubectl-ns-agent";
 
@@ -108,6 +111,7 @@ pub fn objects(agent_namespace: &str, image: &str) -> Result<Vec<Object>, Failur
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::placement::{ARCH_LABEL, OS_LABEL};
 
     #[test]
     fn manifests_parse_into_typed_objects() {
@@ -120,7 +124,7 @@ mod tests {
                 "ServiceAccount/kubectl-ns-agent",
                 "ClusterRole/kubectl-ns-user",
                 "Role/kubectl-ns-user",
-                "DaemonSet/kubectl-ns-agent",
+                &format!("DaemonSet/{DAEMONSET_NAME}"),
             ]
         );
     }
@@ -173,8 +177,35 @@ mod tests {
         assert_ne!(sc.privileged, Some(true));
         let caps = sc.capabilities.as_ref().unwrap();
         assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
+        // The program itself, not only its arguments: args alone replace an
+        // image's Cmd, and a Cmd-only image then runs `--listen`.
+        assert_eq!(c.command.as_deref(), Some(&["/kubectl-ns-agent".to_owned()][..]));
         let args = c.args.clone().unwrap().join(" ");
         assert!(args.contains("tcp://127.0.0.1:7469"), "{args}");
+        let node = |labels: &[(&str, &str)]| k8s_openapi::api::core::v1::Node {
+            metadata: kube::api::ObjectMeta {
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(crate::placement::selects(
+            &pod,
+            &node(&[(OS_LABEL, "linux"), (ARCH_LABEL, "amd64")])
+        ));
+        assert!(!crate::placement::selects(
+            &pod,
+            &node(&[(OS_LABEL, "windows"), (ARCH_LABEL, "amd64")])
+        ));
+        assert!(!crate::placement::selects(
+            &pod,
+            &node(&[(OS_LABEL, "linux"), (ARCH_LABEL, "arm64")])
+        ));
         let probe = c.readiness_probe.as_ref().unwrap().exec.as_ref().unwrap();
         assert_eq!(probe.command.as_deref().unwrap()[1], "probe");
     }

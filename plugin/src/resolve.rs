@@ -104,8 +104,40 @@ fn check_pod(pod: &Pod) -> Result<String, Failure> {
     }
 }
 
+/// The container kubectl would pick without `-c`: the default-container
+/// annotation when it names one of the pod's containers, else the first,
+/// with kubectl's notice when others were passed over (the notice names init
+/// and ephemeral containers too, as kubectl's does).
+fn default_container(pod: &Pod, spec_names: &[String]) -> Option<(String, Option<String>)> {
+    let annotated = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(DEFAULT_CONTAINER))
+        .filter(|c| spec_names.contains(c));
+    if let Some(c) = annotated {
+        return Some((c.clone(), None));
+    }
+    let first = spec_names.first()?.clone();
+    let spec = pod.spec.as_ref()?;
+    let ephemeral = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .map(|c| format!("{} (ephem)", c.name));
+    let init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| format!("{} (init)", c.name));
+    let all: Vec<String> = spec_names.iter().cloned().chain(ephemeral).chain(init).collect();
+    let notice = (all.len() > 1).then(|| format!("Defaulted container {first:?} out of: {}", all.join(", ")));
+    Some((first, notice))
+}
+
 /// Picks the container: `-c`, else the default-container annotation, else
-/// the only container; and checks it is running.
+/// the first container (as kubectl does, with its notice on stderr); and
+/// checks it is running.
 pub fn choose_container(pod: &Pod, wanted: Option<&str>) -> Result<ResolvedContainer, Failure> {
     let node = check_pod(pod)?;
     let name = pod_name(pod);
@@ -117,26 +149,12 @@ pub fn choose_container(pod: &Pod, wanted: Option<&str>) -> Result<ResolvedConta
     let chosen = match wanted {
         Some(c) => c.to_owned(),
         None => {
-            let annotated = pod
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(DEFAULT_CONTAINER))
-                .filter(|c| spec_names.contains(c));
-            match (annotated, spec_names.as_slice()) {
-                (Some(c), _) => c.clone(),
-                (None, [only]) => only.clone(),
-                (None, names) => {
-                    return Err(Failure::new(
-                        crate::exit::USAGE,
-                        format!(
-                            "pod {name} has {} containers; choose one with -c: {}",
-                            names.len(),
-                            names.join(", ")
-                        ),
-                    ));
-                }
+            let (chosen, notice) = default_container(pod, &spec_names)
+                .ok_or_else(|| Failure::own(format!("pod {name} has no containers")))?;
+            if let Some(n) = notice {
+                eprintln!("{n}");
             }
+            chosen
         }
     };
     let statuses = all_statuses(pod);
@@ -237,17 +255,6 @@ pub fn pod_ready(p: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// An agent pod's version: its image's tag.
-pub fn agent_version(p: &Pod) -> String {
-    let image = p
-        .spec
-        .as_ref()
-        .and_then(|s| s.containers.first())
-        .and_then(|c| c.image.as_deref())
-        .unwrap_or("");
-    image.rsplit_once(':').map_or(image, |(_, tag)| tag).to_owned()
-}
-
 /// Picks the agent pod among those listed for a node: a running, ready one.
 pub fn choose_agent(pods: &[Pod], node: &str, agent_ns: &str) -> Result<String, Failure> {
     if pods.is_empty() {
@@ -330,7 +337,7 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{
         Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-        PodCondition, PodSpec, PodStatus,
+        EphemeralContainer, PodCondition, PodSpec, PodStatus,
     };
     use kube::api::ObjectMeta;
 
@@ -384,21 +391,50 @@ mod tests {
     }
 
     #[test]
-    fn annotation_picks_among_several() {
+    fn annotation_else_first_container_like_kubectl() {
         let mut p = pod(
             &["app", "sidecar"],
             vec![status("app", running()), status("sidecar", running())],
         );
-        let e = choose_container(&p, None).unwrap_err();
-        assert_eq!(e.code, crate::exit::USAGE);
-        assert!(
-            e.message.contains("choose one with -c: app, sidecar"),
-            "{}",
-            e.message
+        assert_eq!(choose_container(&p, None).unwrap().container, "app");
+        let names = ["app".to_owned(), "sidecar".to_owned()];
+        assert_eq!(
+            default_container(&p, &names),
+            Some((
+                "app".to_owned(),
+                Some(r#"Defaulted container "app" out of: app, sidecar"#.to_owned())
+            ))
         );
         p.metadata.annotations = Some([(DEFAULT_CONTAINER.to_owned(), "sidecar".to_owned())].into());
+        assert_eq!(default_container(&p, &names), Some(("sidecar".to_owned(), None)));
         assert_eq!(choose_container(&p, None).unwrap().container, "sidecar");
         assert_eq!(choose_container(&p, Some("app")).unwrap().container, "app");
+        // An annotation naming no container falls back to the first.
+        p.metadata.annotations = Some([(DEFAULT_CONTAINER.to_owned(), "gone".to_owned())].into());
+        assert_eq!(choose_container(&p, None).unwrap().container, "app");
+    }
+
+    #[test]
+    fn defaulted_notice_lists_ephemeral_then_init_containers() {
+        let mut p = pod(&["app"], vec![status("app", running())]);
+        let names = ["app".to_owned()];
+        assert_eq!(default_container(&p, &names), Some(("app".to_owned(), None)));
+        let spec = p.spec.as_mut().unwrap();
+        spec.init_containers = Some(vec![Container {
+            name: "setup".into(),
+            ..Default::default()
+        }]);
+        spec.ephemeral_containers = Some(vec![EphemeralContainer {
+            name: "debugger".into(),
+            ..Default::default()
+        }]);
+        assert_eq!(
+            default_container(&p, &names).unwrap().1.as_deref(),
+            Some(r#"Defaulted container "app" out of: app, debugger (ephem), setup (init)"#)
+        );
+        p.spec.as_mut().unwrap().containers.clear();
+        let e = choose_container(&p, None).unwrap_err();
+        assert_eq!(e.message, "pod web-1 has no containers");
     }
 
     #[test]

@@ -81,13 +81,8 @@ pub async fn connect(addr: &str) -> Result<Channel, TransportError> {
         source,
     };
     if let Some(path) = addr.strip_prefix("unix://") {
-        let path = path.to_owned();
-        // The URI is ignored by the connector; tonic needs a valid one.
-        return tuned(Endpoint::from_static("http://agent.invalid"))
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-            }))
+        return tuned(kns_proto::unix_endpoint(path))
+            .connect()
             .await
             .map_err(unreachable);
     }

@@ -6,6 +6,16 @@
 /// can warn on a mismatch without an extra call.
 pub const AGENT_VERSION_HEADER: &str = "kns-agent-version";
 
+/// A gRPC endpoint on the unix socket at `path`, dialled by tonic's own
+/// unix-socket connector: the one connector for the CRI runtime, the agent's
+/// readiness probe, `kubectl-ns --agent unix://…` and the tests.
+pub fn unix_endpoint(path: impl AsRef<std::path::Path>) -> tonic::transport::Endpoint {
+    let addr = format!("unix://{}", path.as_ref().display());
+    // tonic only fails on bytes that are not UTF-8 or a missing scheme, and a
+    // formatted `unix://` String has neither.
+    tonic::transport::Endpoint::from_shared(addr).expect("a unix:// address always parses")
+}
+
 /// The agent's API, spoken between `kubectl-ns` and `kubectl-ns-agent`.
 pub mod agent {
     #![allow(missing_docs, clippy::all)]

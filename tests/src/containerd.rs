@@ -10,17 +10,17 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use hyper_util::rt::TokioIo;
 use kns_proto::cri::runtime_service_client::RuntimeServiceClient;
 use kns_proto::cri::{
-    Capability, ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, KeyValue,
-    LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    Mount, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest, VersionRequest,
+    Capability, ContainerConfig, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest,
+    ImageSpec, Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerSecurityContext,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest, VersionRequest,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 /// The locally built image: pause image and workload alike.
 pub const IMAGE: &str = "docker.io/kns/busybox:1";
@@ -43,6 +43,9 @@ pub struct PodSpec {
     pub caps_add: Vec<String>,
     pub caps_drop: Vec<String>,
     pub readonly_rootfs: bool,
+    /// The container's uid; the image's user when unset.
+    pub run_as_user: Option<i64>,
+    pub privileged: bool,
 }
 
 impl PodSpec {
@@ -82,14 +85,9 @@ fn read_state(dir: &Path, name: &str) -> Option<String> {
         .map(|s| s.trim().to_owned())
 }
 
-fn channel(socket: &Path) -> Channel {
-    let socket = socket.to_owned();
-    Endpoint::from_static("http://containerd.invalid").connect_with_connector_lazy(tower::service_fn(
-        move |_: Uri| {
-            let s = socket.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(s).await?)) }
-        },
-    ))
+/// A gRPC channel over the unix socket at `socket`, connected on first use.
+pub fn channel(socket: &Path) -> Channel {
+    kns_proto::unix_endpoint(socket).connect_lazy()
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -271,7 +269,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 cgroup_parent: self.cgroup_parent(),
                 security_context: Some(LinuxSandboxSecurityContext {
                     namespace_options: Some(ns),
-                    privileged: false,
+                    privileged: spec.privileged,
                 }),
             }),
             ..Default::default()
@@ -345,8 +343,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                                     add_capabilities: spec.caps_add.clone(),
                                     drop_capabilities: spec.caps_drop.clone(),
                                 }),
-                                privileged: false,
+                                privileged: spec.privileged,
                                 namespace_options: ns,
+                                run_as_user: spec.run_as_user.map(|value| Int64Value { value }),
                                 readonly_rootfs: spec.readonly_rootfs,
                             }),
                         }),
@@ -368,6 +367,27 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 container_id,
             })
         })
+    }
+
+    /// A container's host PID, from the runtime's verbose status (as the
+    /// agent finds it).
+    pub fn container_pid(&self, id: &str) -> anyhow::Result<i32> {
+        let mut c = self.client.clone();
+        let resp = self
+            .rt
+            .block_on(c.container_status(ContainerStatusRequest {
+                container_id: id.to_owned(),
+                verbose: true,
+            }))
+            .context("ContainerStatus")?
+            .into_inner();
+        let info: serde_json::Value =
+            serde_json::from_str(resp.info.get("info").context("no verbose info")?)?;
+        info["pid"]
+            .as_i64()
+            .filter(|p| *p > 0)
+            .and_then(|p| i32::try_from(p).ok())
+            .context("the verbose info has no pid (is the container running?)")
     }
 
     /// Imports an OCI image archive into the lab's containerd.

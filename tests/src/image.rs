@@ -17,7 +17,8 @@ const APPLETS: &[&str] = &[
     "sh", "sleep", "cat", "echo", "ls", "ps", "hostname", "httpd", "true", "id",
 ];
 
-/// An image to build: files for its one layer, and its command.
+/// An image to build: files for its one layer, its platform, and its
+/// command.
 #[derive(Debug)]
 pub struct Spec<'a> {
     /// Full reference, e.g. `docker.io/kns/busybox:1`.
@@ -28,7 +29,13 @@ pub struct Spec<'a> {
     pub links: Vec<(String, String)>,
     /// Empty directories the image needs (mount points, scratch space).
     pub dirs: Vec<&'a str>,
+    /// The OCI config's `Entrypoint`: what Kubernetes' `args` are appended
+    /// to (and what its `command` replaces).
+    pub entrypoint: Vec<&'a str>,
+    /// The OCI config's `Cmd`: default arguments, replaced by `args`.
     pub cmd: Vec<&'a str>,
+    /// The OCI architecture (`amd64`, `arm64`).
+    pub architecture: &'a str,
 }
 
 /// The busybox image used as both pause image and workload in tests.
@@ -41,18 +48,25 @@ pub fn busybox_spec(name: &str) -> Spec<'_> {
             .map(|a| (format!("bin/{a}"), "busybox".to_owned()))
             .collect(),
         dirs: vec!["proc", "sys", "dev", "etc", "tmp", "www"],
+        entrypoint: Vec::new(),
         cmd: vec!["/bin/sleep", "2147483647"],
+        architecture: "amd64",
     }
 }
 
-/// The agent image: the static `kubectl-ns-agent` and nothing else.
-pub fn agent_spec(name: &str, binary: PathBuf) -> Spec<'_> {
+/// The agent image: the static `kubectl-ns-agent` for `architecture` and
+/// nothing else. The binary is the Entrypoint, as the Dockerfile's
+/// ENTRYPOINT: a pod's `args` then become its arguments, where with a Cmd
+/// alone they would replace the program (the kubelet would run `--listen`).
+pub fn agent_spec<'a>(name: &'a str, binary: PathBuf, architecture: &'a str) -> Spec<'a> {
     Spec {
         name,
         files: vec![("kubectl-ns-agent", binary)],
         links: Vec::new(),
         dirs: Vec::new(),
-        cmd: vec!["/kubectl-ns-agent"],
+        entrypoint: vec!["/kubectl-ns-agent"],
+        cmd: Vec::new(),
+        architecture,
     }
 }
 
@@ -114,6 +128,27 @@ pub fn populate(spec: &Spec, rootfs: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The OCI image config: platform, Entrypoint/Cmd (each omitted when
+/// empty, as image builders do), environment, and the one layer.
+pub fn config(spec: &Spec, layer_digest: &str) -> serde_json::Value {
+    let mut config = serde_json::json!({
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        "WorkingDir": "/",
+    });
+    if !spec.entrypoint.is_empty() {
+        config["Entrypoint"] = serde_json::json!(spec.entrypoint);
+    }
+    if !spec.cmd.is_empty() {
+        config["Cmd"] = serde_json::json!(spec.cmd);
+    }
+    serde_json::json!({
+        "architecture": spec.architecture,
+        "os": "linux",
+        "config": config,
+        "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
+    })
+}
+
 /// Writes an OCI image archive for `spec` to `out`.
 pub fn build(spec: &Spec, out: &Path) -> anyhow::Result<()> {
     if !Path::new(BUSYBOX).exists() && spec.files.iter().any(|(_, f)| f == Path::new(BUSYBOX)) {
@@ -129,17 +164,8 @@ pub fn build(spec: &Spec, out: &Path) -> anyhow::Result<()> {
     let blobs = layout.join("blobs/sha256");
     std::fs::create_dir_all(&blobs)?;
     let (layer_digest, layer_size) = write_blob(&blobs, &std::fs::read(&layer)?)?;
-    let config = serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {
-            "Cmd": spec.cmd,
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "WorkingDir": "/",
-        },
-        "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
-    });
-    let (config_digest, config_size) = write_blob(&blobs, &serde_json::to_vec(&config)?)?;
+    let (config_digest, config_size) =
+        write_blob(&blobs, &serde_json::to_vec(&config(spec, &layer_digest))?)?;
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -163,4 +189,50 @@ pub fn build(spec: &Spec, out: &Path) -> anyhow::Result<()> {
     std::fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     tar(out, &layout)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Cmd-only agent image made the kubelet run the DaemonSet's first
+    /// arg (`--listen`) as the program: the binary must be the Entrypoint.
+    #[test]
+    fn agent_image_has_the_binary_as_entrypoint() {
+        let spec = agent_spec("kns/agent:1", PathBuf::from("/x"), "arm64");
+        let c = config(&spec, "sha256:00");
+        assert_eq!(
+            c["config"]["Entrypoint"],
+            serde_json::json!(["/kubectl-ns-agent"])
+        );
+        assert!(c["config"].get("Cmd").is_none(), "{c}");
+        assert_eq!(c["architecture"], "arm64");
+        assert_eq!(c["os"], "linux");
+    }
+
+    /// What `kns-lab agent-image` writes, read back from the archive.
+    #[test]
+    fn written_archive_carries_the_entrypoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("agent");
+        std::fs::write(&bin, b"not really").unwrap();
+        let out = dir.path().join("agent.tar");
+        build(&agent_spec("kns/agent:1", bin, "amd64"), &out).unwrap();
+        let unpacked = dir.path().join("x");
+        std::fs::create_dir(&unpacked).unwrap();
+        run(Command::new("tar").arg("-xf").arg(&out).arg("-C").arg(&unpacked)).unwrap();
+        let blob = |digest: &str| -> serde_json::Value {
+            let hex = digest.strip_prefix("sha256:").unwrap();
+            serde_json::from_slice(&std::fs::read(unpacked.join("blobs/sha256").join(hex)).unwrap()).unwrap()
+        };
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(unpacked.join("index.json")).unwrap()).unwrap();
+        let manifest = blob(index["manifests"][0]["digest"].as_str().unwrap());
+        let config = blob(manifest["config"]["digest"].as_str().unwrap());
+        assert_eq!(
+            config["config"]["Entrypoint"],
+            serde_json::json!(["/kubectl-ns-agent"])
+        );
+        assert!(config["config"].get("Cmd").is_none(), "{config}");
+    }
 }

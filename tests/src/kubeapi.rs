@@ -44,6 +44,31 @@ struct State {
     requests: Vec<String>,
     /// Added before answering each request, as a network hop would.
     latency: std::time::Duration,
+    /// The last resourceVersion handed out; watchers hear of each change.
+    version: u64,
+    changes: tokio::sync::watch::Sender<u64>,
+    /// How the kubelets report agent pods that fail to start, if they do.
+    agent_failure: Option<AgentFailure>,
+    /// Requests that need more than the kubectl-ns-user roles get 403.
+    user_only: bool,
+}
+
+impl State {
+    /// A new resourceVersion, announced to watchers.
+    fn bump(&mut self) -> u64 {
+        self.version += 1;
+        self.changes.send_replace(self.version);
+        self.version
+    }
+}
+
+/// An agent container that cannot start, as a kubelet reports it: waiting
+/// in CrashLoopBackOff after terminations with `message`.
+#[derive(Debug, Clone)]
+pub struct AgentFailure {
+    pub waiting_message: String,
+    pub last_reason: String,
+    pub last_message: String,
 }
 
 /// A running fake API server; stopped on drop.
@@ -136,6 +161,68 @@ fn fields_match(pod: &Pod, selector: &str) -> bool {
         })
 }
 
+/// Response bodies: whole JSON documents, or a watch's event stream.
+type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;
+
+async fn serve(
+    req: Request<Incoming>,
+    state: Arc<Mutex<State>>,
+    forbid: Arc<AtomicBool>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    use http_body_util::BodyExt;
+    let q = query(&req);
+    if req.method() == hyper::Method::GET && q.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        state
+            .lock()
+            .expect("state")
+            .requests
+            .push(format!("GET {}", req.uri()));
+        return Ok(watch(state, req.uri().path().to_owned(), &q));
+    }
+    handle(req, state, forbid)
+        .await
+        .map(|r| r.map(BodyExt::boxed_unsync))
+}
+
+/// Whether a path is one that only an installer (cluster-admin) may touch:
+/// everything but pods, nodes and port-forwards.
+fn installer_only(method: &hyper::Method, parts: &[&str]) -> bool {
+    let reads_pods_or_nodes = matches!(
+        parts,
+        ["api", "v1", "nodes", ..] | ["api", "v1", "namespaces", _, "pods", ..]
+    );
+    !reads_pods_or_nodes || method != hyper::Method::GET
+}
+
+/// The API server's 403 for `path`, worded as RBAC words it.
+fn forbidden(method: &hyper::Method, parts: &[&str]) -> Response<Full<Bytes>> {
+    let verb = match *method {
+        hyper::Method::PATCH => "patch",
+        hyper::Method::DELETE => "delete",
+        _ => "get",
+    };
+    let (group, rest) = match parts {
+        ["api", _, rest @ ..] => ("", rest),
+        ["apis", g, _, rest @ ..] => (*g, rest),
+        _ => ("", parts),
+    };
+    let (scope, rest) = match rest {
+        ["namespaces", ns, r, rest @ ..] => {
+            (format!("in the namespace \"{ns}\""), [&[*r][..], rest].concat())
+        }
+        _ => ("at the cluster scope".to_owned(), rest.to_vec()),
+    };
+    let resource = rest.first().copied().unwrap_or("");
+    let name = rest.get(1).copied().unwrap_or("");
+    status(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        format!(
+            "{resource} \"{name}\" is forbidden: User \"tester\" cannot {verb} resource \"{resource}\" in API group \"{group}\" {scope}"
+        ),
+    )
+}
+
 async fn handle(
     req: Request<Incoming>,
     state: Arc<Mutex<State>>,
@@ -161,6 +248,9 @@ async fn handle(
         tokio::time::sleep(latency).await;
     }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if state.lock().expect("state").user_only && installer_only(req.method(), &parts) {
+        return Ok(forbidden(req.method(), &parts));
+    }
     if req.method() == hyper::Method::PATCH {
         use http_body_util::BodyExt;
         let body = req
@@ -243,11 +333,14 @@ async fn handle(
     Ok(resp)
 }
 
-/// Server-side apply, as far as kubectl-ns uses it: the object is stored as
-/// sent (a new generation each time), and a DaemonSet is "rolled out" at
-/// once: one ready agent pod per node, as its controller and the kubelets
-/// would report.
-fn apply(state: &Mutex<State>, path: &str, content_type: &str, body: &[u8]) -> Response<Full<Bytes>> {
+/// Server-side apply, as far as kubectl-ns uses it: the applied fields are
+/// merged into the stored object (maps merge, everything else is replaced;
+/// fields dropped from a later apply are not removed), with a new
+/// generation and resourceVersion. A DaemonSet is then scheduled at once,
+/// as its controller and the kubelets would report it: one pod on each
+/// node its template selects, Pending on a node that is not Ready, and
+/// ready a moment later unless agents are set to fail.
+fn apply(state: &Arc<Mutex<State>>, path: &str, content_type: &str, body: &[u8]) -> Response<Full<Bytes>> {
     if content_type != "application/apply-patch+yaml" {
         return status(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -255,7 +348,7 @@ fn apply(state: &Mutex<State>, path: &str, content_type: &str, body: &[u8]) -> R
             format!("the fake supports only server-side apply, not {content_type}"),
         );
     }
-    let Ok(mut obj) = serde_json::from_slice::<Value>(body) else {
+    let Ok(applied) = serde_json::from_slice::<Value>(body) else {
         return status(
             StatusCode::BAD_REQUEST,
             "BadRequest",
@@ -263,48 +356,246 @@ fn apply(state: &Mutex<State>, path: &str, content_type: &str, body: &[u8]) -> R
         );
     };
     let mut st = state.lock().expect("state");
-    let generation = st
-        .objects
-        .get(path)
-        .and_then(|o| o["metadata"]["generation"].as_i64())
-        .unwrap_or(0)
-        + 1;
+    let mut obj = st.objects.get(path).cloned().unwrap_or_else(|| json!({}));
+    merge(&mut obj, applied);
+    let generation = obj["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
     obj["metadata"]["generation"] = json!(generation);
     obj["metadata"]["uid"] = json!(format!("uid-{}", path.len()));
+    obj["metadata"]["resourceVersion"] = json!(st.bump().to_string());
     if obj["kind"] == "DaemonSet" {
-        let ns = obj["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("default")
-            .to_owned();
-        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
-        let template = &obj["spec"]["template"];
-        let labels: std::collections::BTreeMap<String, String> =
-            serde_json::from_value(template["metadata"]["labels"].clone()).unwrap_or_default();
-        let image = template["spec"]["containers"][0]["image"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned();
-        let nodes: Vec<String> = st.nodes.iter().filter_map(|n| n.metadata.name.clone()).collect();
-        st.pods.retain(|p| {
-            !(p.metadata.namespace.as_deref() == Some(&ns) && p.metadata.labels.as_ref() == Some(&labels))
-        });
-        for node in &nodes {
-            let mut pod = running_pod(&ns, &format!("{name}-{node}"), node, &[("agent", "0000")]);
-            pod.metadata.labels = Some(labels.clone());
-            if let Some(c) = pod.spec.as_mut().and_then(|s| s.containers.first_mut()) {
-                c.image = Some(image.clone());
-            }
-            st.pods.push(pod);
+        let becoming_ready = schedule_daemonset(&mut st, &mut obj, generation);
+        if !becoming_ready.is_empty() {
+            let (state, path) = (state.clone(), path.to_owned());
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                agents_ready(&state, &path, &becoming_ready);
+            });
         }
-        let n = nodes.len();
-        obj["status"] = json!({
-            "desiredNumberScheduled": n, "currentNumberScheduled": n, "numberReady": n,
-            "updatedNumberScheduled": n, "numberAvailable": n, "numberMisscheduled": 0,
-            "observedGeneration": generation,
-        });
     }
     st.objects.insert(path.to_owned(), obj.clone());
     json_response(StatusCode::OK, &obj)
+}
+
+/// Merges `from` into `into`: objects key by key, anything else replaced.
+fn merge(into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+fn template_labels(ds: &Value) -> std::collections::BTreeMap<String, String> {
+    serde_json::from_value(ds["spec"]["template"]["metadata"]["labels"].clone()).unwrap_or_default()
+}
+
+/// Replaces the DaemonSet's pods and sets its status; returns the names of
+/// the pods that will become ready.
+fn schedule_daemonset(st: &mut State, ds: &mut Value, generation: i64) -> Vec<String> {
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStateWaiting, PodCondition, PodStatus,
+    };
+    let ns = ds["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_owned();
+    let name = ds["metadata"]["name"].as_str().unwrap_or("").to_owned();
+    let labels = template_labels(ds);
+    let template: k8s_openapi::api::core::v1::PodSpec =
+        serde_json::from_value(ds["spec"]["template"]["spec"].clone()).unwrap_or_default();
+    let image = template.containers.first().and_then(|c| c.image.clone());
+    st.pods.retain(|p| {
+        !(p.metadata.namespace.as_deref() == Some(&ns) && p.metadata.labels.as_ref() == Some(&labels))
+    });
+    let nodes: Vec<Node> = st
+        .nodes
+        .iter()
+        .filter(|n| kns_plugin::placement::selects(&template, n))
+        .cloned()
+        .collect();
+    let mut becoming_ready = Vec::new();
+    for node in &nodes {
+        let node_name = node.metadata.name.clone().unwrap_or_default();
+        let pod_name = format!("{name}-{node_name}");
+        let mut pod = running_pod(&ns, &pod_name, &node_name, &[("agent", "0000")]);
+        pod.metadata.labels = Some(labels.clone());
+        if let Some(c) = pod.spec.as_mut().and_then(|s| s.containers.first_mut()) {
+            c.image = image.clone();
+        }
+        let status = pod.status.get_or_insert_with(PodStatus::default);
+        let not_ready = PodCondition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: Some("ContainersNotReady".into()),
+            message: Some("containers with unready status: [agent]".into()),
+            ..Default::default()
+        };
+        status.conditions = Some(vec![not_ready]);
+        let mut cs = status.container_statuses.as_mut().and_then(|c| c.first_mut());
+        if let Some(cs) = cs.as_mut() {
+            cs.ready = false;
+        }
+        if kns_plugin::placement::node_not_ready(node).is_some() {
+            // No kubelet reports for it: the pod stays Pending.
+            status.phase = Some("Pending".into());
+            status.container_statuses = None;
+        } else if let (Some(f), Some(cs)) = (&st.agent_failure, cs) {
+            cs.restart_count = 3;
+            cs.state = Some(ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some("CrashLoopBackOff".into()),
+                    message: Some(f.waiting_message.clone()),
+                }),
+                ..Default::default()
+            });
+            cs.last_state = Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: 128,
+                    reason: Some(f.last_reason.clone()),
+                    message: Some(f.last_message.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        } else {
+            becoming_ready.push(pod_name);
+        }
+        st.pods.push(pod);
+    }
+    let n = nodes.len();
+    ds["status"] = json!({
+        "desiredNumberScheduled": n, "currentNumberScheduled": n, "numberReady": 0,
+        "updatedNumberScheduled": n, "numberAvailable": 0, "numberUnavailable": n,
+        "numberMisscheduled": 0, "observedGeneration": generation,
+    });
+    becoming_ready
+}
+
+/// The kubelets report the DaemonSet's started agents ready.
+fn agents_ready(state: &Mutex<State>, ds_path: &str, pods: &[String]) {
+    let mut st = state.lock().expect("state");
+    let Some(mut ds) = st.objects.get(ds_path).cloned() else {
+        return;
+    };
+    let ns = ds["metadata"]["namespace"].as_str().map(str::to_owned);
+    let mut ready = 0;
+    for p in st.pods.iter_mut() {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        if p.metadata.namespace == ns && pods.contains(&name) {
+            let node = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default();
+            let mut fresh = running_pod(ns.as_deref().unwrap_or(""), &name, &node, &[("agent", "0000")]);
+            fresh.metadata.labels = p.metadata.labels.clone();
+            fresh.spec = p.spec.clone();
+            *p = fresh;
+            ready += 1;
+        }
+    }
+    ds["status"]["numberReady"] = json!(ready);
+    ds["status"]["numberAvailable"] = json!(ready);
+    ds["status"]["numberUnavailable"] =
+        json!(ds["status"]["desiredNumberScheduled"].as_i64().unwrap_or(0) - ready);
+    ds["metadata"]["resourceVersion"] = json!(st.bump().to_string());
+    st.objects.insert(ds_path.to_owned(), ds);
+}
+
+/// A watch on a collection of stored objects (`?watch=true`, optionally
+/// `fieldSelector=metadata.name=NAME`), as the API server streams it: one
+/// JSON watch event per line (`{"type":"MODIFIED","object":{…}}`), each
+/// change after `resourceVersion` (the fake keeps no history: objects
+/// changed since are sent as they are now), until `timeoutSeconds`.
+fn watch(state: Arc<Mutex<State>>, collection: String, q: &HashMap<String, String>) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let name = q
+        .get("fieldSelector")
+        .and_then(|f| f.strip_prefix("metadata.name="))
+        .map(str::to_owned);
+    let since: u64 = q.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1800u64);
+    let prefix = format!("{}/", collection.trim_end_matches('/'));
+    let matching = move |st: &State| -> Vec<(String, Value)> {
+        st.objects
+            .iter()
+            .filter(|(k, _)| k.strip_prefix(&prefix).is_some_and(|rest| !rest.contains('/')))
+            .filter(|(_, o)| name.as_deref().is_none_or(|n| o["metadata"]["name"] == n))
+            .map(|(k, o)| (k.clone(), o.clone()))
+            .collect()
+    };
+    let (mut changes, mut known) = {
+        let st = state.lock().expect("state");
+        let known: HashMap<String, Value> = matching(&st).into_iter().collect();
+        (st.changes.subscribe(), known)
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout);
+        let rv = |o: &Value| -> u64 {
+            o["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let mut sent = since;
+        // Without a resourceVersion, a watch starts with the current state.
+        let mut initial: Vec<(&str, Value)> = if since == 0 {
+            known.values().map(|o| ("ADDED", o.clone())).collect()
+        } else {
+            known
+                .values()
+                .filter(|o| rv(o) > since)
+                .map(|o| ("MODIFIED", o.clone()))
+                .collect()
+        };
+        loop {
+            for (kind, o) in initial.drain(..) {
+                sent = sent.max(rv(&o));
+                let line = format!("{}\n", json!({"type": kind, "object": o}));
+                if tx.send(Bytes::from(line)).await.is_err() {
+                    return;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return,
+                r = changes.changed() => if r.is_err() { return },
+            }
+            let now: HashMap<String, Value> = matching(&state.lock().expect("state")).into_iter().collect();
+            for (k, o) in &now {
+                if rv(o) > sent {
+                    initial.push((
+                        if known.contains_key(k) {
+                            "MODIFIED"
+                        } else {
+                            "ADDED"
+                        },
+                        o.clone(),
+                    ));
+                }
+            }
+            for (k, o) in &known {
+                if !now.contains_key(k) {
+                    initial.push(("DELETED", o.clone()));
+                }
+            }
+            known = now;
+        }
+    });
+    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok(hyper::body::Frame::data(b)), rx))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(http_body_util::StreamBody::new(frames).boxed_unsync())
+        .expect("response")
 }
 
 /// Deletes an applied object; a DaemonSet takes its pods along, a
@@ -314,6 +605,7 @@ fn delete(state: &Mutex<State>, path: &str) -> Response<Full<Bytes>> {
     let Some(obj) = st.objects.remove(path) else {
         return status(StatusCode::NOT_FOUND, "NotFound", format!("{path} not found"));
     };
+    st.bump();
     let ns = obj["metadata"]["namespace"].as_str().map(str::to_owned);
     match obj["kind"].as_str() {
         Some("DaemonSet") => {
@@ -551,7 +843,7 @@ impl FakeApi {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
-                    let svc = hyper::service::service_fn(move |req| handle(req, st.clone(), fb.clone()));
+                    let svc = hyper::service::service_fn(move |req| serve(req, st.clone(), fb.clone()));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), svc)
                         .with_upgrades()
@@ -587,12 +879,77 @@ impl FakeApi {
         self.state.lock().expect("state").pods.push(pod);
     }
 
+    /// A Ready linux/amd64 node, as a kubelet registers it.
     pub fn add_node(&self, name: &str) {
+        self.add_node_with(name, "linux", "amd64", true);
+    }
+
+    /// A node with the kubelet's OS and architecture labels, and a Ready
+    /// condition that is True, or Unknown as when its kubelet stopped
+    /// posting status.
+    pub fn add_node_with(&self, name: &str, os: &str, arch: &str, ready: bool) {
+        use k8s_openapi::api::core::v1::{NodeCondition, NodeStatus};
+        let mut metadata = kube_meta(name, None);
+        metadata.labels = Some(
+            [
+                ("kubernetes.io/hostname", name),
+                ("kubernetes.io/os", os),
+                ("kubernetes.io/arch", arch),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+        );
+        let (status, reason, message) = if ready {
+            ("True", "KubeletReady", "kubelet is posting ready status")
+        } else {
+            (
+                "Unknown",
+                "NodeStatusUnknown",
+                "Kubelet stopped posting node status.",
+            )
+        };
         let node = Node {
-            metadata: kube_meta(name, None),
+            metadata,
+            status: Some(NodeStatus {
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: status.into(),
+                    reason: Some(reason.into()),
+                    message: Some(message.into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         self.state.lock().expect("state").nodes.push(node);
+    }
+
+    /// A namespace that exists before kubectl-ns is installed.
+    pub fn add_namespace(&self, name: &str, labels: &[(&str, &str)]) {
+        let mut st = self.state.lock().expect("state");
+        let rv = st.bump().to_string();
+        let labels: serde_json::Map<String, Value> =
+            labels.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+        st.objects.insert(
+            format!("/api/v1/namespaces/{name}"),
+            json!({
+                "kind": "Namespace", "apiVersion": "v1",
+                "metadata": {"name": name, "uid": format!("{name}-uid"), "resourceVersion": rv, "labels": labels},
+                "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"},
+            }),
+        );
+    }
+
+    /// Agent pods the DaemonSet creates from now on fail to start.
+    pub fn fail_agents(&self, failure: AgentFailure) {
+        self.state.lock().expect("state").agent_failure = Some(failure);
+    }
+
+    /// Gives the user only the kubectl-ns-user roles: reading pods and
+    /// nodes works, everything an install needs is forbidden.
+    pub fn user_only(&self, on: bool) {
+        self.state.lock().expect("state").user_only = on;
     }
 
     /// Port-forwards to pod `ns/name` reach the requested port on the

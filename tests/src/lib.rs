@@ -10,6 +10,7 @@ pub mod bins;
 pub mod containerd;
 pub mod image;
 pub mod kubeapi;
+pub mod kubelet;
 pub mod target;
 
 /// Fails the test loudly when not root: these tests exercise real

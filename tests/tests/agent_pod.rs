@@ -1,15 +1,26 @@
 //! The agent image, run as the DaemonSet runs it: scripts/image's archive,
-//! imported into a real containerd, started in a hostPID pod with exactly
-//! the manifest's capabilities (all others dropped), read-only root, and the
-//! CRI socket mounted read-only at its usual path, then used to enter
-//! another pod's namespaces.
+//! imported into a real containerd, and started from the DaemonSet's own
+//! container spec mapped to the CRI as the kubelet maps it (command, args,
+//! env, securityContext, hostPath mounts, hostPID), so any drift between
+//! the manifest and the image fails here. Then the agent is reached where
+//! the kubelet's port-forward reaches it, on 127.0.0.1:7469 inside the
+//! pod's own network namespace, and used to enter another pod.
+//!
+//! Test-only patches, as a kustomize overlay would make them: KNS_NODE_PID
+//! (PID 1 is unreadable on these machines; this test process, visible
+//! through hostPID, is the node reference) and the CRI socket directory
+//! (the lab's containerd).
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
 
+use k8s_openapi::api::core::v1 as k8s;
 use kns_plugin::manifests::{self, Object};
-use kns_tests::bins::{exec, stderr, stdout};
-use kns_tests::containerd::{Lab, PodSpec};
-use kns_tests::{require_root, wait_until};
+use kns_tests::bins::{plugin, stderr, stdout};
+use kns_tests::containerd::{Lab, Pod, PodSpec};
+use kns_tests::{kubelet, require_root, wait_until};
 
 /// Where scripts/test has scripts/image write the archive.
 fn archive() -> PathBuf {
@@ -23,7 +34,7 @@ fn archive() -> PathBuf {
 }
 
 /// The DaemonSet's pod template, from the embedded manifests.
-fn manifest_pod() -> k8s_openapi::api::core::v1::PodSpec {
+fn manifest_pod() -> k8s::PodSpec {
     manifests::parse()
         .unwrap()
         .into_iter()
@@ -34,56 +45,194 @@ fn manifest_pod() -> k8s_openapi::api::core::v1::PodSpec {
         .unwrap()
 }
 
+/// The manifest's agent address, which the test does not change.
+fn manifest_listen(c: &k8s::Container) -> String {
+    let args = c.args.clone().unwrap_or_default();
+    let i = args
+        .iter()
+        .position(|a| a == "--listen")
+        .expect("--listen in args");
+    args[i + 1].clone()
+}
+
+/// An agent running in its own pod of the lab.
+struct AgentPod {
+    lab: Arc<Lab>,
+    pod: Pod,
+    pid: i32,
+    /// What the plugin dials from inside the pod's network namespace.
+    addr: String,
+    /// `container/ID` of the pod the tests enter.
+    target: String,
+    /// hostPath directories the runtime created for the pod (as on a node
+    /// without that runtime), removed afterwards, deepest first.
+    created: Vec<PathBuf>,
+}
+
+impl AgentPod {
+    /// Runs the DaemonSet's container `agent` (after `patch`, a test-only
+    /// overlay) as pod `name`, and waits until it listens where the
+    /// manifest says.
+    fn start(lab: &Arc<Lab>, name: &str, target: &Pod, patch: impl FnOnce(&mut k8s::PodSpec)) -> AgentPod {
+        let mut pod = manifest_pod();
+        kubelet::set_env(
+            &mut pod.containers[0],
+            "KNS_NODE_PID",
+            &std::process::id().to_string(),
+        )
+        .unwrap();
+        kubelet::set_host_path(&mut pod, "containerd", lab.dir.clone()).unwrap();
+        patch(&mut pod);
+        let image = pod.containers[0].image.clone().unwrap();
+        assert_eq!(
+            image,
+            manifests::default_image(),
+            "the archive is tagged as the manifest's image"
+        );
+        let listen = manifest_listen(&pod.containers[0]);
+        let addr = listen.replacen("tcp://", "http://", 1);
+        let spec: PodSpec = kubelet::pod_spec(name, &pod, &pod.containers[0].name).unwrap();
+        let mut created: Vec<PathBuf> = spec
+            .mounts
+            .iter()
+            .flat_map(|(host, _, _)| {
+                host.ancestors()
+                    .take_while(|a| !a.exists())
+                    .map(Path::to_path_buf)
+            })
+            .collect();
+        created.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        let log = lab.dir.join(format!("logs/{name}/app.log"));
+        let p = lab
+            .run_pod(&spec)
+            .unwrap_or_else(|e| panic!("the agent pod did not start: {e:#}\nits log: {}", read(&log)));
+        let pid = lab.container_pid(&p.container_id).unwrap();
+        let port = listen.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+        assert!(
+            wait_until(Duration::from_secs(20), || listens_on_loopback(pid, port)),
+            "the agent in its pod never listened on {listen} in the pod's network namespace; its log: {}",
+            read(&log)
+        );
+        AgentPod {
+            lab: lab.clone(),
+            pod: p,
+            pid,
+            addr,
+            target: format!("container/{}", target.container_id),
+            created,
+        }
+    }
+
+    /// `kubectl-ns exec --agent ADDR container/TARGET FLAGS -- CMD`, run
+    /// in the agent pod's network namespace as the kubelet's port-forward
+    /// connects (the plugin itself never enters namespaces).
+    fn exec(&self, flags: &[&str], cmd: &[&str]) -> Output {
+        Command::new("nsenter")
+            .arg(format!("--net=/proc/{}/ns/net", self.pid))
+            .arg("--")
+            .arg(plugin())
+            .args(["exec", "--agent", &self.addr, &self.target])
+            .args(flags)
+            .arg("--")
+            .args(cmd)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run nsenter")
+    }
+
+    /// The readiness probe's exec command, run in the agent container's
+    /// mount and network namespaces as the runtime runs an exec probe.
+    fn probe(&self, command: &[String]) -> Output {
+        Command::new("nsenter")
+            .args(["-t", &self.pid.to_string(), "-m", "-n", "--"])
+            .args(command)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run nsenter")
+    }
+}
+
+impl Drop for AgentPod {
+    fn drop(&mut self) {
+        let _ = self.lab.stop_container(&self.pod.container_id);
+        for d in &self.created {
+            // Only if still empty: nothing but this test put anything there.
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// Whether `pid`'s network namespace has a TCP listener on 127.0.0.1:`port`.
+fn listens_on_loopback(pid: i32, port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    read(Path::new(&format!("/proc/{pid}/net/tcp")))
+        .lines()
+        .skip(1)
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1] == want && f[3] == "0A"
+        })
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "exit {:?}: {}", o.status.code(), stderr(o));
+    stdout(o)
+}
+
 #[test]
-fn agent_image_works_with_the_manifests_security_context() {
+fn agent_image_runs_as_the_daemonset_runs_it() {
     require_root();
     let lab = Lab::shared();
     lab.import_image(&archive()).unwrap();
     let target = lab.run_pod(&PodSpec::httpd("agent-pod-target", 8280)).unwrap();
+    let agent = AgentPod::start(&lab, "kubectl-ns-agent", &target, |_| {});
 
-    let pod = manifest_pod();
-    let c = pod.containers[0].clone();
-    let sc = c.security_context.clone().unwrap();
-    let caps = sc.capabilities.clone().unwrap();
-    let sockdir = tempfile::tempdir().unwrap();
-    let spec = PodSpec {
-        name: "kubectl-ns-agent".into(),
-        host_pid: pod.host_pid == Some(true),
-        image: manifests::default_image(),
-        command: vec!["/kubectl-ns-agent".into()],
-        args: vec!["--listen".into(), "unix:///kns/agent.sock".into()],
-        // The node reference: this test process (PID 1 cannot be read on
-        // these machines), visible through hostPID.
-        env: vec![("KNS_NODE_PID".into(), std::process::id().to_string())],
-        mounts: vec![
-            (lab.socket.clone(), "/run/containerd/containerd.sock".into(), true),
-            (sockdir.path().to_owned(), "/kns".into(), false),
-        ],
-        caps_add: caps.add.unwrap_or_default(),
-        caps_drop: caps.drop.unwrap_or_default(),
-        readonly_rootfs: sc.read_only_root_filesystem == Some(true),
-        ..Default::default()
-    };
-    lab.run_pod(&spec).unwrap();
-    let sock = sockdir.path().join("agent.sock");
-    assert!(
-        wait_until(std::time::Duration::from_secs(20), || sock.exists()),
-        "the agent in its pod never listened; its log: {}",
-        std::fs::read_to_string(lab.dir.join("logs/kubectl-ns-agent/app.log")).unwrap_or_default()
+    // The agent is in its own network namespace, not the node's.
+    assert_ne!(
+        kns_tests::ns_inode(agent.pid, "net"),
+        kns_tests::ns_inode(std::process::id() as i32, "net")
     );
-    let agent = format!("unix://{}", sock.display());
-    let t = format!("container/{}", target.container_id);
-
-    let o = exec(&agent, &t, &["-n"], &["ss", "-lntp"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stdout(&o).contains(":8280") && stdout(&o).contains("httpd"),
-        "{}",
-        stdout(&o)
-    );
-    let o = exec(&agent, &t, &["-p"], &["ps", "-eo", "pid,comm"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stdout(&o).lines().count(), 3, "{}", stdout(&o));
-    let o = exec(&agent, &t, &["-m"], &["ss"]);
+    let out = ok(&agent.exec(&["-n"], &["ss", "-lntp"]));
+    assert!(out.contains(":8280") && out.contains("httpd"), "{out}");
+    let out = ok(&agent.exec(&["-p"], &["ps", "-eo", "pid,comm"]));
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let o = agent.exec(&["-m"], &["ss"]);
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    // Namespaces not chosen are the node's, not the agent pod's.
+    let node = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_eq!(ok(&agent.exec(&["-p"], &["hostname"])).trim(), node);
+    // The node's interfaces: the lab's bridge exists only there (the other
+    // test adds pods meanwhile, so the lists are not compared whole).
+    let out = ok(&agent.exec(&["-p"], &["ip", "-br", "link"]));
+    assert!(out.contains(&lab.bridge()), "{out}");
+    // The agent's own listener is out of the tools' reach.
+    assert!(!ok(&agent.exec(&["-p"], &["ss", "-lnt"])).contains("127.0.0.1:7469"));
+
+    let probe = manifest_pod().containers[0]
+        .readiness_probe
+        .clone()
+        .and_then(|p| p.exec)
+        .and_then(|e| e.command)
+        .unwrap();
+    ok(&agent.probe(&probe));
+}
+
+/// A manifest that gives only args (as before `command:` was added, or a
+/// user's own overlay) relies on the image's Entrypoint: with a Cmd-only
+/// image the kubelet would run `--listen` as the program.
+#[test]
+fn agent_image_runs_with_args_only() {
+    require_root();
+    let lab = Lab::shared();
+    lab.import_image(&archive()).unwrap();
+    let target = lab.run_pod(&PodSpec::httpd("agent-pod-target-2", 8281)).unwrap();
+    let agent = AgentPod::start(&lab, "kubectl-ns-agent-args", &target, |pod| {
+        pod.containers[0].command = None;
+    });
+    let out = ok(&agent.exec(&["-n"], &["ss", "-lnt"]));
+    assert!(out.contains(":8281"), "{out}");
 }

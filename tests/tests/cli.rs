@@ -74,3 +74,90 @@ fn help_teaches_the_namespace_flags() {
         assert!(help.contains(s), "--help lacks {s:?}:\n{help}");
     }
 }
+
+#[test]
+fn dash_it_from_kubectl_exec_is_refused_with_the_fix() {
+    for it in [&["-it"][..], &["-i", "-t"]] {
+        let mut args = vec!["exec", "--agent", "unix:///nonexistent.sock", "node"];
+        args.extend_from_slice(it);
+        args.extend_from_slice(&["--", "sh"]);
+        let o = kns(&args);
+        assert_eq!(o.status.code(), Some(2), "{it:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("-i is the IPC namespace here"), "{err}");
+        assert!(err.contains("not kubectl's --stdin"), "{err}");
+        assert!(err.contains("--ipc -t"), "{err}");
+    }
+    // Spelled out, the IPC namespace is taken at its word: the agent is tried.
+    let o = kns(&[
+        "exec",
+        "--agent",
+        "unix:///nonexistent.sock",
+        "node",
+        "--ipc",
+        "-t",
+        "--",
+        "sh",
+    ]);
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("IPC namespace here"), "{}", stderr(&o));
+}
+
+#[test]
+fn dash_i_with_other_namespaces_runs_with_a_note() {
+    let o = kns(&[
+        "exec",
+        "--agent",
+        "unix:///nonexistent.sock",
+        "node",
+        "-n",
+        "-it",
+        "--",
+        "sh",
+    ]);
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("note: -i is the IPC namespace here"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Data piped in with -i (kubectl's stdin flag) would be dropped: say so.
+    let o = std::process::Command::new(kns_tests::bins::plugin())
+        .args([
+            "exec",
+            "--agent",
+            "unix:///nonexistent.sock",
+            "node",
+            "-n",
+            "-i",
+            "--",
+            "cat",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(stderr(&o).contains("add --stdin"), "{}", stderr(&o));
+}
+
+#[test]
+fn timeouts_take_kubectl_durations() {
+    let o = kns(&["install", "--help"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("[default: 5m]"));
+    let o = kns(&["install", "--timeout", "60x"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("`60x`: unknown unit `x`"), "{err}");
+    assert!(err.contains("90s, 2m, 1h"), "{err}");
+    // Accepted: the command goes on to the cluster (none here), not a usage error.
+    for ok in ["60s", "1m30s", "500ms", "90"] {
+        let o = kns(&[
+            "install",
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+            "--timeout",
+            ok,
+        ]);
+        assert_eq!(o.status.code(), Some(255), "{ok}: {}", stderr(&o));
+    }
+}

@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use kns_tests::agent::Agent;
 use kns_tests::bins::{self, exec, stderr, stdout};
@@ -105,6 +106,65 @@ fn sigint_is_forwarded_to_the_remote_command() {
     let status = child.wait().unwrap();
     assert_eq!(rest, "got-int\n");
     assert_eq!(status.code(), Some(7));
+}
+
+/// A reader that stops reading (a pipe nobody drains, a terminal scrolled
+/// back, a pager paused) must not hold back Ctrl-C: the remote command
+/// still gets it while its output is stuck.
+#[test]
+fn a_stuck_reader_does_not_hold_back_signals() {
+    require_root();
+    let agent = Agent::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let (ready, marker) = (dir.path().join("ready"), dir.path().join("got-int"));
+    let script = format!(
+        "trap 'echo int > {m}; kill $!; exit 7' INT; yes & touch {r}; wait",
+        m = marker.display(),
+        r = ready.display()
+    );
+    let mut child = bins::exec_command(&agent.addr(), "node", &["-n"], &["sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stuck = child.stdout.take().unwrap(); // held open, never read
+    assert!(kns_tests::wait_until(Duration::from_secs(10), || ready.exists()));
+    // yes fills every buffer on the way within this: kubectl-ns's stdout
+    // pipe, its queue, the HTTP/2 windows and the agent's.
+    std::thread::sleep(Duration::from_secs(1));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let forwarded = kns_tests::wait_until(Duration::from_secs(10), || marker.exists());
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(stuck);
+    assert!(
+        forwarded,
+        "SIGINT never reached the remote command while stdout was stuck"
+    );
+}
+
+/// `| head`: the reader goes away, kubectl-ns ends quietly with 0.
+#[test]
+fn closed_stdout_ends_quietly() {
+    require_root();
+    let agent = Agent::start(None);
+    let mut child = bins::exec_command(&agent.addr(), "node", &["-n"], &["yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut head = [0u8; 4];
+    std::io::Read::read_exact(&mut out, &mut head).unwrap();
+    assert_eq!(&head, b"y\ny\n");
+    drop(out);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
 }
 
 /// `-t` under script(1), which gives the plugin a real terminal.

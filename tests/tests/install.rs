@@ -1,9 +1,13 @@
-//! install / status / uninstall against the fake API server: the embedded
-//! manifests go out by server-side apply, the rollout is awaited, and
-//! uninstall takes everything back.
+//! install / status / version / uninstall against the fake API server: the
+//! embedded manifests go out by server-side apply, the rollout is watched,
+//! every node without a ready agent is named with its reason, versions come
+//! from the agents themselves, and uninstall takes back only what kubectl-ns
+//! created.
 
+use kns_tests::agent::Agent;
 use kns_tests::bins::{kns, stderr, stdout};
-use kns_tests::kubeapi::FakeApi;
+use kns_tests::kubeapi::{AgentFailure, FakeApi};
+use kns_tests::require_root;
 
 fn run(api: &FakeApi, args: &[&str]) -> std::process::Output {
     let kc = api.kubeconfig_arg();
@@ -12,16 +16,38 @@ fn run(api: &FakeApi, args: &[&str]) -> std::process::Output {
     kns(&all)
 }
 
+/// The line of `status` output for `node`.
+fn row<'a>(out: &'a str, node: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.starts_with(&format!("{node} ")))
+        .unwrap_or_else(|| panic!("no row for {node} in:\n{out}"))
+}
+
+fn object(api: &FakeApi, path: &str) -> Option<serde_json::Value> {
+    api.objects().into_iter().find(|(p, _)| p == path).map(|(_, o)| o)
+}
+
 #[test]
 fn install_status_uninstall() {
+    require_root();
     let api = FakeApi::start();
     for n in ["node-a", "node-b"] {
         api.add_node(n);
     }
+    api.add_node_with("node-win", "windows", "amd64", true);
+    api.add_node_with("node-arm", "linux", "arm64", true);
+    // One real agent answers for the DaemonSet's pods on both nodes: its
+    // Version RPC is where `status` and `version` take versions from.
+    let agent = Agent::start_tcp(None);
+    for n in ["node-a", "node-b"] {
+        api.forward("kubectl-ns-system", &format!("kubectl-ns-agent-{n}"), agent.pid());
+    }
+
     let o = run(&api, &["status"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(row(&stdout(&o), "node-a").contains("no agent"), "{}", stdout(&o));
     assert!(
-        stdout(&o).contains("node-a") && stdout(&o).contains("no agent"),
+        row(&stdout(&o), "node-a").contains("not installed"),
         "{}",
         stdout(&o)
     );
@@ -31,12 +57,15 @@ fn install_status_uninstall() {
         &[
             "install",
             "--image",
-            "registry.local/kubectl-ns-agent:0.1.0",
+            "registry.local/kubectl-ns-agent@sha256:0123456789abcdef",
             "--timeout",
             "10",
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    // The agents become ready after the DaemonSet is applied: the progress
+    // comes from the watch.
+    assert!(stderr(&o).contains("rollout: 0/2 agents ready"), "{}", stderr(&o));
     assert!(stderr(&o).contains("rollout: 2/2 agents ready"), "{}", stderr(&o));
     let paths: Vec<String> = api.objects().into_iter().map(|(p, _)| p).collect();
     for want in [
@@ -51,7 +80,8 @@ fn install_status_uninstall() {
             "{want} not applied; applied: {paths:?}"
         );
     }
-    // Server-side apply, as kubectl-ns's own field manager, forced.
+    // Server-side apply, as kubectl-ns's own field manager, forced; the
+    // rollout watched, not polled.
     let reqs = api.requests();
     let patch = reqs
         .iter()
@@ -62,23 +92,51 @@ fn install_status_uninstall() {
         "{patch}"
     );
     assert!(patch.ends_with("application/apply-patch+yaml"), "{patch}");
-    let ds = api
-        .objects()
-        .into_iter()
-        .find(|(p, _)| p.ends_with("/daemonsets/kubectl-ns-agent"))
-        .unwrap()
-        .1;
-    assert_eq!(
-        ds["spec"]["template"]["spec"]["containers"][0]["image"],
-        "registry.local/kubectl-ns-agent:0.1.0"
+    assert!(
+        reqs.iter().any(
+            |r| r.starts_with("GET /apis/apps/v1/namespaces/kubectl-ns-system/daemonsets?")
+                && r.contains("watch=true")
+        ),
+        "{reqs:?}"
     );
+    let after_apply = reqs.iter().skip_while(|r| !r.starts_with("PATCH /apis/apps/v1"));
+    let gets = after_apply
+        .filter(|r| {
+            r.starts_with("GET /apis/apps/v1/namespaces/kubectl-ns-system/daemonsets/kubectl-ns-agent")
+        })
+        .count();
+    assert_eq!(gets, 1, "the DaemonSet is read once, then watched: {reqs:?}");
+    let ns = object(&api, "/api/v1/namespaces/kubectl-ns-system").unwrap();
+    assert_eq!(
+        ns["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "kubectl-ns"
+    );
+    let ds = object(
+        &api,
+        "/apis/apps/v1/namespaces/kubectl-ns-system/daemonsets/kubectl-ns-agent",
+    )
+    .unwrap();
+    let c = &ds["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        c["image"],
+        "registry.local/kubectl-ns-agent@sha256:0123456789abcdef"
+    );
+    assert_eq!(c["command"], serde_json::json!(["/kubectl-ns-agent"]));
     assert_eq!(ds["spec"]["template"]["spec"]["hostPID"], true);
 
+    // Versions as the agent reports them: the image reference is a digest.
     let o = run(&api, &["status"]);
     let out = stdout(&o);
-    assert!(!out.contains("no agent"), "{out}");
+    for n in ["node-a", "node-b"] {
+        let r = row(&out, n);
+        assert!(
+            r.contains(&format!("kubectl-ns-agent-{n}")) && r.contains("0.1.0") && r.contains("yes"),
+            "{out}"
+        );
+    }
+    assert!(row(&out, "node-win").contains("node OS windows"), "{out}");
     assert!(
-        out.contains("kubectl-ns-agent-node-b") && out.contains("0.1.0") && out.contains("yes"),
+        row(&out, "node-arm").contains("architecture arm64: no agent image for it"),
         "{out}"
     );
 
@@ -86,8 +144,9 @@ fn install_status_uninstall() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stdout(&o).contains("agents: 0.1.0 on 2 node(s)"),
-        "{}",
-        stdout(&o)
+        "{}\n{}",
+        stdout(&o),
+        stderr(&o)
     );
 
     let o = run(&api, &["uninstall"]);
@@ -98,4 +157,97 @@ fn install_status_uninstall() {
     // Uninstalling again is not an error.
     let o = run(&api, &["uninstall"]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn install_timeout_shows_each_agents_own_reason() {
+    let api = FakeApi::start();
+    api.add_node("node-a");
+    api.add_node_with("node-down", "linux", "amd64", false);
+    api.fail_agents(AgentFailure {
+        waiting_message: "back-off 40s restarting failed container=agent".into(),
+        last_reason: "StartError".into(),
+        last_message: "exec: \"--listen\": executable file not found in $PATH".into(),
+    });
+    let o = run(
+        &api,
+        &["install", "--agent-namespace", "debug-tools", "--timeout", "2"],
+    );
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("did not become ready within 2s"), "{err}");
+    assert!(
+        err.contains("kubectl -n debug-tools describe daemonset kubectl-ns-agent"),
+        "{err}"
+    );
+    assert!(
+        err.contains("kubectl-ns-agent-node-a on node node-a: container agent: waiting CrashLoopBackOff"),
+        "{err}"
+    );
+    assert!(
+        err.contains("exec: \"--listen\": executable file not found"),
+        "{err}"
+    );
+    assert!(
+        err.contains("kubectl-ns-agent-node-down on node node-down: pod Pending"),
+        "{err}"
+    );
+
+    let o = run(&api, &["status", "--agent-namespace", "debug-tools"]);
+    let out = stdout(&o);
+    assert!(row(&out, "node-a").contains("CrashLoopBackOff"), "{out}");
+    assert!(
+        row(&out, "node-down").contains("node not Ready (NodeStatusUnknown"),
+        "{out}"
+    );
+}
+
+#[test]
+fn install_without_admin_rights_says_what_installing_needs() {
+    let api = FakeApi::start();
+    api.add_node("node-a");
+    api.user_only(true);
+    let o = run(&api, &["install", "--timeout", "5"]);
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("forbidden"), "{err}");
+    assert!(err.contains("cluster-admin"), "{err}");
+    assert!(!err.contains("kubectl-ns-user grants"), "{err}");
+    let o = run(&api, &["uninstall"]);
+    assert!(stderr(&o).contains("cluster-admin"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_namespace_that_existed_before_is_labelled_with_a_warning_and_kept() {
+    let api = FakeApi::start();
+    api.add_node("node-a");
+    api.add_namespace("monitoring", &[("team", "observability")]);
+    let o = run(&api, &["install", "--agent-namespace", "monitoring", "--no-wait"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("namespace monitoring existed before and was not created by kubectl-ns"),
+        "{}",
+        stderr(&o)
+    );
+    let labels = object(&api, "/api/v1/namespaces/monitoring").unwrap()["metadata"]["labels"].clone();
+    assert_eq!(labels["team"], "observability");
+    assert_eq!(labels["pod-security.kubernetes.io/enforce"], "privileged");
+    assert!(labels.get("app.kubernetes.io/managed-by").is_none(), "{labels}");
+
+    let o = run(&api, &["uninstall", "--agent-namespace", "monitoring"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("kept Namespace/monitoring"), "{}", stderr(&o));
+    assert!(object(&api, "/api/v1/namespaces/monitoring").is_some());
+    assert!(
+        object(
+            &api,
+            "/apis/apps/v1/namespaces/monitoring/daemonsets/kubectl-ns-agent"
+        )
+        .is_none(),
+        "the agent itself is removed"
+    );
+    // Installing again leaves a labelled namespace alone, silently.
+    let o = run(&api, &["install", "--agent-namespace", "monitoring", "--no-wait"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
 }

@@ -1,16 +1,19 @@
 //! `kubectl ns exec`: run a node tool inside a target's namespaces.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::{IsTerminal, Read, Write};
 use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kns_proto::agent::agent_client::AgentClient;
 use kns_proto::agent::exec_request::Msg as In;
 use kns_proto::agent::exec_response::Msg as Out;
-use kns_proto::agent::{ExecRequest, ExecStart, Namespace, StdinClose, WindowSize, exited};
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use kns_proto::agent::{ExecRequest, ExecStart, Exited, Namespace, StdinClose, WindowSize, exited};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::cli::{ExecArgs, NsFlags};
@@ -110,70 +113,34 @@ fn forward_stdin(tx: mpsc::Sender<ExecRequest>) {
     });
 }
 
-enum Sink {
-    Open,
+/// Output chunks between the runtime and the writer thread: enough to keep
+/// the terminal busy, bounded so a slow reader slows the agent down.
+const OUTPUT_QUEUE: usize = 8;
+
+/// A second SIGINT/SIGTERM this soon after one the agent has not answered
+/// ends kubectl-ns locally.
+const SECOND_SIGNAL: Duration = Duration::from_secs(1);
+
+enum Chunk {
+    Stdout(Bytes),
+    Stderr(Bytes),
+}
+
+/// How the writer thread ended.
+enum WriterEnd {
+    /// Every chunk was written and the channel closed.
+    Drained,
     /// The local reader went away (`| head`): not an error.
     Closed,
+    Failed(String),
 }
 
-fn write_out(w: &mut impl Write, data: &[u8]) -> Result<Sink, Failure> {
-    match w.write_all(data) {
-        Ok(()) => Ok(Sink::Open),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Sink::Closed),
-        Err(e) => Err(Failure::own(format!("cannot write the command's output: {e}"))),
-    }
-}
-
-pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
-    let tty = args.tty && std::io::stdin().is_terminal();
-    if args.tty && !tty {
-        eprintln!("warning: stdin is not a terminal; running without a TTY (-t ignored)");
-    }
-    let mut start = start_message(&args, tty)?;
-    let stdin_on = start.stdin;
-    let reached = cluster::reach(&args.kube, &args.target, args.container.as_deref()).await?;
-    start.target = Some(reached.target);
-    let mut client = AgentClient::new(reached.channel).max_decoding_message_size(MAX_MESSAGE);
-
-    let (req_tx, req_rx) = mpsc::channel(16);
-    req_tx
-        .send(ExecRequest {
-            msg: Some(In::Start(start)),
-        })
-        .await
-        .map_err(|_| Failure::own("internal error: request stream closed"))?;
-    crate::timings::grpc_call();
-    let response = client
-        .exec(ReceiverStream::new(req_rx))
-        .await
-        .map_err(|s| exit::status_failure(&s))?;
-    crate::timings::mark("grpc");
-    transport::warn_version_skew(response.metadata());
-    let mut replies = response.into_inner();
-
-    let raw = if tty { RawMode::enable() } else { None };
-    if stdin_on {
-        forward_stdin(req_tx.clone());
-    }
-    let sig = |k| signal(k).map_err(|e| Failure::own(format!("cannot handle signals: {e}")));
-    let (mut int, mut term, mut hup, mut quit, mut winch) = (
-        sig(SignalKind::interrupt())?,
-        sig(SignalKind::terminate())?,
-        sig(SignalKind::hangup())?,
-        sig(SignalKind::quit())?,
-        sig(SignalKind::window_change())?,
-    );
-    let send_signal = |n: i32| {
-        let tx = req_tx.clone();
-        async move {
-            let _ = tx
-                .send(ExecRequest {
-                    msg: Some(In::Signal(n)),
-                })
-                .await;
-        }
-    };
-
+/// Writes the command's output on a thread of its own: a blocking write to a
+/// slow terminal or a stopped reader must not stall the single-threaded
+/// runtime, which also drives the HTTP/2 connection and signal forwarding.
+/// The bounded channel carries backpressure to the agent through the
+/// HTTP/2 flow control; one writer keeps stdout and stderr in order.
+fn spawn_writer() -> Result<(mpsc::Sender<Chunk>, oneshot::Receiver<WriterEnd>), Failure> {
     // Plain files over dups of fds 1 and 2: std's stdout is line-buffered
     // and scans every chunk for newlines, which binary output pays for.
     let dup = |fd: std::os::fd::BorrowedFd<'_>| {
@@ -183,62 +150,230 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
     };
     let mut stdout = dup(std::io::stdout().as_fd())?;
     let mut stderr = dup(std::io::stderr().as_fd())?;
-    let code = loop {
+    let (tx, mut rx) = mpsc::channel(OUTPUT_QUEUE);
+    let (end_tx, end_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("output".into())
+        .spawn(move || {
+            let end = loop {
+                let written = match rx.blocking_recv() {
+                    None => break WriterEnd::Drained,
+                    Some(Chunk::Stdout(b)) => stdout.write_all(&b),
+                    Some(Chunk::Stderr(b)) => stderr.write_all(&b),
+                };
+                match written {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break WriterEnd::Closed,
+                    Err(e) => break WriterEnd::Failed(format!("cannot write the command's output: {e}")),
+                }
+            };
+            let _ = end_tx.send(end);
+        })
+        .map_err(|e| Failure::own(format!("cannot start the output thread: {e}")))?;
+    Ok((tx, end_rx))
+}
+
+/// Queues a message for the agent without waiting: the session loop must
+/// stay free to handle the next signal while the request stream is full.
+fn post(tx: &mpsc::Sender<ExecRequest>, msg: In) {
+    if let Err(TrySendError::Full(req)) = tx.try_send(ExecRequest { msg: Some(msg) }) {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(req).await;
+        });
+    }
+}
+
+fn sig(kind: SignalKind) -> Result<Signal, Failure> {
+    signal(kind).map_err(|e| Failure::own(format!("cannot handle signals: {e}")))
+}
+
+/// The signals kubectl-ns handles itself from the start of `exec` and
+/// passes on to the command.
+struct Signals {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+    quit: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, Failure> {
+        Ok(Signals {
+            int: sig(SignalKind::interrupt())?,
+            term: sig(SignalKind::terminate())?,
+            hup: sig(SignalKind::hangup())?,
+            quit: sig(SignalKind::quit())?,
+        })
+    }
+
+    /// The next signal.
+    async fn next(&mut self) -> i32 {
         tokio::select! {
-            reply = replies.message() => match reply {
-                Ok(Some(r)) => match r.msg {
-                    Some(Out::Stdout(b)) => {
-                        if let Sink::Closed = write_out(&mut stdout, &b)? {
-                            break 0;
-                        }
-                    }
-                    Some(Out::Stderr(b)) => {
-                        if let Sink::Closed = write_out(&mut stderr, &b)? {
-                            break 0;
-                        }
-                    }
-                    Some(Out::Exited(e)) => {
-                        drop(raw);
-                        if !e.error.is_empty() {
-                            eprintln!("kubectl-ns: {}", e.error);
-                        }
-                        crate::timings::mark("exec");
-                        let (code, signal) = match e.status {
-                            Some(exited::Status::Code(c)) => (Some(c), None),
-                            Some(exited::Status::Signal(s)) => (None, Some(s)),
-                            None => (None, None),
-                        };
-                        return Ok(exit::from_remote(code, signal));
-                    }
-                    Some(Out::Started(s)) => {
-                        // A raw terminal does not turn \n into \r\n.
-                        let eol = if raw.is_some() { "\r\n" } else { "\n" };
-                        for n in s.notices {
-                            eprint!("kubectl-ns: note: {n}{eol}");
-                        }
-                    }
-                    None => {}
-                },
+            _ = self.int.recv() => libc::SIGINT,
+            _ = self.term.recv() => libc::SIGTERM,
+            _ = self.hup.recv() => libc::SIGHUP,
+            _ = self.quit.recv() => libc::SIGQUIT,
+        }
+    }
+}
+
+/// How the reading of the agent's replies ended.
+enum Pumped {
+    Exited(Exited),
+    /// The writer thread stopped; its own end says why.
+    WriterGone,
+    Failed(Failure),
+}
+
+/// The exit code for ending on signal `n` without the remote status.
+fn local_signal_exit(n: i32) -> u8 {
+    exit::from_remote(None, Some(n))
+}
+
+pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
+    let tty = args.tty && std::io::stdin().is_terminal();
+    if args.tty && !tty {
+        eprintln!("warning: stdin is not a terminal; running without a TTY (-t ignored)");
+    }
+    let mut start = start_message(&args, tty)?;
+    let stdin_on = start.stdin;
+    // Handled from here on: until the session is open there is nothing to
+    // forward a signal to, so one ends kubectl-ns at once; dropping the
+    // connection makes the agent kill anything it started.
+    let mut signals = Signals::install()?;
+    let (req_tx, req_rx) = mpsc::channel(16);
+    let open = async {
+        let reached = cluster::reach(&args.kube, &args.target, args.container.as_deref()).await?;
+        start.target = Some(reached.target);
+        let mut client = AgentClient::new(reached.channel).max_decoding_message_size(MAX_MESSAGE);
+        req_tx
+            .send(ExecRequest {
+                msg: Some(In::Start(start)),
+            })
+            .await
+            .map_err(|_| Failure::own("internal error: request stream closed"))?;
+        crate::timings::grpc_call();
+        client
+            .exec(ReceiverStream::new(req_rx))
+            .await
+            .map_err(|s| exit::status_failure(&s))
+    };
+    let response = tokio::select! {
+        r = open => r?,
+        n = signals.next() => return Ok(local_signal_exit(n)),
+    };
+    crate::timings::mark("grpc");
+    transport::warn_version_skew(response.metadata());
+    let mut replies = response.into_inner();
+
+    let raw = if tty { RawMode::enable() } else { None };
+    if stdin_on {
+        forward_stdin(req_tx.clone());
+    }
+    let mut winch = sig(SignalKind::window_change())?;
+    let (out_tx, mut writer_end) = spawn_writer()?;
+    // A raw terminal does not turn \n into \r\n.
+    let eol = if raw.is_some() { "\r\n" } else { "\n" };
+    let last_reply = Cell::new(Instant::now());
+    let replied = &last_reply;
+    // Owns `out_tx`, so the writer sees the channel close when this ends.
+    let pump = async move {
+        loop {
+            let r = match replies.message().await {
+                Ok(Some(r)) => r,
                 Ok(None) => {
-                    return Err(Failure::own("the agent ended the session without an exit status"));
+                    return Pumped::Failed(Failure::own(
+                        "the agent ended the session without an exit status",
+                    ));
                 }
-                Err(s) => {
-                    drop(raw);
-                    return Err(exit::status_failure(&s));
+                Err(s) => return Pumped::Failed(exit::status_failure(&s)),
+            };
+            replied.set(Instant::now());
+            let chunk = match r.msg {
+                Some(Out::Stdout(b)) => Chunk::Stdout(b),
+                Some(Out::Stderr(b)) => Chunk::Stderr(b),
+                // Returning drops `out_tx`: the writer drains and ends.
+                Some(Out::Exited(e)) => return Pumped::Exited(e),
+                // Notes go through the writer, so they keep their place
+                // before the command's own output.
+                Some(Out::Started(s)) if !s.notices.is_empty() => {
+                    let notes: String = s
+                        .notices
+                        .iter()
+                        .map(|n| format!("kubectl-ns: note: {n}{eol}"))
+                        .collect();
+                    Chunk::Stderr(Bytes::from(notes))
                 }
-            },
-            _ = int.recv() => send_signal(libc::SIGINT).await,
-            _ = term.recv() => send_signal(libc::SIGTERM).await,
-            _ = hup.recv() => send_signal(libc::SIGHUP).await,
-            _ = quit.recv() => send_signal(libc::SIGQUIT).await,
-            _ = winch.recv(), if tty => {
-                if let Some((rows, cols)) = terminal::size() {
-                    let _ = req_tx.send(ExecRequest { msg: Some(In::Resize(WindowSize { rows, cols })) }).await;
-                }
+                Some(Out::Started(_)) | None => continue,
+            };
+            if out_tx.send(chunk).await.is_err() {
+                return Pumped::WriterGone;
             }
         }
     };
-    Ok(code)
+    tokio::pin!(pump);
+    let mut pumped = false;
+    let mut outcome: Option<Result<Exited, Failure>> = None;
+    let mut forwarded_at: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            p = &mut pump, if !pumped => {
+                pumped = true;
+                outcome = match p {
+                    Pumped::Exited(e) => Some(Ok(e)),
+                    Pumped::Failed(f) => Some(Err(f)),
+                    Pumped::WriterGone => None,
+                };
+            }
+            end = &mut writer_end => match end {
+                Ok(WriterEnd::Closed) => return Ok(0),
+                Ok(WriterEnd::Failed(msg)) => return Err(Failure::own(msg)),
+                // Drained: every byte is out, so the exit status or the
+                // error comes last.
+                Ok(WriterEnd::Drained) | Err(_) => {
+                    let e = match outcome {
+                        Some(o) => o?,
+                        None => return Err(Failure::own("internal error: the output ended before the session")),
+                    };
+                    drop(raw);
+                    if !e.error.is_empty() {
+                        eprintln!("kubectl-ns: {}", e.error);
+                    }
+                    crate::timings::mark("exec");
+                    let (code, signal) = match e.status {
+                        Some(exited::Status::Code(c)) => (Some(c), None),
+                        Some(exited::Status::Signal(s)) => (None, Some(s)),
+                        None => (None, None),
+                    };
+                    return Ok(exit::from_remote(code, signal));
+                }
+            },
+            n = signals.next() => {
+                let interrupt = n == libc::SIGINT || n == libc::SIGTERM;
+                // The user asked twice and the agent (or the port-forward
+                // in between) has not answered since: stop waiting.
+                if interrupt
+                    && let Some(at) = forwarded_at
+                    && at.elapsed() <= SECOND_SIGNAL
+                    && last_reply.get() < at
+                {
+                    drop(raw);
+                    eprintln!("kubectl-ns: the agent did not answer the signal; ending without the remote status");
+                    return Ok(local_signal_exit(n));
+                }
+                if interrupt {
+                    forwarded_at = Some(Instant::now());
+                }
+                post(&req_tx, In::Signal(n));
+            }
+            _ = winch.recv(), if tty => {
+                if let Some((rows, cols)) = terminal::size() {
+                    post(&req_tx, In::Resize(WindowSize { rows, cols }));
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

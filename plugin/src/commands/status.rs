@@ -1,45 +1,83 @@
-//! `kubectl ns status`: which nodes run an agent, its version and
-//! readiness, and which nodes lack one.
+//! `kubectl ns status`: which nodes run an agent, the version it reports
+//! and its readiness, and for every node without a ready agent, why.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
 use kube::api::{Api, ListParams};
 
 use crate::cli::StatusArgs;
-use crate::cluster;
 use crate::exit::{Failure, api_failure};
-use crate::resolve::{AGENT_LABEL, agent_version, pod_ready};
+use crate::placement;
+use crate::resolve::{AGENT_LABEL, pod_ready};
+use crate::{cluster, manifests};
 
-/// One row: a node and its agent, if any.
+/// A node's agent, as far as the API tells.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Agent {
+    Ready {
+        pod: String,
+    },
+    /// An agent pod that is not ready, and its own reason.
+    NotReady {
+        pod: String,
+        reason: String,
+    },
+    /// No agent pod, and why.
+    Missing {
+        reason: String,
+    },
+}
+
+/// One row: a node and its agent.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Row {
     pub node: String,
-    pub agent: Option<(String, String, bool)>,
+    pub agent: Agent,
 }
 
-/// Matches nodes with agent pods: (pod name, image tag, ready).
-pub fn rows(nodes: &[Node], agents: &[Pod]) -> Vec<Row> {
-    let mut by_node: BTreeMap<String, (String, String, bool)> = BTreeMap::new();
+/// Matches nodes with agent pods; `template` is the installed DaemonSet's
+/// pod template (`None`: not installed).
+pub fn rows(nodes: &[Node], agents: &[Pod], template: Option<&PodSpec>, agent_ns: &str) -> Vec<Row> {
+    let mut by_node: BTreeMap<&str, &Pod> = BTreeMap::new();
     for p in agents {
-        let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else {
-            continue;
-        };
-        by_node.insert(
-            node,
-            (
-                p.metadata.name.clone().unwrap_or_default(),
-                agent_version(p),
-                pod_ready(p),
-            ),
-        );
+        if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+            // A ready pod wins over one that is being replaced.
+            if by_node.get(node).is_none_or(|old| !pod_ready(old)) {
+                by_node.insert(node, p);
+            }
+        }
     }
     nodes
         .iter()
-        .filter_map(|n| n.metadata.name.clone())
-        .map(|node| Row {
-            agent: by_node.get(&node).cloned(),
-            node,
+        .filter_map(|n| Some((n.metadata.name.clone()?, n)))
+        .map(|(name, n)| {
+            let node_reason = placement::node_not_ready(n);
+            let agent = match by_node.get(name.as_str()) {
+                Some(p) if pod_ready(p) => Agent::Ready {
+                    pod: p.metadata.name.clone().unwrap_or_default(),
+                },
+                Some(p) => Agent::NotReady {
+                    pod: p.metadata.name.clone().unwrap_or_default(),
+                    reason: [node_reason, Some(placement::pod_not_ready_reason(p))]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                },
+                None => Agent::Missing {
+                    reason: match template {
+                        None => "not installed (`kubectl ns install`)".to_owned(),
+                        Some(t) => placement::unselected(t, n).or(node_reason).unwrap_or_else(|| {
+                            format!(
+                                "no agent pod scheduled yet (`kubectl -n {agent_ns} describe daemonset {}`)",
+                                manifests::DAEMONSET_NAME
+                            )
+                        }),
+                    },
+                },
+            };
+            Row { node: name, agent }
         })
         .collect()
 }
@@ -59,36 +97,45 @@ pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
                 e,
             )
         })?;
-    let rows = rows(&nodes.items, &agents.items);
-    println!("{:<24} {:<32} {:<10} READY", "NODE", "AGENT", "VERSION");
-    let mut missing = 0;
+    let ds = cluster::agent_daemonset(&r).await?;
+    let template = ds.and_then(|d| d.spec?.template.spec);
+    let rows = rows(&nodes.items, &agents.items, template.as_ref(), &r.agent_namespace);
+    let ready = rows.iter().filter_map(|r| match &r.agent {
+        Agent::Ready { pod } => Some(pod.clone()),
+        _ => None,
+    });
+    let versions = cluster::agent_versions(&r, args.kube.agent_port, ready).await;
+
+    println!(
+        "{:<24} {:<32} {:<10} {:<8} REASON",
+        "NODE", "AGENT", "VERSION", "READY"
+    );
+    let plugin = env!("CARGO_PKG_VERSION");
+    let (mut missing, mut skewed) = (0, 0);
     for row in &rows {
-        match &row.agent {
-            Some((pod, version, ready)) => {
-                println!(
-                    "{:<24} {:<32} {:<10} {}",
-                    row.node,
-                    pod,
-                    version,
-                    if *ready { "yes" } else { "no" }
-                )
-            }
-            None => {
+        let (pod, version, ready, reason) = match &row.agent {
+            Agent::Ready { pod } => match versions.get(pod) {
+                Some(Ok(v)) => {
+                    skewed += usize::from(v != plugin);
+                    (pod.as_str(), v.as_str(), "yes", String::new())
+                }
+                Some(Err(e)) => (pod.as_str(), "?", "yes", format!("cannot ask its version: {e}")),
+                None => (pod.as_str(), "?", "yes", String::new()),
+            },
+            Agent::NotReady { pod, reason } => (pod.as_str(), "-", "no", reason.clone()),
+            Agent::Missing { reason } => {
                 missing += 1;
-                println!("{:<24} {:<32} {:<10} no agent", row.node, "-", "-");
+                ("-", "-", "no agent", reason.clone())
             }
-        }
-    }
-    if missing > 0 {
-        eprintln!(
-            "{missing} node(s) have no agent: `kubectl ns install` (check the DaemonSet's tolerations and node selector)"
+        };
+        println!(
+            "{:<24} {:<32} {:<10} {:<8} {reason}",
+            row.node, pod, version, ready
         );
     }
-    let plugin = env!("CARGO_PKG_VERSION");
-    let skewed = rows
-        .iter()
-        .filter(|r| r.agent.as_ref().is_some_and(|(_, v, _)| v != plugin))
-        .count();
+    if missing > 0 {
+        eprintln!("{missing} node(s) have no agent: see REASON");
+    }
     if skewed > 0 {
         eprintln!("warning: {skewed} agent(s) run another version than this kubectl-ns ({plugin})");
     }
@@ -98,44 +145,96 @@ pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{Container, PodSpec};
+    use k8s_openapi::api::core::v1::{NodeCondition, NodeStatus, PodCondition, PodStatus};
     use kube::api::ObjectMeta;
 
-    #[test]
-    fn nodes_without_an_agent_are_listed() {
-        let node = |n: &str| Node {
+    fn node(n: &str, arch: &str, ready: &str) -> Node {
+        Node {
             metadata: ObjectMeta {
                 name: Some(n.into()),
+                labels: Some(
+                    [
+                        (placement::OS_LABEL.to_owned(), "linux".to_owned()),
+                        (placement::ARCH_LABEL.to_owned(), arch.to_owned()),
+                    ]
+                    .into(),
+                ),
                 ..Default::default()
             },
+            status: Some(NodeStatus {
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: ready.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
             ..Default::default()
-        };
-        let agent = Pod {
+        }
+    }
+
+    fn agent(name: &str, node: &str, ready: bool) -> Pod {
+        Pod {
             metadata: ObjectMeta {
-                name: Some("kubectl-ns-agent-1".into()),
+                name: Some(name.into()),
                 ..Default::default()
             },
             spec: Some(PodSpec {
-                node_name: Some("a".into()),
-                containers: vec![Container {
-                    image: Some("ghcr.io/kubectl-ns/kubectl-ns-agent:0.1.0".into()),
-                    ..Default::default()
-                }],
+                node_name: Some(node.into()),
                 ..Default::default()
             }),
-            status: None,
-        };
-        let r = rows(&[node("a"), node("b")], &[agent]);
-        assert_eq!(
-            r[0].agent,
-            Some(("kubectl-ns-agent-1".into(), "0.1.0".into(), false))
+            status: Some(PodStatus {
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn template() -> PodSpec {
+        manifests::parse()
+            .unwrap()
+            .into_iter()
+            .find_map(|o| match o {
+                manifests::Object::DaemonSet(d) => d.spec?.template.spec,
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn every_node_without_a_ready_agent_says_why() {
+        let nodes = [
+            node("a", "amd64", "True"),
+            node("b", "arm64", "True"),
+            node("c", "amd64", "False"),
+            node("d", "amd64", "True"),
+            node("e", "amd64", "True"),
+        ];
+        let agents = [agent("x-a", "a", true), agent("x-d", "d", false)];
+        let t = template();
+        let r = rows(&nodes, &agents, Some(&t), "kubectl-ns-system");
+        assert_eq!(r[0].agent, Agent::Ready { pod: "x-a".into() });
+        assert!(
+            matches!(&r[1].agent, Agent::Missing { reason } if reason.contains("architecture arm64")),
+            "{r:?}"
         );
-        assert_eq!(
-            r[1],
-            Row {
-                node: "b".into(),
-                agent: None
-            }
+        assert!(
+            matches!(&r[2].agent, Agent::Missing { reason } if reason.contains("node not Ready")),
+            "{r:?}"
         );
+        assert!(
+            matches!(&r[3].agent, Agent::NotReady { pod, .. } if pod == "x-d"),
+            "{r:?}"
+        );
+        assert!(
+            matches!(&r[4].agent, Agent::Missing { reason } if reason.contains("describe daemonset kubectl-ns-agent")),
+            "{r:?}"
+        );
+        let r = rows(&nodes[..1], &[], None, "kubectl-ns-system");
+        assert!(matches!(&r[0].agent, Agent::Missing { reason } if reason.contains("not installed")));
     }
 }

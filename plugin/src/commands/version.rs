@@ -10,16 +10,21 @@ use kube::api::{Api, ListParams};
 use crate::cli::VersionArgs;
 use crate::cluster;
 use crate::exit::{self, Failure};
-use crate::resolve::{AGENT_LABEL, agent_version};
+use crate::resolve::{AGENT_LABEL, pod_ready};
 use crate::transport;
 
-/// Agent image tags → how many agent pods run each.
-fn versions(pods: &[Pod]) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for p in pods {
-        *out.entry(agent_version(p)).or_insert(0) += 1;
+/// Reported versions → how many agents report each; and the agents that
+/// could not be asked, with why.
+fn tally(reported: BTreeMap<String, Result<String, String>>) -> (BTreeMap<String, usize>, Vec<String>) {
+    let mut counts = BTreeMap::new();
+    let mut failed = Vec::new();
+    for (pod, v) in reported {
+        match v {
+            Ok(v) => *counts.entry(v).or_insert(0) += 1,
+            Err(e) => failed.push(format!("{pod}: {e}")),
+        }
     }
-    out
+    (counts, failed)
 }
 
 pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
@@ -65,11 +70,25 @@ pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
             )
         }
         Ok(list) => {
-            for (version, n) in versions(&list.items) {
+            // The versions the agents report, not their image tags: a tag
+            // may be a digest or a moving name like `latest`.
+            let (ready, not_ready): (Vec<&Pod>, Vec<&Pod>) = list.items.iter().partition(|p| pod_ready(p));
+            let names = ready.iter().filter_map(|p| p.metadata.name.clone());
+            let (counts, failed) = tally(cluster::agent_versions(&r, args.kube.agent_port, names).await);
+            for (version, n) in counts {
                 println!("agents: {version} on {n} node(s)");
                 if version != mine {
                     eprintln!("warning: agents at {version} differ from kubectl-ns's version ({mine})");
                 }
+            }
+            for f in failed {
+                eprintln!("kubectl-ns: cannot ask agent {f}");
+            }
+            if !not_ready.is_empty() {
+                println!(
+                    "agents: {} not ready (`kubectl ns status` says why)",
+                    not_ready.len()
+                );
             }
         }
         Err(e) => eprintln!(
@@ -78,4 +97,25 @@ pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
         ),
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_counted_as_reported() {
+        let reported = BTreeMap::from([
+            ("a".to_owned(), Ok("0.1.0".to_owned())),
+            ("b".to_owned(), Ok("0.1.0".to_owned())),
+            ("c".to_owned(), Ok("0.2.0".to_owned())),
+            ("d".to_owned(), Err("refused".to_owned())),
+        ]);
+        let (counts, failed) = tally(reported);
+        assert_eq!(
+            counts,
+            BTreeMap::from([("0.1.0".to_owned(), 2), ("0.2.0".to_owned(), 1)])
+        );
+        assert_eq!(failed, ["d: refused"]);
+    }
 }

@@ -31,12 +31,16 @@ enum Cmd {
     /// cgroups.
     Down { dir: PathBuf },
     /// Write an OCI image archive holding only BINARY (a static
-    /// kubectl-ns-agent) to OUT; prints the image reference last.
+    /// kubectl-ns-agent, its Entrypoint) to OUT; prints the image reference
+    /// last.
     AgentImage {
         binary: PathBuf,
         out: PathBuf,
         #[arg(long)]
         name: String,
+        /// The OCI architecture BINARY was built for.
+        #[arg(long, default_value = "amd64", value_parser = ["amd64", "arm64"])]
+        arch: String,
     },
     /// Write the busybox OCI image archive to OUT.
     BusyboxImage {
@@ -64,10 +68,13 @@ fn main() -> ExitCode {
             Lab::down(&dir);
             Ok(())
         }
-        Cmd::AgentImage { binary, out, name } => {
-            kns_tests::image::build(&kns_tests::image::agent_spec(&name, binary), &out)
-                .map(|()| println!("{name}"))
-        }
+        Cmd::AgentImage {
+            binary,
+            out,
+            name,
+            arch,
+        } => kns_tests::image::build(&kns_tests::image::agent_spec(&name, binary, &arch), &out)
+            .map(|()| println!("{name}")),
         Cmd::BusyboxImage { out, name } => {
             kns_tests::image::build(&kns_tests::image::busybox_spec(&name), &out)
         }

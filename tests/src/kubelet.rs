@@ -1,0 +1,177 @@
+//! What the kubelet asks the runtime for, derived from a Kubernetes pod
+//! spec field by field, so a test runs an image exactly as a DaemonSet
+//! would and any drift between the manifest and the image fails.
+//!
+//! The kubelet passes a container's `command` to CRI `ContainerConfig.command`
+//! and `args` to `ContainerConfig.args`, each empty when unset; the runtime
+//! then applies the image's Entrypoint/Cmd rules (`command` replaces the
+//! Entrypoint and drops Cmd, `args` alone replace Cmd). Nothing is filled in
+//! here. Fields the lab cannot reproduce make the mapping fail rather than
+//! be ignored.
+//!
+//! Test-only changes go through [`set_env`] and [`set_host_path`], on the
+//! Kubernetes objects, as a kustomize patch would.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1 as k8s;
+
+use crate::containerd::PodSpec;
+
+/// Sets the value of the container's env var `name`, which the manifest
+/// must already define (a patch of a missing var would hide drift).
+pub fn set_env(container: &mut k8s::Container, name: &str, value: &str) -> anyhow::Result<()> {
+    let var = container
+        .env
+        .iter_mut()
+        .flatten()
+        .find(|e| e.name == name)
+        .with_context(|| format!("container {} has no env var {name} to patch", container.name))?;
+    var.value = Some(value.to_owned());
+    var.value_from = None;
+    Ok(())
+}
+
+/// Points the hostPath volume `volume` at `path`.
+pub fn set_host_path(pod: &mut k8s::PodSpec, volume: &str, path: PathBuf) -> anyhow::Result<()> {
+    let v = pod
+        .volumes
+        .iter_mut()
+        .flatten()
+        .find(|v| v.name == volume)
+        .and_then(|v| v.host_path.as_mut())
+        .with_context(|| format!("the pod has no hostPath volume {volume} to patch"))?;
+    v.path = path.display().to_string();
+    Ok(())
+}
+
+/// Kubernetes expands `$(VAR)` in command, args and env values; the lab
+/// does not, so a manifest that relies on it must not pass silently.
+fn literal(field: &str, s: &str) -> anyhow::Result<String> {
+    if s.contains("$(") {
+        bail!("{field} `{s}` uses $(VAR) expansion, which the lab does not reproduce");
+    }
+    Ok(s.to_owned())
+}
+
+fn literals(field: &str, v: &Option<Vec<String>>) -> anyhow::Result<Vec<String>> {
+    v.iter().flatten().map(|s| literal(field, s)).collect()
+}
+
+/// The lab pod (sandbox and container config) for container `container`
+/// of `pod`, named `name` in the runtime.
+pub fn pod_spec(name: &str, pod: &k8s::PodSpec, container: &str) -> anyhow::Result<PodSpec> {
+    let c = pod
+        .containers
+        .iter()
+        .find(|c| c.name == container)
+        .with_context(|| format!("the pod has no container {container}"))?;
+    if pod.host_ipc == Some(true) {
+        bail!("hostIPC is not reproduced by the lab");
+    }
+    if c.env_from.as_ref().is_some_and(|e| !e.is_empty()) || c.working_dir.is_some() {
+        bail!("envFrom and workingDir are not reproduced by the lab");
+    }
+    let env = c
+        .env
+        .iter()
+        .flatten()
+        .map(|e| {
+            if e.value_from.is_some() {
+                bail!("env {}: valueFrom is not reproduced by the lab", e.name);
+            }
+            Ok((e.name.clone(), literal("env", e.value.as_deref().unwrap_or(""))?))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mounts = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| {
+            if m.sub_path.is_some() || m.sub_path_expr.is_some() || m.mount_propagation.is_some() {
+                bail!(
+                    "volumeMount {}: subPath and mountPropagation are not reproduced by the lab",
+                    m.name
+                );
+            }
+            let host = pod
+                .volumes
+                .iter()
+                .flatten()
+                .find(|v| v.name == m.name)
+                .and_then(|v| v.host_path.as_ref())
+                .with_context(|| format!("volumeMount {}: no hostPath volume of that name", m.name))?;
+            Ok((
+                PathBuf::from(&host.path),
+                m.mount_path.clone(),
+                m.read_only == Some(true),
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let sc = c.security_context.clone().unwrap_or_default();
+    if sc.run_as_group.is_some() || sc.run_as_non_root.is_some() || sc.se_linux_options.is_some() {
+        bail!("runAsGroup, runAsNonRoot and seLinuxOptions are not reproduced by the lab");
+    }
+    let caps = sc.capabilities.unwrap_or_default();
+    Ok(PodSpec {
+        name: name.to_owned(),
+        host_network: pod.host_network == Some(true),
+        host_pid: pod.host_pid == Some(true),
+        image: c.image.clone().context("the container has no image")?,
+        command: literals("command", &c.command)?,
+        args: literals("args", &c.args)?,
+        env,
+        mounts,
+        caps_add: caps.add.unwrap_or_default(),
+        caps_drop: caps.drop.unwrap_or_default(),
+        readonly_rootfs: sc.read_only_root_filesystem == Some(true),
+        // A container's runAsUser wins over the pod's.
+        run_as_user: sc
+            .run_as_user
+            .or_else(|| pod.security_context.as_ref().and_then(|s| s.run_as_user)),
+        privileged: sc.privileged == Some(true),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(command: Option<Vec<&str>>, args: Option<Vec<&str>>) -> k8s::PodSpec {
+        let strings = |v: Option<Vec<&str>>| v.map(|v| v.into_iter().map(String::from).collect());
+        k8s::PodSpec {
+            containers: vec![k8s::Container {
+                name: "c".into(),
+                image: Some("img".into()),
+                command: strings(command),
+                args: strings(args),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn command_and_args_pass_through_empty_when_unset() {
+        let s = pod_spec("p", &pod(None, Some(vec!["--listen", "x"])), "c").unwrap();
+        assert!(s.command.is_empty());
+        assert_eq!(s.args, ["--listen", "x"]);
+        let s = pod_spec("p", &pod(Some(vec!["/bin/a"]), None), "c").unwrap();
+        assert_eq!(s.command, ["/bin/a"]);
+        assert!(s.args.is_empty());
+    }
+
+    #[test]
+    fn unreproducible_fields_fail() {
+        let err = pod_spec("p", &pod(None, Some(vec!["$(HOME)"])), "c").unwrap_err();
+        assert!(err.to_string().contains("$(VAR)"), "{err}");
+        let mut p = pod(None, None);
+        p.containers[0].volume_mounts = Some(vec![k8s::VolumeMount {
+            name: "v".into(),
+            mount_path: "/v".into(),
+            ..Default::default()
+        }]);
+        assert!(pod_spec("p", &p, "c").is_err());
+    }
+}
