@@ -7,11 +7,13 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use kns_proto::agent::VersionRequest;
 use kns_proto::agent::agent_client::AgentClient;
-use kube::Api;
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::{Api, Config};
 use tonic::transport::Channel;
+use tower::util::MapRequestLayer;
 
+use crate::cache::AgentCache;
 use crate::cli::KubeArgs;
 use crate::exit::Failure;
 use crate::resolve::{self, KubeTarget, PodContainers, Resolver};
@@ -48,29 +50,56 @@ pub async fn resolver(args: &KubeArgs) -> Result<Resolver, Failure> {
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    let client = Client::try_from(config).map_err(|e| fail("cannot build a Kubernetes client", &e))?;
+    let agent_cache = AgentCache::for_cluster(&config.cluster_url.to_string(), &args.agent_namespace);
+    // Every request, the port-forward upgrade included, passes this layer:
+    // the round trips `KNS_TIMINGS=1` reports.
+    let count = MapRequestLayer::new(|req: http::Request<kube::client::Body>| {
+        timings::api_call();
+        req
+    });
+    let client = ClientBuilder::try_from(config)
+        .map_err(|e| fail("cannot build a Kubernetes client", &e))?
+        .with_layer(&count)
+        .build();
     timings::mark("config");
     Ok(Resolver {
         client,
         namespace,
         agent_namespace: args.agent_namespace.clone(),
+        agent_cache,
     })
 }
 
 /// The channel to the agent on `node`: `--agent` if given, else the API
-/// server's port-forward to that node's agent pod.
+/// server's port-forward to that node's agent pod, remembered in the cache
+/// from an earlier lookup or looked up now.
 async fn agent_channel(args: &KubeArgs, r: &Resolver, node: &str) -> Result<Channel, Failure> {
-    match &args.agent {
-        Some(addr) => transport::connect(addr).await,
-        None => {
-            let pod = r.agent_on(node).await?;
-            timings::mark("lookup");
-            let channel =
-                transport::portforward(r.client.clone(), &r.agent_namespace, &pod, args.agent_port).await;
-            timings::mark("portforward");
-            channel
+    if let Some(addr) = &args.agent {
+        return Ok(transport::connect(addr).await?);
+    }
+    let forward = |pod: String| async move {
+        let channel =
+            transport::portforward(r.client.clone(), &r.agent_namespace, &pod, args.agent_port).await;
+        timings::mark("portforward");
+        channel
+    };
+    let cache = r.agent_cache.as_ref();
+    if let Some((cache, pod)) = cache.and_then(|c| Some((c, c.get(node)?))) {
+        timings::mark("lookup");
+        match forward(pod).await {
+            Ok(channel) => return Ok(channel),
+            // Gone or not serving: look again, as if nothing were cached.
+            Err(e) if e.agent_gone() => cache.forget(node),
+            Err(e) => return Err(e.into()),
         }
     }
+    let pod = r.agent_on(node).await?;
+    timings::mark("lookup");
+    let channel = forward(pod.clone()).await?;
+    if let Some(cache) = cache {
+        cache.put(node, &pod);
+    }
+    Ok(channel)
 }
 
 /// What a session talks to: the agent's channel and the agent-side target.
@@ -105,9 +134,12 @@ pub async fn reach(args: &KubeArgs, target: &Target, container: Option<&str>) ->
         }
         Target::Kube(KubeTarget::Node(node)) => {
             let r = resolver(args).await?;
-            r.node(node).await?;
+            // The node's name is all the agent lookup needs: both at once.
+            // The node's own error comes first, being the more precise.
+            let (exists, channel) = tokio::join!(r.node(node), agent_channel(args, &r, node));
+            exists?;
             Ok(Reached {
-                channel: agent_channel(args, &r, node).await?,
+                channel: channel?,
                 target: DirectTarget::Node.to_proto(),
                 label: format!("node/{node}"),
             })
@@ -149,7 +181,7 @@ async fn reported_version(r: Resolver, port: u16, pod: String) -> Result<String,
             .version(VersionRequest {})
             .await
             .map(|v| v.into_inner().version)
-            .map_err(|s| transport::status_failure(&s))
+            .map_err(|s| crate::exit::status_failure(&s))
     };
     match tokio::time::timeout(VERSION_TIMEOUT, ask).await {
         Ok(r) => r.map_err(|f| f.message.lines().next().unwrap_or_default().to_owned()),
@@ -184,7 +216,7 @@ pub async fn agent_daemonset(r: &Resolver) -> Result<Option<DaemonSet>, Failure>
         .get_opt(manifests::DAEMONSET_NAME)
         .await
         .map_err(|e| {
-            resolve::api_failure(
+            crate::exit::api_failure(
                 &format!(
                     "cannot read the agent DaemonSet in namespace {}",
                     r.agent_namespace

@@ -8,6 +8,12 @@
 //! | 128+N | the remote command died of signal N (130 for SIGINT); or kubectl-ns got signal N before the session was open, or twice within a second while the agent did not answer |
 //! | 2 | usage error: bad flags or arguments |
 //! | 255 | kubectl-ns itself failed: agent unreachable, target not found, … |
+//!
+//! Errors from other layers (the API server, the agent's gRPC statuses, the
+//! transport) are worded for the user here, in one place, with a hint line
+//! where one helps.
+
+use crate::transport::TransportError;
 
 /// Usage errors.
 pub const USAGE: u8 = 2;
@@ -37,6 +43,77 @@ impl Failure {
     }
 }
 
+/// An error and its causes, `a: b: c`, as anyhow's alternate form prints
+/// them (transport errors hide the useful part, connection refused or no
+/// such file, in their sources), less a cause that only repeats the one
+/// before it: tonic's and hyper's connect errors print their inner error
+/// and return it as their source too.
+fn chain(e: impl Into<anyhow::Error>) -> String {
+    let mut causes: Vec<String> = e.into().chain().map(ToString::to_string).collect();
+    causes.dedup();
+    causes.join(": ")
+}
+
+/// Words an API error for the user; `what` says what was being attempted.
+pub fn api_failure(what: &str, e: kube::Error) -> Failure {
+    match e {
+        kube::Error::Api(s) if s.code == 403 => Failure::own(format!(
+            "{what}: forbidden: {}\nHint: kubectl-ns needs get/list on pods, and create on pods/portforward in \
+             the agent's namespace (the ClusterRole kubectl-ns-user grants them)",
+            s.message
+        )),
+        // The Status is the API server's own wording; kube's Display of it
+        // adds a Debug dump of the whole object.
+        kube::Error::Api(s) => Failure::own(format!("{what}: {} ({} {})", s.message, s.code, s.reason)),
+        // kube's client errors print their source inline too: start the
+        // chain at the source, or every cause would be said twice.
+        kube::Error::Service(source) => {
+            Failure::own(format!("{what}: {}", chain(anyhow::Error::from_boxed(source))))
+        }
+        e => Failure::own(format!("{what}: {}", chain(e))),
+    }
+}
+
+/// Words a gRPC error from the agent for the user.
+pub fn status_failure(s: &tonic::Status) -> Failure {
+    let hint = match s.code() {
+        tonic::Code::PermissionDenied => {
+            "\nHint: the agent lacks the privilege for this; it needs hostPID and CAP_SYS_ADMIN/CAP_SYS_PTRACE on the node"
+        }
+        tonic::Code::Unavailable if s.message().contains("shutting down") => "",
+        tonic::Code::Unavailable => "\nHint: the agent or the node's container runtime is not answering",
+        tonic::Code::Unimplemented => "\nHint: the agent is older than this kubectl-ns; upgrade it",
+        _ => "",
+    };
+    let msg = if s.message().is_empty() {
+        format!("{:?}", s.code())
+    } else {
+        s.message().to_owned()
+    };
+    Failure::own(format!("{msg}{hint}"))
+}
+
+impl From<TransportError> for Failure {
+    fn from(e: TransportError) -> Failure {
+        match e {
+            TransportError::BadAddress { .. } => Failure::new(USAGE, e.to_string()),
+            TransportError::InvalidAddress { .. } => Failure::new(USAGE, chain(e)),
+            TransportError::Unreachable { .. } => Failure::own(format!(
+                "{}\nHint: is kubectl-ns-agent running and listening there (its --listen)?",
+                chain(e)
+            )),
+            TransportError::Forward { what, source } => api_failure(&what, source),
+            TransportError::NoAnswer { ref ns, ref pod, .. } => {
+                let hint = format!(
+                    "\nHint: the agent pod may be starting or crash-looping; `kubectl -n {ns} describe pod {pod}` shows why"
+                );
+                Failure::own(format!("{e}{hint}"))
+            }
+            TransportError::Handshake { .. } => Failure::own(chain(e)),
+        }
+    }
+}
+
 /// The exit code for a remote status: the code itself, or 128+N for a
 /// signal, as shells report it.
 pub fn from_remote(code: Option<i32>, signal: Option<i32>) -> u8 {
@@ -50,6 +127,62 @@ pub fn from_remote(code: Option<i32>, signal: Option<i32>) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Layer(&'static str, #[source] Option<Box<Layer>>);
+
+    #[test]
+    fn causes_are_chained_once_each() {
+        // A wrapper that prints its inner error and returns it as source.
+        let inner = Layer("Connection refused (os error 111)", None);
+        let wrapper = Layer("Connection refused (os error 111)", Some(Box::new(inner)));
+        let top = Layer("tcp connect error", Some(Box::new(wrapper)));
+        assert_eq!(chain(top), "tcp connect error: Connection refused (os error 111)");
+    }
+
+    #[test]
+    fn api_errors_say_the_servers_words() {
+        let status =
+            kube::core::Status::failure("etcdserver: request timed out", "InternalError").with_code(500);
+        let f = api_failure("cannot get pod default/web", kube::Error::Api(status.boxed()));
+        assert_eq!(f.code, FAILURE);
+        assert_eq!(
+            f.message,
+            "cannot get pod default/web: etcdserver: request timed out (500 InternalError)"
+        );
+        let status = kube::core::Status::failure("pods \"a\" is forbidden", "Forbidden").with_code(403);
+        let f = api_failure("cannot list pods", kube::Error::Api(status.boxed()));
+        assert!(
+            f.message.contains("Hint:") && f.message.contains("kubectl-ns-user"),
+            "{}",
+            f.message
+        );
+    }
+
+    #[test]
+    fn a_gone_agent_pod_is_told_from_other_port_forward_failures() {
+        let forward = |code| TransportError::Forward {
+            what: "cannot open a port-forward".into(),
+            source: kube::Error::Api(kube::core::Status::failure("x", "y").with_code(code).boxed()),
+        };
+        assert!(forward(404).agent_gone());
+        assert!(!forward(403).agent_gone(), "RBAC is not about the pod");
+        let silent = TransportError::NoAnswer {
+            ns: "kubectl-ns-system".into(),
+            pod: "agent-1".into(),
+            port: 7469,
+            reason: "connection refused".into(),
+        };
+        assert!(silent.agent_gone());
+        let f = Failure::from(silent);
+        assert!(
+            f.message
+                .contains("kubectl -n kubectl-ns-system describe pod agent-1"),
+            "{}",
+            f.message
+        );
+    }
 
     #[test]
     fn remote_status_maps_like_a_shell() {

@@ -5,6 +5,7 @@
 //! the user asked for, reaches an agent, and drives it over gRPC.
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod cli;
 pub mod cluster;
 pub mod commands;

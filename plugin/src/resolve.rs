@@ -7,7 +7,8 @@
 use k8s_openapi::api::core::v1::{ContainerStatus, Node, Pod};
 use kube::api::{Api, ListParams};
 
-use crate::exit::Failure;
+use crate::cache::AgentCache;
+use crate::exit::{Failure, api_failure};
 
 /// The label that marks agent pods.
 pub const AGENT_LABEL: &str = "app.kubernetes.io/name=kubectl-ns-agent";
@@ -276,18 +277,6 @@ pub fn choose_agent(pods: &[Pod], node: &str, agent_ns: &str) -> Result<String, 
     }
 }
 
-/// Words an API error for the user.
-pub fn api_failure(what: &str, e: kube::Error) -> Failure {
-    match &e {
-        kube::Error::Api(s) if s.code == 403 => Failure::own(format!(
-            "{what}: forbidden: {}\nHint: kubectl-ns needs get/list on pods, and create on pods/portforward in \
-             the agent's namespace (the ClusterRole kubectl-ns-user grants them)",
-            s.message
-        )),
-        _ => Failure::own(format!("{what}: {}", crate::transport::source_chain(&e))),
-    }
-}
-
 /// Looks things up through the API.
 #[derive(Clone)]
 pub struct Resolver {
@@ -295,6 +284,8 @@ pub struct Resolver {
     /// The namespace for pods given without one.
     pub namespace: String,
     pub agent_namespace: String,
+    /// Where the node → agent pod mapping is remembered, if anywhere.
+    pub agent_cache: Option<AgentCache>,
 }
 
 impl Resolver {
@@ -561,6 +552,7 @@ mod api_tests {
             client,
             namespace: "default".into(),
             agent_namespace: AGENT_NAMESPACE.into(),
+            agent_cache: None,
         };
         (r, handle)
     }

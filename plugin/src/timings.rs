@@ -1,8 +1,11 @@
 //! Where a session's time goes, for `KNS_TIMINGS=1`: the end of each phase
 //! (kubeconfig, API lookups, port-forward, gRPC, exec) is marked, and one
-//! line goes to stderr at exit. The benchmarks read it.
+//! line goes to stderr at exit, with the number of API requests (the
+//! port-forward upgrade included) and gRPC calls made: on a real cluster
+//! each is a round trip. The benchmarks and tests read it.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 /// When timing started, and the end of each phase so far.
@@ -12,6 +15,18 @@ struct Marks {
 }
 
 static MARKS: Mutex<Option<Marks>> = Mutex::new(None);
+static API_CALLS: AtomicU32 = AtomicU32::new(0);
+static GRPC_CALLS: AtomicU32 = AtomicU32::new(0);
+
+/// Counts one request to the API server.
+pub fn api_call() {
+    API_CALLS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts one gRPC call to the agent.
+pub fn grpc_call() {
+    GRPC_CALLS.fetch_add(1, Ordering::Relaxed);
+}
 
 /// Starts timing if `KNS_TIMINGS=1`; call first thing in main.
 pub fn init() {
@@ -34,7 +49,8 @@ pub fn mark(phase: &'static str) {
     }
 }
 
-/// Prints `kns-timings: phase=ms … total=ms` to stderr (if timing).
+/// Prints `kns-timings: phase=ms … total=ms api_calls=N grpc_calls=N` to
+/// stderr (if timing).
 pub fn report() {
     let Ok(m) = MARKS.lock() else { return };
     let Some(marks) = m.as_ref() else { return };
@@ -48,8 +64,10 @@ pub fn report() {
         prev = *at;
     }
     line.push_str(&format!(
-        " total={:.3}",
-        prev.duration_since(marks.start).as_secs_f64() * 1e3
+        " total={:.3} api_calls={} grpc_calls={}",
+        prev.duration_since(marks.start).as_secs_f64() * 1e3,
+        API_CALLS.load(Ordering::Relaxed),
+        GRPC_CALLS.load(Ordering::Relaxed),
     ));
     eprintln!("{line}");
 }

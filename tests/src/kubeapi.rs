@@ -42,6 +42,8 @@ struct State {
     objects: std::collections::BTreeMap<String, Value>,
     /// Every request line seen, for assertions.
     requests: Vec<String>,
+    /// Added before answering each request, as a network hop would.
+    latency: std::time::Duration,
     /// The last resourceVersion handed out; watchers hear of each change.
     version: u64,
     changes: tokio::sync::watch::Sender<u64>,
@@ -233,11 +235,18 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    state.lock().expect("state").requests.push(
-        format!("{} {} {content_type}", req.method(), req.uri())
-            .trim_end()
-            .to_owned(),
-    );
+    let latency = {
+        let mut st = state.lock().expect("state");
+        st.requests.push(
+            format!("{} {} {content_type}", req.method(), req.uri())
+                .trim_end()
+                .to_owned(),
+        );
+        st.latency
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     if state.lock().expect("state").user_only && installer_only(req.method(), &parts) {
         return Ok(forbidden(req.method(), &parts));
@@ -648,12 +657,19 @@ async fn portforward(
             ),
         );
     }
-    let target = state
-        .lock()
-        .expect("state")
-        .forwards
-        .get(&(ns.to_owned(), name.to_owned()))
-        .copied();
+    let target = {
+        let st = state.lock().expect("state");
+        // As the API server: a pod that does not exist is 404, whatever
+        // was forwarded to it before.
+        let exists = st
+            .pods
+            .iter()
+            .any(|p| p.metadata.namespace.as_deref() == Some(ns) && p.metadata.name.as_deref() == Some(name));
+        st.forwards
+            .get(&(ns.to_owned(), name.to_owned()))
+            .copied()
+            .filter(|_| exists)
+    };
     let Some(netns) = target else {
         return status(
             StatusCode::NOT_FOUND,
@@ -953,6 +969,34 @@ impl FakeApi {
 
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().expect("state").requests.clone()
+    }
+
+    /// The requests seen since the last call (or the start), forgetting
+    /// them: each is one round trip to the API server.
+    pub fn take_requests(&self) -> Vec<String> {
+        std::mem::take(&mut self.state.lock().expect("state").requests)
+    }
+
+    /// Delays the answer to every request from now on, the port-forward
+    /// upgrade included, by `latency`: the round trip to a remote API
+    /// server.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.state.lock().expect("state").latency = latency;
+    }
+
+    /// Removes pod `ns/name`, as when its controller replaced it.
+    pub fn remove_pod(&self, ns: &str, name: &str) -> Option<Pod> {
+        let mut st = self.state.lock().expect("state");
+        let i = st.pods.iter().position(|p| {
+            p.metadata.namespace.as_deref() == Some(ns) && p.metadata.name.as_deref() == Some(name)
+        })?;
+        Some(st.pods.remove(i))
+    }
+
+    /// A kubectl cache directory (`$KUBECACHEDIR`) that lives as long as
+    /// this server, so no test reads what another left in ~/.kube/cache.
+    pub fn cache_dir(&self) -> PathBuf {
+        self._dir.path().join("cache")
     }
 
     /// The kubeconfig path as a string, for `--kubeconfig`.

@@ -3,7 +3,7 @@
 //! container.
 
 use kns_tests::agent::Agent;
-use kns_tests::bins::{kns, stderr, stdout};
+use kns_tests::bins::{plugin, stderr, stdout};
 use kns_tests::containerd::{Lab, PodSpec};
 use kns_tests::kubeapi::{FakeApi, agent_pod, running_pod};
 use kns_tests::require_root;
@@ -37,10 +37,14 @@ fn cluster(pod: &str, port: u16) -> Cluster {
 }
 
 fn kubectl_ns(c: &Cluster, args: &[&str]) -> std::process::Output {
-    let kc = c.api.kubeconfig_arg();
-    let mut all = vec![args[0], "--kubeconfig", &kc];
-    all.extend_from_slice(&args[1..]);
-    kns(&all)
+    std::process::Command::new(plugin())
+        .arg(args[0])
+        .args(["--kubeconfig", &c.api.kubeconfig_arg()])
+        .args(&args[1..])
+        .env("KUBECACHEDIR", c.api.cache_dir())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run kubectl-ns")
 }
 
 #[test]

@@ -253,10 +253,11 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
             })
             .await
             .map_err(|_| Failure::own("internal error: request stream closed"))?;
+        crate::timings::grpc_call();
         client
             .exec(ReceiverStream::new(req_rx))
             .await
-            .map_err(|s| transport::status_failure(&s))
+            .map_err(|s| exit::status_failure(&s))
     };
     let response = tokio::select! {
         r = open => r?,
@@ -286,7 +287,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
                         "the agent ended the session without an exit status",
                     ));
                 }
-                Err(s) => return Pumped::Failed(transport::status_failure(&s)),
+                Err(s) => return Pumped::Failed(exit::status_failure(&s)),
             };
             replied.set(Instant::now());
             let chunk = match r.msg {

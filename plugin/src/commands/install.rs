@@ -19,9 +19,9 @@ use tokio::time::Instant;
 use tokio_stream::StreamExt;
 
 use crate::cli::{InstallArgs, UninstallArgs};
-use crate::exit::Failure;
+use crate::exit::{Failure, api_failure};
 use crate::manifests::{self, Object};
-use crate::resolve::{AGENT_LABEL, AGENT_NAMESPACE, api_failure, pod_ready};
+use crate::resolve::{AGENT_LABEL, AGENT_NAMESPACE, pod_ready};
 use crate::{cluster, placement};
 
 /// The field manager kubectl-ns applies as.

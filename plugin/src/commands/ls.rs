@@ -8,7 +8,7 @@ use tonic::transport::Channel;
 
 use crate::cli::{LsArgs, Output};
 use crate::cluster;
-use crate::exit::Failure;
+use crate::exit::{self, Failure};
 use crate::resolve::KubeTarget;
 use crate::target::{DirectTarget, Target};
 use crate::transport;
@@ -211,10 +211,11 @@ async fn inspect(
     client: &mut AgentClient<Channel>,
     target: kns_proto::agent::Target,
 ) -> Result<InspectResponse, Failure> {
+    crate::timings::grpc_call();
     let r = client
         .inspect(InspectRequest { target: Some(target) })
         .await
-        .map_err(|s| transport::status_failure(&s))?;
+        .map_err(|s| exit::status_failure(&s))?;
     transport::warn_version_skew(r.metadata());
     Ok(r.into_inner())
 }

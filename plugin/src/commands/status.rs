@@ -7,9 +7,9 @@ use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
 use kube::api::{Api, ListParams};
 
 use crate::cli::StatusArgs;
-use crate::exit::Failure;
+use crate::exit::{Failure, api_failure};
 use crate::placement;
-use crate::resolve::{AGENT_LABEL, api_failure, pod_ready};
+use crate::resolve::{AGENT_LABEL, pod_ready};
 use crate::{cluster, manifests};
 
 /// A node's agent, as far as the API tells.

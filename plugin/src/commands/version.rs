@@ -9,7 +9,7 @@ use kube::api::{Api, ListParams};
 
 use crate::cli::VersionArgs;
 use crate::cluster;
-use crate::exit::Failure;
+use crate::exit::{self, Failure};
 use crate::resolve::{AGENT_LABEL, pod_ready};
 use crate::transport;
 
@@ -32,10 +32,11 @@ pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
     println!("kubectl-ns {mine}");
     if let Some(addr) = &args.kube.agent {
         let mut client = AgentClient::new(transport::connect(addr).await?);
+        crate::timings::grpc_call();
         let v = client
             .version(VersionRequest {})
             .await
-            .map_err(|s| transport::status_failure(&s))?
+            .map_err(|s| exit::status_failure(&s))?
             .into_inner();
         let runtime = if v.runtime.is_empty() {
             "no CRI runtime found"
@@ -91,8 +92,8 @@ pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
             }
         }
         Err(e) => eprintln!(
-            "kubectl-ns: cannot list the agents: {}",
-            transport::source_chain(&e)
+            "kubectl-ns: {}",
+            exit::api_failure("cannot list the agents", e).message
         ),
     }
     Ok(0)

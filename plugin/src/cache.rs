@@ -1,0 +1,280 @@
+//! Which agent pod serves which node, remembered for a few minutes so that
+//! a repeated `exec POD` costs one API lookup (the pod) before the
+//! port-forward instead of two (the pod, then the agents on its node).
+//!
+//! The cache lives where kubectl keeps its own (`$KUBECACHEDIR`, else
+//! `~/.kube/cache`), one file per API server and agent namespace. An entry
+//! is only a guess: the port-forward checks it (a pod that is gone answers
+//! 404, one whose agent does not listen closes the stream) and the caller
+//! then looks the agent up afresh. So nothing here is ever an error: a file
+//! that cannot be read, parsed or written is an empty cache.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// How long an entry is trusted: agent pods change on upgrades and node
+/// replacements, which a few minutes' staleness rides out (and a stale
+/// entry costs only one failed port-forward).
+pub const TTL: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Entries {
+    /// Node name → its agent pod.
+    nodes: BTreeMap<String, Entry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    pod: String,
+    /// When it was looked up, in seconds since the epoch.
+    at: u64,
+}
+
+/// The node → agent pod cache of one cluster and agent namespace.
+#[derive(Debug, Clone)]
+pub struct AgentCache {
+    path: PathBuf,
+}
+
+/// A URL or namespace as one path component, as kubectl names its
+/// discovery cache directories (`https://10.0.0.1:6443` → `10.0.0.1_6443`).
+fn component(s: &str) -> String {
+    let s = s.split_once("://").map_or(s, |(_, rest)| rest);
+    s.trim_end_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl AgentCache {
+    /// The cache under kubectl's cache directory, or `None` when there is
+    /// none (no `$KUBECACHEDIR` and no home, as in some in-cluster runs).
+    pub fn for_cluster(cluster_url: &str, agent_namespace: &str) -> Option<AgentCache> {
+        let base = match std::env::var_os("KUBECACHEDIR").filter(|d| !d.is_empty()) {
+            Some(dir) => PathBuf::from(dir),
+            None => PathBuf::from(std::env::var_os("HOME").filter(|h| !h.is_empty())?).join(".kube/cache"),
+        };
+        Some(AgentCache::under(&base, cluster_url, agent_namespace))
+    }
+
+    /// The cache under `base`.
+    pub fn under(base: &Path, cluster_url: &str, agent_namespace: &str) -> AgentCache {
+        AgentCache {
+            path: base
+                .join("kubectl-ns")
+                .join(component(cluster_url))
+                .join(format!("agents-{}.json", component(agent_namespace))),
+        }
+    }
+
+    /// The file the entries live in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The agent pod remembered for `node`, if still fresh.
+    pub fn get(&self, node: &str) -> Option<String> {
+        self.get_at(node, now())
+    }
+
+    fn get_at(&self, node: &str, now: u64) -> Option<String> {
+        self.load(now).nodes.remove(node).map(|e| e.pod)
+    }
+
+    /// Remembers that `pod` serves `node`.
+    pub fn put(&self, node: &str, pod: &str) {
+        self.put_at(node, pod, now());
+    }
+
+    fn put_at(&self, node: &str, pod: &str, now: u64) {
+        let mut entries = self.load(now);
+        entries.nodes.insert(
+            node.to_owned(),
+            Entry {
+                pod: pod.to_owned(),
+                at: now,
+            },
+        );
+        self.store(&entries);
+    }
+
+    /// Forgets `node`'s entry (its pod did not answer).
+    pub fn forget(&self, node: &str) {
+        self.forget_at(node, now());
+    }
+
+    fn forget_at(&self, node: &str, now: u64) {
+        let mut entries = self.load(now);
+        if entries.nodes.remove(node).is_some() {
+            self.store(&entries);
+        }
+    }
+
+    /// The fresh entries; expired ones, and any from the future (a clock
+    /// set back), are dropped.
+    fn load(&self, now: u64) -> Entries {
+        let mut entries: Entries = std::fs::read(&self.path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        entries
+            .nodes
+            .retain(|_, e| e.at <= now && now - e.at < TTL.as_secs());
+        entries
+    }
+
+    /// Writes the entries atomically (a temporary file renamed over the
+    /// old one), readable by the user only; failures are logged, not
+    /// raised, since a missing cache only costs a lookup.
+    fn store(&self, entries: &Entries) {
+        if let Err(e) = self.try_store(entries) {
+            tracing::debug!(?e, path = %self.path.display(), "cannot write the agent cache");
+        }
+    }
+
+    fn try_store(&self, entries: &Entries) -> std::io::Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let tmp = self
+            .path
+            .with_extension(format!("json.{}.tmp", std::process::id()));
+        // A leftover from a crashed run with the same PID.
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let written = f
+            .write_all(&serde_json::to_vec(entries).map_err(std::io::Error::other)?)
+            .and_then(|()| std::fs::rename(&tmp, &self.path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A fresh directory for one test (the plugin has no tempfile crate).
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Dir {
+            let d = std::env::temp_dir().join(format!("kns-cache-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            Dir(d)
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn cache(dir: &Path) -> AgentCache {
+        AgentCache::under(dir, "https://10.0.0.1:6443/", "kubectl-ns-system")
+    }
+
+    #[test]
+    fn keyed_by_server_and_agent_namespace() {
+        let c = AgentCache::under(Path::new("/c"), "https://10.0.0.1:6443", "kubectl-ns-system");
+        assert_eq!(
+            c.path(),
+            Path::new("/c/kubectl-ns/10.0.0.1_6443/agents-kubectl-ns-system.json")
+        );
+        let c = AgentCache::under(Path::new("/c"), "https://rancher/k8s/clusters/c-1", "../x");
+        assert_eq!(
+            c.path(),
+            Path::new("/c/kubectl-ns/rancher_k8s_clusters_c-1/agents-.._x.json")
+        );
+    }
+
+    #[test]
+    fn remembers_until_the_ttl() {
+        let dir = Dir::new("ttl");
+        let c = cache(dir.path());
+        assert_eq!(c.get_at("node-a", 1000), None);
+        c.put_at("node-a", "agent-1", 1000);
+        c.put_at("node-b", "agent-2", 1000);
+        assert_eq!(c.get_at("node-a", 1000).as_deref(), Some("agent-1"));
+        assert_eq!(c.get_at("node-b", 1299).as_deref(), Some("agent-2"));
+        assert_eq!(c.get_at("node-b", 1300), None);
+        // Written in the clock's past: not trusted either.
+        assert_eq!(c.get_at("node-a", 999), None);
+        c.forget_at("node-a", 1000);
+        assert_eq!(c.get_at("node-a", 1000), None);
+    }
+
+    #[test]
+    fn written_atomically_for_the_user_only() {
+        let dir = Dir::new("atomic");
+        let c = cache(dir.path());
+        c.put("node-a", "agent-1");
+        let mode = std::fs::metadata(c.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let parent = c.path().parent().unwrap();
+        let names: Vec<_> = std::fs::read_dir(parent)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["agents-kubectl-ns-system.json"],
+            "no temporary file left"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_or_unwritable_cache_is_empty_not_an_error() {
+        let dir = Dir::new("corrupt");
+        let c = cache(dir.path());
+        std::fs::create_dir_all(c.path().parent().unwrap()).unwrap();
+        for junk in [
+            &b"{not json"[..],
+            b"",
+            b"\xff\xfe",
+            br#"{"nodes":{"n":{"pod":3}}}"#,
+        ] {
+            std::fs::write(c.path(), junk).unwrap();
+            assert_eq!(c.get("n"), None);
+        }
+        // A corrupt file is replaced on the next write.
+        c.put("n", "agent-1");
+        assert_eq!(c.get("n").as_deref(), Some("agent-1"));
+        // A cache whose directory is a file: nothing is remembered, nothing fails.
+        let blocked = AgentCache::under(&c.path().join("not-a-dir"), "https://x", "ns");
+        blocked.put("n", "agent-1");
+        assert_eq!(blocked.get("n"), None);
+    }
+}

@@ -1,0 +1,287 @@
+//! Round trips to the API server, counted on both sides (the fake API
+//! server's request log and the plugin's `KNS_TIMINGS=1` line), and the
+//! node → agent pod cache that saves one of them: a warm `exec POD` is one
+//! pod GET, one port-forward and one gRPC call.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::PodCondition;
+use kns_tests::agent::Agent;
+use kns_tests::bins::{plugin, stderr};
+use kns_tests::containerd::{Lab, PodSpec};
+use kns_tests::kubeapi::{FakeApi, agent_pod, running_pod};
+use kns_tests::require_root;
+use kns_tests::target::NsProcess;
+
+const NODE: &str = "rt-node";
+const AGENT_NS: &str = "kubectl-ns-system";
+
+struct Cluster {
+    api: FakeApi,
+    pod: String,
+    agent: Agent,
+    _lab: std::sync::Arc<Lab>,
+}
+
+/// One node: pod default/POD (a real container) and agent pod `agent-1`
+/// port-forwarding to a real agent.
+fn cluster(pod: &str, port: u16) -> Cluster {
+    let lab = Lab::shared();
+    let p = lab.run_pod(&PodSpec::httpd(pod, port)).unwrap();
+    let agent = Agent::start_tcp(Some(lab.socket.to_str().unwrap()));
+    let api = FakeApi::start();
+    api.add_node(NODE);
+    api.add_pod(running_pod("default", pod, NODE, &[("app", &p.container_id)]));
+    let c = Cluster {
+        api,
+        pod: pod.to_owned(),
+        agent,
+        _lab: lab,
+    };
+    add_agent(&c, "agent-1", c.agent.pid());
+    c
+}
+
+/// An agent pod on the node whose port-forward reaches the network
+/// namespace of process `pid`.
+fn add_agent(c: &Cluster, name: &str, pid: i32) {
+    c.api.add_pod(agent_pod(name, NODE));
+    c.api.forward(AGENT_NS, name, pid);
+}
+
+fn kubectl_ns(c: &Cluster, args: &[&str]) -> Output {
+    Command::new(plugin())
+        .arg(args[0])
+        .args(["--kubeconfig", &c.api.kubeconfig_arg()])
+        .args(&args[1..])
+        .env("KUBECACHEDIR", c.api.cache_dir())
+        .env("KNS_TIMINGS", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kubectl-ns")
+}
+
+/// The plugin's own count: (API requests, gRPC calls).
+fn counted(o: &Output) -> (u32, u32) {
+    let err = stderr(o);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("kns-timings:"))
+        .unwrap_or_else(|| panic!("no timings line in {err}"));
+    let get = |k: &str| {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} in {line}"))
+    };
+    (get("api_calls"), get("grpc_calls"))
+}
+
+/// The API server's count, each request named by what it was for.
+fn requests(c: &Cluster) -> Vec<String> {
+    c.api
+        .take_requests()
+        .iter()
+        .map(|r| {
+            let path = r.split_whitespace().nth(1).unwrap_or("");
+            let (path, query) = path.split_once('?').unwrap_or((path, ""));
+            let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+            match parts.as_slice() {
+                ["api", "v1", "namespaces", _, "pods", name, "portforward"] => format!("portforward {name}"),
+                ["api", "v1", "namespaces", ns, "pods", name] => format!("get pod {ns}/{name}"),
+                ["api", "v1", "namespaces", ns, "pods"] if query.contains("spec.nodeName") => {
+                    format!("list agents {ns}")
+                }
+                ["api", "v1", "nodes", name] => format!("get node {name}"),
+                _ => r.clone(),
+            }
+        })
+        .collect()
+}
+
+fn exec_true(c: &Cluster) -> Output {
+    let o = kubectl_ns(c, &["exec", &c.pod, "-n", "--", "true"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    o
+}
+
+fn cache_file(c: &Cluster) -> PathBuf {
+    c.api
+        .cache_dir()
+        .join("kubectl-ns")
+        .join(format!("127.0.0.1_{}", c.api.addr.port()))
+        .join(format!("agents-{AGENT_NS}.json"))
+}
+
+#[test]
+fn warm_exec_is_one_pod_get_one_port_forward_one_grpc_call() {
+    require_root();
+    let c = cluster("rt-warm", 8190);
+    let pod = format!("get pod default/{}", c.pod);
+
+    // Cold: the pod, then the agents on its node, then the port-forward.
+    let o = exec_true(&c);
+    assert_eq!(
+        requests(&c),
+        [
+            pod.as_str(),
+            "list agents kubectl-ns-system",
+            "portforward agent-1"
+        ]
+    );
+    assert_eq!(counted(&o), (3, 1));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(cache_file(&c)).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Warm: the agent pod comes from the cache.
+    let o = exec_true(&c);
+    assert_eq!(requests(&c), [pod.as_str(), "portforward agent-1"]);
+    assert_eq!(counted(&o), (2, 1));
+
+    // `ls` on the pod uses it too: one Inspect per running container.
+    let o = kubectl_ns(&c, &["ls", &c.pod]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(requests(&c), [pod.as_str(), "portforward agent-1"]);
+    assert_eq!(counted(&o), (2, 1));
+}
+
+#[test]
+fn a_replaced_agent_pod_is_looked_up_again() {
+    require_root();
+    let c = cluster("rt-gone", 8191);
+    exec_true(&c);
+    c.api.take_requests();
+    // The DaemonSet replaced its pod: the cached one answers 404.
+    c.api.remove_pod(AGENT_NS, "agent-1").unwrap();
+    add_agent(&c, "agent-2", c.agent.pid());
+    let o = exec_true(&c);
+    assert_eq!(
+        requests(&c),
+        [
+            "get pod default/rt-gone",
+            "portforward agent-1",
+            "list agents kubectl-ns-system",
+            "portforward agent-2"
+        ]
+    );
+    assert_eq!(counted(&o), (4, 1));
+    exec_true(&c);
+    assert_eq!(
+        requests(&c),
+        ["get pod default/rt-gone", "portforward agent-2"],
+        "the new pod is cached"
+    );
+}
+
+#[test]
+fn an_agent_that_does_not_answer_is_looked_up_again() {
+    require_root();
+    let c = cluster("rt-silent", 8192);
+    exec_true(&c);
+    c.api.take_requests();
+    // The cached pod still exists, but its agent restarts: not ready,
+    // nothing listens on its port (a network namespace of its own with no
+    // listener). Another agent pod serves the node.
+    let silent = NsProcess::spawn(&["--net"], "exec sleep 100000");
+    let mut stale = c.api.remove_pod(AGENT_NS, "agent-1").unwrap();
+    stale.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
+        type_: "Ready".into(),
+        status: "False".into(),
+        ..Default::default()
+    }]);
+    c.api.add_pod(stale);
+    c.api.forward(AGENT_NS, "agent-1", silent.pid);
+    add_agent(&c, "agent-2", c.agent.pid());
+    let o = exec_true(&c);
+    assert_eq!(
+        requests(&c),
+        [
+            "get pod default/rt-silent",
+            "portforward agent-1",
+            "list agents kubectl-ns-system",
+            "portforward agent-2"
+        ]
+    );
+    assert_eq!(counted(&o), (4, 1));
+
+    // With no agent left to answer, the user hears why, not a gRPC error.
+    c.api.remove_pod(AGENT_NS, "agent-1").unwrap();
+    c.api.remove_pod(AGENT_NS, "agent-2").unwrap();
+    add_agent(&c, "agent-3", silent.pid);
+    let o = kubectl_ns(&c, &["exec", &c.pod, "-n", "--", "true"]);
+    assert_eq!(o.status.code(), Some(255));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "the port-forward to the agent pod kubectl-ns-system/agent-3 reached nothing on port 7469"
+        ) && err.contains("describe pod agent-3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_corrupt_cache_is_ignored_and_replaced() {
+    require_root();
+    let c = cluster("rt-corrupt", 8193);
+    let file = cache_file(&c);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, b"{\"nodes\": {\"rt-node\": 42").unwrap();
+    let o = exec_true(&c);
+    assert_eq!(counted(&o), (3, 1), "a corrupt cache is a cold one");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(v["nodes"][NODE]["pod"], "agent-1");
+    c.api.take_requests();
+    assert_eq!(counted(&exec_true(&c)), (2, 1));
+}
+
+#[test]
+fn node_targets_count_their_round_trips_too() {
+    require_root();
+    let c = cluster("rt-node-target", 8194);
+    let node = format!("node/{NODE}");
+    let run = || {
+        let o = kubectl_ns(&c, &["exec", &node, "-u", "--", "true"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let mut r = requests(&c);
+        // The node GET and the agent lookup run at once: either comes first.
+        r.sort();
+        (r, counted(&o))
+    };
+    assert_eq!(
+        run(),
+        (
+            vec![
+                "get node rt-node".to_owned(),
+                "list agents kubectl-ns-system".to_owned(),
+                "portforward agent-1".to_owned()
+            ],
+            (3, 1)
+        )
+    );
+    assert_eq!(
+        run(),
+        (
+            vec!["get node rt-node".to_owned(), "portforward agent-1".to_owned()],
+            (2, 1)
+        )
+    );
+}
+
+#[test]
+fn latency_is_added_to_every_request() {
+    require_root();
+    let c = cluster("rt-latency", 8195);
+    exec_true(&c);
+    let latency = Duration::from_millis(150);
+    c.api.set_latency(latency);
+    // A lower bound only: two requests in turn (pod GET, port-forward
+    // upgrade) take at least two latencies, however loaded the machine.
+    let start = Instant::now();
+    let o = exec_true(&c);
+    let took = start.elapsed();
+    assert_eq!(counted(&o), (2, 1));
+    assert!(took >= 2 * latency, "took {took:?}");
+}
