@@ -999,6 +999,23 @@ impl FakeApi {
         self._dir.path().join("cache")
     }
 
+    /// `kubectl-ns SUBCOMMAND --kubeconfig <this server's> ARGS…`, with the
+    /// kubectl cache in [`FakeApi::cache_dir`]; add env or stdio and run it.
+    pub fn kns_command(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(crate::bins::plugin());
+        c.arg(args[0])
+            .args(["--kubeconfig", &self.kubeconfig_arg()])
+            .args(&args[1..])
+            .env("KUBECACHEDIR", self.cache_dir())
+            .stdin(std::process::Stdio::null());
+        c
+    }
+
+    /// Runs [`FakeApi::kns_command`] to completion.
+    pub fn kns(&self, args: &[&str]) -> std::process::Output {
+        self.kns_command(args).output().expect("run kubectl-ns")
+    }
+
     /// The kubeconfig path as a string, for `--kubeconfig`.
     pub fn kubeconfig_arg(&self) -> String {
         self.kubeconfig.display().to_string()

@@ -5,15 +5,12 @@
 //! created.
 
 use kns_tests::agent::Agent;
-use kns_tests::bins::{kns, stderr, stdout};
+use kns_tests::bins::{stderr, stdout};
 use kns_tests::kubeapi::{AgentFailure, FakeApi};
 use kns_tests::require_root;
 
 fn run(api: &FakeApi, args: &[&str]) -> std::process::Output {
-    let kc = api.kubeconfig_arg();
-    let mut all = vec![args[0], "--kubeconfig", &kc];
-    all.extend_from_slice(&args[1..]);
-    kns(&all)
+    api.kns(args)
 }
 
 /// The line of `status` output for `node`.

@@ -3,7 +3,7 @@
 //! container.
 
 use kns_tests::agent::Agent;
-use kns_tests::bins::{plugin, stderr, stdout};
+use kns_tests::bins::{stderr, stdout};
 use kns_tests::containerd::{Lab, PodSpec};
 use kns_tests::kubeapi::{FakeApi, agent_pod, running_pod};
 use kns_tests::require_root;
@@ -37,14 +37,7 @@ fn cluster(pod: &str, port: u16) -> Cluster {
 }
 
 fn kubectl_ns(c: &Cluster, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(plugin())
-        .arg(args[0])
-        .args(["--kubeconfig", &c.api.kubeconfig_arg()])
-        .args(&args[1..])
-        .env("KUBECACHEDIR", c.api.cache_dir())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run kubectl-ns")
+    c.api.kns(args)
 }
 
 #[test]

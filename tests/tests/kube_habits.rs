@@ -2,7 +2,7 @@
 //! defaults to, and the notice that says so.
 
 use kns_tests::agent::Agent;
-use kns_tests::bins::{kns, stderr};
+use kns_tests::bins::stderr;
 use kns_tests::containerd::{Lab, PodSpec};
 use kns_tests::kubeapi::{FakeApi, agent_pod, running_pod};
 use kns_tests::require_root;
@@ -41,13 +41,12 @@ fn multi_container_pod_defaults_like_kubectl() {
     api.add_pod(annotated);
     api.add_pod(agent_pod("kubectl-ns-agent-h1", NODE));
     api.forward("kubectl-ns-system", "kubectl-ns-agent-h1", agent.pid());
-    let kc = api.kubeconfig_arg();
 
-    let o = kns(&["exec", "--kubeconfig", &kc, "first", "-n", "--", "true"]);
+    let o = api.kns(&["exec", "first", "-n", "--", "true"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stderr(&o), "Defaulted container \"app\" out of: app, sidecar\n");
 
-    let o = kns(&["exec", "--kubeconfig", &kc, "annotated", "-n", "--", "true"]);
+    let o = api.kns(&["exec", "annotated", "-n", "--", "true"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stderr(&o), "", "the annotation's choice needs no notice");
 }

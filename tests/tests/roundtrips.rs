@@ -4,12 +4,12 @@
 //! pod GET, one port-forward and one gRPC call.
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::PodCondition;
 use kns_tests::agent::Agent;
-use kns_tests::bins::{plugin, stderr};
+use kns_tests::bins::stderr;
 use kns_tests::containerd::{Lab, PodSpec};
 use kns_tests::kubeapi::{FakeApi, agent_pod, running_pod};
 use kns_tests::require_root;
@@ -52,13 +52,9 @@ fn add_agent(c: &Cluster, name: &str, pid: i32) {
 }
 
 fn kubectl_ns(c: &Cluster, args: &[&str]) -> Output {
-    Command::new(plugin())
-        .arg(args[0])
-        .args(["--kubeconfig", &c.api.kubeconfig_arg()])
-        .args(&args[1..])
-        .env("KUBECACHEDIR", c.api.cache_dir())
+    c.api
+        .kns_command(args)
         .env("KNS_TIMINGS", "1")
-        .stdin(Stdio::null())
         .output()
         .expect("run kubectl-ns")
 }
