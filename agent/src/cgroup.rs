@@ -19,7 +19,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The subtree under the agent's own cgroup that holds the sessions.
+use nix::fcntl::{Flock, FlockArg};
+
+/// The name (a prefix: one per agent) of the subtree under the agent's own
+/// cgroup that holds its sessions.
 const SESSIONS: &str = "kns-sessions";
 /// How long a killed session's processes may take to be gone.
 const KILL_WAIT: Duration = Duration::from_secs(2);
@@ -81,17 +84,44 @@ fn own_dir() -> Result<(PathBuf, PathBuf), CgroupError> {
     Ok((mount, dir))
 }
 
-/// The sessions' subtree.
+/// One agent's sessions' subtree, `kns-sessions-<agent PID>`, held with an
+/// exclusive flock(2) for the agent's life: the lock is what tells a live
+/// agent's subtree (two agents may share a cgroup, as a node service and a
+/// debugging copy do) from one its agent left behind when it died.
 #[derive(Debug)]
 pub struct Sessions {
     dir: PathBuf,
+    _lock: Flock<File>,
+}
+
+/// Opens `dir` and takes its lock without waiting; `None` while a live agent
+/// holds it.
+fn try_lock(dir: &Path) -> Result<Option<Flock<File>>, CgroupError> {
+    let f = File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(io_err("open", dir))?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(Some(l)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(io_err("lock", dir)(e.into())),
+    }
+}
+
+/// What an agent found left by dead agents and ended.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Leftovers {
+    pub sessions: usize,
+    pub processes: usize,
 }
 
 impl Sessions {
-    /// Makes (or reuses) `kns-sessions` under the agent's own cgroup.
-    pub fn open() -> Result<Sessions, CgroupError> {
+    /// Makes this agent's subtree under its own cgroup, after killing and
+    /// removing the subtrees of agents that are gone (their lock is free),
+    /// and says what they had left.
+    pub fn open() -> Result<(Sessions, Leftovers), CgroupError> {
         let (mount, own) = own_dir()?;
-        let dir = own.join(SESSIONS);
         let ro = nix::sys::statvfs::statvfs(&mount)
             .map_err(|e| io_err("stat", &mount)(e.into()))?
             .flags()
@@ -105,51 +135,72 @@ impl Sessions {
                 .map_err(|e| io_err("remount read-write", &mount)(e.into()))?;
             tracing::info!(mount = %mount.display(), "made the agent's own cgroupfs mount writable");
         }
-        match fs::create_dir(&dir) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(io_err("create", &dir)(e)),
-            _ => {}
+        let mut left = Leftovers::default();
+        for e in fs::read_dir(&own).map_err(io_err("list", &own))? {
+            let e = e.map_err(io_err("list", &own))?;
+            let name = e.file_name();
+            if !name.to_string_lossy().starts_with(SESSIONS) || !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            // Held: a live agent's. Free: its agent died; end what it left.
+            if let Some(_lock) = try_lock(&e.path())? {
+                let (sessions, processes) = end_all(&e.path())?;
+                left.sessions += sessions;
+                left.processes += processes;
+                fs::remove_dir(e.path()).map_err(io_err("remove", &e.path()))?;
+            }
         }
+        let dir = own.join(format!("{SESSIONS}-{}", std::process::id()));
+        fs::create_dir(&dir).map_err(io_err("create", &dir))?;
         if !dir.join("cgroup.kill").exists() {
             let _ = fs::remove_dir(&dir);
             return Err(CgroupError::NoKill { path: dir });
         }
-        Ok(Sessions { dir })
+        let lock = try_lock(&dir)?.ok_or_else(|| {
+            io_err("lock", &dir)(io::Error::other(
+                "another process holds the lock of a subtree just made",
+            ))
+        })?;
+        Ok((Sessions { dir, _lock: lock }, left))
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Kills and removes every session cgroup a previous run of the agent
-    /// left (it was killed before it could end them); returns how many
-    /// sessions and processes there were.
-    pub fn reap_leftovers(&self) -> Result<(usize, usize), CgroupError> {
-        let mut sessions = 0;
-        let mut procs = 0;
-        for e in fs::read_dir(&self.dir).map_err(io_err("list", &self.dir))? {
-            let e = e.map_err(io_err("list", &self.dir))?;
-            if !e.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            let cg = SessionCgroup::at(e.path())?;
-            sessions += 1;
-            procs += cg.procs().len();
-            cg.kill_and_remove()?;
-        }
-        Ok((sessions, procs))
-    }
-
     /// A new, empty cgroup for session `id`.
     pub fn create(&self, id: u64) -> Result<SessionCgroup, CgroupError> {
         let dir = self.dir.join(format!("session-{id}"));
-        // A leftover of the same name (an earlier run with the same count)
-        // is ended first: it is not this session's.
-        if dir.exists() {
-            SessionCgroup::at(dir.clone())?.kill_and_remove()?;
-        }
         fs::create_dir(&dir).map_err(io_err("create", &dir))?;
         SessionCgroup::at(dir)
     }
+
+    /// Removes the subtree once its sessions are over (at shutdown), so a
+    /// stopped agent leaves nothing behind; a session still ending keeps it,
+    /// and the next agent removes it.
+    pub fn close(&self) {
+        if let Err(e) = fs::remove_dir(&self.dir) {
+            tracing::warn!(cgroup = %self.dir.display(), error = %e, "cannot remove the sessions' cgroup");
+        }
+    }
+}
+
+/// Kills and removes every session cgroup under `dir`; returns how many
+/// sessions and processes there were.
+fn end_all(dir: &Path) -> Result<(usize, usize), CgroupError> {
+    let mut sessions = 0;
+    let mut procs = 0;
+    for e in fs::read_dir(dir).map_err(io_err("list", dir))? {
+        let e = e.map_err(io_err("list", dir))?;
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let cg = SessionCgroup::at(e.path())?;
+        sessions += 1;
+        procs += cg.procs().len();
+        cg.kill_and_remove()?;
+    }
+    Ok((sessions, procs))
 }
 
 /// One session's cgroup; killed and removed when dropped.

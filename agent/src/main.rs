@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -129,14 +130,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_age: (args.max_session_age > 0).then(|| Duration::from_secs(args.max_session_age)),
         max_sessions: args.max_sessions,
     };
-    let service = AgentService::new(
-        resolver,
-        node,
-        stop_rx.clone(),
-        spawner,
-        session_cgroups(),
-        limits,
-    );
+    let cgroups = session_cgroups();
+    let service = AgentService::new(resolver, node, stop_rx.clone(), spawner, cgroups.clone(), limits);
 
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -154,29 +149,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let keepalive = (args.keepalive > 0).then(|| Duration::from_secs(args.keepalive));
     server::serve(&args.listen, service, stop_rx, keepalive).await?;
+    if let Some(c) = cgroups {
+        c.close();
+    }
     Ok(())
 }
 
-/// The sessions' cgroups, after killing what a previous run of the agent
-/// left in them; `None`, with a warning, where they cannot be had.
-fn session_cgroups() -> Option<Sessions> {
-    let sessions = Sessions::open()
+/// The sessions' cgroups, after killing what agents that died left in
+/// theirs; `None`, with a warning, where they cannot be had.
+fn session_cgroups() -> Option<Arc<Sessions>> {
+    let (sessions, left) = Sessions::open()
         .inspect_err(|e| {
             tracing::warn!(error = %e, "no session cgroups: a session's processes are found by process group only, \
                 so what a tool moves to its own session (setsid, daemons) can outlive it")
         })
         .ok()?;
-    match sessions.reap_leftovers() {
-        Ok((0, _)) => {}
-        Ok((n, procs)) => tracing::warn!(
-            sessions = n,
-            processes = procs,
+    if left.sessions > 0 {
+        tracing::warn!(
+            sessions = left.sessions,
+            processes = left.processes,
             "killed what sessions of a previous run of the agent left behind"
-        ),
-        Err(e) => tracing::warn!(error = %e, "cannot clean up the sessions of a previous run"),
+        );
     }
     tracing::info!(cgroup = %sessions.dir().display(), "sessions each run in a cgroup of their own");
-    Some(sessions)
+    Some(Arc::new(sessions))
 }
 
 fn main() -> ExitCode {

@@ -255,6 +255,11 @@ fn open_dir(pid: i32, what: &str) -> Result<OwnedFd, NsenterError> {
 /// How to join `set` of process `pid`'s namespaces: through its pidfd in
 /// one call where the kernel takes one, else one file per kind.
 fn join_for(pid: i32, pidfd: Option<&OwnedFd>, set: NsSet) -> Result<Join, NsenterError> {
+    // Nothing left to join (-U on a target in the agent's own user
+    // namespace): setns(2) refuses an empty mask with EINVAL.
+    if set.is_empty() {
+        return Ok(Join::Files(Vec::new()));
+    }
     if let Some(pidfd) = pidfd {
         let pidfd = pidfd.try_clone().map_err(|source| NsenterError::Setup {
             what: "pidfd",

@@ -58,6 +58,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{listen} is in use: another agent serves it; stop that one first or listen elsewhere")]
+    InUse { listen: String },
     #[error("the server on {listen} failed: {source}")]
     Serve {
         listen: String,
@@ -89,11 +91,17 @@ pub async fn serve(
         };
         match l {
             Listen::Unix(path) => {
-                // A socket left by a previous run would make bind fail.
+                // A socket left by a previous run would make bind fail; one a
+                // live agent still serves must not be taken from it.
                 if std::fs::symlink_metadata(path).is_ok_and(|m| {
                     use std::os::unix::fs::FileTypeExt;
                     m.file_type().is_socket()
                 }) {
+                    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                        return Err(ServeError::InUse {
+                            listen: l.to_string(),
+                        });
+                    }
                     let _ = std::fs::remove_file(path);
                 }
                 let ul = UnixListener::bind(path).map_err(bind_err)?;

@@ -128,7 +128,7 @@ impl AgentService {
         node: Node,
         shutdown: watch::Receiver<bool>,
         spawner: Spawner,
-        cgroups: Option<Sessions>,
+        cgroups: Option<Arc<Sessions>>,
         limits: Limits,
     ) -> Self {
         AgentService {
@@ -137,7 +137,7 @@ impl AgentService {
             shutdown,
             sessions: Arc::new(AtomicU64::new(0)),
             spawner: Arc::new(spawner),
-            cgroups: cgroups.map(Arc::new),
+            cgroups,
             running: Arc::new(tokio::sync::Semaphore::new(limits.max_sessions as usize)),
             limits,
         }

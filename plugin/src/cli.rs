@@ -118,7 +118,7 @@ pub struct KubeArgs {
         help_heading = "Kubernetes"
     )]
     pub agent_port: u16,
-    /// Reach the agent at ADDR (unix:///PATH or http://HOST:PORT) instead of
+    /// Reach the agent at ADDR (unix:///PATH or tcp://HOST:PORT) instead of
     /// through the API server's port-forward; needed for pid/, container/
     /// and node targets.
     #[arg(long, env = "KNS_AGENT", value_name = "ADDR")]

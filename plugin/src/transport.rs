@@ -12,7 +12,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// `exit`'s `From<TransportError> for Failure`.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    #[error("--agent {addr}: expected unix:///PATH or http://HOST:PORT")]
+    #[error("--agent {addr}: expected unix:///PATH or tcp://HOST:PORT (also http://HOST:PORT)")]
     BadAddress { addr: String },
     #[error("--agent {addr}: not a valid address")]
     InvalidAddress {
@@ -74,7 +74,8 @@ fn tuned(ep: Endpoint) -> Endpoint {
         .initial_connection_window_size(16 << 20)
 }
 
-/// Connects to `addr` (`unix:///PATH` or `http://HOST:PORT`).
+/// Connects to `addr` (`unix:///PATH`, or `tcp://HOST:PORT` as the agent's
+/// `--listen` writes it, or `http://HOST:PORT`).
 pub async fn connect(addr: &str) -> Result<Channel, TransportError> {
     let unreachable = |source| TransportError::Unreachable {
         addr: addr.to_owned(),
@@ -86,10 +87,15 @@ pub async fn connect(addr: &str) -> Result<Channel, TransportError> {
             .await
             .map_err(unreachable);
     }
-    if addr.starts_with("http://") {
-        let ep = Endpoint::from_shared(addr.to_owned()).map_err(|source| TransportError::InvalidAddress {
-            addr: addr.to_owned(),
-            source,
+    if let Some(hostport) = addr
+        .strip_prefix("tcp://")
+        .or_else(|| addr.strip_prefix("http://"))
+    {
+        let ep = Endpoint::from_shared(format!("http://{hostport}")).map_err(|source| {
+            TransportError::InvalidAddress {
+                addr: addr.to_owned(),
+                source,
+            }
         })?;
         return tuned(ep).tcp_nodelay(true).connect().await.map_err(unreachable);
     }

@@ -34,6 +34,8 @@ pub struct AgentCgroup {
     pub dir: PathBuf,
     /// Where the unified hierarchy is mounted.
     mount: PathBuf,
+    /// Removed on drop (false for a sibling agent's view of another's).
+    owned: bool,
 }
 
 impl AgentCgroup {
@@ -56,7 +58,11 @@ impl AgentCgroup {
             .expect("no cgroup v2 hierarchy is mounted: the agent's session cgroups need one");
         let dir = mount.join(name);
         std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-        AgentCgroup { dir, mount }
+        AgentCgroup {
+            dir,
+            mount,
+            owned: true,
+        }
     }
 
     /// Every process in the cgroup and below it.
@@ -76,20 +82,40 @@ impl AgentCgroup {
         out
     }
 
-    /// The session cgroups the agent has made, by name.
+    /// The session cgroups agents in this cgroup have made, by name
+    /// (`kns-sessions-PID/session-N`).
     pub fn sessions(&self) -> Vec<String> {
-        std::fs::read_dir(self.dir.join("kns-sessions"))
+        self.sessions_dirs()
+            .into_iter()
+            .flat_map(|d| {
+                let parent = d.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                std::fs::read_dir(&d)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(move |e| format!("{parent}/{}", e.file_name().to_string_lossy()))
+            })
+            .collect()
+    }
+
+    /// The agents' sessions subtrees (`kns-sessions-PID`).
+    pub fn sessions_dirs(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(&self.dir)
             .into_iter()
             .flatten()
             .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("kns-sessions"))
+            .map(|e| e.path())
             .collect()
     }
 }
 
 impl Drop for AgentCgroup {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
         crate::wait_until(Duration::from_secs(5), || self.procs().is_empty());
         fn remove(dir: &std::path::Path) {
@@ -189,6 +215,28 @@ impl Agent {
             "agent did not start:\n{}",
             self.logs()
         );
+    }
+
+    /// A second agent in this one's cgroup, on its own socket, as a
+    /// debugging copy next to a node service would be.
+    pub fn sibling(&self) -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut agent = Agent {
+            child: None,
+            cri: self.cri.clone(),
+            env: self.env.clone(),
+            tcp: None,
+            cgroup: AgentCgroup {
+                dir: self.cgroup.dir.clone(),
+                mount: self.cgroup.mount.clone(),
+                owned: false,
+            },
+            socket: dir.path().join("agent.sock"),
+            log: dir.path().join("agent.log"),
+            _dir: dir,
+        };
+        agent.launch();
+        agent
     }
 
     /// SIGKILLs the agent, as the OOM killer or a crash would, and reaps it.

@@ -90,7 +90,8 @@ impl AgentPod {
             "the archive is tagged as the manifest's image"
         );
         let listen = manifest_listen(&pod.containers[0]);
-        let addr = listen.replacen("tcp://", "http://", 1);
+        // The plugin takes the agent's own address form.
+        let addr = listen.clone();
         let spec: PodSpec = kubelet::pod_spec(name, &pod, &pod.containers[0].name).unwrap();
         let mut created: Vec<PathBuf> = spec
             .mounts

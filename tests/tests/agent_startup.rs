@@ -35,3 +35,24 @@ fn bad_listen_address_is_a_usage_error() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("expected unix:///PATH or tcp://IP:PORT"));
 }
+
+#[test]
+fn a_socket_another_agent_serves_is_not_taken_over() {
+    kns_tests::require_root();
+    let first = kns_tests::agent::Agent::start(None);
+    let o = Command::new(bins::agent())
+        .args([
+            "--listen",
+            &first.addr(),
+            "--node-pid",
+            &std::process::id().to_string(),
+        ])
+        .env("KNS_CRI_ENDPOINT", "/nonexistent/cri.sock")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("another agent serves it"));
+    // The first agent still serves its socket.
+    let o = bins::exec(&first.addr(), "node", &["-n"], &["true"]);
+    assert!(o.status.success(), "{}", bins::stderr(&o));
+}

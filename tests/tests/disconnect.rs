@@ -87,6 +87,29 @@ fn agent_shutdown_ends_sessions_with_a_message() {
         "left behind: {:?}",
         marked(net, "4343")
     );
+    // A stopped agent removes its sessions' cgroup subtree too.
+    assert!(
+        agent.cgroup.sessions_dirs().is_empty(),
+        "{:?}",
+        agent.cgroup.sessions_dirs()
+    );
+}
+
+#[test]
+fn a_second_agent_in_the_same_cgroup_leaves_the_first_ones_sessions_alone() {
+    require_root();
+    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
+    let net = ns_inode(t.pid, "net");
+    let agent = Agent::start(None);
+    let mut client = start_script(&agent, &t, "exec sleep 4848", "4848", 1);
+    let second = agent.sibling();
+    // The second agent's start-up cleaning must not take the live session.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(marked(net, "4848").len(), 1, "{}", second.logs());
+    assert!(!second.logs().contains("previous run"), "{}", second.logs());
+    let _ = client.kill();
+    let _ = client.wait();
+    assert_none_left(net, "4848", "the session outlived its client");
 }
 
 #[test]

@@ -84,6 +84,23 @@ fn stdin_round_trips() {
 }
 
 #[test]
+fn tty_without_a_terminal_still_passes_stdin() {
+    require_root();
+    let agent = Agent::start(None);
+    let mut child = bins::exec_command(&agent.addr(), "node", &["-n", "-t"], &["cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"piped into -t\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "piped into -t\n");
+    assert!(stderr(&o).contains("-t ignored"), "{}", stderr(&o));
+}
+
+#[test]
 fn sigint_is_forwarded_to_the_remote_command() {
     require_root();
     let agent = Agent::start(None);

@@ -52,6 +52,9 @@ fn user_namespace_shared_with_the_agent_is_not_an_error() {
     let agent = Agent::start(None);
     let o = exec(&agent.addr(), &t.target(), &["-a"], &["true"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // -U alone then leaves nothing to join: still not an error.
+    let o = exec(&agent.addr(), &t.target(), &["-U"], &["true"]);
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 #[test]

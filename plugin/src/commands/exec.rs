@@ -77,7 +77,9 @@ fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Failure> {
         env,
         workdir: args.workdir.clone().unwrap_or_default(),
         tty,
-        stdin: args.stdin || tty,
+        // -t implies stdin, also when it falls back to pipes because stdin
+        // is not a terminal (`echo x | kubectl ns exec -t … -- cat`).
+        stdin: args.stdin || args.tty,
         no_mount_proc: args.no_mount_proc,
         all: args.ns.all,
         window: if tty {
@@ -234,7 +236,7 @@ fn local_signal_exit(n: i32) -> u8 {
 pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
     let tty = args.tty && std::io::stdin().is_terminal();
     if args.tty && !tty {
-        eprintln!("warning: stdin is not a terminal; running without a TTY (-t ignored)");
+        eprintln!("warning: stdin is not a terminal; running without a TTY (-t ignored, stdin still passed)");
     }
     let mut start = start_message(&args, tty)?;
     let stdin_on = start.stdin;
