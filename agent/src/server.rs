@@ -124,7 +124,10 @@ pub async fn serve(
     health.set_serving::<AgentServer<AgentService>>().await;
     let mut tasks = Vec::new();
     for (l, b) in bound {
-        let svc = AgentServer::new(service.clone());
+        // 1 MiB per message is plenty for a start message and stdin chunks
+        // (the plugin sends 64 KiB), and bounds what one client can make
+        // the agent hold.
+        let svc = AgentServer::new(service.clone()).max_decoding_message_size(1 << 20);
         let mut sd = shutdown.clone();
         let stop = async move {
             let _ = sd.wait_for(|s| *s).await;

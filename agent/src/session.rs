@@ -162,7 +162,9 @@ fn pump(
 /// Feeds client stdin to the tool; dropping the sender closes the tool's
 /// stdin.
 fn feed(fd: OwnedFd) -> (mpsc::Sender<Bytes>, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(16);
+    // Two messages of at most 1 MiB (the server's limit): with the backlog,
+    // a client feeding a tool that never reads holds a bounded few MiB.
+    let (tx, mut rx) = mpsc::channel::<Bytes>(2);
     let task = tokio::spawn(async move {
         let Ok(fd) = sys::async_fd(fd) else { return };
         while let Some(data) = rx.recv().await {
@@ -199,11 +201,29 @@ async fn kill_and_reap(tool: &mut Tool, exit: &AsyncFd<OwnedFd>) -> Option<ExitS
 /// `Unavailable` status sent to the client.
 pub async fn run<S>(
     spawned: Spawned,
+    inbound: S,
+    tx: mpsc::Sender<Reply>,
+    shutdown: watch::Receiver<bool>,
+    max_age: Option<Duration>,
+) -> Summary
+where
+    S: Stream<Item = Result<ExecRequest, Status>> + Unpin,
+{
+    let (summary, tool) = drive(spawned, inbound, tx, shutdown, max_age).await;
+    // Ending the cgroup waits for its processes to be gone, and a process
+    // stuck in the kernel (a hung NFS mount) can make that slow: never on
+    // the agent's one async thread, which serves every other session.
+    let _ = tokio::task::spawn_blocking(move || drop(tool)).await;
+    summary
+}
+
+async fn drive<S>(
+    spawned: Spawned,
     mut inbound: S,
     tx: mpsc::Sender<Reply>,
     mut shutdown: watch::Receiver<bool>,
     max_age: Option<Duration>,
-) -> Summary
+) -> (Summary, Tool)
 where
     S: Stream<Item = Result<ExecRequest, Status>> + Unpin,
 {
@@ -227,13 +247,14 @@ where
         Err(e) => {
             tracing::error!(pid, error = %e, "cannot watch the tool's pidfd");
             tool.kill_all();
-            return Summary {
+            let summary = Summary {
                 end: End::ClientGone,
                 duration: started.elapsed(),
                 bytes_in: 0,
                 bytes_out: 0,
                 bytes_err: 0,
             };
+            return (summary, tool);
         }
     };
     let mut bytes_in = 0u64;
@@ -372,13 +393,14 @@ where
             if let Some(t) = stdin_task {
                 t.abort();
             }
-            return Summary {
+            let summary = Summary {
                 end: End::Exited(s),
                 duration: started.elapsed(),
                 bytes_in,
                 bytes_out,
                 bytes_err,
             };
+            return (summary, tool);
         }
         other => other,
     };
@@ -404,11 +426,12 @@ where
     if let Some(status) = farewell {
         let _ = tx.send(Err(status)).await;
     }
-    Summary {
+    let summary = Summary {
         end,
         duration: started.elapsed(),
         bytes_in,
         bytes_out: 0,
         bytes_err: 0,
-    }
+    };
+    (summary, tool)
 }

@@ -420,6 +420,19 @@ unsafe fn first_child(
     // were prepared before the fork and stay valid in the child's copy of
     // the address space.
     unsafe {
+        // Not dumpable from here until exec: a copy of the agent's memory
+        // and fds, soon inside the target's namespaces, must not be
+        // ptrace-able from there. The flag is inherited by the tool's
+        // process and reset by execve(2).
+        if libc::prctl(libc::PR_SET_DUMPABLE, 0) < 0 {
+            fail(report_fd, Stage::Session, errno());
+        }
+        // While still root of the initial user namespace: once in a target's
+        // user namespace, setgroups(2) may be denied there
+        // (/proc/PID/setgroups), which would keep the agent's groups.
+        if plan.become_root && libc::setgroups(0, std::ptr::null()) < 0 {
+            fail(report_fd, Stage::Ids, errno());
+        }
         if let Some(node) = &plan.node
             && let Err(e) = join(node)
         {
@@ -460,14 +473,9 @@ unsafe fn tool_child(
 ) -> ! {
     // SAFETY: as in `first_child`: raw system calls on prepared data.
     unsafe {
-        // The tool is the agent's child (CLONE_PARENT), made from the
-        // agent's spawner thread, which lives as long as the agent: when
-        // the agent dies, so does the tool (prctl(2): the signal follows
-        // the thread that made the child). What the tool started is in the
-        // session's cgroup, which the agent's next start kills.
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
-            fail(report_fd, Stage::Session, errno());
-        }
+        // Who the parent (the agent) is as seen from here, to tell later
+        // whether it died before the death signal was armed.
+        let parent = libc::getppid();
         if plan.mount_proc {
             // A private mount namespace, so the fresh proc never reaches the
             // node's mount table (mount_namespaces(7)).
@@ -506,6 +514,18 @@ unsafe fn tool_child(
                 fail(report_fd, Stage::Ids, errno());
             }
         }
+        // The tool is the agent's child (CLONE_PARENT), made from the
+        // agent's spawner thread, which lives as long as the agent: when
+        // the agent dies, so does the tool (prctl(2): the signal follows
+        // the thread that made the child). Armed after the credential
+        // change, which clears it; an agent already gone by then is seen
+        // as a new parent.
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+            fail(report_fd, Stage::Session, errno());
+        }
+        if libc::getppid() != parent {
+            libc::_exit(137);
+        }
         let dir: &CStr = match &plan.workdir {
             Some(w) => w,
             None if plan.cwd.is_some() => c".",
@@ -528,8 +548,20 @@ unsafe fn tool_child(
             fail(report_fd, Stage::Stdio, errno());
         }
         // Nothing of the agent's may reach the tool (CVE-2019-5736): every
-        // fd above stdio closes on exec; the report pipe until then.
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+        // fd above stdio but the report pipe is closed now, not at exec,
+        // since the process is already visible in the target's namespaces;
+        // the report pipe closes on exec.
+        let report = report_fd as u32;
+        let closed = (report <= 3 || libc::syscall(libc::SYS_close_range, 3u32, report - 1, 0u32) == 0)
+            && libc::syscall(libc::SYS_close_range, report + 1, u32::MAX, 0u32) == 0;
+        if !closed {
+            // close_range(2) needs Linux 5.9.
+            for fd in 3..65536 {
+                if fd != report_fd {
+                    libc::close(fd);
+                }
+            }
+        }
         // The Rust runtime ignores SIGPIPE and tokio may block signals; the
         // tool gets default dispositions and an empty mask.
         let mut set: libc::sigset_t = std::mem::zeroed();

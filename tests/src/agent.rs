@@ -15,8 +15,9 @@ use nix::unistd::Pid;
 /// Runs its arguments in the agent's pod-like namespaces (hostPID only),
 /// in the cgroup `$KNS_CG` with a cgroup namespace rooted there and the
 /// unified hierarchy mounted afresh, read-only, at `$KNS_CG2`: as a runtime
-/// gives a container its own cgroup and cgroupfs.
-const SANDBOX: &str = r#"echo $$ > "$KNS_CG/cgroup.procs" && exec unshare --cgroup --net --uts --ipc --mount --propagation private sh -c 'umount -l "$KNS_CG2" && mount -o ro,nosuid,nodev,noexec -t cgroup2 cgroup2 "$KNS_CG2" && hostname kns-agent-pod && ip link set lo up && exec "$@"' sh "$@""#;
+/// gives a container its own cgroup and cgroupfs. Like a container's root,
+/// the agent has supplementary group 0.
+const SANDBOX: &str = r#"echo $$ > "$KNS_CG/cgroup.procs" && exec unshare --cgroup --net --uts --ipc --mount --propagation private sh -c 'umount -l "$KNS_CG2" && mount -o ro,nosuid,nodev,noexec -t cgroup2 cgroup2 "$KNS_CG2" && hostname kns-agent-pod && ip link set lo up && exec setpriv --groups 0 -- "$@"' sh "$@""#;
 
 /// The port the manifest's agent listens on, in its own network namespace,
 /// and the one the plugin port-forwards to by default.

@@ -83,3 +83,53 @@ fn becomes_root_in_a_user_namespace_whose_root_is_not_host_root() {
     let cap_eff = u64::from_str_radix(lines[2].split_whitespace().nth(1).unwrap(), 16).unwrap();
     assert_ne!(cap_eff, 0, "{out}");
 }
+
+/// A user namespace whose root is host uid/gid 100000; with `deny`, the
+/// runtime has forbidden setgroups(2) in it, as rootless runtimes do.
+fn mapped_target(setgroups: &str) -> NsProcess {
+    let t = NsProcess::spawn(&["--user", "--net"], "exec sleep 1000");
+    std::fs::write(format!("/proc/{}/setgroups", t.pid), setgroups).unwrap();
+    for map in ["uid_map", "gid_map"] {
+        std::fs::write(format!("/proc/{}/{map}", t.pid), "0 100000 65536\n").unwrap();
+    }
+    t
+}
+
+#[test]
+fn the_agents_groups_do_not_follow_into_a_user_namespace_that_denies_setgroups() {
+    require_root();
+    let t = mapped_target("deny");
+    let agent = Agent::start(None);
+    let o = exec(
+        &agent.addr(),
+        &t.target(),
+        &["-U", "-n"],
+        &["grep", "^Groups:", "/proc/self/status"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Host group 0 kept would show as the overflow gid and still open
+    // root-group files on the node.
+    assert_eq!(stdout(&o).trim(), "Groups:", "{}", stdout(&o));
+}
+
+#[test]
+fn a_tool_in_a_user_namespace_dies_with_the_agent() {
+    require_root();
+    let t = mapped_target("allow");
+    let mut agent = Agent::start(None);
+    let client = kns_tests::bins::exec_command(&agent.addr(), &t.target(), &["-U", "-n"], &["sleep", "7171"])
+        .spawn()
+        .unwrap();
+    let up = kns_tests::wait_until(std::time::Duration::from_secs(10), || {
+        kns_tests::running(&["sleep", "7171"])
+    });
+    assert!(up, "the tool never started");
+    agent.kill();
+    // setresuid(2) to a mapped uid clears the parent-death signal: it must
+    // be armed after.
+    let gone = kns_tests::wait_until(std::time::Duration::from_secs(5), || {
+        !kns_tests::running(&["sleep", "7171"])
+    });
+    let _ = client.wait_with_output();
+    assert!(gone, "the tool outlived the agent");
+}
