@@ -17,3 +17,12 @@ pub mod target;
 pub mod terminal;
 pub mod timings;
 pub mod transport;
+
+/// Labels from pairs, for building test objects.
+#[cfg(test)]
+pub(crate) fn label_map(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}

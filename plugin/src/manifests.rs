@@ -184,12 +184,7 @@ mod tests {
         assert!(args.contains("tcp://127.0.0.1:7469"), "{args}");
         let node = |labels: &[(&str, &str)]| k8s_openapi::api::core::v1::Node {
             metadata: kube::api::ObjectMeta {
-                labels: Some(
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
+                labels: Some(crate::label_map(labels)),
                 ..Default::default()
             },
             ..Default::default()

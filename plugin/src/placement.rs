@@ -211,12 +211,7 @@ mod tests {
         Node {
             metadata: ObjectMeta {
                 name: Some("n".into()),
-                labels: Some(
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
+                labels: Some(crate::label_map(labels)),
                 ..Default::default()
             },
             status: Some(NodeStatus {

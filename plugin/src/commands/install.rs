@@ -103,44 +103,37 @@ fn namespace_to_apply(
     manifest: &Namespace,
     existing: Option<&Namespace>,
 ) -> (Option<Namespace>, Option<String>) {
-    match existing {
-        None => {
+    let e = match existing {
+        Some(e) if !owned(e) => e,
+        _ => {
             let mut ns = manifest.clone();
             ns.metadata
                 .labels
                 .get_or_insert_with(BTreeMap::new)
                 .insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
-            (Some(ns), None)
+            return (Some(ns), None);
         }
-        Some(e) if owned(e) => {
-            let mut ns = manifest.clone();
-            ns.metadata
-                .labels
-                .get_or_insert_with(BTreeMap::new)
-                .insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
-            (Some(ns), None)
-        }
-        Some(e) if has_label(e, POD_SECURITY) => (None, None),
-        Some(e) => {
-            let name = e.metadata.name.clone().unwrap_or_default();
-            let ns = Namespace {
-                metadata: kube::api::ObjectMeta {
-                    name: Some(name.clone()),
-                    labels: Some([(POD_SECURITY.0.to_owned(), POD_SECURITY.1.to_owned())].into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
-            let warning = format!(
-                "warning: namespace {name} existed before and was not created by kubectl-ns: labelling it \
-                 {}={} (the agent needs hostPID and node capabilities), which lets every pod in it run \
-                 privileged; `kubectl ns uninstall` will keep the namespace and this label \
-                 (remove it with `kubectl label namespace {name} {}-`)",
-                POD_SECURITY.0, POD_SECURITY.1, POD_SECURITY.0
-            );
-            (Some(ns), Some(warning))
-        }
+    };
+    if has_label(e, POD_SECURITY) {
+        return (None, None);
     }
+    let name = e.metadata.name.clone().unwrap_or_default();
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some([(POD_SECURITY.0.to_owned(), POD_SECURITY.1.to_owned())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let warning = format!(
+        "warning: namespace {name} existed before and was not created by kubectl-ns: labelling it \
+         {}={} (the agent needs hostPID and node capabilities), which lets every pod in it run \
+         privileged; `kubectl ns uninstall` will keep the namespace and this label \
+         (remove it with `kubectl label namespace {name} {}-`)",
+        POD_SECURITY.0, POD_SECURITY.1, POD_SECURITY.0
+    );
+    (Some(ns), Some(warning))
 }
 
 /// The rollout is done when the controller has seen the current template
@@ -398,12 +391,7 @@ mod tests {
         Namespace {
             metadata: kube::api::ObjectMeta {
                 name: Some(name.into()),
-                labels: Some(
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
+                labels: Some(crate::label_map(labels)),
                 ..Default::default()
             },
             ..Default::default()
