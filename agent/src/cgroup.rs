@@ -176,12 +176,22 @@ impl Sessions {
     }
 
     /// Removes the subtree once its sessions are over (at shutdown), so a
-    /// stopped agent leaves nothing behind; a session still ending keeps it,
-    /// and the next agent removes it.
+    /// stopped agent leaves nothing behind; a session still ending keeps
+    /// it, and the next agent removes it.
     pub fn close(&self) {
-        if let Err(e) = fs::remove_dir(&self.dir) {
-            tracing::warn!(cgroup = %self.dir.display(), error = %e, "cannot remove the sessions' cgroup");
+        match fs::remove_dir(&self.dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                tracing::warn!(cgroup = %self.dir.display(), error = %e, "cannot remove the sessions' cgroup")
+            }
+            _ => {}
         }
+    }
+}
+
+impl Drop for Sessions {
+    /// Also on a start that fails after the subtree was made.
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

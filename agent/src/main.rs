@@ -149,6 +149,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let keepalive = (args.keepalive > 0).then(|| Duration::from_secs(args.keepalive));
     server::serve(&args.listen, service, stop_rx, keepalive).await?;
+    // Connection tasks may still hold the service (and so the subtree) when
+    // the process exits: remove it now that the sessions have ended.
     if let Some(c) = cgroups {
         c.close();
     }

@@ -27,6 +27,19 @@ pub const AGENT_PORT: u16 = 7469;
 /// chose the target's UTS namespace and the target has this one.
 pub const SANDBOX_HOSTNAME: &str = "kns-agent-pod";
 
+/// Where the cgroup v2 (unified) hierarchy is mounted here.
+pub fn unified_mount() -> PathBuf {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    mountinfo
+        .lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            (post.split_whitespace().next()? == "cgroup2")
+                .then(|| pre.split_whitespace().nth(4).map(PathBuf::from))?
+        })
+        .expect("no cgroup v2 hierarchy is mounted: the agent's session cgroups need one")
+}
+
 /// A cgroup in the unified hierarchy, like a container's (the agent's own,
 /// or a stand-in container's); everything in it is killed and it is
 /// removed on drop.
@@ -48,15 +61,7 @@ impl AgentCgroup {
 
     /// A cgroup of that name at the top of the unified hierarchy.
     pub fn named(name: &str) -> AgentCgroup {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-        let mount = mountinfo
-            .lines()
-            .find_map(|l| {
-                let (pre, post) = l.split_once(" - ")?;
-                (post.split_whitespace().next()? == "cgroup2")
-                    .then(|| pre.split_whitespace().nth(4).map(PathBuf::from))?
-            })
-            .expect("no cgroup v2 hierarchy is mounted: the agent's session cgroups need one");
+        let mount = unified_mount();
         let dir = mount.join(name);
         std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
         AgentCgroup {
