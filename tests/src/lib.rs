@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod bins;
+pub mod cluster;
 pub mod containerd;
 pub mod image;
 pub mod kubeapi;

@@ -2,41 +2,19 @@
 //! port-forward WebSocket) → real agent on 127.0.0.1 → real containerd
 //! container.
 
-use kns_tests::agent::Agent;
 use kns_tests::bins::{stderr, stdout};
-use kns_tests::containerd::{Lab, PodSpec};
-use kns_tests::kubeapi::{FakeApi, agent_pod, running_pod};
+use kns_tests::cluster::{NODE, OneNode};
+use kns_tests::kubeapi::running_pod;
 use kns_tests::require_root;
 
-const NODE: &str = "lab-node";
-
-struct Cluster {
-    api: FakeApi,
-    _agent: Agent,
-    _lab: std::sync::Arc<Lab>,
-    container_id: String,
+/// The one-node cluster with the agent pod that port-forwards to the agent.
+fn cluster(pod: &str, port: u16) -> OneNode {
+    let c = OneNode::start(pod, port);
+    c.add_agent_pod("kubectl-ns-agent-x1", c.agent.pid());
+    c
 }
 
-/// A cluster of one node: pod default/web-1 (busybox httpd on `port`) and
-/// the agent pod that port-forwards to a real agent.
-fn cluster(pod: &str, port: u16) -> Cluster {
-    let lab = Lab::shared();
-    let p = lab.run_pod(&PodSpec::httpd(pod, port)).unwrap();
-    let agent = Agent::start_tcp(Some(lab.socket.to_str().unwrap()));
-    let api = FakeApi::start();
-    api.add_node(NODE);
-    api.add_pod(running_pod("default", pod, NODE, &[("app", &p.container_id)]));
-    api.add_pod(agent_pod("kubectl-ns-agent-x1", NODE));
-    api.forward("kubectl-ns-system", "kubectl-ns-agent-x1", agent.pid());
-    Cluster {
-        api,
-        _agent: agent,
-        _lab: lab,
-        container_id: p.container_id,
-    }
-}
-
-fn kubectl_ns(c: &Cluster, args: &[&str]) -> std::process::Output {
+fn kubectl_ns(c: &OneNode, args: &[&str]) -> std::process::Output {
     c.api.kns(args)
 }
 

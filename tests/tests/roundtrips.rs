@@ -8,50 +8,19 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::PodCondition;
-use kns_tests::agent::Agent;
 use kns_tests::bins::stderr;
-use kns_tests::containerd::{Lab, PodSpec};
-use kns_tests::kubeapi::{FakeApi, agent_pod, running_pod};
+use kns_tests::cluster::{AGENT_NAMESPACE, NODE, OneNode};
 use kns_tests::require_root;
 use kns_tests::target::NsProcess;
 
-const NODE: &str = "rt-node";
-const AGENT_NS: &str = "kubectl-ns-system";
-
-struct Cluster {
-    api: FakeApi,
-    pod: String,
-    agent: Agent,
-    _lab: std::sync::Arc<Lab>,
-}
-
-/// One node: pod default/POD (a real container) and agent pod `agent-1`
-/// port-forwarding to a real agent.
-fn cluster(pod: &str, port: u16) -> Cluster {
-    let lab = Lab::shared();
-    let p = lab.run_pod(&PodSpec::httpd(pod, port)).unwrap();
-    let agent = Agent::start_tcp(Some(lab.socket.to_str().unwrap()));
-    let api = FakeApi::start();
-    api.add_node(NODE);
-    api.add_pod(running_pod("default", pod, NODE, &[("app", &p.container_id)]));
-    let c = Cluster {
-        api,
-        pod: pod.to_owned(),
-        agent,
-        _lab: lab,
-    };
-    add_agent(&c, "agent-1", c.agent.pid());
+/// The one-node cluster with agent pod `agent-1` forwarding to the agent.
+fn cluster(pod: &str, port: u16) -> OneNode {
+    let c = OneNode::start(pod, port);
+    c.add_agent_pod("agent-1", c.agent.pid());
     c
 }
 
-/// An agent pod on the node whose port-forward reaches the network
-/// namespace of process `pid`.
-fn add_agent(c: &Cluster, name: &str, pid: i32) {
-    c.api.add_pod(agent_pod(name, NODE));
-    c.api.forward(AGENT_NS, name, pid);
-}
-
-fn kubectl_ns(c: &Cluster, args: &[&str]) -> Output {
+fn kubectl_ns(c: &OneNode, args: &[&str]) -> Output {
     c.api
         .kns_command(args)
         .env("KNS_TIMINGS", "1")
@@ -76,7 +45,7 @@ fn counted(o: &Output) -> (u32, u32) {
 }
 
 /// The API server's count, each request named by what it was for.
-fn requests(c: &Cluster) -> Vec<String> {
+fn requests(c: &OneNode) -> Vec<String> {
     c.api
         .take_requests()
         .iter()
@@ -97,18 +66,18 @@ fn requests(c: &Cluster) -> Vec<String> {
         .collect()
 }
 
-fn exec_true(c: &Cluster) -> Output {
+fn exec_true(c: &OneNode) -> Output {
     let o = kubectl_ns(c, &["exec", &c.pod, "-n", "--", "true"]);
     assert!(o.status.success(), "{}", stderr(&o));
     o
 }
 
-fn cache_file(c: &Cluster) -> PathBuf {
+fn cache_file(c: &OneNode) -> PathBuf {
     c.api
         .cache_dir()
         .join("kubectl-ns")
         .join(format!("127.0.0.1_{}", c.api.addr.port()))
-        .join(format!("agents-{AGENT_NS}.json"))
+        .join(format!("agents-{AGENT_NAMESPACE}.json"))
 }
 
 #[test]
@@ -151,8 +120,8 @@ fn a_replaced_agent_pod_is_looked_up_again() {
     exec_true(&c);
     c.api.take_requests();
     // The DaemonSet replaced its pod: the cached one answers 404.
-    c.api.remove_pod(AGENT_NS, "agent-1").unwrap();
-    add_agent(&c, "agent-2", c.agent.pid());
+    c.api.remove_pod(AGENT_NAMESPACE, "agent-1").unwrap();
+    c.add_agent_pod("agent-2", c.agent.pid());
     let o = exec_true(&c);
     assert_eq!(
         requests(&c),
@@ -182,15 +151,15 @@ fn an_agent_that_does_not_answer_is_looked_up_again() {
     // nothing listens on its port (a network namespace of its own with no
     // listener). Another agent pod serves the node.
     let silent = NsProcess::spawn(&["--net"], "exec sleep 100000");
-    let mut stale = c.api.remove_pod(AGENT_NS, "agent-1").unwrap();
+    let mut stale = c.api.remove_pod(AGENT_NAMESPACE, "agent-1").unwrap();
     stale.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
         type_: "Ready".into(),
         status: "False".into(),
         ..Default::default()
     }]);
     c.api.add_pod(stale);
-    c.api.forward(AGENT_NS, "agent-1", silent.pid);
-    add_agent(&c, "agent-2", c.agent.pid());
+    c.api.forward(AGENT_NAMESPACE, "agent-1", silent.pid);
+    c.add_agent_pod("agent-2", c.agent.pid());
     let o = exec_true(&c);
     assert_eq!(
         requests(&c),
@@ -204,9 +173,9 @@ fn an_agent_that_does_not_answer_is_looked_up_again() {
     assert_eq!(counted(&o), (4, 1));
 
     // With no agent left to answer, the user hears why, not a gRPC error.
-    c.api.remove_pod(AGENT_NS, "agent-1").unwrap();
-    c.api.remove_pod(AGENT_NS, "agent-2").unwrap();
-    add_agent(&c, "agent-3", silent.pid);
+    c.api.remove_pod(AGENT_NAMESPACE, "agent-1").unwrap();
+    c.api.remove_pod(AGENT_NAMESPACE, "agent-2").unwrap();
+    c.add_agent_pod("agent-3", silent.pid);
     let o = kubectl_ns(&c, &["exec", &c.pod, "-n", "--", "true"]);
     assert_eq!(o.status.code(), Some(255));
     let err = stderr(&o);
@@ -250,7 +219,7 @@ fn node_targets_count_their_round_trips_too() {
         run(),
         (
             vec![
-                "get node rt-node".to_owned(),
+                format!("get node {NODE}"),
                 "list agents kubectl-ns-system".to_owned(),
                 "portforward agent-1".to_owned()
             ],
@@ -260,7 +229,7 @@ fn node_targets_count_their_round_trips_too() {
     assert_eq!(
         run(),
         (
-            vec!["get node rt-node".to_owned(), "portforward agent-1".to_owned()],
+            vec![format!("get node {NODE}"), "portforward agent-1".to_owned()],
             (2, 1)
         )
     );
