@@ -1,8 +1,9 @@
 //! The project's binaries, built by `cargo build --workspace` next to the
 //! test executables.
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
 /// target/<profile>/ of the running test binary (it lives in deps/).
 fn profile_dir() -> PathBuf {
@@ -71,4 +72,21 @@ pub fn stdout(o: &Output) -> String {
 /// Stderr as text.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Starts `kubectl-ns exec --agent ADDR node -n -- sh -c SCRIPT`, with stdout
+/// and stderr piped, and waits for the script's first line, which must be
+/// `ready`: the session is open. Returns the client and the rest of its
+/// stdout.
+pub fn start_ready(agent: &str, script: &str) -> (Child, BufReader<ChildStdout>) {
+    let mut child = exec_command(agent, "node", &["-n"], &["sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl-ns");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read the script's first line");
+    assert_eq!(line, "ready\n", "the session did not start");
+    (child, out)
 }

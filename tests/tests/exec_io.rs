@@ -1,7 +1,7 @@
 //! What crosses the session: exit codes and signals, stdout and stderr kept
 //! apart and byte-exact, stdin, and a real terminal.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -105,14 +105,7 @@ fn sigint_is_forwarded_to_the_remote_command() {
     require_root();
     let agent = Agent::start(None);
     let script = "trap 'echo got-int; exit 7' INT; echo ready; while :; do sleep 0.05; done";
-    let mut child = bins::exec_command(&agent.addr(), "node", &["-n"], &["sh", "-c", script])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
+    let (mut child, mut out) = bins::start_ready(&agent.addr(), script);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,

@@ -2,7 +2,7 @@
 //! second within about a second ends kubectl-ns locally with 130/143, even
 //! when the agent (or the port-forward in between) has stopped answering.
 
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Stdio};
@@ -82,21 +82,7 @@ fn second_signal_ends_a_session_whose_agent_stopped_answering() {
     require_root();
     for (sig, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143)] {
         let agent = Agent::start(None);
-        let mut child = exec_command(
-            &agent.addr(),
-            "node",
-            &["-n"],
-            &["sh", "-c", "echo ready; exec sleep 100"],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line, "ready\n");
+        let (mut child, _out) = bins::start_ready(&agent.addr(), "echo ready; exec sleep 100");
         // The session is open and the agent freezes: signals go into a
         // connection nobody reads.
         let agent_pid = Pid::from_raw(agent.pid());
@@ -118,15 +104,9 @@ fn one_signal_is_forwarded_not_acted_on() {
     require_root();
     let agent = Agent::start(None);
     let script = "trap 'echo got-int' INT; echo ready; while :; do sleep 0.05; done";
-    let mut child = bins::exec_command(&agent.addr(), "node", &["-n"], &["sh", "-c", script])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
+    let (mut child, mut out) = bins::start_ready(&agent.addr(), script);
     signal(&child, Signal::SIGINT);
-    line.clear();
+    let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert_eq!(line, "got-int\n");
     std::thread::sleep(Duration::from_millis(1500));
