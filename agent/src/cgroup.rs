@@ -44,6 +44,13 @@ pub enum CgroupError {
     },
 }
 
+impl CgroupError {
+    /// The cgroup was removed already (by a teardown that ran first).
+    fn is_gone(&self) -> bool {
+        matches!(self, CgroupError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}
+
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CgroupError {
     let path = path.to_owned();
     move |source| CgroupError::Io { what, path, source }
@@ -175,15 +182,19 @@ impl Sessions {
         SessionCgroup::at(dir)
     }
 
-    /// Removes the subtree once its sessions are over (at shutdown), so a
-    /// stopped agent leaves nothing behind; a session still ending keeps
-    /// it, and the next agent removes it.
+    /// Removes the subtree at shutdown, so a stopped agent leaves nothing
+    /// behind. Sessions told to end tear down on their own threads: give
+    /// them `KILL_WAIT` to finish, then end what is still there.
     pub fn close(&self) {
-        match fs::remove_dir(&self.dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                tracing::warn!(cgroup = %self.dir.display(), error = %e, "cannot remove the sessions' cgroup")
-            }
-            _ => {}
+        let start = Instant::now();
+        while has_sessions(&self.dir) && start.elapsed() < KILL_WAIT {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let r = end_all(&self.dir).and_then(|_| fs::remove_dir(&self.dir).map_err(io_err("remove", &self.dir)));
+        match r {
+            Err(e) if e.is_gone() => {}
+            Err(e) => tracing::warn!(error = %e, "cannot remove the sessions' cgroup"),
+            Ok(()) => {}
         }
     }
 }
@@ -193,6 +204,10 @@ impl Drop for Sessions {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+fn has_sessions(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_dir()))))
 }
 
 /// Kills and removes every session cgroup under `dir`; returns how many
@@ -271,8 +286,11 @@ impl SessionCgroup {
 
 impl Drop for SessionCgroup {
     fn drop(&mut self) {
-        if let Err(e) = self.kill_and_remove() {
-            tracing::warn!(error = %e, "cannot end a session's cgroup");
+        match self.kill_and_remove() {
+            // Shutdown's `Sessions::close` ended it first.
+            Err(e) if e.is_gone() => {}
+            Err(e) => tracing::warn!(error = %e, "cannot end a session's cgroup"),
+            Ok(()) => {}
         }
     }
 }
