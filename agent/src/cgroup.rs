@@ -190,7 +190,8 @@ impl Sessions {
         while has_sessions(&self.dir) && start.elapsed() < KILL_WAIT {
             std::thread::sleep(Duration::from_millis(5));
         }
-        let r = end_all(&self.dir).and_then(|_| fs::remove_dir(&self.dir).map_err(io_err("remove", &self.dir)));
+        let r =
+            end_all(&self.dir).and_then(|_| fs::remove_dir(&self.dir).map_err(io_err("remove", &self.dir)));
         match r {
             Err(e) if e.is_gone() => {}
             Err(e) => tracing::warn!(error = %e, "cannot remove the sessions' cgroup"),

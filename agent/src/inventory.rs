@@ -1,0 +1,107 @@
+//! The node's inventory, for `kubectl ns audit`: every running container
+//! with its namespace identities and the node reference's, from one CRI
+//! listing and one pass over /proc instead of a round trip per container.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kns_proto::agent::{ContainerInfo, ListResponse};
+
+use crate::cri::{self, Cri, Listed};
+use crate::procfs::{self, ProcError};
+use crate::resolve::{ResolveError, Resolver};
+use crate::service::{AgentError, process_info};
+
+/// How many ContainerStatus calls may be in flight for containers the
+/// /proc scan did not place (a runtime that keeps no cgroup per container).
+const STATUS_CONCURRENCY: usize = 16;
+
+/// Lists the node's running containers and reads their namespaces.
+pub async fn list(resolver: &Resolver, node_pid: i32) -> Result<ListResponse, AgentError> {
+    let cri = resolver.cri().await.map_err(ResolveError::from)?;
+    let listed = cri.list_running().await.map_err(ResolveError::from)?;
+    // The cgroup scan names every container's init process at once; the
+    // runtime is asked only about the ones it missed.
+    let mut pids = tokio::task::spawn_blocking(cri::init_pids)
+        .await
+        .map_err(|e| AgentError::Internal(format!("the /proc scan failed: {e}")))?;
+    let mut errors = HashMap::new();
+    for (id, found) in statuses(&cri, listed.iter().filter(|c| !pids.contains_key(&c.id))).await {
+        match found {
+            Ok(pid) => {
+                pids.insert(id, pid);
+            }
+            Err(e) => {
+                errors.insert(id, e.to_string());
+            }
+        }
+    }
+    let runtime = cri.runtime.clone();
+    tokio::task::spawn_blocking(move || {
+        let containers = listed
+            .into_iter()
+            .map(|c| {
+                let found = match (pids.get(&c.id), errors.remove(&c.id)) {
+                    (Some(pid), _) => read(*pid, &c.id).map_err(|e| e.to_string()),
+                    (None, Some(e)) => Err(e),
+                    (None, None) => Err("no process found for it".to_owned()),
+                };
+                info(c, found)
+            })
+            .collect();
+        Ok(ListResponse {
+            node: Some(process_info(node_pid)?),
+            containers,
+            runtime,
+        })
+    })
+    .await
+    .map_err(|e| AgentError::Internal(format!("reading /proc failed: {e}")))?
+}
+
+/// The host PIDs of `containers` from the runtime's verbose status, a few
+/// calls at a time.
+async fn statuses<'a>(
+    cri: &Cri,
+    containers: impl Iterator<Item = &'a Listed>,
+) -> Vec<(String, Result<i32, cri::CriError>)> {
+    let limit = Arc::new(tokio::sync::Semaphore::new(STATUS_CONCURRENCY));
+    let mut set = tokio::task::JoinSet::new();
+    for c in containers {
+        let (cri, id, limit) = (cri.clone(), c.id.clone(), limit.clone());
+        set.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let pid = cri.container_pid(&id).await.map(|p| p.pid);
+            (id, pid)
+        });
+    }
+    set.join_all().await
+}
+
+/// The process's namespaces, checked afterwards to still belong to the
+/// container: a PID that exited and was reused in between would otherwise
+/// lend its namespaces to the container.
+fn read(pid: i32, id: &str) -> Result<kns_proto::agent::ProcessInfo, ProcError> {
+    let info = process_info(pid)?;
+    if !cri::cgroup_names(&procfs::cgroup(pid)?, id) {
+        return Err(ProcError::NoSuchProcess { pid });
+    }
+    Ok(info)
+}
+
+fn info(c: Listed, found: Result<kns_proto::agent::ProcessInfo, String>) -> ContainerInfo {
+    let (process, error) = match found {
+        Ok(p) => (Some(p), String::new()),
+        Err(e) => (None, e),
+    };
+    ContainerInfo {
+        id: c.id,
+        sandbox_id: c.sandbox_id,
+        name: c.name,
+        pod_name: c.pod_name,
+        pod_namespace: c.pod_namespace,
+        pod_uid: c.pod_uid,
+        process,
+        error,
+    }
+}
