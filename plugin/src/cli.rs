@@ -49,6 +49,20 @@ pub enum Command {
     ///   kubectl ns ls prod/web-1 -o wide
     #[command(verbatim_doc_comment)]
     Ls(LsArgs),
+    /// Audit which pods share the node's namespaces: declared in their
+    /// specs, observed by the agents, and where the two disagree (drift).
+    ///
+    /// Every node's agent is asked at once (bounded, with a deadline per
+    /// node); pods on nodes no agent answered for are reported as not
+    /// observed, never as clean. Exit status: 0, or 1 when a finding of a
+    /// kind named in --fail-on exists; 255 when the audit itself failed.
+    ///
+    /// Examples:
+    ///   kubectl ns audit -A
+    ///   kubectl ns audit --namespace prod -o wide
+    ///   kubectl ns audit -A -o json --fail-on drift,privileged,host-net
+    #[command(verbatim_doc_comment)]
+    Audit(AuditArgs),
     /// Install the agent DaemonSet (embedded manifests, server-side apply)
     /// and wait for it on every node.
     ///
@@ -254,6 +268,34 @@ pub struct LsArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// Audit the pods of every namespace.
+    #[arg(short = 'A', long = "all-namespaces", conflicts_with = "namespace")]
+    pub all_namespaces: bool,
+    /// Only pods matching this label selector (unknown workloads are then
+    /// not reported: containers outside the selection are not unknown).
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+    pub selector: Option<String>,
+    /// Only this node (with --agent: the node that agent runs on).
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
+    /// Output format (wide adds each finding's explanation).
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: Output,
+    /// Exit 1 when any finding of these kinds exists (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
+    pub fail_on: Vec<crate::findings::Kind>,
+    /// How long one node's agent may take to answer.
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
+    pub node_timeout: Duration,
+    /// How many nodes are asked at once.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_nodes: u16,
 }
 
 #[derive(Debug, Args)]

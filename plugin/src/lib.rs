@@ -10,6 +10,8 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod exit;
+pub mod fanout;
+pub mod findings;
 pub mod manifests;
 pub mod placement;
 pub mod resolve;

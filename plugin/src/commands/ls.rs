@@ -220,7 +220,7 @@ async fn inspect(
     Ok(r.into_inner())
 }
 
-fn render<T: Serialize>(
+pub(crate) fn render<T: Serialize>(
     v: &T,
     output: Output,
     table: impl FnOnce(bool) -> String,
