@@ -1,0 +1,189 @@
+//! `kubectl ns audit` end to end: real containerd pods in the node's
+//! network, PID and IPC namespaces and isolated ones, a container whose
+//! process joined the node's network namespace (drift), one the runtime
+//! ran isolated though its spec says hostNetwork (drift the other way), one
+//! no pod in the API owns, and a pod on a node without an agent; the fake
+//! API serves the specs. The "node" is this test process: the agent's node
+//! reference (see `kns_tests::agent`).
+
+use k8s_openapi::api::core::v1::{Container, Pod, SecurityContext};
+use kns_tests::bins::stderr;
+use kns_tests::cluster::{NODE, OneNode};
+use kns_tests::containerd::{Lab, PodSpec};
+use kns_tests::kubeapi::running_pod;
+use kns_tests::require_root;
+
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/audit.json");
+
+fn sleeper(name: &str) -> PodSpec {
+    PodSpec {
+        name: name.into(),
+        command: vec!["/bin/sleep".into(), "1000".into()],
+        ..Default::default()
+    }
+}
+
+/// The pod the API serves for a lab pod: running container `app` with
+/// `id`, its spec changed by `spec`.
+fn api_pod(
+    name: &str,
+    node: &str,
+    id: &str,
+    spec: impl FnOnce(&mut k8s_openapi::api::core::v1::PodSpec),
+) -> Pod {
+    let mut p = running_pod("default", name, node, &[("app", id)]);
+    spec(p.spec.as_mut().expect("spec"));
+    p
+}
+
+fn privileged(c: &mut Container) {
+    c.security_context = Some(SecurityContext {
+        privileged: Some(true),
+        ..Default::default()
+    });
+}
+
+/// The JSON with what changes from run to run (container IDs) replaced.
+fn normalized(out: &[u8]) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_slice(out).expect("audit -o json prints JSON");
+    for f in v["findings"].as_array_mut().expect("findings") {
+        if f["container_id"].is_string() {
+            f["container_id"] = "<id>".into();
+        }
+    }
+    v
+}
+
+#[test]
+fn audit_finds_declared_observed_and_drifted_host_namespaces() {
+    require_root();
+    let c = OneNode::start("audit-isolated", 8190);
+    c.add_agent_pod("kubectl-ns-agent-a1", c.agent.pid());
+    let lab = Lab::shared();
+    let run = |spec: PodSpec| {
+        lab.run_pod(&spec)
+            .unwrap_or_else(|e| panic!("{}: {e:#}", spec.name))
+    };
+
+    let hostnet = run(PodSpec {
+        host_network: true,
+        ..sleeper("audit-hostnet")
+    });
+    let hostpid = run(PodSpec {
+        host_pid: true,
+        ..sleeper("audit-hostpid")
+    });
+    let hostipc = run(PodSpec {
+        host_ipc: true,
+        ..sleeper("audit-hostipc")
+    });
+    // A privileged hostPID container that moves into the node's network
+    // namespace, as `nsenter -t 1 -n -- daemon` does on a real node.
+    let node_pid = std::process::id().to_string();
+    let drift = run(PodSpec {
+        host_pid: true,
+        privileged: true,
+        command: [
+            "/bin/busybox",
+            "nsenter",
+            "-t",
+            &node_pid,
+            "-n",
+            "--",
+            "/bin/sleep",
+            "1000",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..sleeper("audit-drift")
+    });
+    // Isolated here, while its spec will say hostNetwork: a runtime that
+    // did not honour it.
+    let ignored = run(sleeper("audit-ignored"));
+    // Runs on the node, but no pod in the API owns it.
+    let _stray = run(sleeper("audit-stray"));
+
+    c.api
+        .add_pod(api_pod("audit-hostnet", NODE, &hostnet.container_id, |s| {
+            s.host_network = Some(true)
+        }));
+    c.api
+        .add_pod(api_pod("audit-hostpid", NODE, &hostpid.container_id, |s| {
+            s.host_pid = Some(true)
+        }));
+    c.api
+        .add_pod(api_pod("audit-hostipc", NODE, &hostipc.container_id, |s| {
+            s.host_ipc = Some(true)
+        }));
+    c.api
+        .add_pod(api_pod("audit-drift", NODE, &drift.container_id, |s| {
+            s.host_pid = Some(true);
+            privileged(&mut s.containers[0]);
+        }));
+    c.api
+        .add_pod(api_pod("audit-ignored", NODE, &ignored.container_id, |s| {
+            s.host_network = Some(true)
+        }));
+    // A node with no agent: its pods are not observed, never clean.
+    c.api.add_node("ghost-node");
+    c.api.add_pod(api_pod("audit-ghost", "ghost-node", "feed", |s| {
+        s.host_pid = Some(true)
+    }));
+
+    let o = c.api.kns(&["audit", "-o", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("node ghost-node not observed: node ghost-node has no kubectl-ns agent"),
+        "{}",
+        stderr(&o)
+    );
+    let got = normalized(&o.stdout);
+    if std::env::var_os("KNS_BLESS").is_some() {
+        std::fs::create_dir_all(std::path::Path::new(GOLDEN).parent().unwrap()).unwrap();
+        std::fs::write(GOLDEN, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
+    }
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(GOLDEN).expect("golden file (KNS_BLESS=1 writes it)"))
+            .unwrap();
+    assert_eq!(
+        got,
+        want,
+        "audit JSON differs from {GOLDEN}:\n{}",
+        serde_json::to_string_pretty(&got).unwrap()
+    );
+
+    // The table leads with the worst, and says which node was not seen.
+    let o = c.api.kns(&["audit", "-A"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout).into_owned();
+    let first = table.lines().nth(1).unwrap_or_default();
+    assert!(first.starts_with("critical"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("drift") && l.contains("default/audit-drift") && l.contains("net")),
+        "{table}"
+    );
+
+    // --fail-on gates on the kinds named, and only those.
+    let code = |args: &[&str]| c.api.kns(args).status.code();
+    assert_eq!(code(&["audit", "-A", "--fail-on", "host-port,drift"]), Some(1));
+    assert_eq!(code(&["audit", "--fail-on", "unknown-workload"]), Some(1));
+    assert_eq!(
+        code(&["audit", "-A", "--fail-on", "host-port,capability"]),
+        Some(0)
+    );
+    assert_eq!(
+        code(&["audit", "--node", NODE, "--fail-on", "not-observed"]),
+        Some(0)
+    );
+    // A label selector narrows the audit: unknown workloads are not
+    // reported for a partial listing.
+    assert_eq!(
+        code(&["audit", "-l", "app=none", "--fail-on", "unknown-workload"]),
+        Some(0)
+    );
+    let o = c.api.kns(&["audit", "--fail-on", "drfit"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("drift"), "{}", stderr(&o));
+}
