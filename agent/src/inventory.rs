@@ -5,9 +5,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use kns_proto::agent::{ContainerInfo, ListResponse};
+use kns_proto::agent::{ContainerInfo, ListResponse, NamespaceId, NamespaceUse};
 
 use crate::cri::{self, Cri, Listed};
+use crate::ns::NsKind;
 use crate::procfs::{self, ProcError};
 use crate::resolve::{ResolveError, Resolver};
 use crate::service::{AgentError, process_info};
@@ -16,8 +17,9 @@ use crate::service::{AgentError, process_info};
 /// /proc scan did not place (a runtime that keeps no cgroup per container).
 const STATUS_CONCURRENCY: usize = 16;
 
-/// Lists the node's running containers and reads their namespaces.
-pub async fn list(resolver: &Resolver, node_pid: i32) -> Result<ListResponse, AgentError> {
+/// Lists the node's running containers and reads their namespaces; with
+/// `namespaces`, also every namespace on the node (see [`namespaces`]).
+pub async fn list(resolver: &Resolver, node_pid: i32, namespaces: bool) -> Result<ListResponse, AgentError> {
     let cri = resolver.cri().await.map_err(ResolveError::from)?;
     let listed = cri.list_running().await.map_err(ResolveError::from)?;
     // The cgroup scan names every container's init process at once; the
@@ -53,6 +55,11 @@ pub async fn list(resolver: &Resolver, node_pid: i32) -> Result<ListResponse, Ag
             node: Some(process_info(node_pid)?),
             containers,
             runtime,
+            namespaces: if namespaces {
+                self::namespaces()
+            } else {
+                Vec::new()
+            },
         })
     })
     .await
@@ -89,6 +96,36 @@ fn read(pid: i32, id: &str) -> Result<kns_proto::agent::ProcessInfo, ProcError> 
     Ok(info)
 }
 
+/// Every namespace some process is in, with how many processes and the
+/// lowest PID, as lsns(8) lists them. Processes that exit meanwhile are
+/// skipped.
+pub fn namespaces() -> Vec<NamespaceUse> {
+    let mut found: HashMap<(NsKind, u64, u64), (u32, i32)> = HashMap::new();
+    for pid in procfs::pids().unwrap_or_default() {
+        for kind in NsKind::ALL {
+            if let Ok(Some(id)) = procfs::ns_id(pid, kind) {
+                let (n, lowest) = found.entry((kind, id.inode, id.device)).or_insert((0, pid));
+                *n += 1;
+                *lowest = (*lowest).min(pid);
+            }
+        }
+    }
+    let mut out: Vec<NamespaceUse> = found
+        .into_iter()
+        .map(|((kind, inode, device), (processes, pid))| NamespaceUse {
+            id: Some(NamespaceId {
+                kind: kind as i32,
+                inode,
+                device,
+            }),
+            processes,
+            pid,
+        })
+        .collect();
+    out.sort_by_key(|n| n.id.map(|i| (i.kind, i.inode)));
+    out
+}
+
 fn info(c: Listed, found: Result<kns_proto::agent::ProcessInfo, String>) -> ContainerInfo {
     let (process, error) = match found {
         Ok(p) => (Some(p), String::new()),
@@ -103,5 +140,29 @@ fn info(c: Listed, found: Result<kns_proto::agent::ProcessInfo, String>) -> Cont
         pod_uid: c.pod_uid,
         process,
         error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_count_this_process() {
+        let me = std::process::id() as i32;
+        let net = procfs::ns_id(me, NsKind::Net).unwrap().unwrap();
+        let all = namespaces();
+        let mine = all
+            .iter()
+            .find(|n| {
+                n.id == Some(NamespaceId {
+                    kind: NsKind::Net as i32,
+                    inode: net.inode,
+                    device: net.device,
+                })
+            })
+            .expect("this process's network namespace is listed");
+        assert!(mine.processes >= 1);
+        assert!(mine.pid <= me);
     }
 }

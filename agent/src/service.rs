@@ -359,9 +359,10 @@ impl Agent for AgentService {
         }))
     }
 
-    async fn list(&self, _: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+    async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let namespaces = request.into_inner().namespaces;
         Ok(versioned(
-            crate::inventory::list(&self.resolver, self.node.pid).await?,
+            crate::inventory::list(&self.resolver, self.node.pid, namespaces).await?,
         ))
     }
 

@@ -47,6 +47,7 @@ pub enum Command {
     /// Examples:
     ///   kubectl ns ls web-1
     ///   kubectl ns ls prod/web-1 -o wide
+    ///   kubectl ns ls node/worker-3      # every namespace on the node, like lsns, with its pods
     #[command(verbatim_doc_comment)]
     Ls(LsArgs),
     /// Audit which pods share the node's namespaces: declared in their

@@ -529,22 +529,38 @@ fn declared_container(
     }
 }
 
+/// What the API's pods own: their UIDs, the static pods' UIDs their
+/// mirror pods name, and their running containers' IDs.
+pub struct Owners(HashSet<String>);
+
+impl Owners {
+    pub fn of(pods: &[Pod]) -> Owners {
+        let mut owned = HashSet::new();
+        for p in pods {
+            owned.extend(p.metadata.uid.clone());
+            owned.extend(
+                p.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(MIRROR_ANNOTATION))
+                    .cloned(),
+            );
+            owned.extend(containers(p).into_iter().filter_map(|(_, id)| id));
+        }
+        Owners(owned)
+    }
+
+    /// Whether a pod owns the container the agent listed.
+    pub fn owns(&self, c: &ContainerInfo) -> bool {
+        self.0.contains(&c.id) || (!c.pod_uid.is_empty() && self.0.contains(&c.pod_uid))
+    }
+}
+
 /// Containers the agents see that no listed pod owns: neither by its
 /// container ID in a pod's status, nor by its pod's UID (a mirror pod
 /// names its static pod's UID in an annotation).
 fn unknown_workloads(pods: &[Pod], observed: &Observations, unknowns: &Unknowns, out: &mut Vec<Finding>) {
-    let mut owned: HashSet<String> = HashSet::new();
-    for p in pods {
-        owned.extend(p.metadata.uid.clone());
-        owned.extend(
-            p.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(MIRROR_ANNOTATION))
-                .cloned(),
-        );
-        owned.extend(containers(p).into_iter().filter_map(|(_, id)| id));
-    }
+    let owned = Owners::of(pods);
     for (node, list) in observed {
         let Ok(list) = list else { continue };
         for c in &list.containers {
@@ -553,7 +569,7 @@ fn unknown_workloads(pods: &[Pod], observed: &Observations, unknowns: &Unknowns,
                 Unknowns::Namespace(ns) => &c.pod_namespace == ns,
                 Unknowns::Off => false,
             };
-            if !in_scope || owned.contains(&c.id) || (!c.pod_uid.is_empty() && owned.contains(&c.pod_uid)) {
+            if !in_scope || owned.owns(c) {
                 continue;
             }
             let host: Vec<&str> = match (&c.process, &list.node) {
@@ -594,11 +610,9 @@ fn unknown_workloads(pods: &[Pod], observed: &Observations, unknowns: &Unknowns,
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{
-        Capabilities, ContainerPort, ContainerState, ContainerStateRunning, ContainerStatus,
-        HostPathVolumeSource, PodStatus, SecurityContext, Volume, VolumeMount,
+        Capabilities, ContainerPort, HostPathVolumeSource, SecurityContext, Volume, VolumeMount,
     };
     use kns_proto::agent::NamespaceId;
-    use kube::api::ObjectMeta;
 
     const NODE: &str = "n1";
 
@@ -645,40 +659,20 @@ mod tests {
             Ok(ListResponse {
                 node: Some(node()),
                 containers,
-                runtime: String::new(),
+                ..Default::default()
             }),
         )])
     }
 
     fn pod(name: &str, id: &str, spec: PodSpec) -> Pod {
-        Pod {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some("default".into()),
-                uid: Some(format!("{name}-uid")),
-                ..Default::default()
-            },
-            spec: Some(PodSpec {
-                node_name: Some(NODE.into()),
-                containers: vec![Container {
-                    name: "app".into(),
-                    ..Default::default()
-                }],
-                ..spec
-            }),
-            status: Some(PodStatus {
-                container_statuses: Some(vec![ContainerStatus {
-                    name: "app".into(),
-                    container_id: Some(format!("containerd://{id}")),
-                    state: Some(ContainerState {
-                        running: Some(ContainerStateRunning::default()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-        }
+        let mut p = crate::running_pod("default", name, NODE, id);
+        let containers = p.spec.take().unwrap_or_default().containers;
+        p.spec = Some(PodSpec {
+            node_name: Some(NODE.into()),
+            containers,
+            ..spec
+        });
+        p
     }
 
     fn kinds(f: &[Finding]) -> Vec<(Kind, &str, Option<bool>, Option<bool>)> {

@@ -7,7 +7,7 @@
 //! reference (see `kns_tests::agent`).
 
 use k8s_openapi::api::core::v1::{Container, Pod, SecurityContext};
-use kns_tests::bins::stderr;
+use kns_tests::bins::{stderr, stdout};
 use kns_tests::cluster::{NODE, OneNode};
 use kns_tests::containerd::{Lab, PodSpec};
 use kns_tests::kubeapi::running_pod;
@@ -186,4 +186,35 @@ fn audit_finds_declared_observed_and_drifted_host_namespaces() {
     let o = c.api.kns(&["audit", "--fail-on", "drfit"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("drift"), "{}", stderr(&o));
+
+    // The node's inventory: the node's own network namespace holds the
+    // hostNetwork pod and the one that joined it; the stray is named as
+    // what no pod owns.
+    let o = c.api.kns(&["ls", &format!("node/{NODE}"), "-o", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v["namespaces"].as_array().expect("namespaces");
+    let host_net = rows
+        .iter()
+        .find(|r| r["kind"] == "net" && r["host"] == true)
+        .expect("the node's network namespace is listed");
+    assert_eq!(
+        host_net["containers"],
+        serde_json::json!(["default/audit-drift/app", "default/audit-hostnet/app"]),
+        "{host_net}"
+    );
+    assert!(host_net["processes"].as_u64() > Some(2), "{host_net}");
+    assert!(
+        rows.iter()
+            .any(|r| r["containers"] == serde_json::json!(["default/audit-stray/app (no pod in the API)"])),
+        "{v}"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r["processes"].as_u64() >= Some(1) && r["pid"].as_i64() >= Some(1)),
+        "{v}"
+    );
+    let o = c.api.kns(&["ls", &format!("node/{NODE}")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("default/audit-hostipc/app"), "{}", stdout(&o));
 }

@@ -44,7 +44,7 @@ struct Report {
 async fn list(channel: Channel) -> Result<ListResponse, String> {
     crate::timings::grpc_call();
     AgentClient::new(channel)
-        .list(ListRequest {})
+        .list(ListRequest::default())
         .await
         .map(tonic::Response::into_inner)
         .map_err(|s| exit::status_failure(&s).message.replace('\n', "; "))

@@ -1,17 +1,20 @@
 //! `kubectl ns ls`: namespace identities next to the node's, and for a pod,
-//! next to each other: compare first, enter second.
+//! next to each other: compare first, enter second. For `node/NODE`, every
+//! namespace on the node and the containers in it (see `inventory`).
 
+use k8s_openapi::api::core::v1::Pod;
 use kns_proto::agent::agent_client::AgentClient;
-use kns_proto::agent::{InspectRequest, InspectResponse, Namespace, ProcessInfo};
+use kns_proto::agent::{InspectRequest, InspectResponse, ListRequest, Namespace, ProcessInfo};
+use kube::api::{Api, ListParams};
 use serde::Serialize;
 use tonic::transport::Channel;
 
 use crate::cli::{LsArgs, Output};
-use crate::cluster;
 use crate::exit::{self, Failure};
 use crate::resolve::KubeTarget;
 use crate::target::{DirectTarget, Target};
 use crate::transport;
+use crate::{cluster, inventory};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -256,6 +259,25 @@ pub async fn run(args: LsArgs) -> Result<u8, Failure> {
                 containers: reports,
             };
             render(&p, args.output, |wide| pod_table(&p, wide))?
+        }
+        Target::Kube(KubeTarget::Node(node)) => {
+            let reached = cluster::reach(&args.kube, &args.target, None).await?;
+            let r = cluster::resolver(&args.kube).await?;
+            let on_node = ListParams::default().fields(&format!("spec.nodeName={node}"));
+            let api = Api::<Pod>::all(r.client);
+            let (pods, listed) = tokio::join!(api.list(&on_node), async {
+                crate::timings::grpc_call();
+                AgentClient::new(reached.channel)
+                    .list(ListRequest { namespaces: true })
+                    .await
+                    .map_err(|s| exit::status_failure(&s))
+            });
+            let pods =
+                pods.map_err(|e| exit::api_failure(&format!("cannot list the pods on node {node}"), e))?;
+            let listed = listed?;
+            transport::warn_version_skew(listed.metadata());
+            let inv = inventory::inventory(node, listed.get_ref(), &pods.items);
+            render(&inv, args.output, |_| inventory::table(&inv))?
         }
         other => {
             let reached = cluster::reach(&args.kube, other, None).await?;
