@@ -8,12 +8,110 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use kns_proto::agent::agent_client::AgentClient;
+use kns_proto::agent::{ListRequest, ListResponse};
 use kube::api::{Api, ListParams};
 use tonic::transport::Channel;
 
-use crate::exit::{Failure, api_failure};
+use crate::cli::KubeArgs;
+use crate::exit::{self, Failure, api_failure};
+use crate::findings::Observations;
 use crate::resolve::{AGENT_LABEL, Resolver, choose_agent};
 use crate::transport;
+
+/// Which pods a many-pod command covers.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// Every namespace (else the resolver's).
+    pub all_namespaces: bool,
+    pub selector: Option<String>,
+    /// Only this node.
+    pub node: Option<String>,
+}
+
+impl Scope {
+    /// "all namespaces" or "namespace NS", for messages.
+    pub fn describe(&self, r: &Resolver) -> String {
+        if self.all_namespaces {
+            "all namespaces".into()
+        } else {
+            format!("namespace {}", r.namespace)
+        }
+    }
+}
+
+/// The pods in `scope`: one list request.
+pub async fn pods(r: &Resolver, scope: &Scope) -> Result<Vec<Pod>, Failure> {
+    let api: Api<Pod> = if scope.all_namespaces {
+        Api::all(r.client.clone())
+    } else {
+        Api::namespaced(r.client.clone(), &r.namespace)
+    };
+    let mut lp = ListParams::default();
+    if let Some(sel) = &scope.selector {
+        lp = lp.labels(sel);
+    }
+    if let Some(node) = &scope.node {
+        lp = lp.fields(&format!("spec.nodeName={node}"));
+    }
+    Ok(api
+        .list(&lp)
+        .await
+        .map_err(|e| api_failure(&format!("cannot list pods in {}", scope.describe(r)), e))?
+        .items)
+}
+
+/// The nodes to ask: the one `scope` names, else those the pods run on.
+pub fn nodes(pods: &[Pod], scope: &Scope) -> BTreeSet<String> {
+    match &scope.node {
+        Some(n) => [n.clone()].into(),
+        None => pods
+            .iter()
+            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+            .collect(),
+    }
+}
+
+async fn list(channel: Channel, namespaces: bool) -> Result<ListResponse, String> {
+    crate::timings::grpc_call();
+    AgentClient::new(channel)
+        .list(ListRequest { namespaces })
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| exit::status_failure(&s).message.replace('\n', "; "))
+}
+
+/// Every node's agent's List, asked at once within `bounds`: through the
+/// port-forward to each node's agent pod, or with `--agent` the one agent
+/// named (then `nodes` is the one node it runs on).
+pub async fn list_nodes(
+    args: &KubeArgs,
+    r: &Resolver,
+    nodes: BTreeSet<String>,
+    bounds: Bounds,
+    namespaces: bool,
+) -> Result<Observations, Failure> {
+    if let Some(addr) = &args.agent {
+        let addr = addr.clone();
+        return Ok(each_node(nodes, bounds, move |_| {
+            let addr = addr.clone();
+            async move {
+                let channel = transport::connect(&addr)
+                    .await
+                    .map_err(|e| Failure::from(e).message.replace('\n', "; "))?;
+                list(channel, namespaces).await
+            }
+        })
+        .await);
+    }
+    let agents = Arc::new(agents(r).await?);
+    let (port, r) = (args.agent_port, r.clone());
+    Ok(each_node(nodes, bounds, move |node| {
+        let (r, agents) = (r.clone(), agents.clone());
+        async move { list(agent_channel(&r, &agents, &node, port).await?, namespaces).await }
+    })
+    .await)
+}
 
 /// How many nodes are asked at once, and how long each may take.
 #[derive(Debug, Clone, Copy)]

@@ -217,4 +217,42 @@ fn audit_finds_declared_observed_and_drifted_host_namespaces() {
     let o = c.api.kns(&["ls", &format!("node/{NODE}")]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("default/audit-hostipc/app"), "{}", stdout(&o));
+
+    // ls over many pods, through the same fan-out: one row per container.
+    let o = c.api.kns(&["ls", "-o", "json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(255),
+        "ghost-node has no agent: {}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("node ghost-node not observed"),
+        "{}",
+        stderr(&o)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let verdict = |pod: &str, kind: &str| {
+        let p = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pod"] == pod)
+            .unwrap_or_else(|| panic!("{pod} in {v}"));
+        let ns = p["containers"][0]["namespaces"].as_array().unwrap();
+        ns.iter().find(|n| n["kind"] == kind).unwrap()["verdict"].clone()
+    };
+    assert_eq!(verdict("default/audit-hostnet", "net"), "host");
+    assert_eq!(verdict("default/audit-drift", "net"), "host");
+    assert_eq!(verdict("default/audit-isolated", "net"), "private");
+    assert_eq!(verdict("default/audit-hostipc", "ipc"), "host");
+    let o = c.api.kns(&["ls", "-A", "--node-timeout", "5s"]);
+    let table = stdout(&o);
+    assert!(table.starts_with("POD "), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("default/audit-hostpid ")),
+        "{table}"
+    );
+    let o = c.api.kns(&["ls", "audit-hostnet", "-A"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }

@@ -2,22 +2,14 @@
 //! specs declare it and as the agents observe it, and where the two
 //! disagree. The rules are in `findings`; this fetches and prints.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
-
-use k8s_openapi::api::core::v1::Pod;
-use kns_proto::agent::agent_client::AgentClient;
-use kns_proto::agent::{ListRequest, ListResponse};
-use kube::api::{Api, ListParams};
 use serde::Serialize;
-use tonic::transport::Channel;
 
 use crate::cli::{AuditArgs, Output};
+use crate::cluster;
 use crate::commands::ls::render;
-use crate::exit::{self, Failure, api_failure};
-use crate::fanout::{self, Bounds};
+use crate::exit::{self, Failure};
+use crate::fanout;
 use crate::findings::{self, Finding, Observations, Unknowns};
-use crate::{cluster, transport};
 
 /// The exit status when a finding of a kind named in `--fail-on` exists.
 pub const FOUND: u8 = 1;
@@ -39,15 +31,6 @@ struct NodeRow {
 struct Report {
     findings: Vec<Finding>,
     nodes: Vec<NodeRow>,
-}
-
-async fn list(channel: Channel) -> Result<ListResponse, String> {
-    crate::timings::grpc_call();
-    AgentClient::new(channel)
-        .list(ListRequest::default())
-        .await
-        .map(tonic::Response::into_inner)
-        .map_err(|s| exit::status_failure(&s).message.replace('\n', "; "))
 }
 
 fn yes_no(v: Option<bool>) -> &'static str {
@@ -136,63 +119,12 @@ pub async fn run(args: AuditArgs) -> Result<u8, Failure> {
         ));
     }
     let r = cluster::resolver(&args.kube).await?;
-    let (api, scope): (Api<Pod>, String) = if args.all_namespaces {
-        (Api::all(r.client.clone()), "all namespaces".into())
-    } else {
-        (
-            Api::namespaced(r.client.clone(), &r.namespace),
-            format!("namespace {}", r.namespace),
-        )
-    };
-    let mut lp = ListParams::default();
-    if let Some(sel) = &args.selector {
-        lp = lp.labels(sel);
-    }
-    if let Some(node) = &args.node {
-        lp = lp.fields(&format!("spec.nodeName={node}"));
-    }
-    let pods = api
-        .list(&lp)
-        .await
-        .map_err(|e| api_failure(&format!("cannot list pods in {scope}"), e))?
-        .items;
-    let nodes: BTreeSet<String> = match &args.node {
-        Some(n) => [n.clone()].into(),
-        None => pods
-            .iter()
-            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
-            .collect(),
-    };
-    let bounds = Bounds {
-        concurrency: usize::from(args.max_concurrent_nodes),
-        timeout: args.node_timeout,
-    };
-    let observed: Observations = match &args.kube.agent {
-        Some(addr) => {
-            let addr = addr.clone();
-            fanout::each_node(nodes, bounds, move |_| {
-                let addr = addr.clone();
-                async move {
-                    let channel = transport::connect(&addr)
-                        .await
-                        .map_err(|e| Failure::from(e).message.replace('\n', "; "))?;
-                    list(channel).await
-                }
-            })
-            .await
-        }
-        None => {
-            let agents = Arc::new(fanout::agents(&r).await?);
-            let port = args.kube.agent_port;
-            let r = r.clone();
-            fanout::each_node(nodes, bounds, move |node| {
-                let (r, agents) = (r.clone(), agents.clone());
-                async move { list(fanout::agent_channel(&r, &agents, &node, port).await?).await }
-            })
-            .await
-        }
-    };
-    let unknowns = match (&args.selector, args.all_namespaces) {
+    let scope = args.fanout.scope(args.node.clone());
+    let pods = fanout::pods(&r, &scope).await?;
+    let nodes = fanout::nodes(&pods, &scope);
+    let observed = fanout::list_nodes(&args.kube, &r, nodes, args.fanout.bounds(), false).await?;
+    let scope = scope.describe(&r);
+    let unknowns = match (&args.fanout.selector, args.fanout.all_namespaces) {
         (Some(_), _) => Unknowns::Off,
         (None, true) => Unknowns::All,
         (None, false) => Unknowns::Namespace(r.namespace.clone()),
