@@ -356,13 +356,19 @@ pub fn check_id(id: &str) -> Result<(), String> {
 /// process whose cgroup names a container (`id_of` reads it for a PID) and
 /// whose parent's does not (the parent is the runtime's shim).
 fn init_processes(id_of: impl Fn(i32) -> Option<String>) -> Vec<(u64, i32, String)> {
-    let mut found: Vec<(u64, i32, String)> = procfs::pids()
+    // Each process's cgroup is read once: a parent outside every container
+    // (the shim) is simply absent from the map.
+    let ids: HashMap<i32, String> = procfs::pids()
         .unwrap_or_default()
         .into_iter()
         .filter_map(|p| Some((p, id_of(p)?)))
-        .filter_map(|(p, full)| procfs::stat(p).ok().map(|st| (p, st, full)))
-        .filter(|(_, st, full)| id_of(st.ppid).as_ref() != Some(full))
-        .map(|(p, st, full)| (st.start_time, p, full))
+        .collect();
+    let mut found: Vec<(u64, i32, String)> = ids
+        .iter()
+        .filter_map(|(&p, full)| {
+            let st = procfs::stat(p).ok()?;
+            (ids.get(&st.ppid) != Some(full)).then(|| (st.start_time, p, full.clone()))
+        })
         .collect();
     found.sort();
     found
