@@ -6,12 +6,16 @@
 //! API serves the specs. The "node" is this test process: the agent's node
 //! reference (see `kns_tests::agent`).
 
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
 use k8s_openapi::api::core::v1::{Container, Pod, SecurityContext};
+use kns_tests::agent::AGENT_PORT;
 use kns_tests::bins::{stderr, stdout};
-use kns_tests::cluster::{NODE, OneNode};
+use kns_tests::cluster::{AGENT_NAMESPACE, NODE, OneNode};
 use kns_tests::containerd::{Lab, PodSpec};
-use kns_tests::kubeapi::running_pod;
-use kns_tests::require_root;
+use kns_tests::kubeapi::{agent_pod, running_pod};
+use kns_tests::{require_root, wait_until};
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/audit.json");
 
@@ -255,4 +259,89 @@ fn audit_finds_declared_observed_and_drifted_host_namespaces() {
     );
     let o = c.api.kns(&["ls", "audit-hostnet", "-A"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    // A node whose agent accepts connections but never answers: the audit
+    // reports it after --node-timeout and still reports every other node.
+    let silent = Silent::start();
+    c.api.add_node("slow-node");
+    c.api.add_pod(agent_pod("kubectl-ns-agent-slow", "slow-node"));
+    c.api
+        .forward(AGENT_NAMESPACE, "kubectl-ns-agent-slow", silent.pid());
+    c.api.add_pod(api_pod("audit-slow", "slow-node", "beef", |_| ()));
+    let started = Instant::now();
+    let o = c.api.kns(&["audit", "-A", "-o", "json", "--node-timeout", "1s"]);
+    let took = started.elapsed();
+    drop(silent);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        took < Duration::from_secs(4),
+        "the slow node held the audit up: {took:?}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let node = |name: &str| {
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == name)
+            .unwrap_or_else(|| panic!("{name} in {v}"))
+            .clone()
+    };
+    assert_eq!(node("slow-node")["error"], "no answer within 1s", "{v}");
+    assert_eq!(node(NODE)["observed"], true, "{v}");
+    assert!(
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["pod"] == "audit-slow" && f["kind"] == "not-observed"),
+        "{v}"
+    );
+}
+
+/// A process in a network namespace of its own that accepts a connection
+/// on the agent's port and never answers, as a hung agent would (busybox
+/// nc, its stdin a pipe that stays open); killed on drop.
+struct Silent(std::process::Child);
+
+impl Silent {
+    /// Returns once it listens.
+    fn start() -> Silent {
+        let child = Command::new("unshare")
+            .args([
+                "--net",
+                "sh",
+                "-c",
+                "ip link set lo up && exec busybox nc -l -p \"$0\"",
+            ])
+            .arg(AGENT_PORT.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the silent listener");
+        let silent = Silent(child);
+        // /proc/PID/net/tcp{,6} list the sockets of its network namespace:
+        // wait for one in state LISTEN (0A) on the port.
+        let port = format!(":{AGENT_PORT:04X} ");
+        let listening = wait_until(Duration::from_secs(5), || {
+            ["tcp", "tcp6"].iter().any(|f| {
+                std::fs::read_to_string(format!("/proc/{}/net/{f}", silent.pid()))
+                    .is_ok_and(|t| t.lines().any(|l| l.contains(&port) && l.contains(" 0A ")))
+            })
+        });
+        assert!(listening, "the silent listener did not start");
+        silent
+    }
+
+    fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
