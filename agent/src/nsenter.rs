@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 
@@ -179,6 +179,12 @@ impl Tool {
             tracing::warn!(pid = self.pid, error = %e, "cannot kill the session's cgroup");
         }
         self.signal_group(nix::sys::signal::Signal::SIGKILL);
+    }
+
+    /// Why the session's processes were killed, when the kernel did it
+    /// for the sessions' memory limit.
+    pub fn oom_note(&self) -> Option<String> {
+        self.cgroup.as_ref()?.oom_note()
     }
 
     /// Records that the tool was reaped.
@@ -361,6 +367,16 @@ fn output_pipe() -> Result<(OwnedFd, OwnedFd), NsenterError> {
     Ok((r, w))
 }
 
+/// The child's copy of a session cgroup fd.
+fn owned(fd: Option<BorrowedFd<'_>>) -> Result<Option<OwnedFd>, NsenterError> {
+    fd.map(|f| f.try_clone_to_owned())
+        .transpose()
+        .map_err(|source| NsenterError::Setup {
+            what: "session cgroup",
+            source,
+        })
+}
+
 /// Starts the tool. Blocking (it forks and waits for the exec): call it
 /// from a blocking thread.
 pub fn spawn(
@@ -502,14 +518,8 @@ pub fn spawn(
         envp,
         stdio: child_stdio,
         tty: req.tty,
-        cgroup: cgroup
-            .as_ref()
-            .map(|c| c.fd().try_clone_to_owned())
-            .transpose()
-            .map_err(|source| NsenterError::Setup {
-                what: "session cgroup",
-                source,
-            })?,
+        cgroup: owned(cgroup.as_ref().map(|c| c.fd()))?,
+        memory_procs: owned(cgroup.as_ref().and_then(|c| c.memory_procs()))?,
     };
     let outcome = spawner.spawn(plan).map_err(|source| NsenterError::Setup {
         what: "process",

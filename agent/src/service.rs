@@ -217,6 +217,7 @@ fn exited_reply(code: i32, error: String) -> ExecResponse {
         msg: Some(Out::Exited(Exited {
             status: Some(exited::Status::Code(code)),
             error,
+            note: String::new(),
         })),
     }
 }

@@ -374,6 +374,7 @@ where
                     msg: Some(Out::Exited(Exited {
                         status: Some(status),
                         error: String::new(),
+                        note: tool.oom_note().unwrap_or_default(),
                     })),
                 })
             } else {

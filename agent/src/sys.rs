@@ -189,6 +189,9 @@ pub struct ChildPlan {
     pub tty: bool,
     /// The session's cgroup (a directory fd): both children start in it.
     pub cgroup: Option<OwnedFd>,
+    /// cgroup v1 nodes: the cgroup.procs of the session's memory cgroup,
+    /// which the first child writes itself into before anything else.
+    pub memory_procs: Option<OwnedFd>,
 }
 
 /// What the parent learns from a spawn.
@@ -425,6 +428,12 @@ unsafe fn first_child(
         // ptrace-able from there. The flag is inherited by the tool's
         // process and reset by execve(2).
         if libc::prctl(libc::PR_SET_DUMPABLE, 0) < 0 {
+            fail(report_fd, Stage::Session, errno());
+        }
+        // "0" is the writing process; the tool, cloned below, inherits it.
+        if let Some(procs) = &plan.memory_procs
+            && libc::write(procs.as_raw_fd(), c"0".as_ptr().cast(), 1) != 1
+        {
             fail(report_fd, Stage::Session, errno());
         }
         // While still root of the initial user namespace: once in a target's

@@ -339,8 +339,8 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
                         None => return Err(Failure::own("internal error: the output ended before the session")),
                     };
                     drop(raw);
-                    if !e.error.is_empty() {
-                        eprintln!("kubectl-ns: {}", e.error);
+                    for m in [&e.error, &e.note].into_iter().filter(|m| !m.is_empty()) {
+                        eprintln!("kubectl-ns: {m}");
                     }
                     crate::timings::mark("exec");
                     let (code, signal) = match e.status {
