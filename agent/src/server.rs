@@ -13,6 +13,10 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::service::AgentService;
 
+/// The largest message a client may send, in bytes: an exec start, or one
+/// chunk of stdin. Bounds what one message can make the agent hold.
+pub const MAX_MESSAGE: usize = 1 << 20;
+
 /// Where the agent listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listen {
@@ -127,7 +131,7 @@ pub async fn serve(
         // 1 MiB per message is plenty for a start message and stdin chunks
         // (the plugin sends 64 KiB), and bounds what one client can make
         // the agent hold.
-        let svc = AgentServer::new(service.clone()).max_decoding_message_size(1 << 20);
+        let svc = AgentServer::new(service.clone()).max_decoding_message_size(MAX_MESSAGE);
         let mut sd = shutdown.clone();
         let stop = async move {
             let _ = sd.wait_for(|s| *s).await;

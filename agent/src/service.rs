@@ -249,7 +249,17 @@ impl Agent for AgentService {
         request: Request<Streaming<ExecRequest>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
         let mut inbound = request.into_inner();
-        let start = match inbound.message().await? {
+        let start = match inbound.message().await.map_err(|s| {
+            if s.code() == tonic::Code::OutOfRange {
+                Status::out_of_range(format!(
+                    "the exec request is over the agent's limit of {} KiB for one message: pass fewer or \
+                     shorter arguments and environment variables",
+                    crate::server::MAX_MESSAGE >> 10
+                ))
+            } else {
+                s
+            }
+        })? {
             Some(ExecRequest {
                 msg: Some(In::Start(s)),
             }) => s,
