@@ -8,6 +8,7 @@ pub mod cri;
 pub mod ns;
 pub mod nsenter;
 pub mod procfs;
+pub mod policy;
 pub mod pty;
 pub mod resolve;
 pub mod server;
