@@ -9,9 +9,17 @@ use kns_plugin::cli::{Cli, Command};
 use kns_plugin::commands;
 use kns_plugin::exit::{self, Failure};
 
-/// `-n NAME` is the mistake kubectl users make first here: say what to use.
-fn namespace_hint(args: &[String]) -> Option<String> {
-    let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
+/// The mistakes kubectl users make first here (`-n NAME`, a command without
+/// `--`): say what to use.
+fn usage_hint(args: &[String]) -> Option<String> {
+    // `exec mypod -n ss`: without `--`, the -n below is no namespace flag
+    // with a value but a command that lost its separator.
+    let Some(end) = args.iter().position(|a| a == "--") else {
+        return args.iter().any(|a| a == "exec").then(|| {
+            "Hint: the command to run goes after `--`, as with kubectl exec: kubectl ns exec POD -n -- ss -lntp"
+                .to_owned()
+        });
+    };
     let i = args[..end].iter().position(|a| a == "-n")?;
     let next = args.get(i + 1).filter(|v| *v != "--" && !v.starts_with('-'))?;
     Some(format!(
@@ -39,7 +47,7 @@ fn main() -> ExitCode {
             let code = if e.use_stderr() { exit::USAGE } else { 0 };
             let _ = e.print();
             if code != 0
-                && let Some(h) = namespace_hint(&argv)
+                && let Some(h) = usage_hint(&argv)
             {
                 eprintln!("{h}");
             }

@@ -161,3 +161,13 @@ fn timeouts_take_kubectl_durations() {
         assert_eq!(o.status.code(), Some(255), "{ok}: {}", stderr(&o));
     }
 }
+
+#[test]
+fn a_command_without_its_separator_is_shown_where_it_goes() {
+    let o = kns(&["exec", "--agent", "unix:///x.sock", "pid/1", "-n", "ss"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("-n -- ss"), "{err}");
+    // Not read as a Kubernetes namespace named after the command.
+    assert!(!err.contains("--namespace ss"), "{err}");
+}
