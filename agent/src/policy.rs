@@ -91,9 +91,13 @@ pub enum Denied {
     Command(String, String),
     #[error("the node's kubectl-ns policy is read-only: no terminal and no stdin (readOnly); drop -t and -i")]
     ReadOnly,
-    #[error("the node's kubectl-ns policy allows {0} sessions at once per user (maxSessionsPerUser); end one first")]
+    #[error(
+        "the node's kubectl-ns policy allows {0} sessions at once per user (maxSessionsPerUser); end one first"
+    )]
     PerUser(u32),
-    #[error("the node's kubectl-ns policy allows {0} sessions at once on this node (maxSessions); retry later")]
+    #[error(
+        "the node's kubectl-ns policy allows {0} sessions at once on this node (maxSessions); retry later"
+    )]
     PerNode(u32),
 }
 
@@ -228,7 +232,11 @@ impl Policies {
                 st.error = None;
             }
             Err(e) => {
-                let kept = if st.good.is_some() { "the previous one stays in force" } else { "no session is allowed" };
+                let kept = if st.good.is_some() {
+                    "the previous one stays in force"
+                } else {
+                    "no session is allowed"
+                };
                 tracing::error!(file = %path.display(), error = %e, "invalid policy: {kept}");
                 st.error = Some(format!("{}: {e} ({kept})", path.display()));
             }
@@ -326,12 +334,17 @@ mod tests {
         let (_d, p) = policies(text);
         assert!(p.admit(&ask(Some("team-a"), &[NsKind::Net], "ss")).is_ok());
         assert_eq!(
-            p.admit(&ask(Some("kube-system"), &[NsKind::Net], "ss")).unwrap_err(),
+            p.admit(&ask(Some("kube-system"), &[NsKind::Net], "ss"))
+                .unwrap_err(),
             Denied::Namespace("kube-system".into())
         );
-        assert_eq!(p.admit(&ask(None, &[NsKind::Net], "ss")).unwrap_err(), Denied::NodeTarget);
         assert_eq!(
-            p.admit(&ask(Some("web"), &[NsKind::Net, NsKind::Mnt], "ss")).unwrap_err(),
+            p.admit(&ask(None, &[NsKind::Net], "ss")).unwrap_err(),
+            Denied::NodeTarget
+        );
+        assert_eq!(
+            p.admit(&ask(Some("web"), &[NsKind::Net, NsKind::Mnt], "ss"))
+                .unwrap_err(),
             Denied::Kind("mnt")
         );
         // A bare name is not any binary of that name.
@@ -349,7 +362,10 @@ mod tests {
     fn sessions_are_counted_per_user_and_per_node_until_they_end() {
         let (_d, p) = policies("maxSessionsPerUser: 1\nmaxSessions: 2\n");
         let a = p.admit(&ask(None, &[NsKind::Net], "ss")).unwrap();
-        assert_eq!(p.admit(&ask(None, &[NsKind::Net], "ss")).unwrap_err(), Denied::PerUser(1));
+        assert_eq!(
+            p.admit(&ask(None, &[NsKind::Net], "ss")).unwrap_err(),
+            Denied::PerUser(1)
+        );
         let mut bob = ask(None, &[NsKind::Net], "ss");
         bob.user = "bob";
         let _b = p.admit(&bob).unwrap();
@@ -368,7 +384,10 @@ mod tests {
         p.reload();
         let e = p.error().expect("an error");
         assert!(e.contains("usr") && e.contains("previous one stays"), "{e}");
-        assert_eq!(p.admit(&ask(None, &[NsKind::User], "ss")).unwrap_err(), Denied::Kind("user"));
+        assert_eq!(
+            p.admit(&ask(None, &[NsKind::User], "ss")).unwrap_err(),
+            Denied::Kind("user")
+        );
         std::fs::write(d.path().join("policy.yaml"), "maxSessionSeconds: 60\n").unwrap();
         p.reload();
         assert!(p.error().is_none());
@@ -379,7 +398,10 @@ mod tests {
     #[test]
     fn an_invalid_file_at_start_refuses_every_session() {
         let (_d, p) = policies("readOnly: maybe\n");
-        assert!(matches!(p.admit(&ask(None, &[NsKind::Net], "ss")).unwrap_err(), Denied::Invalid(_)));
+        assert!(matches!(
+            p.admit(&ask(None, &[NsKind::Net], "ss")).unwrap_err(),
+            Denied::Invalid(_)
+        ));
     }
 
     #[test]

@@ -171,3 +171,16 @@ fn a_command_without_its_separator_is_shown_where_it_goes() {
     // Not read as a Kubernetes namespace named after the command.
     assert!(!err.contains("--namespace ss"), "{err}");
 }
+
+#[test]
+fn a_pod_target_with_agent_but_no_kubeconfig_names_the_direct_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(kns_tests::bins::plugin())
+        .args(["exec", "--agent", "unix:///x.sock", "mypod", "-n", "--", "ss"])
+        .env_remove("KUBECONFIG")
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(255));
+    assert!(stderr(&o).contains("container/ID"), "{}", stderr(&o));
+}
