@@ -104,12 +104,13 @@ mod tests {
     #[test]
     fn hints_namespace_misuse_only() {
         assert!(
-            namespace_hint(&v(&["k", "exec", "-n", "prod", "web", "--", "ss"]))
+            usage_hint(&v(&["k", "exec", "-n", "prod", "web", "--", "ss"]))
                 .unwrap()
                 .contains("--namespace prod")
         );
-        assert!(namespace_hint(&v(&["k", "exec", "web", "-n", "--", "ss"])).is_none());
-        assert!(namespace_hint(&v(&["k", "exec", "web", "-n", "-p", "--", "ss"])).is_none());
-        assert!(namespace_hint(&v(&["k", "exec", "web", "--", "ip", "-n", "x"])).is_none());
+        assert!(usage_hint(&v(&["k", "exec", "web", "-n", "--", "ss"])).is_none());
+        assert!(usage_hint(&v(&["k", "exec", "web", "-n", "-p", "--", "ss"])).is_none());
+        assert!(usage_hint(&v(&["k", "exec", "web", "--", "ip", "-n", "x"])).is_none());
+        assert!(usage_hint(&v(&["k", "exec", "web", "-n", "ss"])).unwrap().contains("-n -- ss"));
     }
 }
