@@ -75,6 +75,11 @@ pub struct InstallArgs {
     /// Do not wait for the agents to become ready.
     #[arg(long)]
     pub no_wait: bool,
+    /// Install into --agent-namespace even though it exists and kubectl-ns
+    /// did not create it, labelling it to allow privileged pods (which
+    /// then applies to every pod in it).
+    #[arg(long)]
+    pub adopt_namespace: bool,
     /// How long to wait for the rollout: a duration as kubectl takes it
     /// (90s, 2m, 1h, 1m30s, 500ms) or a number of seconds.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]

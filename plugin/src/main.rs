@@ -111,6 +111,10 @@ mod tests {
         assert!(usage_hint(&v(&["k", "exec", "web", "-n", "--", "ss"])).is_none());
         assert!(usage_hint(&v(&["k", "exec", "web", "-n", "-p", "--", "ss"])).is_none());
         assert!(usage_hint(&v(&["k", "exec", "web", "--", "ip", "-n", "x"])).is_none());
-        assert!(usage_hint(&v(&["k", "exec", "web", "-n", "ss"])).unwrap().contains("-n -- ss"));
+        assert!(
+            usage_hint(&v(&["k", "exec", "web", "-n", "ss"]))
+                .unwrap()
+                .contains("-n -- ss")
+        );
     }
 }

@@ -215,11 +215,36 @@ fn install_without_admin_rights_says_what_installing_needs() {
 }
 
 #[test]
-fn a_namespace_that_existed_before_is_labelled_with_a_warning_and_kept() {
+fn a_namespace_that_existed_before_is_adopted_only_when_asked_and_kept() {
     let api = FakeApi::start();
     api.add_node("node-a");
     api.add_namespace("monitoring", &[("team", "observability")]);
     let o = run(&api, &["install", "--agent-namespace", "monitoring", "--no-wait"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--adopt-namespace"), "{}", stderr(&o));
+    let labels = object(&api, "/api/v1/namespaces/monitoring").unwrap()["metadata"]["labels"].clone();
+    assert!(
+        labels.get("pod-security.kubernetes.io/enforce").is_none(),
+        "{labels}"
+    );
+    assert!(
+        object(
+            &api,
+            "/apis/apps/v1/namespaces/monitoring/daemonsets/kubectl-ns-agent"
+        )
+        .is_none()
+    );
+
+    let o = run(
+        &api,
+        &[
+            "install",
+            "--agent-namespace",
+            "monitoring",
+            "--adopt-namespace",
+            "--no-wait",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("namespace monitoring existed before and was not created by kubectl-ns"),
