@@ -12,6 +12,19 @@ use kns_plugin::exit::{self, Failure};
 /// The mistakes kubectl users make first here (`-n NAME`, a command without
 /// `--`): say what to use.
 fn usage_hint(args: &[String]) -> Option<String> {
+    // `kubectl ns NAME` and `kubectl ns -` are kubens (also a plugin named
+    // `ns`): this one must not look like a broken copy of it.
+    if let [_, word] = args
+        && (word == "-" || !word.starts_with('-'))
+    {
+        return Some(format!(
+            "Hint: this `kubectl ns` is kubectl-ns, which runs node tools inside a pod's kernel namespaces \
+             (`kubectl ns exec POD -n -- ss`); it does not switch the Kubernetes namespace as kubens does. \
+             To switch: kubectl config set-context --current --namespace {}. If you meant kubens, \
+             `kubectl plugin list` shows which `ns` plugin kubectl runs and warns when one shadows another.",
+            if word == "-" { "NAME" } else { word }
+        ));
+    }
     // `exec mypod -n ss`: without `--`, the -n below is no namespace flag
     // with a value but a command that lost its separator.
     let Some(end) = args.iter().position(|a| a == "--") else {

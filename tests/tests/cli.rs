@@ -184,3 +184,24 @@ fn a_pod_target_with_agent_but_no_kubeconfig_names_the_direct_forms() {
     assert_eq!(o.status.code(), Some(255));
     assert!(stderr(&o).contains("container/ID"), "{}", stderr(&o));
 }
+
+#[test]
+fn kubens_habits_are_told_what_this_kubectl_ns_is() {
+    for word in ["kube-system", "-"] {
+        let o = kns(&[word]);
+        assert_eq!(o.status.code(), Some(2));
+        let err = stderr(&o);
+        assert!(
+            err.contains("kubens") && err.contains("kubectl plugin list"),
+            "{err}"
+        );
+    }
+    // `version` says which binary runs, for when one `ns` plugin shadows another.
+    let o = kns(&["version", "--agent", "unix:///nonexistent.sock"]);
+    let path = kns_tests::bins::plugin();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&*path.to_string_lossy()),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
