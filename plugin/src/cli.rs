@@ -123,9 +123,9 @@ pub struct KubeArgs {
         help_heading = "Kubernetes"
     )]
     pub agent_port: u16,
-    /// Reach the agent at ADDR (unix:///PATH or tcp://HOST:PORT) instead of
-    /// through the API server's port-forward; needed for pid/, container/
-    /// and node targets.
+    /// Talk to the agent at ADDR (unix:///PATH or tcp://HOST:PORT) directly,
+    /// not through the API server's port-forward: on a node, as its
+    /// operator (exec and ls then also take pid/, container/ and node).
     #[arg(long, env = "KNS_AGENT", value_name = "ADDR")]
     pub agent: Option<String>,
 }
