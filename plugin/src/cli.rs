@@ -63,6 +63,30 @@ pub enum Command {
     /// Print the plugin's version and the agents' (from the cluster, or
     /// the one --agent names).
     Version(VersionArgs),
+    /// Print a shell completion script for kubectl-ns called by its own name.
+    ///
+    /// Under kubectl (1.26 or newer), `kubectl ns <TAB>` completes through
+    /// the `kubectl_complete-ns` executable shipped beside kubectl-ns
+    /// (a link to it) instead: put both on your PATH.
+    ///
+    /// Examples:
+    ///   source <(kubectl-ns completion bash)
+    ///   kubectl-ns completion fish | source
+    #[command(verbatim_doc_comment)]
+    Completion(CompletionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Args)]

@@ -54,6 +54,25 @@ fn stdin_is_data() -> bool {
 fn main() -> ExitCode {
     kns_plugin::timings::init();
     let argv: Vec<String> = std::env::args().collect();
+    // kubectl completes `kubectl ns …` by running `kubectl_complete-ns`
+    // (a link to this binary); shells' scripts call `kubectl-ns __complete`.
+    let called = std::path::Path::new(argv.first().map_or("", String::as_str))
+        .file_name()
+        .is_some_and(|n| n == "kubectl_complete-ns");
+    let words = match (called, argv.get(1).map(String::as_str)) {
+        (true, _) => Some(&argv[1..]),
+        (false, Some("__complete")) => Some(&argv[2..]),
+        _ => None,
+    };
+    if let Some(words) = words {
+        let out = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|rt| rt.block_on(kns_plugin::complete::complete(words)))
+            .unwrap_or_else(|_| ":4\n".to_owned());
+        print!("{out}");
+        return ExitCode::SUCCESS;
+    }
     let cli = match Cli::try_parse_from(&argv) {
         Ok(c) => c,
         Err(e) => {
@@ -92,6 +111,19 @@ fn main() -> ExitCode {
             Command::Uninstall(a) => commands::install::uninstall(a).await,
             Command::Status(a) => commands::status::run(a).await,
             Command::Version(a) => commands::version::run(a).await,
+            Command::Completion(a) => {
+                use kns_plugin::cli::Shell;
+                use kns_plugin::complete::{BASH, FISH, ZSH};
+                print!(
+                    "{}",
+                    match a.shell {
+                        Shell::Bash => BASH,
+                        Shell::Zsh => ZSH,
+                        Shell::Fish => FISH,
+                    }
+                );
+                Ok(0)
+            }
         }
     });
     let code = match result {

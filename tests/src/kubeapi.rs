@@ -277,6 +277,22 @@ async fn handle(
                 &json!({"kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}),
             )
         }
+        ["api", "v1", "namespaces"] => {
+            let st = state.lock().expect("state");
+            let items: Vec<&Value> = st
+                .objects
+                .iter()
+                .filter(|(k, _)| {
+                    k.strip_prefix("/api/v1/namespaces/")
+                        .is_some_and(|n| !n.contains('/'))
+                })
+                .map(|(_, v)| v)
+                .collect();
+            json_response(
+                StatusCode::OK,
+                &json!({"kind": "NamespaceList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}),
+            )
+        }
         ["api", "v1", "nodes", name] => {
             let st = state.lock().expect("state");
             match st.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(name)) {
