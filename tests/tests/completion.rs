@@ -122,9 +122,9 @@ fn kubectl_completes_kubectl_ns_through_kubectl_complete_ns() {
     assert_eq!(d, ":4");
 }
 
-#[test]
-fn the_bash_script_completes_from_the_binary() {
-    let api = cluster();
+/// Runs `script` in `shell` with only `kubectl-ns` (this build) added to
+/// PATH and the fake API's kubeconfig; its stdout.
+fn in_shell(api: &FakeApi, shell: &str, script: &str) -> String {
     let bin = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(bins::plugin(), bin.path().join("kubectl-ns")).unwrap();
     let path = format!(
@@ -132,20 +132,36 @@ fn the_bash_script_completes_from_the_binary() {
         bin.path().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let script = r#"source <(kubectl-ns completion bash)
-COMP_WORDS=(kubectl-ns exec we); COMP_CWORD=2
-_kubectl_ns
-printf '%s\n' "${COMPREPLY[@]}""#;
-    let o = Command::new("bash")
+    let o = Command::new(shell)
         .args(["-c", script])
         .env("PATH", path)
         .env("KUBECONFIG", api.kubeconfig_arg())
         .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&o.stdout),
-        "web-1\nweb-2\n",
-        "{}",
-        bins::stderr(&o)
-    );
+        .unwrap_or_else(|e| panic!("cannot run {shell} (scripts/deps installs it): {e}"));
+    assert!(o.status.success(), "{shell}: {}", bins::stderr(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn each_shells_script_completes_from_the_binary() {
+    let api = cluster();
+    let bash = r#"source <(kubectl-ns completion bash)
+COMP_WORDS=(kubectl-ns exec we); COMP_CWORD=2
+_kubectl_ns
+printf '%s\n' "${COMPREPLY[@]}""#;
+    assert_eq!(in_shell(&api, "bash", bash), "web-1\nweb-2\n");
+    // zsh's completion system is stubbed: compdef registers, compadd shows.
+    let zsh = r#"compdef() { :; }
+compadd() { while [[ $1 != -- ]]; do shift; done; shift; print -l -- "$@"; }
+source <(kubectl-ns completion zsh)
+words=(kubectl-ns exec we); CURRENT=3
+_kubectl_ns"#;
+    assert_eq!(in_shell(&api, "zsh", zsh), "web-1\nweb-2\n");
+    let fish = "kubectl-ns completion fish | source; complete -C 'kubectl-ns exec we'";
+    let out = in_shell(&api, "fish", fish);
+    let values: Vec<&str> = out
+        .lines()
+        .map(|l| l.split('\t').next().unwrap_or_default())
+        .collect();
+    assert_eq!(values, ["web-1", "web-2"], "{out}");
 }
