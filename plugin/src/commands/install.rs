@@ -276,6 +276,7 @@ pub async fn install(args: InstallArgs) -> Result<u8, Failure> {
     let image = args.image.clone().unwrap_or_else(manifests::default_image);
     let agent_ns = &args.kube.agent_namespace;
     let objects = manifests::objects(agent_ns, &image)?;
+    eprintln!("deploying image {image}");
     let c = &r.client;
     let mut daemonset = None;
     for o in &objects {
