@@ -82,6 +82,7 @@ fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Failure> {
         stdin: args.stdin || args.tty,
         no_mount_proc: args.no_mount_proc,
         all: args.ns.all,
+        privileged: args.privileged,
         window: if tty {
             terminal::size().map(|(rows, cols)| WindowSize { rows, cols })
         } else {
