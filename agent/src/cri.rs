@@ -374,7 +374,10 @@ pub fn identity_from_info(info: &HashMap<String, String>) -> Option<Identity> {
                 inheritable: set("inheritable"),
                 ambient: set("ambient"),
             },
-            no_new_privs: process.get("noNewPrivileges").and_then(serde_json::Value::as_bool) == Some(true),
+            no_new_privs: process
+                .get("noNewPrivileges")
+                .and_then(serde_json::Value::as_bool)
+                == Some(true),
         },
         seccomp: spec
             .get("linux")

@@ -256,7 +256,9 @@ impl std::fmt::Display for RunsAs {
         match self {
             RunsAs::NodeRoot => f.write_str("node-root"),
             RunsAs::UserNsRoot => f.write_str("userns-root"),
-            RunsAs::Container { uid, gid, groups } => write!(f, "container uid={uid} gid={gid} groups={groups:?}"),
+            RunsAs::Container { uid, gid, groups } => {
+                write!(f, "container uid={uid} gid={gid} groups={groups:?}")
+            }
         }
     }
 }

@@ -190,7 +190,10 @@ fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     let dir = path.parent().unwrap_or(Path::new("/"));
     if std::fs::symlink_metadata(dir).is_err() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
         // The umask may have taken bits from 0700; the owner needs all.
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
@@ -202,7 +205,9 @@ fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
     if let Some(s) = &staging {
         std::fs::DirBuilder::new().mode(0o700).create(s)?;
     }
-    let at = staging.as_ref().map_or_else(|| path.to_owned(), |s| s.join("agent.sock"));
+    let at = staging
+        .as_ref()
+        .map_or_else(|| path.to_owned(), |s| s.join("agent.sock"));
     let bound = UnixListener::bind(&at).and_then(|ul| {
         std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o600))?;
         if staging.is_some() {

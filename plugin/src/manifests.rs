@@ -206,7 +206,10 @@ mod tests {
         let probe = c.readiness_probe.as_ref().unwrap().exec.as_ref().unwrap();
         let probe = probe.command.as_deref().unwrap();
         assert_eq!(probe.last().map(String::as_str), Some("probe"));
-        assert!(probe.join(" ").contains("--listen tcp://127.0.0.1:7469"), "{probe:?}");
+        assert!(
+            probe.join(" ").contains("--listen tcp://127.0.0.1:7469"),
+            "{probe:?}"
+        );
     }
 
     #[test]

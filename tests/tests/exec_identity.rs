@@ -11,7 +11,7 @@ use std::time::Duration;
 use kns_tests::agent::Agent;
 use kns_tests::bins::{exec, exec_command, stderr, stdout};
 use kns_tests::containerd::{Lab, PodSpec};
-use kns_tests::image::{busybox_spec, build};
+use kns_tests::image::{build, busybox_spec};
 use kns_tests::{require_root, wait_until};
 
 const TROJAN_IMAGE: &str = "docker.io/kns/trojan:1";
@@ -69,8 +69,11 @@ fn a_trojaned_binary_run_with_m_gets_the_containers_privileges_not_the_nodes() {
         .unwrap();
     let agent = Agent::start(Some(lab.socket.to_str().unwrap()));
     let target = format!("container/{}", pod.container_id);
-    let container = std::fs::read_to_string(format!("/proc/{}/status", lab.container_pid(&pod.container_id).unwrap()))
-        .unwrap();
+    let container = std::fs::read_to_string(format!(
+        "/proc/{}/status",
+        lab.container_pid(&pod.container_id).unwrap()
+    ))
+    .unwrap();
     let node_caps = field(&std::fs::read_to_string("/proc/self/status").unwrap(), "CapEff");
 
     let outside = tempfile::tempdir().unwrap();
@@ -82,7 +85,10 @@ fn a_trojaned_binary_run_with_m_gets_the_containers_privileges_not_the_nodes() {
         format!("MARKER={}", marker.display()),
     ];
     let flags = |extra: &[&'static str]| -> Vec<String> {
-        env.iter().cloned().chain(extra.iter().map(|s| s.to_string())).collect()
+        env.iter()
+            .cloned()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect()
     };
     let run = |extra: &[&'static str]| {
         let f = flags(extra);
@@ -97,7 +103,11 @@ fn a_trojaned_binary_run_with_m_gets_the_containers_privileges_not_the_nodes() {
     assert_ne!(field(&out, "CapEff"), node_caps, "{out}");
     let o = run(&["-m"]);
     assert!(stderr(&o).contains("mount: permission denied"), "{}", stderr(&o));
-    assert!(!stdout(&o).contains("escaped") && !marker.exists(), "{}", stdout(&o));
+    assert!(
+        !stdout(&o).contains("escaped") && !marker.exists(),
+        "{}",
+        stdout(&o)
+    );
 
     // --privileged is node root, and the same trojan gets out: the checks
     // above can fail.
@@ -157,7 +167,11 @@ fn the_tool_takes_the_containers_uid_groups_capabilities_and_no_new_privs() {
         "CapAmb",
         "NoNewPrivs",
     ];
-    assert_eq!(status_fields(&tool, &names), status_fields(&container, &names), "{tool}");
+    assert_eq!(
+        status_fields(&tool, &names),
+        status_fields(&container, &names),
+        "{tool}"
+    );
     // And that is the spec asked for, not the agent's.
     assert_eq!(field(&tool, "Uid"), "Uid: 1000 1000 1000 1000");
     assert!(field(&tool, "Groups").contains("2000 3000"), "{tool}");
@@ -169,7 +183,12 @@ fn the_tool_takes_the_containers_uid_groups_capabilities_and_no_new_privs() {
 /// The tool's PID inside the container's PID namespace (the last NSpid).
 fn pid_in_container(host_pid: i32) -> i32 {
     let status = std::fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap();
-    field(&status, "NSpid").split_whitespace().last().unwrap().parse().unwrap()
+    field(&status, "NSpid")
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// A PID whose command line is exactly `argv`.
@@ -219,7 +238,10 @@ fn a_process_in_the_target_cannot_write_through_the_tools_exe() {
         agent.logs()
     );
     let tool = tool.unwrap();
-    assert_eq!(std::fs::metadata(format!("/proc/{tool}/status")).unwrap().uid(), 1000);
+    assert_eq!(
+        std::fs::metadata(format!("/proc/{tool}/status")).unwrap().uid(),
+        1000
+    );
 
     // CVE-2019-5736's shape, from a process of the container's (its user,
     // no capabilities): hold the tool's exe, let the tool exit, reopen the
@@ -231,14 +253,20 @@ fn a_process_in_the_target_cannot_write_through_the_tools_exe() {
     );
     let attack = Command::new("nsenter")
         .args(["--target", &cpid.to_string(), "--mount", "--pid"])
-        .args(["--setuid", "1000", "--setgid", "1000", "--", "/bin/sh", "-c", &script])
+        .args([
+            "--setuid", "1000", "--setgid", "1000", "--", "/bin/sh", "-c", &script,
+        ])
         .output()
         .unwrap();
     let _ = client.kill();
     let _ = client.wait();
     let out = stdout(&attack);
     assert!(!out.contains("written"), "{out}\n{}", stderr(&attack));
-    assert_eq!(std::fs::read(&tool_file).unwrap(), before, "the tool's file was written");
+    assert_eq!(
+        std::fs::read(&tool_file).unwrap(),
+        before,
+        "the tool's file was written"
+    );
     assert!(out.starts_with("/memfd:kns-tool"), "{out}\n{}", stderr(&attack));
 }
 
@@ -253,10 +281,51 @@ fn m_without_an_identity_from_the_runtime_is_refused_unless_privileged() {
     let o = exec(&agent.addr(), &target, &["-m"], &["true"]);
     assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("none is known") && err.contains("--privileged"), "{err}");
+    assert!(
+        err.contains("none is known") && err.contains("--privileged"),
+        "{err}"
+    );
     let o = exec(&agent.addr(), &target, &["-m", "--privileged"], &["true"]);
     assert!(o.status.success(), "{}", stderr(&o));
     // Without -m the node's own tools run as today.
     let o = exec(&agent.addr(), &target, &["-u"], &["hostname"]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// Nothing of the agent's reaches a tool: its fds are its stdio, whatever
+/// the agent holds (listeners, the CRI connection, pidfds, other sessions').
+#[test]
+fn a_tool_holds_no_fd_but_its_stdio() {
+    require_root();
+    let lab = Lab::shared();
+    let pod = restricted_pod(&lab, "fds");
+    let agent = Agent::start(Some(lab.socket.to_str().unwrap()));
+    let target = format!("container/{}", pod.container_id);
+    for (flags, argv) in [
+        (&["-n"][..], ["sleep", "7272"]),
+        (&["-m", "-p"][..], ["/bin/sleep", "7273"]),
+    ] {
+        let mut client = exec_command(&agent.addr(), &target, flags, &argv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut tool = None;
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                tool = find(&argv);
+                tool.is_some()
+            }),
+            "{flags:?}: the tool never started: {}",
+            agent.logs()
+        );
+        let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", tool.unwrap()))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        fds.sort();
+        let _ = client.kill();
+        let _ = client.wait();
+        assert_eq!(fds, ["0", "1", "2"], "{flags:?}");
+    }
 }

@@ -33,7 +33,12 @@ fn missing_tool_in_the_image_exits_127_with_a_hint() {
     require_root();
     let (_root, t) = chrooted();
     let agent = Agent::start(None);
-    let o = exec(&agent.addr(), &t.target(), &["-m", "--privileged"], &["ss", "-lnt"]);
+    let o = exec(
+        &agent.addr(),
+        &t.target(),
+        &["-m", "--privileged"],
+        &["ss", "-lnt"],
+    );
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("container image has no such binary"), "{err}");
@@ -45,10 +50,20 @@ fn sees_the_targets_root_and_working_directory() {
     require_root();
     let (_root, t) = chrooted();
     let agent = Agent::start(None);
-    let o = exec(&agent.addr(), &t.target(), &["-m", "--privileged"], &["cat", "marker"]);
+    let o = exec(
+        &agent.addr(),
+        &t.target(),
+        &["-m", "--privileged"],
+        &["cat", "marker"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "inside-the-image\n");
-    let o = exec(&agent.addr(), &t.target(), &["-m", "--privileged", "-w", "/"], &["ls", "/"]);
+    let o = exec(
+        &agent.addr(),
+        &t.target(),
+        &["-m", "--privileged", "-w", "/"],
+        &["ls", "/"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let listing = stdout(&o);
     assert!(listing.contains("srv") && !listing.contains("usr"), "{listing}");
@@ -59,7 +74,12 @@ fn not_executable_exits_126() {
     require_root();
     let (_root, t) = chrooted();
     let agent = Agent::start(None);
-    let o = exec(&agent.addr(), &t.target(), &["-m", "--privileged"], &["/srv/app/marker"]);
+    let o = exec(
+        &agent.addr(),
+        &t.target(),
+        &["-m", "--privileged"],
+        &["/srv/app/marker"],
+    );
     assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
     assert!(stderr(&o).contains("cannot execute"), "{}", stderr(&o));
 }

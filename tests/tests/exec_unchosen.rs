@@ -89,7 +89,10 @@ fn every_kind_not_chosen_is_the_nodes() {
         (&["-p", "--no-mount-proc"], &["pid"]),
         (&["-m", "-p", "--privileged"], &["mnt", "pid"]),
         // The target shares the node's user namespace: -a skips it.
-        (&["-a", "--privileged"], &["mnt", "uts", "ipc", "net", "pid", "cgroup", "time"]),
+        (
+            &["-a", "--privileged"],
+            &["mnt", "uts", "ipc", "net", "pid", "cgroup", "time"],
+        ),
     ];
     for (flags, chosen) in cases {
         let got = tool_identities(&agent, &t, flags);
@@ -163,7 +166,12 @@ fn mount_without_pid_warns_that_proc_will_not_match() {
     // Said once, and not when -p comes along or the PID namespace is the
     // node's anyway.
     assert_eq!(stderr(&o).matches("-m without -p").count(), 1);
-    let o = exec(&agent.addr(), &t.target(), &["-m", "-p", "--privileged"], &["true"]);
+    let o = exec(
+        &agent.addr(),
+        &t.target(),
+        &["-m", "-p", "--privileged"],
+        &["true"],
+    );
     assert!(!stderr(&o).contains("-m without -p"), "{}", stderr(&o));
     let o = exec(&agent.addr(), "node", &["-m"], &["true"]);
     assert!(!stderr(&o).contains("-m without -p"), "{}", stderr(&o));
