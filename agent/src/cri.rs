@@ -336,6 +336,19 @@ const CAP_NAMES: [&str; 41] = [
     "CAP_CHECKPOINT_RESTORE",
 ];
 
+/// The names of the capabilities in `mask`, comma-separated.
+pub fn cap_names(mask: u64) -> String {
+    (0..64)
+        .filter(|b| mask & (1 << b) != 0)
+        .map(|b| {
+            CAP_NAMES
+                .get(b)
+                .map_or_else(|| format!("CAP_{b}"), |n| (*n).to_owned())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The container's process identity in a verbose status's `info`: the OCI
 /// spec's `process` (containerd and CRI-O both report `runtimeSpec`).
 ///

@@ -16,7 +16,7 @@ use crate::procfs;
 use crate::pty;
 use crate::resolve::Pinned;
 use crate::spawner::Spawner;
-use crate::sys::{self, ChildPlan, Join, NsFile, SpawnOutcome, Stage};
+use crate::sys::{self, ChildPlan, Creds, Join, NsFile, SpawnOutcome, Stage};
 
 /// PATH for tools when the caller sets none: the usual system directories.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -100,7 +100,8 @@ fn stage_message(stage: Stage, errno: i32, ns: &NsSet, pid: i32) -> String {
         ),
         Stage::Creds => format!(
             "cannot give the tool the identity of the container of process {pid} (uid, groups, capabilities): \
-             {err}"
+             {err} (the agent needs CAP_SETUID, CAP_SETGID and CAP_SETPCAP for it; --privileged runs the tool \
+             as node root instead)"
         ),
         Stage::Workdir => format!("cannot change to the working directory: {err}"),
         Stage::Session | Stage::Stdio => format!("cannot set up the tool's terminal or stdio: {err}"),
@@ -574,7 +575,23 @@ pub fn spawn(
         ([in_r, out_w, err_w], in_w, out_r, Some(err_r), None)
     };
 
-    let creds = identity.map(|i| i.creds.clone());
+    let own = sys::own_caps().map_err(|source| NsenterError::Setup {
+        what: "capabilities",
+        source,
+    })?;
+    let creds = identity.map(|i| Creds {
+        caps: i.creds.caps.within(own),
+        ..i.creds.clone()
+    });
+    if let (Some(i), Some(c)) = (identity, &creds) {
+        let lost = (i.creds.caps.bounding | i.creds.caps.permitted) & !(c.caps.bounding | c.caps.permitted);
+        if lost != 0 {
+            notices.push(format!(
+                "the tool lacks capabilities the container has, which the agent does not hold: {}",
+                crate::cri::cap_names(lost)
+            ));
+        }
+    }
     let become_root = set.contains(NsKind::User) && creds.is_none();
     let runs_as = match &creds {
         Some(c) => RunsAs::Container {

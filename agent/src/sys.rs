@@ -169,6 +169,55 @@ pub struct Caps {
     pub ambient: u64,
 }
 
+impl Caps {
+    /// The sets as far as a process holding `own` can grant them: a
+    /// process can only keep or drop its capabilities, never add any
+    /// (capset(2), PR_CAPBSET_DROP).
+    pub fn within(self, own: Caps) -> Caps {
+        let permitted = self.permitted & own.permitted;
+        let inheritable = self.inheritable & (own.inheritable | own.permitted) & own.bounding;
+        Caps {
+            bounding: self.bounding & own.bounding,
+            effective: self.effective & permitted,
+            permitted,
+            inheritable,
+            ambient: self.ambient & permitted & inheritable,
+        }
+    }
+}
+
+/// The calling thread's capability sets (ambient left empty: a process
+/// cannot give what it holds only as ambient).
+pub fn own_caps() -> io::Result<Caps> {
+    let mut hdr = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capget writes two CapData (version 3) into `data`, valid and
+    // writable for the call.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut CapHeader, data.as_mut_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mask = |f: fn(&CapData) -> u32| u64::from(f(&data[0])) | u64::from(f(&data[1])) << 32;
+    // SAFETY: PR_CAPBSET_READ takes a capability number and returns 0 or 1
+    // (or -1 beyond the last one); no pointers.
+    let bounding = (0..64)
+        .filter(|b| unsafe { libc::prctl(libc::PR_CAPBSET_READ, *b as libc::c_ulong, 0, 0, 0) } == 1)
+        .fold(0u64, |m, b| m | 1 << b);
+    Ok(Caps {
+        bounding,
+        effective: mask(|d| d.effective),
+        permitted: mask(|d| d.permitted),
+        inheritable: mask(|d| d.inheritable),
+        ambient: 0,
+    })
+}
+
 /// A process identity for the tool to take: a container's, as its OCI spec
 /// gives it. Ids are those of the user namespace the tool is in.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -666,13 +715,12 @@ unsafe fn take_creds(c: &Creds) -> Result<(), i32> {
     // SAFETY: prctl, setgroups, setres[ug]id and capset on plain values and
     // on buffers (`c.groups`, `hdr`, `data`) valid for each call.
     unsafe {
-        for cap in 0..64 {
-            // EINVAL: beyond the kernel's last capability, nothing to drop.
-            if c.caps.bounding & (1 << cap) == 0
-                && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) < 0
-                && errno() != libc::EINVAL
-            {
-                return Err(errno());
+        // Only what is there: dropping needs CAP_SETPCAP even for a
+        // capability already gone, and beyond the kernel's last one READ
+        // says 0 (EINVAL).
+        for cap in (0..64).filter(|b| c.caps.bounding & (1 << b) == 0) {
+            if libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) == 1 {
+                ok(libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0))?;
             }
         }
         ok(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0))?;
@@ -838,4 +886,42 @@ pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: an OwnedFd owns an open fd and returns that same fd from
     // as_raw_fd for its whole life, which is what registration requires.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A container's default set asked of an agent that lacks some of it:
+    /// the tool gets the overlap, never a capability the agent lacks, and
+    /// ambient only where permitted and inheritable allow it.
+    #[test]
+    fn caps_are_granted_only_within_the_agents() {
+        let want = Caps {
+            bounding: 0b1111,
+            effective: 0b1111,
+            permitted: 0b1111,
+            inheritable: 0b0011,
+            ambient: 0b0011,
+        };
+        let own = Caps {
+            bounding: 0b0110,
+            effective: 0b0110,
+            permitted: 0b0110,
+            inheritable: 0,
+            ambient: 0,
+        };
+        assert_eq!(
+            want.within(own),
+            Caps {
+                bounding: 0b0110,
+                effective: 0b0110,
+                permitted: 0b0110,
+                inheritable: 0b0010,
+                ambient: 0b0010,
+            }
+        );
+        let me = own_caps().unwrap();
+        assert_eq!(want.within(me).within(me), want.within(me));
+    }
 }
