@@ -29,8 +29,10 @@ use tokio::sync::watch;
 #[derive(Debug, Parser)]
 #[command(name = "kubectl-ns-agent", version)]
 struct Args {
-    /// Where to listen: unix:///PATH or tcp://IP:PORT (repeatable).
-    #[arg(long = "listen", value_name = "ADDR", default_value = "tcp://127.0.0.1:7469")]
+    /// Where to listen: unix:///PATH or tcp://IP:PORT (repeatable). A unix
+    /// socket is 0600 from its first moment; its directory, when missing,
+    /// is created 0700.
+    #[arg(long = "listen", value_name = "ADDR", default_value = server::DEFAULT_LISTEN)]
     listen: Vec<Listen>,
 
     /// The CRI socket (path or unix:// URL). Default: the first of the usual

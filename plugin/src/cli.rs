@@ -218,6 +218,12 @@ pub struct ExecArgs {
     /// that matches the target's PID namespace.
     #[arg(long)]
     pub no_mount_proc: bool,
+    /// With -m, run the container image's binary as root on the node, with
+    /// the agent's capabilities, instead of with the container's own
+    /// identity (uid, groups, capabilities, no_new_privs). The agent logs
+    /// it. Only for images you trust: a trojaned binary becomes node root.
+    #[arg(long)]
+    pub privileged: bool,
     /// The command and its arguments, after --.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,

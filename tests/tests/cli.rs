@@ -18,6 +18,26 @@ fn no_namespace_is_a_usage_error() {
 }
 
 #[test]
+fn privileged_without_the_mount_namespace_is_a_usage_error() {
+    let o = kns(&[
+        "exec",
+        "--agent",
+        "unix:///nonexistent.sock",
+        "node",
+        "-n",
+        "--privileged",
+        "--",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--privileged only changes -m"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn dash_n_with_a_name_points_to_namespace_flag() {
     let o = kns(&[
         "exec",
