@@ -24,15 +24,20 @@ use nix::fcntl::{Flock, FlockArg};
 /// The name (a prefix: one per agent) of the subtree under the agent's own
 /// cgroup that holds its sessions.
 const SESSIONS: &str = "kns-sessions";
+/// The leaf the agent moves into on cgroup v2 to pass the memory
+/// controller to its sessions' subtree.
+const AGENT: &str = "kns-agent";
 /// How long a killed session's processes may take to be gone.
 const KILL_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
-    #[error("no cgroup v2 hierarchy is mounted (cgroup2 in /proc/self/mountinfo)")]
-    NoUnified,
-    #[error("the agent's cgroup v2 path is not in /proc/self/cgroup")]
-    NoOwnPath,
+    #[error("no {0} hierarchy is mounted (see /proc/self/mountinfo)")]
+    NotMounted(Hierarchy),
+    #[error("the agent's {0} path is not in /proc/self/cgroup")]
+    NoOwnPath(Hierarchy),
+    #[error("the memory controller is not available to the agent's cgroup v2 ({path}/cgroup.controllers)")]
+    NoMemory { path: PathBuf },
     #[error("{path} has no cgroup.kill (Linux 5.14 or newer is needed)")]
     NoKill { path: PathBuf },
     #[error("cannot {what} {path}: {source}")]
@@ -56,13 +61,36 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CgroupEr
     move |source| CgroupError::Io { what, path, source }
 }
 
-/// Where the unified hierarchy is mounted in this mount namespace, and the
-/// cgroup path its mount root stands for.
-fn unified_mount(mountinfo: &str) -> Option<(PathBuf, String)> {
+/// A cgroup hierarchy the agent uses: the unified one for its sessions,
+/// and on cgroup v1 nodes the memory controller's for their limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hierarchy {
+    Unified,
+    V1Memory,
+}
+
+impl std::fmt::Display for Hierarchy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Hierarchy::Unified => "cgroup v2 (unified)",
+            Hierarchy::V1Memory => "cgroup v1 memory",
+        })
+    }
+}
+
+/// Where hierarchy `h` is mounted in this mount namespace, and the cgroup
+/// path its mount root stands for.
+fn mount_of(mountinfo: &str, h: Hierarchy) -> Option<(PathBuf, String)> {
     mountinfo.lines().find_map(|l| {
-        // mountinfo(5): ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS... - FSTYPE ...
+        // mountinfo(5): ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS... - FSTYPE SOURCE SUPEROPTS
         let (pre, post) = l.split_once(" - ")?;
-        if post.split_whitespace().next()? != "cgroup2" {
+        let mut post = post.split_whitespace();
+        let (fstype, superopts) = (post.next()?, post.nth(1).unwrap_or(""));
+        let found = match h {
+            Hierarchy::Unified => fstype == "cgroup2",
+            Hierarchy::V1Memory => fstype == "cgroup" && superopts.split(',').any(|o| o == "memory"),
+        };
+        if !found {
             return None;
         }
         let f: Vec<&str> = pre.split_whitespace().collect();
@@ -70,25 +98,66 @@ fn unified_mount(mountinfo: &str) -> Option<(PathBuf, String)> {
     })
 }
 
-/// The agent's cgroup v2 path from /proc/self/cgroup ("0::PATH").
-fn own_path(cgroup: &str) -> Option<&str> {
-    cgroup.lines().find_map(|l| l.strip_prefix("0::"))
+/// The agent's path in hierarchy `h` from /proc/self/cgroup
+/// ("0::PATH" for the unified one, "N:CONTROLLERS:PATH" for v1).
+fn own_path(cgroup: &str, h: Hierarchy) -> Option<&str> {
+    cgroup.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (id, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        let found = match h {
+            Hierarchy::Unified => id == "0" && controllers.is_empty(),
+            Hierarchy::V1Memory => controllers.split(',').any(|c| c == "memory"),
+        };
+        found.then_some(path)
+    })
 }
 
-/// The unified hierarchy's mount point, and the directory of the agent's
-/// own cgroup in it.
-fn own_dir() -> Result<(PathBuf, PathBuf), CgroupError> {
+/// Hierarchy `h`'s mount point, and the directory of the agent's own cgroup
+/// in it.
+fn own_dir(h: Hierarchy) -> Result<(PathBuf, PathBuf), CgroupError> {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo")
         .map_err(io_err("read", Path::new("/proc/self/mountinfo")))?;
-    let (mount, root) = unified_mount(&mountinfo).ok_or(CgroupError::NoUnified)?;
+    let (mount, root) = mount_of(&mountinfo, h).ok_or(CgroupError::NotMounted(h))?;
     let cgroup =
         fs::read_to_string("/proc/self/cgroup").map_err(io_err("read", Path::new("/proc/self/cgroup")))?;
-    let own = own_path(&cgroup).ok_or(CgroupError::NoOwnPath)?;
+    let own = own_path(&cgroup, h).ok_or(CgroupError::NoOwnPath(h))?;
     // The mount shows the hierarchy from `root` down (a container's own
     // cgroup, usually "/" inside its cgroup namespace).
     let rel = own.strip_prefix(root.trim_end_matches('/')).unwrap_or(own);
     let dir = mount.join(rel.trim_start_matches('/'));
     Ok((mount, dir))
+}
+
+/// Runtimes mount a container's cgroupfs read-only. The mount is the
+/// agent's own (its mount namespace), so with CAP_SYS_ADMIN it may make it
+/// writable for itself; the node's stays as is.
+fn make_writable(mount: &Path) -> Result<(), CgroupError> {
+    let ro = nix::sys::statvfs::statvfs(mount)
+        .map_err(|e| io_err("stat", mount)(e.into()))?
+        .flags()
+        .contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
+    if ro {
+        let flags = nix::mount::MsFlags::MS_REMOUNT | nix::mount::MsFlags::MS_BIND;
+        nix::mount::mount(None::<&str>, mount, None::<&str>, flags, None::<&str>)
+            .map_err(|e| io_err("remount read-write", mount)(e.into()))?;
+        tracing::info!(mount = %mount.display(), "made the agent's own cgroupfs mount writable");
+    }
+    Ok(())
+}
+
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::write(path, value).map_err(io_err("write", path))
+}
+
+/// Removes a cgroup and the (empty) cgroups below it.
+fn remove_tree(dir: &Path) -> Result<(), CgroupError> {
+    for e in fs::read_dir(dir).map_err(io_err("list", dir))? {
+        let e = e.map_err(io_err("list", dir))?;
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree(&e.path())?;
+        }
+    }
+    fs::remove_dir(dir).map_err(io_err("remove", dir))
 }
 
 /// One agent's sessions' subtree, `kns-sessions-<agent PID>`, held with an
@@ -99,6 +168,18 @@ fn own_dir() -> Result<(PathBuf, PathBuf), CgroupError> {
 pub struct Sessions {
     dir: PathBuf,
     _lock: Flock<File>,
+    memory: Option<MemoryTree>,
+}
+
+/// Where the sessions' memory limit is enforced.
+#[derive(Debug)]
+struct MemoryTree {
+    /// Bytes, for all sessions together.
+    max: u64,
+    /// cgroup v1: a tree parallel to the sessions' in the memory hierarchy,
+    /// `kns-sessions-PID/session-N`. `None` on cgroup v2, where the
+    /// controller is enabled on the sessions' own subtree.
+    v1: Option<PathBuf>,
 }
 
 /// Opens `dir` and takes its lock without waiting; `None` while a live agent
@@ -128,20 +209,8 @@ impl Sessions {
     /// removing the subtrees of agents that are gone (their lock is free),
     /// and says what they had left.
     pub fn open() -> Result<(Sessions, Leftovers), CgroupError> {
-        let (mount, own) = own_dir()?;
-        let ro = nix::sys::statvfs::statvfs(&mount)
-            .map_err(|e| io_err("stat", &mount)(e.into()))?
-            .flags()
-            .contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
-        if ro {
-            // Runtimes mount a container's cgroupfs read-only. The mount is
-            // the agent's own (its mount namespace), so with CAP_SYS_ADMIN
-            // it may make it writable for itself; the node's stays as is.
-            let flags = nix::mount::MsFlags::MS_REMOUNT | nix::mount::MsFlags::MS_BIND;
-            nix::mount::mount(None::<&str>, &mount, None::<&str>, flags, None::<&str>)
-                .map_err(|e| io_err("remount read-write", &mount)(e.into()))?;
-            tracing::info!(mount = %mount.display(), "made the agent's own cgroupfs mount writable");
-        }
+        let (mount, own) = own_dir(Hierarchy::Unified)?;
+        make_writable(&mount)?;
         let mut left = Leftovers::default();
         for e in fs::read_dir(&own).map_err(io_err("list", &own))? {
             let e = e.map_err(io_err("list", &own))?;
@@ -168,7 +237,12 @@ impl Sessions {
                 "another process holds the lock of a subtree just made",
             ))
         })?;
-        Ok((Sessions { dir, _lock: lock }, left))
+        let sessions = Sessions {
+            dir,
+            _lock: lock,
+            memory: None,
+        };
+        Ok((sessions, left))
     }
 
     pub fn dir(&self) -> &Path {
@@ -177,9 +251,102 @@ impl Sessions {
 
     /// A new, empty cgroup for session `id`.
     pub fn create(&self, id: u64) -> Result<SessionCgroup, CgroupError> {
-        let dir = self.dir.join(format!("session-{id}"));
+        let name = format!("session-{id}");
+        let dir = self.dir.join(&name);
         fs::create_dir(&dir).map_err(io_err("create", &dir))?;
-        SessionCgroup::at(dir)
+        let mut cg = SessionCgroup::at(dir)?;
+        cg.memory = match &self.memory {
+            None => None,
+            Some(MemoryTree { max, v1: None }) => Some(SessionMemory {
+                max: *max,
+                events: cg.dir.join("memory.events"),
+                v1: None,
+            }),
+            Some(MemoryTree { max, v1: Some(tree) }) => {
+                let dir = tree.join(&name);
+                fs::create_dir(&dir).map_err(io_err("create", &dir))?;
+                let procs = dir.join("cgroup.procs");
+                let fd = File::options()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(&procs)
+                    .map_err(io_err("open", &procs))?;
+                Some(SessionMemory {
+                    max: *max,
+                    events: dir.join("memory.oom_control"),
+                    v1: Some((dir, fd.into())),
+                })
+            }
+        };
+        Ok(cg)
+    }
+
+    /// Caps the memory of all sessions together at `max` bytes, apart from
+    /// the agent's own: a runaway tool is then killed by the kernel, not
+    /// the agent. Uses cgroup v2's memory controller where the agent's
+    /// cgroup has it, else cgroup v1's.
+    pub fn limit_memory(&mut self, max: u64) -> Result<Hierarchy, CgroupError> {
+        let own = self.dir.parent().unwrap_or(&self.dir).to_owned();
+        let v1 = match self.unified_memory(&own, max) {
+            Ok(()) => None,
+            Err(CgroupError::NoMemory { .. }) => Some(self.v1_memory(&own, max)?),
+            Err(e) => return Err(e),
+        };
+        let h = if v1.is_some() {
+            Hierarchy::V1Memory
+        } else {
+            Hierarchy::Unified
+        };
+        self.memory = Some(MemoryTree { max, v1 });
+        Ok(h)
+    }
+
+    fn unified_memory(&self, own: &Path, max: u64) -> Result<(), CgroupError> {
+        let has_memory = |file: &str| -> Result<bool, CgroupError> {
+            let path = own.join(file);
+            let s = fs::read_to_string(&path).map_err(io_err("read", &path))?;
+            Ok(s.split_whitespace().any(|c| c == "memory"))
+        };
+        if !has_memory("cgroup.controllers")? {
+            return Err(CgroupError::NoMemory { path: own.to_owned() });
+        }
+        if !has_memory("cgroup.subtree_control")? {
+            // cgroup v2's "no internal processes" rule: a cgroup that holds
+            // processes cannot pass a controller to its children, so the
+            // agent moves into a leaf of its own first.
+            let leaf = own.join(format!("{AGENT}-{}", std::process::id()));
+            match fs::create_dir(&leaf) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(io_err("create", &leaf)(e)),
+                _ => {}
+            }
+            write(&leaf.join("cgroup.procs"), "0")?;
+            write(&own.join("cgroup.subtree_control"), "+memory")?;
+        }
+        write(&self.dir.join("memory.max"), &max.to_string())?;
+        // So that each session's memory.events counts its own OOM kills.
+        write(&self.dir.join("cgroup.subtree_control"), "+memory")
+    }
+
+    fn v1_memory(&self, unified_own: &Path, max: u64) -> Result<PathBuf, CgroupError> {
+        let (mount, own) = own_dir(Hierarchy::V1Memory)?;
+        make_writable(&mount)?;
+        // Dead agents' trees: their unified subtrees were reaped in `open`.
+        for e in fs::read_dir(&own).map_err(io_err("list", &own))? {
+            let e = e.map_err(io_err("list", &own))?;
+            let name = e.file_name();
+            if name.to_string_lossy().starts_with(SESSIONS) && !unified_own.join(&name).exists() {
+                remove_tree(&e.path())?;
+            }
+        }
+        let dir = own.join(self.dir.file_name().unwrap_or_default());
+        fs::create_dir(&dir).map_err(io_err("create", &dir))?;
+        write(&dir.join("memory.limit_in_bytes"), &max.to_string())?;
+        // Without this, swap would let the sessions go past the limit.
+        let memsw = dir.join("memory.memsw.limit_in_bytes");
+        if memsw.exists() {
+            write(&memsw, &max.to_string())?;
+        }
+        Ok(dir)
     }
 
     /// Removes the subtree at shutdown, so a stopped agent leaves nothing
@@ -192,10 +359,13 @@ impl Sessions {
         }
         let r =
             end_all(&self.dir).and_then(|_| fs::remove_dir(&self.dir).map_err(io_err("remove", &self.dir)));
-        match r {
-            Err(e) if e.is_gone() => {}
-            Err(e) => tracing::warn!(error = %e, "cannot remove the sessions' cgroup"),
-            Ok(()) => {}
+        let v1 = self.memory.as_ref().and_then(|m| m.v1.as_deref());
+        for r in [r, v1.map_or(Ok(()), remove_tree)] {
+            match r {
+                Err(e) if e.is_gone() => {}
+                Err(e) => tracing::warn!(error = %e, "cannot remove the sessions' cgroup"),
+                Ok(()) => {}
+            }
         }
     }
 }
@@ -235,6 +405,20 @@ pub struct SessionCgroup {
     dir: PathBuf,
     /// Held open for clone3's `CLONE_INTO_CGROUP`.
     fd: OwnedFd,
+    memory: Option<SessionMemory>,
+}
+
+/// A session's part of the sessions' memory limit.
+#[derive(Debug)]
+struct SessionMemory {
+    max: u64,
+    /// Counts the session's processes the OOM killer took (`oom_kill`):
+    /// memory.events on cgroup v2, memory.oom_control on v1.
+    events: PathBuf,
+    /// cgroup v1: the session's memory cgroup, and its cgroup.procs, which
+    /// the tool's first process writes itself into before anything of the
+    /// tool runs (clone3 places it only in the unified hierarchy).
+    v1: Option<(PathBuf, OwnedFd)>,
 }
 
 impl SessionCgroup {
@@ -244,7 +428,35 @@ impl SessionCgroup {
             .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
             .open(&dir)
             .map_err(io_err("open", &dir))?;
-        Ok(SessionCgroup { dir, fd: fd.into() })
+        Ok(SessionCgroup {
+            dir,
+            fd: fd.into(),
+            memory: None,
+        })
+    }
+
+    /// cgroup v1: the cgroup.procs the tool's first process writes "0"
+    /// (itself) into.
+    pub fn memory_procs(&self) -> Option<BorrowedFd<'_>> {
+        self.memory.as_ref()?.v1.as_ref().map(|(_, fd)| fd.as_fd())
+    }
+
+    /// Says so when the OOM killer took a process of this session because
+    /// the sessions' memory limit was reached.
+    pub fn oom_note(&self) -> Option<String> {
+        let m = self.memory.as_ref()?;
+        let events = fs::read_to_string(&m.events).ok()?;
+        let kills: u64 = events
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())?;
+        (kills > 0).then(|| {
+            format!(
+                "the kernel killed {kills} process(es) of this session: the sessions' memory limit \
+                 ({} MiB, the agent's --sessions-memory) was reached",
+                m.max >> 20
+            )
+        })
     }
 
     /// The directory fd that clone3 places the new process in.
@@ -281,7 +493,11 @@ impl SessionCgroup {
         while self.populated() && start.elapsed() < KILL_WAIT {
             std::thread::sleep(Duration::from_millis(5));
         }
-        fs::remove_dir(&self.dir).map_err(io_err("remove", &self.dir))
+        fs::remove_dir(&self.dir).map_err(io_err("remove", &self.dir))?;
+        match self.memory.as_ref().and_then(|m| m.v1.as_ref()) {
+            Some((dir, _)) => fs::remove_dir(dir).map_err(io_err("remove", dir)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -301,16 +517,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_the_unified_mount_and_own_path() {
+    fn finds_each_hierarchys_mount_and_own_path() {
         let mi = "24 31 0:22 / /sys/fs/cgroup rw,nosuid - tmpfs tmpfs ro\n\
+                  35 31 0:32 /kubepods/pod1/abc /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                  36 31 0:33 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
                   41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
         assert_eq!(
-            unified_mount(mi),
+            mount_of(mi, Hierarchy::Unified),
             Some((PathBuf::from("/sys/fs/cgroup/unified"), "/".into()))
         );
-        assert_eq!(unified_mount("24 31 0:22 / /sys rw - sysfs sysfs rw\n"), None);
-        let cg = "4:memory:/x\n0::/kubepods/pod1/abc\n";
-        assert_eq!(own_path(cg), Some("/kubepods/pod1/abc"));
-        assert_eq!(own_path("4:memory:/x\n"), None);
+        assert_eq!(
+            mount_of(mi, Hierarchy::V1Memory),
+            Some((
+                PathBuf::from("/sys/fs/cgroup/memory"),
+                "/kubepods/pod1/abc".into()
+            ))
+        );
+        assert_eq!(
+            mount_of("24 31 0:22 / /sys rw - sysfs sysfs rw\n", Hierarchy::Unified),
+            None
+        );
+        let cg = "4:memory:/kubepods/pod1/abc\n3:cpu,cpuacct:/y\n1:name=systemd:/z\n0::/kubepods/pod1/abc\n";
+        assert_eq!(own_path(cg, Hierarchy::Unified), Some("/kubepods/pod1/abc"));
+        assert_eq!(own_path(cg, Hierarchy::V1Memory), Some("/kubepods/pod1/abc"));
+        assert_eq!(own_path("4:memory:/x\n", Hierarchy::Unified), None);
+        assert_eq!(own_path("0::/x\n", Hierarchy::V1Memory), None);
     }
 }

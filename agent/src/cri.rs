@@ -13,6 +13,7 @@ use kns_proto::cri::{
 use tonic::transport::Channel;
 
 use crate::procfs;
+use crate::sys::{Caps, Creds};
 
 /// Where CRI runtimes put their sockets: containerd, CRI-O, k3s and rke2,
 /// k0s, microk8s, cri-dockerd. The first that answers wins.
@@ -85,6 +86,20 @@ pub struct ContainerPid {
     /// The full ID, as the runtime names it (the request may be a prefix).
     pub id: String,
     pub pid: i32,
+    /// The identity the runtime gave the container's processes; `None` for
+    /// a pod sandbox, a runtime whose verbose status lacks the OCI spec, or
+    /// a container found by its cgroup.
+    pub identity: Option<Identity>,
+}
+
+/// A container's process identity, from the OCI runtime spec the runtime
+/// reports: what `crictl exec` gives a process it starts in the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub creds: Creds,
+    /// The spec has a seccomp profile, which the agent does not apply: it
+    /// would need an OCI-to-BPF compiler (libseccomp) in a static binary.
+    pub seccomp: bool,
 }
 
 /// A running container as the runtime lists it, with the pod it belongs to.
@@ -225,7 +240,11 @@ impl Cri {
             });
         }
         let pid = pid_from_info(&resp.info).ok_or_else(|| CriError::NoPid { id: full_id.clone() })?;
-        Ok(ContainerPid { id: full_id, pid })
+        Ok(ContainerPid {
+            id: full_id,
+            pid,
+            identity: identity_from_info(&resp.info),
+        })
     }
 
     async fn sandbox_pid(&self, id: &str) -> Result<ContainerPid, CriError> {
@@ -257,7 +276,13 @@ impl Cri {
             });
         }
         let pid = pid_from_info(&resp.info).ok_or_else(|| CriError::NoPid { id: full_id.clone() })?;
-        Ok(ContainerPid { id: full_id, pid })
+        // The pause process's identity is no workload's: -m into a sandbox
+        // needs --privileged.
+        Ok(ContainerPid {
+            id: full_id,
+            pid,
+            identity: None,
+        })
     }
 
     /// Every running container with its pod: two calls (ListContainers and
@@ -329,6 +354,115 @@ pub fn pid_from_info(info: &HashMap<String, String>) -> Option<i32> {
         .or_else(|| top.trim().parse().ok().filter(|p| *p > 0))
 }
 
+/// Capability names in number order (linux/capability.h), as OCI specs
+/// spell them.
+const CAP_NAMES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The names of the capabilities in `mask`, comma-separated.
+pub fn cap_names(mask: u64) -> String {
+    (0..64)
+        .filter(|b| mask & (1 << b) != 0)
+        .map(|b| {
+            CAP_NAMES
+                .get(b)
+                .map_or_else(|| format!("CAP_{b}"), |n| (*n).to_owned())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The container's process identity in a verbose status's `info`: the OCI
+/// spec's `process` (containerd and CRI-O both report `runtimeSpec`).
+///
+/// Fails closed: without a numeric uid and gid there is no identity (and
+/// `-m` is refused); a capability set that is absent is empty, and a
+/// capability name this table does not know is left out, never granted.
+pub fn identity_from_info(info: &HashMap<String, String>) -> Option<Identity> {
+    let doc: serde_json::Value = serde_json::from_str(info.get("info")?).ok()?;
+    let spec = doc.get("runtimeSpec")?;
+    let process = spec.get("process")?;
+    let id = |v: &serde_json::Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
+    let user = process.get("user")?;
+    let groups = match user.get("additionalGids") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(v) => v.as_array()?.iter().map(id).collect::<Option<Vec<u32>>>()?,
+    };
+    let set = |name: &str| -> u64 {
+        process
+            .get("capabilities")
+            .and_then(|c| c.get(name))
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|n| CAP_NAMES.iter().position(|c| Some(*c) == n.as_str()))
+            .fold(0, |m, bit| m | 1 << bit)
+    };
+    Some(Identity {
+        creds: Creds {
+            uid: id(user.get("uid")?)?,
+            gid: id(user.get("gid")?)?,
+            groups,
+            caps: Caps {
+                bounding: set("bounding"),
+                effective: set("effective"),
+                permitted: set("permitted"),
+                inheritable: set("inheritable"),
+                ambient: set("ambient"),
+            },
+            no_new_privs: process
+                .get("noNewPrivileges")
+                .and_then(serde_json::Value::as_bool)
+                == Some(true),
+        },
+        seccomp: spec
+            .get("linux")
+            .and_then(|l| l.get("seccomp"))
+            .is_some_and(|s| !s.is_null()),
+    })
+}
+
 /// The length of a full container ID (containerd, CRI-O and Docker alike):
 /// a SHA-256 in hex.
 pub const FULL_ID_LEN: usize = 64;
@@ -389,10 +523,11 @@ pub fn pid_from_cgroups(id: &str) -> Result<Option<ContainerPid>, CriError> {
             candidates: ids.iter().map(|f| f[..12].to_owned()).collect(),
         });
     }
-    Ok(found
-        .into_iter()
-        .next()
-        .map(|(_, pid, id)| ContainerPid { id, pid }))
+    Ok(found.into_iter().next().map(|(_, pid, id)| ContainerPid {
+        id,
+        pid,
+        identity: None,
+    }))
 }
 
 /// The init process of every container on the node, by full ID, from one
@@ -464,6 +599,60 @@ mod tests {
         let doc =
             r#"{"sandboxID":"5e1c","pid":31337,"privileged":false,"runtimeSpec":{"ociVersion":"1.0.2-dev"}}"#;
         assert_eq!(pid_from_info(&info(&[("info", doc)])), Some(31337));
+    }
+
+    /// containerd 1.6's verbose info for a container with runAsUser 1000,
+    /// runAsGroup 1000, supplementalGroups [2000], capabilities drop ALL,
+    /// add NET_BIND_SERVICE, allowPrivilegeEscalation false (trimmed).
+    const CONTAINERD_SPEC: &str = r#"{"pid":77,"runtimeSpec":{"ociVersion":"1.0.2-dev","process":{
+        "user":{"uid":1000,"gid":1000,"additionalGids":[1000,2000]},"args":["/bin/sleep","1000"],
+        "capabilities":{"bounding":["CAP_NET_BIND_SERVICE"],"effective":["CAP_NET_BIND_SERVICE"],
+        "permitted":["CAP_NET_BIND_SERVICE"]},"noNewPrivileges":true},
+        "linux":{"seccomp":{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[]}}}}"#;
+
+    #[test]
+    fn identity_from_a_containerd_spec() {
+        let got = identity_from_info(&info(&[("info", CONTAINERD_SPEC)])).unwrap();
+        let bind = 1 << 10;
+        assert_eq!(
+            got,
+            Identity {
+                creds: Creds {
+                    uid: 1000,
+                    gid: 1000,
+                    groups: vec![1000, 2000],
+                    caps: Caps {
+                        bounding: bind,
+                        effective: bind,
+                        permitted: bind,
+                        inheritable: 0,
+                        ambient: 0
+                    },
+                    no_new_privs: true,
+                },
+                seccomp: true,
+            }
+        );
+    }
+
+    #[test]
+    fn identity_fails_closed() {
+        // No spec, no user, a uid that is not a number: no identity.
+        for doc in [
+            r#"{"pid":1}"#,
+            r#"{"runtimeSpec":{"process":{}}}"#,
+            r#"{"runtimeSpec":{"process":{"user":{"uid":"0","gid":0}}}}"#,
+            r#"{"runtimeSpec":{"process":{"user":{"uid":0,"gid":0,"additionalGids":["x"]}}}}"#,
+        ] {
+            assert_eq!(identity_from_info(&info(&[("info", doc)])), None, "{doc}");
+        }
+        // Unknown capability names are not granted; absent sets are empty.
+        let doc = r#"{"runtimeSpec":{"process":{"user":{"uid":0,"gid":0},
+            "capabilities":{"bounding":["CAP_FUTURE","CAP_CHOWN"]}}}}"#;
+        let got = identity_from_info(&info(&[("info", doc)])).unwrap();
+        assert_eq!(got.creds.caps.bounding, 1);
+        assert_eq!(got.creds.caps.effective, 0);
+        assert!(!got.creds.no_new_privs && !got.seccomp);
     }
 
     #[test]
@@ -584,6 +773,7 @@ mod tests {
             for key in ["info", "pid"] {
                 let got = pid_from_info(&info(&[(key, doc)]));
                 assert!(got.is_none_or(|p| p > 0), "{key}={doc:?} gave {got:?}");
+                let _ = identity_from_info(&info(&[(key, doc)]));
             }
         }
         assert_eq!(pid_from_info(&info(&[("info", r#"{"pid":"  42  "}"#)])), Some(42));

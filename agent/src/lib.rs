@@ -8,6 +8,7 @@ pub mod cri;
 pub mod inventory;
 pub mod ns;
 pub mod nsenter;
+pub mod policy;
 pub mod procfs;
 pub mod pty;
 pub mod resolve;

@@ -29,8 +29,10 @@ use tokio::sync::watch;
 #[derive(Debug, Parser)]
 #[command(name = "kubectl-ns-agent", version)]
 struct Args {
-    /// Where to listen: unix:///PATH or tcp://IP:PORT (repeatable).
-    #[arg(long = "listen", value_name = "ADDR", default_value = "tcp://127.0.0.1:7469")]
+    /// Where to listen: unix:///PATH or tcp://IP:PORT (repeatable). A unix
+    /// socket is 0600 from its first moment; its directory, when missing,
+    /// is created 0700.
+    #[arg(long = "listen", value_name = "ADDR", default_value = server::DEFAULT_LISTEN)]
     listen: Vec<Listen>,
 
     /// The CRI socket (path or unix:// URL). Default: the first of the usual
@@ -66,6 +68,14 @@ struct Args {
     #[arg(long, env = "KNS_MAX_SESSIONS", value_name = "N", default_value_t = 128,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_sessions: u32,
+
+    /// Cap the memory of all sessions together (bytes, or with a Ki, Mi,
+    /// Gi, K, M or G suffix as in Kubernetes), apart from the agent's own:
+    /// a tool past it is killed by the kernel and its user told why, and
+    /// the agent lives on. Keep it below the agent container's memory
+    /// limit, which counts both. Unset: sessions share the agent's limit.
+    #[arg(long, env = "KNS_SESSIONS_MEMORY", value_name = "SIZE", value_parser = parse_size)]
+    sessions_memory: Option<u64>,
 
     /// Log format.
     #[arg(long, env = "KNS_LOG_FORMAT", value_enum, default_value = "text")]
@@ -130,7 +140,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_age: (args.max_session_age > 0).then(|| Duration::from_secs(args.max_session_age)),
         max_sessions: args.max_sessions,
     };
-    let cgroups = session_cgroups();
+    let cgroups = session_cgroups(args.sessions_memory);
     let service = AgentService::new(resolver, node, stop_rx.clone(), spawner, cgroups.clone(), limits);
 
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -152,15 +162,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Connection tasks may still hold the service (and so the subtree) when
     // the process exits: remove it now that the sessions have ended.
     if let Some(c) = cgroups {
-        c.close();
+        // It waits for teardowns that run on blocking threads; this thread
+        // is the runtime's only one.
+        let _ = tokio::task::spawn_blocking(move || c.close()).await;
     }
     Ok(())
 }
 
 /// The sessions' cgroups, after killing what agents that died left in
 /// theirs; `None`, with a warning, where they cannot be had.
-fn session_cgroups() -> Option<Arc<Sessions>> {
-    let (sessions, left) = Sessions::open()
+fn session_cgroups(memory: Option<u64>) -> Option<Arc<Sessions>> {
+    let (mut sessions, left) = Sessions::open()
         .inspect_err(|e| {
             tracing::warn!(error = %e, "no session cgroups: a session's processes are found by process group only, \
                 so what a tool moves to its own session (setsid, daemons) can outlive it")
@@ -174,7 +186,38 @@ fn session_cgroups() -> Option<Arc<Sessions>> {
         );
     }
     tracing::info!(cgroup = %sessions.dir().display(), "sessions each run in a cgroup of their own");
+    if let Some(max) = memory {
+        match sessions.limit_memory(max) {
+            Ok(h) => tracing::info!(mib = max >> 20, hierarchy = %h, "sessions' memory limit"),
+            Err(e) => tracing::warn!(error = %e, "no memory limit for the sessions: they share the agent's"),
+        }
+    }
     Some(Arc::new(sessions))
+}
+
+/// A size in bytes, with Kubernetes' quantity suffixes (binary Ki, Mi, Gi;
+/// decimal K, M, G).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let units = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("K", 1000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+    ];
+    let (digits, unit) = units
+        .iter()
+        .find_map(|(u, m)| s.strip_suffix(u).map(|d| (d, *m)))
+        .unwrap_or((s, 1u64));
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            format!("{s:?} is not a size: give bytes, or a number with Ki, Mi, Gi, K, M or G (as 448Mi)")
+        })
 }
 
 fn main() -> ExitCode {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 
@@ -16,7 +16,7 @@ use crate::procfs;
 use crate::pty;
 use crate::resolve::Pinned;
 use crate::spawner::Spawner;
-use crate::sys::{self, ChildPlan, Join, NsFile, SpawnOutcome, Stage};
+use crate::sys::{self, ChildPlan, Creds, Join, NsFile, SpawnOutcome, Stage};
 
 /// PATH for tools when the caller sets none: the usual system directories.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -56,6 +56,19 @@ pub enum NsenterError {
         namespaces: NsSet,
         pid: i32,
     },
+    #[error(
+        "-m runs the target's own binary, so it runs with the container's identity (uid, groups, capabilities, \
+         no_new_privs) as the container runtime reports it, and none is known for process {pid} (a pid/ target, \
+         a pod sandbox, or a container found by its cgroup because the runtime did not answer). Rather than run an \
+         image's binary as root on the node, kubectl-ns refuses. Drop -m to run the node's own tool, or add \
+         --privileged to run the image's binary as node root (only for images you trust)"
+    )]
+    NoIdentity { pid: i32 },
+    #[error(
+        "process {pid} runs in a user namespace of its own, to which its uid and capabilities belong: add -U to run \
+         the container's binary (-m) with the container's identity, or --privileged to run it as node root"
+    )]
+    IdentityNeedsUserNs { pid: i32 },
     /// The tool could not be executed: 127 (not found) or 126 (not
     /// executable), with a message for the user.
     #[error("{message}")]
@@ -85,6 +98,11 @@ fn stage_message(stage: Stage, errno: i32, ns: &NsSet, pid: i32) -> String {
             "cannot become root in the user namespace of process {pid}: {err} (does its uid/gid map \
              map 0? `kubectl ns ls` shows the maps)"
         ),
+        Stage::Creds => format!(
+            "cannot give the tool the identity of the container of process {pid} (uid, groups, capabilities): \
+             {err} (the agent needs CAP_SETUID, CAP_SETGID and CAP_SETPCAP for it; --privileged runs the tool \
+             as node root instead)"
+        ),
         Stage::Workdir => format!("cannot change to the working directory: {err}"),
         Stage::Session | Stage::Stdio => format!("cannot set up the tool's terminal or stdio: {err}"),
         Stage::Exec => format!("cannot execute the tool: {err}"),
@@ -104,6 +122,9 @@ pub struct Request {
     /// Asked as -a: kinds the kernel lacks are skipped, not refused.
     pub all: bool,
     pub window: Option<(u16, u16)>,
+    /// With -m, run the target's binary as node root rather than with the
+    /// container's identity.
+    pub privileged: bool,
 }
 
 /// The node reference process, whose namespaces are the node's: the tool
@@ -181,6 +202,12 @@ impl Tool {
         self.signal_group(nix::sys::signal::Signal::SIGKILL);
     }
 
+    /// Why the session's processes were killed, when the kernel did it
+    /// for the sessions' memory limit.
+    pub fn oom_note(&self) -> Option<String> {
+        self.cgroup.as_ref()?.oom_note()
+    }
+
     /// Records that the tool was reaped.
     pub fn set_reaped(&mut self) {
         self.reaped = true;
@@ -216,6 +243,68 @@ pub struct Spawned {
     pub pty: Option<OwnedFd>,
     /// What the user should be told about how the tool was started.
     pub notices: Vec<String>,
+    /// Who the tool runs as, for the session's log line.
+    pub runs_as: RunsAs,
+}
+
+/// The identity a tool runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunsAs {
+    /// The agent's own: root on the node with the agent's capabilities.
+    NodeRoot,
+    /// Root of the target's user namespace (-U), as nsenter(1) makes it.
+    UserNsRoot,
+    /// The container's, from the runtime (-m on a container).
+    Container { uid: u32, gid: u32, groups: Vec<u32> },
+}
+
+impl std::fmt::Display for RunsAs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunsAs::NodeRoot => f.write_str("node-root"),
+            RunsAs::UserNsRoot => f.write_str("userns-root"),
+            RunsAs::Container { uid, gid, groups } => {
+                write!(f, "container uid={uid} gid={gid} groups={groups:?}")
+            }
+        }
+    }
+}
+
+/// Told when the container's spec has a seccomp profile: the tool gets the
+/// rest of its identity, not that.
+const SECCOMP_NOT_APPLIED: &str = "the container's seccomp profile is not applied to the tool (kubectl-ns cannot \
+     compile OCI seccomp profiles); it runs with the container's uid, groups, capabilities and no_new_privs";
+
+/// The identity for a tool run from the target's own filesystem (`-m` on
+/// a mount namespace that is not the node's): the container's, unless
+/// `--privileged` keeps node root. Without -m the tool is the node's own
+/// binary and keeps running as node root: what it runs is the node's, and
+/// the namespaces only change what it sees.
+fn container_creds<'a>(
+    target: &'a Pinned,
+    req: &Request,
+    set: NsSet,
+    node: Node,
+) -> Result<Option<&'a crate::cri::Identity>, NsenterError> {
+    let pid = target.resolved.pid;
+    if req.privileged
+        || !set.contains(NsKind::Mnt)
+        || procfs::ns_id(pid, NsKind::Mnt)? == procfs::ns_id(node.pid, NsKind::Mnt)?
+    {
+        return Ok(None);
+    }
+    let identity = target
+        .resolved
+        .identity
+        .as_ref()
+        .ok_or(NsenterError::NoIdentity { pid })?;
+    // `set` keeps the user kind only where the target's differs from the
+    // agent's: an id of the container's user namespace taken in the
+    // agent's would be another user, with capabilities over the node.
+    if !set.contains(NsKind::User) && !procfs::shares_ns_with_self(pid, NsKind::User)? {
+        return Err(NsenterError::IdentityNeedsUserNs { pid });
+    }
+    Ok(Some(identity))
 }
 
 /// Whether `setns` accepts a pidfd and a namespace mask (Linux ≥ 5.8).
@@ -361,6 +450,16 @@ fn output_pipe() -> Result<(OwnedFd, OwnedFd), NsenterError> {
     Ok((r, w))
 }
 
+/// The child's copy of a session cgroup fd.
+fn owned(fd: Option<BorrowedFd<'_>>) -> Result<Option<OwnedFd>, NsenterError> {
+    fd.map(|f| f.try_clone_to_owned())
+        .transpose()
+        .map_err(|source| NsenterError::Setup {
+            what: "session cgroup",
+            source,
+        })
+}
+
 /// Starts the tool. Blocking (it forks and waits for the exec): call it
 /// from a blocking thread.
 pub fn spawn(
@@ -400,6 +499,10 @@ pub fn spawn(
         && procfs::ns_id(pid, NsKind::Pid)? != procfs::ns_id(node.pid, NsKind::Pid)?
     {
         notices.push(PROC_MISMATCH.to_owned());
+    }
+    let identity = container_creds(target, req, set, node)?;
+    if identity.is_some_and(|i| i.seccomp) {
+        notices.push(SECCOMP_NOT_APPLIED.to_owned());
     }
     let mount_proc = req.mount_proc && set.contains(NsKind::Pid) && !with_mnt;
     // Mounting proc needs the agent's privileges, which joining the target's
@@ -488,11 +591,42 @@ pub fn spawn(
         ([in_r, out_w, err_w], in_w, out_r, Some(err_r), None)
     };
 
+    let own = sys::own_caps().map_err(|source| NsenterError::Setup {
+        what: "capabilities",
+        source,
+    })?;
+    let creds = identity.map(|i| Creds {
+        caps: i.creds.caps.within(own),
+        ..i.creds.clone()
+    });
+    if let (Some(i), Some(c)) = (identity, &creds) {
+        let lost = (i.creds.caps.bounding | i.creds.caps.permitted) & !(c.caps.bounding | c.caps.permitted);
+        if lost != 0 {
+            notices.push(format!(
+                "the tool lacks capabilities the container has, which the agent does not hold: {}",
+                crate::cri::cap_names(lost)
+            ));
+        }
+    }
+    let become_root = set.contains(NsKind::User) && creds.is_none();
+    let runs_as = match &creds {
+        Some(c) => RunsAs::Container {
+            uid: c.uid,
+            gid: c.gid,
+            groups: c.groups.clone(),
+        },
+        None if become_root => RunsAs::UserNsRoot,
+        None => RunsAs::NodeRoot,
+    };
     let plan = ChildPlan {
         node: node_join,
         join,
         late_user,
-        become_root: set.contains(NsKind::User),
+        become_root,
+        // Whenever the tool runs with an identity processes in the target
+        // may hold, they may open its /proc/PID/exe (see exec_sealed_copy).
+        exec_copy: runs_as != RunsAs::NodeRoot,
+        creds,
         root,
         cwd,
         mount_proc,
@@ -502,14 +636,8 @@ pub fn spawn(
         envp,
         stdio: child_stdio,
         tty: req.tty,
-        cgroup: cgroup
-            .as_ref()
-            .map(|c| c.fd().try_clone_to_owned())
-            .transpose()
-            .map_err(|source| NsenterError::Setup {
-                what: "session cgroup",
-                source,
-            })?,
+        cgroup: owned(cgroup.as_ref().map(|c| c.fd()))?,
+        memory_procs: owned(cgroup.as_ref().and_then(|c| c.memory_procs()))?,
     };
     let outcome = spawner.spawn(plan).map_err(|source| NsenterError::Setup {
         what: "process",
@@ -564,6 +692,7 @@ pub fn spawn(
         stderr,
         pty: pty_master,
         notices,
+        runs_as,
     })
 }
 
@@ -657,6 +786,7 @@ mod tests {
             mount_proc: false,
             all: false,
             window: None,
+            privileged: false,
         };
         let spawner = Spawner::start().unwrap();
         let spawned = spawn(&pinned, &req, Node::probe(me).unwrap(), &spawner, None)
@@ -681,6 +811,7 @@ mod tests {
             mount_proc: true,
             all: false,
             window: None,
+            privileged: false,
         };
         let env = environment(&req);
         assert_eq!(env["PATH"], "/opt/bin");

@@ -60,6 +60,8 @@ pub struct Resolved {
     pub pid: i32,
     pub start_time: u64,
     pub container_id: Option<String>,
+    /// The container's process identity, from the runtime.
+    pub identity: Option<cri::Identity>,
 }
 
 /// A resolved target held by a pidfd, verified after the pidfd was opened.
@@ -112,13 +114,13 @@ impl Resolver {
     }
 
     pub async fn resolve(&self, target: &Target) -> Result<Resolved, ResolveError> {
-        let (pid, container_id) = match target {
+        let (pid, container_id, identity) = match target {
             Target::Pid(p) if *p <= 0 => return Err(ResolveError::BadPid { pid: *p }),
-            Target::Pid(p) => (*p, None),
-            Target::Node => (self.node_pid, None),
+            Target::Pid(p) => (*p, None, None),
+            Target::Node => (self.node_pid, None, None),
             Target::Container(id) => {
                 let c = self.container_pid(id).await?;
-                (c.pid, Some(c.id))
+                (c.pid, Some(c.id), c.identity)
             }
         };
         let st = procfs::stat(pid)?;
@@ -129,6 +131,7 @@ impl Resolver {
             pid,
             start_time: st.start_time,
             container_id,
+            identity,
         })
     }
 
@@ -226,6 +229,7 @@ mod tests {
             pid: me,
             start_time: procfs::stat(me).unwrap().start_time,
             container_id: Some("0123456789abcdef".into()),
+            identity: None,
         };
         assert!(matches!(pin(&resolved), Err(ResolveError::LeftContainer { .. })));
     }

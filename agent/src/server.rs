@@ -2,7 +2,7 @@
 //! ends every session with a message first.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -12,6 +12,15 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::service::AgentService;
+
+/// The largest message a client may send, in bytes: an exec start, or one
+/// chunk of stdin. Bounds what one message can make the agent hold.
+pub const MAX_MESSAGE: usize = 1 << 20;
+
+/// Where the agent listens unless told: a unix socket only root can
+/// connect to. Reaching the agent is root on the node, so it listens on
+/// nothing wider unless asked (the DaemonSet asks for its pod's loopback).
+pub const DEFAULT_LISTEN: &str = "unix:///run/kubectl-ns/agent.sock";
 
 /// Where the agent listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,10 +113,7 @@ pub async fn serve(
                     }
                     let _ = std::fs::remove_file(path);
                 }
-                let ul = UnixListener::bind(path).map_err(bind_err)?;
-                // The socket is root on this node: root only.
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+                let ul = bind_private(path).map_err(bind_err)?;
                 bound.push((l.clone(), Bound::Unix(ul, path.clone())));
             }
             Listen::Tcp(addr) => {
@@ -127,7 +133,7 @@ pub async fn serve(
         // 1 MiB per message is plenty for a start message and stdin chunks
         // (the plugin sends 64 KiB), and bounds what one client can make
         // the agent hold.
-        let svc = AgentServer::new(service.clone()).max_decoding_message_size(1 << 20);
+        let svc = AgentServer::new(service.clone()).max_decoding_message_size(MAX_MESSAGE);
         let mut sd = shutdown.clone();
         let stop = async move {
             let _ = sd.wait_for(|s| *s).await;
@@ -177,6 +183,49 @@ pub async fn serve(
     }
 }
 
+/// Binds a unix socket only root can connect to, which at no moment exists
+/// with the permissions the umask gives a new socket: it is bound in a
+/// directory only its owner can enter and made 0600 there. A missing
+/// directory is created 0700; in one others can enter (/run, /tmp) the
+/// socket is bound in a private directory made next to it, then renamed
+/// into place (connecting follows the inode, so the listener keeps
+/// serving at the new name).
+fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    if std::fs::symlink_metadata(dir).is_err() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        // The umask may have taken bits from 0700; the owner needs all.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let shared = std::fs::metadata(dir)?.mode() & 0o077 != 0;
+    let staging = shared.then(|| {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        dir.join(format!(".{name}.{}.tmp", std::process::id()))
+    });
+    if let Some(s) = &staging {
+        std::fs::DirBuilder::new().mode(0o700).create(s)?;
+    }
+    let at = staging
+        .as_ref()
+        .map_or_else(|| path.to_owned(), |s| s.join("agent.sock"));
+    let bound = UnixListener::bind(&at).and_then(|ul| {
+        std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o600))?;
+        if staging.is_some() {
+            std::fs::rename(&at, path)?;
+        }
+        Ok(ul)
+    });
+    if let Some(s) = &staging {
+        let _ = std::fs::remove_file(&at);
+        let _ = std::fs::remove_dir(s);
+    }
+    bound
+}
+
 async fn futures_join(tasks: Vec<tokio::task::JoinHandle<Result<(), ServeError>>>) -> Result<(), ServeError> {
     for t in tasks {
         if let Ok(r) = t.await {
@@ -221,6 +270,38 @@ pub async fn probe(listen: &Listen) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(p).unwrap().mode() & 0o7777
+    }
+
+    /// The default's shape: a directory the agent makes, 0700, holding a
+    /// 0600 socket; whatever the umask (0 here, the worst: it would leave
+    /// a bare bind's socket connectable by anyone).
+    #[tokio::test]
+    async fn a_unix_socket_is_root_only_from_its_first_moment() {
+        assert!(DEFAULT_LISTEN.parse::<Listen>().is_ok());
+        let tmp = tempfile::tempdir().unwrap();
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+        let made = tmp.path().join("kubectl-ns/agent.sock");
+        let in_made = bind_private(&made);
+        // A shared directory, as /run is: staged, then renamed into place.
+        std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+        let shared = tmp.path().join("kns.sock");
+        let in_shared = bind_private(&shared);
+        nix::sys::stat::umask(old);
+        let (_a, _b) = (in_made.unwrap(), in_shared.unwrap());
+        assert_eq!(mode(made.parent().unwrap()), 0o700);
+        assert_eq!(mode(&made) & 0o777, 0o600);
+        assert_eq!(mode(&shared) & 0o777, 0o600);
+        std::os::unix::net::UnixStream::connect(&shared).expect("the renamed socket still serves");
+        let left: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left.len(), 2, "staging directory left behind: {left:?}");
+    }
 
     #[test]
     fn parses_listen_addresses() {

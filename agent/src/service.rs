@@ -86,7 +86,9 @@ impl From<AgentError> for Status {
                 NsenterError::EmptyCommand | NsenterError::NoNamespace | NsenterError::Nul => {
                     tonic::Code::InvalidArgument
                 }
-                NsenterError::Unsupported { .. } => tonic::Code::FailedPrecondition,
+                NsenterError::Unsupported { .. }
+                | NsenterError::NoIdentity { .. }
+                | NsenterError::IdentityNeedsUserNs { .. } => tonic::Code::FailedPrecondition,
                 NsenterError::Proc(p) => proc_code(p),
                 NsenterError::Open { source, .. } | NsenterError::Setup { source, .. } => io_code(source),
                 NsenterError::Child { errno, .. } => io_code(&std::io::Error::from_raw_os_error(*errno)),
@@ -183,6 +185,7 @@ fn validate(start: ExecStart) -> Result<(Target, nsenter::Request), AgentError> 
         mount_proc: !start.no_mount_proc,
         all: start.all,
         window,
+        privileged: start.privileged,
     };
     if req.argv.first().is_none_or(|a| a.is_empty()) {
         return Err(NsenterError::EmptyCommand.into());
@@ -217,6 +220,7 @@ fn exited_reply(code: i32, error: String) -> ExecResponse {
         msg: Some(Out::Exited(Exited {
             status: Some(exited::Status::Code(code)),
             error,
+            note: String::new(),
         })),
     }
 }
@@ -248,7 +252,17 @@ impl Agent for AgentService {
         request: Request<Streaming<ExecRequest>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
         let mut inbound = request.into_inner();
-        let start = match inbound.message().await? {
+        let start = match inbound.message().await.map_err(|s| {
+            if s.code() == tonic::Code::OutOfRange {
+                Status::out_of_range(format!(
+                    "the exec request is over the agent's limit of {} KiB for one message: pass fewer or \
+                     shorter arguments and environment variables",
+                    crate::server::MAX_MESSAGE >> 10
+                ))
+            } else {
+                s
+            }
+        })? {
             Some(ExecRequest {
                 msg: Some(In::Start(s)),
             }) => s,
@@ -259,6 +273,9 @@ impl Agent for AgentService {
             }
         };
         let (target, req) = validate(start)?;
+        if req.privileged && req.namespaces.contains(NsKind::Mnt) {
+            tracing::warn!(%target, argv = ?req.argv, "--privileged: the target's own binary (-m) runs as root on the node");
+        }
         let permit = self.running.clone().try_acquire_owned().map_err(|_| {
             tracing::warn!(limit = self.limits.max_sessions, %target, "session refused: the agent's session limit is reached");
             Status::resource_exhausted(format!(
@@ -315,6 +332,7 @@ impl Agent for AgentService {
             // Held until the session has ended and its processes are gone.
             let _permit = permit;
             let tool_pid = spawned.tool.pid;
+            let runs_as = spawned.runs_as.to_string();
             let s = session::run(spawned, inbound, tx, shutdown, max_age).await;
             let (exit_code, signal) = match s.end {
                 End::Exited(ExitStatus::Code(c)) => (Some(c), None),
@@ -330,6 +348,7 @@ impl Agent for AgentService {
                 namespaces = %req.namespaces,
                 argv = ?req.argv,
                 tty = req.tty,
+                runs_as,
                 end = ?s.end,
                 exit_code,
                 signal,

@@ -48,6 +48,8 @@ pub enum End {
     Shutdown,
     /// The agent's --max-session-age passed.
     Expired,
+    /// The client sent a message over the agent's size limit.
+    Oversized,
 }
 
 /// What a session did, for its log line.
@@ -330,6 +332,7 @@ where
                 Some(Ok(ExecRequest { msg: None })) => {}
                 // The client half-closed or its connection broke: either
                 // way nobody is left to read the output.
+                Some(Err(s)) if s.code() == tonic::Code::OutOfRange => break End::Oversized,
                 None | Some(Err(_)) => break End::ClientGone,
             },
             _ = tx.closed() => break End::ClientGone,
@@ -374,6 +377,7 @@ where
                     msg: Some(Out::Exited(Exited {
                         status: Some(status),
                         error: String::new(),
+                        note: tool.oom_note().unwrap_or_default(),
                     })),
                 })
             } else {
@@ -420,6 +424,11 @@ where
         End::Expired => Some(Status::deadline_exceeded(format!(
             "the session reached the agent's maximum age of {} s (--max-session-age): it was ended and its processes were killed",
             max_age.unwrap_or_default().as_secs()
+        ))),
+        End::Oversized => Some(Status::out_of_range(format!(
+            "the client sent a message over the agent's limit of {} KiB: the session was ended and its processes \
+             were killed (kubectl-ns sends stdin in smaller chunks; another client must too)",
+            crate::server::MAX_MESSAGE >> 10
         ))),
         _ => None,
     };

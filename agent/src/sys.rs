@@ -127,13 +127,14 @@ pub enum Stage {
     Stdio = 10,
     Exec = 11,
     Ids = 12,
+    Creds = 13,
 }
 
 impl Stage {
     fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
         [
-            NodeJoin, Setns, SetnsUser, Root, Cwd, Fork, MountProc, Workdir, Session, Stdio, Exec, Ids,
+            NodeJoin, Setns, SetnsUser, Root, Cwd, Fork, MountProc, Workdir, Session, Stdio, Exec, Ids, Creds,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -158,6 +159,76 @@ pub enum Join {
     Files(Vec<NsFile>),
 }
 
+/// Capability sets as bit masks (bit N is capability N).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caps {
+    pub bounding: u64,
+    pub effective: u64,
+    pub permitted: u64,
+    pub inheritable: u64,
+    pub ambient: u64,
+}
+
+impl Caps {
+    /// The sets as far as a process holding `own` can grant them: a
+    /// process can only keep or drop its capabilities, never add any
+    /// (capset(2), PR_CAPBSET_DROP).
+    pub fn within(self, own: Caps) -> Caps {
+        let permitted = self.permitted & own.permitted;
+        let inheritable = self.inheritable & (own.inheritable | own.permitted) & own.bounding;
+        Caps {
+            bounding: self.bounding & own.bounding,
+            effective: self.effective & permitted,
+            permitted,
+            inheritable,
+            ambient: self.ambient & permitted & inheritable,
+        }
+    }
+}
+
+/// The calling thread's capability sets (ambient left empty: a process
+/// cannot give what it holds only as ambient).
+pub fn own_caps() -> io::Result<Caps> {
+    let mut hdr = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capget writes two CapData (version 3) into `data`, valid and
+    // writable for the call.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut CapHeader, data.as_mut_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mask = |f: fn(&CapData) -> u32| u64::from(f(&data[0])) | u64::from(f(&data[1])) << 32;
+    // SAFETY: PR_CAPBSET_READ takes a capability number and returns 0 or 1
+    // (or -1 beyond the last one); no pointers.
+    let bounding = (0..64)
+        .filter(|b| unsafe { libc::prctl(libc::PR_CAPBSET_READ, *b as libc::c_ulong, 0, 0, 0) } == 1)
+        .fold(0u64, |m, b| m | 1 << b);
+    Ok(Caps {
+        bounding,
+        effective: mask(|d| d.effective),
+        permitted: mask(|d| d.permitted),
+        inheritable: mask(|d| d.inheritable),
+        ambient: 0,
+    })
+}
+
+/// A process identity for the tool to take: a container's, as its OCI spec
+/// gives it. Ids are those of the user namespace the tool is in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Creds {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub caps: Caps,
+    pub no_new_privs: bool,
+}
+
 /// Everything the child needs, prepared before the fork so that the child
 /// only makes system calls.
 #[derive(Debug)]
@@ -175,6 +246,12 @@ pub struct ChildPlan {
     /// nsenter(1) does, so the tool holds that namespace's capabilities
     /// instead of running as the overflow uid.
     pub become_root: bool,
+    /// Run the tool with this identity instead of the agent's (or root's
+    /// of the target's user namespace).
+    pub creds: Option<Creds>,
+    /// Execute a sealed memfd copy of the tool instead of its file; see
+    /// [`exec_sealed_copy`].
+    pub exec_copy: bool,
     /// The target's root and working directory (with the mount namespace).
     pub root: Option<OwnedFd>,
     pub cwd: Option<OwnedFd>,
@@ -189,6 +266,9 @@ pub struct ChildPlan {
     pub tty: bool,
     /// The session's cgroup (a directory fd): both children start in it.
     pub cgroup: Option<OwnedFd>,
+    /// cgroup v1 nodes: the cgroup.procs of the session's memory cgroup,
+    /// which the first child writes itself into before anything else.
+    pub memory_procs: Option<OwnedFd>,
 }
 
 /// What the parent learns from a spawn.
@@ -427,6 +507,12 @@ unsafe fn first_child(
         if libc::prctl(libc::PR_SET_DUMPABLE, 0) < 0 {
             fail(report_fd, Stage::Session, errno());
         }
+        // "0" is the writing process; the tool, cloned below, inherits it.
+        if let Some(procs) = &plan.memory_procs
+            && libc::write(procs.as_raw_fd(), c"0".as_ptr().cast(), 1) != 1
+        {
+            fail(report_fd, Stage::Session, errno());
+        }
         // While still root of the initial user namespace: once in a target's
         // user namespace, setgroups(2) may be denied there
         // (/proc/PID/setgroups), which would keep the agent's groups.
@@ -503,7 +589,11 @@ unsafe fn tool_child(
         {
             fail(report_fd, Stage::SetnsUser, e);
         }
-        if plan.become_root {
+        if let Some(creds) = &plan.creds {
+            if let Err(e) = take_creds(creds) {
+                fail(report_fd, Stage::Creds, e);
+            }
+        } else if plan.become_root {
             // Supplementary groups are dropped where the namespace allows
             // it; where /proc/PID/setgroups says "deny" the call fails with
             // EPERM and the process keeps none that map anyway.
@@ -572,11 +662,22 @@ unsafe fn tool_child(
                 libc::signal(sig, libc::SIG_DFL);
             }
         }
+        // Last, as runc does: it only restricts what exec may grant, and
+        // the calls above need no privileges it would take away.
+        if plan.creds.as_ref().is_some_and(|c| c.no_new_privs)
+            && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0
+        {
+            fail(report_fd, Stage::Creds, errno());
+        }
         // As execvp(3): EACCES anywhere wins over ENOENT.
         let mut err = libc::ENOENT;
         for path in &plan.candidates {
-            libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
-            let e = errno();
+            let e = if plan.exec_copy {
+                exec_sealed_copy(path, argv, envp)
+            } else {
+                libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                errno()
+            };
             if e != libc::ENOENT && e != libc::ENOTDIR {
                 err = e;
             }
@@ -588,9 +689,248 @@ unsafe fn tool_child(
     }
 }
 
+/// linux/capability.h: the capset(2) header and one of its two data words.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Takes `c` as the process's identity, in runc's order (libcontainer's
+/// `finalizeNamespace`): drop the bounding set while CAP_SETPCAP is still
+/// held; keep the permitted set across the uid change (PR_SET_KEEPCAPS),
+/// since setresuid from root to non-root clears it; groups before gid
+/// before uid, each needing the privilege the next gives up; then cut the
+/// sets down with capset(2) and raise the ambient ones, which need their
+/// bits in the permitted and inheritable sets. execve(2) then computes the
+/// tool's capabilities from these as it does for the container's own
+/// processes (capabilities(7)). PR_SET_PDEATHSIG, which the uid change
+/// clears, is armed by the caller after this.
+///
+/// SAFETY (for callers): async-signal-safe: raw system calls on `c`, which
+/// was prepared before the fork.
+unsafe fn take_creds(c: &Creds) -> Result<(), i32> {
+    let ok = |rc: c_int| if rc < 0 { Err(errno()) } else { Ok(()) };
+    // SAFETY: prctl, setgroups, setres[ug]id and capset on plain values and
+    // on buffers (`c.groups`, `hdr`, `data`) valid for each call.
+    unsafe {
+        // Only what is there: dropping needs CAP_SETPCAP even for a
+        // capability already gone, and beyond the kernel's last one READ
+        // says 0 (EINVAL).
+        for cap in (0..64).filter(|b| c.caps.bounding & (1 << b) == 0) {
+            if libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) == 1 {
+                ok(libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0))?;
+            }
+        }
+        ok(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0))?;
+        ok(libc::setgroups(c.groups.len(), c.groups.as_ptr()))?;
+        ok(libc::setresgid(c.gid, c.gid, c.gid))?;
+        ok(libc::setresuid(c.uid, c.uid, c.uid))?;
+        let word = |m: u64, i: u32| (m >> (32 * i)) as u32;
+        let data = [0, 1].map(|i| CapData {
+            effective: word(c.caps.effective, i),
+            permitted: word(c.caps.permitted, i),
+            inheritable: word(c.caps.inheritable, i),
+        });
+        let mut hdr = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        ok(libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) as c_int)?;
+        ok(libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ))?;
+        for cap in (0..64).filter(|b| c.caps.ambient & (1 << b) != 0) {
+            ok(libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                cap as libc::c_ulong,
+                0,
+                0,
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// Executes a sealed in-memory copy of the file at `path`; returns the
+/// errno when it could not, as a failed execve(2) would.
+///
+/// Why: once exec'd, a process's /proc/PID/exe is a handle to the file it
+/// runs, and anyone who may ptrace-read the process (same uid, no more
+/// capabilities: a container's own processes, when the tool runs with the
+/// container's identity) can open it, keep it past the tool's exit and
+/// reopen it for writing: how CVE-2019-5736 overwrote the node's runc. A
+/// memfd sealed against writes, growth and shrinking, with no path
+/// anywhere, leaves nothing there to write to. Node-root tools are not
+/// copied: reaching their exe needs CAP_SYS_PTRACE over a node-root
+/// process, which already is control of the node.
+///
+/// The copy is made after the identity change, so opening the file is
+/// checked with the tool's own identity; execute permission and a noexec
+/// mount, which executing a memfd does not check, are checked with
+/// access(2).
+/// Scripts (`#!`) are executed by path: the kernel hands the interpreter a
+/// /dev/fd path to the script, which a close-on-exec memfd does not
+/// survive; the interpreter is then the process's exe, a file resolved
+/// where the tool's path was. Set-user-ID bits and file capabilities do not
+/// apply to the copy: the tool never gains privileges from the image.
+///
+/// SAFETY (for callers): async-signal-safe: raw system calls, a buffer on
+/// the stack.
+unsafe fn exec_sealed_copy(path: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> i32 {
+    // SAFETY: system calls on `path` (a valid C string), fds this function
+    // opens and closes, and buffers on its stack.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return errno();
+        }
+        let err = (|| {
+            let mut st: libc::stat = std::mem::zeroed();
+            if libc::fstat(fd, &mut st) < 0 {
+                return errno();
+            }
+            if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+                return libc::EACCES;
+            }
+            // With the real ids, which are the tool's now; EACCES on a
+            // noexec mount too, as execve(2) gives.
+            if libc::access(path.as_ptr(), libc::X_OK) < 0 {
+                return errno();
+            }
+            let mut magic = [0u8; 2];
+            if libc::pread(fd, magic.as_mut_ptr().cast(), 2, 0) == 2 && magic == *b"#!" {
+                libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                return errno();
+            }
+            let mfd = libc::syscall(
+                libc::SYS_memfd_create,
+                c"kns-tool".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            ) as c_int;
+            if mfd < 0 {
+                return errno();
+            }
+            let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+            let e = match copy_all(fd, mfd) {
+                Err(e) => e,
+                Ok(()) if libc::fcntl(mfd, libc::F_ADD_SEALS, seals) < 0 => errno(),
+                Ok(()) => {
+                    libc::syscall(
+                        libc::SYS_execveat,
+                        mfd,
+                        c"".as_ptr(),
+                        argv.as_ptr(),
+                        envp.as_ptr(),
+                        libc::AT_EMPTY_PATH,
+                    );
+                    errno()
+                }
+            };
+            libc::close(mfd);
+            e
+        })();
+        libc::close(fd);
+        err
+    }
+}
+
+/// Copies all of `from` (from its current offset) to `to`.
+///
+/// SAFETY (for callers): async-signal-safe; both fds open.
+unsafe fn copy_all(from: RawFd, to: RawFd) -> Result<(), i32> {
+    // SAFETY: sendfile, read and write on open fds and a stack buffer.
+    unsafe {
+        loop {
+            match libc::sendfile(to, from, std::ptr::null_mut(), 1 << 30) {
+                0 => return Ok(()),
+                n if n > 0 => {}
+                _ if errno() == libc::EINTR => {}
+                // Filesystems without splice support: plain reads.
+                _ if errno() == libc::EINVAL || errno() == libc::ENOSYS => break,
+                _ => return Err(errno()),
+            }
+        }
+        let mut buf = [0u8; 16 << 10];
+        loop {
+            let n = libc::read(from, buf.as_mut_ptr().cast(), buf.len());
+            if n == 0 {
+                return Ok(());
+            }
+            if n < 0 {
+                if errno() == libc::EINTR {
+                    continue;
+                }
+                return Err(errno());
+            }
+            let mut done = 0;
+            while done < n as usize {
+                let w = libc::write(to, buf[done..].as_ptr().cast(), n as usize - done);
+                if w < 0 && errno() != libc::EINTR {
+                    return Err(errno());
+                }
+                done += w.max(0) as usize;
+            }
+        }
+    }
+}
+
 /// Registers an owned fd with tokio's reactor.
 pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: an OwnedFd owns an open fd and returns that same fd from
     // as_raw_fd for its whole life, which is what registration requires.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A container's default set asked of an agent that lacks some of it:
+    /// the tool gets the overlap, never a capability the agent lacks, and
+    /// ambient only where permitted and inheritable allow it.
+    #[test]
+    fn caps_are_granted_only_within_the_agents() {
+        let want = Caps {
+            bounding: 0b1111,
+            effective: 0b1111,
+            permitted: 0b1111,
+            inheritable: 0b0011,
+            ambient: 0b0011,
+        };
+        let own = Caps {
+            bounding: 0b0110,
+            effective: 0b0110,
+            permitted: 0b0110,
+            inheritable: 0,
+            ambient: 0,
+        };
+        assert_eq!(
+            want.within(own),
+            Caps {
+                bounding: 0b0110,
+                effective: 0b0110,
+                permitted: 0b0110,
+                inheritable: 0b0010,
+                ambient: 0b0010,
+            }
+        );
+        let me = own_caps().unwrap();
+        assert_eq!(want.within(me).within(me), want.within(me));
+    }
 }

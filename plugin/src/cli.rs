@@ -79,6 +79,30 @@ pub enum Command {
     /// Print the plugin's version and the agents' (from the cluster, or
     /// the one --agent names).
     Version(VersionArgs),
+    /// Print a shell completion script for kubectl-ns called by its own name.
+    ///
+    /// Under kubectl (1.26 or newer), `kubectl ns <TAB>` completes through
+    /// the `kubectl_complete-ns` executable shipped beside kubectl-ns
+    /// (a link to it) instead: put both on your PATH.
+    ///
+    /// Examples:
+    ///   source <(kubectl-ns completion bash)
+    ///   kubectl-ns completion fish | source
+    #[command(verbatim_doc_comment)]
+    Completion(CompletionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +115,11 @@ pub struct InstallArgs {
     /// Do not wait for the agents to become ready.
     #[arg(long)]
     pub no_wait: bool,
+    /// Install into --agent-namespace even though it exists and kubectl-ns
+    /// did not create it, labelling it to allow privileged pods (which
+    /// then applies to every pod in it).
+    #[arg(long)]
+    pub adopt_namespace: bool,
     /// How long to wait for the rollout: a duration as kubectl takes it
     /// (90s, 2m, 1h, 1m30s, 500ms) or a number of seconds.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
@@ -134,9 +163,9 @@ pub struct KubeArgs {
         help_heading = "Kubernetes"
     )]
     pub agent_port: u16,
-    /// Reach the agent at ADDR (unix:///PATH or tcp://HOST:PORT) instead of
-    /// through the API server's port-forward; needed for pid/, container/
-    /// and node targets.
+    /// Talk to the agent at ADDR (unix:///PATH or tcp://HOST:PORT) directly,
+    /// not through the API server's port-forward: on a node, as its
+    /// operator (exec and ls then also take pid/, container/ and node).
     #[arg(long, env = "KNS_AGENT", value_name = "ADDR")]
     pub agent: Option<String>,
 }
@@ -205,6 +234,12 @@ pub struct ExecArgs {
     /// that matches the target's PID namespace.
     #[arg(long)]
     pub no_mount_proc: bool,
+    /// With -m, run the container image's binary as root on the node, with
+    /// the agent's capabilities, instead of with the container's own
+    /// identity (uid, groups, capabilities, no_new_privs). The agent logs
+    /// it. Only for images you trust: a trojaned binary becomes node root.
+    #[arg(long)]
+    pub privileged: bool,
     /// The command and its arguments, after --.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,

@@ -22,9 +22,15 @@ use crate::{manifests, timings, transport};
 
 /// A client for the context the user chose.
 pub async fn resolver(args: &KubeArgs) -> Result<Resolver, Failure> {
+    let direct = if args.agent.is_some() {
+        "\nHint: with --agent, a pod or node/NODE target is still looked up through the Kubernetes API; \
+         on a node without a kubeconfig, name the container/ID (crictl ps), pid/PID or node instead"
+    } else {
+        ""
+    };
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         Failure::own(format!(
-            "{what}: {e}\nHint: kubectl-ns reads the same kubeconfig as kubectl (--kubeconfig, $KUBECONFIG, ~/.kube/config) or runs in-cluster"
+            "{what}: {e}\nHint: kubectl-ns reads the same kubeconfig as kubectl (--kubeconfig, $KUBECONFIG, ~/.kube/config) or runs in-cluster{direct}"
         ))
     };
     let options = KubeConfigOptions {

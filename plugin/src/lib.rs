@@ -9,6 +9,7 @@ pub mod cache;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
+pub mod complete;
 pub mod exit;
 pub mod fanout;
 pub mod findings;

@@ -9,9 +9,30 @@ use kns_plugin::cli::{Cli, Command};
 use kns_plugin::commands;
 use kns_plugin::exit::{self, Failure};
 
-/// `-n NAME` is the mistake kubectl users make first here: say what to use.
-fn namespace_hint(args: &[String]) -> Option<String> {
-    let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
+/// The mistakes kubectl users make first here (`-n NAME`, a command without
+/// `--`): say what to use.
+fn usage_hint(args: &[String]) -> Option<String> {
+    // `kubectl ns NAME` and `kubectl ns -` are kubens (also a plugin named
+    // `ns`): this one must not look like a broken copy of it.
+    if let [_, word] = args
+        && (word == "-" || !word.starts_with('-'))
+    {
+        return Some(format!(
+            "Hint: this `kubectl ns` is kubectl-ns, which runs node tools inside a pod's kernel namespaces \
+             (`kubectl ns exec POD -n -- ss`); it does not switch the Kubernetes namespace as kubens does. \
+             To switch: kubectl config set-context --current --namespace {}. If you meant kubens, \
+             `kubectl plugin list` shows which `ns` plugin kubectl runs and warns when one shadows another.",
+            if word == "-" { "NAME" } else { word }
+        ));
+    }
+    // `exec mypod -n ss`: without `--`, the -n below is no namespace flag
+    // with a value but a command that lost its separator.
+    let Some(end) = args.iter().position(|a| a == "--") else {
+        return args.iter().any(|a| a == "exec").then(|| {
+            "Hint: the command to run goes after `--`, as with kubectl exec: kubectl ns exec POD -n -- ss -lntp"
+                .to_owned()
+        });
+    };
     let i = args[..end].iter().position(|a| a == "-n")?;
     let next = args.get(i + 1).filter(|v| *v != "--" && !v.starts_with('-'))?;
     Some(format!(
@@ -33,13 +54,32 @@ fn stdin_is_data() -> bool {
 fn main() -> ExitCode {
     kns_plugin::timings::init();
     let argv: Vec<String> = std::env::args().collect();
+    // kubectl completes `kubectl ns …` by running `kubectl_complete-ns`
+    // (a link to this binary); shells' scripts call `kubectl-ns __complete`.
+    let called = std::path::Path::new(argv.first().map_or("", String::as_str))
+        .file_name()
+        .is_some_and(|n| n == "kubectl_complete-ns");
+    let words = match (called, argv.get(1).map(String::as_str)) {
+        (true, _) => Some(&argv[1..]),
+        (false, Some("__complete")) => Some(&argv[2..]),
+        _ => None,
+    };
+    if let Some(words) = words {
+        let out = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|rt| rt.block_on(kns_plugin::complete::complete(words)))
+            .unwrap_or_else(|_| ":4\n".to_owned());
+        print!("{out}");
+        return ExitCode::SUCCESS;
+    }
     let cli = match Cli::try_parse_from(&argv) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { exit::USAGE } else { 0 };
             let _ = e.print();
             if code != 0
-                && let Some(h) = namespace_hint(&argv)
+                && let Some(h) = usage_hint(&argv)
             {
                 eprintln!("{h}");
             }
@@ -72,6 +112,19 @@ fn main() -> ExitCode {
             Command::Uninstall(a) => commands::install::uninstall(a).await,
             Command::Status(a) => commands::status::run(a).await,
             Command::Version(a) => commands::version::run(a).await,
+            Command::Completion(a) => {
+                use kns_plugin::cli::Shell;
+                use kns_plugin::complete::{BASH, FISH, ZSH};
+                print!(
+                    "{}",
+                    match a.shell {
+                        Shell::Bash => BASH,
+                        Shell::Zsh => ZSH,
+                        Shell::Fish => FISH,
+                    }
+                );
+                Ok(0)
+            }
         }
     });
     let code = match result {
@@ -97,12 +150,17 @@ mod tests {
     #[test]
     fn hints_namespace_misuse_only() {
         assert!(
-            namespace_hint(&v(&["k", "exec", "-n", "prod", "web", "--", "ss"]))
+            usage_hint(&v(&["k", "exec", "-n", "prod", "web", "--", "ss"]))
                 .unwrap()
                 .contains("--namespace prod")
         );
-        assert!(namespace_hint(&v(&["k", "exec", "web", "-n", "--", "ss"])).is_none());
-        assert!(namespace_hint(&v(&["k", "exec", "web", "-n", "-p", "--", "ss"])).is_none());
-        assert!(namespace_hint(&v(&["k", "exec", "web", "--", "ip", "-n", "x"])).is_none());
+        assert!(usage_hint(&v(&["k", "exec", "web", "-n", "--", "ss"])).is_none());
+        assert!(usage_hint(&v(&["k", "exec", "web", "-n", "-p", "--", "ss"])).is_none());
+        assert!(usage_hint(&v(&["k", "exec", "web", "--", "ip", "-n", "x"])).is_none());
+        assert!(
+            usage_hint(&v(&["k", "exec", "web", "-n", "ss"]))
+                .unwrap()
+                .contains("-n -- ss")
+        );
     }
 }

@@ -201,8 +201,15 @@ mod tests {
             &pod,
             &node(&[(OS_LABEL, "linux"), (ARCH_LABEL, "arm64")])
         ));
+        // The agent's default listener is a unix socket: the probe must ask
+        // where the pod's agent listens.
         let probe = c.readiness_probe.as_ref().unwrap().exec.as_ref().unwrap();
-        assert_eq!(probe.command.as_deref().unwrap()[1], "probe");
+        let probe = probe.command.as_deref().unwrap();
+        assert_eq!(probe.last().map(String::as_str), Some("probe"));
+        assert!(
+            probe.join(" ").contains("--listen tcp://127.0.0.1:7469"),
+            "{probe:?}"
+        );
     }
 
     #[test]

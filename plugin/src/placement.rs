@@ -142,10 +142,15 @@ pub fn pod_not_ready_reason(pod: &Pod) -> String {
         }
         let mut why = Vec::new();
         if let Some(w) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) {
-            why.push(join(
-                &["waiting", w.reason.as_deref().unwrap_or("")],
-                w.message.as_deref(),
-            ));
+            let reason = w.reason.as_deref().unwrap_or("");
+            why.push(join(&["waiting", reason], w.message.as_deref()));
+            if matches!(reason, "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName") {
+                why.push(
+                    "the node cannot pull the agent image: push it to a registry the nodes can reach \
+                     (scripts/image builds it) and run `kubectl ns install --image REF`"
+                        .to_owned(),
+                );
+            }
         } else if c.state.as_ref().and_then(|s| s.running.as_ref()).is_some() {
             why.push("running, readiness probe not passing".to_owned());
         }

@@ -17,7 +17,13 @@ use nix::unistd::Pid;
 /// unified hierarchy mounted afresh, read-only, at `$KNS_CG2`: as a runtime
 /// gives a container its own cgroup and cgroupfs. Like a container's root,
 /// the agent has supplementary group 0.
-const SANDBOX: &str = r#"echo $$ > "$KNS_CG/cgroup.procs" && exec unshare --cgroup --net --uts --ipc --mount --propagation private sh -c 'umount -l "$KNS_CG2" && mount -o ro,nosuid,nodev,noexec -t cgroup2 cgroup2 "$KNS_CG2" && hostname kns-agent-pod && ip link set lo up && exec setpriv --groups 0 -- "$@"' sh "$@""#;
+/// Where the node has a cgroup v1 memory hierarchy, the agent also has a
+/// memory cgroup of its own, `$KNS_MEMCG`, limited as a container's is and
+/// mounted afresh, read-only, at `$KNS_MEMCG_MOUNT`.
+const SANDBOX: &str = r#"echo $$ > "$KNS_CG/cgroup.procs" && { [ -z "$KNS_MEMCG" ] || echo $$ > "$KNS_MEMCG/cgroup.procs"; } && exec unshare --cgroup --net --uts --ipc --mount --propagation private sh -c 'umount -l "$KNS_CG2" && mount -o ro,nosuid,nodev,noexec -t cgroup2 cgroup2 "$KNS_CG2" && { [ -z "$KNS_MEMCG" ] || { umount -l "$KNS_MEMCG_MOUNT" && mount -o ro,nosuid,nodev,noexec,memory -t cgroup cgroup "$KNS_MEMCG_MOUNT"; }; } && hostname kns-agent-pod && ip link set lo up && exec setpriv --groups 0 -- "$@"' sh "$@""#;
+
+/// The memory limit of the agent's container in the manifest.
+const AGENT_MEMORY_LIMIT: u64 = 512 << 20;
 
 /// The port the manifest's agent listens on, in its own network namespace,
 /// and the one the plugin port-forwards to by default.
@@ -48,6 +54,9 @@ pub struct AgentCgroup {
     pub dir: PathBuf,
     /// Where the unified hierarchy is mounted.
     mount: PathBuf,
+    /// The agent's cgroup v1 memory cgroup and where that hierarchy is
+    /// mounted, on nodes that have one.
+    pub memory: Option<(PathBuf, PathBuf)>,
     /// Removed on drop (false for a sibling agent's view of another's).
     owned: bool,
 }
@@ -56,7 +65,16 @@ impl AgentCgroup {
     fn new() -> AgentCgroup {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        AgentCgroup::named(&format!("kns-test-agent-{}-{n}", std::process::id()))
+        let name = format!("kns-test-agent-{}-{n}", std::process::id());
+        let mut cg = AgentCgroup::named(&name);
+        cg.memory = v1_memory().map(|(mount, own)| {
+            let dir = own.join(&name);
+            std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+            std::fs::write(dir.join("memory.limit_in_bytes"), AGENT_MEMORY_LIMIT.to_string())
+                .expect("memory.limit_in_bytes");
+            (dir, mount)
+        });
+        cg
     }
 
     /// A cgroup of that name at the top of the unified hierarchy.
@@ -67,6 +85,7 @@ impl AgentCgroup {
         AgentCgroup {
             dir,
             mount,
+            memory: None,
             owned: true,
         }
     }
@@ -89,28 +108,30 @@ impl AgentCgroup {
     }
 
     /// The session cgroups agents in this cgroup have made, by name
-    /// (`kns-sessions-PID/session-N`).
+    /// (`kns-sessions-PID/session-N`, and `memory:kns-sessions-PID/session-N`
+    /// for their cgroup v1 memory cgroups).
     pub fn sessions(&self) -> Vec<String> {
         self.sessions_dirs()
             .into_iter()
             .flat_map(|d| {
+                let memory = if d.starts_with(&self.dir) { "" } else { "memory:" };
                 let parent = d.file_name().unwrap_or_default().to_string_lossy().into_owned();
                 std::fs::read_dir(&d)
                     .into_iter()
                     .flatten()
                     .flatten()
                     .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                    .map(move |e| format!("{parent}/{}", e.file_name().to_string_lossy()))
+                    .map(move |e| format!("{memory}{parent}/{}", e.file_name().to_string_lossy()))
             })
             .collect()
     }
 
-    /// The agents' sessions subtrees (`kns-sessions-PID`).
+    /// The agents' sessions subtrees (`kns-sessions-PID`), in the unified
+    /// hierarchy and in the v1 memory one.
     pub fn sessions_dirs(&self) -> Vec<PathBuf> {
-        std::fs::read_dir(&self.dir)
-            .into_iter()
-            .flatten()
-            .flatten()
+        std::iter::once(&self.dir)
+            .chain(self.memory.as_ref().map(|(d, _)| d))
+            .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
             .filter(|e| e.file_name().to_string_lossy().starts_with("kns-sessions"))
             .map(|e| e.path())
             .collect()
@@ -133,7 +154,32 @@ impl Drop for AgentCgroup {
             let _ = std::fs::remove_dir(dir);
         }
         remove(&self.dir);
+        if let Some((dir, _)) = &self.memory {
+            remove(dir);
+        }
     }
+}
+
+/// The cgroup v1 memory hierarchy's mount point and this process's memory
+/// cgroup in it, where the node has that hierarchy.
+fn v1_memory() -> Option<(PathBuf, PathBuf)> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mountinfo.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        let mut post = post.split_whitespace();
+        let v1_memory = post.next()? == "cgroup" && post.nth(1)?.split(',').any(|o| o == "memory");
+        v1_memory.then(|| PathBuf::from(pre.split_whitespace().nth(4).unwrap_or_default()))
+    })?;
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let own = cgroup.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':').skip(1);
+        f.next()?
+            .split(',')
+            .any(|c| c == "memory")
+            .then(|| f.next())
+            .flatten()
+    })?;
+    Some((mount.clone(), mount.join(own.trim_start_matches('/'))))
 }
 
 /// A running agent; stopped (SIGTERM, then SIGKILL) on drop.
@@ -192,12 +238,30 @@ impl Agent {
         cmd.args(["-c", SANDBOX, "sh"])
             .env("KNS_CG", &self.cgroup.dir)
             .env("KNS_CG2", &self.cgroup.mount)
+            .env(
+                "KNS_MEMCG",
+                self.cgroup
+                    .memory
+                    .as_ref()
+                    .map(|(d, _)| d.as_os_str())
+                    .unwrap_or_default(),
+            )
+            .env(
+                "KNS_MEMCG_MOUNT",
+                self.cgroup
+                    .memory
+                    .as_ref()
+                    .map(|(_, m)| m.as_os_str())
+                    .unwrap_or_default(),
+            )
             .arg(crate::bins::agent())
             .arg("--listen")
             .arg(format!("unix://{}", self.socket.display()))
             .arg("--node-pid")
             .arg(std::process::id().to_string())
             .env("KNS_LOG", "info")
+            // As the manifest sets it.
+            .env("KNS_SESSIONS_MEMORY", "448Mi")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(
@@ -235,6 +299,7 @@ impl Agent {
             cgroup: AgentCgroup {
                 dir: self.cgroup.dir.clone(),
                 mount: self.cgroup.mount.clone(),
+                memory: self.cgroup.memory.clone(),
                 owned: false,
             },
             socket: dir.path().join("agent.sock"),

@@ -47,6 +47,11 @@ pub struct PodSpec {
     pub readonly_rootfs: bool,
     /// The container's uid; the image's user when unset.
     pub run_as_user: Option<i64>,
+    /// The container's gid; the image's group when unset.
+    pub run_as_group: Option<i64>,
+    pub supplemental_groups: Vec<i64>,
+    /// allowPrivilegeEscalation: false.
+    pub no_new_privs: bool,
     pub privileged: bool,
 }
 
@@ -352,6 +357,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                                 privileged: spec.privileged,
                                 namespace_options: ns,
                                 run_as_user: spec.run_as_user.map(|value| Int64Value { value }),
+                                run_as_group: spec.run_as_group.map(|value| Int64Value { value }),
+                                supplemental_groups: spec.supplemental_groups.clone(),
+                                no_new_privs: spec.no_new_privs,
                                 readonly_rootfs: spec.readonly_rootfs,
                             }),
                         }),

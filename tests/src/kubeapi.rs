@@ -63,9 +63,12 @@ impl State {
 }
 
 /// An agent container that cannot start, as a kubelet reports it: waiting
-/// in CrashLoopBackOff after terminations with `message`.
+/// (in CrashLoopBackOff after terminations with `last_message`, or in
+/// ImagePullBackOff, never started, when `last_reason` is empty).
 #[derive(Debug, Clone)]
 pub struct AgentFailure {
+    /// The container's waiting reason (CrashLoopBackOff, ImagePullBackOff).
+    pub waiting_reason: String,
     pub waiting_message: String,
     pub last_reason: String,
     pub last_message: String,
@@ -277,6 +280,22 @@ async fn handle(
                 &json!({"kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}),
             )
         }
+        ["api", "v1", "namespaces"] => {
+            let st = state.lock().expect("state");
+            let items: Vec<&Value> = st
+                .objects
+                .iter()
+                .filter(|(k, _)| {
+                    k.strip_prefix("/api/v1/namespaces/")
+                        .is_some_and(|n| !n.contains('/'))
+                })
+                .map(|(_, v)| v)
+                .collect();
+            json_response(
+                StatusCode::OK,
+                &json!({"kind": "NamespaceList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}),
+            )
+        }
         ["api", "v1", "nodes", name] => {
             let st = state.lock().expect("state");
             match st.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(name)) {
@@ -445,15 +464,18 @@ fn schedule_daemonset(st: &mut State, ds: &mut Value, generation: i64) -> Vec<St
             status.phase = Some("Pending".into());
             status.container_statuses = None;
         } else if let (Some(f), Some(cs)) = (&st.agent_failure, cs) {
-            cs.restart_count = 3;
+            // A container that never started (an image never pulled) has
+            // no restarts and no last termination.
+            let started = !f.last_reason.is_empty();
+            cs.restart_count = if started { 3 } else { 0 };
             cs.state = Some(ContainerState {
                 waiting: Some(ContainerStateWaiting {
-                    reason: Some("CrashLoopBackOff".into()),
+                    reason: Some(f.waiting_reason.clone()),
                     message: Some(f.waiting_message.clone()),
                 }),
                 ..Default::default()
             });
-            cs.last_state = Some(ContainerState {
+            cs.last_state = started.then(|| ContainerState {
                 terminated: Some(ContainerStateTerminated {
                     exit_code: 128,
                     reason: Some(f.last_reason.clone()),

@@ -107,9 +107,10 @@ pub fn pod_spec(name: &str, pod: &k8s::PodSpec, container: &str) -> anyhow::Resu
         })
         .collect::<anyhow::Result<_>>()?;
     let sc = c.security_context.clone().unwrap_or_default();
-    if sc.run_as_group.is_some() || sc.run_as_non_root.is_some() || sc.se_linux_options.is_some() {
-        bail!("runAsGroup, runAsNonRoot and seLinuxOptions are not reproduced by the lab");
+    if sc.run_as_non_root.is_some() || sc.se_linux_options.is_some() {
+        bail!("runAsNonRoot and seLinuxOptions are not reproduced by the lab");
     }
+    let psc = pod.security_context.clone().unwrap_or_default();
     let caps = sc.capabilities.unwrap_or_default();
     Ok(PodSpec {
         name: name.to_owned(),
@@ -124,10 +125,12 @@ pub fn pod_spec(name: &str, pod: &k8s::PodSpec, container: &str) -> anyhow::Resu
         caps_add: caps.add.unwrap_or_default(),
         caps_drop: caps.drop.unwrap_or_default(),
         readonly_rootfs: sc.read_only_root_filesystem == Some(true),
-        // A container's runAsUser wins over the pod's.
-        run_as_user: sc
-            .run_as_user
-            .or_else(|| pod.security_context.as_ref().and_then(|s| s.run_as_user)),
+        // A container's runAsUser and runAsGroup win over the pod's.
+        run_as_user: sc.run_as_user.or(psc.run_as_user),
+        run_as_group: sc.run_as_group.or(psc.run_as_group),
+        supplemental_groups: psc.supplemental_groups.unwrap_or_default(),
+        // As the kubelet maps allowPrivilegeEscalation.
+        no_new_privs: sc.allow_privilege_escalation == Some(false),
         privileged: sc.privileged == Some(true),
     })
 }

@@ -203,6 +203,30 @@ fn agent_image_runs_as_the_daemonset_runs_it() {
     assert_eq!(out.lines().count(), 3, "{out}");
     let o = agent.exec(&["-m"], &["ss"]);
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    // -m runs the image's binary with the container's identity, which the
+    // agent can give with the manifest's capabilities: the container's
+    // sets as far as the agent holds them, never more.
+    let caps = |status: &str, name: &str| {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{status}"));
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    let tool = ok(&agent.exec(&["-m", "-p"], &["cat", "/proc/self/status"]));
+    let container = std::fs::read_to_string(format!(
+        "/proc/{}/status",
+        lab.container_pid(&target.container_id).unwrap()
+    ))
+    .unwrap();
+    let own = std::fs::read_to_string(format!("/proc/{}/status", agent.pid)).unwrap();
+    for set in ["CapEff:", "CapBnd:"] {
+        assert_eq!(
+            caps(&tool, set),
+            caps(&container, set) & caps(&own, set),
+            "{set}\n{tool}"
+        );
+    }
     // Namespaces not chosen are the node's, not the agent pod's.
     let node = nix::unistd::gethostname().unwrap().into_string().unwrap();
     assert_eq!(ok(&agent.exec(&["-p"], &["hostname"])).trim(), node);

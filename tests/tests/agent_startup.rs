@@ -71,3 +71,50 @@ fn a_socket_another_agent_serves_is_not_taken_over() {
     let o = bins::exec(&first.addr(), "node", &["-n"], &["true"]);
     assert!(o.status.success(), "{}", bins::stderr(&o));
 }
+
+/// Without --listen the agent serves a unix socket only root can connect
+/// to, in a directory only root can enter: with umask 0, a socket bound
+/// and then chmod-ed would be open to all for a moment, and a directory
+/// made with the umask's mode would let anyone in.
+#[test]
+fn by_default_the_agent_listens_on_a_root_only_unix_socket() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    kns_tests::require_root();
+    // A /run of its own, so the default path is this test's alone.
+    let mut agent = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t tmpfs tmpfs /run && umask 0 && exec "$0" --node-pid "$1""#)
+        .arg(bins::agent())
+        .arg(std::process::id().to_string())
+        .env("KNS_CRI_ENDPOINT", "/nonexistent/cri.sock")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // unshare and sh exec: the PID is the agent's.
+    let dir = std::path::PathBuf::from(format!("/proc/{}/root/run/kubectl-ns", agent.id()));
+    let socket = dir.join("agent.sock");
+    let up = kns_tests::wait_until(std::time::Duration::from_secs(10), || {
+        std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket())
+    });
+    let modes = up.then(|| {
+        let mode = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+        (mode(&dir), mode(&socket))
+    });
+    let served = up.then(|| {
+        bins::exec(
+            &format!("unix://{}", socket.display()),
+            "node",
+            &["-n"],
+            &["true"],
+        )
+    });
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = agent.wait();
+    assert!(up, "the agent never made {}", socket.display());
+    assert_eq!(modes, Some((0o700, 0o600)), "(directory, socket) modes");
+    let o = served.unwrap();
+    assert!(o.status.success(), "{}", bins::stderr(&o));
+}

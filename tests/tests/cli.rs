@@ -18,6 +18,26 @@ fn no_namespace_is_a_usage_error() {
 }
 
 #[test]
+fn privileged_without_the_mount_namespace_is_a_usage_error() {
+    let o = kns(&[
+        "exec",
+        "--agent",
+        "unix:///nonexistent.sock",
+        "node",
+        "-n",
+        "--privileged",
+        "--",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--privileged only changes -m"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn dash_n_with_a_name_points_to_namespace_flag() {
     let o = kns(&[
         "exec",
@@ -160,4 +180,48 @@ fn timeouts_take_kubectl_durations() {
         ]);
         assert_eq!(o.status.code(), Some(255), "{ok}: {}", stderr(&o));
     }
+}
+
+#[test]
+fn a_command_without_its_separator_is_shown_where_it_goes() {
+    let o = kns(&["exec", "--agent", "unix:///x.sock", "pid/1", "-n", "ss"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("-n -- ss"), "{err}");
+    // Not read as a Kubernetes namespace named after the command.
+    assert!(!err.contains("--namespace ss"), "{err}");
+}
+
+#[test]
+fn a_pod_target_with_agent_but_no_kubeconfig_names_the_direct_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(kns_tests::bins::plugin())
+        .args(["exec", "--agent", "unix:///x.sock", "mypod", "-n", "--", "ss"])
+        .env_remove("KUBECONFIG")
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(255));
+    assert!(stderr(&o).contains("container/ID"), "{}", stderr(&o));
+}
+
+#[test]
+fn kubens_habits_are_told_what_this_kubectl_ns_is() {
+    for word in ["kube-system", "-"] {
+        let o = kns(&[word]);
+        assert_eq!(o.status.code(), Some(2));
+        let err = stderr(&o);
+        assert!(
+            err.contains("kubens") && err.contains("kubectl plugin list"),
+            "{err}"
+        );
+    }
+    // `version` says which binary runs, for when one `ns` plugin shadows another.
+    let o = kns(&["version", "--agent", "unix:///nonexistent.sock"]);
+    let path = kns_tests::bins::plugin();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&*path.to_string_lossy()),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 }

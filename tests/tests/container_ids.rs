@@ -73,3 +73,47 @@ fn ids_that_are_paths_or_too_short_are_refused() {
         assert!(stderr(&o).contains(says), "{id}: {}", stderr(&o));
     }
 }
+
+#[test]
+fn a_runtime_that_accepts_but_never_answers_does_not_hang_a_session() {
+    require_root();
+    let id = format!("beef{}", "3".repeat(60));
+    let _c = container(&id);
+    // A socket that takes connections and never says a word, as a wedged
+    // runtime does: every CRI call must give up on its own.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("cri.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().map_while(Result::ok).collect();
+        drop(held);
+    });
+    let agent = Agent::start(Some(socket.to_str().unwrap()));
+    let mut session = kns_tests::bins::exec_command(
+        &agent.addr(),
+        &format!("container/{}", &id[..12]),
+        &["-n"],
+        &["true"],
+    )
+    .spawn()
+    .unwrap();
+    // Generous: each CRI call gives up after a few seconds, then the
+    // container is found through its cgroup.
+    let ended = wait_until(Duration::from_secs(30), || {
+        session.try_wait().ok().flatten().is_some()
+    });
+    if !ended {
+        let _ = session.kill();
+    }
+    assert!(
+        ended,
+        "the session hung on a runtime that never answers\n{}",
+        agent.logs()
+    );
+    assert!(session.wait().unwrap().success(), "{}", agent.logs());
+    assert!(
+        agent.logs().contains("scanning /proc cgroups"),
+        "{}",
+        agent.logs()
+    );
+}

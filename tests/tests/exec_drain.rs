@@ -87,3 +87,39 @@ fn a_reader_that_pauses_after_the_tool_exits_still_gets_everything() {
         assert_eq!(status.code(), Some(3), "{err}");
     }
 }
+
+#[test]
+fn a_reader_that_stops_for_good_gets_a_failure_never_a_clean_exit() {
+    require_root();
+    let agent = Agent::start(None);
+    let mut child = bins::exec_command(
+        &agent.addr(),
+        "node",
+        &["-n"],
+        // More than every buffer on the way holds: when the tool exits,
+        // and its background writer is killed with it, output is still
+        // waiting in its pipe.
+        &["sh", "-c", "head -c 209715200 /dev/zero & sleep 3; exit 0"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Nobody reads for longer than the agent waits for progress (30 s).
+    std::thread::sleep(Duration::from_secs(40));
+    let mut out = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = bins::stderr(&o);
+    assert!(
+        out.len() < 200 * MB,
+        "everything arrived: nothing was left to drop"
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(255),
+        "a cut stream ended with {:?}: {err}",
+        o.status
+    );
+    assert!(err.contains("dropped"), "{err}");
+}

@@ -78,7 +78,8 @@ fn every_kind_not_chosen_is_the_nodes() {
 
     // (flags, kinds that are the target's). -p keeps the node's /proc here
     // so that /proc/self names the tool; -m comes with -p for the same
-    // reason (the target's /proc is its PID namespace's).
+    // reason (the target's /proc is its PID namespace's). A pid/ target has
+    // no runtime identity for -m's binary: --privileged runs it.
     let cases: [(&[&str], &[&str]); 8] = [
         (&["-n"], &["net"]),
         (&["-u"], &["uts"]),
@@ -86,9 +87,12 @@ fn every_kind_not_chosen_is_the_nodes() {
         (&["-C"], &["cgroup"]),
         (&["-T"], &["time"]),
         (&["-p", "--no-mount-proc"], &["pid"]),
-        (&["-m", "-p"], &["mnt", "pid"]),
+        (&["-m", "-p", "--privileged"], &["mnt", "pid"]),
         // The target shares the node's user namespace: -a skips it.
-        (&["-a"], &["mnt", "uts", "ipc", "net", "pid", "cgroup", "time"]),
+        (
+            &["-a", "--privileged"],
+            &["mnt", "uts", "ipc", "net", "pid", "cgroup", "time"],
+        ),
     ];
     for (flags, chosen) in cases {
         let got = tool_identities(&agent, &t, flags);
@@ -152,7 +156,7 @@ fn mount_without_pid_warns_that_proc_will_not_match() {
     require_root();
     let t = target();
     let agent = Agent::start(None);
-    let o = exec(&agent.addr(), &t.target(), &["-m"], &["true"]);
+    let o = exec(&agent.addr(), &t.target(), &["-m", "--privileged"], &["true"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("-m without -p") && stderr(&o).contains("Add -p"),
@@ -162,7 +166,12 @@ fn mount_without_pid_warns_that_proc_will_not_match() {
     // Said once, and not when -p comes along or the PID namespace is the
     // node's anyway.
     assert_eq!(stderr(&o).matches("-m without -p").count(), 1);
-    let o = exec(&agent.addr(), &t.target(), &["-m", "-p"], &["true"]);
+    let o = exec(
+        &agent.addr(),
+        &t.target(),
+        &["-m", "-p", "--privileged"],
+        &["true"],
+    );
     assert!(!stderr(&o).contains("-m without -p"), "{}", stderr(&o));
     let o = exec(&agent.addr(), "node", &["-m"], &["true"]);
     assert!(!stderr(&o).contains("-m without -p"), "{}", stderr(&o));

@@ -162,6 +162,7 @@ fn install_timeout_shows_each_agents_own_reason() {
     api.add_node("node-a");
     api.add_node_with("node-down", "linux", "amd64", false);
     api.fail_agents(AgentFailure {
+        waiting_reason: "CrashLoopBackOff".into(),
         waiting_message: "back-off 40s restarting failed container=agent".into(),
         last_reason: "StartError".into(),
         last_message: "exec: \"--listen\": executable file not found in $PATH".into(),
@@ -215,11 +216,36 @@ fn install_without_admin_rights_says_what_installing_needs() {
 }
 
 #[test]
-fn a_namespace_that_existed_before_is_labelled_with_a_warning_and_kept() {
+fn a_namespace_that_existed_before_is_adopted_only_when_asked_and_kept() {
     let api = FakeApi::start();
     api.add_node("node-a");
     api.add_namespace("monitoring", &[("team", "observability")]);
     let o = run(&api, &["install", "--agent-namespace", "monitoring", "--no-wait"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--adopt-namespace"), "{}", stderr(&o));
+    let labels = object(&api, "/api/v1/namespaces/monitoring").unwrap()["metadata"]["labels"].clone();
+    assert!(
+        labels.get("pod-security.kubernetes.io/enforce").is_none(),
+        "{labels}"
+    );
+    assert!(
+        object(
+            &api,
+            "/apis/apps/v1/namespaces/monitoring/daemonsets/kubectl-ns-agent"
+        )
+        .is_none()
+    );
+
+    let o = run(
+        &api,
+        &[
+            "install",
+            "--agent-namespace",
+            "monitoring",
+            "--adopt-namespace",
+            "--no-wait",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("namespace monitoring existed before and was not created by kubectl-ns"),
@@ -247,4 +273,28 @@ fn a_namespace_that_existed_before_is_labelled_with_a_warning_and_kept() {
     let o = run(&api, &["install", "--agent-namespace", "monitoring", "--no-wait"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_image_the_nodes_cannot_pull_is_named_with_the_fix() {
+    let api = FakeApi::start();
+    api.add_node("node-a");
+    api.fail_agents(AgentFailure {
+        waiting_reason: "ImagePullBackOff".into(),
+        waiting_message: "Back-off pulling image \"ghcr.io/kubectl-ns/kubectl-ns-agent:0.1.0\"".into(),
+        last_reason: String::new(),
+        last_message: String::new(),
+    });
+    let o = run(&api, &["install", "--timeout", "2"]);
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    let err = stderr(&o);
+    // Which image it deploys, first; then why it does not run, and the fix.
+    assert!(
+        err.contains("deploying image ghcr.io/kubectl-ns/kubectl-ns-agent:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ImagePullBackOff") && err.contains("--image"),
+        "{err}"
+    );
 }

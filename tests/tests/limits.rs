@@ -35,3 +35,28 @@ fn sessions_over_the_limit_are_refused_by_name() {
     });
     assert!(ok, "{}", agent.logs());
 }
+
+#[test]
+fn a_tool_past_the_sessions_memory_limit_is_killed_and_the_agent_lives() {
+    require_root();
+    let agent = Agent::start_with_env(None, &[("KNS_SESSIONS_MEMORY", "64Mi")]);
+    assert!(
+        agent.logs().contains("sessions' memory limit"),
+        "the agent set no memory limit for its sessions (it needs a cgroup v1 memory hierarchy or \
+         cgroup v2's memory controller):\n{}",
+        agent.logs()
+    );
+    let hog = ["perl", "-e", r#"$x = "a" x (256 << 20); print "survived\n""#];
+    let o = bins::exec(&agent.addr(), "node", &["-n"], &hog);
+    let err = bins::stderr(&o);
+    assert_eq!(o.status.code(), Some(137), "{err}");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("survived"));
+    assert!(err.contains("memory limit") && err.contains("64 MiB"), "{err}");
+    // The agent was not the one killed: it serves the next session.
+    let o = bins::exec(&agent.addr(), "node", &["-n"], &["true"]);
+    assert!(o.status.success(), "{}\n{}", bins::stderr(&o), agent.logs());
+    // Under the limit, the same tool runs to its end.
+    let small = ["perl", "-e", r#"$x = "a" x (16 << 20); print "survived\n""#];
+    let o = bins::exec(&agent.addr(), "node", &["-n"], &small);
+    assert!(o.status.success(), "{}", bins::stderr(&o));
+}

@@ -56,6 +56,13 @@ impl NsFlags {
 
 /// The validated start message (the target is filled in once resolved).
 fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Failure> {
+    if args.privileged && !(args.ns.mount || args.ns.all) {
+        return Err(Failure::new(
+            exit::USAGE,
+            "--privileged only changes -m (or -a): without the mount namespace the tool is the node's own \
+             binary and runs as node root already",
+        ));
+    }
     let mut env = HashMap::new();
     for kv in &args.env {
         match kv.split_once('=') {
@@ -82,6 +89,7 @@ fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Failure> {
         stdin: args.stdin || args.tty,
         no_mount_proc: args.no_mount_proc,
         all: args.ns.all,
+        privileged: args.privileged,
         window: if tty {
             terminal::size().map(|(rows, cols)| WindowSize { rows, cols })
         } else {
@@ -339,8 +347,8 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
                         None => return Err(Failure::own("internal error: the output ended before the session")),
                     };
                     drop(raw);
-                    if !e.error.is_empty() {
-                        eprintln!("kubectl-ns: {}", e.error);
+                    for m in [&e.error, &e.note].into_iter().filter(|m| !m.is_empty()) {
+                        eprintln!("kubectl-ns: {m}");
                     }
                     crate::timings::mark("exec");
                     let (code, signal) = match e.status {

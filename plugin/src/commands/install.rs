@@ -1,8 +1,8 @@
 //! `kubectl ns install` and `uninstall`: the embedded manifests, applied
 //! with server-side apply, and the rollout awaited by watching the
 //! DaemonSet. kubectl-ns owns only the namespace it created: a namespace
-//! that existed before is labelled for Pod Security with a warning, and
-//! kept on uninstall.
+//! that existed before is labelled for Pod Security only when the user says
+//! so (`--adopt-namespace`), with a warning, and kept on uninstall.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -276,6 +276,7 @@ pub async fn install(args: InstallArgs) -> Result<u8, Failure> {
     let image = args.image.clone().unwrap_or_else(manifests::default_image);
     let agent_ns = &args.kube.agent_namespace;
     let objects = manifests::objects(agent_ns, &image)?;
+    eprintln!("deploying image {image}");
     let c = &r.client;
     let mut daemonset = None;
     for o in &objects {
@@ -286,6 +287,22 @@ pub async fn install(args: InstallArgs) -> Result<u8, Failure> {
                     .get_opt(agent_ns)
                     .await
                     .map_err(|e| install_failure(&format!("cannot read namespace {agent_ns}"), e))?;
+                if let Some(e) = &existing
+                    && !owned(e)
+                    && !has_label(e, POD_SECURITY)
+                    && !args.adopt_namespace
+                {
+                    return Err(Failure::new(
+                        crate::exit::USAGE,
+                        format!(
+                            "namespace {agent_ns} exists and was not created by kubectl-ns: installing labels it \
+                             {}={} (the agent needs hostPID and node capabilities), which lets every pod in it \
+                             run privileged\nHint: install into a namespace of its own (the default, {AGENT_NAMESPACE}, \
+                             or --agent-namespace NEW), or pass --adopt-namespace to label {agent_ns} anyway",
+                            POD_SECURITY.0, POD_SECURITY.1
+                        ),
+                    ));
+                }
                 let (to_apply, warning) = namespace_to_apply(n, existing.as_ref());
                 if let Some(w) = warning {
                     eprintln!("{w}");

@@ -29,7 +29,11 @@ fn tally(reported: BTreeMap<String, Result<String, String>>) -> (BTreeMap<String
 
 pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
     let mine = env!("CARGO_PKG_VERSION");
-    println!("kubectl-ns {mine}");
+    // Which binary kubectl picked, when plugins of one name shadow others.
+    match std::env::current_exe() {
+        Ok(path) => println!("kubectl-ns {mine} ({})", path.display()),
+        Err(_) => println!("kubectl-ns {mine}"),
+    }
     if let Some(addr) = &args.kube.agent {
         let mut client = AgentClient::new(transport::connect(addr).await?);
         crate::timings::grpc_call();

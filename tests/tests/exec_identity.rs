@@ -1,0 +1,331 @@
+//! `-m` on a real containerd container: the tool is the image's own binary,
+//! so it runs with the container's identity from the runtime, never with
+//! the node's privileges unless `--privileged` says so; and it runs from a
+//! sealed memfd, so the container cannot write through its /proc/PID/exe.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use kns_tests::agent::Agent;
+use kns_tests::bins::{exec, exec_command, stderr, stdout};
+use kns_tests::containerd::{Lab, PodSpec};
+use kns_tests::image::{build, busybox_spec};
+use kns_tests::{require_root, wait_until};
+
+const TROJAN_IMAGE: &str = "docker.io/kns/trojan:1";
+
+/// An image whose `ls` reports its identity (with -p, where the
+/// container's /proc has the tool), then tries to leave the container: a
+/// proc of the tool's PID namespace (the node's, without -p) mounted inside
+/// the container reaches the node's root through the node process
+/// `$NODE_PID`, where it writes `$MARKER`. Both need node privileges
+/// (CAP_SYS_ADMIN to mount, CAP_SYS_PTRACE over a node-root process to
+/// follow its root) that a container's root lacks.
+const TROJAN: &str = r#"#!/bin/sh
+/bin/busybox grep -E '^(Uid|Gid|CapEff):' /proc/self/status 2>/dev/null
+/bin/busybox mkdir -p /tmp/p
+/bin/busybox mount -t proc proc /tmp/p && echo pwned > "/tmp/p/$NODE_PID/root$MARKER" && echo escaped
+"#;
+
+fn import_trojan(lab: &Lab) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("ls");
+    std::fs::write(&script, TROJAN).unwrap();
+    let mut spec = busybox_spec(TROJAN_IMAGE);
+    spec.links.retain(|(link, _)| link != "bin/ls");
+    spec.files.push(("bin/ls", script));
+    let archive = dir.path().join("trojan.tar");
+    build(&spec, &archive).unwrap();
+    lab.import_image(&archive).unwrap();
+}
+
+/// `Name:\tvalue` lines of a /proc/PID/status text, for the given names.
+fn status_fields(status: &str, names: &[&str]) -> Vec<String> {
+    status
+        .lines()
+        .filter(|l| names.iter().any(|n| l.split(':').next() == Some(*n)))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+fn field(status: &str, name: &str) -> String {
+    status_fields(status, &[name]).pop().unwrap_or_default()
+}
+
+#[test]
+fn a_trojaned_binary_run_with_m_gets_the_containers_privileges_not_the_nodes() {
+    require_root();
+    let lab = Lab::shared();
+    import_trojan(&lab);
+    let pod = lab
+        .run_pod(&PodSpec {
+            name: "trojan".into(),
+            image: TROJAN_IMAGE.into(),
+            command: vec!["/bin/sleep".into(), "100000".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    let agent = Agent::start(Some(lab.socket.to_str().unwrap()));
+    let target = format!("container/{}", pod.container_id);
+    let container = std::fs::read_to_string(format!(
+        "/proc/{}/status",
+        lab.container_pid(&pod.container_id).unwrap()
+    ))
+    .unwrap();
+    let node_caps = field(&std::fs::read_to_string("/proc/self/status").unwrap(), "CapEff");
+
+    let outside = tempfile::tempdir().unwrap();
+    let marker = outside.path().join("marker");
+    let env = [
+        "-e".to_owned(),
+        format!("NODE_PID={}", std::process::id()),
+        "-e".to_owned(),
+        format!("MARKER={}", marker.display()),
+    ];
+    let flags = |extra: &[&'static str]| -> Vec<String> {
+        env.iter()
+            .cloned()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    let run = |extra: &[&'static str]| {
+        let f = flags(extra);
+        let f: Vec<&str> = f.iter().map(String::as_str).collect();
+        exec(&agent.addr(), &target, &f, &["ls"])
+    };
+
+    let o = run(&["-m", "-p"]);
+    let out = stdout(&o);
+    assert!(out.contains("Uid:\t0\t"), "{out}\n{}", stderr(&o));
+    assert_eq!(field(&out, "CapEff"), field(&container, "CapEff"), "{out}");
+    assert_ne!(field(&out, "CapEff"), node_caps, "{out}");
+    let o = run(&["-m"]);
+    assert!(stderr(&o).contains("mount: permission denied"), "{}", stderr(&o));
+    assert!(
+        !stdout(&o).contains("escaped") && !marker.exists(),
+        "{}",
+        stdout(&o)
+    );
+
+    // --privileged is node root, and the same trojan gets out: the checks
+    // above can fail.
+    let o = run(&["-m", "-p", "--privileged"]);
+    assert_eq!(field(&stdout(&o), "CapEff"), node_caps, "{}", stdout(&o));
+    let o = run(&["-m", "--privileged"]);
+    assert!(stdout(&o).contains("escaped"), "{}\n{}", stdout(&o), stderr(&o));
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "pwned\n");
+    assert!(
+        agent.logs().contains("--privileged"),
+        "the agent must log --privileged: {}",
+        agent.logs()
+    );
+}
+
+/// A container with a non-root user, groups, every capability dropped but
+/// one, and no_new_privs.
+fn restricted_pod(lab: &Lab, name: &str) -> kns_tests::containerd::Pod {
+    lab.run_pod(&PodSpec {
+        name: name.into(),
+        command: vec!["/bin/sleep".into(), "100000".into()],
+        run_as_user: Some(1000),
+        run_as_group: Some(1000),
+        supplemental_groups: vec![2000, 3000],
+        caps_drop: vec!["ALL".into()],
+        caps_add: vec!["NET_BIND_SERVICE".into()],
+        no_new_privs: true,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn the_tool_takes_the_containers_uid_groups_capabilities_and_no_new_privs() {
+    require_root();
+    let lab = Lab::shared();
+    let pod = restricted_pod(&lab, "identity");
+    let agent = Agent::start(Some(lab.socket.to_str().unwrap()));
+    let cpid = lab.container_pid(&pod.container_id).unwrap();
+    let container = std::fs::read_to_string(format!("/proc/{cpid}/status")).unwrap();
+    let o = exec(
+        &agent.addr(),
+        &format!("container/{}", pod.container_id),
+        &["-m", "-p"],
+        &["cat", "/proc/self/status"],
+    );
+    assert!(o.status.success(), "{}\n{}", stderr(&o), agent.logs());
+    let tool = stdout(&o);
+    let names = [
+        "Uid",
+        "Gid",
+        "Groups",
+        "CapInh",
+        "CapPrm",
+        "CapEff",
+        "CapBnd",
+        "CapAmb",
+        "NoNewPrivs",
+    ];
+    assert_eq!(
+        status_fields(&tool, &names),
+        status_fields(&container, &names),
+        "{tool}"
+    );
+    // And that is the spec asked for, not the agent's.
+    assert_eq!(field(&tool, "Uid"), "Uid: 1000 1000 1000 1000");
+    assert!(field(&tool, "Groups").contains("2000 3000"), "{tool}");
+    assert_eq!(field(&tool, "CapBnd"), "CapBnd: 0000000000000400");
+    assert_eq!(field(&tool, "NoNewPrivs"), "NoNewPrivs: 1");
+    assert!(agent.logs().contains("container uid=1000"), "{}", agent.logs());
+}
+
+/// The tool's PID inside the container's PID namespace (the last NSpid).
+fn pid_in_container(host_pid: i32) -> i32 {
+    let status = std::fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap();
+    field(&status, "NSpid")
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A PID whose command line is exactly `argv`.
+fn find(argv: &[&str]) -> Option<i32> {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid = e.file_name().to_str()?.parse().ok()?;
+        (std::fs::read(e.path().join("cmdline")).ok()? == want).then_some(pid)
+    })
+}
+
+#[test]
+fn a_process_in_the_target_cannot_write_through_the_tools_exe() {
+    require_root();
+    let lab = Lab::shared();
+    let pod = restricted_pod(&lab, "exe");
+    let agent = Agent::start(Some(lab.socket.to_str().unwrap()));
+    let cpid = lab.container_pid(&pod.container_id).unwrap();
+    // The tool is a file the container's user owns: were the tool's exe
+    // that file, the container could write to it. What this checks is that
+    // the exe is no file at all.
+    let root = Path::new("/proc").join(cpid.to_string()).join("root");
+    let tool_file = root.join("tmp/kns-sleep/sleep");
+    std::fs::create_dir_all(tool_file.parent().unwrap()).unwrap();
+    std::fs::copy(root.join("bin/busybox"), &tool_file).unwrap();
+    std::os::unix::fs::chown(&tool_file, Some(1000), Some(1000)).unwrap();
+    let before = std::fs::read(&tool_file).unwrap();
+
+    let argv = ["/tmp/kns-sleep/sleep", "100000"];
+    let mut client = exec_command(
+        &agent.addr(),
+        &format!("container/{}", pod.container_id),
+        &["-m", "-p"],
+        &argv,
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut tool = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            tool = find(&argv);
+            tool.is_some()
+        }),
+        "the tool never started: {}",
+        agent.logs()
+    );
+    let tool = tool.unwrap();
+    assert_eq!(
+        std::fs::metadata(format!("/proc/{tool}/status")).unwrap().uid(),
+        1000
+    );
+
+    // CVE-2019-5736's shape, from a process of the container's (its user,
+    // no capabilities): hold the tool's exe, let the tool exit, reopen the
+    // handle for writing.
+    let script = format!(
+        "exec 3< /proc/{t}/exe || exit 10; readlink /proc/{t}/exe; kill -9 {t}; sleep 1; \
+         echo pwned >> /proc/self/fd/3 && echo written",
+        t = pid_in_container(tool)
+    );
+    let attack = Command::new("nsenter")
+        .args(["--target", &cpid.to_string(), "--mount", "--pid"])
+        .args([
+            "--setuid", "1000", "--setgid", "1000", "--", "/bin/sh", "-c", &script,
+        ])
+        .output()
+        .unwrap();
+    let _ = client.kill();
+    let _ = client.wait();
+    let out = stdout(&attack);
+    assert!(!out.contains("written"), "{out}\n{}", stderr(&attack));
+    assert_eq!(
+        std::fs::read(&tool_file).unwrap(),
+        before,
+        "the tool's file was written"
+    );
+    assert!(out.starts_with("/memfd:kns-tool"), "{out}\n{}", stderr(&attack));
+}
+
+#[test]
+fn m_without_an_identity_from_the_runtime_is_refused_unless_privileged() {
+    require_root();
+    let lab = Lab::shared();
+    let pod = lab.run_pod(&PodSpec::httpd("no-identity", 8290)).unwrap();
+    // A pod sandbox: the pause process's identity is no workload's.
+    let agent = Agent::start(Some(lab.socket.to_str().unwrap()));
+    let target = format!("container/{}", pod.sandbox_id);
+    let o = exec(&agent.addr(), &target, &["-m"], &["true"]);
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("none is known") && err.contains("--privileged"),
+        "{err}"
+    );
+    let o = exec(&agent.addr(), &target, &["-m", "--privileged"], &["true"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Without -m the node's own tools run as today.
+    let o = exec(&agent.addr(), &target, &["-u"], &["hostname"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// Nothing of the agent's reaches a tool: its fds are its stdio, whatever
+/// the agent holds (listeners, the CRI connection, pidfds, other sessions').
+#[test]
+fn a_tool_holds_no_fd_but_its_stdio() {
+    require_root();
+    let lab = Lab::shared();
+    let pod = restricted_pod(&lab, "fds");
+    let agent = Agent::start(Some(lab.socket.to_str().unwrap()));
+    let target = format!("container/{}", pod.container_id);
+    for (flags, argv) in [
+        (&["-n"][..], ["sleep", "7272"]),
+        (&["-m", "-p"][..], ["/bin/sleep", "7273"]),
+    ] {
+        let mut client = exec_command(&agent.addr(), &target, flags, &argv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut tool = None;
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                tool = find(&argv);
+                tool.is_some()
+            }),
+            "{flags:?}: the tool never started: {}",
+            agent.logs()
+        );
+        let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", tool.unwrap()))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        fds.sort();
+        let _ = client.kill();
+        let _ = client.wait();
+        assert_eq!(fds, ["0", "1", "2"], "{flags:?}");
+    }
+}
