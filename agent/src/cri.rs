@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use kns_proto::cri::runtime_service_client::RuntimeServiceClient;
 use kns_proto::cri::{
-    ContainerState, ContainerStatusRequest, PodSandboxState, PodSandboxStatusRequest, VersionRequest,
+    ContainerFilter, ContainerState, ContainerStateValue, ContainerStatusRequest, ListContainersRequest,
+    ListPodSandboxRequest, PodSandboxState, PodSandboxStatusRequest, VersionRequest,
 };
 use tonic::transport::Channel;
 
@@ -99,6 +100,42 @@ pub struct Identity {
     /// The spec has a seccomp profile, which the agent does not apply: it
     /// would need an OCI-to-BPF compiler (libseccomp) in a static binary.
     pub seccomp: bool,
+}
+
+/// A running container as the runtime lists it, with the pod it belongs to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listed {
+    pub id: String,
+    pub sandbox_id: String,
+    pub name: String,
+    pub pod_name: String,
+    pub pod_namespace: String,
+    pub pod_uid: String,
+}
+
+/// The labels the kubelet puts on every container it creates.
+const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
+const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
+const CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
+
+/// A container's pod identity: the kubelet's labels, else its sandbox's
+/// metadata (which the kubelet also sets from the pod, and which containers
+/// made by other CRI clients carry too), else its own metadata's name.
+fn listed(
+    c: kns_proto::cri::Container,
+    sandboxes: &HashMap<String, kns_proto::cri::PodSandboxMetadata>,
+) -> Listed {
+    let sandbox = sandboxes.get(&c.pod_sandbox_id).cloned().unwrap_or_default();
+    let label = |key: &str, fallback: String| c.labels.get(key).cloned().unwrap_or(fallback);
+    Listed {
+        name: label(CONTAINER_NAME_LABEL, c.metadata.clone().unwrap_or_default().name),
+        pod_name: label(POD_NAME_LABEL, sandbox.name),
+        pod_namespace: label(POD_NAMESPACE_LABEL, sandbox.namespace),
+        pod_uid: label(POD_UID_LABEL, sandbox.uid),
+        id: c.id,
+        sandbox_id: c.pod_sandbox_id,
+    }
 }
 
 /// A connected CRI runtime.
@@ -246,6 +283,33 @@ impl Cri {
             pid,
             identity: None,
         })
+    }
+
+    /// Every running container with its pod: two calls (ListContainers and
+    /// ListPodSandbox, concurrently), however many containers there are.
+    pub async fn list_running(&self) -> Result<Vec<Listed>, CriError> {
+        let (mut containers, mut sandboxes) = (self.client.clone(), self.client.clone());
+        let running = ListContainersRequest {
+            filter: Some(ContainerFilter {
+                state: Some(ContainerStateValue {
+                    state: ContainerState::ContainerRunning as i32,
+                }),
+                ..Default::default()
+            }),
+        };
+        let (cs, ss) = tokio::join!(
+            deadline(containers.list_containers(running)),
+            deadline(sandboxes.list_pod_sandbox(ListPodSandboxRequest::default())),
+        );
+        let cs = cs.map_err(|s| self.call_error(s))?.into_inner().containers;
+        let ss: HashMap<String, _> = ss
+            .map_err(|s| self.call_error(s))?
+            .into_inner()
+            .items
+            .into_iter()
+            .map(|s| (s.id, s.metadata.unwrap_or_default()))
+            .collect();
+        Ok(cs.into_iter().map(|c| listed(c, &ss)).collect())
     }
 
     fn call_error(&self, s: tonic::Status) -> CriError {
@@ -422,21 +486,34 @@ pub fn check_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Finds a container's init process without a runtime: the process whose
-/// cgroup names the container ID and whose parent's does not (the parent
-/// is the runtime's shim). Among several, the oldest. A prefix that names
-/// more than one container is an error listing them.
-pub fn pid_from_cgroups(id: &str) -> Result<Option<ContainerPid>, CriError> {
-    let full_id = |pid: i32| procfs::cgroup(pid).ok().and_then(|c| full_id_in(&c, id));
-    let mut found: Vec<(u64, i32, String)> = procfs::pids()
+/// The init processes of containers found in /proc, oldest first: each
+/// process whose cgroup names a container (`id_of` reads it for a PID) and
+/// whose parent's does not (the parent is the runtime's shim).
+fn init_processes(id_of: impl Fn(i32) -> Option<String>) -> Vec<(u64, i32, String)> {
+    // Each process's cgroup is read once: a parent outside every container
+    // (the shim) is simply absent from the map.
+    let ids: HashMap<i32, String> = procfs::pids()
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|p| Some((p, full_id(p)?)))
-        .filter_map(|(p, full)| procfs::stat(p).ok().map(|st| (p, st, full)))
-        .filter(|(_, st, full)| full_id(st.ppid).as_ref() != Some(full))
-        .map(|(p, st, full)| (st.start_time, p, full))
+        .filter_map(|p| Some((p, id_of(p)?)))
+        .collect();
+    let mut found: Vec<(u64, i32, String)> = ids
+        .iter()
+        .filter_map(|(&p, full)| {
+            let st = procfs::stat(p).ok()?;
+            (ids.get(&st.ppid) != Some(full)).then(|| (st.start_time, p, full.clone()))
+        })
         .collect();
     found.sort();
+    found
+}
+
+/// Finds a container's init process without a runtime: the process whose
+/// cgroup names the container ID and whose parent's does not. Among
+/// several, the oldest. A prefix that names more than one container is an
+/// error listing them.
+pub fn pid_from_cgroups(id: &str) -> Result<Option<ContainerPid>, CriError> {
+    let found = init_processes(|p| procfs::cgroup(p).ok().and_then(|c| full_id_in(&c, id)));
     let mut ids: Vec<String> = found.iter().map(|(_, _, f)| f.clone()).collect();
     ids.sort();
     ids.dedup();
@@ -453,6 +530,17 @@ pub fn pid_from_cgroups(id: &str) -> Result<Option<ContainerPid>, CriError> {
     }))
 }
 
+/// The init process of every container on the node, by full ID, from one
+/// pass over /proc: what `pid_from_cgroups` finds for one ID, for all.
+pub fn init_pids() -> HashMap<String, i32> {
+    let mut out = HashMap::new();
+    for (_, pid, id) in init_processes(|p| procfs::cgroup(p).ok().and_then(|c| first_full_id(&c, ""))) {
+        // Oldest first: the first process seen is the container's init.
+        out.entry(id).or_insert(pid);
+    }
+    out
+}
+
 /// Whether a /proc/PID/cgroup text names the container: some path component
 /// is a full container ID starting with `id`, bare (cgroupfs driver) or in a
 /// runtime's scope (systemd driver: `cri-containerd-ID.scope`,
@@ -465,6 +553,12 @@ fn full_id_in(cgroup: &str, id: &str) -> Option<String> {
     if id.is_empty() {
         return None;
     }
+    first_full_id(cgroup, id)
+}
+
+/// The first full container ID starting with `prefix` (any, when empty)
+/// in a /proc/PID/cgroup text.
+fn first_full_id(cgroup: &str, prefix: &str) -> Option<String> {
     cgroup
         .lines()
         .filter_map(|l| l.splitn(3, ':').nth(2))
@@ -475,7 +569,9 @@ fn full_id_in(cgroup: &str, id: &str) -> Option<String> {
         })
         // Whole IDs only: a pod's cgroup (pod<UID>) ends in a UID group of
         // 12 hex digits, which a short prefix would otherwise match.
-        .find(|c| c.len() == FULL_ID_LEN && c.starts_with(id) && c.chars().all(|ch| ch.is_ascii_hexdigit()))
+        .find(|c| {
+            c.len() == FULL_ID_LEN && c.starts_with(prefix) && c.chars().all(|ch| ch.is_ascii_hexdigit())
+        })
         .map(str::to_owned)
 }
 
@@ -591,6 +687,55 @@ mod tests {
         let systemd_pod =
             "0::/kubepods.slice/kubepods-besteffort-pod8e2f1a3b_1c2d_4e5f_9a8b_0123456789ab.slice\n";
         assert!(!cgroup_names(systemd_pod, "0123"));
+    }
+
+    #[test]
+    fn pod_identity_from_kubelet_labels_else_sandbox_metadata() {
+        let sandbox = kns_proto::cri::PodSandboxMetadata {
+            name: "web-1".into(),
+            uid: "u-1".into(),
+            namespace: "prod".into(),
+            attempt: 0,
+        };
+        let sandboxes = HashMap::from([("sb".to_owned(), sandbox)]);
+        let container = |labels: &[(&str, &str)]| kns_proto::cri::Container {
+            id: "c1".into(),
+            pod_sandbox_id: "sb".into(),
+            metadata: Some(kns_proto::cri::ContainerMetadata {
+                name: "app".into(),
+                attempt: 0,
+            }),
+            labels: info(labels),
+            ..Default::default()
+        };
+        let l = listed(container(&[]), &sandboxes);
+        assert_eq!(
+            (
+                l.name.as_str(),
+                l.pod_name.as_str(),
+                l.pod_namespace.as_str(),
+                l.pod_uid.as_str()
+            ),
+            ("app", "web-1", "prod", "u-1")
+        );
+        let l = listed(
+            container(&[
+                (POD_NAME_LABEL, "static-etcd-n1"),
+                (POD_NAMESPACE_LABEL, "kube-system"),
+                (POD_UID_LABEL, "hash"),
+                (CONTAINER_NAME_LABEL, "etcd"),
+            ]),
+            &HashMap::new(),
+        );
+        assert_eq!(
+            (
+                l.name.as_str(),
+                l.pod_name.as_str(),
+                l.pod_namespace.as_str(),
+                l.pod_uid.as_str()
+            ),
+            ("etcd", "static-etcd-n1", "kube-system", "hash")
+        );
     }
 
     #[test]

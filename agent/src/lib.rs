@@ -5,6 +5,7 @@
 
 pub mod cgroup;
 pub mod cri;
+pub mod inventory;
 pub mod ns;
 pub mod nsenter;
 pub mod policy;

@@ -10,8 +10,8 @@ use kns_proto::agent::exec_request::Msg as In;
 use kns_proto::agent::exec_response::Msg as Out;
 use kns_proto::agent::target::Kind;
 use kns_proto::agent::{
-    ExecRequest, ExecResponse, ExecStart, Exited, InspectRequest, InspectResponse, NamespaceId, ProcessInfo,
-    Started, VersionRequest, VersionResponse, exited,
+    ExecRequest, ExecResponse, ExecStart, Exited, InspectRequest, InspectResponse, ListRequest, ListResponse,
+    NamespaceId, ProcessInfo, Started, VersionRequest, VersionResponse, exited,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -225,7 +225,7 @@ fn exited_reply(code: i32, error: String) -> ExecResponse {
     }
 }
 
-fn process_info(pid: i32) -> Result<ProcessInfo, ProcError> {
+pub(crate) fn process_info(pid: i32) -> Result<ProcessInfo, ProcError> {
     let mut namespaces = Vec::new();
     for k in NsKind::ALL {
         if let Some(id) = procfs::ns_id(pid, k)? {
@@ -376,6 +376,13 @@ impl Agent for AgentService {
             timens_offsets: read(procfs::timens_offsets)?,
             container_id: resolved.container_id.unwrap_or_default(),
         }))
+    }
+
+    async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let namespaces = request.into_inner().namespaces;
+        Ok(versioned(
+            crate::inventory::list(&self.resolver, self.node.pid, namespaces).await?,
+        ))
     }
 
     async fn version(&self, _: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {

@@ -47,8 +47,24 @@ pub enum Command {
     /// Examples:
     ///   kubectl ns ls web-1
     ///   kubectl ns ls prod/web-1 -o wide
+    ///   kubectl ns ls node/worker-3      # every namespace on the node, like lsns, with its pods
+    ///   kubectl ns ls -A -l app=web      # every matching pod's containers
     #[command(verbatim_doc_comment)]
     Ls(LsArgs),
+    /// Audit which pods share the node's namespaces: declared in their
+    /// specs, observed by the agents, and where the two disagree (drift).
+    ///
+    /// Every node's agent is asked at once (bounded, with a deadline per
+    /// node); pods on nodes no agent answered for are reported as not
+    /// observed, never as clean. Exit status: 0, or 1 when a finding of a
+    /// kind named in --fail-on exists; 255 when the audit itself failed.
+    ///
+    /// Examples:
+    ///   kubectl ns audit -A
+    ///   kubectl ns audit --namespace prod -o wide
+    ///   kubectl ns audit -A -o json --fail-on drift,privileged,host-net
+    #[command(verbatim_doc_comment)]
+    Audit(AuditArgs),
     /// Install the agent DaemonSet (embedded manifests, server-side apply)
     /// and wait for it on every node.
     ///
@@ -284,11 +300,69 @@ pub struct LsArgs {
     #[command(flatten)]
     pub kube: KubeArgs,
     /// What to inspect: POD (every running container), pod/POD, NS/POD,
-    /// node/NODE; with --agent also pid/PID, container/ID, node.
-    pub target: Target,
+    /// node/NODE; with --agent also pid/PID, container/ID, node. Without
+    /// one: every pod of --namespace (or -A, -l), one row per container.
+    pub target: Option<Target>,
+    #[command(flatten)]
+    pub fanout: FanoutArgs,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: Output,
+}
+
+/// Which pods a many-pod command covers, and how it asks their nodes'
+/// agents.
+#[derive(Debug, Args, Clone)]
+pub struct FanoutArgs {
+    /// The pods of every namespace.
+    #[arg(short = 'A', long = "all-namespaces", conflicts_with = "namespace")]
+    pub all_namespaces: bool,
+    /// Only pods matching this label selector.
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+    pub selector: Option<String>,
+    /// How long one node's agent may take to answer.
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
+    pub node_timeout: Duration,
+    /// How many nodes are asked at once.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_nodes: u16,
+}
+
+impl FanoutArgs {
+    pub fn bounds(&self) -> crate::fanout::Bounds {
+        crate::fanout::Bounds {
+            concurrency: usize::from(self.max_concurrent_nodes),
+            timeout: self.node_timeout,
+        }
+    }
+
+    /// The pods covered, on `node` if given.
+    pub fn scope(&self, node: Option<String>) -> crate::fanout::Scope {
+        crate::fanout::Scope {
+            all_namespaces: self.all_namespaces,
+            selector: self.selector.clone(),
+            node,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// -A, -l: with a label selector, unknown workloads are not reported
+    /// (containers outside the selection are not unknown).
+    #[command(flatten)]
+    pub fanout: FanoutArgs,
+    /// Only this node (with --agent: the node that agent runs on).
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
+    /// Output format (wide adds each finding's explanation).
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: Output,
+    /// Exit 1 when any finding of these kinds exists (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
+    pub fail_on: Vec<crate::findings::Kind>,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 //! | code | meaning |
 //! |------|---------|
 //! | 0–125 | the remote command's own exit code (`exec`) |
+//! | 1 | `audit`: a finding of a kind named in `--fail-on` exists |
 //! | 126 | the tool exists but cannot be executed |
 //! | 127 | the tool was not found (with `-m`: not in the container image) |
 //! | 128+N | the remote command died of signal N (130 for SIGINT); or kubectl-ns got signal N before the session was open, or twice within a second while the agent did not answer |

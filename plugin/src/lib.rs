@@ -11,6 +11,9 @@ pub mod cluster;
 pub mod commands;
 pub mod complete;
 pub mod exit;
+pub mod fanout;
+pub mod findings;
+pub mod inventory;
 pub mod manifests;
 pub mod placement;
 pub mod resolve;
@@ -26,4 +29,45 @@ pub(crate) fn label_map(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<St
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// A running pod with one container `app` of runtime ID `id`, for tests.
+#[cfg(test)]
+pub(crate) fn running_pod(
+    namespace: &str,
+    name: &str,
+    node: &str,
+    id: &str,
+) -> k8s_openapi::api::core::v1::Pod {
+    use k8s_openapi::api::core::v1::{
+        Container, ContainerState, ContainerStateRunning, ContainerStatus, Pod, PodSpec, PodStatus,
+    };
+    Pod {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            uid: Some(format!("{name}-uid")),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some(node.into()),
+            containers: vec![Container {
+                name: "app".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: Some(PodStatus {
+            container_statuses: Some(vec![ContainerStatus {
+                name: "app".into(),
+                container_id: Some(format!("containerd://{id}")),
+                state: Some(ContainerState {
+                    running: Some(ContainerStateRunning::default()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+    }
 }

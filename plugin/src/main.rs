@@ -107,6 +107,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Exec(a) => commands::exec::run(a).await,
             Command::Ls(a) => commands::ls::run(a).await,
+            Command::Audit(a) => commands::audit::run(a).await,
             Command::Install(a) => commands::install::install(a).await,
             Command::Uninstall(a) => commands::install::uninstall(a).await,
             Command::Status(a) => commands::status::run(a).await,

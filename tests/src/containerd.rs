@@ -32,6 +32,8 @@ pub struct PodSpec {
     pub host_network: bool,
     /// Share the node's PID namespace (hostPID).
     pub host_pid: bool,
+    /// Share the node's IPC namespace (hostIPC).
+    pub host_ipc: bool,
     /// The image; the test busybox image when empty.
     pub image: String,
     pub command: Vec<String>,
@@ -251,7 +253,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             } else {
                 NamespaceMode::Container
             } as i32,
-            ipc: NamespaceMode::Pod as i32,
+            ipc: if spec.host_ipc {
+                NamespaceMode::Node
+            } else {
+                NamespaceMode::Pod
+            } as i32,
             target_id: String::new(),
         };
         let logs = self.dir.join("logs").join(&spec.name);

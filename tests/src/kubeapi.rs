@@ -192,7 +192,7 @@ async fn serve(
 fn installer_only(method: &hyper::Method, parts: &[&str]) -> bool {
     let reads_pods_or_nodes = matches!(
         parts,
-        ["api", "v1", "nodes", ..] | ["api", "v1", "namespaces", _, "pods", ..]
+        ["api", "v1", "nodes", ..] | ["api", "v1", "pods"] | ["api", "v1", "namespaces", _, "pods", ..]
     );
     !reads_pods_or_nodes || method != hyper::Method::GET
 }
@@ -307,13 +307,15 @@ async fn handle(
                 ),
             }
         }
-        ["api", "v1", "namespaces", ns, "pods"] => {
+        // Pods of every namespace (`-A`), or of one.
+        ["api", "v1", "pods"] | ["api", "v1", "namespaces", _, "pods"] => {
+            let ns = parts.get(3).copied();
             let q = query(&req);
             let st = state.lock().expect("state");
             let items: Vec<Value> = st
                 .pods
                 .iter()
-                .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
+                .filter(|p| ns.is_none() || p.metadata.namespace.as_deref() == ns)
                 .filter(|p| q.get("labelSelector").is_none_or(|s| labels_match(p, s)))
                 .filter(|p| q.get("fieldSelector").is_none_or(|s| fields_match(p, s)))
                 .map(|p| serde_json::to_value(p).expect("pod json"))

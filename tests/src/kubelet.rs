@@ -67,9 +67,6 @@ pub fn pod_spec(name: &str, pod: &k8s::PodSpec, container: &str) -> anyhow::Resu
         .iter()
         .find(|c| c.name == container)
         .with_context(|| format!("the pod has no container {container}"))?;
-    if pod.host_ipc == Some(true) {
-        bail!("hostIPC is not reproduced by the lab");
-    }
     if c.env_from.as_ref().is_some_and(|e| !e.is_empty()) || c.working_dir.is_some() {
         bail!("envFrom and workingDir are not reproduced by the lab");
     }
@@ -119,6 +116,7 @@ pub fn pod_spec(name: &str, pod: &k8s::PodSpec, container: &str) -> anyhow::Resu
         name: name.to_owned(),
         host_network: pod.host_network == Some(true),
         host_pid: pod.host_pid == Some(true),
+        host_ipc: pod.host_ipc == Some(true),
         image: c.image.clone().context("the container has no image")?,
         command: literals("command", &c.command)?,
         args: literals("args", &c.args)?,

@@ -1,17 +1,20 @@
 //! `kubectl ns ls`: namespace identities next to the node's, and for a pod,
-//! next to each other: compare first, enter second.
+//! next to each other: compare first, enter second. For `node/NODE`, every
+//! namespace on the node and the containers in it (see `inventory`).
 
+use k8s_openapi::api::core::v1::Pod;
 use kns_proto::agent::agent_client::AgentClient;
-use kns_proto::agent::{InspectRequest, InspectResponse, Namespace, ProcessInfo};
+use kns_proto::agent::{InspectRequest, InspectResponse, ListRequest, Namespace, ProcessInfo};
+use kube::api::{Api, ListParams};
 use serde::Serialize;
 use tonic::transport::Channel;
 
 use crate::cli::{LsArgs, Output};
-use crate::cluster;
 use crate::exit::{self, Failure};
 use crate::resolve::KubeTarget;
 use crate::target::{DirectTarget, Target};
 use crate::transport;
+use crate::{cluster, fanout, inventory, resolve};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -169,26 +172,24 @@ fn table(r: &Report) -> String {
     s
 }
 
-fn pod_table(p: &PodReport, wide: bool) -> String {
-    let mut s = format!(
-        "POD {}  NODE {}\n\n{:<16} {:<8}",
-        p.pod, p.node, "CONTAINER", "PID"
-    );
-    for k in Namespace::ALL {
-        s.push_str(&format!(
-            " {:<w$}",
-            k.proc_name().to_uppercase(),
-            w = if wide { 19 } else { 8 }
-        ));
-    }
-    s.push('\n');
-    for c in &p.containers {
-        s.push_str(&format!(
-            "{:<16} {:<8}",
-            c.container.as_deref().unwrap_or(""),
-            c.pid
-        ));
-        for k in Namespace::ALL {
+/// The namespace columns' headers, and one container's cells.
+fn ns_header(wide: bool) -> String {
+    Namespace::ALL
+        .into_iter()
+        .map(|k| {
+            format!(
+                " {:<w$}",
+                k.proc_name().to_uppercase(),
+                w = if wide { 19 } else { 8 }
+            )
+        })
+        .collect()
+}
+
+fn ns_cells(c: &Report, wide: bool) -> String {
+    Namespace::ALL
+        .into_iter()
+        .map(|k| {
             let cell = c
                 .namespaces
                 .iter()
@@ -200,11 +201,130 @@ fn pod_table(p: &PodReport, wide: bool) -> String {
                         n.verdict.as_str().to_owned()
                     }
                 });
-            s.push_str(&format!(" {:<w$}", cell, w = if wide { 19 } else { 8 }));
-        }
-        s.push('\n');
+            format!(" {:<w$}", cell, w = if wide { 19 } else { 8 })
+        })
+        .collect()
+}
+
+fn pod_table(p: &PodReport, wide: bool) -> String {
+    let mut s = format!(
+        "POD {}  NODE {}\n\n{:<16} {:<8}{}\n",
+        p.pod,
+        p.node,
+        "CONTAINER",
+        "PID",
+        ns_header(wide)
+    );
+    for c in &p.containers {
+        s.push_str(&format!(
+            "{:<16} {:<8}{}\n",
+            c.container.as_deref().unwrap_or(""),
+            c.pid,
+            ns_cells(c, wide)
+        ));
     }
     s
+}
+
+/// Many pods' containers, one row each, with their pod and node.
+fn pods_table(pods: &[PodReport], wide: bool) -> String {
+    let pod_w = pods.iter().map(|p| p.pod.len()).max().unwrap_or(0).max(3);
+    let node_w = pods.iter().map(|p| p.node.len()).max().unwrap_or(0).max(4);
+    let mut s = format!(
+        "{:<pod_w$} {:<node_w$} {:<16} {:<8}{}\n",
+        "POD",
+        "NODE",
+        "CONTAINER",
+        "PID",
+        ns_header(wide)
+    );
+    for p in pods {
+        for c in &p.containers {
+            s.push_str(&format!(
+                "{:<pod_w$} {:<node_w$} {:<16} {:<8}{}\n",
+                p.pod,
+                p.node,
+                c.container.as_deref().unwrap_or(""),
+                c.pid,
+                ns_cells(c, wide)
+            ));
+        }
+    }
+    s
+}
+
+/// `ls` without a target: every pod in scope, its containers' namespaces
+/// from its node's agent List (the nodes asked at once, as by `audit`).
+/// Exits 255 when some node could not be asked, after printing the rest.
+async fn many(args: &LsArgs) -> Result<u8, Failure> {
+    if args.kube.agent.is_some() {
+        return Err(Failure::new(
+            exit::USAGE,
+            "--agent reaches one node's agent: name a target (a pod, node/NODE, container/ID)",
+        ));
+    }
+    let r = cluster::resolver(&args.kube).await?;
+    let scope = args.fanout.scope(None);
+    let pods = fanout::pods(&r, &scope).await?;
+    let observed = fanout::list_nodes(
+        &args.kube,
+        &r,
+        fanout::nodes(&pods, &scope),
+        args.fanout.bounds(),
+        false,
+    )
+    .await?;
+    let mut out = Vec::new();
+    for pod in &pods {
+        let Ok(running) = resolve::pod_containers(pod) else {
+            continue;
+        };
+        let Some(Ok(list)) = observed.get(&running.node) else {
+            continue;
+        };
+        let mut reports = Vec::new();
+        for (cname, id) in &running.running {
+            let Some(c) = list.containers.iter().find(|c| &c.id == id) else {
+                eprintln!(
+                    "kubectl-ns: {}/{} ({cname}): not in the runtime's list on node {}",
+                    pod.metadata.namespace.as_deref().unwrap_or_default(),
+                    pod.metadata.name.as_deref().unwrap_or_default(),
+                    running.node
+                );
+                continue;
+            };
+            let inspected = InspectResponse {
+                target: c.process.clone(),
+                node: list.node.clone(),
+                container_id: id.clone(),
+                ..Default::default()
+            };
+            reports.push(report(
+                DirectTarget::Container(id.clone()).to_string(),
+                Some(cname.clone()),
+                inspected,
+            ));
+        }
+        mark_shared(&mut reports);
+        out.push(PodReport {
+            pod: format!(
+                "{}/{}",
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod.metadata.name.as_deref().unwrap_or_default()
+            ),
+            node: running.node,
+            containers: reports,
+        });
+    }
+    let missing: Vec<_> = observed
+        .iter()
+        .filter_map(|(n, o)| Some((n, o.as_ref().err()?)))
+        .collect();
+    for (node, why) in &missing {
+        eprintln!("kubectl-ns: node {node} not observed: {why}");
+    }
+    print!("{}", render(&out, args.output, |wide| pods_table(&out, wide))?);
+    Ok(if missing.is_empty() { 0 } else { exit::FAILURE })
 }
 
 async fn inspect(
@@ -220,7 +340,7 @@ async fn inspect(
     Ok(r.into_inner())
 }
 
-fn render<T: Serialize>(
+pub(crate) fn render<T: Serialize>(
     v: &T,
     output: Output,
     table: impl FnOnce(bool) -> String,
@@ -236,7 +356,16 @@ fn render<T: Serialize>(
 }
 
 pub async fn run(args: LsArgs) -> Result<u8, Failure> {
-    let text = match &args.target {
+    let Some(target) = &args.target else {
+        return many(&args).await;
+    };
+    if args.fanout.all_namespaces || args.fanout.selector.is_some() {
+        return Err(Failure::new(
+            exit::USAGE,
+            "-A and -l list many pods: give them without a target, or name one target without them",
+        ));
+    }
+    let text = match target {
         Target::Kube(KubeTarget::Pod { namespace, name }) => {
             let (channel, containers) = cluster::reach_pod(&args.kube, namespace.as_deref(), name).await?;
             let mut client = AgentClient::new(channel);
@@ -256,6 +385,25 @@ pub async fn run(args: LsArgs) -> Result<u8, Failure> {
                 containers: reports,
             };
             render(&p, args.output, |wide| pod_table(&p, wide))?
+        }
+        Target::Kube(KubeTarget::Node(node)) => {
+            let reached = cluster::reach(&args.kube, target, None).await?;
+            let r = cluster::resolver(&args.kube).await?;
+            let on_node = ListParams::default().fields(&format!("spec.nodeName={node}"));
+            let api = Api::<Pod>::all(r.client);
+            let (pods, listed) = tokio::join!(api.list(&on_node), async {
+                crate::timings::grpc_call();
+                AgentClient::new(reached.channel)
+                    .list(ListRequest { namespaces: true })
+                    .await
+                    .map_err(|s| exit::status_failure(&s))
+            });
+            let pods =
+                pods.map_err(|e| exit::api_failure(&format!("cannot list the pods on node {node}"), e))?;
+            let listed = listed?;
+            transport::warn_version_skew(listed.metadata());
+            let inv = inventory::inventory(node, listed.get_ref(), &pods.items);
+            render(&inv, args.output, |_| inventory::table(&inv))?
         }
         other => {
             let reached = cluster::reach(&args.kube, other, None).await?;

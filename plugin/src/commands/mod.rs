@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod audit;
 pub mod exec;
 pub mod install;
 pub mod ls;

@@ -1,0 +1,229 @@
+//! Asking many nodes' agents at once: a bounded number of calls in flight,
+//! each with its own deadline, so one slow or missing node is reported and
+//! never holds up the others.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kns_proto::agent::agent_client::AgentClient;
+use kns_proto::agent::{ListRequest, ListResponse};
+use kube::api::{Api, ListParams};
+use tonic::transport::Channel;
+
+use crate::cli::KubeArgs;
+use crate::exit::{self, Failure, api_failure};
+use crate::findings::Observations;
+use crate::resolve::{AGENT_LABEL, Resolver, choose_agent};
+use crate::transport;
+
+/// Which pods a many-pod command covers.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// Every namespace (else the resolver's).
+    pub all_namespaces: bool,
+    pub selector: Option<String>,
+    /// Only this node.
+    pub node: Option<String>,
+}
+
+impl Scope {
+    /// "all namespaces" or "namespace NS", for messages.
+    pub fn describe(&self, r: &Resolver) -> String {
+        if self.all_namespaces {
+            "all namespaces".into()
+        } else {
+            format!("namespace {}", r.namespace)
+        }
+    }
+}
+
+/// The pods in `scope`: one list request.
+pub async fn pods(r: &Resolver, scope: &Scope) -> Result<Vec<Pod>, Failure> {
+    let api: Api<Pod> = if scope.all_namespaces {
+        Api::all(r.client.clone())
+    } else {
+        Api::namespaced(r.client.clone(), &r.namespace)
+    };
+    let mut lp = ListParams::default();
+    if let Some(sel) = &scope.selector {
+        lp = lp.labels(sel);
+    }
+    if let Some(node) = &scope.node {
+        lp = lp.fields(&format!("spec.nodeName={node}"));
+    }
+    Ok(api
+        .list(&lp)
+        .await
+        .map_err(|e| api_failure(&format!("cannot list pods in {}", scope.describe(r)), e))?
+        .items)
+}
+
+/// The nodes to ask: the one `scope` names, else those the pods run on.
+pub fn nodes(pods: &[Pod], scope: &Scope) -> BTreeSet<String> {
+    match &scope.node {
+        Some(n) => [n.clone()].into(),
+        None => pods
+            .iter()
+            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+            .collect(),
+    }
+}
+
+async fn list(channel: Channel, namespaces: bool) -> Result<ListResponse, String> {
+    crate::timings::grpc_call();
+    AgentClient::new(channel)
+        .list(ListRequest { namespaces })
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| exit::status_failure(&s).message.replace('\n', "; "))
+}
+
+/// Every node's agent's List, asked at once within `bounds`: through the
+/// port-forward to each node's agent pod, or with `--agent` the one agent
+/// named (then `nodes` is the one node it runs on).
+pub async fn list_nodes(
+    args: &KubeArgs,
+    r: &Resolver,
+    nodes: BTreeSet<String>,
+    bounds: Bounds,
+    namespaces: bool,
+) -> Result<Observations, Failure> {
+    if let Some(addr) = &args.agent {
+        let addr = addr.clone();
+        return Ok(each_node(nodes, bounds, move |_| {
+            let addr = addr.clone();
+            async move {
+                let channel = transport::connect(&addr)
+                    .await
+                    .map_err(|e| Failure::from(e).message.replace('\n', "; "))?;
+                list(channel, namespaces).await
+            }
+        })
+        .await);
+    }
+    let agents = Arc::new(agents(r).await?);
+    let (port, r) = (args.agent_port, r.clone());
+    Ok(each_node(nodes, bounds, move |node| {
+        let (r, agents) = (r.clone(), agents.clone());
+        async move { list(agent_channel(&r, &agents, &node, port).await?, namespaces).await }
+    })
+    .await)
+}
+
+/// How many nodes are asked at once, and how long each may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub concurrency: usize,
+    pub timeout: Duration,
+}
+
+/// Runs `ask` for every node, at most `bounds.concurrency` at a time, each
+/// cut off after `bounds.timeout`: node → its answer, or why there is none.
+pub async fn each_node<T, F, Fut>(
+    nodes: BTreeSet<String>,
+    bounds: Bounds,
+    ask: F,
+) -> BTreeMap<String, Result<T, String>>
+where
+    T: Send + 'static,
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<T, String>> + Send + 'static,
+{
+    let limit = Arc::new(tokio::sync::Semaphore::new(bounds.concurrency.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for node in nodes {
+        let call = ask(node.clone());
+        let limit = limit.clone();
+        set.spawn(async move {
+            // The deadline starts once the call may run: waiting for a
+            // permit is not the node's fault.
+            let _permit = limit.acquire_owned().await;
+            let answer = tokio::time::timeout(bounds.timeout, call)
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {}s", bounds.timeout.as_secs_f32())));
+            (node, answer)
+        });
+    }
+    let mut out = BTreeMap::new();
+    while let Some(joined) = set.join_next().await {
+        if let Ok((node, answer)) = joined {
+            out.insert(node, answer);
+        }
+    }
+    out
+}
+
+/// The ready agent pod of every node, or why a node has none: one list of
+/// the agent pods for all nodes.
+pub async fn agents(r: &Resolver) -> Result<BTreeMap<String, Vec<Pod>>, Failure> {
+    let pods = Api::<Pod>::namespaced(r.client.clone(), &r.agent_namespace)
+        .list(&ListParams::default().labels(AGENT_LABEL))
+        .await
+        .map_err(|e| {
+            api_failure(
+                &format!("cannot list kubectl-ns agents in namespace {}", r.agent_namespace),
+                e,
+            )
+        })?;
+    let mut by_node: BTreeMap<String, Vec<Pod>> = BTreeMap::new();
+    for p in pods.items {
+        if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
+            by_node.entry(node).or_default().push(p);
+        }
+    }
+    Ok(by_node)
+}
+
+/// A channel to `node`'s agent through the API server's port-forward, or
+/// why there is none (first line of the user-facing message).
+pub async fn agent_channel(
+    r: &Resolver,
+    agents: &BTreeMap<String, Vec<Pod>>,
+    node: &str,
+    port: u16,
+) -> Result<Channel, String> {
+    let first_line = |f: Failure| f.message.lines().next().unwrap_or_default().to_owned();
+    let pods = agents.get(node).map(Vec::as_slice).unwrap_or_default();
+    let pod = choose_agent(pods, node, &r.agent_namespace).map_err(first_line)?;
+    transport::portforward(r.client.clone(), &r.agent_namespace, &pod, port)
+        .await
+        .map_err(|e| first_line(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_slow_node_is_reported_and_does_not_hold_up_the_others() {
+        let nodes: BTreeSet<String> = ["fast-1", "slow", "fast-2", "down"].map(String::from).into();
+        let bounds = Bounds {
+            concurrency: 2,
+            timeout: Duration::from_millis(300),
+        };
+        let started = std::time::Instant::now();
+        let out = each_node(nodes, bounds, |node| async move {
+            match node.as_str() {
+                "slow" => {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    Ok(0)
+                }
+                "down" => Err("no agent".to_owned()),
+                _ => Ok(node.len()),
+            }
+        })
+        .await;
+        assert_eq!(out["fast-1"], Ok(6));
+        assert_eq!(out["fast-2"], Ok(6));
+        assert_eq!(out["down"], Err("no agent".to_owned()));
+        assert_eq!(out["slow"], Err("no answer within 0.3s".to_owned()));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
