@@ -108,12 +108,21 @@ impl From<AgentError> for Status {
             },
         };
         let mut status = Status::new(code, msg);
-        if let AgentError::Authz(AuthzError::Denied { user, rule, .. }) = &e {
-            let mut denied = serde_json::to_value(rule).expect("rules serialize");
-            denied["user"] = user.as_str().into();
-            if let Ok(v) = denied.to_string().parse() {
-                status.metadata_mut().insert(kns_proto::DENIED_RULE_HEADER, v);
+        // Marks the authorizer's refusals (apart from the agent's own lack
+        // of privilege), naming the missing rule when there is one.
+        let denied = match &e {
+            AgentError::Authz(AuthzError::Denied { user, rule, .. }) => {
+                let mut v = serde_json::to_value(rule).expect("rules serialize");
+                v["user"] = user.as_str().into();
+                Some(v)
             }
+            AgentError::Authz(AuthzError::NotRoot { username: user } | AuthzError::NoNodeName { user }) => {
+                Some(serde_json::json!({ "user": user }))
+            }
+            _ => None,
+        };
+        if let Some(v) = denied.and_then(|v| v.to_string().parse().ok()) {
+            status.metadata_mut().insert(kns_proto::DENIED_RULE_HEADER, v);
         }
         status
     }
