@@ -1,7 +1,8 @@
 //! A one-node cluster for the Kubernetes tests: a real container in the
 //! lab's containerd, a real agent in its pod-like sandbox, and the fake API
 //! server naming both, its agent pods port-forwarding into an agent's
-//! network namespace.
+//! network namespace. The agent checks callers with the fake API server's
+//! TokenReview and SubjectAccessReview, reached from its pod's network.
 
 use std::sync::Arc;
 
@@ -30,8 +31,9 @@ impl OneNode {
     pub fn start(pod: &str, port: u16) -> OneNode {
         let lab = Lab::shared();
         let p = lab.run_pod(&PodSpec::httpd(pod, port)).unwrap();
-        let agent = Agent::start_tcp(Some(lab.socket.to_str().unwrap()));
         let api = FakeApi::start();
+        let agent = Agent::start_tcp_env(Some(lab.socket.to_str().unwrap()), &api.agent_env(NODE));
+        api.serve_in_netns(agent.pid());
         api.add_node(NODE);
         api.add_pod(running_pod("default", pod, NODE, &[("app", &p.container_id)]));
         OneNode {
