@@ -29,10 +29,17 @@ impl OneNode {
     /// The node, pod `default/<pod>` serving httpd on `port`, and the agent;
     /// add agent pods with [`OneNode::add_agent_pod`].
     pub fn start(pod: &str, port: u16) -> OneNode {
+        OneNode::start_with_env(pod, port, &[])
+    }
+
+    /// [`OneNode::start`] with more environment for the agent.
+    pub fn start_with_env(pod: &str, port: u16, env: &[(&str, &str)]) -> OneNode {
         let lab = Lab::shared();
         let p = lab.run_pod(&PodSpec::httpd(pod, port)).unwrap();
         let api = FakeApi::start();
-        let agent = Agent::start_tcp_env(Some(lab.socket.to_str().unwrap()), &api.agent_env(NODE));
+        let mut agent_env = api.agent_env(NODE);
+        agent_env.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let agent = Agent::start_tcp_env(Some(lab.socket.to_str().unwrap()), &agent_env);
         api.serve_in_netns(agent.pid());
         api.add_node(NODE);
         api.add_pod(running_pod("default", pod, NODE, &[("app", &p.container_id)]));

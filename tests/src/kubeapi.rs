@@ -132,7 +132,10 @@ impl Grant {
             && wild(&self.verb, field("verb"))
             && wild(&self.group, field("group"))
             && wild(&self.resource, &resource)
-            && self.namespace.as_deref().is_none_or(|ns| ns == field("namespace"))
+            && self
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| ns == field("namespace"))
             && self.name.as_deref().is_none_or(|n| n == field("name"))
     }
 }
@@ -458,7 +461,12 @@ async fn review(req: Request<Incoming>, state: &Mutex<State>, kind: &str) -> Res
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let mut st = state.lock().expect("state");
     let caller_user = caller
         .as_deref()
@@ -467,7 +475,11 @@ async fn review(req: Request<Incoming>, state: &Mutex<State>, kind: &str) -> Res
     let Some(caller_user) = caller_user else {
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized".into());
     };
-    let resource = if kind == "TokenReview" { "tokenreviews" } else { "subjectaccessreviews" };
+    let resource = if kind == "TokenReview" {
+        "tokenreviews"
+    } else {
+        "subjectaccessreviews"
+    };
     let group = path_group(kind);
     if caller_user != AGENT_USER {
         return status(
@@ -479,20 +491,29 @@ async fn review(req: Request<Incoming>, state: &Mutex<State>, kind: &str) -> Res
         );
     }
     let Ok(mut obj) = serde_json::from_slice::<Value>(&body) else {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "the body is not JSON".into());
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body is not JSON".into(),
+        );
     };
     if obj["kind"] != kind || obj["apiVersion"] != format!("{group}/v1") {
         return status(
             StatusCode::BAD_REQUEST,
             "BadRequest",
-            format!("expected a {group}/v1 {kind}, got {} {}", obj["apiVersion"], obj["kind"]),
+            format!(
+                "expected a {group}/v1 {kind}, got {} {}",
+                obj["apiVersion"], obj["kind"]
+            ),
         );
     }
     st.reviews.push(obj.clone());
     let spec = obj["spec"].clone();
     obj["status"] = if kind == "TokenReview" {
         match spec["token"].as_str().and_then(|t| st.tokens.get(t)) {
-            Some(user) => json!({"authenticated": true, "user": user, "audiences": ["https://kubernetes.default.svc"]}),
+            Some(user) => {
+                json!({"authenticated": true, "user": user, "audiences": ["https://kubernetes.default.svc"]})
+            }
             None => json!({"authenticated": false, "error": "invalid bearer token"}),
         }
     } else {
@@ -503,7 +524,9 @@ async fn review(req: Request<Incoming>, state: &Mutex<State>, kind: &str) -> Res
             .unwrap_or_default();
         let attrs = &spec["resourceAttributes"];
         match st.grants.iter().find(|g| g.allows(user, &groups, attrs)) {
-            Some(g) => json!({"allowed": true, "reason": format!("RBAC: allowed by a binding of {} to {}", g.resource, g.subject)}),
+            Some(g) => {
+                json!({"allowed": true, "reason": format!("RBAC: allowed by a binding of {} to {}", g.resource, g.subject)})
+            }
             None => json!({"allowed": false}),
         }
     };
@@ -1020,9 +1043,7 @@ impl FakeApi {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let user = |name: &str, groups: &[&str]| {
-            json!({"username": name, "uid": format!("{name}-uid"), "groups": groups})
-        };
+        let user = |name: &str, groups: &[&str]| json!({"username": name, "uid": format!("{name}-uid"), "groups": groups});
         let state = Arc::new(Mutex::new(State {
             tokens: [
                 (USER_TOKEN.to_owned(), user(USER, &["system:authenticated"])),
@@ -1030,7 +1051,11 @@ impl FakeApi {
                     AGENT_TOKEN.to_owned(),
                     user(
                         AGENT_USER,
-                        &["system:serviceaccounts", "system:serviceaccounts:kubectl-ns-system", "system:authenticated"],
+                        &[
+                            "system:serviceaccounts",
+                            "system:serviceaccounts:kubectl-ns-system",
+                            "system:authenticated",
+                        ],
                     ),
                 ),
             ]
@@ -1112,7 +1137,10 @@ impl FakeApi {
         [
             ("KNS_KUBE_API", format!("https://127.0.0.1:{IN_POD_PORT}")),
             ("KNS_KUBE_CA", dir.join("ca.crt").display().to_string()),
-            ("KNS_KUBE_TOKEN_FILE", dir.join("agent-token").display().to_string()),
+            (
+                "KNS_KUBE_TOKEN_FILE",
+                dir.join("agent-token").display().to_string(),
+            ),
             ("NODE_NAME", node.to_owned()),
         ]
         .map(|(k, v)| (k.to_owned(), v))
@@ -1286,6 +1314,23 @@ impl FakeApi {
     /// Runs [`FakeApi::kns_command`] to completion.
     pub fn kns(&self, args: &[&str]) -> std::process::Output {
         self.kns_command(args).output().expect("run kubectl-ns")
+    }
+
+    /// A kubeconfig like [`FakeApi::kubeconfig`] whose user is `user` (the
+    /// YAML under `user:`, e.g. `token: T`; empty for no credentials).
+    pub fn kubeconfig_for(&self, user: &str) -> PathBuf {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let text = std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig");
+        let user = if user.is_empty() {
+            " {}".to_owned()
+        } else {
+            format!("\n    {user}")
+        };
+        let text = text.replace(&format!("\n    token: {USER_TOKEN}"), &user);
+        let path = self._dir.path().join(format!("kubeconfig-{n}"));
+        std::fs::write(&path, text).expect("kubeconfig");
+        path
     }
 
     /// The kubeconfig path as a string, for `--kubeconfig`.
