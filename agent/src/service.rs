@@ -622,6 +622,41 @@ mod tests {
         }
     }
 
+    #[test]
+    fn refusals_are_coded_and_name_the_missing_rule() {
+        let denied = Status::from(AgentError::from(AuthzError::Denied {
+            user: "bob".into(),
+            rule: Box::new(crate::authz::Rule::pod_exec("default", "web")),
+            reason: String::new(),
+            why: String::new(),
+        }));
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            denied.message(),
+            "bob may not create pods/exec on pod default/web"
+        );
+        let rule: serde_json::Value = serde_json::from_str(
+            denied
+                .metadata()
+                .get(kns_proto::DENIED_RULE_HEADER)
+                .unwrap()
+                .to_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(rule["user"], "bob");
+        assert_eq!(
+            (&rule["resource"], &rule["subresource"]),
+            (&"pods".into(), &"exec".into())
+        );
+        let unauthenticated = Status::from(AgentError::from(AuthnError::NoToken));
+        assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
+        let unavailable = Status::from(AgentError::from(AuthnError::Review(
+            crate::kubeclient::KubeError::NotConfigured,
+        )));
+        assert_eq!(unavailable.code(), tonic::Code::Unavailable);
+    }
+
     fn any_target() -> impl proptest::strategy::Strategy<Value = Option<kns_proto::agent::Target>> {
         use proptest::prelude::*;
         proptest::option::of(prop_oneof![
