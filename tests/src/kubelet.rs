@@ -193,4 +193,27 @@ mod tests {
         }]);
         assert!(pod_spec("p", &p, "c").is_err());
     }
+
+    #[test]
+    fn the_node_name_comes_from_the_binding() {
+        let mut p = pod(None, None);
+        p.containers[0].env = Some(vec![k8s::EnvVar {
+            name: "NODE_NAME".into(),
+            value_from: Some(k8s::EnvVarSource {
+                field_ref: Some(k8s::ObjectFieldSelector {
+                    field_path: "spec.nodeName".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+        let err = pod_spec("p", &p, "c").unwrap_err();
+        assert!(err.to_string().contains("not bound"), "{err}");
+        p.node_name = Some("n1".into());
+        assert_eq!(
+            pod_spec("p", &p, "c").unwrap().env,
+            [("NODE_NAME".to_owned(), "n1".to_owned())]
+        );
+    }
 }
