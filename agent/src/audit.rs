@@ -71,6 +71,9 @@ pub struct Record {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub argv: Vec<String>,
     pub tty: bool,
+    /// `--privileged`: a `-m` tool ran as node root rather than with the
+    /// container's identity.
+    pub privileged: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -109,6 +112,7 @@ impl Record {
             namespaces: Vec::new(),
             argv: Vec::new(),
             tty: false,
+            privileged: false,
             start_time: None,
             end_time: None,
             exit_code: None,

@@ -232,6 +232,7 @@ impl AgentService {
                 r.namespaces = req.namespaces.iter().map(|k| k.proc_name().to_owned()).collect();
                 r.argv = req.argv.clone();
                 r.tty = req.tty;
+                r.privileged = req.privileged;
             }
             r.reason = Some(e.to_string());
             tracing::warn!(request = name, %target, user = r.user.as_ref().map(|u| u.username.as_str()), reason = %e, "denied");
@@ -419,6 +420,7 @@ impl Agent for AgentService {
         record.namespaces = req.namespaces.iter().map(|k| k.proc_name().to_owned()).collect();
         record.argv = req.argv.clone();
         record.tty = req.tty;
+        record.privileged = req.privileged;
         record.start_time = Some(record.time.clone());
         let spawned = match spawned {
             Ok(s) => s,

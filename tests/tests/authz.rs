@@ -109,6 +109,7 @@ fn a_user_with_pods_exec_runs_and_the_session_is_audited_under_the_verified_name
         assert_eq!(r["namespaces"], serde_json::json!(["net"]));
         assert_eq!(r["argv"], serde_json::json!(["echo", "hi"]));
         assert_eq!(r["tty"], false);
+        assert_eq!(r["privileged"], false);
         assert_eq!(r["session"], start[0]["session"]);
         assert_eq!(r["start_time"], start[0]["start_time"]);
     }
