@@ -334,6 +334,12 @@ fn only_root_may_use_the_unix_socket() {
         events(&c.agent.audit(), "start")[0]["user"]["username"],
         "unix:uid:0"
     );
+    // The node's name the node right is checked on, as the agent reports it.
+    let o = Command::new(plugin())
+        .args(["version", "--agent", &c.agent.addr()])
+        .output()
+        .unwrap();
+    assert!(stdout(&o).contains(&format!("node {NODE})")), "{}", stdout(&o));
 }
 
 #[test]

@@ -49,8 +49,13 @@ pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
         } else {
             &v.runtime
         };
+        let node = if v.node_name.is_empty() {
+            "unknown (no --node-name)"
+        } else {
+            &v.node_name
+        };
         println!(
-            "agent {} at {addr} (runtime: {runtime}, node reference PID {})",
+            "agent {} at {addr} (runtime: {runtime}, node reference PID {}, node {node})",
             v.version, v.node_pid
         );
         if v.insecure_skip_authz {
