@@ -56,7 +56,7 @@ pub struct Record {
     /// When the line was written (RFC 3339, UTC).
     pub time: String,
     pub event: Event,
-    /// `exec` or `inspect`.
+    /// `exec`, `inspect` or `list`.
     pub request: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<u64>,

@@ -9,6 +9,7 @@
 //! | inspect (`ls`) | a pod's container | `get pods` on that pod |
 //! | inspect (`ls`) | the node | `get nodes` on that node |
 //! | inspect (`ls`) | a host PID, a container of no pod | the node exec right |
+//! | list (`ls node/NODE`, `audit`) | the node's containers | `list pods` in all namespaces |
 //!
 //! The pod is the one the container runtime labels the container with
 //! (`io.kubernetes.pod.*`, set by the kubelet), never the client's claim.
@@ -63,6 +64,11 @@ impl Rule {
     pub fn node_get(node: &str) -> Rule {
         Rule::new("get", "", "nodes", "", "", node)
     }
+
+    /// Every pod, as `kubectl get pods -A` needs.
+    pub fn pods_list() -> Rule {
+        Rule::new("list", "", "pods", "", "", "")
+    }
 }
 
 impl std::fmt::Display for Rule {
@@ -76,9 +82,11 @@ impl std::fmt::Display for Rule {
             write!(f, " (API group {})", self.group)?;
         }
         let kind = self.resource.trim_end_matches('s');
-        match self.namespace.as_str() {
-            "" => write!(f, " on {kind} {}", self.name),
-            ns => write!(f, " on {kind} {ns}/{}", self.name),
+        match (self.namespace.as_str(), self.name.as_str()) {
+            ("", "") => f.write_str(" in all namespaces"),
+            (ns, "") => write!(f, " in namespace {ns}"),
+            ("", name) => write!(f, " on {kind} {name}"),
+            (ns, name) => write!(f, " on {kind} {ns}/{name}"),
         }
     }
 }
@@ -88,6 +96,8 @@ impl std::fmt::Display for Rule {
 pub enum Action {
     Exec,
     Inspect,
+    /// The node's inventory: its containers, their pods and namespaces.
+    List,
 }
 
 /// What a request is about, as the agent established it.
@@ -220,6 +230,9 @@ impl Access {
             })
         };
         Ok(match (action, subject) {
+            // The answer names the containers of every namespace's pods on
+            // the node: what listing pods in all namespaces shows.
+            (Action::List, _) => Rule::pods_list(),
             (Action::Exec, Subject::Pod { namespace, name }) => Rule::pod_exec(namespace, name),
             (Action::Inspect, Subject::Pod { namespace, name }) => Rule::pod_get(namespace, name),
             (Action::Inspect, Subject::Node) => Rule::node_get(node()?),
@@ -322,6 +335,7 @@ mod tests {
             "create nodes/exec (API group kubectl-ns.io) on node n1"
         );
         assert_eq!(Rule::node_get("n1").to_string(), "get nodes on node n1");
+        assert_eq!(Rule::pods_list().to_string(), "list pods in all namespaces");
     }
 
     #[test]
@@ -355,6 +369,10 @@ mod tests {
         assert_eq!(
             a.rule(Action::Inspect, &Subject::Host, &who).unwrap(),
             Rule::node_exec("n1")
+        );
+        assert_eq!(
+            a.rule(Action::List, &Subject::Node, &who).unwrap(),
+            Rule::pods_list()
         );
         let nameless = Access::new(None, None, false);
         assert!(matches!(

@@ -223,6 +223,7 @@ impl AgentService {
         let name = match action {
             Action::Exec => "exec",
             Action::Inspect => "inspect",
+            Action::List => "list",
         };
         let deny = |who: Option<(&Identity, Method)>, resolved: Option<&resolve::Resolved>, e: AgentError| {
             let mut r = Record::new(Event::Denied, name, self.audit_target(target, resolved));
@@ -515,6 +516,8 @@ impl Agent for AgentService {
     }
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let caller = Caller::of(&request);
+        self.admit(&caller, Action::List, &Target::Node, None).await?;
         let namespaces = request.into_inner().namespaces;
         Ok(versioned(
             crate::inventory::list(&self.resolver, self.node.pid, namespaces).await?,

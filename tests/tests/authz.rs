@@ -223,16 +223,17 @@ fn node_targets_need_the_node_right() {
         ),
         "{err}"
     );
-    // `ls node/…` shows the node's namespace identities, which every pod's
-    // `ls` shows too: reading the node is enough.
+    // `ls node/…` lists the node's containers of every namespace: what
+    // listing pods in all namespaces shows, and needs.
     let o = as_user(&c, &token(&c, "bob-token"), &["ls", &node]);
     assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    let err = stderr(&o);
     assert!(
-        stderr(&o).contains(&format!("bob may not get nodes on node {NODE}")),
-        "{}",
-        stderr(&o)
+        err.contains("bob may not list pods in all namespaces")
+            && err.contains("kubectl create clusterrole kubectl-ns-pods-list --verb=list --resource=pods"),
+        "{err}"
     );
-    c.api.set_grants(vec![Grant::new("bob", "get", "", "nodes")]);
+    c.api.set_grants(vec![Grant::new("bob", "list", "", "pods")]);
     let o = as_user(&c, &token(&c, "bob-token"), &["ls", &node]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
