@@ -90,6 +90,26 @@ pub struct ContainerPid {
     /// a pod sandbox, a runtime whose verbose status lacks the OCI spec, or
     /// a container found by its cgroup.
     pub identity: Option<Identity>,
+    /// The pod the kubelet labelled the container (or sandbox) with; `None`
+    /// for containers no kubelet made, or found without a runtime.
+    pub pod: Option<PodRef>,
+}
+
+/// A pod by namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// The pod in the labels the kubelet puts on every container and sandbox
+/// it creates (`io.kubernetes.pod.namespace`, `io.kubernetes.pod.name`).
+pub fn pod_from_labels(labels: &HashMap<String, String>) -> Option<PodRef> {
+    let get = |k: &str| labels.get(k).filter(|v| !v.is_empty()).cloned();
+    Some(PodRef {
+        namespace: get("io.kubernetes.pod.namespace")?,
+        name: get("io.kubernetes.pod.name")?,
+    })
 }
 
 /// A container's process identity, from the OCI runtime spec the runtime
@@ -244,6 +264,7 @@ impl Cri {
             id: full_id,
             pid,
             identity: identity_from_info(&resp.info),
+            pod: pod_from_labels(&status.labels),
         })
     }
 
@@ -282,6 +303,7 @@ impl Cri {
             id: full_id,
             pid,
             identity: None,
+            pod: pod_from_labels(&status.labels),
         })
     }
 
@@ -527,6 +549,7 @@ pub fn pid_from_cgroups(id: &str) -> Result<Option<ContainerPid>, CriError> {
         id,
         pid,
         identity: None,
+        pod: None,
     }))
 }
 

@@ -3,9 +3,13 @@
 //! the node there, and streams its I/O over gRPC.
 #![deny(unsafe_code)]
 
+pub mod audit;
+pub mod authn;
+pub mod authz;
 pub mod cgroup;
 pub mod cri;
 pub mod inventory;
+pub mod kubeclient;
 pub mod ns;
 pub mod nsenter;
 pub mod policy;

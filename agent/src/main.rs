@@ -8,12 +8,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use kns_agent::audit::Audit;
+use kns_agent::authz::Access;
 use kns_agent::cgroup::Sessions;
 use kns_agent::cri::Cri;
+use kns_agent::kubeclient::{KubeClient, KubeConfig};
 use kns_agent::nsenter::Node;
 use kns_agent::resolve::Resolver;
 use kns_agent::server::{self, Listen};
-use kns_agent::service::{AgentService, Limits};
+use kns_agent::service::{AgentService, Guard, Limits};
 use kns_agent::spawner::Spawner;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -24,8 +27,11 @@ use tokio::sync::watch;
 /// its host process through the CRI, joins the namespaces a client asks for,
 /// and runs a tool from the node's filesystem there, streaming its I/O.
 ///
-/// Whoever can reach its socket is root on this node: listen on loopback or
-/// a root-only unix socket only.
+/// Callers over TCP (the API server's port-forward) are authenticated with
+/// a TokenReview of the bearer token they send and authorized with a
+/// SubjectAccessReview per target (`create pods/exec` on the pod; for the
+/// node, `create nodes/exec` in API group kubectl-ns.io); unix socket peers
+/// must be root. Every session and denial is one JSON line on stdout.
 #[derive(Debug, Parser)]
 #[command(name = "kubectl-ns-agent", version)]
 struct Args {
@@ -76,6 +82,39 @@ struct Args {
     /// limit, which counts both. Unset: sessions share the agent's limit.
     #[arg(long, env = "KNS_SESSIONS_MEMORY", value_name = "SIZE", value_parser = parse_size)]
     sessions_memory: Option<u64>,
+
+    /// The API server that checks identities and rights. Default: the
+    /// in-cluster address (KUBERNETES_SERVICE_HOST, KUBERNETES_SERVICE_PORT).
+    #[arg(long, env = "KNS_KUBE_API", value_name = "URL")]
+    kube_api: Option<String>,
+
+    /// The CA bundle the API server's certificate must chain to. Default:
+    /// the pod's ServiceAccount ca.crt.
+    #[arg(long, env = "KNS_KUBE_CA", value_name = "FILE")]
+    kube_ca: Option<std::path::PathBuf>,
+
+    /// The agent's own bearer token for its reviews, read again for each.
+    /// Default: the pod's ServiceAccount token.
+    #[arg(long, env = "KNS_KUBE_TOKEN_FILE", value_name = "FILE")]
+    kube_token_file: Option<std::path::PathBuf>,
+
+    /// This node's Kubernetes name, for the node right
+    /// (`create nodes/exec` on it). The DaemonSet sets it from spec.nodeName.
+    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+    node_name: Option<String>,
+
+    /// Check nobody: whoever reaches the agent may do anything on the node.
+    /// For clusters without the TokenReview and SubjectAccessReview APIs;
+    /// logged at start and shown by `kubectl ns status`.
+    #[arg(long, env = "KNS_INSECURE_SKIP_AUTHZ",
+          value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    insecure_skip_authz: bool,
+
+    /// Also append the audit trail (one JSON line per session start and
+    /// end, and per denial; always on stdout) to this file.
+    #[arg(long, env = "KNS_AUDIT_LOG", value_name = "PATH")]
+    audit_log: Option<std::path::PathBuf>,
 
     /// Log format.
     #[arg(long, env = "KNS_LOG_FORMAT", value_enum, default_value = "text")]
@@ -140,8 +179,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_age: (args.max_session_age > 0).then(|| Duration::from_secs(args.max_session_age)),
         max_sessions: args.max_sessions,
     };
+    let access = access(&args)?;
+    let audit = Audit::open(args.audit_log.as_deref())?;
     let cgroups = session_cgroups(args.sessions_memory);
-    let service = AgentService::new(resolver, node, stop_rx.clone(), spawner, cgroups.clone(), limits);
+    let service = AgentService::new(
+        resolver,
+        node,
+        stop_rx.clone(),
+        spawner,
+        cgroups.clone(),
+        limits,
+        Guard { access, audit },
+    );
 
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -155,6 +204,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         node_pid = node.pid,
+        node_name = args.node_name.as_deref().unwrap_or(""),
+        insecure_skip_authz = args.insecure_skip_authz,
         "kubectl-ns-agent starting"
     );
     let keepalive = (args.keepalive > 0).then(|| Duration::from_secs(args.keepalive));
@@ -167,6 +218,43 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let _ = tokio::task::spawn_blocking(move || c.close()).await;
     }
     Ok(())
+}
+
+/// Who may use the agent: the API server's reviews, or nobody checked with
+/// `--insecure-skip-authz`.
+fn access(args: &Args) -> anyhow::Result<Access> {
+    if args.insecure_skip_authz {
+        tracing::warn!(
+            "--insecure-skip-authz: NO AUTHENTICATION OR AUTHORIZATION. Whoever reaches this agent \
+             (anyone allowed to port-forward to its pod) is root on this node"
+        );
+        return Ok(Access::new(None, args.node_name.clone(), true));
+    }
+    let config = KubeConfig::resolve(
+        args.kube_api.clone(),
+        args.kube_ca.clone(),
+        args.kube_token_file.clone(),
+    );
+    let client = match config {
+        Some(c) => Some(KubeClient::new(&c).with_context(|| {
+            format!(
+                "cannot set up the client for the API server {} that checks callers \
+                 (--kube-api, --kube-ca, --kube-token-file; or --insecure-skip-authz)",
+                c.url
+            )
+        })?),
+        None => {
+            tracing::warn!(
+                "no API server (not in a cluster, no --kube-api): only root on this node, over a unix socket, \
+                 can use this agent"
+            );
+            None
+        }
+    };
+    if args.node_name.is_none() {
+        tracing::warn!("no --node-name (NODE_NAME): node targets will be refused to everyone but local root");
+    }
+    Ok(Access::new(client, args.node_name.clone(), false))
 }
 
 /// The sessions' cgroups, after killing what agents that died left in

@@ -62,6 +62,8 @@ pub struct Resolved {
     pub container_id: Option<String>,
     /// The container's process identity, from the runtime.
     pub identity: Option<cri::Identity>,
+    /// The container's pod, as the runtime labels it.
+    pub pod: Option<cri::PodRef>,
 }
 
 /// A resolved target held by a pidfd, verified after the pidfd was opened.
@@ -114,13 +116,13 @@ impl Resolver {
     }
 
     pub async fn resolve(&self, target: &Target) -> Result<Resolved, ResolveError> {
-        let (pid, container_id, identity) = match target {
+        let (pid, container_id, identity, pod) = match target {
             Target::Pid(p) if *p <= 0 => return Err(ResolveError::BadPid { pid: *p }),
-            Target::Pid(p) => (*p, None, None),
-            Target::Node => (self.node_pid, None, None),
+            Target::Pid(p) => (*p, None, None, None),
+            Target::Node => (self.node_pid, None, None, None),
             Target::Container(id) => {
                 let c = self.container_pid(id).await?;
-                (c.pid, Some(c.id), c.identity)
+                (c.pid, Some(c.id), c.identity, c.pod)
             }
         };
         let st = procfs::stat(pid)?;
@@ -132,6 +134,7 @@ impl Resolver {
             start_time: st.start_time,
             container_id,
             identity,
+            pod,
         })
     }
 
@@ -230,6 +233,7 @@ mod tests {
             start_time: procfs::stat(me).unwrap().start_time,
             container_id: Some("0123456789abcdef".into()),
             identity: None,
+            pod: None,
         };
         assert!(matches!(pin(&resolved), Err(ResolveError::LeftContainer { .. })));
     }

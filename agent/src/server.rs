@@ -118,7 +118,7 @@ pub async fn serve(
             }
             Listen::Tcp(addr) => {
                 if !addr.ip().is_loopback() {
-                    tracing::warn!(%addr, "listening on a non-loopback address: anyone who can reach it is root on this node");
+                    tracing::warn!(%addr, "listening on a non-loopback address: callers are still checked, but the port-forward's RBAC no longer limits who can try (and with --insecure-skip-authz, anyone who reaches it is root on this node)");
                 }
                 let tl = TcpListener::bind(addr).await.map_err(bind_err)?;
                 bound.push((l.clone(), Bound::Tcp(tl)));

@@ -17,6 +17,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::audit::{self, Audit, Event, Record};
+use crate::authn::{AuthnError, Caller, Identity, Method};
+use crate::authz::{Access, Action, AuthzError, Subject};
 use crate::cgroup::Sessions;
 use crate::cri::CriError;
 use crate::ns::{self, NsKind, NsSet};
@@ -40,6 +43,10 @@ pub enum AgentError {
     Nsenter(#[from] NsenterError),
     #[error(transparent)]
     Proc(#[from] ProcError),
+    #[error(transparent)]
+    Authn(#[from] AuthnError),
+    #[error(transparent)]
+    Authz(#[from] AuthzError),
 }
 
 fn io_code(err: &std::io::Error) -> tonic::Code {
@@ -65,6 +72,11 @@ impl From<AgentError> for Status {
             AgentError::BadRequest(_) => tonic::Code::InvalidArgument,
             AgentError::Internal(_) => tonic::Code::Internal,
             AgentError::Proc(p) => proc_code(p),
+            AgentError::Authn(AuthnError::Review(_)) | AgentError::Authz(AuthzError::Review(_)) => {
+                tonic::Code::Unavailable
+            }
+            AgentError::Authn(_) => tonic::Code::Unauthenticated,
+            AgentError::Authz(_) => tonic::Code::PermissionDenied,
             AgentError::Resolve(r) => match r {
                 ResolveError::Proc(p) => proc_code(p),
                 ResolveError::BadPid { .. } => tonic::Code::InvalidArgument,
@@ -95,7 +107,24 @@ impl From<AgentError> for Status {
                 NsenterError::Exec { .. } => tonic::Code::FailedPrecondition,
             },
         };
-        Status::new(code, msg)
+        let mut status = Status::new(code, msg);
+        // Marks the authorizer's refusals (apart from the agent's own lack
+        // of privilege), naming the missing rule when there is one.
+        let denied = match &e {
+            AgentError::Authz(AuthzError::Denied { user, rule, .. }) => {
+                let mut v = serde_json::to_value(rule).expect("rules serialize");
+                v["user"] = user.as_str().into();
+                Some(v)
+            }
+            AgentError::Authz(AuthzError::NotRoot { username: user } | AuthzError::NoNodeName { user }) => {
+                Some(serde_json::json!({ "user": user }))
+            }
+            _ => None,
+        };
+        if let Some(v) = denied.and_then(|v| v.to_string().parse().ok()) {
+            status.metadata_mut().insert(kns_proto::DENIED_RULE_HEADER, v);
+        }
+        status
     }
 }
 
@@ -106,6 +135,13 @@ pub struct Limits {
     pub max_age: Option<std::time::Duration>,
     /// Sessions at once.
     pub max_sessions: u32,
+}
+
+/// Who may use the agent, and where what they did is recorded.
+#[derive(Debug)]
+pub struct Guard {
+    pub access: Access,
+    pub audit: Audit,
 }
 
 /// The agent service.
@@ -122,6 +158,8 @@ pub struct AgentService {
     limits: Limits,
     /// One permit per running session.
     running: Arc<tokio::sync::Semaphore>,
+    access: Arc<Access>,
+    audit: Arc<Audit>,
 }
 
 impl AgentService {
@@ -132,6 +170,7 @@ impl AgentService {
         spawner: Spawner,
         cgroups: Option<Arc<Sessions>>,
         limits: Limits,
+        guard: Guard,
     ) -> Self {
         AgentService {
             resolver,
@@ -142,7 +181,76 @@ impl AgentService {
             cgroups,
             running: Arc::new(tokio::sync::Semaphore::new(limits.max_sessions as usize)),
             limits,
+            access: Arc::new(guard.access),
+            audit: Arc::new(guard.audit),
         }
+    }
+
+    /// What `resolved` is, for the authorizer: a container's pod comes from
+    /// the runtime's labels, whatever the client believed.
+    fn subject(target: &Target, resolved: &resolve::Resolved) -> Subject {
+        match (target, &resolved.pod) {
+            (Target::Node, _) => Subject::Node,
+            (Target::Container(_), Some(p)) => Subject::Pod {
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+            },
+            _ => Subject::Host,
+        }
+    }
+
+    fn audit_target(&self, target: &Target, resolved: Option<&resolve::Resolved>) -> audit::Target {
+        let pod = resolved.and_then(|r| r.pod.as_ref());
+        audit::Target {
+            node: self.access.node_name().map(str::to_owned),
+            namespace: pod.map(|p| p.namespace.clone()),
+            pod: pod.map(|p| p.name.clone()),
+            container: resolved.and_then(|r| r.container_id.clone()),
+            pid: resolved.map(|r| r.pid),
+            requested: target.to_string(),
+        }
+    }
+
+    /// Identifies the caller and checks `action` on the resolved target,
+    /// recording a denial in the audit trail.
+    async fn admit(
+        &self,
+        caller: &Caller,
+        action: Action,
+        target: &Target,
+        req: Option<&nsenter::Request>,
+    ) -> Result<(Identity, Method, resolve::Resolved), AgentError> {
+        let name = match action {
+            Action::Exec => "exec",
+            Action::Inspect => "inspect",
+            Action::List => "list",
+        };
+        let deny = |who: Option<(&Identity, Method)>, resolved: Option<&resolve::Resolved>, e: AgentError| {
+            let mut r = Record::new(Event::Denied, name, self.audit_target(target, resolved));
+            r.user = who.map(|(i, _)| i.clone());
+            r.auth = who.map(|(_, m)| m);
+            if let Some(req) = req {
+                r.namespaces = req.namespaces.iter().map(|k| k.proc_name().to_owned()).collect();
+                r.argv = req.argv.clone();
+                r.tty = req.tty;
+                r.privileged = req.privileged;
+            }
+            r.reason = Some(e.to_string());
+            tracing::warn!(request = name, %target, user = r.user.as_ref().map(|u| u.username.as_str()), reason = %e, "denied");
+            self.audit.emit(&r);
+            e
+        };
+        let (who, method) = self
+            .access
+            .identify(caller)
+            .await
+            .map_err(|e| deny(None, None, e.into()))?;
+        let resolved = self.resolver.resolve(target).await.map_err(AgentError::from)?;
+        self.access
+            .authorize(&who, method, action, &Self::subject(target, &resolved))
+            .await
+            .map_err(|e| deny(Some((&who, method)), Some(&resolved), e.into()))?;
+        Ok((who, method, resolved))
     }
 }
 
@@ -251,6 +359,7 @@ impl Agent for AgentService {
         &self,
         request: Request<Streaming<ExecRequest>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
+        let caller = Caller::of(&request);
         let mut inbound = request.into_inner();
         let start = match inbound.message().await.map_err(|s| {
             if s.code() == tonic::Code::OutOfRange {
@@ -273,6 +382,7 @@ impl Agent for AgentService {
             }
         };
         let (target, req) = validate(start)?;
+        let (who, method, resolved) = self.admit(&caller, Action::Exec, &target, Some(&req)).await?;
         if req.privileged && req.namespaces.contains(NsKind::Mnt) {
             tracing::warn!(%target, argv = ?req.argv, "--privileged: the target's own binary (-m) runs as root on the node");
         }
@@ -284,7 +394,6 @@ impl Agent for AgentService {
                 self.limits.max_sessions
             ))
         })?;
-        let resolved = self.resolver.resolve(&target).await.map_err(AgentError::from)?;
         let node = self.node;
         let spawn_req = req.clone();
         let r = resolved.clone();
@@ -305,11 +414,27 @@ impl Agent for AgentService {
         // Few messages in flight per session: with chunks of up to 1 MiB
         // this bounds a session's buffered output to a few MiB.
         let (tx, rx) = mpsc::channel(4);
+        let mut record = Record::new(Event::Start, "exec", self.audit_target(&target, Some(&resolved)));
+        record.session = Some(session_id);
+        record.user = Some(who);
+        record.auth = Some(method);
+        record.namespaces = req.namespaces.iter().map(|k| k.proc_name().to_owned()).collect();
+        record.argv = req.argv.clone();
+        record.tty = req.tty;
+        record.privileged = req.privileged;
+        record.start_time = Some(record.time.clone());
         let spawned = match spawned {
             Ok(s) => s,
             Err(AgentError::Nsenter(NsenterError::Exec { code, message })) => {
                 tracing::info!(session = session_id, %target, pid = resolved.pid, namespaces = %req.namespaces,
                     argv = ?req.argv, exit = code, error = %message, "session could not start the tool");
+                self.audit.emit(&record);
+                record.event = Event::End;
+                record.end_time = Some(audit::now());
+                record.time = audit::now();
+                record.exit_code = Some(code);
+                record.end = Some(format!("not started: {message}"));
+                self.audit.emit(&record);
                 let _ = tx.send(Ok(exited_reply(code, message))).await;
                 return Ok(versioned(ReceiverStream::new(rx)));
             }
@@ -326,6 +451,8 @@ impl Agent for AgentService {
             })),
         };
         let _ = tx.send(Ok(started)).await;
+        self.audit.emit(&record);
+        let audit_log = self.audit.clone();
         let shutdown = self.shutdown.clone();
         let max_age = self.limits.max_age;
         tokio::spawn(async move {
@@ -358,13 +485,23 @@ impl Agent for AgentService {
                 bytes_err = s.bytes_err,
                 "session"
             );
+            record.event = Event::End;
+            record.time = audit::now();
+            record.end_time = Some(record.time.clone());
+            record.exit_code = exit_code;
+            record.signal = signal;
+            record.end = (!matches!(s.end, End::Exited(_))).then(|| format!("{:?}", s.end));
+            record.bytes_in = Some(s.bytes_in);
+            record.bytes_out = Some(s.bytes_out + s.bytes_err);
+            audit_log.emit(&record);
         });
         Ok(versioned(ReceiverStream::new(rx)))
     }
 
     async fn inspect(&self, request: Request<InspectRequest>) -> Result<Response<InspectResponse>, Status> {
+        let caller = Caller::of(&request);
         let target = target_of(request.into_inner().target)?;
-        let resolved = self.resolver.resolve(&target).await.map_err(AgentError::from)?;
+        let (_, _, resolved) = self.admit(&caller, Action::Inspect, &target, None).await?;
         let pid = resolved.pid;
         let read = |f: fn(i32) -> Result<String, ProcError>| f(pid).map_err(AgentError::from);
         Ok(versioned(InspectResponse {
@@ -379,6 +516,8 @@ impl Agent for AgentService {
     }
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let caller = Caller::of(&request);
+        self.admit(&caller, Action::List, &Target::Node, None).await?;
         let namespaces = request.into_inner().namespaces;
         Ok(versioned(
             crate::inventory::list(&self.resolver, self.node.pid, namespaces).await?,
@@ -391,6 +530,8 @@ impl Agent for AgentService {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             runtime,
             node_pid: self.resolver.node_pid(),
+            insecure_skip_authz: self.access.skips_authz(),
+            node_name: self.access.node_name().unwrap_or_default().to_owned(),
         }))
     }
 }
@@ -484,6 +625,41 @@ mod tests {
         for (e, code) in cases {
             assert_eq!(Status::from(e).code(), code);
         }
+    }
+
+    #[test]
+    fn refusals_are_coded_and_name_the_missing_rule() {
+        let denied = Status::from(AgentError::from(AuthzError::Denied {
+            user: "bob".into(),
+            rule: Box::new(crate::authz::Rule::pod_exec("default", "web")),
+            reason: String::new(),
+            why: String::new(),
+        }));
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            denied.message(),
+            "bob may not create pods/exec on pod default/web"
+        );
+        let rule: serde_json::Value = serde_json::from_str(
+            denied
+                .metadata()
+                .get(kns_proto::DENIED_RULE_HEADER)
+                .unwrap()
+                .to_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(rule["user"], "bob");
+        assert_eq!(
+            (&rule["resource"], &rule["subresource"]),
+            (&"pods".into(), &"exec".into())
+        );
+        let unauthenticated = Status::from(AgentError::from(AuthnError::NoToken));
+        assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
+        let unavailable = Status::from(AgentError::from(AuthnError::Review(
+            crate::kubeclient::KubeError::NotConfigured,
+        )));
+        assert_eq!(unavailable.code(), tonic::Code::Unavailable);
     }
 
     fn any_target() -> impl proptest::strategy::Strategy<Value = Option<kns_proto::agent::Target>> {

@@ -5,12 +5,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use kns_proto::agent::VersionRequest;
 use kns_proto::agent::agent_client::AgentClient;
+use kns_proto::agent::{VersionRequest, VersionResponse};
 use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Config};
-use tonic::transport::Channel;
 use tower::util::MapRequestLayer;
 
 use crate::cache::AgentCache;
@@ -18,6 +17,7 @@ use crate::cli::KubeArgs;
 use crate::exit::Failure;
 use crate::resolve::{self, KubeTarget, PodContainers, Resolver};
 use crate::target::{DirectTarget, Target};
+use crate::transport::AgentChannel;
 use crate::{manifests, timings, transport};
 
 /// A client for the context the user chose.
@@ -56,6 +56,7 @@ pub async fn resolver(args: &KubeArgs) -> Result<Resolver, Failure> {
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
+    let credentials = transport::Credentials::new(&config);
     let agent_cache = AgentCache::for_cluster(&config.cluster_url.to_string(), &args.agent_namespace);
     // Every request, the port-forward upgrade included, passes this layer:
     // the round trips `KNS_TIMINGS=1` reports.
@@ -73,21 +74,32 @@ pub async fn resolver(args: &KubeArgs) -> Result<Resolver, Failure> {
         namespace,
         agent_namespace: args.agent_namespace.clone(),
         agent_cache,
+        credentials,
     })
 }
 
 /// The channel to the agent on `node`: `--agent` if given, else the API
 /// server's port-forward to that node's agent pod, remembered in the cache
 /// from an earlier lookup or looked up now.
-async fn agent_channel(args: &KubeArgs, r: &Resolver, node: &str) -> Result<Channel, Failure> {
+async fn agent_channel(args: &KubeArgs, r: &Resolver, node: &str) -> Result<AgentChannel, Failure> {
     if let Some(addr) = &args.agent {
         return Ok(transport::connect(addr).await?);
     }
-    let forward = |pod: String| async move {
-        let channel =
-            transport::portforward(r.client.clone(), &r.agent_namespace, &pod, args.agent_port).await;
-        timings::mark("portforward");
-        channel
+    let bearer = r.credentials.bearer().await?;
+    let forward = |pod: String| {
+        let bearer = bearer.clone();
+        async move {
+            let channel = transport::portforward(
+                r.client.clone(),
+                &r.agent_namespace,
+                &pod,
+                args.agent_port,
+                bearer,
+            )
+            .await;
+            timings::mark("portforward");
+            channel
+        }
     };
     let cache = r.agent_cache.as_ref();
     if let Some((cache, pod)) = cache.and_then(|c| Some((c, c.get(node)?))) {
@@ -111,7 +123,7 @@ async fn agent_channel(args: &KubeArgs, r: &Resolver, node: &str) -> Result<Chan
 /// What a session talks to: the agent's channel and the agent-side target.
 #[derive(Debug)]
 pub struct Reached {
-    pub channel: Channel,
+    pub channel: AgentChannel,
     pub target: kns_proto::agent::Target,
     /// How to name the target to the user.
     pub label: String,
@@ -168,7 +180,7 @@ pub async fn reach_pod(
     args: &KubeArgs,
     namespace: Option<&str>,
     name: &str,
-) -> Result<(Channel, PodContainers), Failure> {
+) -> Result<(AgentChannel, PodContainers), Failure> {
     let r = resolver(args).await?;
     let pod = r.pod(namespace, name).await?;
     let containers = resolve::pod_containers(&pod)?;
@@ -178,15 +190,23 @@ pub async fn reach_pod(
 /// How long one agent may take to answer a version query.
 const VERSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// What the agent in pod `pod` reports as its version (its Version RPC,
-/// through the port-forward): the image tag may be a digest, or lie.
-async fn reported_version(r: Resolver, port: u16, pod: String) -> Result<String, String> {
+/// What the agent in pod `pod` reports about itself (its Version RPC,
+/// which needs no identity, through the port-forward): the image tag may be
+/// a digest, or lie.
+async fn reported_version(r: Resolver, port: u16, pod: String) -> Result<VersionResponse, String> {
     let ask = async {
-        let channel = transport::portforward(r.client.clone(), &r.agent_namespace, &pod, port).await?;
+        let channel = transport::portforward(
+            r.client.clone(),
+            &r.agent_namespace,
+            &pod,
+            port,
+            Default::default(),
+        )
+        .await?;
         AgentClient::new(channel)
             .version(VersionRequest {})
             .await
-            .map(|v| v.into_inner().version)
+            .map(|v| v.into_inner())
             .map_err(|s| crate::exit::status_failure(&s))
     };
     match tokio::time::timeout(VERSION_TIMEOUT, ask).await {
@@ -195,13 +215,13 @@ async fn reported_version(r: Resolver, port: u16, pod: String) -> Result<String,
     }
 }
 
-/// The versions the agents in `pods` report, asked concurrently: pod name
-/// → version, or why it could not be asked.
+/// What the agents in `pods` report, asked concurrently: pod name → their
+/// Version answer, or why it could not be asked.
 pub async fn agent_versions(
     r: &Resolver,
     port: u16,
     pods: impl IntoIterator<Item = String>,
-) -> BTreeMap<String, Result<String, String>> {
+) -> BTreeMap<String, Result<VersionResponse, String>> {
     let mut set = tokio::task::JoinSet::new();
     for pod in pods {
         let r = r.clone();

@@ -75,11 +75,107 @@ pub fn api_failure(what: &str, e: kube::Error) -> Failure {
     }
 }
 
+/// The rule the agent's authorizer found missing, from the
+/// `kns-denied-rule` trailer: a SubjectAccessReview's resourceAttributes
+/// and the user.
+#[derive(Debug, serde::Deserialize)]
+struct DeniedRule {
+    user: String,
+    #[serde(default)]
+    namespace: String,
+    verb: String,
+    #[serde(default)]
+    group: String,
+    resource: String,
+    #[serde(default)]
+    subresource: String,
+}
+
+/// The ClusterRole `manifests/` ships for the node right.
+const NODE_ADMIN_ROLE: &str = "kubectl-ns-node-admin";
+
+/// The `kubectl create …` commands that would grant `d`, for a hint.
+fn grant(d: &DeniedRule) -> String {
+    let subject = match d.user.strip_prefix("system:serviceaccount:") {
+        Some(sa) => format!("--serviceaccount={sa}"),
+        None => format!("--user={}", d.user),
+    };
+    let tag: String = d
+        .user
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let mut resource = d.resource.clone();
+    if !d.group.is_empty() {
+        resource = format!("{resource}.{}", d.group);
+    }
+    if !d.subresource.is_empty() {
+        resource = format!("{resource}/{}", d.subresource);
+    }
+    let role = format!(
+        "kubectl-ns-{}-{}{}",
+        d.resource,
+        d.verb,
+        if d.subresource.is_empty() {
+            String::new()
+        } else {
+            format!("-{}", d.subresource)
+        }
+    );
+    if d.group == "kubectl-ns.io" && d.resource == "nodes" && d.subresource == "exec" {
+        return format!(
+            "  kubectl create clusterrolebinding {NODE_ADMIN_ROLE}-{tag} --clusterrole={NODE_ADMIN_ROLE} {subject}"
+        );
+    }
+    if d.namespace.is_empty() {
+        format!(
+            "  kubectl create clusterrole {role} --verb={} --resource={resource}\n  \
+             kubectl create clusterrolebinding {role}-{tag} --clusterrole={role} {subject}",
+            d.verb
+        )
+    } else {
+        let ns = &d.namespace;
+        format!(
+            "  kubectl create role {role} --verb={} --resource={resource} --namespace {ns}\n  \
+             kubectl create rolebinding {role}-{tag} --role={role} {subject} --namespace {ns}",
+            d.verb
+        )
+    }
+}
+
 /// Words a gRPC error from the agent for the user.
 pub fn status_failure(s: &tonic::Status) -> Failure {
+    let denied = s.metadata().get(kns_proto::DENIED_RULE_HEADER);
+    let grant_hint;
     let hint = match s.code() {
+        tonic::Code::PermissionDenied if denied.is_some() => {
+            match denied
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| serde_json::from_str::<DeniedRule>(v).ok())
+            {
+                Some(d) => {
+                    grant_hint = format!(
+                        "\nHint: the agent asks the API server, as `kubectl auth can-i` would; a cluster admin can grant it with:\n{}",
+                        grant(&d)
+                    );
+                    grant_hint.as_str()
+                }
+                None => "",
+            }
+        }
         tonic::Code::PermissionDenied => {
             "\nHint: the agent lacks the privilege for this; it needs hostPID and CAP_SYS_ADMIN/CAP_SYS_PTRACE on the node"
+        }
+        tonic::Code::Unauthenticated => {
+            "\nHint: kubectl-ns sends the agent your kubeconfig user's bearer token (token, tokenFile, or an exec \
+             plugin's); client certificates are not supported yet. `kubectl auth whoami` shows who the API server \
+             thinks you are"
         }
         tonic::Code::Unavailable if s.message().contains("shutting down") => "",
         tonic::Code::Unavailable => "\nHint: the agent or the node's container runtime is not answering",
@@ -111,6 +207,11 @@ impl From<TransportError> for Failure {
                 Failure::own(format!("{e}{hint}"))
             }
             TransportError::Handshake { .. } => Failure::own(chain(e)),
+            TransportError::Credentials { .. } => Failure::own(format!(
+                "{}\nHint: kubectl-ns runs the kubeconfig's exec plugin or reads its tokenFile as kubectl does; \
+                 check that `kubectl auth whoami` works",
+                chain(e)
+            )),
         }
     }
 }
@@ -183,6 +284,56 @@ mod tests {
             "{}",
             f.message
         );
+    }
+
+    fn denied(rule: serde_json::Value, message: &str) -> Failure {
+        let mut s = tonic::Status::permission_denied(message);
+        s.metadata_mut()
+            .insert(kns_proto::DENIED_RULE_HEADER, rule.to_string().parse().unwrap());
+        status_failure(&s)
+    }
+
+    #[test]
+    fn a_denial_names_the_grant() {
+        let f = denied(
+            serde_json::json!({"user": "alice", "namespace": "default", "verb": "create", "group": "",
+                "resource": "pods", "subresource": "exec", "name": "web"}),
+            "alice may not create pods/exec on pod default/web",
+        );
+        assert!(
+            f.message
+                .starts_with("alice may not create pods/exec on pod default/web\n"),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message.contains(
+                "kubectl create role kubectl-ns-pods-create-exec --verb=create --resource=pods/exec --namespace default"
+            ) && f.message.contains(
+                "kubectl create rolebinding kubectl-ns-pods-create-exec-alice --role=kubectl-ns-pods-create-exec --user=alice --namespace default"
+            ),
+            "{}",
+            f.message
+        );
+        let f = denied(
+            serde_json::json!({"user": "system:serviceaccount:ops:bot", "verb": "create", "group": "kubectl-ns.io",
+                "resource": "nodes", "subresource": "exec", "name": "n1"}),
+            "no",
+        );
+        assert!(
+            f.message.contains(
+                "kubectl create clusterrolebinding kubectl-ns-node-admin-system-serviceaccount-ops-bot \
+                 --clusterrole=kubectl-ns-node-admin --serviceaccount=ops:bot"
+            ),
+            "{}",
+            f.message
+        );
+        // Refusals without a rule (a non-root unix peer) get no misleading hint.
+        let f = denied(serde_json::json!({"user": "unix:uid:1000"}), "no");
+        assert_eq!(f.message, "no");
+        // The agent's own lack of privilege is another matter.
+        let f = status_failure(&tonic::Status::permission_denied("setns: EPERM"));
+        assert!(f.message.contains("CAP_SYS_ADMIN"), "{}", f.message);
     }
 
     #[test]

@@ -7,11 +7,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::transport::AgentChannel;
 use k8s_openapi::api::core::v1::Pod;
 use kns_proto::agent::agent_client::AgentClient;
 use kns_proto::agent::{ListRequest, ListResponse};
 use kube::api::{Api, ListParams};
-use tonic::transport::Channel;
 
 use crate::cli::KubeArgs;
 use crate::exit::{self, Failure, api_failure};
@@ -72,7 +72,7 @@ pub fn nodes(pods: &[Pod], scope: &Scope) -> BTreeSet<String> {
     }
 }
 
-async fn list(channel: Channel, namespaces: bool) -> Result<ListResponse, String> {
+async fn list(channel: AgentChannel, namespaces: bool) -> Result<ListResponse, String> {
     crate::timings::grpc_call();
     AgentClient::new(channel)
         .list(ListRequest { namespaces })
@@ -105,10 +105,12 @@ pub async fn list_nodes(
         .await);
     }
     let agents = Arc::new(agents(r).await?);
+    // Once for all nodes: an exec credential plugin may be slow.
+    let bearer = r.credentials.bearer().await?;
     let (port, r) = (args.agent_port, r.clone());
     Ok(each_node(nodes, bounds, move |node| {
-        let (r, agents) = (r.clone(), agents.clone());
-        async move { list(agent_channel(&r, &agents, &node, port).await?, namespaces).await }
+        let (r, agents, bearer) = (r.clone(), agents.clone(), bearer.clone());
+        async move { list(agent_channel(&r, &agents, &node, port, bearer).await?, namespaces).await }
     })
     .await)
 }
@@ -184,11 +186,12 @@ pub async fn agent_channel(
     agents: &BTreeMap<String, Vec<Pod>>,
     node: &str,
     port: u16,
-) -> Result<Channel, String> {
+    bearer: transport::Bearer,
+) -> Result<AgentChannel, String> {
     let first_line = |f: Failure| f.message.lines().next().unwrap_or_default().to_owned();
     let pods = agents.get(node).map(Vec::as_slice).unwrap_or_default();
     let pod = choose_agent(pods, node, &r.agent_namespace).map_err(first_line)?;
-    transport::portforward(r.client.clone(), &r.agent_namespace, &pod, port)
+    transport::portforward(r.client.clone(), &r.agent_namespace, &pod, port, bearer)
         .await
         .map_err(|e| first_line(e.into()))
 }

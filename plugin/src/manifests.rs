@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
 use serde::Deserialize;
 
 use crate::exit::Failure;
@@ -35,6 +35,7 @@ pub enum Object {
     Namespace(Namespace),
     ServiceAccount(ServiceAccount),
     ClusterRole(ClusterRole),
+    ClusterRoleBinding(ClusterRoleBinding),
     Role(Role),
     DaemonSet(Box<DaemonSet>),
 }
@@ -46,6 +47,7 @@ impl Object {
             Object::Namespace(o) => ("Namespace", &o.metadata),
             Object::ServiceAccount(o) => ("ServiceAccount", &o.metadata),
             Object::ClusterRole(o) => ("ClusterRole", &o.metadata),
+            Object::ClusterRoleBinding(o) => ("ClusterRoleBinding", &o.metadata),
             Object::Role(o) => ("Role", &o.metadata),
             Object::DaemonSet(o) => ("DaemonSet", &o.metadata),
         };
@@ -60,6 +62,7 @@ fn parse_doc(file: &str, doc: serde_json::Value) -> Result<Object, String> {
         "Namespace" => Object::Namespace(serde_json::from_value(doc).map_err(err)?),
         "ServiceAccount" => Object::ServiceAccount(serde_json::from_value(doc).map_err(err)?),
         "ClusterRole" => Object::ClusterRole(serde_json::from_value(doc).map_err(err)?),
+        "ClusterRoleBinding" => Object::ClusterRoleBinding(serde_json::from_value(doc).map_err(err)?),
         "Role" => Object::Role(serde_json::from_value(doc).map_err(err)?),
         "DaemonSet" => Object::DaemonSet(Box::new(serde_json::from_value(doc).map_err(err)?)),
         other => return Err(format!("{file}: unexpected kind `{other}`")),
@@ -91,6 +94,14 @@ pub fn objects(agent_namespace: &str, image: &str) -> Result<Vec<Object>, Failur
             }
             Object::ServiceAccount(s) => s.metadata.namespace = Some(agent_namespace.to_owned()),
             Object::Role(r) => r.metadata.namespace = Some(agent_namespace.to_owned()),
+            // The agent's ServiceAccount lives where the agent does.
+            Object::ClusterRoleBinding(b) => {
+                for s in b.subjects.iter_mut().flatten() {
+                    if s.kind == "ServiceAccount" {
+                        s.namespace = Some(agent_namespace.to_owned());
+                    }
+                }
+            }
             Object::DaemonSet(d) => {
                 d.metadata.namespace = Some(agent_namespace.to_owned());
                 for c in d
@@ -122,8 +133,11 @@ mod tests {
             [
                 "Namespace/kubectl-ns-system",
                 "ServiceAccount/kubectl-ns-agent",
+                "ClusterRole/kubectl-ns-agent",
+                "ClusterRoleBinding/kubectl-ns-agent",
                 "ClusterRole/kubectl-ns-user",
                 "Role/kubectl-ns-user",
+                "ClusterRole/kubectl-ns-node-admin",
                 &format!("DaemonSet/{DAEMONSET_NAME}"),
             ]
         );
@@ -166,7 +180,18 @@ mod tests {
         let pod = ds.spec.unwrap().template.spec.unwrap();
         assert_eq!(pod.host_pid, Some(true));
         assert_eq!(pod.host_network, Some(false));
-        assert_eq!(pod.automount_service_account_token, Some(false));
+        // The token the agent's reviews need.
+        assert_eq!(pod.automount_service_account_token, Some(true));
+        let env = pod.containers[0].env.clone().unwrap_or_default();
+        let node_name = env.iter().find(|e| e.name == "NODE_NAME").unwrap();
+        assert_eq!(
+            node_name
+                .value_from
+                .as_ref()
+                .and_then(|v| v.field_ref.as_ref())
+                .map(|f| f.field_path.as_str()),
+            Some("spec.nodeName")
+        );
         let c = &pod.containers[0];
         assert_eq!(
             c.image.as_deref(),
@@ -212,6 +237,51 @@ mod tests {
         );
     }
 
+    /// The agent may ask the two review questions and nothing else; the
+    /// user role reaches agents but grants nothing on targets.
+    #[test]
+    fn rbac_is_least_privilege() {
+        let objs = parse().unwrap();
+        let rules = |name: &str| -> Vec<String> {
+            objs.iter()
+                .find_map(|o| match o {
+                    Object::ClusterRole(r) if r.metadata.name.as_deref() == Some(name) => Some(r),
+                    _ => None,
+                })
+                .unwrap()
+                .rules
+                .iter()
+                .flatten()
+                .map(|r| {
+                    format!(
+                        "{} {:?} {:?}",
+                        r.verbs.join(","),
+                        r.api_groups.clone().unwrap_or_default(),
+                        r.resources.clone().unwrap_or_default()
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            rules("kubectl-ns-agent"),
+            [
+                r#"create ["authentication.k8s.io"] ["tokenreviews"]"#,
+                r#"create ["authorization.k8s.io"] ["subjectaccessreviews"]"#
+            ]
+        );
+        assert_eq!(
+            rules("kubectl-ns-node-admin"),
+            [r#"create ["kubectl-ns.io"] ["nodes/exec"]"#]
+        );
+        assert!(
+            rules("kubectl-ns-user")
+                .iter()
+                .all(|r| !r.contains("exec") && !r.contains("create")),
+            "{:?}",
+            rules("kubectl-ns-user")
+        );
+    }
+
     #[test]
     fn objects_take_the_chosen_namespace_and_image() {
         let objs = objects("debug-tools", "registry.local/agent:dev").unwrap();
@@ -234,6 +304,10 @@ mod tests {
                         .image
                         .clone();
                     assert_eq!(image.as_deref(), Some("registry.local/agent:dev"));
+                }
+                Object::ClusterRoleBinding(b) => {
+                    let sa = &b.subjects.as_ref().unwrap()[0];
+                    assert_eq!(sa.namespace.as_deref(), Some("debug-tools"));
                 }
                 Object::ClusterRole(_) => {}
             }

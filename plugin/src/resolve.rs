@@ -286,6 +286,8 @@ pub struct Resolver {
     pub agent_namespace: String,
     /// Where the node → agent pod mapping is remembered, if anywhere.
     pub agent_cache: Option<AgentCache>,
+    /// Who the user is, for the agents.
+    pub credentials: crate::transport::Credentials,
 }
 
 impl Resolver {
@@ -553,6 +555,7 @@ mod api_tests {
             namespace: "default".into(),
             agent_namespace: AGENT_NAMESPACE.into(),
             agent_cache: None,
+            credentials: Default::default(),
         };
         (r, handle)
     }

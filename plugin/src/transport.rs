@@ -1,9 +1,13 @@
-//! Reaching an agent: a unix socket or a TCP address.
+//! Reaching an agent: a unix socket or a TCP address, or a port-forward
+//! carrying the user's bearer token for the agent to check.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,6 +45,12 @@ pub enum TransportError {
         port: u16,
         reason: String,
     },
+    /// The kubeconfig's credentials could not be turned into a token.
+    #[error("cannot get a bearer token for the agent from the kubeconfig's user")]
+    Credentials {
+        #[source]
+        source: tower::BoxError,
+    },
     #[error("cannot reach the agent {ns}/{pod} through the port-forward")]
     Handshake {
         ns: String,
@@ -65,6 +75,84 @@ impl TransportError {
     }
 }
 
+/// Sends the user's `authorization: Bearer …` with every call, the
+/// identity the agent checks with a TokenReview.
+#[derive(Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Bearer(…)"
+        } else {
+            "Bearer(none)"
+        })
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A channel to an agent, with the caller's identity attached.
+pub type AgentChannel = InterceptedService<Channel, Bearer>;
+
+/// The kubeconfig user's credentials, turned into a token only when an
+/// agent is called (an exec plugin may take a while).
+#[derive(Clone, Default)]
+pub struct Credentials(Option<Arc<kube::Config>>);
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(…)")
+    }
+}
+
+impl Credentials {
+    pub fn new(config: &kube::Config) -> Credentials {
+        Credentials(Some(Arc::new(config.clone())))
+    }
+
+    /// The bearer token kube would send the API server (a static token,
+    /// `tokenFile`, an exec plugin or an OIDC id-token), obtained through
+    /// kube's own auth layer so every source it supports works here too.
+    /// `None` for users without one: client certificates (which the agent
+    /// does not check yet) or basic auth.
+    pub async fn bearer(&self) -> Result<Bearer, TransportError> {
+        use kube::client::ConfigExt;
+        use tower::{Layer, ServiceExt};
+        let Some(config) = &self.0 else {
+            return Ok(Bearer::default());
+        };
+        let failed = |source| TransportError::Credentials { source };
+        let Some(layer) = config.auth_layer().map_err(|e| failed(e.into()))? else {
+            return Ok(Bearer::default());
+        };
+        // The layer sets the header on a request; this inner service hands
+        // it back instead of sending anything.
+        let capture = layer.layer(tower::service_fn(
+            |req: http::Request<kube::client::Body>| async move {
+                let header = req.headers().get(http::header::AUTHORIZATION).cloned();
+                Ok::<_, tower::BoxError>(http::Response::new(header))
+            },
+        ));
+        let header = capture
+            .oneshot(http::Request::new(kube::client::Body::empty()))
+            .await
+            .map_err(failed)?
+            .into_body();
+        let value = header
+            .filter(|h| h.as_bytes().starts_with(b"Bearer "))
+            .and_then(|h| MetadataValue::try_from(h.as_bytes()).ok());
+        Ok(Bearer(value))
+    }
+}
+
 /// HTTP/2 settings for bulk output: large frames and windows, so 100 MB of
 /// tcpdump output is not cut into 16 KiB frames and stalled on 64 KiB windows.
 fn tuned(ep: Endpoint) -> Endpoint {
@@ -75,8 +163,16 @@ fn tuned(ep: Endpoint) -> Endpoint {
 }
 
 /// Connects to `addr` (`unix:///PATH`, or `tcp://HOST:PORT` as the agent's
-/// `--listen` writes it, or `http://HOST:PORT`).
-pub async fn connect(addr: &str) -> Result<Channel, TransportError> {
+/// `--listen` writes it, or `http://HOST:PORT`). No token is sent: on a
+/// unix socket the agent knows the caller by its uid.
+pub async fn connect(addr: &str) -> Result<AgentChannel, TransportError> {
+    Ok(InterceptedService::new(
+        connect_channel(addr).await?,
+        Bearer::default(),
+    ))
+}
+
+async fn connect_channel(addr: &str) -> Result<Channel, TransportError> {
     let unreachable = |source| TransportError::Unreachable {
         addr: addr.to_owned(),
         source,
@@ -119,13 +215,15 @@ pub fn warn_version_skew(meta: &tonic::metadata::MetadataMap) {
 
 /// A gRPC channel to `port` of pod `ns/pod`, through the API server's
 /// port-forward (a WebSocket, v4.channel.k8s.io). The agent listens on the
-/// pod's 127.0.0.1 only, so nothing but a port-forward reaches it.
+/// pod's 127.0.0.1 only, so nothing but a port-forward reaches it; every
+/// call carries `bearer`.
 pub async fn portforward(
     client: kube::Client,
     ns: &str,
     pod: &str,
     port: u16,
-) -> Result<Channel, TransportError> {
+    bearer: Bearer,
+) -> Result<AgentChannel, TransportError> {
     use k8s_openapi::api::core::v1::Pod;
     let api: kube::Api<Pod> = kube::Api::namespaced(client, ns);
     let mut pf = api
@@ -183,7 +281,7 @@ pub async fn portforward(
     }
     // gRPC wants a connector; the port-forward is one stream, used once.
     let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(stream)));
-    tuned(Endpoint::from_static("http://agent.invalid"))
+    let channel = tuned(Endpoint::from_static("http://agent.invalid"))
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let s = slot.lock().ok().and_then(|mut g| g.take());
             async move {
@@ -196,5 +294,65 @@ pub async fn portforward(
             ns: ns.to_owned(),
             pod: pod.to_owned(),
             source,
-        })
+        })?;
+    Ok(InterceptedService::new(channel, bearer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn bearer_for(user: &str) -> Option<String> {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+             clusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n\
+             users:\n- name: u\n  user:\n{user}\n\
+             contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n"
+        );
+        let kc = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        let b = Credentials::new(&config).bearer().await.unwrap();
+        b.0.map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[tokio::test]
+    async fn the_token_is_the_one_kubectl_would_send() {
+        let dir = std::env::temp_dir().join(format!("kns-bearer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "from-file").unwrap();
+        let exec = dir.join("plugin.sh");
+        std::fs::write(
+            &exec,
+            "#!/bin/sh\necho '{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{\"token\":\"from-exec\"}}'\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&exec, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+        assert_eq!(
+            bearer_for("    token: static").await.as_deref(),
+            Some("Bearer static")
+        );
+        assert_eq!(
+            bearer_for(&format!("    tokenFile: {}", file.display()))
+                .await
+                .as_deref(),
+            Some("Bearer from-file")
+        );
+        assert_eq!(
+            bearer_for(&format!(
+                "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: {}\n      interactiveMode: Never",
+                exec.display()
+            ))
+            .await
+            .as_deref(),
+            Some("Bearer from-exec")
+        );
+        // Basic auth is not a bearer token: nothing is sent.
+        assert_eq!(bearer_for("    username: a\n    password: b").await, None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

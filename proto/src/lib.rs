@@ -6,6 +6,12 @@
 /// can warn on a mismatch without an extra call.
 pub const AGENT_VERSION_HEADER: &str = "kns-agent-version";
 
+/// The trailer of a `PERMISSION_DENIED` the agent's authorizer gave: JSON
+/// naming the user and the missing rule (a SubjectAccessReview's
+/// `resourceAttributes` plus `user`), from which the plugin words the
+/// `kubectl create rolebinding` that would grant it.
+pub const DENIED_RULE_HEADER: &str = "kns-denied-rule";
+
 /// A gRPC endpoint on the unix socket at `path`, dialled by tonic's own
 /// unix-socket connector: the one connector for the CRI runtime, the agent's
 /// readiness probe, `kubectl-ns --agent unix://…` and the tests.

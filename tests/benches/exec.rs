@@ -293,8 +293,9 @@ fn kubernetes_path(plugin: &std::path::Path, runs: usize, latency: Duration) {
     let pod = lab
         .run_pod(&PodSpec::httpd("bench-web", 8199))
         .expect("bench pod");
-    let agent = Agent::start_tcp(Some(lab.socket.to_str().unwrap()));
     let api = FakeApi::start();
+    let agent = Agent::start_tcp_env(Some(lab.socket.to_str().unwrap()), &api.agent_env("bench-node"));
+    api.serve_in_netns(agent.pid());
     api.add_node("bench-node");
     api.add_pod(running_pod(
         "default",

@@ -193,6 +193,8 @@ pub struct Agent {
     _dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub log: PathBuf,
+    /// The agent's stdout: its audit trail.
+    pub stdout: PathBuf,
 }
 
 impl Agent {
@@ -214,6 +216,13 @@ impl Agent {
         Agent::start_full(cri, &[], Some(AGENT_PORT))
     }
 
+    /// [`Agent::start_tcp`] with more environment (e.g. an API server's,
+    /// from [`crate::kubeapi::FakeApi::agent_env`]).
+    pub fn start_tcp_env(cri: Option<&str>, env: &[(String, String)]) -> Agent {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Agent::start_full(cri, &env, Some(AGENT_PORT))
+    }
+
     fn start_full(cri: Option<&str>, env: &[(&str, &str)], tcp: Option<u16>) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut agent = Agent {
@@ -224,6 +233,7 @@ impl Agent {
             cgroup: AgentCgroup::new(),
             socket: dir.path().join("agent.sock"),
             log: dir.path().join("agent.log"),
+            stdout: dir.path().join("agent.stdout"),
             _dir: dir,
         };
         agent.launch();
@@ -263,7 +273,13 @@ impl Agent {
             // As the manifest sets it.
             .env("KNS_SESSIONS_MEMORY", "448Mi")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(
+                std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(&self.stdout)
+                    .expect("stdout file"),
+            )
             .stderr(
                 std::fs::File::options()
                     .create(true)
@@ -304,6 +320,7 @@ impl Agent {
             },
             socket: dir.path().join("agent.sock"),
             log: dir.path().join("agent.log"),
+            stdout: dir.path().join("agent.stdout"),
             _dir: dir,
         };
         agent.launch();
@@ -345,6 +362,15 @@ impl Agent {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The audit records the agent wrote on stdout so far, parsed.
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.stdout)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not an audit line ({e}): {l}")))
+            .collect()
     }
 
     /// Sends SIGTERM and waits for the agent to exit; returns its status.

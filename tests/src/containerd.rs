@@ -55,6 +55,22 @@ pub struct PodSpec {
     pub privileged: bool,
 }
 
+/// The labels the kubelet puts on a pod's sandbox and containers, by which
+/// the agent knows a container's pod.
+fn kubelet_labels(spec: &PodSpec, container: Option<&str>) -> std::collections::HashMap<String, String> {
+    let mut labels: std::collections::HashMap<String, String> = [
+        ("io.kubernetes.pod.name", spec.name.clone()),
+        ("io.kubernetes.pod.namespace", "default".to_owned()),
+        ("io.kubernetes.pod.uid", format!("{}-uid", spec.name)),
+    ]
+    .map(|(k, v)| (k.to_owned(), v))
+    .into();
+    if let Some(c) = container {
+        labels.insert("io.kubernetes.container.name".into(), c.into());
+    }
+    labels
+}
+
 impl PodSpec {
     /// A pod whose container serves HTTP on `port` (busybox httpd).
     pub fn httpd(name: &str, port: u16) -> PodSpec {
@@ -276,6 +292,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 spec.name.clone()
             },
             log_directory: logs.display().to_string(),
+            labels: kubelet_labels(spec, None),
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: self.cgroup_parent(),
                 security_context: Some(LinuxSandboxSecurityContext {
@@ -348,6 +365,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                             })
                             .collect(),
                         log_path: "app.log".into(),
+                        labels: kubelet_labels(spec, Some("app")),
                         linux: Some(LinuxContainerConfig {
                             security_context: Some(LinuxContainerSecurityContext {
                                 capabilities: Some(Capability {

@@ -9,6 +9,12 @@
 //! prefixed with their channel number. Forwarded ports are bridged to real
 //! TCP listeners on 127.0.0.1 (a real agent). Response shapes follow the
 //! Kubernetes API reference (`Pod`, `PodList`, `Node`, `Status`).
+//!
+//! For the agent it also answers TokenReview and SubjectAccessReview
+//! (`authentication.k8s.io/v1`, `authorization.k8s.io/v1`), as the API
+//! server does with its token authenticator and RBAC: tokens map to users,
+//! and [`Grant`]s play RBAC bindings. Only the agent's own ServiceAccount
+//! token may create reviews.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -51,6 +57,87 @@ struct State {
     agent_failure: Option<AgentFailure>,
     /// Requests that need more than the kubectl-ns-user roles get 403.
     user_only: bool,
+    /// Bearer token → the user a TokenReview names.
+    tokens: HashMap<String, Value>,
+    /// What SubjectAccessReviews allow.
+    grants: Vec<Grant>,
+    /// Review bodies received, oldest first (kept apart from `requests`,
+    /// which are the plugin's round trips).
+    reviews: Vec<Value>,
+}
+
+/// A user's default token in the kubeconfig, and its user.
+pub const USER_TOKEN: &str = "fake-token";
+pub const USER: &str = "tester";
+/// The agent's ServiceAccount token (its `--kube-token-file`) and user.
+pub const AGENT_TOKEN: &str = "agent-sa-token";
+pub const AGENT_USER: &str = "system:serviceaccount:kubectl-ns-system:kubectl-ns-agent";
+/// Where, in an agent's network namespace, [`FakeApi::serve_in_netns`]
+/// makes the API server reachable, as a Service IP is in a pod.
+pub const IN_POD_PORT: u16 = 6443;
+
+/// An RBAC rule bound to a user or group (`group:NAME`): `verb` on
+/// `resource` (`pods/exec` for a subresource) in API `group`, in
+/// `namespace` (`None`: a ClusterRoleBinding, everywhere), on `name`
+/// (`None`: any). `*` matches anything, as in RBAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub subject: String,
+    pub verb: String,
+    pub group: String,
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+}
+
+impl Grant {
+    /// `verb resource` in API group `group` for `subject`, everywhere.
+    pub fn new(subject: &str, verb: &str, group: &str, resource: &str) -> Grant {
+        Grant {
+            subject: subject.into(),
+            verb: verb.into(),
+            group: group.into(),
+            resource: resource.into(),
+            namespace: None,
+            name: None,
+        }
+    }
+
+    /// Only in `namespace`, as a RoleBinding grants.
+    pub fn in_namespace(mut self, namespace: &str) -> Grant {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// Only on the object `name` (`resourceNames`).
+    pub fn named(mut self, name: &str) -> Grant {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Whether this grant allows `user` (in `groups`) the request in a
+    /// SubjectAccessReview's `resourceAttributes`.
+    fn allows(&self, user: &str, groups: &[String], attrs: &Value) -> bool {
+        let field = |k: &str| attrs.get(k).and_then(Value::as_str).unwrap_or("");
+        let wild = |mine: &str, theirs: &str| mine == "*" || mine == theirs;
+        let subject = match self.subject.strip_prefix("group:") {
+            Some(g) => groups.iter().any(|x| x == g),
+            None => self.subject == user,
+        };
+        let resource = match field("subresource") {
+            "" => field("resource").to_owned(),
+            sub => format!("{}/{sub}", field("resource")),
+        };
+        subject
+            && wild(&self.verb, field("verb"))
+            && wild(&self.group, field("group"))
+            && wild(&self.resource, &resource)
+            && self
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| ns == field("namespace"))
+            && self.name.as_deref().is_none_or(|n| n == field("name"))
+    }
 }
 
 impl State {
@@ -238,6 +325,15 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    if req.method() == hyper::Method::POST
+        && let Some(kind) = match path.as_str() {
+            "/apis/authentication.k8s.io/v1/tokenreviews" => Some("TokenReview"),
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews" => Some("SubjectAccessReview"),
+            _ => None,
+        }
+    {
+        return Ok(review(req, &state, kind).await);
+    }
     let latency = {
         let mut st = state.lock().expect("state");
         st.requests.push(
@@ -352,6 +448,97 @@ async fn handle(
         },
     };
     Ok(resp)
+}
+
+/// A TokenReview or SubjectAccessReview, from the agent's ServiceAccount
+/// only (others are forbidden, as without RBAC for reviews): the request
+/// echoed with its `status` filled in.
+async fn review(req: Request<Incoming>, state: &Mutex<State>, kind: &str) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    let caller = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut st = state.lock().expect("state");
+    let caller_user = caller
+        .as_deref()
+        .and_then(|t| st.tokens.get(t))
+        .and_then(|u| u["username"].as_str().map(str::to_owned));
+    let Some(caller_user) = caller_user else {
+        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized".into());
+    };
+    let resource = if kind == "TokenReview" {
+        "tokenreviews"
+    } else {
+        "subjectaccessreviews"
+    };
+    let group = path_group(kind);
+    if caller_user != AGENT_USER {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "{resource}.{group} is forbidden: User \"{caller_user}\" cannot create resource \"{resource}\" in API group \"{group}\" at the cluster scope"
+            ),
+        );
+    }
+    let Ok(mut obj) = serde_json::from_slice::<Value>(&body) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body is not JSON".into(),
+        );
+    };
+    if obj["kind"] != kind || obj["apiVersion"] != format!("{group}/v1") {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!(
+                "expected a {group}/v1 {kind}, got {} {}",
+                obj["apiVersion"], obj["kind"]
+            ),
+        );
+    }
+    st.reviews.push(obj.clone());
+    let spec = obj["spec"].clone();
+    obj["status"] = if kind == "TokenReview" {
+        match spec["token"].as_str().and_then(|t| st.tokens.get(t)) {
+            Some(user) => {
+                json!({"authenticated": true, "user": user, "audiences": ["https://kubernetes.default.svc"]})
+            }
+            None => json!({"authenticated": false, "error": "invalid bearer token"}),
+        }
+    } else {
+        let user = spec["user"].as_str().unwrap_or("");
+        let groups: Vec<String> = spec["groups"]
+            .as_array()
+            .map(|g| g.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        let attrs = &spec["resourceAttributes"];
+        match st.grants.iter().find(|g| g.allows(user, &groups, attrs)) {
+            Some(g) => {
+                json!({"allowed": true, "reason": format!("RBAC: allowed by a binding of {} to {}", g.resource, g.subject)})
+            }
+            None => json!({"allowed": false}),
+        }
+    };
+    json_response(StatusCode::CREATED, &obj)
+}
+
+fn path_group(kind: &str) -> &'static str {
+    if kind == "TokenReview" {
+        "authentication.k8s.io"
+    } else {
+        "authorization.k8s.io"
+    }
 }
 
 /// Server-side apply, as far as kubectl-ns uses it: the applied fields are
@@ -856,7 +1043,28 @@ impl FakeApi {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let state = Arc::new(Mutex::new(State::default()));
+        let user = |name: &str, groups: &[&str]| json!({"username": name, "uid": format!("{name}-uid"), "groups": groups});
+        let state = Arc::new(Mutex::new(State {
+            tokens: [
+                (USER_TOKEN.to_owned(), user(USER, &["system:authenticated"])),
+                (
+                    AGENT_TOKEN.to_owned(),
+                    user(
+                        AGENT_USER,
+                        &[
+                            "system:serviceaccounts",
+                            "system:serviceaccounts:kubectl-ns-system",
+                            "system:authenticated",
+                        ],
+                    ),
+                ),
+            ]
+            .into(),
+            // The default user may do anything, so tests about other things
+            // pass the agent's checks.
+            grants: vec![Grant::new(USER, "*", "*", "*")],
+            ..Default::default()
+        }));
         let forbid = Arc::new(AtomicBool::new(false));
         let (st, fb) = (state.clone(), forbid.clone());
         rt.spawn(async move {
@@ -877,13 +1085,15 @@ impl FakeApi {
         });
         let dir = tempfile::tempdir().expect("tempdir");
         let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(dir.path().join("ca.crt"), &cert_pem).expect("ca.crt");
+        std::fs::write(dir.path().join("agent-token"), AGENT_TOKEN).expect("agent token");
         let ca = base64::engine::general_purpose::STANDARD.encode(cert_pem);
         std::fs::write(
             &kubeconfig,
             format!(
                 "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
                  clusters:\n- name: fake\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority-data: {ca}\n\
-                 users:\n- name: tester\n  user:\n    token: fake-token\n\
+                 users:\n- name: tester\n  user:\n    token: {USER_TOKEN}\n\
                  contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: tester\n    namespace: default\n",
                 addr.port()
             ),
@@ -897,6 +1107,72 @@ impl FakeApi {
             _rt: rt,
             _dir: dir,
         }
+    }
+
+    /// A token the TokenReview endpoint vouches for, naming `user` in
+    /// `groups`.
+    pub fn add_user(&self, token: &str, user: &str, groups: &[&str]) {
+        self.state.lock().expect("state").tokens.insert(
+            token.to_owned(),
+            json!({"username": user, "uid": format!("{user}-uid"), "groups": groups,
+                   "extra": {"authentication.kubernetes.io/credential-id": [format!("JTI={token}")]}}),
+        );
+    }
+
+    /// Replaces every grant (the default: [`USER`] may do anything).
+    pub fn set_grants(&self, grants: Vec<Grant>) {
+        self.state.lock().expect("state").grants = grants;
+    }
+
+    /// The TokenReview and SubjectAccessReview bodies received so far.
+    pub fn reviews(&self) -> Vec<Value> {
+        self.state.lock().expect("state").reviews.clone()
+    }
+
+    /// The environment that points an agent at this server, as a pod's
+    /// Service address and ServiceAccount mount would, on node `node`
+    /// (reachable once [`FakeApi::serve_in_netns`] runs for the agent).
+    pub fn agent_env(&self, node: &str) -> Vec<(String, String)> {
+        let dir = self._dir.path();
+        [
+            ("KNS_KUBE_API", format!("https://127.0.0.1:{IN_POD_PORT}")),
+            ("KNS_KUBE_CA", dir.join("ca.crt").display().to_string()),
+            (
+                "KNS_KUBE_TOKEN_FILE",
+                dir.join("agent-token").display().to_string(),
+            ),
+            ("NODE_NAME", node.to_owned()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v))
+        .into()
+    }
+
+    /// Makes this server reachable at 127.0.0.1:[`IN_POD_PORT`] inside the
+    /// network namespace of process `pid` (an agent's pod), relaying bytes
+    /// as a Service's proxy would; TLS stays end to end.
+    pub fn serve_in_netns(&self, pid: i32) {
+        let listener = std::thread::spawn(move || -> std::io::Result<std::net::TcpListener> {
+            let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            let l = std::net::TcpListener::bind(("127.0.0.1", IN_POD_PORT))?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        })
+        .join()
+        .expect("netns thread")
+        .unwrap_or_else(|e| panic!("cannot listen in the network namespace of {pid}: {e}"));
+        let upstream = self.addr;
+        let _guard = self._rt.enter();
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+        self._rt.spawn(async move {
+            while let Ok((mut inner, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut outer) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inner, &mut outer).await;
+                    }
+                });
+            }
+        });
     }
 
     pub fn add_pod(&self, pod: Pod) {
@@ -1038,6 +1314,23 @@ impl FakeApi {
     /// Runs [`FakeApi::kns_command`] to completion.
     pub fn kns(&self, args: &[&str]) -> std::process::Output {
         self.kns_command(args).output().expect("run kubectl-ns")
+    }
+
+    /// A kubeconfig like [`FakeApi::kubeconfig`] whose user is `user` (the
+    /// YAML under `user:`, e.g. `token: T`; empty for no credentials).
+    pub fn kubeconfig_for(&self, user: &str) -> PathBuf {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let text = std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig");
+        let user = if user.is_empty() {
+            " {}".to_owned()
+        } else {
+            format!("\n    {user}")
+        };
+        let text = text.replace(&format!("\n    token: {USER_TOKEN}"), &user);
+        let path = self._dir.path().join(format!("kubeconfig-{n}"));
+        std::fs::write(&path, text).expect("kubeconfig");
+        path
     }
 
     /// The kubeconfig path as a string, for `--kubeconfig`.

@@ -75,10 +75,28 @@ pub fn pod_spec(name: &str, pod: &k8s::PodSpec, container: &str) -> anyhow::Resu
         .iter()
         .flatten()
         .map(|e| {
-            if e.value_from.is_some() {
-                bail!("env {}: valueFrom is not reproduced by the lab", e.name);
+            let field = e
+                .value_from
+                .as_ref()
+                .map(|v| v.field_ref.as_ref().map(|f| f.field_path.as_str()));
+            match field {
+                None => Ok((e.name.clone(), literal("env", e.value.as_deref().unwrap_or(""))?)),
+                // The downward API, as far as the manifests use it: the
+                // node the scheduler bound the pod to.
+                Some(Some("spec.nodeName")) => Ok((
+                    e.name.clone(),
+                    pod.node_name.clone().with_context(|| {
+                        format!(
+                            "env {}: spec.nodeName, but the pod is not bound to a node",
+                            e.name
+                        )
+                    })?,
+                )),
+                Some(_) => bail!(
+                    "env {}: valueFrom other than fieldRef spec.nodeName is not reproduced by the lab",
+                    e.name
+                ),
             }
-            Ok((e.name.clone(), literal("env", e.value.as_deref().unwrap_or(""))?))
         })
         .collect::<anyhow::Result<_>>()?;
     let mounts = c
@@ -174,5 +192,28 @@ mod tests {
             ..Default::default()
         }]);
         assert!(pod_spec("p", &p, "c").is_err());
+    }
+
+    #[test]
+    fn the_node_name_comes_from_the_binding() {
+        let mut p = pod(None, None);
+        p.containers[0].env = Some(vec![k8s::EnvVar {
+            name: "NODE_NAME".into(),
+            value_from: Some(k8s::EnvVarSource {
+                field_ref: Some(k8s::ObjectFieldSelector {
+                    field_path: "spec.nodeName".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+        let err = pod_spec("p", &p, "c").unwrap_err();
+        assert!(err.to_string().contains("not bound"), "{err}");
+        p.node_name = Some("n1".into());
+        assert_eq!(
+            pod_spec("p", &p, "c").unwrap().env,
+            [("NODE_NAME".to_owned(), "n1".to_owned())]
+        );
     }
 }

@@ -8,8 +8,10 @@
 //!
 //! Test-only patches, as a kustomize overlay would make them: KNS_NODE_PID
 //! (PID 1 is unreadable on these machines; this test process, visible
-//! through hostPID, is the node reference) and the CRI socket directory
-//! (the lab's containerd).
+//! through hostPID, is the node reference), the CRI socket directory
+//! (the lab's containerd), and KNS_INSECURE_SKIP_AUTHZ (there is no API
+//! server to check callers with; tests/tests/authz.rs covers the checks).
+//! The pod is bound to a node, as the scheduler binds it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -82,6 +84,8 @@ impl AgentPod {
         )
         .unwrap();
         kubelet::set_host_path(&mut pod, "containerd", lab.dir.clone()).unwrap();
+        kubelet::set_env(&mut pod.containers[0], "KNS_INSECURE_SKIP_AUTHZ", "true").unwrap();
+        pod.node_name = Some("lab-node".into());
         patch(&mut pod);
         let image = pod.containers[0].image.clone().unwrap();
         assert_eq!(

@@ -69,6 +69,9 @@ fn install_status_uninstall() {
         "/api/v1/namespaces/kubectl-ns-system",
         "/api/v1/namespaces/kubectl-ns-system/serviceaccounts/kubectl-ns-agent",
         "/apis/rbac.authorization.k8s.io/v1/clusterroles/kubectl-ns-user",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles/kubectl-ns-agent",
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/kubectl-ns-agent",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles/kubectl-ns-node-admin",
         "/apis/rbac.authorization.k8s.io/v1/namespaces/kubectl-ns-system/roles/kubectl-ns-user",
         "/apis/apps/v1/namespaces/kubectl-ns-system/daemonsets/kubectl-ns-agent",
     ] {

@@ -14,8 +14,9 @@ fn multi_container_pod_defaults_like_kubectl() {
     require_root();
     let lab = Lab::shared();
     let real = lab.run_pod(&PodSpec::httpd("habits-web", 8183)).unwrap();
-    let agent = Agent::start_tcp(Some(lab.socket.to_str().unwrap()));
     let api = FakeApi::start();
+    let agent = Agent::start_tcp_env(Some(lab.socket.to_str().unwrap()), &api.agent_env(NODE));
+    api.serve_in_netns(agent.pid());
     api.add_node(NODE);
     // Only the real container can be entered: the other ID is unknown to
     // the runtime, so success proves which one was chosen.

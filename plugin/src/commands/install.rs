@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
 use kube::Resource;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
 use serde::Serialize;
@@ -39,7 +39,7 @@ fn install_failure(what: &str, e: kube::Error) -> Failure {
     match &e {
         kube::Error::Api(s) if s.code == 403 => Failure::own(format!(
             "{what}: forbidden: {}\nHint: installing and uninstalling kubectl-ns need the rights to create and \
-             delete a namespace, ClusterRoles and RoleBindings, and a DaemonSet with hostPID (in practice \
+             delete a namespace, ClusterRoles and ClusterRoleBindings, and a DaemonSet with hostPID (in practice \
              cluster-admin); ask a cluster administrator to run `kubectl ns install` or `kubectl apply -k manifests/`",
             s.message
         )),
@@ -317,6 +317,7 @@ pub async fn install(args: InstallArgs) -> Result<u8, Failure> {
             }
             Object::ServiceAccount(s) => apply(namespaced::<ServiceAccount>(c, s), s).await?,
             Object::ClusterRole(cr) => apply(Api::<ClusterRole>::all(c.clone()), cr).await?,
+            Object::ClusterRoleBinding(b) => apply(Api::<ClusterRoleBinding>::all(c.clone()), b).await?,
             Object::Role(role) => apply(namespaced::<Role>(c, role), role).await?,
             Object::DaemonSet(d) => {
                 apply(namespaced::<DaemonSet>(c, d), d).await?;
@@ -387,6 +388,9 @@ pub async fn uninstall(args: UninstallArgs) -> Result<u8, Failure> {
             Object::DaemonSet(_) => gone(delete(Api::<DaemonSet>::namespaced(c.clone(), ns), short).await?),
             Object::Role(_) => gone(delete(Api::<Role>::namespaced(c.clone(), ns), short).await?),
             Object::ClusterRole(_) => gone(delete(Api::<ClusterRole>::all(c.clone()), short).await?),
+            Object::ClusterRoleBinding(_) => {
+                gone(delete(Api::<ClusterRoleBinding>::all(c.clone()), short).await?)
+            }
             Object::ServiceAccount(_) => {
                 gone(delete(Api::<ServiceAccount>::namespaced(c.clone(), ns), short).await?)
             }

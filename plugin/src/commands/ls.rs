@@ -2,12 +2,12 @@
 //! next to each other: compare first, enter second. For `node/NODE`, every
 //! namespace on the node and the containers in it (see `inventory`).
 
+use crate::transport::AgentChannel;
 use k8s_openapi::api::core::v1::Pod;
 use kns_proto::agent::agent_client::AgentClient;
 use kns_proto::agent::{InspectRequest, InspectResponse, ListRequest, Namespace, ProcessInfo};
 use kube::api::{Api, ListParams};
 use serde::Serialize;
-use tonic::transport::Channel;
 
 use crate::cli::{LsArgs, Output};
 use crate::exit::{self, Failure};
@@ -328,7 +328,7 @@ async fn many(args: &LsArgs) -> Result<u8, Failure> {
 }
 
 async fn inspect(
-    client: &mut AgentClient<Channel>,
+    client: &mut AgentClient<AgentChannel>,
     target: kns_proto::agent::Target,
 ) -> Result<InspectResponse, Failure> {
     crate::timings::grpc_call();

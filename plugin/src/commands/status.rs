@@ -111,13 +111,19 @@ pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
         "NODE", "AGENT", "VERSION", "READY"
     );
     let plugin = env!("CARGO_PKG_VERSION");
-    let (mut missing, mut skewed) = (0, 0);
+    let (mut missing, mut skewed, mut insecure) = (0, 0, 0);
     for row in &rows {
         let (pod, version, ready, reason) = match &row.agent {
             Agent::Ready { pod } => match versions.get(pod) {
                 Some(Ok(v)) => {
-                    skewed += usize::from(v != plugin);
-                    (pod.as_str(), v.as_str(), "yes", String::new())
+                    skewed += usize::from(v.version != plugin);
+                    insecure += usize::from(v.insecure_skip_authz);
+                    let reason = if v.insecure_skip_authz {
+                        "INSECURE: --insecure-skip-authz, checks no identity".to_owned()
+                    } else {
+                        String::new()
+                    };
+                    (pod.as_str(), v.version.as_str(), "yes", reason)
                 }
                 Some(Err(e)) => (pod.as_str(), "?", "yes", format!("cannot ask its version: {e}")),
                 None => (pod.as_str(), "?", "yes", String::new()),
@@ -135,6 +141,11 @@ pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
     }
     if missing > 0 {
         eprintln!("{missing} node(s) have no agent: see REASON");
+    }
+    if insecure > 0 {
+        eprintln!(
+            "warning: {insecure} agent(s) run with --insecure-skip-authz: whoever may port-forward to them is root on their node"
+        );
     }
     if skewed > 0 {
         eprintln!("warning: {skewed} agent(s) run another version than this kubectl-ns ({plugin})");

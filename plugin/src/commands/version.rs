@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
-use kns_proto::agent::VersionRequest;
 use kns_proto::agent::agent_client::AgentClient;
+use kns_proto::agent::{VersionRequest, VersionResponse};
 use kube::api::{Api, ListParams};
 
 use crate::cli::VersionArgs;
@@ -15,12 +15,14 @@ use crate::transport;
 
 /// Reported versions → how many agents report each; and the agents that
 /// could not be asked, with why.
-fn tally(reported: BTreeMap<String, Result<String, String>>) -> (BTreeMap<String, usize>, Vec<String>) {
+fn tally(
+    reported: BTreeMap<String, Result<VersionResponse, String>>,
+) -> (BTreeMap<String, usize>, Vec<String>) {
     let mut counts = BTreeMap::new();
     let mut failed = Vec::new();
     for (pod, v) in reported {
         match v {
-            Ok(v) => *counts.entry(v).or_insert(0) += 1,
+            Ok(v) => *counts.entry(v.version).or_insert(0) += 1,
             Err(e) => failed.push(format!("{pod}: {e}")),
         }
     }
@@ -47,10 +49,18 @@ pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
         } else {
             &v.runtime
         };
+        let node = if v.node_name.is_empty() {
+            "unknown (no --node-name)"
+        } else {
+            &v.node_name
+        };
         println!(
-            "agent {} at {addr} (runtime: {runtime}, node reference PID {})",
+            "agent {} at {addr} (runtime: {runtime}, node reference PID {}, node {node})",
             v.version, v.node_pid
         );
+        if v.insecure_skip_authz {
+            eprintln!("warning: the agent runs with --insecure-skip-authz: it checks no identity");
+        }
         if v.version != mine {
             eprintln!(
                 "warning: the agent's version ({}) differs from kubectl-ns's ({mine})",
@@ -109,10 +119,16 @@ mod tests {
 
     #[test]
     fn versions_are_counted_as_reported() {
+        let v = |version: &str| {
+            Ok(VersionResponse {
+                version: version.to_owned(),
+                ..Default::default()
+            })
+        };
         let reported = BTreeMap::from([
-            ("a".to_owned(), Ok("0.1.0".to_owned())),
-            ("b".to_owned(), Ok("0.1.0".to_owned())),
-            ("c".to_owned(), Ok("0.2.0".to_owned())),
+            ("a".to_owned(), v("0.1.0")),
+            ("b".to_owned(), v("0.1.0")),
+            ("c".to_owned(), v("0.2.0")),
             ("d".to_owned(), Err("refused".to_owned())),
         ]);
         let (counts, failed) = tally(reported);
