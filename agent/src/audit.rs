@@ -74,6 +74,10 @@ pub struct Record {
     /// `--privileged`: a `-m` tool ran as node root rather than with the
     /// container's identity.
     pub privileged: bool,
+    /// Who the tool ran as: node root, root in the target's user
+    /// namespace, or the container's own identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runs_as: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -113,6 +117,7 @@ impl Record {
             argv: Vec::new(),
             tty: false,
             privileged: false,
+            runs_as: None,
             start_time: None,
             end_time: None,
             exit_code: None,

@@ -14,6 +14,7 @@ use kns_agent::cgroup::Sessions;
 use kns_agent::cri::Cri;
 use kns_agent::kubeclient::{KubeClient, KubeConfig};
 use kns_agent::nsenter::Node;
+use kns_agent::policy::Policies;
 use kns_agent::resolve::Resolver;
 use kns_agent::server::{self, Listen};
 use kns_agent::service::{AgentService, Guard, Limits};
@@ -116,6 +117,15 @@ struct Args {
     #[arg(long, env = "KNS_AUDIT_LOG", value_name = "PATH")]
     audit_log: Option<std::path::PathBuf>,
 
+    /// The node operator's policy (YAML; in a cluster the optional
+    /// kubectl-ns-policy ConfigMap, mounted): target namespaces, node
+    /// targets, denied namespace kinds, a command allow-list, session
+    /// duration, sessions per user and per node, read-only. Re-read every
+    /// few seconds; an invalid one keeps the last good policy. A missing
+    /// file allows what authorization allows.
+    #[arg(long, env = "KNS_POLICY", value_name = "FILE")]
+    policy: Option<std::path::PathBuf>,
+
     /// Log format.
     #[arg(long, env = "KNS_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -182,6 +192,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let access = access(&args)?;
     let audit = Audit::open(args.audit_log.as_deref())?;
     let cgroups = session_cgroups(args.sessions_memory);
+    let policy = Arc::new(Policies::load(args.policy.clone()));
+    policy.clone().watch(POLICY_RELOAD);
     let service = AgentService::new(
         resolver,
         node,
@@ -189,7 +201,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         spawner,
         cgroups.clone(),
         limits,
-        Guard { access, audit },
+        Guard {
+            access,
+            audit,
+            policy,
+        },
     );
 
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -219,6 +235,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// How often the policy file is read again. The kubelet itself updates a
+/// mounted ConfigMap only every minute or so.
+const POLICY_RELOAD: Duration = Duration::from_secs(5);
 
 /// Who may use the agent: the API server's reviews, or nobody checked with
 /// `--insecure-skip-authz`.

@@ -101,6 +101,22 @@ pub enum Denied {
     PerNode(u32),
 }
 
+impl Denied {
+    /// The policy's field that refused, for the client.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Denied::Invalid(_) => "invalid",
+            Denied::Namespace(_) => "namespaces",
+            Denied::NodeTarget => "nodeTargets",
+            Denied::Kind(_) => "denyKinds",
+            Denied::Command(..) => "commands",
+            Denied::ReadOnly => "readOnly",
+            Denied::PerUser(_) => "maxSessionsPerUser",
+            Denied::PerNode(_) => "maxSessions",
+        }
+    }
+}
+
 impl Policy {
     pub fn parse(text: &str) -> Result<Policy, String> {
         // An empty file (an empty ConfigMap key) is the empty policy.

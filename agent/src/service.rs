@@ -24,6 +24,7 @@ use crate::cgroup::Sessions;
 use crate::cri::CriError;
 use crate::ns::{self, NsKind, NsSet};
 use crate::nsenter::{self, Node, NsenterError};
+use crate::policy::{Admitted, Ask, Policies};
 use crate::procfs::{self, ProcError};
 use crate::resolve::{self, ResolveError, Resolver, Target};
 use crate::session::{self, End};
@@ -47,6 +48,8 @@ pub enum AgentError {
     Authn(#[from] AuthnError),
     #[error(transparent)]
     Authz(#[from] AuthzError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::Denied),
 }
 
 fn io_code(err: &std::io::Error) -> tonic::Code {
@@ -77,6 +80,10 @@ impl From<AgentError> for Status {
             }
             AgentError::Authn(_) => tonic::Code::Unauthenticated,
             AgentError::Authz(_) => tonic::Code::PermissionDenied,
+            AgentError::Policy(crate::policy::Denied::PerUser(_) | crate::policy::Denied::PerNode(_)) => {
+                tonic::Code::ResourceExhausted
+            }
+            AgentError::Policy(_) => tonic::Code::PermissionDenied,
             AgentError::Resolve(r) => match r {
                 ResolveError::Proc(p) => proc_code(p),
                 ResolveError::BadPid { .. } => tonic::Code::InvalidArgument,
@@ -124,6 +131,12 @@ impl From<AgentError> for Status {
         if let Some(v) = denied.and_then(|v| v.to_string().parse().ok()) {
             status.metadata_mut().insert(kns_proto::DENIED_RULE_HEADER, v);
         }
+        if let AgentError::Policy(d) = &e {
+            status.metadata_mut().insert(
+                kns_proto::POLICY_HEADER,
+                tonic::metadata::MetadataValue::from_static(d.rule()),
+            );
+        }
         status
     }
 }
@@ -137,11 +150,13 @@ pub struct Limits {
     pub max_sessions: u32,
 }
 
-/// Who may use the agent, and where what they did is recorded.
+/// Who may use the agent, what the node's operator allows, and where what
+/// they did is recorded.
 #[derive(Debug)]
 pub struct Guard {
     pub access: Access,
     pub audit: Audit,
+    pub policy: Arc<Policies>,
 }
 
 /// The agent service.
@@ -160,6 +175,7 @@ pub struct AgentService {
     running: Arc<tokio::sync::Semaphore>,
     access: Arc<Access>,
     audit: Arc<Audit>,
+    policy: Arc<Policies>,
 }
 
 impl AgentService {
@@ -183,6 +199,7 @@ impl AgentService {
             limits,
             access: Arc::new(guard.access),
             audit: Arc::new(guard.audit),
+            policy: guard.policy,
         }
     }
 
@@ -219,7 +236,7 @@ impl AgentService {
         action: Action,
         target: &Target,
         req: Option<&nsenter::Request>,
-    ) -> Result<(Identity, Method, resolve::Resolved), AgentError> {
+    ) -> Result<(Identity, Method, resolve::Resolved, Option<Admitted>), AgentError> {
         let name = match action {
             Action::Exec => "exec",
             Action::Inspect => "inspect",
@@ -250,7 +267,23 @@ impl AgentService {
             .authorize(&who, method, action, &Self::subject(target, &resolved))
             .await
             .map_err(|e| deny(Some((&who, method)), Some(&resolved), e.into()))?;
-        Ok((who, method, resolved))
+        // The operator's policy, for sessions: on top of the rights.
+        let admitted = match req {
+            Some(req) => {
+                let ask = Ask {
+                    user: &who.username,
+                    namespace: resolved.pod.as_ref().map(|p| p.namespace.as_str()),
+                    kinds: req.namespaces,
+                    argv0: req.argv.first().map_or("", String::as_str),
+                    tty: req.tty,
+                    stdin: req.stdin,
+                };
+                let a = self.policy.admit(&ask);
+                Some(a.map_err(|e| deny(Some((&who, method)), Some(&resolved), e.into()))?)
+            }
+            None => None,
+        };
+        Ok((who, method, resolved, admitted))
     }
 }
 
@@ -382,7 +415,8 @@ impl Agent for AgentService {
             }
         };
         let (target, req) = validate(start)?;
-        let (who, method, resolved) = self.admit(&caller, Action::Exec, &target, Some(&req)).await?;
+        let (who, method, resolved, admitted) =
+            self.admit(&caller, Action::Exec, &target, Some(&req)).await?;
         if req.privileged && req.namespaces.contains(NsKind::Mnt) {
             tracing::warn!(%target, argv = ?req.argv, "--privileged: the target's own binary (-m) runs as root on the node");
         }
@@ -451,13 +485,19 @@ impl Agent for AgentService {
             })),
         };
         let _ = tx.send(Ok(started)).await;
+        record.runs_as = Some(spawned.runs_as.to_string());
         self.audit.emit(&record);
         let audit_log = self.audit.clone();
         let shutdown = self.shutdown.clone();
-        let max_age = self.limits.max_age;
+        // The shorter of the agent's and the policy's.
+        let max_age = match (self.limits.max_age, admitted.as_ref().and_then(|a| a.max_age)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         tokio::spawn(async move {
             // Held until the session has ended and its processes are gone.
             let _permit = permit;
+            let _admitted = admitted;
             let tool_pid = spawned.tool.pid;
             let runs_as = spawned.runs_as.to_string();
             let s = session::run(spawned, inbound, tx, shutdown, max_age).await;
@@ -501,7 +541,7 @@ impl Agent for AgentService {
     async fn inspect(&self, request: Request<InspectRequest>) -> Result<Response<InspectResponse>, Status> {
         let caller = Caller::of(&request);
         let target = target_of(request.into_inner().target)?;
-        let (_, _, resolved) = self.admit(&caller, Action::Inspect, &target, None).await?;
+        let (_, _, resolved, _) = self.admit(&caller, Action::Inspect, &target, None).await?;
         let pid = resolved.pid;
         let read = |f: fn(i32) -> Result<String, ProcError>| f(pid).map_err(AgentError::from);
         Ok(versioned(InspectResponse {
@@ -532,6 +572,7 @@ impl Agent for AgentService {
             node_pid: self.resolver.node_pid(),
             insecure_skip_authz: self.access.skips_authz(),
             node_name: self.access.node_name().unwrap_or_default().to_owned(),
+            policy_error: self.policy.error().unwrap_or_default(),
         }))
     }
 }

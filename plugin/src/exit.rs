@@ -153,7 +153,12 @@ fn grant(d: &DeniedRule) -> String {
 pub fn status_failure(s: &tonic::Status) -> Failure {
     let denied = s.metadata().get(kns_proto::DENIED_RULE_HEADER);
     let grant_hint;
+    let policy = s.metadata().get(kns_proto::POLICY_HEADER).is_some();
     let hint = match s.code() {
+        _ if policy => {
+            "\nHint: this is the node operator's kubectl-ns policy (the kubectl-ns-policy ConfigMap in the \
+             agent's namespace), not your Kubernetes rights: ask whoever runs the cluster"
+        }
         tonic::Code::PermissionDenied if denied.is_some() => {
             match denied
                 .and_then(|v| v.to_str().ok())

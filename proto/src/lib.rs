@@ -12,6 +12,10 @@ pub const AGENT_VERSION_HEADER: &str = "kns-agent-version";
 /// `kubectl create rolebinding` that would grant it.
 pub const DENIED_RULE_HEADER: &str = "kns-denied-rule";
 
+/// Trailer marking a refusal by the node operator's policy (not by the
+/// caller's rights); its value is the policy rule's name.
+pub const POLICY_HEADER: &str = "kns-policy";
+
 /// A gRPC endpoint on the unix socket at `path`, dialled by tonic's own
 /// unix-socket connector: the one connector for the CRI runtime, the agent's
 /// readiness probe, `kubectl-ns --agent unix://…` and the tests.

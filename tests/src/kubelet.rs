@@ -46,6 +46,29 @@ pub fn set_host_path(pod: &mut k8s::PodSpec, volume: &str, path: PathBuf) -> any
     Ok(())
 }
 
+/// Gives the configMap volume `volume` the files the kubelet would write
+/// for it (a directory holding one file per key; empty for an optional
+/// ConfigMap that does not exist), mounted read-only as the kubelet does.
+pub fn set_config_map(pod: &mut k8s::PodSpec, volume: &str, files: PathBuf) -> anyhow::Result<()> {
+    let v = pod
+        .volumes
+        .iter_mut()
+        .flatten()
+        .find(|v| v.name == volume && v.config_map.is_some())
+        .with_context(|| format!("the pod has no configMap volume {volume} to fill"))?;
+    v.config_map = None;
+    v.host_path = Some(k8s::HostPathVolumeSource {
+        path: files.display().to_string(),
+        type_: None,
+    });
+    for c in &mut pod.containers {
+        for m in c.volume_mounts.iter_mut().flatten().filter(|m| m.name == volume) {
+            m.read_only = Some(true);
+        }
+    }
+    Ok(())
+}
+
 /// Kubernetes expands `$(VAR)` in command, args and env values; the lab
 /// does not, so a manifest that relies on it must not pass silently.
 fn literal(field: &str, s: &str) -> anyhow::Result<String> {
@@ -116,7 +139,12 @@ pub fn pod_spec(name: &str, pod: &k8s::PodSpec, container: &str) -> anyhow::Resu
                 .flatten()
                 .find(|v| v.name == m.name)
                 .and_then(|v| v.host_path.as_ref())
-                .with_context(|| format!("volumeMount {}: no hostPath volume of that name", m.name))?;
+                .with_context(|| {
+                    format!(
+                        "volumeMount {}: no hostPath volume of that name (fill a configMap one with set_config_map)",
+                        m.name
+                    )
+                })?;
             Ok((
                 PathBuf::from(&host.path),
                 m.mount_path.clone(),

@@ -84,6 +84,10 @@ impl AgentPod {
         )
         .unwrap();
         kubelet::set_host_path(&mut pod, "containerd", lab.dir.clone()).unwrap();
+        // No kubectl-ns-policy ConfigMap: the kubelet mounts an empty directory.
+        let policy = lab.dir.join(format!("{name}-policy"));
+        std::fs::create_dir_all(&policy).unwrap();
+        kubelet::set_config_map(&mut pod, "policy", policy).unwrap();
         kubelet::set_env(&mut pod.containers[0], "KNS_INSECURE_SKIP_AUTHZ", "true").unwrap();
         pod.node_name = Some("lab-node".into());
         patch(&mut pod);

@@ -111,18 +111,22 @@ pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
         "NODE", "AGENT", "VERSION", "READY"
     );
     let plugin = env!("CARGO_PKG_VERSION");
-    let (mut missing, mut skewed, mut insecure) = (0, 0, 0);
+    let (mut missing, mut skewed, mut insecure, mut bad_policy) = (0, 0, 0, 0);
     for row in &rows {
         let (pod, version, ready, reason) = match &row.agent {
             Agent::Ready { pod } => match versions.get(pod) {
                 Some(Ok(v)) => {
                     skewed += usize::from(v.version != plugin);
                     insecure += usize::from(v.insecure_skip_authz);
-                    let reason = if v.insecure_skip_authz {
-                        "INSECURE: --insecure-skip-authz, checks no identity".to_owned()
-                    } else {
-                        String::new()
-                    };
+                    let mut reasons = Vec::new();
+                    if v.insecure_skip_authz {
+                        reasons.push("INSECURE: --insecure-skip-authz, checks no identity".to_owned());
+                    }
+                    if !v.policy_error.is_empty() {
+                        bad_policy += 1;
+                        reasons.push(format!("policy: {}", v.policy_error));
+                    }
+                    let reason = reasons.join("; ");
                     (pod.as_str(), v.version.as_str(), "yes", reason)
                 }
                 Some(Err(e)) => (pod.as_str(), "?", "yes", format!("cannot ask its version: {e}")),
@@ -145,6 +149,11 @@ pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
     if insecure > 0 {
         eprintln!(
             "warning: {insecure} agent(s) run with --insecure-skip-authz: whoever may port-forward to them is root on their node"
+        );
+    }
+    if bad_policy > 0 {
+        eprintln!(
+            "warning: {bad_policy} agent(s) cannot use their policy file (kubectl-ns-policy ConfigMap): see REASON"
         );
     }
     if skewed > 0 {

@@ -61,6 +61,9 @@ pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
         if v.insecure_skip_authz {
             eprintln!("warning: the agent runs with --insecure-skip-authz: it checks no identity");
         }
+        if !v.policy_error.is_empty() {
+            eprintln!("warning: the agent's policy: {}", v.policy_error);
+        }
         if v.version != mine {
             eprintln!(
                 "warning: the agent's version ({}) differs from kubectl-ns's ({mine})",
