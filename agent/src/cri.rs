@@ -557,7 +557,7 @@ pub fn pid_from_cgroups(id: &str) -> Result<Option<ContainerPid>, CriError> {
 /// pass over /proc: what `pid_from_cgroups` finds for one ID, for all.
 pub fn init_pids() -> HashMap<String, i32> {
     let mut out = HashMap::new();
-    for (_, pid, id) in init_processes(|p| procfs::cgroup(p).ok().and_then(|c| first_full_id(&c, ""))) {
+    for (_, pid, id) in init_processes(|p| procfs::cgroup(p).ok().and_then(|c| first_full_id(&c))) {
         // Oldest first: the first process seen is the container's init.
         out.entry(id).or_insert(pid);
     }
@@ -573,15 +573,14 @@ pub fn cgroup_names(cgroup: &str, id: &str) -> bool {
 }
 
 fn full_id_in(cgroup: &str, id: &str) -> Option<String> {
-    if id.is_empty() {
-        return None;
-    }
-    first_full_id(cgroup, id)
+    first_full_id(cgroup).filter(|full| !id.is_empty() && full.starts_with(id))
 }
 
-/// The first full container ID starting with `prefix` (any, when empty)
-/// in a /proc/PID/cgroup text.
-fn first_full_id(cgroup: &str, prefix: &str) -> Option<String> {
+/// The container a /proc/PID/cgroup text places the process in: the first
+/// (outermost) full container ID in its paths. Only that one: a container
+/// that may make cgroups under its own (a writable cgroupfs) could name
+/// one after another container, and must not pass for it.
+fn first_full_id(cgroup: &str) -> Option<String> {
     cgroup
         .lines()
         .filter_map(|l| l.splitn(3, ':').nth(2))
@@ -592,9 +591,7 @@ fn first_full_id(cgroup: &str, prefix: &str) -> Option<String> {
         })
         // Whole IDs only: a pod's cgroup (pod<UID>) ends in a UID group of
         // 12 hex digits, which a short prefix would otherwise match.
-        .find(|c| {
-            c.len() == FULL_ID_LEN && c.starts_with(prefix) && c.chars().all(|ch| ch.is_ascii_hexdigit())
-        })
+        .find(|c| c.len() == FULL_ID_LEN && c.chars().all(|ch| ch.is_ascii_hexdigit()))
         .map(str::to_owned)
 }
 
@@ -710,6 +707,12 @@ mod tests {
         let systemd_pod =
             "0::/kubepods.slice/kubepods-besteffort-pod8e2f1a3b_1c2d_4e5f_9a8b_0123456789ab.slice\n";
         assert!(!cgroup_names(systemd_pod, "0123"));
+        // A cgroup a container made under its own, named after another
+        // container, is still the first container's.
+        let other = "ab".repeat(32);
+        let nested = format!("0::/kubepods/besteffort/pod1234/{id}/{other}\n");
+        assert!(!cgroup_names(&nested, &other[..12]), "{nested}");
+        assert_eq!(full_id_in(&nested, &id[..12]).as_deref(), Some(id));
     }
 
     #[test]
