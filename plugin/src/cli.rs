@@ -132,6 +132,12 @@ pub struct UninstallArgs {
     pub kube: KubeArgs,
 }
 
+/// `exec -l -o`'s formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ManyOutput {
+    Json,
+}
+
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     #[command(flatten)]
@@ -208,8 +214,43 @@ pub struct ExecArgs {
     #[command(flatten)]
     pub kube: KubeArgs,
     /// What to enter: POD, pod/POD, NS/POD, node/NODE; with --agent also
-    /// pid/PID, container/ID, node.
-    pub target: Target,
+    /// pid/PID, container/ID, node. Or -l SELECTOR for many pods.
+    #[arg(required_unless_present = "selector")]
+    pub target: Option<Target>,
+    /// Run in every pod matching this label selector (in --namespace, or
+    /// -A), concurrently, each line prefixed [NS/POD/CONTAINER]; then a
+    /// summary. Exit status: 0 when all exited 0, else the first non-zero
+    /// in NS/POD order. No -t or --stdin.
+    #[arg(
+        short = 'l',
+        long = "selector",
+        value_name = "SELECTOR",
+        conflicts_with = "target",
+        help_heading = "Many pods"
+    )]
+    pub selector: Option<String>,
+    /// With -l: the pods of every namespace.
+    #[arg(
+        short = 'A',
+        long = "all-namespaces",
+        requires = "selector",
+        help_heading = "Many pods"
+    )]
+    pub all_namespaces: bool,
+    /// With -l: how many pods run at once.
+    #[arg(long, value_name = "N", default_value_t = 16, requires = "selector",
+          value_parser = clap::value_parser!(u16).range(1..), help_heading = "Many pods")]
+    pub max_concurrent: u16,
+    /// With -l: `json` prints one JSON object per pod (namespace, pod,
+    /// container, node, exit_code, signal, stdout, stderr, error) instead.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_enum,
+        requires = "selector",
+        help_heading = "Many pods"
+    )]
+    pub output: Option<ManyOutput>,
     /// The pod's container (default: the kubectl.kubernetes.io/default-container
     /// annotation, else the first, with a notice as kubectl gives). Init and
     /// ephemeral containers too.

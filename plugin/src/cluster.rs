@@ -81,7 +81,7 @@ pub async fn resolver(args: &KubeArgs) -> Result<Resolver, Failure> {
 /// The channel to the agent on `node`: `--agent` if given, else the API
 /// server's port-forward to that node's agent pod, remembered in the cache
 /// from an earlier lookup or looked up now.
-async fn agent_channel(args: &KubeArgs, r: &Resolver, node: &str) -> Result<AgentChannel, Failure> {
+pub async fn agent_channel(args: &KubeArgs, r: &Resolver, node: &str) -> Result<AgentChannel, Failure> {
     if let Some(addr) = &args.agent {
         return Ok(transport::connect(addr).await?);
     }

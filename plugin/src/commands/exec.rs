@@ -23,7 +23,7 @@ use crate::terminal::{self, RawMode};
 use crate::transport;
 
 /// Largest message accepted from the agent (its chunks are 256 KiB).
-const MAX_MESSAGE: usize = 16 << 20;
+pub(crate) const MAX_MESSAGE: usize = 16 << 20;
 
 impl NsFlags {
     /// The namespaces chosen, or a usage error when none is.
@@ -55,7 +55,7 @@ impl NsFlags {
 }
 
 /// The validated start message (the target is filled in once resolved).
-fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Failure> {
+pub(crate) fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Failure> {
     if args.privileged && !(args.ns.mount || args.ns.all) {
         return Err(Failure::new(
             exit::USAGE,
@@ -242,6 +242,9 @@ fn local_signal_exit(n: i32) -> u8 {
 }
 
 pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
+    if args.selector.is_some() {
+        return super::exec_many::run(args).await;
+    }
     let tty = args.tty && std::io::stdin().is_terminal();
     if args.tty && !tty {
         eprintln!("warning: stdin is not a terminal; running without a TTY (-t ignored, stdin still passed)");
@@ -254,7 +257,11 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
     let mut signals = Signals::install()?;
     let (req_tx, req_rx) = mpsc::channel(16);
     let open = async {
-        let reached = cluster::reach(&args.kube, &args.target, args.container.as_deref()).await?;
+        let target = args
+            .target
+            .as_ref()
+            .ok_or_else(|| Failure::own("internal error: no target"))?;
+        let reached = cluster::reach(&args.kube, target, args.container.as_deref()).await?;
         start.target = Some(reached.target);
         let mut client = AgentClient::new(reached.channel).max_decoding_message_size(MAX_MESSAGE);
         req_tx
