@@ -70,6 +70,10 @@ pub struct Record {
     pub namespaces: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub argv: Vec<String>,
+    /// The names of the variables the client set (not their values, which
+    /// may be secrets).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
     pub tty: bool,
     /// `--privileged`: a `-m` tool ran as node root rather than with the
     /// container's identity.
@@ -118,6 +122,7 @@ impl Record {
             tty: false,
             privileged: false,
             runs_as: None,
+            env: Vec::new(),
             start_time: None,
             end_time: None,
             exit_code: None,

@@ -109,6 +109,9 @@ pub enum Subject {
     Node,
     /// A host PID, or a container the runtime ties to no pod.
     Host,
+    /// A node tool run as node root inside a pod's namespaces: root on the
+    /// pod's node, whatever namespaces it sees.
+    NodeTool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -236,7 +239,7 @@ impl Access {
             (Action::Exec, Subject::Pod { namespace, name }) => Rule::pod_exec(namespace, name),
             (Action::Inspect, Subject::Pod { namespace, name }) => Rule::pod_get(namespace, name),
             (Action::Inspect, Subject::Node) => Rule::node_get(node()?),
-            (_, Subject::Node | Subject::Host) => Rule::node_exec(node()?),
+            (_, Subject::Node | Subject::Host | Subject::NodeTool) => Rule::node_exec(node()?),
         })
     }
 
@@ -295,6 +298,10 @@ impl Access {
             Subject::Host => {
                 ": a host PID, or a container the runtime ties to no pod, counts as the node".to_owned()
             }
+            Subject::NodeTool => ": a node tool runs as root on the node, also inside a pod's namespaces, \
+                so it needs the node right as well as pods/exec; with -m (the container's own binary, run as \
+                the container) pods/exec alone is enough"
+                .to_owned(),
             _ => String::new(),
         };
         let reason = if answer.status.reason.is_empty() {

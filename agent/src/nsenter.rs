@@ -307,6 +307,39 @@ fn container_creds<'a>(
     Ok(Some(identity))
 }
 
+/// A tool run as the container (`-m` with its identity) enters every
+/// namespace of the container's: left in the node's PID, network, IPC or UTS
+/// namespace, the image's binary could signal node processes of its uid,
+/// reach services on the node's loopback, or trace other tenants'
+/// processes. Adds those kinds to `set`, and says which.
+fn as_the_container(
+    pid: i32,
+    req: &Request,
+    node: Node,
+    set: &mut NsSet,
+) -> Result<Option<String>, NsenterError> {
+    let own = |k| -> Result<bool, NsenterError> {
+        Ok(procfs::ns_id(pid, k)?.is_some() && procfs::ns_id(pid, k)? != procfs::ns_id(node.pid, k)?)
+    };
+    if req.privileged || !set.contains(NsKind::Mnt) || !own(NsKind::Mnt)? {
+        return Ok(None);
+    }
+    let mut added = Vec::new();
+    for k in NsKind::ALL {
+        if !set.contains(k) && own(k)? {
+            set.insert(k);
+            added.push(k.proc_name());
+        }
+    }
+    Ok((!added.is_empty()).then(|| {
+        format!(
+            "-m runs the image's binary as the container, so in all of its namespaces: also entered {} \
+             (--privileged runs it as node root in only the namespaces chosen)",
+            added.join(", ")
+        )
+    }))
+}
+
 /// Whether `setns` accepts a pidfd and a namespace mask (Linux ≥ 5.8).
 /// `KNS_NSFD_FALLBACK=1` forces the per-namespace-file path, for testing it.
 pub fn pidfd_setns_supported() -> bool {
@@ -485,6 +518,7 @@ pub fn spawn(
     }
     let (mut set, skipped) = existing_kinds(req.namespaces, present, req.all)?;
     notices.extend(skipped);
+    notices.extend(as_the_container(pid, req, node, &mut set)?);
     // Every kind not chosen is the node's, also where the agent's own (its
     // pod's) differs.
     let node_set = node.differs.without(set);

@@ -41,6 +41,27 @@ pub struct Policy {
     /// No terminal and no stdin: tools can show, not be driven.
     #[serde(default)]
     pub read_only: bool,
+    /// Whether `-m --privileged` (the image's binary as node root) is
+    /// allowed. Default yes.
+    pub allow_privileged: Option<bool>,
+}
+
+/// Variables that choose what runs (a search path, a preloaded library):
+/// with a command allow-list, the client may not set them, or the name it
+/// allowed would run something else.
+const STEERING: &[&str] = &[
+    "PATH",
+    "GCONV_PATH",
+    "LOCPATH",
+    "NLSPATH",
+    "HOSTALIASES",
+    "BASH_ENV",
+    "ENV",
+    "IFS",
+];
+
+fn steers(key: &str) -> bool {
+    key.starts_with("LD_") || STEERING.contains(&key)
 }
 
 /// A namespace kind as /proc names it.
@@ -74,6 +95,9 @@ pub struct Ask<'a> {
     pub argv0: &'a str,
     pub tty: bool,
     pub stdin: bool,
+    pub privileged: bool,
+    /// The names of the variables the client sets.
+    pub env: Vec<&'a str>,
 }
 
 /// Why the policy refuses a session, worded for the user.
@@ -91,6 +115,10 @@ pub enum Denied {
     Command(String, String),
     #[error("the node's kubectl-ns policy is read-only: no terminal and no stdin (readOnly); drop -t and -i")]
     ReadOnly,
+    #[error("the node's kubectl-ns policy does not allow --privileged (allowPrivileged)")]
+    Privileged,
+    #[error("the node's kubectl-ns policy allows only some commands, so -e may not set {0} (commands)")]
+    Environment(String),
     #[error(
         "the node's kubectl-ns policy allows {0} sessions at once per user (maxSessionsPerUser); end one first"
     )]
@@ -111,6 +139,8 @@ impl Denied {
             Denied::Kind(_) => "denyKinds",
             Denied::Command(..) => "commands",
             Denied::ReadOnly => "readOnly",
+            Denied::Privileged => "allowPrivileged",
+            Denied::Environment(_) => "commands",
             Denied::PerUser(_) => "maxSessionsPerUser",
             Denied::PerNode(_) => "maxSessions",
         }
@@ -142,10 +172,16 @@ impl Policy {
         if let Some(k) = self.deny_kinds.iter().find(|k| ask.kinds.contains(k.0)) {
             return Err(Denied::Kind(k.0.proc_name()));
         }
-        if let Some(cmds) = &self.commands
-            && !cmds.iter().any(|c| c == ask.argv0)
-        {
-            return Err(Denied::Command(ask.argv0.to_owned(), cmds.join(", ")));
+        if let Some(cmds) = &self.commands {
+            if !cmds.iter().any(|c| c == ask.argv0) {
+                return Err(Denied::Command(ask.argv0.to_owned(), cmds.join(", ")));
+            }
+            if let Some(k) = ask.env.iter().find(|k| steers(k)) {
+                return Err(Denied::Environment((*k).to_owned()));
+            }
+        }
+        if self.allow_privileged == Some(false) && ask.privileged {
+            return Err(Denied::Privileged);
         }
         if self.read_only && (ask.tty || ask.stdin) {
             return Err(Denied::ReadOnly);
@@ -332,6 +368,8 @@ mod tests {
             argv0,
             tty: false,
             stdin: false,
+            privileged: false,
+            env: Vec::new(),
         }
     }
 
@@ -372,6 +410,19 @@ mod tests {
         let mut tty = ask(Some("web"), &[NsKind::Net], "ss");
         tty.tty = true;
         assert_eq!(p.admit(&tty).unwrap_err(), Denied::ReadOnly);
+        // The allowed name, steered to another binary or library.
+        for key in ["PATH", "LD_PRELOAD", "LD_LIBRARY_PATH"] {
+            let mut steered = ask(Some("web"), &[NsKind::Net], "ss");
+            steered.env = vec![key];
+            assert_eq!(p.admit(&steered).unwrap_err(), Denied::Environment(key.into()));
+        }
+        let mut lang = ask(Some("web"), &[NsKind::Net], "ss");
+        lang.env = vec!["LANG"];
+        assert!(p.admit(&lang).is_ok());
+        let (_d, p) = policies("allowPrivileged: false\n");
+        let mut privileged = ask(Some("web"), &[NsKind::Mnt], "ls");
+        privileged.privileged = true;
+        assert_eq!(p.admit(&privileged).unwrap_err(), Denied::Privileged);
     }
 
     #[test]

@@ -249,11 +249,12 @@ impl AgentService {
             if let Some(req) = req {
                 r.namespaces = req.namespaces.iter().map(|k| k.proc_name().to_owned()).collect();
                 r.argv = req.argv.clone();
+                r.env = req.env.keys().cloned().collect();
                 r.tty = req.tty;
                 r.privileged = req.privileged;
             }
             r.reason = Some(e.to_string());
-            tracing::warn!(request = name, %target, user = r.user.as_ref().map(|u| u.username.as_str()), reason = %e, "denied");
+            tracing::warn!(request = name, %target, user = r.user.as_ref().map(|u| u.username.as_str()), reason = ?e.to_string(), "denied");
             self.audit.emit(&r);
             e
         };
@@ -263,10 +264,22 @@ impl AgentService {
             .await
             .map_err(|e| deny(None, None, e.into()))?;
         let resolved = self.resolver.resolve(target).await.map_err(AgentError::from)?;
+        let subject = Self::subject(target, &resolved);
         self.access
-            .authorize(&who, method, action, &Self::subject(target, &resolved))
+            .authorize(&who, method, action, &subject)
             .await
             .map_err(|e| deny(Some((&who, method)), Some(&resolved), e.into()))?;
+        // pods/exec is what `kubectl exec` needs: a session that runs as the
+        // container (-m, its identity, all its namespaces). A node tool runs
+        // as node root wherever it looks, so it needs the node right too.
+        if let (Subject::Pod { .. }, Some(req)) = (&subject, req)
+            && (!req.namespaces.contains(NsKind::Mnt) || req.privileged)
+        {
+            self.access
+                .authorize(&who, method, action, &Subject::NodeTool)
+                .await
+                .map_err(|e| deny(Some((&who, method)), Some(&resolved), e.into()))?;
+        }
         // The operator's policy, for sessions: on top of the rights.
         let admitted = match req {
             Some(req) => {
@@ -277,6 +290,8 @@ impl AgentService {
                     argv0: req.argv.first().map_or("", String::as_str),
                     tty: req.tty,
                     stdin: req.stdin,
+                    privileged: req.privileged,
+                    env: req.env.keys().map(String::as_str).collect(),
                 };
                 let a = self.policy.admit(&ask);
                 Some(a.map_err(|e| deny(Some((&who, method)), Some(&resolved), e.into()))?)
@@ -454,6 +469,7 @@ impl Agent for AgentService {
         record.auth = Some(method);
         record.namespaces = req.namespaces.iter().map(|k| k.proc_name().to_owned()).collect();
         record.argv = req.argv.clone();
+        record.env = req.env.keys().cloned().collect();
         record.tty = req.tty;
         record.privileged = req.privileged;
         record.start_time = Some(record.time.clone());
@@ -461,7 +477,7 @@ impl Agent for AgentService {
             Ok(s) => s,
             Err(AgentError::Nsenter(NsenterError::Exec { code, message })) => {
                 tracing::info!(session = session_id, %target, pid = resolved.pid, namespaces = %req.namespaces,
-                    argv = ?req.argv, exit = code, error = %message, "session could not start the tool");
+                    argv = ?req.argv, exit = code, error = ?message, "session could not start the tool");
                 self.audit.emit(&record);
                 record.event = Event::End;
                 record.end_time = Some(audit::now());

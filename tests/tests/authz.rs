@@ -61,7 +61,9 @@ fn a_user_with_pods_exec_runs_and_the_session_is_audited_under_the_verified_name
     let o = as_user(
         &c,
         &token(&c, "alice-token"),
-        &["exec", &c.pod, "-n", "--", "echo", "hi"],
+        // -m: the container's own binary, run as the container, as
+        // `kubectl exec` would; that needs pods/exec only.
+        &["exec", &c.pod, "-m", "--", "echo", "hi"],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "hi\n");
@@ -106,7 +108,7 @@ fn a_user_with_pods_exec_runs_and_the_session_is_audited_under_the_verified_name
         assert_eq!(r["target"]["pod"], c.pod.as_str());
         assert_eq!(r["target"]["container"], c.container_id.as_str());
         assert!(r["target"]["pid"].as_i64().unwrap() > 0);
-        assert_eq!(r["namespaces"], serde_json::json!(["net"]));
+        assert_eq!(r["namespaces"], serde_json::json!(["mnt"]));
         assert_eq!(r["argv"], serde_json::json!(["echo", "hi"]));
         assert_eq!(r["tty"], false);
         assert_eq!(r["privileged"], false);
@@ -157,8 +159,39 @@ fn a_user_without_pods_exec_is_refused_with_the_missing_rule_and_the_grant_and_i
     c.api.set_grants(vec![
         Grant::new("bob", "create", "", "pods/exec").in_namespace("default"),
     ]);
-    let o = as_user(&c, &bob, &["exec", &c.pod, "-n", "--", "true"]);
+    let o = as_user(&c, &bob, &["exec", &c.pod, "-m", "--", "true"]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_node_tool_in_a_pod_needs_the_node_right_as_well() {
+    require_root();
+    let c = cluster("authz-nodetool", 8306);
+    c.api.set_grants(vec![
+        Grant::new("bob", "create", "", "pods/exec").in_namespace("default"),
+    ]);
+    let bob = token(&c, "bob-token");
+    // The node's `id` in the pod's network namespace is node root: not
+    // what pods/exec grants.
+    let o = as_user(&c, &bob, &["exec", &c.pod, "-n", "--", "id", "-u"]);
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "bob may not create nodes/exec (API group kubectl-ns.io) on node {NODE}"
+        )) && err.contains("a node tool runs as root on the node"),
+        "{err}"
+    );
+    // Nor is -m as node root.
+    let o = as_user(&c, &bob, &["exec", &c.pod, "-m", "--privileged", "--", "true"]);
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    // With the node right too, it runs.
+    c.api.set_grants(vec![
+        Grant::new("bob", "create", "", "pods/exec").in_namespace("default"),
+        Grant::new("bob", "create", "kubectl-ns.io", "nodes/exec").named(NODE),
+    ]);
+    let o = as_user(&c, &bob, &["exec", &c.pod, "-n", "--", "id", "-u"]);
+    assert_eq!(stdout(&o), "0\n", "{}", stderr(&o));
 }
 
 #[test]

@@ -180,6 +180,41 @@ fn the_tool_takes_the_containers_uid_groups_capabilities_and_no_new_privs() {
     assert!(agent.logs().contains("container uid=1000"), "{}", agent.logs());
 }
 
+#[test]
+fn a_tool_run_as_the_container_is_in_all_of_its_namespaces() {
+    require_root();
+    let lab = Lab::shared();
+    let pod = restricted_pod(&lab, "allns");
+    let agent = Agent::start(Some(lab.socket.to_str().unwrap()));
+    let cpid = lab.container_pid(&pod.container_id).unwrap();
+    // Only -m asked: the tool, as the container, must not stay in the
+    // node's PID, network, IPC or UTS namespace.
+    let o = exec(
+        &agent.addr(),
+        &format!("container/{}", pod.container_id),
+        &["-m"],
+        &[
+            "sh",
+            "-c",
+            "for k in pid net ipc uts; do readlink /proc/$$/ns/$k; done",
+        ],
+    );
+    assert!(o.status.success(), "{}\n{}", stderr(&o), agent.logs());
+    let want: String = ["pid", "net", "ipc", "uts"]
+        .iter()
+        .map(|k| {
+            format!(
+                "{}\n",
+                std::fs::read_link(format!("/proc/{cpid}/ns/{k}"))
+                    .unwrap()
+                    .display()
+            )
+        })
+        .collect();
+    assert_eq!(stdout(&o), want);
+    assert!(stderr(&o).contains("also entered"), "{}", stderr(&o));
+}
+
 /// The tool's PID inside the container's PID namespace (the last NSpid).
 fn pid_in_container(host_pid: i32) -> i32 {
     let status = std::fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap();
