@@ -210,7 +210,7 @@ async fn reported_version(r: Resolver, port: u16, pod: String) -> Result<Version
             .map_err(|s| crate::exit::status_failure(&s))
     };
     match tokio::time::timeout(VERSION_TIMEOUT, ask).await {
-        Ok(r) => r.map_err(|f| f.message.lines().next().unwrap_or_default().to_owned()),
+        Ok(r) => r.map_err(|f| f.first_line()),
         Err(_) => Err(format!("no answer within {}s", VERSION_TIMEOUT.as_secs())),
     }
 }

@@ -31,6 +31,12 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// The message's first line: the failure without its hints, for one
+    /// row of a many-target report.
+    pub fn first_line(&self) -> String {
+        self.message.lines().next().unwrap_or_default().to_owned()
+    }
+
     pub fn new(code: u8, message: impl Into<String>) -> Failure {
         Failure {
             code,

@@ -188,7 +188,7 @@ pub async fn agent_channel(
     port: u16,
     bearer: transport::Bearer,
 ) -> Result<AgentChannel, String> {
-    let first_line = |f: Failure| f.message.lines().next().unwrap_or_default().to_owned();
+    let first_line = |f: Failure| f.first_line();
     let pods = agents.get(node).map(Vec::as_slice).unwrap_or_default();
     let pod = choose_agent(pods, node, &r.agent_namespace).map_err(first_line)?;
     transport::portforward(r.client.clone(), &r.agent_namespace, &pod, port, bearer)

@@ -215,6 +215,17 @@ fn a_tool_run_as_the_container_is_in_all_of_its_namespaces() {
     assert!(stderr(&o).contains("also entered"), "{}", stderr(&o));
 }
 
+/// The PID of the running tool `argv`, once it has started.
+fn started(argv: &[&str], agent: &Agent) -> i32 {
+    let mut tool = None;
+    let up = wait_until(Duration::from_secs(10), || {
+        tool = find(argv);
+        tool.is_some()
+    });
+    assert!(up, "the tool {argv:?} never started: {}", agent.logs());
+    tool.unwrap_or_default()
+}
+
 /// The tool's PID inside the container's PID namespace (the last NSpid).
 fn pid_in_container(host_pid: i32) -> i32 {
     let status = std::fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap();
@@ -263,16 +274,7 @@ fn a_process_in_the_target_cannot_write_through_the_tools_exe() {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    let mut tool = None;
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            tool = find(&argv);
-            tool.is_some()
-        }),
-        "the tool never started: {}",
-        agent.logs()
-    );
-    let tool = tool.unwrap();
+    let tool = started(&argv, &agent);
     assert_eq!(
         std::fs::metadata(format!("/proc/{tool}/status")).unwrap().uid(),
         1000
@@ -345,16 +347,8 @@ fn a_tool_holds_no_fd_but_its_stdio() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut tool = None;
-        assert!(
-            wait_until(Duration::from_secs(10), || {
-                tool = find(&argv);
-                tool.is_some()
-            }),
-            "{flags:?}: the tool never started: {}",
-            agent.logs()
-        );
-        let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", tool.unwrap()))
+        let tool = started(&argv, &agent);
+        let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{tool}/fd"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();

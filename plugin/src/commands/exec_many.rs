@@ -136,7 +136,7 @@ async fn one_pod(
             } else {
                 Outcome::NotRunning
             };
-            res.error = Some(f.message.lines().next().unwrap_or_default().to_owned());
+            res.error = Some(f.first_line());
             report_error(&res, json);
             return res;
         }
@@ -147,7 +147,7 @@ async fn one_pod(
         Ok(ch) => ch,
         Err(f) => {
             res.outcome = Outcome::NoAgent;
-            res.error = Some(f.message.lines().next().unwrap_or_default().to_owned());
+            res.error = Some(f.first_line());
             report_error(&res, json);
             return res;
         }
@@ -168,14 +168,7 @@ async fn one_pod(
     {
         Ok(s) => s.into_inner(),
         Err(s) => {
-            res.error = Some(
-                exit::status_failure(&s)
-                    .message
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned(),
-            );
+            res.error = Some(exit::status_failure(&s).first_line());
             report_error(&res, json);
             return res;
         }
@@ -206,14 +199,7 @@ async fn one_pod(
             Ok(None) => break,
             Err(s) => {
                 res.outcome = Outcome::Failed;
-                res.error = Some(
-                    exit::status_failure(&s)
-                        .message
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned(),
-                );
+                res.error = Some(exit::status_failure(&s).first_line());
                 break;
             }
         }
