@@ -607,7 +607,7 @@ fn unknown_workloads(pods: &[Pod], observed: &Observations, unknowns: &Unknowns,
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{
         Capabilities, ContainerPort, HostPathVolumeSource, SecurityContext, Volume, VolumeMount,
@@ -616,7 +616,8 @@ mod tests {
 
     const NODE: &str = "n1";
 
-    fn process(pid: i32, ids: &[(Namespace, u64)]) -> ProcessInfo {
+    /// A process with these namespace identities; also for ls's tests.
+    pub(crate) fn process(pid: i32, ids: &[(Namespace, u64)]) -> ProcessInfo {
         ProcessInfo {
             pid,
             nspid: vec![pid],

@@ -419,22 +419,8 @@ pub async fn run(args: LsArgs) -> Result<u8, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kns_proto::agent::NamespaceId;
 
-    fn info(pid: i32, ids: &[(Namespace, u64)]) -> ProcessInfo {
-        ProcessInfo {
-            pid,
-            nspid: vec![pid],
-            namespaces: ids
-                .iter()
-                .map(|(k, i)| NamespaceId {
-                    kind: *k as i32,
-                    inode: *i,
-                    device: 4,
-                })
-                .collect(),
-        }
-    }
+    use crate::findings::tests::process as info;
 
     fn inspected(pid: i32, net: u64, uts: u64) -> InspectResponse {
         InspectResponse {
