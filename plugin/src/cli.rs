@@ -38,7 +38,7 @@ pub enum Command {
     ///   kubectl ns exec web-1 -n -- ss -lntp
     ///   kubectl ns exec prod/web-1 -c app -p -- ps -ef
     ///   kubectl ns exec node/worker-3 -a -t -- bash
-    ///   kubectl ns exec --agent unix:///run/kns.sock pid/1234 -n -- ip addr
+    ///   kubectl ns exec --agent unix:///run/kubectl-ns/agent.sock pid/1234 -n -- ip addr
     #[command(verbatim_doc_comment)]
     Exec(ExecArgs),
     /// Show a target's namespace identities next to the node's: compare

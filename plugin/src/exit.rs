@@ -237,6 +237,23 @@ pub fn from_remote(code: Option<i32>, signal: Option<i32>) -> u8 {
     }
 }
 
+/// How long an agent may take to answer a request, or to open a session
+/// (which includes finding the target and starting the tool).
+pub const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `call`, or a failure saying the agent took too long: an agent that
+/// accepted the connection and then stopped (a stopped process, a wedged
+/// node) must not hang kubectl-ns.
+pub async fn answered<T>(call: impl std::future::Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+    tokio::time::timeout(ANSWER_TIMEOUT, call).await.unwrap_or_else(|_| {
+        Err(Failure::own(format!(
+            "the agent did not answer within {} s\nHint: it accepted the connection, so it runs but is stuck or \
+             overloaded: check its log (kubectl logs -n kubectl-ns-system POD) and `kubectl ns status`",
+            ANSWER_TIMEOUT.as_secs()
+        )))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use kns_plugin::cli::{Cli, Command};
 use kns_plugin::commands;
 use kns_plugin::exit::{self, Failure};
@@ -14,8 +14,10 @@ use kns_plugin::exit::{self, Failure};
 fn usage_hint(args: &[String]) -> Option<String> {
     // `kubectl ns NAME` and `kubectl ns -` are kubens (also a plugin named
     // `ns`): this one must not look like a broken copy of it.
+    let subcommand = |w: &str| Cli::command().find_subcommand(w).is_some();
     if let [_, word] = args
         && (word == "-" || !word.starts_with('-'))
+        && !subcommand(word)
     {
         return Some(format!(
             "Hint: this `kubectl ns` is kubectl-ns, which runs node tools inside a pod's kernel namespaces \
@@ -28,7 +30,10 @@ fn usage_hint(args: &[String]) -> Option<String> {
     // `exec mypod -n ss`: without `--`, the -n below is no namespace flag
     // with a value but a command that lost its separator.
     let Some(end) = args.iter().position(|a| a == "--") else {
-        return args.iter().any(|a| a == "exec").then(|| {
+        // A word after the target, where the command would be.
+        let exec_at = args.iter().position(|a| a == "exec");
+        let stray = exec_at.is_some_and(|i| args[i + 1..].iter().filter(|a| !a.starts_with('-')).count() > 1);
+        return stray.then(|| {
             "Hint: the command to run goes after `--`, as with kubectl exec: kubectl ns exec POD -n -- ss -lntp"
                 .to_owned()
         });

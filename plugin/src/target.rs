@@ -57,12 +57,17 @@ impl FromStr for Target {
             },
             Some(("container", id)) => {
                 let id = super::resolve::runtime_id(id);
-                if id.is_empty()
-                    || !id
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                {
-                    return Err(format!("`{s}`: `{id}` is not a container ID; {FORMS}"));
+                // As the agent takes them (hex, as `crictl ps` shows, at
+                // least 4 digits): a usage error here rather than a refusal there.
+                if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(format!(
+                        "`{s}`: `{id}` is not a container ID (hex digits, as `crictl ps` shows); {FORMS}"
+                    ));
+                }
+                if id.len() < 4 {
+                    return Err(format!(
+                        "`{s}`: the container ID prefix is too short: give at least 4 hex digits"
+                    ));
                 }
                 Target::Direct(DirectTarget::Container(id.to_owned()))
             }

@@ -225,3 +225,22 @@ fn kubens_habits_are_told_what_this_kubectl_ns_is() {
         String::from_utf8_lossy(&o.stdout)
     );
 }
+
+#[test]
+fn an_agent_that_accepts_and_never_answers_is_reported_not_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("stuck.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().map_while(Result::ok).collect();
+        drop(held);
+    });
+    let addr = format!("unix://{}", socket.display());
+    let o = kns(&["exec", "--agent", &addr, "node", "-n", "--", "true"]);
+    assert_eq!(o.status.code(), Some(255));
+    assert!(
+        stderr(&o).contains("did not answer within 30 s"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -66,7 +66,8 @@ fn ids_that_are_paths_or_too_short_are_refused() {
     for (id, code, says) in [
         ("../../etc", 2, "not a container ID"),
         ("abcd/../x", 2, "not a container ID"),
-        ("abc", 255, "too short"),
+        ("abc", 2, "too short"),
+        ("zzzz", 2, "not a container ID"),
     ] {
         let o = exec(&agent.addr(), &format!("container/{id}"), &["-n"], &["true"]);
         assert_eq!(o.status.code(), Some(code), "{id}: {}", stderr(&o));

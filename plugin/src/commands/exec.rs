@@ -277,7 +277,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
             .map_err(|s| exit::status_failure(&s))
     };
     let response = tokio::select! {
-        r = open => r?,
+        r = crate::exit::answered(open) => r?,
         n = signals.next() => return Ok(local_signal_exit(n)),
     };
     crate::timings::mark("grpc");

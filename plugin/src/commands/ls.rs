@@ -332,10 +332,13 @@ async fn inspect(
     target: kns_proto::agent::Target,
 ) -> Result<InspectResponse, Failure> {
     crate::timings::grpc_call();
-    let r = client
-        .inspect(InspectRequest { target: Some(target) })
-        .await
-        .map_err(|s| exit::status_failure(&s))?;
+    let r = crate::exit::answered(async {
+        client
+            .inspect(InspectRequest { target: Some(target) })
+            .await
+            .map_err(|s| exit::status_failure(&s))
+    })
+    .await?;
     transport::warn_version_skew(r.metadata());
     Ok(r.into_inner())
 }

@@ -39,11 +39,14 @@ pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
     if let Some(addr) = &args.kube.agent {
         let mut client = AgentClient::new(transport::connect(addr).await?);
         crate::timings::grpc_call();
-        let v = client
-            .version(VersionRequest {})
-            .await
-            .map_err(|s| exit::status_failure(&s))?
-            .into_inner();
+        let v = crate::exit::answered(async {
+            client
+                .version(VersionRequest {})
+                .await
+                .map_err(|s| exit::status_failure(&s))
+        })
+        .await?
+        .into_inner();
         let runtime = if v.runtime.is_empty() {
             "no CRI runtime found"
         } else {
