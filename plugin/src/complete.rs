@@ -115,11 +115,31 @@ async fn candidates(words: &[String]) -> (Candidates, u32) {
         });
         return (filtered(flags, partial), NO_FILE_COMP);
     }
-    let takes_target = sub.get_positionals().any(|a| a.get_id() == "target");
-    if takes_target && scan.positionals == 0 {
-        return targets(&scan.kube, partial).await;
+    let Some(first) = sub.get_positionals().next() else {
+        return (Vec::new(), NO_FILE_COMP);
+    };
+    match (first.get_id().as_str(), scan.positionals) {
+        // Directly, on a node: the agent's own forms; no API to ask.
+        ("target", 0) if scan.kube.agent.is_some() => {
+            let forms = ["container/", "pid/", "node"].map(|f| (f.to_owned(), String::new()));
+            let all = filtered(forms.into_iter(), partial);
+            let directive = if all.iter().all(|(v, _)| v.ends_with('/')) {
+                NO_FILE_COMP | NO_SPACE
+            } else {
+                NO_FILE_COMP
+            };
+            (all, directive)
+        }
+        ("target", 0) => targets(&scan.kube, partial).await,
+        (_, 0) => {
+            let values = first
+                .get_possible_values()
+                .into_iter()
+                .map(|v| (v.get_name().to_owned(), about(v.get_help())));
+            (filtered(values, partial), NO_FILE_COMP)
+        }
+        _ => (Vec::new(), NO_FILE_COMP),
     }
-    (Vec::new(), NO_FILE_COMP)
 }
 
 fn about(s: Option<&clap::builder::StyledStr>) -> String {
@@ -176,6 +196,7 @@ impl Scan {
                 "namespace" => scan.kube.namespace = Some(v),
                 "context" => scan.kube.context = Some(v),
                 "kubeconfig" => scan.kube.kubeconfig = Some(v.into()),
+                "agent" => scan.kube.agent = Some(v),
                 _ => {}
             }
         }

@@ -190,6 +190,15 @@ pub fn status_failure(s: &tonic::Status) -> Failure {
         }
         tonic::Code::Unavailable if s.message().contains("shutting down") => "",
         tonic::Code::Unavailable => "\nHint: the agent or the node's container runtime is not answering",
+        // A gRPC status made from a plain HTTP answer: whatever listens
+        // there is no kubectl-ns agent.
+        _ if ["grpc-status header missing", "h2 protocol error"]
+            .iter()
+            .any(|m| s.message().contains(m)) =>
+        {
+            "\nHint: something answered there, but not as a kubectl-ns agent (an HTTP server, another \
+             service, a wrong port?): check the address against the agent's --listen"
+        }
         tonic::Code::Unimplemented => "\nHint: the agent is older than this kubectl-ns; upgrade it",
         _ => "",
     };
@@ -257,6 +266,14 @@ pub async fn answered<T>(call: impl std::future::Future<Output = Result<T, Failu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plain_http_answer_is_named_as_no_agent() {
+        let s = tonic::Status::unknown("grpc-status header missing, mapped from HTTP status code 404");
+        let f = status_failure(&s);
+        assert!(f.message.contains("not as a kubectl-ns agent"), "{}", f.message);
+        assert!(!f.message.contains("upgrade"), "{}", f.message);
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("{0}")]

@@ -244,3 +244,24 @@ fn an_agent_that_accepts_and_never_answers_is_reported_not_waited_for() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_container_flag_on_a_target_that_is_no_pod_is_a_usage_error() {
+    let o = kns(&[
+        "exec",
+        "--agent",
+        "unix:///x.sock",
+        "container/abcd",
+        "-c",
+        "app",
+        "-n",
+        "--",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("-c app names a container of a pod"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -83,6 +83,12 @@ fn subcommands_flags_and_values_come_from_the_definitions() {
         "{flags:?}"
     );
     assert_eq!(complete(&api, &["ls", "web-1", "-o", "w"]).0, ["wide"]);
+    assert_eq!(complete(&api, &["completion", ""]).0, ["bash", "zsh", "fish"]);
+    // Directly on a node, the agent's own target forms.
+    assert_eq!(
+        complete(&api, &["exec", "--agent", "unix:///x.sock", ""]).0,
+        ["container/", "pid/", "node"]
+    );
 }
 
 #[test]

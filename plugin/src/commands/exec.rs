@@ -19,6 +19,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::cli::{ExecArgs, NsFlags};
 use crate::cluster;
 use crate::exit::{self, Failure};
+use crate::resolve::KubeTarget;
+use crate::target::Target;
 use crate::terminal::{self, RawMode};
 use crate::transport;
 
@@ -56,6 +58,19 @@ impl NsFlags {
 
 /// The validated start message (the target is filled in once resolved).
 pub(crate) fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Failure> {
+    if let Some(c) = &args.container
+        && args
+            .target
+            .as_ref()
+            .is_some_and(|t| !matches!(t, Target::Kube(KubeTarget::Pod { .. })))
+    {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "-c {c} names a container of a pod, and the target is not a pod (container/ID is one container already)"
+            ),
+        ));
+    }
     if args.privileged && !(args.ns.mount || args.ns.all) {
         return Err(Failure::new(
             exit::USAGE,
