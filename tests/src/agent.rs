@@ -219,18 +219,28 @@ impl Agent {
     /// [`Agent::start_tcp`] with more environment (e.g. an API server's,
     /// from [`crate::kubeapi::FakeApi::agent_env`]).
     pub fn start_tcp_env(cri: Option<&str>, env: &[(String, String)]) -> Agent {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        Agent::start_full(cri, &env, Some(AGENT_PORT))
+        Agent::launched(cri.map(Into::into), env.to_vec(), Some(AGENT_PORT), AgentCgroup::new())
     }
 
     fn start_full(cri: Option<&str>, env: &[(&str, &str)], tcp: Option<u16>) -> Agent {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Agent::launched(cri.map(Into::into), env, tcp, AgentCgroup::new())
+    }
+
+    /// An agent in `cgroup`, with its own socket and logs, started.
+    fn launched(
+        cri: Option<String>,
+        env: Vec<(String, String)>,
+        tcp: Option<u16>,
+        cgroup: AgentCgroup,
+    ) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut agent = Agent {
             child: None,
-            cri: cri.map(Into::into),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            cri,
+            env,
             tcp,
-            cgroup: AgentCgroup::new(),
+            cgroup,
             socket: dir.path().join("agent.sock"),
             log: dir.path().join("agent.log"),
             stdout: dir.path().join("agent.stdout"),
@@ -306,25 +316,13 @@ impl Agent {
     /// A second agent in this one's cgroup, on its own socket, as a
     /// debugging copy next to a node service would be.
     pub fn sibling(&self) -> Agent {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut agent = Agent {
-            child: None,
-            cri: self.cri.clone(),
-            env: self.env.clone(),
-            tcp: None,
-            cgroup: AgentCgroup {
-                dir: self.cgroup.dir.clone(),
-                mount: self.cgroup.mount.clone(),
-                memory: self.cgroup.memory.clone(),
-                owned: false,
-            },
-            socket: dir.path().join("agent.sock"),
-            log: dir.path().join("agent.log"),
-            stdout: dir.path().join("agent.stdout"),
-            _dir: dir,
+        let cgroup = AgentCgroup {
+            dir: self.cgroup.dir.clone(),
+            mount: self.cgroup.mount.clone(),
+            memory: self.cgroup.memory.clone(),
+            owned: false,
         };
-        agent.launch();
-        agent
+        Agent::launched(self.cri.clone(), self.env.clone(), None, cgroup)
     }
 
     /// SIGKILLs the agent, as the OOM killer or a crash would, and reaps it.
