@@ -353,34 +353,24 @@ mod tests {
             name: "web".into(),
         };
         let who = alice();
-        assert_eq!(
-            a.rule(Action::Exec, &pod, &who).unwrap(),
-            Rule::pod_exec("default", "web")
-        );
-        assert_eq!(
-            a.rule(Action::Inspect, &pod, &who).unwrap(),
-            Rule::pod_get("default", "web")
-        );
-        assert_eq!(
-            a.rule(Action::Exec, &Subject::Node, &who).unwrap(),
-            Rule::node_exec("n1")
-        );
-        assert_eq!(
-            a.rule(Action::Exec, &Subject::Host, &who).unwrap(),
-            Rule::node_exec("n1")
-        );
-        assert_eq!(
-            a.rule(Action::Inspect, &Subject::Node, &who).unwrap(),
-            Rule::node_get("n1")
-        );
-        assert_eq!(
-            a.rule(Action::Inspect, &Subject::Host, &who).unwrap(),
-            Rule::node_exec("n1")
-        );
-        assert_eq!(
-            a.rule(Action::List, &Subject::Node, &who).unwrap(),
-            Rule::pods_list()
-        );
+        let cases = [
+            (Action::Exec, &pod, Rule::pod_exec("default", "web")),
+            (Action::Inspect, &pod, Rule::pod_get("default", "web")),
+            (Action::Exec, &Subject::Node, Rule::node_exec("n1")),
+            (Action::Exec, &Subject::Host, Rule::node_exec("n1")),
+            // A node tool in a pod: the node's right, on the pod's node.
+            (Action::Exec, &Subject::NodeTool, Rule::node_exec("n1")),
+            (Action::Inspect, &Subject::Node, Rule::node_get("n1")),
+            (Action::Inspect, &Subject::Host, Rule::node_exec("n1")),
+            (Action::List, &Subject::Node, Rule::pods_list()),
+        ];
+        for (action, subject, rule) in cases {
+            assert_eq!(
+                a.rule(action, subject, &who).unwrap(),
+                rule,
+                "{action:?} {subject:?}"
+            );
+        }
         let nameless = Access::new(None, None, false);
         assert!(matches!(
             nameless.rule(Action::Exec, &Subject::Node, &who),

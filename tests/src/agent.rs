@@ -219,7 +219,12 @@ impl Agent {
     /// [`Agent::start_tcp`] with more environment (e.g. an API server's,
     /// from [`crate::kubeapi::FakeApi::agent_env`]).
     pub fn start_tcp_env(cri: Option<&str>, env: &[(String, String)]) -> Agent {
-        Agent::launched(cri.map(Into::into), env.to_vec(), Some(AGENT_PORT), AgentCgroup::new())
+        Agent::launched(
+            cri.map(Into::into),
+            env.to_vec(),
+            Some(AGENT_PORT),
+            AgentCgroup::new(),
+        )
     }
 
     fn start_full(cri: Option<&str>, env: &[(&str, &str)], tcp: Option<u16>) -> Agent {

@@ -351,13 +351,7 @@ async fn handle(
         return Ok(forbidden(req.method(), &parts));
     }
     if req.method() == hyper::Method::PATCH {
-        use http_body_util::BodyExt;
-        let body = req
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let body = body_bytes(req).await;
         return Ok(apply(&state, &path, &content_type, &body));
     }
     if req.method() == hyper::Method::DELETE {
@@ -450,23 +444,27 @@ async fn handle(
     Ok(resp)
 }
 
+/// A request's whole body (empty if it broke off).
+async fn body_bytes(req: Request<Incoming>) -> Bytes {
+    use http_body_util::BodyExt;
+    req.into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
+}
+
 /// A TokenReview or SubjectAccessReview, from the agent's ServiceAccount
 /// only (others are forbidden, as without RBAC for reviews): the request
 /// echoed with its `status` filled in.
 async fn review(req: Request<Incoming>, state: &Mutex<State>, kind: &str) -> Response<Full<Bytes>> {
-    use http_body_util::BodyExt;
     let caller = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = body_bytes(req).await;
     let mut st = state.lock().expect("state");
     let caller_user = caller
         .as_deref()
