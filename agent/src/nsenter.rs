@@ -287,10 +287,7 @@ fn container_creds<'a>(
     node: Node,
 ) -> Result<Option<&'a crate::cri::Identity>, NsenterError> {
     let pid = target.resolved.pid;
-    if req.privileged
-        || !set.contains(NsKind::Mnt)
-        || procfs::ns_id(pid, NsKind::Mnt)? == procfs::ns_id(node.pid, NsKind::Mnt)?
-    {
+    if !runs_as_container(pid, req, set, node)? {
         return Ok(None);
     }
     let identity = target
@@ -318,15 +315,12 @@ fn as_the_container(
     node: Node,
     set: &mut NsSet,
 ) -> Result<Option<String>, NsenterError> {
-    let own = |k| -> Result<bool, NsenterError> {
-        Ok(procfs::ns_id(pid, k)?.is_some() && procfs::ns_id(pid, k)? != procfs::ns_id(node.pid, k)?)
-    };
-    if req.privileged || !set.contains(NsKind::Mnt) || !own(NsKind::Mnt)? {
+    if !runs_as_container(pid, req, *set, node)? {
         return Ok(None);
     }
     let mut added = Vec::new();
     for k in NsKind::ALL {
-        if !set.contains(k) && own(k)? {
+        if !set.contains(k) && own_ns(pid, node, k)? {
             set.insert(k);
             added.push(k.proc_name());
         }
@@ -338,6 +332,18 @@ fn as_the_container(
             added.join(", ")
         )
     }))
+}
+
+/// Whether the tool runs as the container: `-m` on a mount namespace of
+/// the target's own, without `--privileged`.
+fn runs_as_container(pid: i32, req: &Request, set: NsSet, node: Node) -> Result<bool, NsenterError> {
+    Ok(!req.privileged && set.contains(NsKind::Mnt) && own_ns(pid, node, NsKind::Mnt)?)
+}
+
+/// Whether the target has a namespace of kind `k` that is not the node's.
+fn own_ns(pid: i32, node: Node, k: NsKind) -> Result<bool, NsenterError> {
+    let ns = procfs::ns_id(pid, k)?;
+    Ok(ns.is_some() && ns != procfs::ns_id(node.pid, k)?)
 }
 
 /// Whether `setns` accepts a pidfd and a namespace mask (Linux ≥ 5.8).
