@@ -10,6 +10,16 @@ use kns_tests::{bins, require_root};
 
 const MB: usize = 1 << 20;
 
+/// `kubectl-ns exec node -n -- sh -c SCRIPT`, its stdout and stderr piped
+/// to the test, which reads them when it chooses.
+fn writer(agent: &Agent, script: &str) -> std::process::Child {
+    bins::exec_command(&agent.addr(), "node", &["-n"], &["sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn a_slow_reader_gets_every_byte_written_before_exit() {
     require_root();
@@ -17,16 +27,7 @@ fn a_slow_reader_gets_every_byte_written_before_exit() {
     // 20 MB written as fast as the pipes take it, then exit 3: most of it
     // is still in flight (pipes, the agent's queue, HTTP/2 windows) when
     // the tool is gone.
-    let mut child = bins::exec_command(
-        &agent.addr(),
-        "node",
-        &["-n"],
-        &["sh", "-c", "head -c 20971520 /dev/zero; exit 3"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut child = writer(&agent, "head -c 20971520 /dev/zero; exit 3");
     let mut out = child.stdout.take().unwrap();
     // About 1 MB/s.
     let mut total = 0usize;
@@ -62,18 +63,7 @@ fn a_reader_that_pauses_after_the_tool_exits_still_gets_everything() {
     let sizes: Vec<usize> = (8..=24).map(|half_mb| half_mb * MB / 2).collect();
     let mut children: Vec<_> = sizes
         .iter()
-        .map(|n| {
-            bins::exec_command(
-                &agent.addr(),
-                "node",
-                &["-n"],
-                &["sh", "-c", &format!("head -c {n} /dev/zero; exit 3")],
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-        })
+        .map(|n| writer(&agent, &format!("head -c {n} /dev/zero; exit 3")))
         .collect();
     // Longer than any fixed grace for draining (it was 2 s).
     std::thread::sleep(Duration::from_secs(5));
@@ -92,19 +82,10 @@ fn a_reader_that_pauses_after_the_tool_exits_still_gets_everything() {
 fn a_reader_that_stops_for_good_gets_a_failure_never_a_clean_exit() {
     require_root();
     let agent = Agent::start(None);
-    let mut child = bins::exec_command(
-        &agent.addr(),
-        "node",
-        &["-n"],
-        // More than every buffer on the way holds: when the tool exits,
-        // and its background writer is killed with it, output is still
-        // waiting in its pipe.
-        &["sh", "-c", "head -c 209715200 /dev/zero & sleep 3; exit 0"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    // More than every buffer on the way holds: when the tool exits, and its
+    // background writer is killed with it, output is still waiting in its
+    // pipe.
+    let mut child = writer(&agent, "head -c 209715200 /dev/zero & sleep 3; exit 0");
     // Nobody reads for longer than the agent waits for progress (30 s).
     std::thread::sleep(Duration::from_secs(40));
     let mut out = Vec::new();
