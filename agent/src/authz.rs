@@ -146,6 +146,24 @@ struct SubjectAccessReview<'a> {
     spec: SarSpec<'a>,
 }
 
+impl<'a> SubjectAccessReview<'a> {
+    /// May the verified `who` do `rule`: with all that the TokenReview said
+    /// of them (uid, groups, extra), as the API server's own checks use.
+    fn of(who: &'a Identity, rule: &'a Rule) -> Self {
+        SubjectAccessReview {
+            api_version: "authorization.k8s.io/v1",
+            kind: "SubjectAccessReview",
+            spec: SarSpec {
+                resource_attributes: rule,
+                user: &who.username,
+                groups: &who.groups,
+                uid: &who.uid,
+                extra: &who.extra,
+            },
+        }
+    }
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct SarSpec<'a> {
@@ -275,17 +293,7 @@ impl Access {
             .client
             .as_ref()
             .ok_or(AuthzError::Review(KubeError::NotConfigured))?;
-        let review = SubjectAccessReview {
-            api_version: "authorization.k8s.io/v1",
-            kind: "SubjectAccessReview",
-            spec: SarSpec {
-                resource_attributes: &rule,
-                user: &who.username,
-                groups: &who.groups,
-                uid: &who.uid,
-                extra: &who.extra,
-            },
-        };
+        let review = SubjectAccessReview::of(who, &rule);
         let answer: SarAnswer = client
             .post("/apis/authorization.k8s.io/v1/subjectaccessreviews", &review)
             .await
@@ -382,18 +390,7 @@ mod tests {
     fn review_carries_the_verified_identity() {
         let who = alice();
         let rule = Rule::pod_exec("default", "web");
-        let body = serde_json::to_value(SubjectAccessReview {
-            api_version: "authorization.k8s.io/v1",
-            kind: "SubjectAccessReview",
-            spec: SarSpec {
-                resource_attributes: &rule,
-                user: &who.username,
-                groups: &who.groups,
-                uid: &who.uid,
-                extra: &who.extra,
-            },
-        })
-        .unwrap();
+        let body = serde_json::to_value(SubjectAccessReview::of(&who, &rule)).unwrap();
         assert_eq!(
             body,
             serde_json::json!({
