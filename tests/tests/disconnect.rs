@@ -232,7 +232,12 @@ fn a_client_that_stops_answering_is_dropped_by_keepalive() {
     let _ = client.kill();
     let _ = client.wait();
     assert!(gone, "the session outlived a client that stopped answering");
-    assert!(agent.logs().contains("ClientGone"), "{}", agent.logs());
+    // The session's line is logged after its processes are gone.
+    assert!(
+        wait_until(Duration::from_secs(5), || agent.logs().contains("ClientGone")),
+        "{}",
+        agent.logs()
+    );
 }
 
 #[test]
