@@ -1,6 +1,7 @@
 //! Who is calling: a bearer token checked with a TokenReview (as the
-//! kubelet's `--authentication-token-webhook` does), or, on a unix socket,
-//! the peer's credentials (SO_PEERCRED).
+//! kubelet's `--authentication-token-webhook` does), a client certificate
+//! checked in the TLS handshake (`clientcert`), or, on a unix socket, the
+//! peer's credentials (SO_PEERCRED).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tonic::transport::server::UdsConnectInfo;
 
+use crate::clientcert::CertPeer;
 use crate::kubeclient::{KubeClient, KubeError};
 
 /// How long a positive answer (a token's identity, an allowed rule) is
@@ -25,6 +27,8 @@ pub const CACHE_SIZE: usize = 1024;
 pub enum Method {
     /// A bearer token the API server vouched for (TokenReview).
     Token,
+    /// A client certificate signed by the cluster's client CA.
+    X509,
     /// The uid of the process on the other end of the unix socket.
     Peercred,
     /// `--insecure-skip-authz`: nobody was asked.
@@ -62,12 +66,18 @@ pub enum Caller {
     Unix(Option<u32>),
     /// A TCP peer (the port-forward) and the bearer token it sent, if any.
     Remote(Option<String>),
+    /// A TLS peer: the identity its verified certificate names, or why
+    /// there is none.
+    Certificate(Result<Identity, String>),
 }
 
 impl Caller {
     pub fn of<T>(req: &tonic::Request<T>) -> Caller {
         if let Some(info) = req.extensions().get::<UdsConnectInfo>() {
             return Caller::Unix(info.peer_cred.map(|c| c.uid()));
+        }
+        if let Some(CertPeer(peer)) = req.extensions().get::<CertPeer>() {
+            return Caller::Certificate(peer.clone());
         }
         let token = req
             .metadata()
@@ -89,6 +99,8 @@ pub enum AuthnError {
     Malformed,
     #[error("the API server did not accept the token{}", if .error.is_empty() { String::new() } else { format!(": {}", .error) })]
     Rejected { error: String },
+    #[error("{0}")]
+    NoCertificate(String),
     #[error("the unix socket gave no peer credentials")]
     NoPeercred,
     #[error("cannot check the token with the API server (TokenReview): {0}")]

@@ -216,6 +216,11 @@ impl Access {
         }
     }
 
+    /// The API server reviews go to, if any.
+    pub fn client(&self) -> Option<&KubeClient> {
+        self.client.as_ref()
+    }
+
     pub fn skips_authz(&self) -> bool {
         self.skip
     }
@@ -240,6 +245,8 @@ impl Access {
             )),
             Caller::Remote(None) => Err(AuthnError::NoToken),
             Caller::Remote(Some(token)) => Ok((self.authn.token(token).await?, Method::Token)),
+            Caller::Certificate(Ok(who)) => Ok((who.clone(), Method::X509)),
+            Caller::Certificate(Err(why)) => Err(AuthnError::NoCertificate(why.clone())),
         }
     }
 
@@ -282,7 +289,7 @@ impl Access {
                     username: who.username.clone(),
                 });
             }
-            Method::Token => {}
+            Method::Token | Method::X509 => {}
         }
         let rule = self.rule(action, subject, who)?;
         let key = (who.clone(), rule.clone());

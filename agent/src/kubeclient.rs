@@ -1,6 +1,6 @@
 //! The agent's own calls to the API server (TokenReview,
-//! SubjectAccessReview): one JSON POST at a time over HTTPS, with its
-//! ServiceAccount's token. Answers are cached by the callers, so a
+//! SubjectAccessReview, the cluster's client CA): one JSON request at a
+//! time over HTTPS, with its ServiceAccount's token. Answers are cached by the callers, so a
 //! connection per call is cheap enough and keeps this small.
 
 use std::path::{Path, PathBuf};
@@ -51,13 +51,14 @@ pub enum KubeError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("the API server answered POST {path} with {code}: {message}")]
+    #[error("the API server answered {method} {path} with {code}: {message}")]
     Status {
+        method: http::Method,
         path: String,
         code: u16,
         message: String,
     },
-    #[error("the API server's answer to POST {path} is not the expected JSON: {source}")]
+    #[error("the API server's answer to {path} is not the expected JSON: {source}")]
     Decode {
         path: String,
         #[source]
@@ -177,7 +178,22 @@ impl KubeClient {
         path: &str,
         body: &B,
     ) -> Result<R, KubeError> {
-        let call = self.call(path, serde_json::to_vec(body).expect("review objects serialize"));
+        let body = serde_json::to_vec(body).expect("review objects serialize");
+        self.request(http::Method::POST, path, Some(body)).await
+    }
+
+    /// GETs `path` and decodes the 2xx answer.
+    pub async fn get<R: serde::de::DeserializeOwned>(&self, path: &str) -> Result<R, KubeError> {
+        self.request(http::Method::GET, path, None).await
+    }
+
+    async fn request<R: serde::de::DeserializeOwned>(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<R, KubeError> {
+        let call = self.call(method.clone(), path, body);
         let (code, bytes) =
             tokio::time::timeout(CALL_TIMEOUT, call)
                 .await
@@ -191,6 +207,7 @@ impl KubeClient {
                 .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
                 .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
             return Err(KubeError::Status {
+                method,
                 path: path.to_owned(),
                 code,
                 message,
@@ -202,7 +219,12 @@ impl KubeClient {
         })
     }
 
-    async fn call(&self, path: &str, body: Vec<u8>) -> Result<(u16, Bytes), KubeError> {
+    async fn call(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Bytes), KubeError> {
         let token = std::fs::read_to_string(&self.token_file).map_err(|source| KubeError::Read {
             what: "agent's ServiceAccount token",
             path: self.token_file.clone(),
@@ -228,12 +250,17 @@ impl KubeClient {
             .await
             .map_err(http)?;
         tokio::spawn(conn);
-        let req = http::Request::post(path)
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(path)
             .header(http::header::HOST, &self.host)
             .header(http::header::AUTHORIZATION, format!("Bearer {}", token.trim()))
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::ACCEPT, "application/json")
-            .body(Full::new(Bytes::from(body)))
+            .header(http::header::ACCEPT, "application/json");
+        if body.is_some() {
+            req = req.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| KubeError::Http {
                 addr: self.addr.clone(),
                 source: Box::new(e),

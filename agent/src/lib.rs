@@ -7,6 +7,7 @@ pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod cgroup;
+pub mod clientcert;
 pub mod cri;
 pub mod inventory;
 pub mod kubeclient;

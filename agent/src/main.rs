@@ -11,6 +11,7 @@ use clap::Parser;
 use kns_agent::audit::Audit;
 use kns_agent::authz::Access;
 use kns_agent::cgroup::Sessions;
+use kns_agent::clientcert::ClientCerts;
 use kns_agent::cri::Cri;
 use kns_agent::kubeclient::{KubeClient, KubeConfig};
 use kns_agent::nsenter::Node;
@@ -36,9 +37,12 @@ use tokio::sync::watch;
 #[derive(Debug, Parser)]
 #[command(name = "kubectl-ns-agent", version)]
 struct Args {
-    /// Where to listen: unix:///PATH or tcp://IP:PORT (repeatable). A unix
-    /// socket is 0600 from its first moment; its directory, when missing,
-    /// is created 0700.
+    /// Where to listen: unix:///PATH, tcp://IP:PORT or tls://IP:PORT
+    /// (repeatable). A unix socket is 0600 from its first moment; its
+    /// directory, when missing, is created 0700. On tls:// callers
+    /// authenticate with a client certificate the cluster's client CA signed
+    /// (kube-system/extension-apiserver-authentication); on tcp:// with a
+    /// bearer token.
     #[arg(long = "listen", value_name = "ADDR", default_value = server::DEFAULT_LISTEN)]
     listen: Vec<Listen>,
 
@@ -190,6 +194,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_sessions: args.max_sessions,
     };
     let access = access(&args)?;
+    let certs = Arc::new(ClientCerts::new(access.client().cloned())?);
     let audit = Audit::open(args.audit_log.as_deref())?;
     let cgroups = session_cgroups(args.sessions_memory);
     let policy = Arc::new(Policies::load(args.policy.clone()));
@@ -225,7 +230,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "kubectl-ns-agent starting"
     );
     let keepalive = (args.keepalive > 0).then(|| Duration::from_secs(args.keepalive));
-    server::serve(&args.listen, service, stop_rx, keepalive).await?;
+    server::serve(&args.listen, service, stop_rx, keepalive, certs).await?;
     // Connection tasks may still hold the service (and so the subtree) when
     // the process exits: remove it now that the sessions have ended.
     if let Some(c) = cgroups {

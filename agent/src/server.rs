@@ -1,9 +1,11 @@
-//! Listening: unix sockets and loopback TCP, with a graceful shutdown that
-//! ends every session with a message first.
+//! Listening: unix sockets, loopback TCP, and loopback TLS for callers
+//! with client certificates; with a graceful shutdown that ends every
+//! session with a message first.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kns_proto::agent::agent_server::AgentServer;
@@ -11,6 +13,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
 
+use crate::clientcert::{CertConn, ClientCerts};
 use crate::service::AgentService;
 
 /// The largest message a client may send, in bytes: an exec start, or one
@@ -27,6 +30,8 @@ pub const DEFAULT_LISTEN: &str = "unix:///run/kubectl-ns/agent.sock";
 pub enum Listen {
     Unix(PathBuf),
     Tcp(SocketAddr),
+    /// TLS whose clients authenticate with a certificate (`clientcert`).
+    Tls(SocketAddr),
 }
 
 impl FromStr for Listen {
@@ -46,7 +51,15 @@ impl FromStr for Listen {
                 .map(Listen::Tcp)
                 .map_err(|_| format!("`{s}`: expected tcp://IP:PORT, as tcp://127.0.0.1:7469"));
         }
-        Err(format!("`{s}`: expected unix:///PATH or tcp://IP:PORT"))
+        if let Some(a) = s.strip_prefix("tls://") {
+            return a
+                .parse()
+                .map(Listen::Tls)
+                .map_err(|_| format!("`{s}`: expected tls://IP:PORT, as tls://127.0.0.1:7470"));
+        }
+        Err(format!(
+            "`{s}`: expected unix:///PATH, tcp://IP:PORT or tls://IP:PORT"
+        ))
     }
 }
 
@@ -55,6 +68,7 @@ impl std::fmt::Display for Listen {
         match self {
             Listen::Unix(p) => write!(f, "unix://{}", p.display()),
             Listen::Tcp(a) => write!(f, "tcp://{a}"),
+            Listen::Tls(a) => write!(f, "tls://{a}"),
         }
     }
 }
@@ -81,16 +95,18 @@ pub enum ServeError {
 /// served), then serves until `shutdown` turns true. Sessions see the same
 /// signal and end themselves; the servers then drain for up to 5 s.
 /// `keepalive`: ping idle clients this often, and drop those that do not
-/// answer within as long again.
+/// answer within as long again. `certs` accepts the TLS listeners' clients.
 pub async fn serve(
     listens: &[Listen],
     service: AgentService,
     shutdown: watch::Receiver<bool>,
     keepalive: Option<Duration>,
+    certs: Arc<ClientCerts>,
 ) -> Result<(), ServeError> {
     enum Bound {
         Unix(UnixListener, PathBuf),
         Tcp(TcpListener),
+        Tls(TcpListener),
     }
     let mut bound = Vec::new();
     for l in listens {
@@ -116,12 +132,19 @@ pub async fn serve(
                 let ul = bind_private(path).map_err(bind_err)?;
                 bound.push((l.clone(), Bound::Unix(ul, path.clone())));
             }
-            Listen::Tcp(addr) => {
+            Listen::Tcp(addr) | Listen::Tls(addr) => {
                 if !addr.ip().is_loopback() {
                     tracing::warn!(%addr, "listening on a non-loopback address: callers are still checked, but the port-forward's RBAC no longer limits who can try (and with --insecure-skip-authz, anyone who reaches it is root on this node)");
                 }
                 let tl = TcpListener::bind(addr).await.map_err(bind_err)?;
-                bound.push((l.clone(), Bound::Tcp(tl)));
+                bound.push((
+                    l.clone(),
+                    if matches!(l, Listen::Tls(_)) {
+                        Bound::Tls(tl)
+                    } else {
+                        Bound::Tcp(tl)
+                    },
+                ));
             }
         }
     }
@@ -147,6 +170,7 @@ pub async fn serve(
             .add_service(health_svc.clone())
             .add_service(svc);
         tracing::info!(listen = %l, "serving");
+        let certs = certs.clone();
         tasks.push(tokio::spawn(async move {
             let r = match b {
                 Bound::Unix(ul, path) => {
@@ -162,6 +186,11 @@ pub async fn serve(
                     // for delayed ACKs (Nagle).
                     let incoming = tonic::transport::server::TcpIncoming::from(tl).with_nodelay(Some(true));
                     router.serve_with_incoming_shutdown(incoming, stop).await
+                }
+                Bound::Tls(tl) => {
+                    router
+                        .serve_with_incoming_shutdown(tls_incoming(tl, certs.clone()), stop)
+                        .await
                 }
             };
             r.map_err(|source| ServeError::Serve {
@@ -226,6 +255,43 @@ fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
     bound
 }
 
+/// The TLS listener's connections, each handshake on a task of its own so
+/// that a slow or silent client holds up nobody else; failed handshakes are
+/// logged and dropped.
+fn tls_incoming(
+    tl: TcpListener,
+    certs: Arc<ClientCerts>,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<CertConn>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let tcp = tokio::select! {
+                // The server stopped taking connections.
+                _ = tx.closed() => break,
+                accepted = tl.accept() => match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "TLS listener: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let (certs, conns) = (certs.clone(), tx.clone());
+            tokio::spawn(async move {
+                match certs.accept(tcp).await {
+                    Ok(conn) => {
+                        let _ = conns.send(Ok(conn)).await;
+                    }
+                    Err(e) => tracing::info!(error = %e, "TLS handshake failed"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
 async fn futures_join(tasks: Vec<tokio::task::JoinHandle<Result<(), ServeError>>>) -> Result<(), ServeError> {
     for t in tasks {
         if let Ok(r) = t.await {
@@ -243,6 +309,11 @@ pub async fn probe(listen: &Listen) -> Result<(), String> {
     let ep = match listen {
         Listen::Unix(path) => kns_proto::unix_endpoint(path),
         Listen::Tcp(addr) => Endpoint::from_shared(format!("http://{addr}")).map_err(|e| e.to_string())?,
+        Listen::Tls(_) => {
+            return Err(format!(
+                "{listen}: the probe asks a unix or tcp listener; list one first"
+            ));
+        }
     };
     let channel = ep
         .connect_timeout(Duration::from_secs(2))
@@ -313,7 +384,16 @@ mod tests {
             "tcp://127.0.0.1:7469".parse(),
             Ok(Listen::Tcp("127.0.0.1:7469".parse().unwrap()))
         );
-        for bad in ["unix://rel.sock", "tcp://localhost", "http://x"] {
+        assert_eq!(
+            "tls://127.0.0.1:7470".parse(),
+            Ok(Listen::Tls("127.0.0.1:7470".parse().unwrap()))
+        );
+        for bad in [
+            "unix://rel.sock",
+            "tcp://localhost",
+            "tls://localhost",
+            "http://x",
+        ] {
             let e = bad.parse::<Listen>().unwrap_err();
             assert!(e.contains(bad), "{e}");
         }

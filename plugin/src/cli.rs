@@ -160,7 +160,9 @@ pub struct KubeArgs {
     /// The namespace the agent DaemonSet runs in.
     #[arg(long, env = "KNS_AGENT_NAMESPACE", value_name = "NS", default_value = crate::resolve::AGENT_NAMESPACE, help_heading = "Kubernetes")]
     pub agent_namespace: String,
-    /// The port the agent listens on inside its pod (on 127.0.0.1).
+    /// The port the agent listens on inside its pod (on 127.0.0.1). Users
+    /// whose kubeconfig holds a client certificate and no token reach the
+    /// agent's TLS port, the next one (7470).
     #[arg(
         long,
         env = "KNS_AGENT_PORT",

@@ -85,18 +85,13 @@ pub async fn agent_channel(args: &KubeArgs, r: &Resolver, node: &str) -> Result<
     if let Some(addr) = &args.agent {
         return Ok(transport::connect(addr).await?);
     }
-    let bearer = r.credentials.bearer().await?;
+    let auth = r.credentials.agent_auth().await?;
     let forward = |pod: String| {
-        let bearer = bearer.clone();
+        let auth = auth.clone();
         async move {
-            let channel = transport::portforward(
-                r.client.clone(),
-                &r.agent_namespace,
-                &pod,
-                args.agent_port,
-                bearer,
-            )
-            .await;
+            let channel =
+                transport::portforward(r.client.clone(), &r.agent_namespace, &pod, args.agent_port, auth)
+                    .await;
             timings::mark("portforward");
             channel
         }

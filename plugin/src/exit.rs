@@ -185,8 +185,8 @@ pub fn status_failure(s: &tonic::Status) -> Failure {
         }
         tonic::Code::Unauthenticated => {
             "\nHint: kubectl-ns sends the agent your kubeconfig user's bearer token (token, tokenFile, or an exec \
-             plugin's); client certificates are not supported yet. `kubectl auth whoami` shows who the API server \
-             thinks you are"
+             plugin's) or, for a user without one, presents its client certificate (client-certificate and \
+             client-key). `kubectl auth whoami` shows who the API server thinks you are"
         }
         tonic::Code::Unavailable if s.message().contains("shutting down") => "",
         tonic::Code::Unavailable => "\nHint: the agent or the node's container runtime is not answering",
@@ -227,6 +227,15 @@ impl From<TransportError> for Failure {
                 Failure::own(format!("{e}{hint}"))
             }
             TransportError::Handshake { .. } => Failure::own(chain(e)),
+            TransportError::ClientCertificate { .. } => Failure::own(format!(
+                "{e}\nHint: kubectl-ns presents the kubeconfig user's client-certificate and client-key (or their -data \
+                 fields) to the agent, as kubectl does to the API server; `kubectl config view --minify` shows them"
+            )),
+            TransportError::CertificateRefused { .. } => Failure::own(format!(
+                "{e}\nHint: the agent accepts the certificates the API server accepts: signed by the cluster's client CA \
+                 (client-ca-file in kube-system/extension-apiserver-authentication) and not expired. A token works \
+                 as well: add one to the kubeconfig user (for example from `kubectl create token`)"
+            )),
             TransportError::Credentials { .. } => Failure::own(format!(
                 "{}\nHint: kubectl-ns runs the kubeconfig's exec plugin or reads its tokenFile as kubectl does; \
                  check that `kubectl auth whoami` works",

@@ -106,11 +106,11 @@ pub async fn list_nodes(
     }
     let agents = Arc::new(agents(r).await?);
     // Once for all nodes: an exec credential plugin may be slow.
-    let bearer = r.credentials.bearer().await?;
+    let auth = r.credentials.agent_auth().await?;
     let (port, r) = (args.agent_port, r.clone());
     Ok(each_node(nodes, bounds, move |node| {
-        let (r, agents, bearer) = (r.clone(), agents.clone(), bearer.clone());
-        async move { list(agent_channel(&r, &agents, &node, port, bearer).await?, namespaces).await }
+        let (r, agents, auth) = (r.clone(), agents.clone(), auth.clone());
+        async move { list(agent_channel(&r, &agents, &node, port, auth).await?, namespaces).await }
     })
     .await)
 }
@@ -186,12 +186,12 @@ pub async fn agent_channel(
     agents: &BTreeMap<String, Vec<Pod>>,
     node: &str,
     port: u16,
-    bearer: transport::Bearer,
+    auth: transport::AgentAuth,
 ) -> Result<AgentChannel, String> {
     let first_line = |f: Failure| f.first_line();
     let pods = agents.get(node).map(Vec::as_slice).unwrap_or_default();
     let pod = choose_agent(pods, node, &r.agent_namespace).map_err(first_line)?;
-    transport::portforward(r.client.clone(), &r.agent_namespace, &pod, port, bearer)
+    transport::portforward(r.client.clone(), &r.agent_namespace, &pod, port, auth)
         .await
         .map_err(|e| first_line(e.into()))
 }

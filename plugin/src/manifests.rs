@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde::Deserialize;
 
 use crate::exit::Failure;
@@ -37,6 +37,8 @@ pub enum Object {
     ClusterRole(ClusterRole),
     ClusterRoleBinding(ClusterRoleBinding),
     Role(Role),
+    /// In the namespace it names (kube-system), not the agent's.
+    RoleBinding(RoleBinding),
     DaemonSet(Box<DaemonSet>),
 }
 
@@ -49,6 +51,7 @@ impl Object {
             Object::ClusterRole(o) => ("ClusterRole", &o.metadata),
             Object::ClusterRoleBinding(o) => ("ClusterRoleBinding", &o.metadata),
             Object::Role(o) => ("Role", &o.metadata),
+            Object::RoleBinding(o) => ("RoleBinding", &o.metadata),
             Object::DaemonSet(o) => ("DaemonSet", &o.metadata),
         };
         format!("{kind}/{}", meta.name.as_deref().unwrap_or(""))
@@ -64,6 +67,7 @@ fn parse_doc(file: &str, doc: serde_json::Value) -> Result<Object, String> {
         "ClusterRole" => Object::ClusterRole(serde_json::from_value(doc).map_err(err)?),
         "ClusterRoleBinding" => Object::ClusterRoleBinding(serde_json::from_value(doc).map_err(err)?),
         "Role" => Object::Role(serde_json::from_value(doc).map_err(err)?),
+        "RoleBinding" => Object::RoleBinding(serde_json::from_value(doc).map_err(err)?),
         "DaemonSet" => Object::DaemonSet(Box::new(serde_json::from_value(doc).map_err(err)?)),
         other => return Err(format!("{file}: unexpected kind `{other}`")),
     })
@@ -95,8 +99,9 @@ pub fn objects(agent_namespace: &str, image: &str) -> Result<Vec<Object>, Failur
             Object::ServiceAccount(s) => s.metadata.namespace = Some(agent_namespace.to_owned()),
             Object::Role(r) => r.metadata.namespace = Some(agent_namespace.to_owned()),
             // The agent's ServiceAccount lives where the agent does.
-            Object::ClusterRoleBinding(b) => {
-                for s in b.subjects.iter_mut().flatten() {
+            Object::ClusterRoleBinding(ClusterRoleBinding { subjects, .. })
+            | Object::RoleBinding(RoleBinding { subjects, .. }) => {
+                for s in subjects.iter_mut().flatten() {
                     if s.kind == "ServiceAccount" {
                         s.namespace = Some(agent_namespace.to_owned());
                     }
@@ -135,6 +140,7 @@ mod tests {
                 "ServiceAccount/kubectl-ns-agent",
                 "ClusterRole/kubectl-ns-agent",
                 "ClusterRoleBinding/kubectl-ns-agent",
+                "RoleBinding/kubectl-ns-agent-client-ca",
                 "ClusterRole/kubectl-ns-user",
                 "Role/kubectl-ns-user",
                 "ClusterRole/kubectl-ns-node-admin",
@@ -206,7 +212,10 @@ mod tests {
         // image's Cmd, and a Cmd-only image then runs `--listen`.
         assert_eq!(c.command.as_deref(), Some(&["/kubectl-ns-agent".to_owned()][..]));
         let args = c.args.clone().unwrap().join(" ");
-        assert!(args.contains("tcp://127.0.0.1:7469"), "{args}");
+        assert!(
+            args.contains("tcp://127.0.0.1:7469") && args.contains("tls://127.0.0.1:7470"),
+            "{args}"
+        );
         let node = |labels: &[(&str, &str)]| k8s_openapi::api::core::v1::Node {
             metadata: kube::api::ObjectMeta {
                 labels: Some(crate::label_map(labels)),
@@ -269,6 +278,18 @@ mod tests {
                 r#"create ["authorization.k8s.io"] ["subjectaccessreviews"]"#
             ]
         );
+        // The client CA, and only through the Role clusters have for it.
+        let client_ca: Vec<_> = objs
+            .iter()
+            .filter_map(|o| match o {
+                Object::RoleBinding(b) => Some((b.metadata.namespace.as_deref(), b.role_ref.name.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            client_ca,
+            [(Some("kube-system"), "extension-apiserver-authentication-reader")]
+        );
         assert_eq!(
             rules("kubectl-ns-node-admin"),
             [r#"create ["kubectl-ns.io"] ["nodes/exec"]"#]
@@ -305,8 +326,9 @@ mod tests {
                         .clone();
                     assert_eq!(image.as_deref(), Some("registry.local/agent:dev"));
                 }
-                Object::ClusterRoleBinding(b) => {
-                    let sa = &b.subjects.as_ref().unwrap()[0];
+                Object::ClusterRoleBinding(ClusterRoleBinding { subjects, .. })
+                | Object::RoleBinding(RoleBinding { subjects, .. }) => {
+                    let sa = &subjects.as_ref().unwrap()[0];
                     assert_eq!(sa.namespace.as_deref(), Some("debug-tools"));
                 }
                 Object::ClusterRole(_) => {}

@@ -1,16 +1,24 @@
 //! Reaching an agent: a unix socket or a TCP address, or a port-forward
-//! carrying the user's bearer token for the agent to check.
+//! carrying the user's identity for the agent to check: the bearer token on
+//! every call, or a TLS handshake with the kubeconfig's client certificate.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The name the TLS handshake asks for; the agent's certificate is
+/// accepted whatever it names (`ForwardedAgent`).
+static AGENT_NAME: std::sync::LazyLock<ServerName<'static>> =
+    std::sync::LazyLock::new(|| ServerName::try_from("kubectl-ns-agent").expect("a valid DNS name"));
 
 /// What can go wrong on the way to an agent; worded for the user by
 /// `exit`'s `From<TransportError> for Failure`.
@@ -51,6 +59,12 @@ pub enum TransportError {
         #[source]
         source: tower::BoxError,
     },
+    /// The kubeconfig's client certificate or key cannot be used.
+    #[error("cannot use the kubeconfig user's client certificate for the agent: {what}")]
+    ClientCertificate { what: String },
+    /// The agent's TLS listener refused the client certificate.
+    #[error("the agent pod {ns}/{pod} refused the client certificate: {reason}")]
+    CertificateRefused { ns: String, pod: String, reason: String },
     #[error("cannot reach the agent {ns}/{pod} through the port-forward")]
     Handshake {
         ns: String,
@@ -102,6 +116,26 @@ impl tonic::service::Interceptor for Bearer {
 /// A channel to an agent, with the caller's identity attached.
 pub type AgentChannel = InterceptedService<Channel, Bearer>;
 
+/// How a port-forwarded agent learns who the user is: the bearer token on
+/// every call, or, for kubeconfig users who hold a client certificate and
+/// no token, a TLS handshake presenting it, to the agent's TLS port (the
+/// agent port + 1) inside the port-forward.
+#[derive(Clone, Debug, Default)]
+pub struct AgentAuth {
+    bearer: Bearer,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl AgentAuth {
+    /// The port to forward to: the agent port, or the TLS one after it.
+    fn port(&self, port: u16) -> Option<u16> {
+        match self.tls {
+            Some(_) => port.checked_add(1),
+            None => Some(port),
+        }
+    }
+}
+
 /// The kubeconfig user's credentials, turned into a token only when an
 /// agent is called (an exec plugin may take a while).
 #[derive(Clone, Default)]
@@ -121,9 +155,8 @@ impl Credentials {
     /// The bearer token kube would send the API server (a static token,
     /// `tokenFile`, an exec plugin or an OIDC id-token), obtained through
     /// kube's own auth layer so every source it supports works here too.
-    /// `None` for users without one: client certificates (which the agent
-    /// does not check yet) or basic auth.
-    pub async fn bearer(&self) -> Result<Bearer, TransportError> {
+    /// `None` for users without one: client certificates or basic auth.
+    async fn bearer(&self) -> Result<Bearer, TransportError> {
         use kube::client::ConfigExt;
         use tower::{Layer, ServiceExt};
         let Some(config) = &self.0 else {
@@ -151,7 +184,135 @@ impl Credentials {
             .and_then(|h| MetadataValue::try_from(h.as_bytes()).ok());
         Ok(Bearer(value))
     }
+
+    /// What the agent will know the user by: the bearer token if the user
+    /// has one (as kube sends the API server), else the client certificate.
+    pub async fn agent_auth(&self) -> Result<AgentAuth, TransportError> {
+        let bearer = self.bearer().await?;
+        if bearer.0.is_some() {
+            return Ok(AgentAuth { bearer, tls: None });
+        }
+        let tls = match &self.0 {
+            Some(config) => client_certificate(&config.auth_info)?
+                .map(|(chain, key)| tls_config(chain, key))
+                .transpose()?,
+            None => None,
+        };
+        Ok(AgentAuth { bearer, tls })
+    }
 }
+
+/// The kubeconfig user's client certificate chain and key, from the
+/// `-data` fields (base64) or the files named, as kubectl reads them.
+fn client_certificate(
+    user: &kube::config::AuthInfo,
+) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, TransportError> {
+    use secrecy::ExposeSecret;
+    let bad = |what: String| TransportError::ClientCertificate { what };
+    let load =
+        |data: Option<&str>, file: Option<&String>, what: &str| -> Result<Option<Vec<u8>>, TransportError> {
+            use base64::Engine;
+            match (data, file) {
+                (Some(d), _) => base64::engine::general_purpose::STANDARD
+                    .decode(d.trim())
+                    .map(Some)
+                    .map_err(|e| bad(format!("{what}-data is not base64: {e}"))),
+                (None, Some(f)) => std::fs::read(f)
+                    .map(Some)
+                    .map_err(|e| bad(format!("cannot read {what} {f}: {e}"))),
+                (None, None) => Ok(None),
+            }
+        };
+    let cert = load(
+        user.client_certificate_data.as_deref(),
+        user.client_certificate.as_ref(),
+        "client-certificate",
+    )?;
+    let key = load(
+        user.client_key_data.as_ref().map(|k| k.expose_secret()),
+        user.client_key.as_ref(),
+        "client-key",
+    )?;
+    let (cert, key) = match (cert, key) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (c, k),
+        _ => return Err(bad("the user has a client certificate or a key, not both".into())),
+    };
+    let chain = CertificateDer::pem_slice_iter(&cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("client-certificate is not PEM: {e}")))?;
+    if chain.is_empty() {
+        return Err(bad("client-certificate holds no PEM certificate".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key)
+        .map_err(|e| bad(format!("client-key is not a PEM private key: {e}")))?;
+    Ok(Some((chain, key)))
+}
+
+fn tls_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ClientConfig>, TransportError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let bad = |e: rustls::Error| TransportError::ClientCertificate { what: e.to_string() };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(bad)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ForwardedAgent(provider)))
+        .with_client_auth_cert(chain, key)
+        .map_err(bad)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts the agent's certificate, which nothing can vouch for (it makes
+/// one at each start): the port-forward that carries this handshake
+/// already goes, authenticated, through the API server and the kubelet to
+/// the agent pod's own loopback. The TLS is there for the user's
+/// certificate, whose proof covers this very handshake, so it cannot be
+/// relayed to another agent. Handshake signatures are still checked.
+#[derive(Debug)]
+struct ForwardedAgent(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for ForwardedAgent {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A port-forward stream, in the clear or inside TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 /// HTTP/2 settings for bulk output: large frames and windows, so 100 MB of
 /// tcpdump output is not cut into 16 KiB frames and stalled on 64 KiB windows.
@@ -215,16 +376,19 @@ pub fn warn_version_skew(meta: &tonic::metadata::MetadataMap) {
 
 /// A gRPC channel to `port` of pod `ns/pod`, through the API server's
 /// port-forward (a WebSocket, v4.channel.k8s.io). The agent listens on the
-/// pod's 127.0.0.1 only, so nothing but a port-forward reaches it; every
-/// call carries `bearer`.
+/// pod's 127.0.0.1 only, so nothing but a port-forward reaches it; `auth`
+/// tells it who the user is.
 pub async fn portforward(
     client: kube::Client,
     ns: &str,
     pod: &str,
     port: u16,
-    bearer: Bearer,
+    auth: AgentAuth,
 ) -> Result<AgentChannel, TransportError> {
     use k8s_openapi::api::core::v1::Pod;
+    let port = auth.port(port).ok_or_else(|| TransportError::ClientCertificate {
+        what: format!("the agent's TLS port is --agent-port + 1, and {port} has none after it"),
+    })?;
     let api: kube::Api<Pod> = kube::Api::namespaced(client, ns);
     let mut pf = api
         .portforward(pod, &[port])
@@ -246,16 +410,44 @@ pub async fn portforward(
     tokio::spawn(async move {
         let _ = pf.join().await;
     });
+    let stream: Box<dyn Io> = match &auth.tls {
+        // A closed stream or a refusal shows in the first read below.
+        Some(tls) => match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio_rustls::TlsConnector::from(tls.clone()).connect(AGENT_NAME.clone(), stream),
+        )
+        .await
+        {
+            Ok(Ok(s)) => Box::new(s),
+            Ok(Err(e)) => return Err(no_answer(e.to_string())),
+            Err(_) => {
+                return Err(no_answer(format!(
+                    "no TLS handshake within {}s",
+                    CONNECT_TIMEOUT.as_secs()
+                )));
+            }
+        },
+        None => Box::new(stream),
+    };
     // The 101 only says the API server accepted the request; whether the
     // kubelet reached a listening agent shows in the first bytes: the
     // agent's HTTP/2 server speaks first (its SETTINGS frame) as soon as the
     // forwarded connection is accepted, so waiting for them costs no extra
     // round trip. A closed stream means nothing listens (the error channel
-    // says why); a small buffer keeps bulk reads bypassing it.
+    // says why); a small buffer keeps bulk reads bypassing it. Over TLS 1.3
+    // the agent checks the client certificate after the client's last
+    // handshake message, so its refusal (an alert) shows here too.
     let mut stream = BufReader::with_capacity(64, stream);
     let first = tokio::time::timeout(CONNECT_TIMEOUT, stream.fill_buf()).await;
     let failed = match first {
         Ok(Ok(b)) if !b.is_empty() => None,
+        Ok(Err(e)) if let Some(alert) = alert(&e) => {
+            return Err(TransportError::CertificateRefused {
+                ns: ns.to_owned(),
+                pod: pod.to_owned(),
+                reason: alert,
+            });
+        }
         Ok(Ok(_)) => Some("the connection was closed".to_owned()),
         Ok(Err(e)) => Some(e.to_string()),
         Err(_) => Some(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())),
@@ -295,7 +487,15 @@ pub async fn portforward(
             pod: pod.to_owned(),
             source,
         })?;
-    Ok(InterceptedService::new(channel, bearer))
+    Ok(InterceptedService::new(channel, auth.bearer))
+}
+
+/// The TLS alert the agent sent, if that is what ended the read.
+fn alert(e: &std::io::Error) -> Option<String> {
+    match e.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(a) => Some(format!("TLS alert {a:?}")),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -313,7 +513,7 @@ mod tests {
         let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
             .unwrap();
-        let b = Credentials::new(&config).bearer().await.unwrap();
+        let b = Credentials::new(&config).agent_auth().await.unwrap().bearer;
         b.0.map(|v| v.to_str().unwrap().to_owned())
     }
 

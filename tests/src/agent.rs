@@ -306,7 +306,12 @@ impl Agent {
             cmd.arg("--cri-endpoint").arg(ep);
         }
         if let Some(port) = self.tcp {
-            cmd.arg("--listen").arg(format!("tcp://127.0.0.1:{port}"));
+            // As the manifest has it: the TLS port, for client
+            // certificates, is the next one.
+            cmd.arg("--listen")
+                .arg(format!("tcp://127.0.0.1:{port}"))
+                .arg("--listen")
+                .arg(format!("tls://127.0.0.1:{}", port + 1));
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         self.child = Some(cmd.spawn().expect("spawn kubectl-ns-agent"));

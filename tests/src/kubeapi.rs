@@ -66,6 +66,26 @@ struct State {
     reviews: Vec<Value>,
 }
 
+/// Where the API server publishes its client CA.
+pub const CLIENT_CA_PATH: &str =
+    "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication";
+
+/// A CA for client certificates, and its certificate in PEM.
+pub fn client_ca() -> (rcgen::Issuer<'static, rcgen::KeyPair>, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "kubernetes-client-ca");
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let pem = params.self_signed(&key).expect("CA").pem();
+    (rcgen::Issuer::new(params, key), pem)
+}
+
 /// A user's default token in the kubeconfig, and its user.
 pub const USER_TOKEN: &str = "fake-token";
 pub const USER: &str = "tester";
@@ -170,6 +190,8 @@ pub struct FakeApi {
     pub kubeconfig: PathBuf,
     state: Arc<Mutex<State>>,
     forbid_portforward: Arc<AtomicBool>,
+    /// Signs client certificates, as the cluster's client CA does.
+    client_ca: rcgen::Issuer<'static, rcgen::KeyPair>,
     /// Serves the connections; dropping it stops the server.
     _rt: tokio::runtime::Runtime,
     _dir: tempfile::TempDir,
@@ -1063,6 +1085,17 @@ impl FakeApi {
             grants: vec![Grant::new(USER, "*", "*", "*")],
             ..Default::default()
         }));
+        // As the API server publishes it at start: the CA that signs the
+        // client certificates it accepts, for extension servers to use.
+        let (client_ca, client_ca_pem) = client_ca();
+        state.lock().expect("state").objects.insert(
+            CLIENT_CA_PATH.to_owned(),
+            json!({
+                "kind": "ConfigMap", "apiVersion": "v1",
+                "metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system", "resourceVersion": "1"},
+                "data": {"client-ca-file": client_ca_pem},
+            }),
+        );
         let forbid = Arc::new(AtomicBool::new(false));
         let (st, fb) = (state.clone(), forbid.clone());
         rt.spawn(async move {
@@ -1102,6 +1135,7 @@ impl FakeApi {
             kubeconfig,
             state,
             forbid_portforward: forbid,
+            client_ca,
             _rt: rt,
             _dir: dir,
         }
@@ -1115,6 +1149,43 @@ impl FakeApi {
             json!({"username": user, "uid": format!("{user}-uid"), "groups": groups,
                    "extra": {"authentication.kubernetes.io/credential-id": [format!("JTI={token}")]}}),
         );
+    }
+
+    /// A kubeconfig whose user holds a client certificate the cluster's
+    /// client CA signed: CN `user`, O `group` (as `kubeadm` makes them;
+    /// rcgen writes one O at most), and no token.
+    pub fn kubeconfig_with_cert(&self, user: &str, group: Option<&str>) -> PathBuf {
+        self.kubeconfig_signed_by(&self.client_ca, user, group)
+    }
+
+    /// [`FakeApi::kubeconfig_with_cert`], signed by `ca` instead.
+    pub fn kubeconfig_signed_by(
+        &self,
+        ca: &rcgen::Issuer<'_, rcgen::KeyPair>,
+        user: &str,
+        group: Option<&str>,
+    ) -> PathBuf {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::CommonName, user);
+        if let Some(g) = group {
+            params.distinguished_name.push(rcgen::DnType::OrganizationName, g);
+        }
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, ca).expect("sign");
+        let b64 = |t: String| base64::engine::general_purpose::STANDARD.encode(t);
+        self.kubeconfig_for(&format!(
+            "client-certificate-data: {}\n    client-key-data: {}",
+            b64(cert.pem()),
+            b64(key.serialize_pem())
+        ))
+    }
+
+    /// Removes the client CA, as on a cluster whose API server takes no
+    /// client certificates.
+    pub fn remove_client_ca(&self) {
+        self.state.lock().expect("state").objects.remove(CLIENT_CA_PATH);
     }
 
     /// Replaces every grant (the default: [`USER`] may do anything).

@@ -426,3 +426,112 @@ fn insecure_skip_authz_lets_anyone_in_and_says_so_everywhere() {
         .collect();
     assert_eq!(file, audit);
 }
+
+#[test]
+fn a_client_certificate_the_cluster_signed_names_the_user_for_the_same_checks() {
+    require_root();
+    let c = cluster("authz-cert", 8310);
+    c.api.set_grants(vec![
+        Grant::new("group:devs", "create", "", "pods/exec")
+            .in_namespace("default")
+            .named(&c.pod),
+    ]);
+    // No token in this kubeconfig: the plugin presents the certificate in
+    // a TLS handshake inside the port-forward, on the agent's TLS port.
+    let carol = c.api.kubeconfig_with_cert("carol", Some("devs"));
+    let o = as_user(&c, &carol, &["exec", &c.pod, "-m", "--", "echo", "hi"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "hi\n");
+
+    // The agent asked about the user the certificate names, as the API
+    // server's x509 authenticator reads it, and asked no TokenReview.
+    let reviews = c.api.reviews();
+    assert!(reviews.iter().all(|r| r["kind"] != "TokenReview"), "{reviews:#?}");
+    let sar = reviews
+        .iter()
+        .find(|r| r["kind"] == "SubjectAccessReview")
+        .expect("a SubjectAccessReview");
+    assert_eq!(sar["spec"]["user"], "carol");
+    assert_eq!(
+        sar["spec"]["groups"],
+        serde_json::json!(["devs", "system:authenticated"])
+    );
+    let credential = sar["spec"]["extra"]["authentication.kubernetes.io/credential-id"][0]
+        .as_str()
+        .unwrap();
+    assert!(credential.starts_with("X509SHA256="), "{credential}");
+
+    kns_tests::wait_until(std::time::Duration::from_secs(5), || {
+        !events(&c.agent.audit(), "end").is_empty()
+    });
+    let audit = c.agent.audit();
+    let start = events(&audit, "start");
+    assert_eq!(start[0]["user"]["username"], "carol");
+    assert_eq!(start[0]["auth"], "x509");
+
+    // A certificate user without the right is refused by name, as a token
+    // user is.
+    let dave = c.api.kubeconfig_with_cert("dave", None);
+    let o = as_user(&c, &dave, &["exec", &c.pod, "-m", "--", "true"]);
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("dave may not create pods/exec on pod default/{}", c.pod)),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_certificate_from_another_ca_is_refused_and_audited() {
+    require_root();
+    let c = cluster("authz-cert-ca", 8311);
+    // Same subject as the cluster's CA, another key: only the signature
+    // tells them apart.
+    let (other_ca, _) = kns_tests::kubeapi::client_ca();
+    let mallory = c
+        .api
+        .kubeconfig_signed_by(&other_ca, "admin", Some("system:masters"));
+    let o = as_user(&c, &mallory, &["exec", &c.pod, "-n", "--", "true"]);
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("the client certificate is not one the cluster's client CA signed")
+            && err.contains("client-ca-file"),
+        "{err}"
+    );
+    assert!(
+        c.api.reviews().iter().all(|r| r["kind"] != "SubjectAccessReview"),
+        "nothing was asked about a user nobody vouched for"
+    );
+    let audit = c.agent.audit();
+    assert!(events(&audit, "start").is_empty(), "nothing ran: {audit:#?}");
+    let denied = events(&audit, "denied");
+    assert_eq!(denied.len(), 1, "{audit:#?}");
+    assert!(denied[0].get("user").is_none(), "{audit:#?}");
+    assert!(
+        denied[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not one the cluster's client CA signed"),
+        "{audit:#?}"
+    );
+}
+
+#[test]
+fn without_the_clusters_client_ca_certificate_users_are_told_why() {
+    require_root();
+    let c = cluster("authz-cert-noca", 8312);
+    c.api.remove_client_ca();
+    let carol = c.api.kubeconfig_with_cert("carol", Some("devs"));
+    let o = as_user(&c, &carol, &["exec", &c.pod, "-n", "--", "true"]);
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("the agent cannot check client certificates")
+            && err.contains("extension-apiserver-authentication")
+            && err.contains("Hint: kubectl-ns sends the agent your kubeconfig user's bearer token"),
+        "{err}"
+    );
+    let denied = events(&c.agent.audit(), "denied").len();
+    assert_eq!(denied, 1, "{:#?}", c.agent.audit());
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::Resource;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
 use serde::Serialize;
@@ -319,6 +319,7 @@ pub async fn install(args: InstallArgs) -> Result<u8, Failure> {
             Object::ClusterRole(cr) => apply(Api::<ClusterRole>::all(c.clone()), cr).await?,
             Object::ClusterRoleBinding(b) => apply(Api::<ClusterRoleBinding>::all(c.clone()), b).await?,
             Object::Role(role) => apply(namespaced::<Role>(c, role), role).await?,
+            Object::RoleBinding(b) => apply(namespaced::<RoleBinding>(c, b), b).await?,
             Object::DaemonSet(d) => {
                 apply(namespaced::<DaemonSet>(c, d), d).await?;
                 daemonset = d.metadata.name.clone();
@@ -387,6 +388,10 @@ pub async fn uninstall(args: UninstallArgs) -> Result<u8, Failure> {
         let what = match o {
             Object::DaemonSet(_) => gone(delete(Api::<DaemonSet>::namespaced(c.clone(), ns), short).await?),
             Object::Role(_) => gone(delete(Api::<Role>::namespaced(c.clone(), ns), short).await?),
+            Object::RoleBinding(b) => {
+                let in_ns = b.metadata.namespace.as_deref().unwrap_or(ns);
+                gone(delete(Api::<RoleBinding>::namespaced(c.clone(), in_ns), short).await?)
+            }
             Object::ClusterRole(_) => gone(delete(Api::<ClusterRole>::all(c.clone()), short).await?),
             Object::ClusterRoleBinding(_) => {
                 gone(delete(Api::<ClusterRoleBinding>::all(c.clone()), short).await?)
