@@ -6,7 +6,11 @@ FROM rust:1-bookworm AS build
 ARG TARGET=x86_64-unknown-linux-gnu
 WORKDIR /src
 COPY . .
-RUN RUSTFLAGS="-C target-feature=+crt-static" \
+# libseccomp, linked statically: the agent compiles containers' seccomp
+# profiles for -m tools with it.
+RUN apt-get update && apt-get install -y --no-install-recommends libseccomp-dev
+RUN LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH="/usr/lib/${TARGET%%-unknown-*}-linux-gnu" \
+    RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --release --locked -p kns-agent --target "$TARGET" \
  && strip -o /kubectl-ns-agent "target/$TARGET/release/kubectl-ns-agent"
 

@@ -117,9 +117,8 @@ pub fn pod_from_labels(labels: &HashMap<String, String>) -> Option<PodRef> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub creds: Creds,
-    /// The spec has a seccomp profile, which the agent does not apply: it
-    /// would need an OCI-to-BPF compiler (libseccomp) in a static binary.
-    pub seccomp: bool,
+    /// The spec's seccomp profile (OCI `linux.seccomp`), if it has one.
+    pub seccomp: Option<serde_json::Value>,
 }
 
 /// A running container as the runtime lists it, with the pod it belongs to.
@@ -481,7 +480,8 @@ pub fn identity_from_info(info: &HashMap<String, String>) -> Option<Identity> {
         seccomp: spec
             .get("linux")
             .and_then(|l| l.get("seccomp"))
-            .is_some_and(|s| !s.is_null()),
+            .filter(|s| !s.is_null())
+            .cloned(),
     })
 }
 
@@ -650,7 +650,7 @@ mod tests {
                     },
                     no_new_privs: true,
                 },
-                seccomp: true,
+                seccomp: Some(serde_json::json!({"defaultAction":"SCMP_ACT_ERRNO","syscalls":[]})),
             }
         );
     }
@@ -672,7 +672,7 @@ mod tests {
         let got = identity_from_info(&info(&[("info", doc)])).unwrap();
         assert_eq!(got.creds.caps.bounding, 1);
         assert_eq!(got.creds.caps.effective, 0);
-        assert!(!got.creds.no_new_privs && !got.seccomp);
+        assert!(!got.creds.no_new_privs && got.seccomp.is_none());
     }
 
     #[test]

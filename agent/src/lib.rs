@@ -17,6 +17,7 @@ pub mod policy;
 pub mod procfs;
 pub mod pty;
 pub mod resolve;
+pub mod seccomp;
 pub mod server;
 pub mod service;
 pub mod session;

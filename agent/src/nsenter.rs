@@ -36,6 +36,10 @@ pub enum NsenterError {
     Unsupported { kinds: NsSet },
     #[error(transparent)]
     Proc(#[from] procfs::ProcError),
+    /// The container's seccomp profile cannot be applied: the tool does
+    /// not run without it.
+    #[error("{0}; the tool is not run without it (--privileged runs it as node root instead)")]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("cannot open {what} of process {pid}: {source}")]
     Open {
         what: String,
@@ -102,6 +106,10 @@ fn stage_message(stage: Stage, errno: i32, ns: &NsSet, pid: i32) -> String {
             "cannot give the tool the identity of the container of process {pid} (uid, groups, capabilities): \
              {err} (the agent needs CAP_SETUID, CAP_SETGID and CAP_SETPCAP for it; --privileged runs the tool \
              as node root instead)"
+        ),
+        Stage::Seccomp => format!(
+            "cannot load the seccomp profile of the container of process {pid} for the tool: {err} \
+             (--privileged runs the tool as node root instead)"
         ),
         Stage::Workdir => format!("cannot change to the working directory: {err}"),
         Stage::Session | Stage::Stdio => format!("cannot set up the tool's terminal or stdio: {err}"),
@@ -269,11 +277,6 @@ impl std::fmt::Display for RunsAs {
         }
     }
 }
-
-/// Told when the container's spec has a seccomp profile: the tool gets the
-/// rest of its identity, not that.
-const SECCOMP_NOT_APPLIED: &str = "the container's seccomp profile is not applied to the tool (kubectl-ns cannot \
-     compile OCI seccomp profiles); it runs with the container's uid, groups, capabilities and no_new_privs";
 
 /// The identity for a tool run from the target's own filesystem (`-m` on
 /// a mount namespace that is not the node's): the container's, unless
@@ -541,9 +544,11 @@ pub fn spawn(
         notices.push(PROC_MISMATCH.to_owned());
     }
     let identity = container_creds(target, req, set, node)?;
-    if identity.is_some_and(|i| i.seccomp) {
-        notices.push(SECCOMP_NOT_APPLIED.to_owned());
-    }
+    // Compiled here, before the fork; the child only loads it.
+    let seccomp = identity
+        .and_then(|i| i.seccomp.as_ref())
+        .map(crate::seccomp::compile)
+        .transpose()?;
     let mount_proc = req.mount_proc && set.contains(NsKind::Pid) && !with_mnt;
     // Mounting proc needs the agent's privileges, which joining the target's
     // user namespace gives up; so the user namespace then comes after.
@@ -667,6 +672,7 @@ pub fn spawn(
         // may hold, they may open its /proc/PID/exe (see exec_sealed_copy).
         exec_copy: runs_as != RunsAs::NodeRoot,
         creds,
+        seccomp,
         root,
         cwd,
         mount_proc,

@@ -107,7 +107,8 @@ impl From<AgentError> for Status {
                 }
                 NsenterError::Unsupported { .. }
                 | NsenterError::NoIdentity { .. }
-                | NsenterError::IdentityNeedsUserNs { .. } => tonic::Code::FailedPrecondition,
+                | NsenterError::IdentityNeedsUserNs { .. }
+                | NsenterError::Seccomp(_) => tonic::Code::FailedPrecondition,
                 NsenterError::Proc(p) => proc_code(p),
                 NsenterError::Open { source, .. } | NsenterError::Setup { source, .. } => io_code(source),
                 NsenterError::Child { errno, .. } => io_code(&std::io::Error::from_raw_os_error(*errno)),

@@ -128,13 +128,15 @@ pub enum Stage {
     Exec = 11,
     Ids = 12,
     Creds = 13,
+    Seccomp = 14,
 }
 
 impl Stage {
     fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
         [
-            NodeJoin, Setns, SetnsUser, Root, Cwd, Fork, MountProc, Workdir, Session, Stdio, Exec, Ids, Creds,
+            NodeJoin, Setns, SetnsUser, Root, Cwd, Fork, MountProc, Workdir, Session, Stdio, Exec, Ids,
+            Creds, Seccomp,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -249,6 +251,8 @@ pub struct ChildPlan {
     /// Run the tool with this identity instead of the agent's (or root's
     /// of the target's user namespace).
     pub creds: Option<Creds>,
+    /// The container's seccomp filter, loaded with its identity.
+    pub seccomp: Option<crate::seccomp::Filter>,
     /// Execute a sealed memfd copy of the tool instead of its file; see
     /// [`exec_sealed_copy`].
     pub exec_copy: bool,
@@ -589,6 +593,16 @@ unsafe fn tool_child(
         {
             fail(report_fd, Stage::SetnsUser, e);
         }
+        // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which
+        // the identity change may give up: then it is loaded first, and the
+        // calls that change the identity must pass it (runc's order; a
+        // runtime's default profile allows them).
+        let nnp = plan.creds.as_ref().is_some_and(|c| c.no_new_privs);
+        if let Some(f) = plan.seccomp.as_ref().filter(|_| !nnp)
+            && let Err(e) = load_seccomp(f)
+        {
+            fail(report_fd, Stage::Seccomp, e);
+        }
         if let Some(creds) = &plan.creds {
             if let Err(e) = take_creds(creds) {
                 fail(report_fd, Stage::Creds, e);
@@ -664,10 +678,15 @@ unsafe fn tool_child(
         }
         // Last, as runc does: it only restricts what exec may grant, and
         // the calls above need no privileges it would take away.
-        if plan.creds.as_ref().is_some_and(|c| c.no_new_privs)
-            && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0
-        {
+        if nnp && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
             fail(report_fd, Stage::Creds, errno());
+        }
+        // With no_new_privs it needs no privilege: as late as can be, so it
+        // filters the tool and nothing of the setup.
+        if let Some(f) = plan.seccomp.as_ref().filter(|_| nnp)
+            && let Err(e) = load_seccomp(f)
+        {
+            fail(report_fd, Stage::Seccomp, e);
         }
         // As execvp(3): EACCES anywhere wins over ENOENT.
         let mut err = libc::ENOENT;
@@ -687,6 +706,40 @@ unsafe fn tool_child(
         }
         fail(report_fd, Stage::Exec, err)
     }
+}
+
+/// linux/filter.h's `struct sock_fprog`, which seccomp(2) takes.
+#[repr(C)]
+struct SockFprog {
+    len: u16,
+    filter: *const u8,
+}
+
+/// Loads the container's seccomp filter into this process (and the tool it
+/// becomes).
+///
+/// SAFETY (for callers): async-signal-safe: one system call on `f`'s
+/// program, which was compiled before the fork.
+unsafe fn load_seccomp(f: &crate::seccomp::Filter) -> Result<(), i32> {
+    const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
+    let Ok(len) = u16::try_from(f.program.len() / 8) else {
+        return Err(libc::E2BIG);
+    };
+    let prog = SockFprog {
+        len,
+        filter: f.program.as_ptr(),
+    };
+    // SAFETY: `prog` points at `len` whole sock_filter instructions in
+    // `f.program`, alive for the call; the kernel copies them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_SET_MODE_FILTER,
+            libc::c_ulong::from(f.flags),
+            &prog as *const SockFprog,
+        )
+    };
+    if rc < 0 { Err(errno()) } else { Ok(()) }
 }
 
 /// linux/capability.h: the capset(2) header and one of its two data words.

@@ -15,8 +15,9 @@ use kns_proto::cri::{
     Capability, ContainerConfig, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest,
     ImageSpec, Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerSecurityContext,
     LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest,
+    PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, SecurityProfile,
     StartContainerRequest, StopContainerRequest, StopPodSandboxRequest, VersionRequest,
+    security_profile::ProfileType,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -53,6 +54,8 @@ pub struct PodSpec {
     /// allowPrivilegeEscalation: false.
     pub no_new_privs: bool,
     pub privileged: bool,
+    /// seccompProfile: RuntimeDefault (the runtime's default profile).
+    pub seccomp_default: bool,
 }
 
 /// The labels the kubelet puts on a pod's sandbox and containers, by which
@@ -379,6 +382,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                                 supplemental_groups: spec.supplemental_groups.clone(),
                                 no_new_privs: spec.no_new_privs,
                                 readonly_rootfs: spec.readonly_rootfs,
+                                // Absent is Unconfined, as the kubelet
+                                // sends it for a pod that names none.
+                                seccomp: spec.seccomp_default.then(|| SecurityProfile {
+                                    profile_type: ProfileType::RuntimeDefault.into(),
+                                    localhost_ref: String::new(),
+                                }),
                             }),
                         }),
                         ..Default::default()

@@ -157,6 +157,14 @@ pub fn pod_spec(name: &str, pod: &k8s::PodSpec, container: &str) -> anyhow::Resu
         bail!("runAsNonRoot and seLinuxOptions are not reproduced by the lab");
     }
     let psc = pod.security_context.clone().unwrap_or_default();
+    // The container's seccompProfile wins over the pod's; none is
+    // Unconfined (the kubelet sends no profile).
+    let seccomp_default = match sc.seccomp_profile.as_ref().or(psc.seccomp_profile.as_ref()) {
+        None => false,
+        Some(p) if p.type_ == "Unconfined" => false,
+        Some(p) if p.type_ == "RuntimeDefault" => true,
+        Some(p) => bail!("seccompProfile type {} is not reproduced by the lab", p.type_),
+    };
     let caps = sc.capabilities.unwrap_or_default();
     Ok(PodSpec {
         name: name.to_owned(),
@@ -178,6 +186,7 @@ pub fn pod_spec(name: &str, pod: &k8s::PodSpec, container: &str) -> anyhow::Resu
         // As the kubelet maps allowPrivilegeEscalation.
         no_new_privs: sc.allow_privilege_escalation == Some(false),
         privileged: sc.privileged == Some(true),
+        seccomp_default,
     })
 }
 

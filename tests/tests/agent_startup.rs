@@ -33,7 +33,9 @@ fn bad_listen_address_is_a_usage_error() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("expected unix:///PATH or tcp://IP:PORT"));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("expected unix:///PATH, tcp://IP:PORT or tls://IP:PORT")
+    );
 }
 
 #[test]

@@ -215,6 +215,72 @@ fn a_tool_run_as_the_container_is_in_all_of_its_namespaces() {
     assert!(stderr(&o).contains("also entered"), "{}", stderr(&o));
 }
 
+#[test]
+fn the_tool_is_under_the_containers_seccomp_profile() {
+    require_root();
+    let lab = Lab::shared();
+    // The runtime's default profile, as `seccompProfile: RuntimeDefault`
+    // asks: once for a restricted container (no_new_privs: the filter is
+    // loaded last), once for a root one without it (loaded while the
+    // agent still holds CAP_SYS_ADMIN, before the identity change).
+    let restricted = lab
+        .run_pod(&PodSpec {
+            name: "seccomp-nnp".into(),
+            command: vec!["/bin/sleep".into(), "100000".into()],
+            run_as_user: Some(1000),
+            run_as_group: Some(1000),
+            caps_drop: vec!["ALL".into()],
+            no_new_privs: true,
+            seccomp_default: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let root = lab
+        .run_pod(&PodSpec {
+            name: "seccomp-root".into(),
+            command: vec!["/bin/sleep".into(), "100000".into()],
+            seccomp_default: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let agent = Agent::start(Some(lab.socket.to_str().unwrap()));
+    for pod in [&restricted, &root] {
+        let cpid = lab.container_pid(&pod.container_id).unwrap();
+        let container = std::fs::read_to_string(format!("/proc/{cpid}/status")).unwrap();
+        assert_eq!(field(&container, "Seccomp"), "Seccomp: 2", "{container}");
+        let target = format!("container/{}", pod.container_id);
+        let o = exec(&agent.addr(), &target, &["-m"], &["cat", "/proc/self/status"]);
+        assert!(o.status.success(), "{}\n{}", stderr(&o), agent.logs());
+        let names = ["Seccomp", "Seccomp_filters", "NoNewPrivs", "CapEff"];
+        assert_eq!(
+            status_fields(&stdout(&o), &names),
+            status_fields(&container, &names),
+            "{}",
+            stdout(&o)
+        );
+        // And it is the profile's rules, not just a filter: the default
+        // profile refuses new user namespaces without CAP_SYS_ADMIN, which
+        // this kernel gives any user otherwise.
+        let o = exec(
+            &agent.addr(),
+            &target,
+            &["-m"],
+            &["busybox", "unshare", "-U", "true"],
+        );
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("Operation not permitted"), "{}", stderr(&o));
+    }
+    // The same call with the same identity, without the profile, works: it
+    // is the filter that refuses it.
+    let o = exec(
+        &agent.addr(),
+        &format!("container/{}", root.container_id),
+        &["-m", "--privileged"],
+        &["busybox", "unshare", "-U", "true"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 /// The PID of the running tool `argv`, once it has started.
 fn started(argv: &[&str], agent: &Agent) -> i32 {
     let mut tool = None;
