@@ -34,8 +34,18 @@ pub enum Command {
     ///   shared memory, semaphores                  -i (ipc)
     ///   permission denied on a host path           `kubectl ns ls` (user maps)
     ///
+    /// Where the tool comes from:
+    ///   the node's filesystem                      (default; --tools node)
+    ///   the container's image, run as the container  -m
+    ///   the agent's image (the toolbox variant has   --tools agent
+    ///     busybox, ip, ss, ps, top, tcpdump, strace, dig): for nodes
+    ///     without tools (Talos, Bottlerocket, Flatcar, COS)
+    /// -m and --tools agent exclude each other (each is a mount namespace
+    /// the tool comes from); with --tools agent, -a enters every other kind.
+    ///
     /// Examples:
     ///   kubectl ns exec web-1 -n -- ss -lntp
+    ///   kubectl ns exec web-1 -n --tools agent -- tcpdump -i eth0 -c 10
     ///   kubectl ns exec prod/web-1 -c app -p -- ps -ef
     ///   kubectl ns exec node/worker-3 -a -t -- bash
     ///   kubectl ns exec --agent unix:///run/kubectl-ns/agent.sock pid/1234 -n -- ip addr
@@ -130,6 +140,16 @@ pub struct InstallArgs {
 pub struct UninstallArgs {
     #[command(flatten)]
     pub kube: KubeArgs,
+}
+
+/// Where `exec`'s tool comes from (besides -m, the target's image).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Tools {
+    /// The node's filesystem.
+    #[default]
+    Node,
+    /// The agent's own image.
+    Agent,
 }
 
 /// `exec -l -o`'s formats.
@@ -281,6 +301,12 @@ pub struct ExecArgs {
     /// it. Only for images you trust: a trojaned binary becomes node root.
     #[arg(long)]
     pub privileged: bool,
+    /// Where the tool comes from: `node` (its filesystem), or `agent` (the
+    /// agent's image: deploy the toolbox variant for busybox, ip, ss, ps,
+    /// tcpdump, strace, dig). Runs as node root either way. Not with -m,
+    /// which runs the container image's own binary.
+    #[arg(long, value_enum, value_name = "SOURCE", default_value_t)]
+    pub tools: Tools,
     /// The command and its arguments, after --.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
