@@ -35,13 +35,14 @@ pub enum Command {
     ///   permission denied on a host path           `kubectl ns ls` (user maps)
     ///
     /// Where the tool comes from:
-    ///   the node's filesystem                      (default; --tools node)
-    ///   the container's image, run as the container  -m
-    ///   the agent's image (the toolbox variant has   --tools agent
-    ///     busybox, ip, ss, ps, top, tcpdump, strace, dig): for nodes
-    ///     without tools (Talos, Bottlerocket, Flatcar, COS)
-    /// -m and --tools agent exclude each other (each is a mount namespace
-    /// the tool comes from); with --tools agent, -a enters every other kind.
+    ///   the node's filesystem (default)            --tools node
+    ///   the container's image, as the container    -m
+    ///   the agent's image                          --tools agent
+    ///     (its toolbox variant has busybox, ip, ss, ps, top, tcpdump,
+    ///     strace and dig, for nodes without tools: Talos, Bottlerocket)
+    /// -m and --tools agent exclude each other (each names the mount
+    /// namespace the tool comes from); -a --tools agent enters every
+    /// other kind.
     ///
     /// Examples:
     ///   kubectl ns exec web-1 -n -- ss -lntp
@@ -78,8 +79,10 @@ pub enum Command {
     /// Install the agent DaemonSet (embedded manifests, server-side apply)
     /// and wait for it on every node.
     ///
-    /// Example:
+    /// Examples:
     ///   kubectl ns install --image registry.example/kubectl-ns-agent:0.1.0
+    ///   # the toolbox variant (scripts/image --toolbox), for `exec --tools agent`:
+    ///   kubectl ns install --image registry.example/kubectl-ns-agent:0.1.0-toolbox
     #[command(verbatim_doc_comment)]
     Install(InstallArgs),
     /// Remove everything `install` created.
