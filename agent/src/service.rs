@@ -778,11 +778,15 @@ mod tests {
             argv in proptest::collection::vec("\\PC{0,8}|\\x00", 0..4),
             workdir in "\\PC{0,8}",
             tty: bool, stdin: bool, all: bool,
+            tools in -1i32..3,
         ) {
-            let start = ExecStart { target, namespaces, argv, workdir, tty, stdin, all, ..Default::default() };
+            let start = ExecStart { target, namespaces, argv, workdir, tty, stdin, all, tools, ..Default::default() };
             match validate(start) {
                 Ok((target, req)) => {
                     proptest::prop_assert!(!req.namespaces.is_empty());
+                    proptest::prop_assert!(
+                        req.tools != nsenter::ToolSource::Agent || !req.namespaces.contains(NsKind::Mnt)
+                    );
                     proptest::prop_assert!(!req.argv[0].is_empty());
                     proptest::prop_assert!(req.argv.iter().all(|a| !a.contains('\0')));
                     if let Target::Container(id) = target {
