@@ -78,6 +78,10 @@ pub struct Record {
     /// `--privileged`: a `-m` tool ran as node root rather than with the
     /// container's identity.
     pub privileged: bool,
+    /// Where the tool's binary came from: `node`, `target` (-m) or `agent`
+    /// (the agent's image, --tools agent); exec only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<&'static str>,
     /// Who the tool ran as: node root, root in the target's user
     /// namespace, or the container's own identity.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -121,6 +125,7 @@ impl Record {
             argv: Vec::new(),
             tty: false,
             privileged: false,
+            tools: None,
             runs_as: None,
             env: Vec::new(),
             start_time: None,

@@ -18,6 +18,8 @@ use crate::resolve::Pinned;
 use crate::spawner::Spawner;
 use crate::sys::{self, ChildPlan, Creds, Join, NsFile, SpawnOutcome, Stage};
 
+pub use kns_proto::agent::ToolSource;
+
 /// PATH for tools when the caller sets none: the usual system directories.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -32,6 +34,11 @@ pub enum NsenterError {
     NoNamespace,
     #[error("the command or environment contains a NUL byte")]
     Nul,
+    #[error(
+        "the agent's tools (--tools agent) run in the agent's own mount namespace, and the mount namespace (-m) \
+         makes the tool the container image's own binary: pick one"
+    )]
+    AgentToolsWithMnt,
     #[error("this kernel has no {kinds} namespaces: drop the flag for them (-a enters the kinds that exist)")]
     Unsupported { kinds: NsSet },
     #[error(transparent)]
@@ -96,7 +103,8 @@ fn stage_message(stage: Stage, errno: i32, ns: &NsSet, pid: i32) -> String {
         Stage::Cwd => format!("cannot enter the working directory of process {pid}: {err}"),
         Stage::Fork => format!("cannot fork inside the target's namespaces: {err}"),
         Stage::MountProc => format!(
-            "cannot mount a private /proc for the target's PID namespace: {err} (use --no-mount-proc to keep the node's /proc)"
+            "cannot give the tool a private mount namespace, or a /proc for the target's PID namespace there: \
+             {err} (without --tools agent, --no-mount-proc keeps the node's /proc)"
         ),
         Stage::Ids => format!(
             "cannot become root in the user namespace of process {pid}: {err} (does its uid/gid map \
@@ -133,6 +141,21 @@ pub struct Request {
     /// With -m, run the target's binary as node root rather than with the
     /// container's identity.
     pub privileged: bool,
+    /// Where the binary comes from: the node's filesystem (the target's
+    /// with -m) or the agent's own image.
+    pub tools: ToolSource,
+}
+
+impl Request {
+    /// Where the tool comes from, as the audit trail and the session's log
+    /// line name it: `node`, `target` (-m) or `agent`.
+    pub fn tool_source(&self) -> &'static str {
+        match self.tools {
+            ToolSource::Agent => "agent",
+            ToolSource::Node if self.namespaces.contains(NsKind::Mnt) => "target",
+            ToolSource::Node => "node",
+        }
+    }
 }
 
 /// The node reference process, whose namespaces are the node's: the tool
@@ -517,6 +540,10 @@ pub fn spawn(
     if req.namespaces.is_empty() {
         return Err(NsenterError::NoNamespace);
     }
+    let agent_tools = req.tools == ToolSource::Agent;
+    if agent_tools && req.namespaces.contains(NsKind::Mnt) {
+        return Err(NsenterError::AgentToolsWithMnt);
+    }
     let pid = target.resolved.pid;
     let mut notices = Vec::new();
     let mut present = NsSet::default();
@@ -529,8 +556,12 @@ pub fn spawn(
     notices.extend(skipped);
     notices.extend(as_the_container(pid, req, node, &mut set)?);
     // Every kind not chosen is the node's, also where the agent's own (its
-    // pod's) differs.
-    let node_set = node.differs.without(set);
+    // pod's) differs; but for the agent's tools the mount namespace stays
+    // the agent's, whose root filesystem is its image.
+    let mut node_set = node.differs.without(set);
+    if agent_tools {
+        node_set.remove(NsKind::Mnt);
+    }
     // setns(2) refuses to rejoin the caller's own user namespace (EINVAL);
     // being in it already is what was asked, so it is skipped.
     if set.contains(NsKind::User) && procfs::shares_ns_with_self(pid, NsKind::User)? {
@@ -676,6 +707,7 @@ pub fn spawn(
         root,
         cwd,
         mount_proc,
+        private_mounts: agent_tools,
         workdir,
         candidates,
         argv,
@@ -695,7 +727,14 @@ pub fn spawn(
             stage: Stage::Exec,
             errno,
         } => {
-            return Err(exec_error(&req.argv[0], errno, with_mnt));
+            let source = match req.tools {
+                ToolSource::Agent => Source::Agent,
+                ToolSource::Node if with_mnt => Source::Target,
+                ToolSource::Node => Source::Node {
+                    agent_has: agent_has(&req.argv[0], search_path),
+                },
+            };
+            return Err(exec_error(&req.argv[0], errno, source));
         }
         SpawnOutcome::Failed {
             stage: Stage::NodeJoin,
@@ -742,18 +781,69 @@ pub fn spawn(
     })
 }
 
-/// The user-facing message for a tool that could not be executed. With
-/// `-m` the tool comes from the container's image, which for distroless and
-/// scratch images rarely has it: say so and point at the node's tools.
-fn exec_error(tool: &str, errno: i32, with_mnt: bool) -> NsenterError {
+/// Where a tool that could not be executed was looked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The node's filesystem; `agent_has` tells whether the agent's own
+    /// image has the tool.
+    Node { agent_has: bool },
+    /// The target's (-m).
+    Target,
+    /// The agent's image (--tools agent).
+    Agent,
+}
+
+/// Whether the agent's own filesystem (the agent process's mount
+/// namespace, which in its pod is its image) has `argv0` as an executable
+/// file, searched as the tool would be.
+fn agent_has(argv0: &str, path: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    candidates(argv0, path)
+        .iter()
+        .filter_map(|c| std::fs::metadata(c).ok())
+        .any(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The toolbox image matching this agent, for hints.
+fn toolbox_image() -> String {
+    format!(
+        "{}:{}-toolbox",
+        kns_proto::AGENT_IMAGE_REPOSITORY,
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// The user-facing message for a tool that could not be executed, with
+/// where else to find it: with `-m` the tool comes from the container's
+/// image, which for distroless and scratch images rarely has it; minimal
+/// node OSes (Talos, Bottlerocket, Flatcar) ship few tools, which the
+/// toolbox agent image brings. Not found is 127, as in sh(1) and `kubectl
+/// exec`; found but not executable 126.
+fn exec_error(tool: &str, errno: i32, source: Source) -> NsenterError {
     let not_found = errno == libc::ENOENT || errno == libc::ENOTDIR;
     let code = if not_found { 127 } else { 126 };
-    let message = match (not_found, with_mnt) {
-        (true, true) => format!(
+    let message = match (not_found, source) {
+        (true, Source::Target) => format!(
             "{tool}: not found in the target's mount namespace: the container image has no such binary. \
-             Drop -m (--mount) to run the node's {tool} inside the other namespaces."
+             Drop -m (--mount) to run the node's {tool} inside the other namespaces, or use the agent's \
+             (--tools agent)."
         ),
-        (true, false) => format!("{tool}: command not found on the node (searched PATH)"),
+        (true, Source::Node { agent_has: true }) => format!(
+            "{tool}: command not found on the node (searched PATH).\nHint: this node's kubectl-ns agent image \
+             has {tool}: add --tools agent to run it from there."
+        ),
+        (true, Source::Node { agent_has: false }) => format!(
+            "{tool}: command not found on the node (searched PATH).\nHint: for nodes without tools, install the \
+             toolbox agent image (built by scripts/image --toolbox: kubectl ns install --image {}) and add \
+             --tools agent.",
+            toolbox_image()
+        ),
+        (true, Source::Agent) => format!(
+            "{tool}: command not found in the agent's image (searched PATH; --tools agent).\nHint: the toolbox \
+             agent image ({}) has busybox, ip, ss, ps, top, tcpdump, strace and dig; or drop --tools agent to run \
+             the node's {tool}.",
+            toolbox_image()
+        ),
         (false, _) => format!(
             "{tool}: cannot execute: {}",
             std::io::Error::from_raw_os_error(errno)
@@ -778,7 +868,7 @@ mod tests {
 
     #[test]
     fn exec_errors_map_to_shell_codes() {
-        match exec_error("ss", libc::ENOENT, true) {
+        match exec_error("ss", libc::ENOENT, Source::Target) {
             NsenterError::Exec { code: 127, message } => {
                 assert!(
                     message.contains("container image has no such binary"),
@@ -789,9 +879,29 @@ mod tests {
             e => panic!("{e:?}"),
         }
         assert!(matches!(
-            exec_error("x", libc::EACCES, false),
+            exec_error("x", libc::EACCES, Source::Node { agent_has: false }),
             NsenterError::Exec { code: 126, .. }
         ));
+    }
+
+    #[test]
+    fn a_tool_missing_on_the_node_points_at_the_agents_tools() {
+        let message = |source| match exec_error("tcpdump", libc::ENOENT, source) {
+            NsenterError::Exec { code: 127, message } => message,
+            e => panic!("{e:?}"),
+        };
+        let m = message(Source::Node { agent_has: false });
+        assert!(
+            m.contains("not found on the node") && m.contains("-toolbox") && m.contains("--tools agent"),
+            "{m}"
+        );
+        let m = message(Source::Node { agent_has: true });
+        assert!(m.contains("agent image has tcpdump: add --tools agent"), "{m}");
+        let m = message(Source::Agent);
+        assert!(
+            m.contains("not found in the agent's image") && m.contains("drop --tools agent"),
+            "{m}"
+        );
     }
 
     #[test]
@@ -833,6 +943,7 @@ mod tests {
             all: false,
             window: None,
             privileged: false,
+            tools: ToolSource::Node,
         };
         let spawner = Spawner::start().unwrap();
         let spawned = spawn(&pinned, &req, Node::probe(me).unwrap(), &spawner, None)
@@ -858,6 +969,7 @@ mod tests {
             all: false,
             window: None,
             privileged: false,
+            tools: ToolSource::Node,
         };
         let env = environment(&req);
         assert_eq!(env["PATH"], "/opt/bin");

@@ -102,9 +102,10 @@ impl From<AgentError> for Status {
                 ResolveError::Pidfd { source, .. } => io_code(source),
             },
             AgentError::Nsenter(n) => match n {
-                NsenterError::EmptyCommand | NsenterError::NoNamespace | NsenterError::Nul => {
-                    tonic::Code::InvalidArgument
-                }
+                NsenterError::EmptyCommand
+                | NsenterError::NoNamespace
+                | NsenterError::Nul
+                | NsenterError::AgentToolsWithMnt => tonic::Code::InvalidArgument,
                 NsenterError::Unsupported { .. }
                 | NsenterError::NoIdentity { .. }
                 | NsenterError::IdentityNeedsUserNs { .. }
@@ -253,6 +254,7 @@ impl AgentService {
                 r.env = req.env.keys().cloned().collect();
                 r.tty = req.tty;
                 r.privileged = req.privileged;
+                r.tools = Some(req.tool_source());
             }
             r.reason = Some(e.to_string());
             tracing::warn!(request = name, %target, user = r.user.as_ref().map(|u| u.username.as_str()), reason = ?e.to_string(), "denied");
@@ -272,7 +274,9 @@ impl AgentService {
             .map_err(|e| deny(Some((&who, method)), Some(&resolved), e.into()))?;
         // pods/exec is what `kubectl exec` needs: a session that runs as the
         // container (-m, its identity, all its namespaces). A node tool runs
-        // as node root wherever it looks, so it needs the node right too.
+        // as node root wherever it looks, so it needs the node right too;
+        // so does one from the agent's image (--tools agent, never with
+        // mnt), which runs as node root as well and sees the agent's mounts.
         if let (Subject::Pod { .. }, Some(req)) = (&subject, req)
             && (!req.namespaces.contains(NsKind::Mnt) || req.privileged)
         {
@@ -343,12 +347,17 @@ fn validate(start: ExecStart) -> Result<(Target, nsenter::Request), AgentError> 
         all: start.all,
         window,
         privileged: start.privileged,
+        tools: nsenter::ToolSource::try_from(start.tools)
+            .map_err(|_| AgentError::BadRequest(format!("unknown tool source {}", start.tools)))?,
     };
     if req.argv.first().is_none_or(|a| a.is_empty()) {
         return Err(NsenterError::EmptyCommand.into());
     }
     if req.namespaces.is_empty() {
         return Err(NsenterError::NoNamespace.into());
+    }
+    if req.tools == nsenter::ToolSource::Agent && req.namespaces.contains(NsKind::Mnt) {
+        return Err(NsenterError::AgentToolsWithMnt.into());
     }
     let strings = req
         .argv
@@ -473,12 +482,14 @@ impl Agent for AgentService {
         record.env = req.env.keys().cloned().collect();
         record.tty = req.tty;
         record.privileged = req.privileged;
+        record.tools = Some(req.tool_source());
         record.start_time = Some(record.time.clone());
         let spawned = match spawned {
             Ok(s) => s,
             Err(AgentError::Nsenter(NsenterError::Exec { code, message })) => {
                 tracing::info!(session = session_id, %target, pid = resolved.pid, namespaces = %req.namespaces,
-                    argv = ?req.argv, exit = code, error = ?message, "session could not start the tool");
+                    argv = ?req.argv, tools = req.tool_source(), exit = code, error = ?message,
+                    "session could not start the tool");
                 self.audit.emit(&record);
                 record.event = Event::End;
                 record.end_time = Some(audit::now());
@@ -499,6 +510,7 @@ impl Agent for AgentService {
                 pid: spawned.tool.pid,
                 target_pid: resolved.pid,
                 notices: spawned.notices.clone(),
+                tools: req.tools as i32,
             })),
         };
         let _ = tx.send(Ok(started)).await;
@@ -531,6 +543,7 @@ impl Agent for AgentService {
                 tool_pid,
                 namespaces = %req.namespaces,
                 argv = ?req.argv,
+                tools = req.tool_source(),
                 tty = req.tty,
                 runs_as,
                 end = ?s.end,
@@ -642,6 +655,30 @@ mod tests {
         assert_eq!(t, Target::Pid(1));
         assert!(r.namespaces.contains(NsKind::Net) && r.namespaces.contains(NsKind::Pid));
         assert!(r.mount_proc);
+        assert_eq!(r.tool_source(), "node");
+    }
+
+    #[test]
+    fn the_agents_tools_are_validated_and_named() {
+        let agent = |ns| ExecStart {
+            tools: nsenter::ToolSource::Agent as i32,
+            ..start(ns, &["ss"])
+        };
+        let (_, r) = validate(agent(vec![Pb::Net, Pb::Pid])).unwrap();
+        assert_eq!(r.tool_source(), "agent");
+        // The mount namespace is where the agent's tools come from.
+        let status: Status = validate(agent(vec![Pb::Net, Pb::Mnt])).unwrap_err().into();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("pick one"), "{status:?}");
+        let status: Status = validate(ExecStart {
+            tools: 9,
+            ..start(vec![Pb::Net], &["ss"])
+        })
+        .unwrap_err()
+        .into();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        let (_, r) = validate(start(vec![Pb::Mnt], &["ls"])).unwrap();
+        assert_eq!(r.tool_source(), "target");
     }
 
     #[test]
@@ -742,11 +779,15 @@ mod tests {
             argv in proptest::collection::vec("\\PC{0,8}|\\x00", 0..4),
             workdir in "\\PC{0,8}",
             tty: bool, stdin: bool, all: bool,
+            tools in -1i32..3,
         ) {
-            let start = ExecStart { target, namespaces, argv, workdir, tty, stdin, all, ..Default::default() };
+            let start = ExecStart { target, namespaces, argv, workdir, tty, stdin, all, tools, ..Default::default() };
             match validate(start) {
                 Ok((target, req)) => {
                     proptest::prop_assert!(!req.namespaces.is_empty());
+                    proptest::prop_assert!(
+                        req.tools != nsenter::ToolSource::Agent || !req.namespaces.contains(NsKind::Mnt)
+                    );
                     proptest::prop_assert!(!req.argv[0].is_empty());
                     proptest::prop_assert!(req.argv.iter().all(|a| !a.contains('\0')));
                     if let Target::Container(id) = target {

@@ -260,6 +260,10 @@ pub struct ChildPlan {
     pub root: Option<OwnedFd>,
     pub cwd: Option<OwnedFd>,
     pub mount_proc: bool,
+    /// Give the tool a private copy of its mount namespace: the agent's
+    /// own, for the agent's tools, whose mounts must not change what the
+    /// agent sees.
+    pub private_mounts: bool,
     pub workdir: Option<CString>,
     /// Full paths to try in order (PATH resolved before the fork).
     pub candidates: Vec<CString>,
@@ -566,27 +570,31 @@ unsafe fn tool_child(
         // Who the parent (the agent) is as seen from here, to tell later
         // whether it died before the death signal was armed.
         let parent = libc::getppid();
-        if plan.mount_proc {
-            // A private mount namespace, so the fresh proc never reaches the
-            // node's mount table (mount_namespaces(7)).
-            if libc::unshare(libc::CLONE_NEWNS) < 0
+        // A private mount namespace, so a fresh proc (or whatever the tool
+        // mounts) never reaches the node's or the agent's mount table
+        // (mount_namespaces(7)).
+        if (plan.mount_proc || plan.private_mounts)
+            && (libc::unshare(libc::CLONE_NEWNS) < 0
                 || libc::mount(
                     std::ptr::null(),
                     c"/".as_ptr(),
                     std::ptr::null(),
                     libc::MS_REC | libc::MS_PRIVATE,
                     std::ptr::null(),
-                ) < 0
-                || libc::mount(
-                    c"proc".as_ptr(),
-                    c"/proc".as_ptr(),
-                    c"proc".as_ptr(),
-                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                    std::ptr::null(),
-                ) < 0
-            {
-                fail(report_fd, Stage::MountProc, errno());
-            }
+                ) < 0)
+        {
+            fail(report_fd, Stage::MountProc, errno());
+        }
+        if plan.mount_proc
+            && libc::mount(
+                c"proc".as_ptr(),
+                c"/proc".as_ptr(),
+                c"proc".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                std::ptr::null(),
+            ) < 0
+        {
+            fail(report_fd, Stage::MountProc, errno());
         }
         if let Some(j) = &plan.late_user
             && let Err(e) = join(j)

@@ -34,8 +34,19 @@ pub enum Command {
     ///   shared memory, semaphores                  -i (ipc)
     ///   permission denied on a host path           `kubectl ns ls` (user maps)
     ///
+    /// Where the tool comes from:
+    ///   the node's filesystem (default)            --tools node
+    ///   the container's image, as the container    -m
+    ///   the agent's image                          --tools agent
+    ///     (its toolbox variant has busybox, ip, ss, ps, top, tcpdump,
+    ///     strace and dig, for nodes without tools: Talos, Bottlerocket)
+    /// -m and --tools agent exclude each other (each names the mount
+    /// namespace the tool comes from); -a --tools agent enters every
+    /// other kind.
+    ///
     /// Examples:
     ///   kubectl ns exec web-1 -n -- ss -lntp
+    ///   kubectl ns exec web-1 -n --tools agent -- tcpdump -i eth0 -c 10
     ///   kubectl ns exec prod/web-1 -c app -p -- ps -ef
     ///   kubectl ns exec node/worker-3 -a -t -- bash
     ///   kubectl ns exec --agent unix:///run/kubectl-ns/agent.sock pid/1234 -n -- ip addr
@@ -68,8 +79,10 @@ pub enum Command {
     /// Install the agent DaemonSet (embedded manifests, server-side apply)
     /// and wait for it on every node.
     ///
-    /// Example:
+    /// Examples:
     ///   kubectl ns install --image registry.example/kubectl-ns-agent:0.1.0
+    ///   # the toolbox variant (scripts/image --toolbox), for `exec --tools agent`:
+    ///   kubectl ns install --image registry.example/kubectl-ns-agent:0.1.0-toolbox
     #[command(verbatim_doc_comment)]
     Install(InstallArgs),
     /// Remove everything `install` created.
@@ -130,6 +143,16 @@ pub struct InstallArgs {
 pub struct UninstallArgs {
     #[command(flatten)]
     pub kube: KubeArgs,
+}
+
+/// Where `exec`'s tool comes from (besides -m, the target's image).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Tools {
+    /// The node's filesystem.
+    #[default]
+    Node,
+    /// The agent's own image.
+    Agent,
 }
 
 /// `exec -l -o`'s formats.
@@ -283,6 +306,12 @@ pub struct ExecArgs {
     /// it. Only for images you trust: a trojaned binary becomes node root.
     #[arg(long)]
     pub privileged: bool,
+    /// Where the tool comes from: `node` (its filesystem), or `agent` (the
+    /// agent's image: deploy the toolbox variant for busybox, ip, ss, ps,
+    /// tcpdump, strace, dig). Runs as node root either way. Not with -m,
+    /// which runs the container image's own binary.
+    #[arg(long, value_enum, value_name = "SOURCE", default_value_t)]
+    pub tools: Tools,
     /// The command and its arguments, after --.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,

@@ -5,7 +5,7 @@
 //! | 0–125 | the remote command's own exit code (`exec`) |
 //! | 1 | `audit`: a finding of a kind named in `--fail-on` exists |
 //! | 126 | the tool exists but cannot be executed |
-//! | 127 | the tool was not found (with `-m`: not in the container image) |
+//! | 127 | the tool was not found (on the node, with a hint to the toolbox image and `--tools agent`; with `-m`: not in the container image; with `--tools agent`: not in the agent's image) |
 //! | 128+N | the remote command died of signal N (130 for SIGINT); or kubectl-ns got signal N before the session was open, or twice within a second while the agent did not answer |
 //! | 2 | usage error: bad flags or arguments |
 //! | 255 | kubectl-ns itself failed: agent unreachable, target not found, … |

@@ -21,12 +21,13 @@ pub const FILES: &[(&str, &str)] = &[
 /// The agent DaemonSet's name, as `daemonset.yaml` gives it.
 pub const DAEMONSET_NAME: &str = "kubectl-ns-agent";
 
-/// Where the agent image is published; the tag is the plugin's version.
-pub const IMAGE_REPOSITORY: &str = "ghcr.io/kubectl-ns/kubectl-ns-agent";
-
 /// The agent image matching this plugin.
 pub fn default_image() -> String {
-    format!("{IMAGE_REPOSITORY}:{}", env!("CARGO_PKG_VERSION"))
+    format!(
+        "{}:{}",
+        kns_proto::AGENT_IMAGE_REPOSITORY,
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// One object of the manifests.

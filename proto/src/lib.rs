@@ -16,6 +16,11 @@ pub const DENIED_RULE_HEADER: &str = "kns-denied-rule";
 /// caller's rights); its value is the policy rule's name.
 pub const POLICY_HEADER: &str = "kns-policy";
 
+/// Where the agent image is published; its tag is the version, and the
+/// toolbox variant's (`scripts/image --toolbox`) the version with
+/// `-toolbox`.
+pub const AGENT_IMAGE_REPOSITORY: &str = "ghcr.io/kubectl-ns/kubectl-ns-agent";
+
 /// A gRPC endpoint on the unix socket at `path`, dialled by tonic's own
 /// unix-socket connector: the one connector for the CRI runtime, the agent's
 /// readiness probe, `kubectl-ns --agent unix://…` and the tests.

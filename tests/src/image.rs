@@ -2,6 +2,7 @@
 //! layer tarball, a hand-written config, manifest and index, packed as an
 //! OCI image layout that `ctr images import` accepts.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -24,7 +25,9 @@ pub struct Spec<'a> {
     /// Full reference, e.g. `docker.io/kns/busybox:1`.
     pub name: &'a str,
     /// (path in the image, file on this machine): copied with mode 0755.
-    pub files: Vec<(&'a str, PathBuf)>,
+    pub files: Vec<(String, PathBuf)>,
+    /// (path in the image, contents): written with mode 0644.
+    pub texts: Vec<(&'a str, String)>,
     /// (link path in the image, target).
     pub links: Vec<(String, String)>,
     /// Empty directories the image needs (mount points, scratch space).
@@ -42,7 +45,8 @@ pub struct Spec<'a> {
 pub fn busybox_spec(name: &str) -> Spec<'_> {
     Spec {
         name,
-        files: vec![("bin/busybox", PathBuf::from(BUSYBOX))],
+        files: vec![("bin/busybox".into(), PathBuf::from(BUSYBOX))],
+        texts: Vec::new(),
         links: APPLETS
             .iter()
             .map(|a| (format!("bin/{a}"), "busybox".to_owned()))
@@ -61,13 +65,204 @@ pub fn busybox_spec(name: &str) -> Spec<'_> {
 pub fn agent_spec<'a>(name: &'a str, binary: PathBuf, architecture: &'a str) -> Spec<'a> {
     Spec {
         name,
-        files: vec![("kubectl-ns-agent", binary)],
+        files: vec![("kubectl-ns-agent".into(), binary)],
+        texts: Vec::new(),
         links: Vec::new(),
         dirs: Vec::new(),
         entrypoint: vec!["/kubectl-ns-agent"],
         cmd: Vec::new(),
         architecture,
     }
+}
+
+/// The toolbox's tools and the Debian packages they come from (which
+/// scripts/deps installs), found on this machine.
+pub const TOOLBOX_TOOLS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("ss", "iproute2"),
+    ("ps", "procps"),
+    ("top", "procps"),
+    ("tcpdump", "tcpdump"),
+    ("strace", "strace"),
+    ("dig", "bind9-dnsutils"),
+];
+
+/// Terminal descriptions for `top` and busybox's `vi` under `-t`: the
+/// agent sets TERM=xterm, the plugin passes the user's.
+const TERMINFO: &[&str] = &[
+    "/lib/terminfo/d/dumb",
+    "/lib/terminfo/l/linux",
+    "/lib/terminfo/s/screen",
+    "/lib/terminfo/s/screen-256color",
+    "/lib/terminfo/v/vt100",
+    "/lib/terminfo/x/xterm",
+    "/lib/terminfo/x/xterm-256color",
+];
+
+/// Where Debian's merged /usr puts what is named under /bin, /sbin, /lib
+/// and /lib64; the image has the same links, so either name works.
+const MERGED: &[&str] = &["bin", "sbin", "lib", "lib64"];
+
+/// The toolbox's tree: files and symbolic links, by path in the image,
+/// each file exactly once under merged /usr.
+#[derive(Debug, Default)]
+struct Tree {
+    files: BTreeMap<String, PathBuf>,
+    links: BTreeMap<String, String>,
+}
+
+impl Tree {
+    /// Adds `path` from this machine under its merged-/usr name, and what
+    /// its symbolic links lead to.
+    fn add(&mut self, path: &Path) -> anyhow::Result<()> {
+        let rel = path
+            .strip_prefix("/")
+            .with_context(|| format!("{} is not absolute", path.display()))?;
+        let rel = rel.to_string_lossy();
+        let name = match MERGED.iter().find(|d| rel.starts_with(&format!("{d}/"))) {
+            Some(_) => format!("usr/{rel}"),
+            None => rel.into_owned(),
+        };
+        if self.files.contains_key(&name) || self.links.contains_key(&name) {
+            return Ok(());
+        }
+        let meta = std::fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
+        if meta.is_symlink() {
+            let target = std::fs::read_link(path)?;
+            self.links.insert(name, target.to_string_lossy().into_owned());
+            let resolved = match target.is_absolute() {
+                true => target,
+                false => path.parent().expect("an absolute path has a parent").join(target),
+            };
+            return self.add(&resolved);
+        }
+        self.files.insert(name, path.to_owned());
+        Ok(())
+    }
+
+    /// Adds every shared library the program `path` loads, with the
+    /// dynamic loader, as ldd(1) lists them.
+    fn add_libraries(&mut self, path: &Path) -> anyhow::Result<()> {
+        let out = Command::new("ldd")
+            .arg(path)
+            .output()
+            .with_context(|| format!("running ldd {}", path.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!(
+                "ldd {} failed: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for line in text.lines() {
+            if line.contains("not found") {
+                bail!(
+                    "{} needs a library this machine lacks: {}",
+                    path.display(),
+                    line.trim()
+                );
+            }
+            // `libc.so.6 => /lib/…/libc.so.6 (0x…)`, `/lib64/ld-linux….so.2
+            // (0x…)`; the vDSO has no file.
+            let lib = line.split("=>").last().unwrap_or_default().trim();
+            if let Some(file) = lib.split_whitespace().next().filter(|f| f.starts_with('/')) {
+                self.add(Path::new(file))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The first executable named `tool` in the system directories, where
+/// Debian's packages put them.
+fn system_tool(tool: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
+/// The toolbox variant of the agent image (`scripts/image --toolbox`): the
+/// agent, plus iproute2's ip and ss, procps' ps and top, tcpdump, strace and
+/// bind9-dnsutils' dig from this machine, and `busybox` (every applet no
+/// real tool provides), each with exactly the shared libraries ldd(1)
+/// finds for it and the dynamic loader. `busybox` is Debian's `busybox`
+/// package's binary, not busybox-static's: that one's shell runs its own
+/// applets before PATH, so `sh` would give busybox's ps and ip instead of
+/// the real ones. glibc 2.36 has its files and dns NSS modules built in, so
+/// nothing is dlopen'd for user names (ps, tcpdump dropping to its user) or
+/// name lookups; the image brings the /etc files they read. Only for the
+/// machine's own architecture: the tools are this machine's binaries.
+pub fn toolbox_spec<'a>(
+    name: &'a str,
+    binary: PathBuf,
+    architecture: &'a str,
+    busybox: &Path,
+) -> anyhow::Result<Spec<'a>> {
+    let here = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    if architecture != here {
+        bail!(
+            "the toolbox image takes its tools from this machine's Debian packages, which are {here}: build the \
+             {architecture} toolbox on an {architecture} machine"
+        );
+    }
+    let mut tree = Tree::default();
+    for (tool, package) in TOOLBOX_TOOLS {
+        let path = system_tool(tool)
+            .with_context(|| format!("{tool} is missing: apt-get install {package} (scripts/deps does)"))?;
+        tree.add(&path)?;
+        tree.add_libraries(&path)?;
+    }
+    tree.files.insert("usr/bin/busybox".into(), busybox.to_owned());
+    tree.add_libraries(busybox)?;
+    let list = Command::new(busybox)
+        .arg("--list")
+        .output()
+        .with_context(|| format!("running {} --list", busybox.display()))?;
+    for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
+        let real = |d: &str| {
+            let p = format!("{d}/{applet}");
+            tree.files.contains_key(&p) || tree.links.contains_key(&p)
+        };
+        if !real("usr/bin") && !real("usr/sbin") {
+            tree.links.insert(format!("usr/bin/{applet}"), "busybox".into());
+        }
+    }
+    for f in TERMINFO.iter().chain(&["/etc/services", "/etc/protocols"]) {
+        if Path::new(f).exists() {
+            tree.add(Path::new(f))?;
+        }
+    }
+    let mut spec = agent_spec(name, binary, architecture);
+    spec.files.extend(tree.files);
+    spec.links.extend(tree.links);
+    spec.links
+        .extend(MERGED.iter().map(|d| (d.to_string(), format!("usr/{d}"))));
+    // tcpdump drops to its own user after opening the capture.
+    spec.texts = vec![
+        (
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n\
+             tcpdump:x:102:105::/nonexistent:/usr/sbin/nologin\n"
+                .into(),
+        ),
+        (
+            "etc/group",
+            "root:x:0:\nnogroup:x:65534:\ntcpdump:x:105:\n".into(),
+        ),
+        (
+            "etc/nsswitch.conf",
+            "passwd: files\ngroup: files\nhosts: files dns\n".into(),
+        ),
+    ];
+    spec.dirs = vec!["tmp", "root", "proc", "sys", "dev"];
+    Ok(spec)
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -115,6 +310,11 @@ pub fn populate(spec: &Spec, rootfs: &Path) -> anyhow::Result<()> {
         std::fs::copy(src, &d).with_context(|| format!("copying {}", src.display()))?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))?;
+    }
+    for (dest, text) in &spec.texts {
+        let d = rootfs.join(dest);
+        std::fs::create_dir_all(d.parent().expect("parent"))?;
+        std::fs::write(&d, text)?;
     }
     for (link, target) in &spec.links {
         let l = rootfs.join(link);

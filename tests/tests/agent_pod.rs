@@ -12,6 +12,9 @@
 //! (the lab's containerd), and KNS_INSECURE_SKIP_AUTHZ (there is no API
 //! server to check callers with; tests/tests/authz.rs covers the checks).
 //! The pod is bound to a node, as the scheduler binds it.
+//!
+//! The toolbox variant (`scripts/image --toolbox`) runs the same way, and
+//! its tools run through `--tools agent`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -26,10 +29,19 @@ use kns_tests::{kubelet, require_root, wait_until};
 
 /// Where scripts/test has scripts/image write the archive.
 fn archive() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/kns-agent-image.tar");
+    built("kns-agent-image.tar", "")
+}
+
+/// The toolbox variant's archive, which scripts/test builds beside it.
+fn toolbox_archive() -> PathBuf {
+    built("kns-agent-toolbox-image.tar", "--toolbox ")
+}
+
+fn built(file: &str, flag: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target").join(file);
     assert!(
         p.exists(),
-        "{} is missing: build it with `scripts/image target/kns-agent-image.tar` (scripts/test does)",
+        "{} is missing: build it with `scripts/image {flag}target/{file}` (scripts/test does)",
         p.display()
     );
     p
@@ -90,13 +102,12 @@ impl AgentPod {
         kubelet::set_config_map(&mut pod, "policy", policy).unwrap();
         kubelet::set_env(&mut pod.containers[0], "KNS_INSECURE_SKIP_AUTHZ", "true").unwrap();
         pod.node_name = Some("lab-node".into());
-        patch(&mut pod);
-        let image = pod.containers[0].image.clone().unwrap();
         assert_eq!(
-            image,
-            manifests::default_image(),
+            pod.containers[0].image.as_deref(),
+            Some(manifests::default_image().as_str()),
             "the archive is tagged as the manifest's image"
         );
+        patch(&mut pod);
         let listen = manifest_listen(&pod.containers[0]);
         // The plugin takes the agent's own address form.
         let addr = listen.clone();
@@ -268,4 +279,79 @@ fn agent_image_runs_with_args_only() {
     });
     let out = ok(&agent.exec(&["-n"], &["ss", "-lnt"]));
     assert!(out.contains(":8281"), "{out}");
+}
+
+/// The toolbox image, deployed as `kubectl ns install --image …-toolbox`
+/// would (the manifest's pod with only the image changed): its tools run
+/// from the agent's own filesystem (`--tools agent`) inside the target's
+/// namespaces, as node root, in a mount namespace of their own.
+#[test]
+fn toolbox_image_runs_its_own_tools_in_the_targets_namespaces() {
+    require_root();
+    let lab = Lab::shared();
+    lab.import_image(&toolbox_archive()).unwrap();
+    let target = lab.run_pod(&PodSpec::httpd("agent-pod-target-tb", 8282)).unwrap();
+    let agent = AgentPod::start(&lab, "kubectl-ns-agent-toolbox", &target, |pod| {
+        pod.containers[0].image = Some(format!("{}-toolbox", manifests::default_image()));
+    });
+    let tools = ["-n", "--tools", "agent"];
+
+    // The listener exists only in the target's network namespace; the
+    // agent binary at / only in the agent's image, which this machine's
+    // filesystem has not.
+    assert!(!Path::new("/kubectl-ns-agent").exists());
+    let out = ok(&agent.exec(&tools, &["sh", "-c", "ls /kubectl-ns-agent && ss -ltn"]));
+    assert!(
+        out.starts_with("/kubectl-ns-agent\n") && out.contains(":8282"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("127.0.0.1:7469"),
+        "the agent pod's own network: {out}"
+    );
+    // The image's busybox, not this machine's coreutils.
+    assert_eq!(
+        ok(&agent.exec(&tools, &["readlink", "/proc/self/exe"])).trim(),
+        "/usr/bin/busybox"
+    );
+    // Every tool loads with the libraries the image brought for it, and
+    // works where it runs: tcpdump sees the target's interfaces, strace
+    // traces.
+    for tool in [
+        &["ip", "-V"][..],
+        &["ps", "-V"],
+        &["top", "-V"],
+        &["dig", "-v"],
+        &["strace", "-o", "/dev/null", "true"],
+    ] {
+        ok(&agent.exec(&tools, tool));
+    }
+    let out = ok(&agent.exec(&tools, &["tcpdump", "-D"]));
+    assert!(out.contains("eth0"), "{out}");
+    // -p: the image's ps sees the target's processes through a /proc of
+    // the target's PID namespace (httpd, and ps itself).
+    let out = ok(&agent.exec(&["-p", "--tools", "agent"], &["ps", "-eo", "pid,comm"]));
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(out.contains("httpd") && out.contains("ps"), "{out}");
+    // What the tool mounts stays in its own mount namespace.
+    ok(&agent.exec(
+        &tools,
+        &["sh", "-c", "mount -t tmpfs kns /tmp && touch /tmp/kns-mark"],
+    ));
+    assert!(!Path::new(&format!("/proc/{}/root/tmp/kns-mark", agent.pid)).exists());
+
+    // A tool the node lacks: 127, and the hint names where to get one.
+    let o = agent.exec(&["-n"], &["no-such-tool-kns"]);
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--tools agent"), "{}", stderr(&o));
+    let o = agent.exec(&["-n"], &["/kubectl-ns-agent", "--version"]);
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("this node's kubectl-ns agent image has /kubectl-ns-agent: add --tools agent"),
+        "{}",
+        stderr(&o)
+    );
+    // The mount namespace is where the tools come from: one or the other.
+    let o = agent.exec(&["-m", "--tools", "agent"], &["ss"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }

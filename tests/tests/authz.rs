@@ -182,9 +182,17 @@ fn a_node_tool_in_a_pod_needs_the_node_right_as_well() {
         )) && err.contains("a node tool runs as root on the node"),
         "{err}"
     );
-    // Nor is -m as node root.
+    // Nor is -m as node root, nor the agent's own tool, which runs as
+    // node root too.
     let o = as_user(&c, &bob, &["exec", &c.pod, "-m", "--privileged", "--", "true"]);
     assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    let o = as_user(
+        &c,
+        &bob,
+        &["exec", &c.pod, "-n", "--tools", "agent", "--", "true"],
+    );
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nodes/exec"), "{}", stderr(&o));
     // With the node right too, it runs.
     c.api.set_grants(vec![
         Grant::new("bob", "create", "", "pods/exec").in_namespace("default"),
@@ -192,6 +200,21 @@ fn a_node_tool_in_a_pod_needs_the_node_right_as_well() {
     ]);
     let o = as_user(&c, &bob, &["exec", &c.pod, "-n", "--", "id", "-u"]);
     assert_eq!(stdout(&o), "0\n", "{}", stderr(&o));
+    let o = as_user(
+        &c,
+        &bob,
+        &["exec", &c.pod, "-n", "--tools", "agent", "--", "id", "-u"],
+    );
+    assert_eq!(stdout(&o), "0\n", "{}", stderr(&o));
+    // The trail says where each tool came from.
+    kns_tests::wait_until(std::time::Duration::from_secs(5), || {
+        events(&c.agent.audit(), "end").len() == 2
+    });
+    let audit = c.agent.audit();
+    let tools: Vec<&Value> = events(&audit, "end").iter().map(|r| &r["tools"]).collect();
+    assert_eq!(tools, [&Value::from("node"), &Value::from("agent")], "{audit:#?}");
+    let denied = events(&audit, "denied");
+    assert!(denied.iter().any(|r| r["tools"] == "agent"), "{audit:#?}");
 }
 
 #[test]

@@ -38,6 +38,28 @@ fn privileged_without_the_mount_namespace_is_a_usage_error() {
 }
 
 #[test]
+fn the_agents_tools_with_the_mount_namespace_is_a_usage_error() {
+    let o = kns(&[
+        "exec",
+        "--agent",
+        "unix:///nonexistent.sock",
+        "node",
+        "-n",
+        "-m",
+        "--tools",
+        "agent",
+        "--",
+        "ss",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--tools agent and -m exclude each other"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn dash_n_with_a_name_points_to_namespace_flag() {
     let o = kns(&[
         "exec",

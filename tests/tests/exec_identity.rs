@@ -35,7 +35,7 @@ fn import_trojan(lab: &Lab) {
     std::fs::write(&script, TROJAN).unwrap();
     let mut spec = busybox_spec(TROJAN_IMAGE);
     spec.links.retain(|(link, _)| link != "bin/ls");
-    spec.files.push(("bin/ls", script));
+    spec.files.push(("bin/ls".into(), script));
     let archive = dir.path().join("trojan.tar");
     build(&spec, &archive).unwrap();
     lab.import_image(&archive).unwrap();

@@ -23,7 +23,27 @@ fn exit_codes_and_signals_pass_through() {
     assert_eq!(node(&agent, &["sh", "-c", "kill -9 $$"]).status.code(), Some(137));
     let o = node(&agent, &["no-such-tool-kns"]);
     assert_eq!(o.status.code(), Some(127));
-    assert!(stderr(&o).contains("not found on the node"), "{}", stderr(&o));
+    // Minimal node OSes lack tools: the error points at the toolbox.
+    let err = stderr(&o);
+    assert!(
+        err.contains("no-such-tool-kns: command not found on the node")
+            && err.contains("install the toolbox agent image")
+            && err.contains("-toolbox")
+            && err.contains("--tools agent"),
+        "{err}"
+    );
+    let o = exec(
+        &agent.addr(),
+        "node",
+        &["-n", "--tools", "agent"],
+        &["no-such-tool-kns"],
+    );
+    assert_eq!(o.status.code(), Some(127));
+    assert!(
+        stderr(&o).contains("not found in the agent's image"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -10,13 +10,15 @@ use bytes::Bytes;
 use kns_proto::agent::agent_client::AgentClient;
 use kns_proto::agent::exec_request::Msg as In;
 use kns_proto::agent::exec_response::Msg as Out;
-use kns_proto::agent::{ExecRequest, ExecStart, Exited, Namespace, StdinClose, WindowSize, exited};
+use kns_proto::agent::{
+    ExecRequest, ExecStart, Exited, Namespace, Started, StdinClose, ToolSource, WindowSize, exited,
+};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::cli::{ExecArgs, NsFlags};
+use crate::cli::{ExecArgs, NsFlags, Tools};
 use crate::cluster;
 use crate::exit::{self, Failure};
 use crate::resolve::KubeTarget;
@@ -71,11 +73,21 @@ pub(crate) fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Fai
             ),
         ));
     }
-    if args.privileged && !(args.ns.mount || args.ns.all) {
+    let agent_tools = args.tools == Tools::Agent;
+    if agent_tools && args.ns.mount {
         return Err(Failure::new(
             exit::USAGE,
-            "--privileged only changes -m (or -a): without the mount namespace the tool is the node's own \
-             binary and runs as node root already",
+            "--tools agent and -m exclude each other: -m makes the tool the container image's own binary (run \
+             as the container), --tools agent runs the agent image's as node root in the agent's mount \
+             namespace.\nHint: drop -m to run the agent's tool in the other namespaces you chose, or drop \
+             --tools agent to run the image's binary",
+        ));
+    }
+    if args.privileged && !(args.ns.mount || args.ns.all) || args.privileged && agent_tools {
+        return Err(Failure::new(
+            exit::USAGE,
+            "--privileged only changes -m (or -a without --tools agent): without the mount namespace the tool \
+             is the node's or the agent's own binary and runs as node root already",
         ));
     }
     let mut env = HashMap::new();
@@ -92,9 +104,18 @@ pub(crate) fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Fai
     if tty && let Ok(term) = std::env::var("TERM") {
         env.entry("TERM".into()).or_insert(term);
     }
+    // -a with the agent's tools: every kind but the mount namespace, which
+    // is where those tools come from.
+    let namespaces = args
+        .ns
+        .namespaces()?
+        .into_iter()
+        .filter(|n| !(agent_tools && *n == Namespace::Mnt))
+        .map(|n| n as i32)
+        .collect();
     Ok(ExecStart {
         target: None,
-        namespaces: args.ns.namespaces()?.into_iter().map(|n| n as i32).collect(),
+        namespaces,
         argv: args.command.clone(),
         env,
         workdir: args.workdir.clone().unwrap_or_default(),
@@ -105,12 +126,30 @@ pub(crate) fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Fai
         no_mount_proc: args.no_mount_proc,
         all: args.ns.all,
         privileged: args.privileged,
+        tools: match args.tools {
+            Tools::Node => ToolSource::Node,
+            Tools::Agent => ToolSource::Agent,
+        } as i32,
         window: if tty {
             terminal::size().map(|(rows, cols)| WindowSize { rows, cols })
         } else {
             None
         },
     })
+}
+
+/// Checks that the agent ran the tool from the source asked for: an agent
+/// older than `--tools` ignores the field and runs the node's tool, which
+/// must not pass for the agent's (the session is then dropped, which kills
+/// the tool, before any of its output is shown).
+pub(crate) fn check_started(tools_asked: i32, started: &Started) -> Result<(), Failure> {
+    if tools_asked != started.tools {
+        return Err(Failure::own(
+            "the agent on this node is older than --tools agent and ran nothing from its image (the session \
+             was ended)\nHint: upgrade the agents: kubectl ns install --image … with this kubectl-ns's version",
+        ));
+    }
+    Ok(())
 }
 
 /// Reads stdin on a plain thread (a blocking read cannot be cancelled, and
@@ -265,6 +304,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
         eprintln!("warning: stdin is not a terminal; running without a TTY (-t ignored, stdin still passed)");
     }
     let mut start = start_message(&args, tty)?;
+    let tools_asked = start.tools;
     let stdin_on = start.stdin;
     // Handled from here on: until the session is open there is nothing to
     // forward a signal to, so one ends kubectl-ns at once; dropping the
@@ -327,9 +367,15 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
                 Some(Out::Stderr(b)) => Chunk::Stderr(b),
                 // Returning drops `out_tx`: the writer drains and ends.
                 Some(Out::Exited(e)) => return Pumped::Exited(e),
-                // Notes go through the writer, so they keep their place
-                // before the command's own output.
-                Some(Out::Started(s)) if !s.notices.is_empty() => {
+                Some(Out::Started(s)) => {
+                    if let Err(f) = check_started(tools_asked, &s) {
+                        return Pumped::Failed(f);
+                    }
+                    if s.notices.is_empty() {
+                        continue;
+                    }
+                    // Notes go through the writer, so they keep their place
+                    // before the command's own output.
                     let notes: String = s
                         .notices
                         .iter()
@@ -337,7 +383,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
                         .collect();
                     Chunk::Stderr(Bytes::from(notes))
                 }
-                Some(Out::Started(_)) | None => continue,
+                None => continue,
             };
             if out_tx.send(chunk).await.is_err() {
                 return Pumped::WriterGone;
@@ -428,5 +474,48 @@ mod tests {
         let e = NsFlags::default().namespaces().unwrap_err();
         assert_eq!(e.code, exit::USAGE);
         assert!(e.message.contains("no namespace chosen"));
+    }
+
+    fn start(flags: &[&str]) -> Result<ExecStart, Failure> {
+        use clap::Parser;
+        let argv = ["kubectl-ns", "exec", "--agent", "unix:///x", "node"]
+            .iter()
+            .chain(flags)
+            .chain(&["--", "ss"]);
+        let crate::cli::Command::Exec(a) = crate::cli::Cli::try_parse_from(argv).unwrap().command else {
+            unreachable!()
+        };
+        start_message(&a, false)
+    }
+
+    #[test]
+    fn the_agents_tools_exclude_the_mount_namespace() {
+        let s = start(&["-n", "--tools", "agent"]).unwrap();
+        assert_eq!(s.tools, ToolSource::Agent as i32);
+        assert_eq!(start(&["-n"]).unwrap().tools, ToolSource::Node as i32);
+        // -a: every kind but the one the tools come from.
+        let s = start(&["-a", "--tools", "agent"]).unwrap();
+        assert_eq!(s.namespaces.len(), 7);
+        assert!(!s.namespaces.contains(&(Namespace::Mnt as i32)) && s.all);
+        for flags in [
+            &["-m", "--tools", "agent"][..],
+            &["-n", "-m", "--tools", "agent"],
+            &["-a", "--privileged", "--tools", "agent"],
+        ] {
+            let e = start(flags).unwrap_err();
+            assert_eq!(e.code, exit::USAGE, "{flags:?}");
+            assert!(e.message.contains("--tools agent"), "{flags:?}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn a_session_from_another_source_than_asked_is_refused() {
+        let started = |tools: ToolSource| Started {
+            tools: tools as i32,
+            ..Default::default()
+        };
+        assert!(check_started(ToolSource::Agent as i32, &started(ToolSource::Agent)).is_ok());
+        let e = check_started(ToolSource::Agent as i32, &started(ToolSource::Node)).unwrap_err();
+        assert!(e.message.contains("older than --tools agent"), "{}", e.message);
     }
 }

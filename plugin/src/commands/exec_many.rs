@@ -153,6 +153,7 @@ async fn one_pod(
         }
     };
     start.target = Some(DirectTarget::Container(c.container_id.clone()).to_proto());
+    let tools_asked = start.tools;
     let prefix = prefix(&res, colour);
     let request = ExecRequest {
         msg: Some(In::Start(start)),
@@ -181,6 +182,12 @@ async fn one_pod(
                 Some(Out::Stderr(b)) if json => res.stderr.push_str(&String::from_utf8_lossy(&b)),
                 Some(Out::Stdout(b)) => out.feed(&b, &prefix, false),
                 Some(Out::Stderr(b)) => err.feed(&b, &prefix, true),
+                Some(Out::Started(s)) => {
+                    if let Err(f) = super::exec::check_started(tools_asked, &s) {
+                        res.error = Some(f.first_line());
+                        break;
+                    }
+                }
                 Some(Out::Exited(e)) => {
                     res.outcome = Outcome::Exited;
                     match e.status {

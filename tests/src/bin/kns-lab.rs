@@ -41,6 +41,13 @@ enum Cmd {
         /// The OCI architecture BINARY was built for.
         #[arg(long, default_value = "amd64", value_parser = ["amd64", "arm64"])]
         arch: String,
+        /// Add the toolbox (ip, ss, ps, top, tcpdump, strace, dig and their
+        /// libraries) from this machine's Debian packages, and BUSYBOX
+        /// (Debian's dynamic busybox; scripts/image fetches it).
+        #[arg(long, requires = "busybox")]
+        toolbox: bool,
+        #[arg(long, value_name = "BUSYBOX", requires = "toolbox")]
+        busybox: Option<PathBuf>,
     },
     /// Write the busybox OCI image archive to OUT.
     BusyboxImage {
@@ -73,8 +80,16 @@ fn main() -> ExitCode {
             out,
             name,
             arch,
-        } => kns_tests::image::build(&kns_tests::image::agent_spec(&name, binary, &arch), &out)
-            .map(|()| println!("{name}")),
+            toolbox: _,
+            busybox,
+        } => {
+            let spec = match busybox {
+                Some(b) => kns_tests::image::toolbox_spec(&name, binary, &arch, &b),
+                None => Ok(kns_tests::image::agent_spec(&name, binary, &arch)),
+            };
+            spec.and_then(|s| kns_tests::image::build(&s, &out))
+                .map(|()| println!("{name}"))
+        }
         Cmd::BusyboxImage { out, name } => {
             kns_tests::image::build(&kns_tests::image::busybox_spec(&name), &out)
         }
