@@ -47,7 +47,10 @@ fn main() {
     let plugin = kns_tests::bins::plugin();
     let lab = Lab::start_temp().expect("containerd lab");
     let api = FakeApi::start();
-    let agent = Agent::start_tcp_env(Some(lab.socket.to_str().expect("utf-8 path")), &api.agent_env(NODE));
+    let agent = Agent::start_tcp_env(
+        Some(lab.socket.to_str().expect("utf-8 path")),
+        &api.agent_env(NODE),
+    );
     api.serve_in_netns(agent.pid());
     api.add_node(NODE);
     api.add_pod(agent_pod("kubectl-ns-agent-f", NODE));

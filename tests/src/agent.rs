@@ -315,12 +315,17 @@ impl Agent {
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         self.child = Some(cmd.spawn().expect("spawn kubectl-ns-agent"));
-        let up = crate::wait_until(Duration::from_secs(10), || self.socket.exists() || self.exited());
-        assert!(
-            up && self.socket.exists(),
-            "agent did not start:\n{}",
-            self.logs()
-        );
+        // The unix socket is bound first: the TCP and TLS ports may come a
+        // moment later, and a port-forward must not beat them.
+        let (pid, tcp, socket) = (self.pid(), self.tcp, self.socket.clone());
+        let listening = || {
+            socket.exists()
+                && tcp.is_none_or(|p| {
+                    crate::listens_on_loopback(pid, p) && crate::listens_on_loopback(pid, p + 1)
+                })
+        };
+        let up = crate::wait_until(Duration::from_secs(10), || listening() || self.exited());
+        assert!(up && listening(), "agent did not start:\n{}", self.logs());
     }
 
     /// A second agent in this one's cgroup, on its own socket, as a

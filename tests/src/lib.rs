@@ -65,3 +65,16 @@ pub fn running(argv: &[&str]) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Whether `pid`'s network namespace has a TCP listener on 127.0.0.1:`port`.
+pub fn listens_on_loopback(pid: i32, port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1] == want && f[3] == "0A"
+        })
+}

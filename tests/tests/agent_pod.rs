@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1 as k8s;
 use kns_plugin::manifests::{self, Object};
 use kns_tests::bins::{plugin, stderr, stdout};
 use kns_tests::containerd::{Lab, Pod, PodSpec};
-use kns_tests::{kubelet, require_root, wait_until};
+use kns_tests::{kubelet, listens_on_loopback, require_root, wait_until};
 
 /// Where scripts/test has scripts/image write the archive.
 fn archive() -> PathBuf {
@@ -184,18 +184,6 @@ impl Drop for AgentPod {
 
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
-}
-
-/// Whether `pid`'s network namespace has a TCP listener on 127.0.0.1:`port`.
-fn listens_on_loopback(pid: i32, port: u16) -> bool {
-    let want = format!("0100007F:{port:04X}");
-    read(Path::new(&format!("/proc/{pid}/net/tcp")))
-        .lines()
-        .skip(1)
-        .any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[1] == want && f[3] == "0A"
-        })
 }
 
 fn ok(o: &Output) -> String {
