@@ -1216,6 +1216,18 @@ impl FakeApi {
         .into()
     }
 
+    /// The files of the agent's ServiceAccount mount (token, ca.crt,
+    /// namespace), as the kubelet writes them for a pod; with
+    /// [`FakeApi::serve_in_netns`] the pod reaches this server.
+    pub fn service_account_dir(&self) -> PathBuf {
+        let dir = self._dir.path().join("serviceaccount");
+        std::fs::create_dir_all(&dir).expect("serviceaccount dir");
+        std::fs::copy(self._dir.path().join("ca.crt"), dir.join("ca.crt")).expect("ca.crt");
+        std::fs::write(dir.join("token"), AGENT_TOKEN).expect("token");
+        std::fs::write(dir.join("namespace"), "kubectl-ns-system").expect("namespace");
+        dir
+    }
+
     /// Makes this server reachable at 127.0.0.1:[`IN_POD_PORT`] inside the
     /// network namespace of process `pid` (an agent's pod), relaying bytes
     /// as a Service's proxy would; TLS stays end to end.

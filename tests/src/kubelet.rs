@@ -69,6 +69,30 @@ pub fn set_config_map(pod: &mut k8s::PodSpec, volume: &str, files: PathBuf) -> a
     Ok(())
 }
 
+/// Where a pod's ServiceAccount token, CA and namespace are mounted.
+pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// What a pod that automounts its ServiceAccount token gets besides its
+/// spec: the token, CA and namespace (`files`) read-only at
+/// [`SERVICE_ACCOUNT_MOUNT`], and the API server's in-cluster address in
+/// KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT.
+pub fn service_account(
+    spec: &mut PodSpec,
+    pod: &k8s::PodSpec,
+    files: PathBuf,
+    host: &str,
+    port: u16,
+) -> anyhow::Result<()> {
+    if pod.automount_service_account_token != Some(true) {
+        bail!("the pod does not automount its ServiceAccount token");
+    }
+    spec.mounts.push((files, SERVICE_ACCOUNT_MOUNT.to_owned(), true));
+    spec.env.push(("KUBERNETES_SERVICE_HOST".into(), host.into()));
+    spec.env
+        .push(("KUBERNETES_SERVICE_PORT".into(), port.to_string()));
+    Ok(())
+}
+
 /// Kubernetes expands `$(VAR)` in command, args and env values; the lab
 /// does not, so a manifest that relies on it must not pass silently.
 fn literal(field: &str, s: &str) -> anyhow::Result<String> {

@@ -9,8 +9,10 @@
 //! Test-only patches, as a kustomize overlay would make them: KNS_NODE_PID
 //! (PID 1 is unreadable on these machines; this test process, visible
 //! through hostPID, is the node reference), the CRI socket directory
-//! (the lab's containerd), and KNS_INSECURE_SKIP_AUTHZ (there is no API
-//! server to check callers with; tests/tests/authz.rs covers the checks).
+//! (the lab's containerd), and, where no API server is given,
+//! KNS_INSECURE_SKIP_AUTHZ. With the fake API server the pod gets its
+//! ServiceAccount mount and in-cluster address as the kubelet gives them,
+//! and the image's defaults check every caller.
 //! The pod is bound to a node, as the scheduler binds it.
 //!
 //! The toolbox variant (`scripts/image --toolbox`) runs the same way, and
@@ -24,7 +26,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1 as k8s;
 use kns_plugin::manifests::{self, Object};
 use kns_tests::bins::{plugin, stderr, stdout};
+use kns_tests::cluster::AGENT_NAMESPACE;
 use kns_tests::containerd::{Lab, Pod, PodSpec};
+use kns_tests::kubeapi::{FakeApi, Grant, IN_POD_PORT, agent_pod, running_pod};
 use kns_tests::{kubelet, listens_on_loopback, require_root, wait_until};
 
 /// Where scripts/test has scripts/image write the archive.
@@ -86,8 +90,15 @@ struct AgentPod {
 impl AgentPod {
     /// Runs the DaemonSet's container `agent` (after `patch`, a test-only
     /// overlay) as pod `name`, and waits until it listens where the
-    /// manifest says.
-    fn start(lab: &Arc<Lab>, name: &str, target: &Pod, patch: impl FnOnce(&mut k8s::PodSpec)) -> AgentPod {
+    /// manifest says. With `api`, the pod reaches it as its API server;
+    /// without, callers go unchecked.
+    fn start(
+        lab: &Arc<Lab>,
+        name: &str,
+        target: &Pod,
+        api: Option<&FakeApi>,
+        patch: impl FnOnce(&mut k8s::PodSpec),
+    ) -> AgentPod {
         let mut pod = manifest_pod();
         kubelet::set_env(
             &mut pod.containers[0],
@@ -100,7 +111,9 @@ impl AgentPod {
         let policy = lab.dir.join(format!("{name}-policy"));
         std::fs::create_dir_all(&policy).unwrap();
         kubelet::set_config_map(&mut pod, "policy", policy).unwrap();
-        kubelet::set_env(&mut pod.containers[0], "KNS_INSECURE_SKIP_AUTHZ", "true").unwrap();
+        if api.is_none() {
+            kubelet::set_env(&mut pod.containers[0], "KNS_INSECURE_SKIP_AUTHZ", "true").unwrap();
+        }
         pod.node_name = Some("lab-node".into());
         assert_eq!(
             pod.containers[0].image.as_deref(),
@@ -111,7 +124,17 @@ impl AgentPod {
         let listen = manifest_listen(&pod.containers[0]);
         // The plugin takes the agent's own address form.
         let addr = listen.clone();
-        let spec: PodSpec = kubelet::pod_spec(name, &pod, &pod.containers[0].name).unwrap();
+        let mut spec: PodSpec = kubelet::pod_spec(name, &pod, &pod.containers[0].name).unwrap();
+        if let Some(api) = api {
+            kubelet::service_account(
+                &mut spec,
+                &pod,
+                api.service_account_dir(),
+                "127.0.0.1",
+                IN_POD_PORT,
+            )
+            .unwrap();
+        }
         let mut created: Vec<PathBuf> = spec
             .mounts
             .iter()
@@ -127,6 +150,9 @@ impl AgentPod {
             .run_pod(&spec)
             .unwrap_or_else(|e| panic!("the agent pod did not start: {e:#}\nits log: {}", read(&log)));
         let pid = lab.container_pid(&p.container_id).unwrap();
+        if let Some(api) = api {
+            api.serve_in_netns(pid);
+        }
         let port = listen.rsplit(':').next().unwrap().parse::<u16>().unwrap();
         assert!(
             wait_until(Duration::from_secs(20), || listens_on_loopback(pid, port)),
@@ -197,7 +223,7 @@ fn agent_image_runs_as_the_daemonset_runs_it() {
     let lab = Lab::shared();
     lab.import_image(&archive()).unwrap();
     let target = lab.run_pod(&PodSpec::httpd("agent-pod-target", 8280)).unwrap();
-    let agent = AgentPod::start(&lab, "kubectl-ns-agent", &target, |_| {});
+    let agent = AgentPod::start(&lab, "kubectl-ns-agent", &target, None, |_| {});
 
     // The agent is in its own network namespace, not the node's.
     assert_ne!(
@@ -262,7 +288,7 @@ fn agent_image_runs_with_args_only() {
     let lab = Lab::shared();
     lab.import_image(&archive()).unwrap();
     let target = lab.run_pod(&PodSpec::httpd("agent-pod-target-2", 8281)).unwrap();
-    let agent = AgentPod::start(&lab, "kubectl-ns-agent-args", &target, |pod| {
+    let agent = AgentPod::start(&lab, "kubectl-ns-agent-args", &target, None, |pod| {
         pod.containers[0].command = None;
     });
     let out = ok(&agent.exec(&["-n"], &["ss", "-lnt"]));
@@ -279,7 +305,7 @@ fn toolbox_image_runs_its_own_tools_in_the_targets_namespaces() {
     let lab = Lab::shared();
     lab.import_image(&toolbox_archive()).unwrap();
     let target = lab.run_pod(&PodSpec::httpd("agent-pod-target-tb", 8282)).unwrap();
-    let agent = AgentPod::start(&lab, "kubectl-ns-agent-toolbox", &target, |pod| {
+    let agent = AgentPod::start(&lab, "kubectl-ns-agent-toolbox", &target, None, |pod| {
         pod.containers[0].image = Some(format!("{}-toolbox", manifests::default_image()));
     });
     let tools = ["-n", "--tools", "agent"];
@@ -342,4 +368,69 @@ fn toolbox_image_runs_its_own_tools_in_the_targets_namespaces() {
     // The mount namespace is where the tools come from: one or the other.
     let o = agent.exec(&["-m", "--tools", "agent"], &["ss"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+/// The image's defaults, with no test overlay for access: the agent finds
+/// the API server from its ServiceAccount mount and checks every caller
+/// that comes through the port-forward, by token and by client certificate.
+#[test]
+fn in_its_pod_the_image_checks_every_caller_with_the_api_server() {
+    require_root();
+    let lab = Lab::shared();
+    lab.import_image(&archive()).unwrap();
+    // The API's pod is the runtime's: the agent judges a container by the
+    // pod its runtime labels name.
+    let web = "agent-pod-target-authz";
+    let target = lab.run_pod(&PodSpec::httpd(web, 8283)).unwrap();
+    let api = FakeApi::start();
+    let agent = AgentPod::start(&lab, "kubectl-ns-agent-authz", &target, Some(&api), |_| {});
+    api.add_node("lab-node");
+    api.add_pod(running_pod(
+        "default",
+        web,
+        "lab-node",
+        &[("app", &target.container_id)],
+    ));
+    api.add_pod(agent_pod("kubectl-ns-agent-authz", "lab-node"));
+    api.forward(AGENT_NAMESPACE, "kubectl-ns-agent-authz", agent.pid);
+    api.add_user("bob-token", "bob", &["system:authenticated"]);
+    api.set_grants(Vec::new());
+    let exec = |kubeconfig: &Path, argv: &[&str]| {
+        Command::new(plugin())
+            .arg("exec")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args([web, "-m", "--"])
+            .args(argv)
+            .env("KUBECACHEDIR", api.cache_dir())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kubectl-ns")
+    };
+    let bob = api.kubeconfig_for("token: bob-token");
+    let o = exec(&bob, &["true"]);
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("bob may not create pods/exec on pod default/{web}")),
+        "{}",
+        stderr(&o)
+    );
+    api.set_grants(vec![
+        Grant::new("bob", "create", "", "pods/exec").in_namespace("default"),
+        Grant::new("group:devs", "create", "", "pods/exec").in_namespace("default"),
+    ]);
+    assert_eq!(ok(&exec(&bob, &["echo", "hi"])), "hi\n");
+    let carol = api.kubeconfig_with_cert("carol", Some("devs"));
+    assert_eq!(ok(&exec(&carol, &["echo", "hi"])), "hi\n");
+    // The agent asked the API server about each of them.
+    let users: Vec<String> = api
+        .reviews()
+        .iter()
+        .filter(|r| r["kind"] == "SubjectAccessReview")
+        .map(|r| r["spec"]["user"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert!(
+        users.contains(&"bob".to_owned()) && users.contains(&"carol".to_owned()),
+        "{users:?}"
+    );
 }
