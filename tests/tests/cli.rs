@@ -3,9 +3,17 @@
 
 use kns_tests::bins::{kns, stderr};
 
+/// Runs `kubectl-ns ARGS`, which must be refused as a usage error (exit
+/// 2); returns what it said.
+fn usage_error(args: &[&str]) -> String {
+    let o = kns(args);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    stderr(&o)
+}
+
 #[test]
 fn no_namespace_is_a_usage_error() {
-    let o = kns(&[
+    let err = usage_error(&[
         "exec",
         "--agent",
         "unix:///nonexistent.sock",
@@ -13,13 +21,12 @@ fn no_namespace_is_a_usage_error() {
         "--",
         "true",
     ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("no namespace chosen"), "{}", stderr(&o));
+    assert!(err.contains("no namespace chosen"), "{err}");
 }
 
 #[test]
 fn privileged_without_the_mount_namespace_is_a_usage_error() {
-    let o = kns(&[
+    let err = usage_error(&[
         "exec",
         "--agent",
         "unix:///nonexistent.sock",
@@ -29,17 +36,12 @@ fn privileged_without_the_mount_namespace_is_a_usage_error() {
         "--",
         "true",
     ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("--privileged only changes -m"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(err.contains("--privileged only changes -m"), "{err}");
 }
 
 #[test]
 fn the_agents_tools_with_the_mount_namespace_is_a_usage_error() {
-    let o = kns(&[
+    let err = usage_error(&[
         "exec",
         "--agent",
         "unix:///nonexistent.sock",
@@ -51,17 +53,12 @@ fn the_agents_tools_with_the_mount_namespace_is_a_usage_error() {
         "--",
         "ss",
     ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("--tools agent and -m exclude each other"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(err.contains("--tools agent and -m exclude each other"), "{err}");
 }
 
 #[test]
 fn dash_n_with_a_name_points_to_namespace_flag() {
-    let o = kns(&[
+    let err = usage_error(&[
         "exec",
         "--agent",
         "unix:///x.sock",
@@ -71,15 +68,13 @@ fn dash_n_with_a_name_points_to_namespace_flag() {
         "--",
         "true",
     ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("--namespace prod"), "{}", stderr(&o));
+    assert!(err.contains("--namespace prod"), "{err}");
 }
 
 #[test]
 fn bad_target_is_a_usage_error() {
-    let o = kns(&["exec", "--agent", "unix:///x.sock", "pid/abc", "-n", "--", "true"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("not a PID"), "{}", stderr(&o));
+    let err = usage_error(&["exec", "--agent", "unix:///x.sock", "pid/abc", "-n", "--", "true"]);
+    assert!(err.contains("not a PID"), "{err}");
 }
 
 #[test]
@@ -269,7 +264,7 @@ fn an_agent_that_accepts_and_never_answers_is_reported_not_waited_for() {
 
 #[test]
 fn a_container_flag_on_a_target_that_is_no_pod_is_a_usage_error() {
-    let o = kns(&[
+    let err = usage_error(&[
         "exec",
         "--agent",
         "unix:///x.sock",
@@ -280,10 +275,5 @@ fn a_container_flag_on_a_target_that_is_no_pod_is_a_usage_error() {
         "--",
         "true",
     ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("-c app names a container of a pod"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(err.contains("-c app names a container of a pod"), "{err}");
 }
