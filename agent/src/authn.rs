@@ -66,9 +66,9 @@ pub enum Caller {
     Unix(Option<u32>),
     /// A TCP peer (the port-forward) and the bearer token it sent, if any.
     Remote(Option<String>),
-    /// A TLS peer: the identity its verified certificate names, or why
-    /// there is none.
-    Certificate(Result<Identity, String>),
+    /// A TLS peer: the certificate chain it presented, or why there is
+    /// none.
+    Certificate(Result<Vec<rustls::pki_types::CertificateDer<'static>>, String>),
 }
 
 impl Caller {

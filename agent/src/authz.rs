@@ -198,6 +198,7 @@ struct SarStatus {
 pub struct Access {
     client: Option<KubeClient>,
     authn: crate::authn::Authenticator,
+    certs: std::sync::Arc<crate::clientcert::ClientCerts>,
     allowed: TtlCache<(Identity, Rule), ()>,
     node_name: Option<String>,
     skip: bool,
@@ -205,10 +206,17 @@ pub struct Access {
 
 impl Access {
     /// `client`: the API server for reviews (`None` outside a cluster);
-    /// `skip`: `--insecure-skip-authz`.
-    pub fn new(client: Option<KubeClient>, node_name: Option<String>, skip: bool) -> Access {
+    /// `certs`: the TLS listeners' client certificates, checked against
+    /// the cluster's CA; `skip`: `--insecure-skip-authz`.
+    pub fn new(
+        client: Option<KubeClient>,
+        certs: std::sync::Arc<crate::clientcert::ClientCerts>,
+        node_name: Option<String>,
+        skip: bool,
+    ) -> Access {
         Access {
             authn: crate::authn::Authenticator::new(client.clone()),
+            certs,
             client,
             allowed: TtlCache::new(),
             node_name,
@@ -216,9 +224,9 @@ impl Access {
         }
     }
 
-    /// The API server reviews go to, if any.
-    pub fn client(&self) -> Option<&KubeClient> {
-        self.client.as_ref()
+    /// The TLS listeners' client certificates.
+    pub fn certs(&self) -> std::sync::Arc<crate::clientcert::ClientCerts> {
+        self.certs.clone()
     }
 
     pub fn skips_authz(&self) -> bool {
@@ -245,7 +253,12 @@ impl Access {
             )),
             Caller::Remote(None) => Err(AuthnError::NoToken),
             Caller::Remote(Some(token)) => Ok((self.authn.token(token).await?, Method::Token)),
-            Caller::Certificate(Ok(who)) => Ok((who.clone(), Method::X509)),
+            Caller::Certificate(Ok(chain)) => self
+                .certs
+                .check(chain)
+                .await
+                .map(|who| (who, Method::X509))
+                .map_err(AuthnError::NoCertificate),
             Caller::Certificate(Err(why)) => Err(AuthnError::NoCertificate(why.clone())),
         }
     }
@@ -337,6 +350,10 @@ impl Access {
 mod tests {
     use super::*;
 
+    fn certs() -> std::sync::Arc<crate::clientcert::ClientCerts> {
+        std::sync::Arc::new(crate::clientcert::ClientCerts::new(None).unwrap())
+    }
+
     fn alice() -> Identity {
         Identity {
             username: "alice".into(),
@@ -362,7 +379,7 @@ mod tests {
 
     #[test]
     fn each_target_needs_its_rule() {
-        let a = Access::new(None, Some("n1".into()), false);
+        let a = Access::new(None, certs(), Some("n1".into()), false);
         let pod = Subject::Pod {
             namespace: "default".into(),
             name: "web".into(),
@@ -386,7 +403,7 @@ mod tests {
                 "{action:?} {subject:?}"
             );
         }
-        let nameless = Access::new(None, None, false);
+        let nameless = Access::new(None, certs(), None, false);
         assert!(matches!(
             nameless.rule(Action::Exec, &Subject::Node, &who),
             Err(AuthzError::NoNodeName { .. })
@@ -413,7 +430,7 @@ mod tests {
 
     #[tokio::test]
     async fn unix_peers_other_than_root_are_refused() {
-        let a = Access::new(None, Some("n1".into()), false);
+        let a = Access::new(None, certs(), Some("n1".into()), false);
         let (who, m) = a.identify(&Caller::Unix(Some(1000))).await.unwrap();
         let e = a
             .authorize(&who, m, Action::Exec, &Subject::Node)

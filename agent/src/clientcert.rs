@@ -34,6 +34,13 @@ const CA_FRESH: Duration = Duration::from_secs(60);
 const CA_RETRY: Duration = Duration::from_secs(5);
 /// A handshake that takes longer is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Told to callers when there is no CA to check them with; the details
+/// (the API server's address, its answer) go to the agent's log only.
+const NO_CA: &str = "the agent cannot check client certificates now: it has no usable client CA from the cluster \
+                     (kube-system/extension-apiserver-authentication); the agent's log says why";
+/// How long a CA read before is trusted while the API server cannot be
+/// reached.
+const CA_KEPT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientCaError {
@@ -52,9 +59,10 @@ pub enum ClientCaError {
 }
 
 /// Who a TLS connection's client is, as far as its certificate says:
-/// the verified identity, or why there is none.
+/// the certificate chain it presented (its key proven in the handshake),
+/// checked against the CA at each call, or why there is none.
 #[derive(Debug, Clone)]
-pub struct CertPeer(pub Result<Identity, String>);
+pub struct CertPeer(pub Result<Vec<CertificateDer<'static>>, String>);
 
 /// Accepts TLS connections, verifying client certificates against the
 /// cluster's current client CA.
@@ -65,12 +73,20 @@ pub struct ClientCerts {
     loaded: tokio::sync::Mutex<Loaded>,
 }
 
+impl std::fmt::Debug for ClientCerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCerts").finish_non_exhaustive()
+    }
+}
+
 struct Loaded {
     at: Option<Instant>,
     acceptor: TlsAcceptor,
-    /// Checks a presented certificate against the CA, after the handshake.
+    /// Checks a presented certificate against the CA, at each call.
     verifier: Option<Arc<dyn ClientCertVerifier>>,
-    /// Why the last read of the CA failed; a CA read before it stays in use.
+    /// When `verifier` was read.
+    verified_at: Option<Instant>,
+    /// Why the last read of the CA failed.
     error: Option<String>,
 }
 
@@ -95,6 +111,7 @@ impl ClientCerts {
                 at: None,
                 acceptor,
                 verifier: None,
+                verified_at: None,
                 error: Some(none),
             }),
         })
@@ -118,17 +135,26 @@ impl ClientCerts {
                     }
                     loaded.acceptor = acceptor;
                     loaded.verifier = Some(verifier);
+                    loaded.verified_at = Some(Instant::now());
                     loaded.error = None;
                 }
                 Err(e) => {
+                    // The API server unreachable: the CA read before stays,
+                    // for a while. Its answer that there is none, or none
+                    // usable, ends it at once: that is how an admin stops
+                    // certificates.
+                    let keep = matches!(e, ClientCaError::Read(_))
+                        && loaded.verified_at.is_some_and(|t| t.elapsed() < CA_KEPT);
+                    if !keep {
+                        loaded.verifier = None;
+                    }
                     if loaded.error.as_deref() != Some(&e.to_string()) {
-                        tracing::warn!(error = %e, keeping_previous = loaded.verifier.is_some(), "client certificates");
+                        tracing::warn!(error = %e, keeping_previous = keep, "client certificates");
                     }
                     loaded.error = Some(e.to_string());
                 }
             }
         }
-        // A CA read earlier still verifies; without one, say why not.
         let verifier = loaded
             .verifier
             .clone()
@@ -159,22 +185,20 @@ impl ClientCerts {
         Ok((acceptor, verifier))
     }
 
-    /// Completes the TLS handshake on `tcp` and names the client.
+    /// Completes the TLS handshake on `tcp`, keeping the chain the client
+    /// presented; all within [`HANDSHAKE_TIMEOUT`], the CA's read included.
     pub async fn accept(&self, tcp: TcpStream) -> std::io::Result<CertConn> {
-        let (acceptor, verifier) = self.current().await;
-        let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+        let handshake = async {
+            let (acceptor, verifier) = self.current().await;
+            Ok::<_, std::io::Error>((acceptor.accept(tcp).await?, verifier.is_ok()))
+        };
+        let (tls, asked) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake"))??;
-        let peer = match (tls.get_ref().1.peer_certificates(), verifier) {
-            (_, Err(why)) => Err(format!("the agent cannot check client certificates: {why}")),
-            (Some([leaf, intermediates @ ..]), Ok(v)) => v
-                .verify_client_cert(leaf, intermediates, UnixTime::now())
-                .map_err(|e| {
-                    format!(
-                        "the client certificate is not one the cluster's client CA signed, or not valid now                          (client-ca-file in kube-system/extension-apiserver-authentication): {e}"
-                    )
-                })
-                .and_then(|_| identity(leaf)),
+        let peer = match tls.get_ref().1.peer_certificates() {
+            Some(chain) if !chain.is_empty() => Ok(chain.iter().map(|c| c.clone().into_owned()).collect()),
+            // Without a CA none was asked for.
+            _ if !asked => Err(NO_CA.to_owned()),
             _ => Err("the TLS connection carried no client certificate".to_owned()),
         };
         Ok(CertConn {
@@ -182,6 +206,35 @@ impl ClientCerts {
             peer: CertPeer(peer),
         })
     }
+
+    /// The user `chain` names, checked now against the current CA, as the
+    /// API server checks a certificate at each request: one that expired
+    /// or whose CA was replaced since the connection was made no longer
+    /// counts.
+    pub async fn check(&self, chain: &[CertificateDer<'static>]) -> Result<Identity, String> {
+        let (_, verifier) = self.current().await;
+        let verifier = verifier.map_err(|_| NO_CA.to_owned())?;
+        verify(verifier.as_ref(), chain, UnixTime::now())
+    }
+}
+
+/// Checks `chain` (leaf first) against `verifier` at `now` and names its
+/// user.
+fn verify(
+    verifier: &dyn ClientCertVerifier,
+    chain: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Result<Identity, String> {
+    let [leaf, intermediates @ ..] = chain else {
+        return Err("the TLS connection carried no client certificate".to_owned());
+    };
+    verifier.verify_client_cert(leaf, intermediates, now).map_err(|e| {
+        format!(
+            "the client certificate is not one the cluster's client CA signed for client authentication, or not \
+             valid now (client-ca-file in kube-system/extension-apiserver-authentication): {e}"
+        )
+    })?;
+    identity(leaf)
 }
 
 fn roots(pem: &str) -> Result<rustls::RootCertStore, ClientCaError> {
@@ -280,12 +333,20 @@ pub fn identity(der: &CertificateDer<'_>) -> Result<Identity, String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| format!("the client certificate cannot be parsed: {e}"))?;
     let subject = cert.subject();
-    let username = subject
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
+    // The API server reads the last CN where a subject has several; one
+    // that another reader could take for someone else is refused.
+    let names: Vec<_> = subject.iter_common_name().collect();
+    let [cn] = names[..] else {
+        return Err(format!(
+            "the client certificate's subject has {} common names (CN); exactly one names the user",
+            names.len()
+        ));
+    };
+    let username = cn
+        .as_str()
+        .ok()
         .filter(|cn| !cn.is_empty())
-        .ok_or("the client certificate's subject has no common name (CN), which names the user")?
+        .ok_or("the client certificate's common name (CN), which names the user, is empty or not text")?
         .to_owned();
     let mut groups: Vec<String> = subject
         .iter_organization()
@@ -379,7 +440,65 @@ mod tests {
         assert!(cred.starts_with("X509SHA256=") && cred.len() == 11 + 64, "{cred}");
 
         let e = identity(&issued(&[(OrganizationName, "devs")])).unwrap_err();
-        assert!(e.contains("no common name"), "{e}");
+        assert!(e.contains("0 common names"), "{e}");
+        // Two CNs: the API server would take the last, a naive reader the
+        // first.
+        let cn = rcgen::DnType::CustomDnType(vec![2, 5, 4, 3]);
+        let e = identity(&issued(&[(CommonName, "victim"), (cn, "self")])).unwrap_err();
+        assert!(e.contains("2 common names"), "{e}");
+    }
+
+    /// What the API server's x509 authenticator refuses, the agent refuses:
+    /// another CA's, expired, not for client authentication, the CA itself.
+    #[test]
+    fn only_a_current_client_certificate_of_the_ca_counts() {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(rcgen::DnType::CommonName, "client-ca");
+        ca.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca_cert.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .unwrap();
+        let leaf = |edit: &dyn Fn(&mut rcgen::CertificateParams)| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name = rcgen::DistinguishedName::new();
+            p.distinguished_name.push(rcgen::DnType::CommonName, "carol");
+            p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            edit(&mut p);
+            p.signed_by(&key, &issuer).unwrap().der().clone()
+        };
+        let now = UnixTime::now();
+        let check = |der: CertificateDer<'static>| verify(verifier.as_ref(), &[der], now);
+        assert_eq!(check(leaf(&|_| {})).unwrap().username, "carol");
+        let expired = leaf(&|p| {
+            p.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        });
+        let server_only = leaf(&|p| p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth]);
+        let foreign = issued(&[(rcgen::DnType::CommonName, "carol")]);
+        for (what, der) in [
+            ("expired", expired),
+            ("serverAuth only", server_only),
+            ("the CA itself", ca_cert.der().clone()),
+            ("another CA's", foreign),
+        ] {
+            let e = check(der).expect_err(what);
+            assert!(
+                e.contains("not one the cluster's client CA signed"),
+                "{what}: {e}"
+            );
+        }
+        assert!(verify(verifier.as_ref(), &[], now).is_err());
     }
 
     #[test]

@@ -194,7 +194,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_sessions: args.max_sessions,
     };
     let access = access(&args)?;
-    let certs = Arc::new(ClientCerts::new(access.client().cloned())?);
+    let certs = access.certs();
     let audit = Audit::open(args.audit_log.as_deref())?;
     let cgroups = session_cgroups(args.sessions_memory);
     let policy = Arc::new(Policies::load(args.policy.clone()));
@@ -253,7 +253,12 @@ fn access(args: &Args) -> anyhow::Result<Access> {
             "--insecure-skip-authz: NO AUTHENTICATION OR AUTHORIZATION. Whoever reaches this agent \
              (anyone allowed to port-forward to its pod) is root on this node"
         );
-        return Ok(Access::new(None, args.node_name.clone(), true));
+        return Ok(Access::new(
+            None,
+            Arc::new(ClientCerts::new(None)?),
+            args.node_name.clone(),
+            true,
+        ));
     }
     let config = KubeConfig::resolve(
         args.kube_api.clone(),
@@ -279,7 +284,8 @@ fn access(args: &Args) -> anyhow::Result<Access> {
     if args.node_name.is_none() {
         tracing::warn!("no --node-name (NODE_NAME): node targets will be refused to everyone but local root");
     }
-    Ok(Access::new(client, args.node_name.clone(), false))
+    let certs = Arc::new(ClientCerts::new(client.clone())?);
+    Ok(Access::new(client, certs, args.node_name.clone(), false))
 }
 
 /// The sessions' cgroups, after killing what agents that died left in

@@ -36,7 +36,8 @@ pub enum NsenterError {
     Nul,
     #[error(
         "the agent's tools (--tools agent) run in the agent's own mount namespace, and the mount namespace (-m) \
-         makes the tool the container image's own binary: pick one"
+         makes the tool the container image's own binary: pick one; nor may they enter the target's user \
+         namespace (-U), where the target's processes could reach the agent's filesystem through the tool"
     )]
     AgentToolsWithMnt,
     #[error("this kernel has no {kinds} namespaces: drop the flag for them (-a enters the kinds that exist)")]
@@ -541,7 +542,7 @@ pub fn spawn(
         return Err(NsenterError::NoNamespace);
     }
     let agent_tools = req.tools == ToolSource::Agent;
-    if agent_tools && req.namespaces.contains(NsKind::Mnt) {
+    if agent_tools && (req.namespaces.contains(NsKind::Mnt) || req.namespaces.contains(NsKind::User)) {
         return Err(NsenterError::AgentToolsWithMnt);
     }
     let pid = target.resolved.pid;

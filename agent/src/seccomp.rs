@@ -68,6 +68,33 @@ struct Arg {
     op: String,
 }
 
+/// The calls that give the tool the container's identity. A profile that
+/// makes them return 0 without doing anything (SCMP_ACT_ERRNO with errno
+/// 0) would leave the tool with the agent's uid and capabilities, with no
+/// error: such a profile is refused.
+const IDENTITY_CALLS: &[&str] = &[
+    "setuid",
+    "setgid",
+    "setreuid",
+    "setregid",
+    "setresuid",
+    "setresgid",
+    "setfsuid",
+    "setfsgid",
+    "setgroups",
+    "setuid32",
+    "setgid32",
+    "setreuid32",
+    "setregid32",
+    "setresuid32",
+    "setresgid32",
+    "setfsuid32",
+    "setfsgid32",
+    "setgroups32",
+    "capset",
+    "prctl",
+];
+
 /// EPERM, what runc returns for SCMP_ACT_ERRNO without an errnoRet.
 const EPERM: u32 = 1;
 
@@ -121,6 +148,14 @@ pub fn compile(profile: &serde_json::Value) -> Result<Filter, SeccompError> {
     }
     let failed = |e: libseccomp::error::SeccompError| SeccompError::Compile(e.to_string());
     let default = action(&p.default_action, p.default_errno_ret)?;
+    let fakes_success = |a: ScmpAction| a == ScmpAction::Errno(0);
+    if fakes_success(default) {
+        return Err(SeccompError::Unsupported(
+            "a default action that fakes success (SCMP_ACT_ERRNO with errno 0), which would fake the tool's \
+             change of identity too"
+                .into(),
+        ));
+    }
     let mut ctx = ScmpFilterContext::new(default).map_err(failed)?;
     for a in &p.architectures {
         let arch: ScmpArch = a
@@ -133,6 +168,13 @@ pub fn compile(profile: &serde_json::Value) -> Result<Filter, SeccompError> {
     }
     for rule in &p.syscalls {
         let act = action(&rule.action, rule.errno_ret)?;
+        if fakes_success(act)
+            && let Some(call) = rule.names.iter().find(|n| IDENTITY_CALLS.contains(&n.as_str()))
+        {
+            return Err(SeccompError::Unsupported(format!(
+                "SCMP_ACT_ERRNO with errno 0 on {call}, which would fake the tool's change of identity"
+            )));
+        }
         // libseccomp refuses a rule that repeats the default action; it
         // would change nothing anyway.
         if act == default {
@@ -246,5 +288,15 @@ mod tests {
             "SECCOMP_FILTER_FLAG_NEW",
         );
         bad(json!({"syscalls": []}), "not a valid OCI profile");
+        // Faked success on the calls that take the container's identity.
+        bad(
+            json!({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 0}),
+            "fakes success",
+        );
+        bad(
+            json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read", "capset"],
+                   "action": "SCMP_ACT_ERRNO", "errnoRet": 0}]}),
+            "errno 0 on capset",
+        );
     }
 }

@@ -16,6 +16,10 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::clientcert::{CertConn, ClientCerts};
 use crate::service::AgentService;
 
+/// TLS handshakes in progress at most; each ends within
+/// [`crate::clientcert::HANDSHAKE_TIMEOUT`].
+const MAX_HANDSHAKES: usize = 256;
+
 /// The largest message a client may send, in bytes: an exec start, or one
 /// chunk of stdin. Bounds what one message can make the agent hold.
 pub const MAX_MESSAGE: usize = 1 << 20;
@@ -263,6 +267,7 @@ fn tls_incoming(
     certs: Arc<ClientCerts>,
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<CertConn>> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let tcp = tokio::select! {
@@ -277,9 +282,20 @@ fn tls_incoming(
                     }
                 },
             };
+            // Whoever may port-forward to the agent pod can open
+            // connections, with or without a right to use them: only so
+            // many handshakes at once, the rest closed.
+            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                tracing::warn!(
+                    max = MAX_HANDSHAKES,
+                    "TLS listener: too many handshakes at once; closing a connection"
+                );
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let (certs, conns) = (certs.clone(), tx.clone());
             tokio::spawn(async move {
+                let _permit = permit;
                 match certs.accept(tcp).await {
                     Ok(conn) => {
                         let _ = conns.send(Ok(conn)).await;

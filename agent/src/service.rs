@@ -356,7 +356,9 @@ fn validate(start: ExecStart) -> Result<(Target, nsenter::Request), AgentError> 
     if req.namespaces.is_empty() {
         return Err(NsenterError::NoNamespace.into());
     }
-    if req.tools == nsenter::ToolSource::Agent && req.namespaces.contains(NsKind::Mnt) {
+    if req.tools == nsenter::ToolSource::Agent
+        && (req.namespaces.contains(NsKind::Mnt) || req.namespaces.contains(NsKind::User))
+    {
         return Err(NsenterError::AgentToolsWithMnt.into());
     }
     let strings = req
@@ -786,7 +788,8 @@ mod tests {
                 Ok((target, req)) => {
                     proptest::prop_assert!(!req.namespaces.is_empty());
                     proptest::prop_assert!(
-                        req.tools != nsenter::ToolSource::Agent || !req.namespaces.contains(NsKind::Mnt)
+                        req.tools != nsenter::ToolSource::Agent
+                            || !(req.namespaces.contains(NsKind::Mnt) || req.namespaces.contains(NsKind::User))
                     );
                     proptest::prop_assert!(!req.argv[0].is_empty());
                     proptest::prop_assert!(req.argv.iter().all(|a| !a.contains('\0')));

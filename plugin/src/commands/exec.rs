@@ -74,6 +74,14 @@ pub(crate) fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Fai
         ));
     }
     let agent_tools = args.tools == Tools::Agent;
+    if agent_tools && args.ns.user {
+        return Err(Failure::new(
+            exit::USAGE,
+            "--tools agent and -U exclude each other: in the target's user namespace the tool could be traced by \
+             the target's processes, which would reach the agent's filesystem (its ServiceAccount token) \
+             through it.\nHint: drop -U; the agent's tool runs as node root in the other namespaces you chose",
+        ));
+    }
     if agent_tools && args.ns.mount {
         return Err(Failure::new(
             exit::USAGE,
@@ -105,12 +113,12 @@ pub(crate) fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Fai
         env.entry("TERM".into()).or_insert(term);
     }
     // -a with the agent's tools: every kind but the mount namespace, which
-    // is where those tools come from.
+    // is where those tools come from, and the user namespace (see above).
     let namespaces = args
         .ns
         .namespaces()?
         .into_iter()
-        .filter(|n| !(agent_tools && *n == Namespace::Mnt))
+        .filter(|n| !(agent_tools && matches!(n, Namespace::Mnt | Namespace::User)))
         .map(|n| n as i32)
         .collect();
     Ok(ExecStart {
@@ -493,12 +501,15 @@ mod tests {
         let s = start(&["-n", "--tools", "agent"]).unwrap();
         assert_eq!(s.tools, ToolSource::Agent as i32);
         assert_eq!(start(&["-n"]).unwrap().tools, ToolSource::Node as i32);
-        // -a: every kind but the one the tools come from.
+        // -a: every kind but the one the tools come from, and the user
+        // namespace.
         let s = start(&["-a", "--tools", "agent"]).unwrap();
-        assert_eq!(s.namespaces.len(), 7);
+        assert_eq!(s.namespaces.len(), 6);
         assert!(!s.namespaces.contains(&(Namespace::Mnt as i32)) && s.all);
+        assert!(!s.namespaces.contains(&(Namespace::User as i32)));
         for flags in [
             &["-m", "--tools", "agent"][..],
+            &["-n", "-U", "--tools", "agent"],
             &["-n", "-m", "--tools", "agent"],
             &["-a", "--privileged", "--tools", "agent"],
         ] {
