@@ -277,6 +277,8 @@ pub struct Spawned {
     pub notices: Vec<String>,
     /// Who the tool runs as, for the session's log line.
     pub runs_as: RunsAs,
+    /// The target's namespaces the tool is in.
+    pub entered: NsSet,
 }
 
 /// The identity a tool runs with.
@@ -556,6 +558,9 @@ pub fn spawn(
     let (mut set, skipped) = existing_kinds(req.namespaces, present, req.all)?;
     notices.extend(skipped);
     notices.extend(as_the_container(pid, req, node, &mut set)?);
+    // What the tool is in of the target's, for the audit trail: the kinds
+    // asked for that exist, and those `-m` adds.
+    let entered = set;
     // Every kind not chosen is the node's, also where the agent's own (its
     // pod's) differs; but for the agent's tools the mount namespace stays
     // the agent's, whose root filesystem is its image.
@@ -779,6 +784,7 @@ pub fn spawn(
         pty: pty_master,
         notices,
         runs_as,
+        entered,
     })
 }
 

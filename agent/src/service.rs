@@ -517,6 +517,7 @@ impl Agent for AgentService {
         };
         let _ = tx.send(Ok(started)).await;
         record.runs_as = Some(spawned.runs_as.to_string());
+        record.namespaces = spawned.entered.iter().map(|k| k.proc_name().to_owned()).collect();
         self.audit.emit(&record);
         let audit_log = self.audit.clone();
         let shutdown = self.shutdown.clone();
@@ -531,6 +532,7 @@ impl Agent for AgentService {
             let _admitted = admitted;
             let tool_pid = spawned.tool.pid;
             let runs_as = spawned.runs_as.to_string();
+            let entered = spawned.entered;
             let s = session::run(spawned, inbound, tx, shutdown, max_age).await;
             let (exit_code, signal) = match s.end {
                 End::Exited(ExitStatus::Code(c)) => (Some(c), None),
@@ -543,7 +545,7 @@ impl Agent for AgentService {
                 container_id = resolved.container_id.as_deref().unwrap_or(""),
                 target_pid = resolved.pid,
                 tool_pid,
-                namespaces = %req.namespaces,
+                namespaces = %entered,
                 argv = ?req.argv,
                 tools = req.tool_source(),
                 tty = req.tty,

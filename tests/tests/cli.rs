@@ -277,3 +277,14 @@ fn a_container_flag_on_a_target_that_is_no_pod_is_a_usage_error() {
     ]);
     assert!(err.contains("-c app names a container of a pod"), "{err}");
 }
+
+#[test]
+fn many_pod_flags_without_a_selector_are_a_usage_error() {
+    for flag in [&["-o", "json"][..], &["-A"]] {
+        let mut args = vec!["exec", "--agent", "unix:///x.sock", "node", "-n"];
+        args.extend_from_slice(flag);
+        args.extend_from_slice(&["--", "ss"]);
+        let err = usage_error(&args);
+        assert!(err.contains("goes with -l SELECTOR"), "{err}");
+    }
+}

@@ -60,6 +60,17 @@ impl NsFlags {
 
 /// The validated start message (the target is filled in once resolved).
 pub(crate) fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Failure> {
+    // clap's `requires` does not hold these to -l here: said by hand.
+    if args.selector.is_none()
+        && let Some(flag) = [(args.output.is_some(), "-o"), (args.all_namespaces, "-A")]
+            .into_iter()
+            .find_map(|(given, flag)| given.then_some(flag))
+    {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!("{flag} goes with -l SELECTOR (many pods at once); one target prints its own output"),
+        ));
+    }
     if let Some(c) = &args.container
         && args
             .target
