@@ -14,17 +14,8 @@ use kns_tests::agent::Agent;
 use kns_tests::bins;
 use kns_tests::containerd::{Lab, PodSpec};
 use kns_tests::kubeapi::{FakeApi, agent_pod, running_pod};
+use kns_tests::median;
 use kns_tests::target::NsProcess;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
 
 fn run_ok(cmd: &mut Command) -> Duration {
     let start = Instant::now();

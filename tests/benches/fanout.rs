@@ -14,15 +14,10 @@ use std::time::{Duration, Instant};
 use kns_tests::agent::Agent;
 use kns_tests::containerd::{Lab, PodSpec};
 use kns_tests::kubeapi::{FakeApi, agent_pod, running_pod};
-use kns_tests::require_root;
+use kns_tests::{median, require_root};
 
 const NODE: &str = "fan-node";
 const ROUNDS: usize = 7;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 /// Wall time of one whole run, in ms; the run must succeed and, for a
 /// fan-out, report every pod.

@@ -1383,9 +1383,16 @@ impl FakeApi {
     /// `kubectl-ns SUBCOMMAND --kubeconfig <this server's> ARGS…`, with the
     /// kubectl cache in [`FakeApi::cache_dir`]; add env or stdio and run it.
     pub fn kns_command(&self, args: &[&str]) -> std::process::Command {
+        self.kns_command_as(&self.kubeconfig, args)
+    }
+
+    /// [`FakeApi::kns_command`] as the user of `kubeconfig` (one of
+    /// [`FakeApi::kubeconfig_for`]'s, say).
+    pub fn kns_command_as(&self, kubeconfig: &std::path::Path, args: &[&str]) -> std::process::Command {
         let mut c = std::process::Command::new(crate::bins::plugin());
         c.arg(args[0])
-            .args(["--kubeconfig", &self.kubeconfig_arg()])
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
             .args(&args[1..])
             .env("KUBECACHEDIR", self.cache_dir())
             .stdin(std::process::Stdio::null());

@@ -78,3 +78,15 @@ pub fn listens_on_loopback(pid: i32, port: u16) -> bool {
             f.len() > 3 && f[1] == want && f[3] == "0A"
         })
 }
+
+/// The median of benchmark samples (the mean of the middle two for an even
+/// count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}

@@ -396,14 +396,9 @@ fn in_its_pod_the_image_checks_every_caller_with_the_api_server() {
     api.add_user("bob-token", "bob", &["system:authenticated"]);
     api.set_grants(Vec::new());
     let exec = |kubeconfig: &Path, argv: &[&str]| {
-        Command::new(plugin())
-            .arg("exec")
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args([web, "-m", "--"])
-            .args(argv)
-            .env("KUBECACHEDIR", api.cache_dir())
-            .stdin(Stdio::null())
+        let mut args = vec!["exec", web, "-m", "--"];
+        args.extend_from_slice(argv);
+        api.kns_command_as(kubeconfig, &args)
             .output()
             .expect("run kubectl-ns")
     };

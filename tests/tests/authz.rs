@@ -30,13 +30,8 @@ fn cluster_with_env(pod: &str, port: u16, env: &[(&str, &str)]) -> OneNode {
 
 /// `kubectl-ns ARGS…` as the user of `kubeconfig`.
 fn as_user(c: &OneNode, kubeconfig: &Path, args: &[&str]) -> Output {
-    Command::new(plugin())
-        .arg(args[0])
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(&args[1..])
-        .env("KUBECACHEDIR", c.api.cache_dir())
-        .stdin(Stdio::null())
+    c.api
+        .kns_command_as(kubeconfig, args)
         .output()
         .expect("run kubectl-ns")
 }

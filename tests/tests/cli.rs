@@ -3,6 +3,14 @@
 
 use kns_tests::bins::{kns, stderr};
 
+/// `exec --agent <a socket nobody serves> node ARGS…`: whatever is refused
+/// is refused before any agent is asked.
+fn exec_on_node<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["exec", "--agent", "unix:///nonexistent.sock", "node"];
+    v.extend_from_slice(args);
+    v
+}
+
 /// Runs `kubectl-ns ARGS`, which must be refused as a usage error (exit
 /// 2); returns what it said.
 fn usage_error(args: &[&str]) -> String {
@@ -13,46 +21,19 @@ fn usage_error(args: &[&str]) -> String {
 
 #[test]
 fn no_namespace_is_a_usage_error() {
-    let err = usage_error(&[
-        "exec",
-        "--agent",
-        "unix:///nonexistent.sock",
-        "node",
-        "--",
-        "true",
-    ]);
+    let err = usage_error(&exec_on_node(&["--", "true"]));
     assert!(err.contains("no namespace chosen"), "{err}");
 }
 
 #[test]
 fn privileged_without_the_mount_namespace_is_a_usage_error() {
-    let err = usage_error(&[
-        "exec",
-        "--agent",
-        "unix:///nonexistent.sock",
-        "node",
-        "-n",
-        "--privileged",
-        "--",
-        "true",
-    ]);
+    let err = usage_error(&exec_on_node(&["-n", "--privileged", "--", "true"]));
     assert!(err.contains("--privileged only changes -m"), "{err}");
 }
 
 #[test]
 fn the_agents_tools_with_the_mount_namespace_is_a_usage_error() {
-    let err = usage_error(&[
-        "exec",
-        "--agent",
-        "unix:///nonexistent.sock",
-        "node",
-        "-n",
-        "-m",
-        "--tools",
-        "agent",
-        "--",
-        "ss",
-    ]);
+    let err = usage_error(&exec_on_node(&["-n", "-m", "--tools", "agent", "--", "ss"]));
     assert!(err.contains("--tools agent and -m exclude each other"), "{err}");
 }
 
@@ -115,8 +96,7 @@ fn help_teaches_the_namespace_flags() {
 #[test]
 fn dash_it_from_kubectl_exec_is_refused_with_the_fix() {
     for it in [&["-it"][..], &["-i", "-t"]] {
-        let mut args = vec!["exec", "--agent", "unix:///nonexistent.sock", "node"];
-        args.extend_from_slice(it);
+        let mut args = exec_on_node(it);
         args.extend_from_slice(&["--", "sh"]);
         let o = kns(&args);
         assert_eq!(o.status.code(), Some(2), "{it:?}: {}", stderr(&o));
@@ -126,16 +106,7 @@ fn dash_it_from_kubectl_exec_is_refused_with_the_fix() {
         assert!(err.contains("--ipc -t"), "{err}");
     }
     // Spelled out, the IPC namespace is taken at its word: the agent is tried.
-    let o = kns(&[
-        "exec",
-        "--agent",
-        "unix:///nonexistent.sock",
-        "node",
-        "--ipc",
-        "-t",
-        "--",
-        "sh",
-    ]);
+    let o = kns(&exec_on_node(&["--ipc", "-t", "--", "sh"]));
     assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
     assert!(!stderr(&o).contains("IPC namespace here"), "{}", stderr(&o));
 }
@@ -281,7 +252,7 @@ fn a_container_flag_on_a_target_that_is_no_pod_is_a_usage_error() {
 #[test]
 fn many_pod_flags_without_a_selector_are_a_usage_error() {
     for flag in [&["-o", "json"][..], &["-A"]] {
-        let mut args = vec!["exec", "--agent", "unix:///x.sock", "node", "-n"];
+        let mut args = exec_on_node(&["-n"]);
         args.extend_from_slice(flag);
         args.extend_from_slice(&["--", "ss"]);
         let err = usage_error(&args);
