@@ -377,6 +377,13 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Whether the log has `needle` within 5 s. A session's own line is
+    /// written after the client saw it end, so reading the log at once
+    /// races with it.
+    pub fn logged(&self, needle: &str) -> bool {
+        crate::wait_until(std::time::Duration::from_secs(5), || self.logs().contains(needle))
+    }
+
     /// The audit records the agent wrote on stdout so far, parsed.
     pub fn audit(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.stdout)

@@ -177,7 +177,7 @@ fn the_tool_takes_the_containers_uid_groups_capabilities_and_no_new_privs() {
     assert!(field(&tool, "Groups").contains("2000 3000"), "{tool}");
     assert_eq!(field(&tool, "CapBnd"), "CapBnd: 0000000000000400");
     assert_eq!(field(&tool, "NoNewPrivs"), "NoNewPrivs: 1");
-    assert!(agent.logs().contains("container uid=1000"), "{}", agent.logs());
+    assert!(agent.logged("container uid=1000"), "{}", agent.logs());
 }
 
 #[test]
