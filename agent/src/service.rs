@@ -473,8 +473,9 @@ impl Agent for AgentService {
         .map_err(|e| Status::internal(format!("spawn task failed: {e}")))?;
 
         // Few messages in flight per session: with chunks of up to 1 MiB
-        // this bounds a session's buffered output to a few MiB.
-        let (tx, rx) = mpsc::channel(4);
+        // this bounds a session's buffered output to a few MiB. One of
+        // them is kept for the session's last message (session::run).
+        let (tx, rx) = mpsc::channel(5);
         let mut record = Record::new(Event::Start, "exec", self.audit_target(&target, Some(&resolved)));
         record.session = Some(session_id);
         record.user = Some(who);

@@ -232,6 +232,11 @@ where
     let started = Instant::now();
     let mut tool = spawned.tool;
     let pid = tool.pid;
+    // The session's last message (the exit status, or why it ended) has
+    // its place in the channel kept from the start: sending it never waits
+    // on a client that stopped reading, so the session still ends, frees
+    // its slot and is recorded. None when the client has already gone.
+    let last = tx.clone().reserve_owned().await.ok();
     let progress = Arc::new(AtomicU64::new(0));
     let mut out = pump(spawned.stdout, tx.clone(), Out::Stdout, progress.clone());
     let mut err = spawned
@@ -393,7 +398,9 @@ where
                     DRAIN_STALL.as_secs()
                 )))
             };
-            let _ = tx.send(reply).await;
+            if let Some(p) = last {
+                p.send(reply);
+            }
             if let Some(t) = stdin_task {
                 t.abort();
             }
@@ -432,8 +439,8 @@ where
         ))),
         _ => None,
     };
-    if let Some(status) = farewell {
-        let _ = tx.send(Err(status)).await;
+    if let (Some(status), Some(p)) = (farewell, last) {
+        p.send(Err(status));
     }
     let summary = Summary {
         end,

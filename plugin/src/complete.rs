@@ -17,8 +17,19 @@ use crate::cli::{Cli, KubeArgs};
 /// Cobra's directives (a bit set).
 const NO_SPACE: u32 = 2;
 const NO_FILE_COMP: u32 = 4;
-/// How long the API may take to answer before completion gives up.
+/// How long the API may take to answer before completion gives up, unless
+/// `KNS_COMPLETION_TIMEOUT` says otherwise.
 const API_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// [`API_TIMEOUT`], or `KNS_COMPLETION_TIMEOUT` (a kubectl duration) for a
+/// cluster that is slow to list. A value that does not parse is ignored: a
+/// completion has nowhere to report it.
+fn api_timeout() -> Duration {
+    std::env::var("KNS_COMPLETION_TIMEOUT")
+        .ok()
+        .and_then(|v| crate::cli::parse_duration(&v).ok())
+        .unwrap_or(API_TIMEOUT)
+}
 
 /// The scripts `kubectl ns completion SHELL` prints, for `kubectl-ns`
 /// called by its own name; under kubectl, `kubectl_complete-ns` is used.
@@ -310,7 +321,7 @@ async fn targets(kube: &KubeArgs, partial: &str) -> (Candidates, u32) {
 }
 
 /// Asks the API (with the client and the namespace for pods given without
-/// one) within [`API_TIMEOUT`]; nothing on any failure, as a
+/// one) within [`api_timeout`]; nothing on any failure, as a
 /// completion must never print an error into the user's command line.
 async fn api<F, Fut>(kube: &KubeArgs, ask: F) -> Vec<String>
 where
@@ -321,7 +332,7 @@ where
         let r = crate::cluster::resolver(kube).await.ok()?;
         ask(r.client, r.namespace).await.ok()
     };
-    tokio::time::timeout(API_TIMEOUT, work)
+    tokio::time::timeout(api_timeout(), work)
         .await
         .ok()
         .flatten()

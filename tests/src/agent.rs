@@ -5,7 +5,7 @@
 //! the host's namespaces. A test can then tell the node's namespaces from
 //! the agent's, which is what a real cluster does.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -386,11 +386,7 @@ impl Agent {
 
     /// The audit records the agent wrote on stdout so far, parsed.
     pub fn audit(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.stdout)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not an audit line ({e}): {l}")))
-            .collect()
+        audit_records(&self.stdout)
     }
 
     /// Sends SIGTERM and waits for the agent to exit; returns its status.
@@ -414,4 +410,15 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.terminate();
     }
+}
+
+/// The whole audit records in a file the agent writes, parsed. A line not
+/// yet ended with a newline is one the agent is still writing.
+pub fn audit_records(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+    whole
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not an audit line ({e}): {l}")))
+        .collect()
 }

@@ -595,7 +595,9 @@ fn apply(state: &Arc<Mutex<State>>, path: &str, content_type: &str, body: &[u8])
         if !becoming_ready.is_empty() {
             let (state, path) = (state.clone(), path.to_owned());
             tokio::spawn(async move {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                // Long enough that a loaded machine's plugin still sees
+                // the rollout at 0 before it completes.
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                 agents_ready(&state, &path, &becoming_ready);
             });
         }

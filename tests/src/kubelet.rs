@@ -211,6 +211,8 @@ pub fn pod_spec(name: &str, pod: &k8s::PodSpec, container: &str) -> anyhow::Resu
         no_new_privs: sc.allow_privilege_escalation == Some(false),
         privileged: sc.privileged == Some(true),
         seccomp_default,
+        // Not the kubelet's: the caller waits for the agent's ports.
+        listens: None,
     })
 }
 

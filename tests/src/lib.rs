@@ -24,13 +24,24 @@ pub fn require_root() {
 }
 
 /// Polls `f` every 10 ms until it returns true or `timeout` passes.
-pub fn wait_until(timeout: std::time::Duration, mut f: impl FnMut() -> bool) -> bool {
+pub fn wait_until(timeout: std::time::Duration, f: impl FnMut() -> bool) -> bool {
+    poll_until(timeout, std::time::Duration::from_millis(10), f)
+}
+
+/// Polls `f` every `every` until it returns true or `timeout` passes: for
+/// checks costly enough that polling them often would slow what they wait
+/// for.
+pub fn poll_until(
+    timeout: std::time::Duration,
+    every: std::time::Duration,
+    mut f: impl FnMut() -> bool,
+) -> bool {
     let start = std::time::Instant::now();
     while start.elapsed() < timeout {
         if f() {
             return true;
         }
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::thread::sleep(every);
     }
     f()
 }
@@ -64,6 +75,22 @@ pub fn running(argv: &[&str]) -> bool {
                 .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want))
         })
         .unwrap_or(false)
+}
+
+/// Whether `pid`'s network namespace has a TCP listener on `port`, on any
+/// address, IPv4 or IPv6.
+pub fn listens(pid: i32, port: u16) -> bool {
+    let want = format!(":{port:04X}");
+    ["tcp", "tcp6"].iter().any(|f| {
+        std::fs::read_to_string(format!("/proc/{pid}/net/{f}"))
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 3 && f[1].ends_with(&want) && f[3] == "0A"
+            })
+    })
 }
 
 /// Whether `pid`'s network namespace has a TCP listener on 127.0.0.1:`port`.

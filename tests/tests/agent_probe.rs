@@ -32,7 +32,7 @@ fn probe_passes_while_the_agent_serves_and_fails_after() {
     // A process that keeps the pod's network namespace once the agent is
     // gone, as the pod's sandbox does.
     let mut holder = agent.in_netns("sleep").arg("60").spawn().unwrap();
-    let held = wait_until(Duration::from_secs(5), || {
+    let held = wait_until(Duration::from_secs(10), || {
         std::fs::metadata(format!("/proc/{}/ns/net", holder.id()))
             .is_ok_and(|m| m.ino() == ns_inode(agent.pid(), "net"))
     });

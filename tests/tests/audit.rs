@@ -262,6 +262,8 @@ fn audit_finds_declared_observed_and_drifted_host_namespaces() {
 
     // A node whose agent accepts connections but never answers: the audit
     // reports it after --node-timeout and still reports every other node.
+    // The timeout covers each node's whole call, the real node's too, so
+    // it leaves room for a loaded machine; without one the run never ends.
     let silent = Silent::start();
     c.api.add_node("slow-node");
     c.api.add_pod(agent_pod("kubectl-ns-agent-slow", "slow-node"));
@@ -269,12 +271,12 @@ fn audit_finds_declared_observed_and_drifted_host_namespaces() {
         .forward(AGENT_NAMESPACE, "kubectl-ns-agent-slow", silent.pid());
     c.api.add_pod(api_pod("audit-slow", "slow-node", "beef", |_| ()));
     let started = Instant::now();
-    let o = c.api.kns(&["audit", "-A", "-o", "json", "--node-timeout", "1s"]);
+    let o = c.api.kns(&["audit", "-A", "-o", "json", "--node-timeout", "3s"]);
     let took = started.elapsed();
     drop(silent);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
-        took < Duration::from_secs(4),
+        took < Duration::from_secs(15),
         "the slow node held the audit up: {took:?}"
     );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -287,7 +289,7 @@ fn audit_finds_declared_observed_and_drifted_host_namespaces() {
             .unwrap_or_else(|| panic!("{name} in {v}"))
             .clone()
     };
-    assert_eq!(node("slow-node")["error"], "no answer within 1s", "{v}");
+    assert_eq!(node("slow-node")["error"], "no answer within 3s", "{v}");
     assert_eq!(node(NODE)["observed"], true, "{v}");
     assert!(
         v["findings"]
@@ -321,14 +323,8 @@ impl Silent {
             .spawn()
             .expect("spawn the silent listener");
         let silent = Silent(child);
-        // /proc/PID/net/tcp{,6} list the sockets of its network namespace:
-        // wait for one in state LISTEN (0A) on the port.
-        let port = format!(":{AGENT_PORT:04X} ");
-        let listening = wait_until(Duration::from_secs(5), || {
-            ["tcp", "tcp6"].iter().any(|f| {
-                std::fs::read_to_string(format!("/proc/{}/net/{f}", silent.pid()))
-                    .is_ok_and(|t| t.lines().any(|l| l.contains(&port) && l.contains(" 0A ")))
-            })
+        let listening = wait_until(Duration::from_secs(10), || {
+            kns_tests::listens(silent.pid(), AGENT_PORT)
         });
         assert!(listening, "the silent listener did not start");
         silent

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use kns_tests::agent::Agent;
-use kns_tests::{bins, require_root};
+use kns_tests::{bins, poll_until, require_root};
 
 const MB: usize = 1 << 20;
 
@@ -86,8 +86,17 @@ fn a_reader_that_stops_for_good_gets_a_failure_never_a_clean_exit() {
     // background writer is killed with it, output is still waiting in its
     // pipe.
     let mut child = writer(&agent, "head -c 209715200 /dev/zero & sleep 3; exit 0");
-    // Nobody reads for longer than the agent waits for progress (30 s).
-    std::thread::sleep(Duration::from_secs(40));
+    // Nobody reads until the agent has given up waiting for progress
+    // (30 s after the tool exits). The session then ends at once, freeing
+    // its slot and recording its end, though the client still has not
+    // taken the message that says so.
+    assert!(
+        poll_until(Duration::from_secs(90), Duration::from_millis(200), || {
+            agent.audit().iter().any(|r| r["event"] == "end")
+        }),
+        "the agent never gave up on a reader that stopped: {}",
+        agent.logs()
+    );
     let mut out = Vec::new();
     child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
     let o = child.wait_with_output().unwrap();

@@ -14,6 +14,7 @@ fn target() -> NsProcess {
     t.wait_ready("three sleeps", || {
         std::fs::read_to_string(format!("/proc/{}/task/{}/children", t.pid, t.pid))
             .is_ok_and(|c| c.split_whitespace().count() == 2)
+            && std::fs::read(format!("/proc/{}/cmdline", t.pid)).is_ok_and(|c| c == b"sleep\x001003\x00")
     });
     t
 }

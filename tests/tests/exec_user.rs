@@ -127,7 +127,7 @@ fn a_tool_in_a_user_namespace_dies_with_the_agent() {
     agent.kill();
     // setresuid(2) to a mapped uid clears the parent-death signal: it must
     // be armed after.
-    let gone = kns_tests::wait_until(std::time::Duration::from_secs(5), || {
+    let gone = kns_tests::wait_until(std::time::Duration::from_secs(10), || {
         !kns_tests::running(&["sleep", "7171"])
     });
     let _ = client.wait_with_output();

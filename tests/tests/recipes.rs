@@ -88,7 +88,7 @@ fn strace_attaches_to_the_pods_pid_1() {
         &agent.addr(),
         &t.target(),
         &["-p"],
-        &["timeout", "-s", "INT", "1", "strace", "-p", "1"],
+        &["timeout", "-s", "INT", "5", "strace", "-p", "1"],
     );
     assert!(stderr(&o).contains("Process 1 attached"), "{}", stderr(&o));
 }
