@@ -27,6 +27,21 @@ fn usage_hint(args: &[String]) -> Option<String> {
             if word == "-" { "NAME" } else { word }
         ));
     }
+    // `ls -n prod`, `audit -n prod`: kubectl's habit, where -n is no flag.
+    if let Some(cmd) = args.iter().skip(1).find(|a| !a.starts_with('-'))
+        && (cmd == "ls" || cmd == "audit")
+        && args.iter().any(|a| a == "-n")
+    {
+        return Some(format!(
+            "Hint: {cmd} looks at every kind of namespace at once, so it has no -n. For a Kubernetes namespace, \
+             use --namespace NS{}.",
+            if cmd == "ls" {
+                " or the NS/POD form"
+            } else {
+                " (or -A for all of them)"
+            }
+        ));
+    }
     // `exec mypod -n ss`: without `--`, the -n below is no namespace flag
     // with a value but a command that lost its separator.
     let Some(end) = args.iter().position(|a| a == "--") else {

@@ -26,6 +26,25 @@ fn no_namespace_is_a_usage_error() {
 }
 
 #[test]
+fn namespace_with_a_direct_target_is_a_usage_error() {
+    let err = usage_error(&[
+        "exec",
+        "--agent",
+        "unix:///nonexistent.sock",
+        "container/abcd",
+        "--namespace",
+        "prod",
+        "-n",
+        "--",
+        "true",
+    ]);
+    assert!(
+        err.contains("--namespace prod names the namespace of a pod, and container/abcd is not a pod"),
+        "{err}"
+    );
+}
+
+#[test]
 fn privileged_without_the_mount_namespace_is_a_usage_error() {
     let err = usage_error(&exec_on_node(&["-n", "--privileged", "--", "true"]));
     assert!(err.contains("--privileged only changes -m"), "{err}");
@@ -168,6 +187,21 @@ fn timeouts_take_kubectl_durations() {
         ]);
         assert_eq!(o.status.code(), Some(255), "{ok}: {}", stderr(&o));
     }
+}
+
+#[test]
+fn ls_and_audit_with_n_point_to_namespace() {
+    let err = usage_error(&["ls", "-n", "prod", "web"]);
+    assert!(
+        err.contains("Hint: ls looks at every kind of namespace at once, so it has no -n")
+            && err.contains("--namespace NS or the NS/POD form"),
+        "{err}"
+    );
+    let err = usage_error(&["audit", "-n", "prod"]);
+    assert!(
+        err.contains("Hint: audit looks at every kind") && err.contains("-A"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -84,6 +84,18 @@ pub(crate) fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Fai
             ),
         ));
     }
+    if let Some(ns) = &args.kube.namespace
+        && let Some(Target::Direct(d)) = &args.target
+    {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "--namespace {ns} names the namespace of a pod, and {d} is not a pod: pid/, container/ and node \
+                 name one process, container or node on the agent's node whatever its pod.\nHint: drop \
+                 --namespace, or name the pod (NS/POD)"
+            ),
+        ));
+    }
     let agent_tools = args.tools == Tools::Agent;
     if agent_tools && args.ns.user {
         return Err(Failure::new(
