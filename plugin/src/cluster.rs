@@ -56,6 +56,7 @@ pub async fn resolver(args: &KubeArgs) -> Result<Resolver, Failure> {
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
+    crate::exit::set_api_server(config.cluster_url.to_string());
     let credentials = transport::Credentials::new(&config);
     let agent_cache = AgentCache::for_cluster(&config.cluster_url.to_string(), &args.agent_namespace);
     // Every request, the port-forward upgrade included, passes this layer:

@@ -61,6 +61,27 @@ fn chain(e: impl Into<anyhow::Error>) -> String {
     causes.join(": ")
 }
 
+/// The API server the kubeconfig names, once read: connection errors say
+/// which server did not answer, as kubectl's do.
+static API_SERVER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+pub fn set_api_server(url: String) {
+    let _ = API_SERVER.set(url);
+}
+
+/// A hint naming the API server, for an error that never reached it.
+fn unreachable_hint() -> String {
+    API_SERVER
+        .get()
+        .map(|url| {
+            format!(
+                "\nHint: the connection to the API server at {url} failed; `kubectl config view --minify` shows the cluster \
+                 this kubeconfig uses (--context picks another)"
+            )
+        })
+        .unwrap_or_default()
+}
+
 /// Words an API error for the user; `what` says what was being attempted.
 pub fn api_failure(what: &str, e: kube::Error) -> Failure {
     match e {
@@ -74,9 +95,12 @@ pub fn api_failure(what: &str, e: kube::Error) -> Failure {
         kube::Error::Api(s) => Failure::own(format!("{what}: {} ({} {})", s.message, s.code, s.reason)),
         // kube's client errors print their source inline too: start the
         // chain at the source, or every cause would be said twice.
-        kube::Error::Service(source) => {
-            Failure::own(format!("{what}: {}", chain(anyhow::Error::from_boxed(source))))
-        }
+        kube::Error::Service(source) => Failure::own(format!(
+            "{what}: {}{}",
+            chain(anyhow::Error::from_boxed(source)),
+            unreachable_hint()
+        )),
+        kube::Error::HyperError(_) => Failure::own(format!("{what}: {}{}", chain(e), unreachable_hint())),
         e => Failure::own(format!("{what}: {}", chain(e))),
     }
 }

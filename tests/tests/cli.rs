@@ -204,6 +204,46 @@ fn ls_and_audit_with_n_point_to_namespace() {
     );
 }
 
+/// A cluster nobody serves: the error names the API server, as kubectl's
+/// "The connection to the server … was refused" does.
+#[test]
+fn an_unreachable_api_server_is_named() {
+    // Bound and dropped: a loopback port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("config");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: x\nclusters:\n- name: c\n  cluster:\n    server: \
+             https://127.0.0.1:{port}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\nusers:\n- name: u\n  \
+             user: {{token: t}}\n"
+        ),
+    )
+    .unwrap();
+    let o = kns(&[
+        "exec",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "web",
+        "-n",
+        "--",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "Hint: the connection to the API server at https://127.0.0.1:{port}/ failed"
+        )),
+        "{}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn a_command_without_its_separator_is_shown_where_it_goes() {
     let o = kns(&["exec", "--agent", "unix:///x.sock", "pid/1", "-n", "ss"]);
