@@ -641,34 +641,7 @@ pub fn spawn(
 
     let stdin_on = req.stdin || req.tty;
     let (child_stdio, stdin, stdout, stderr, pty_master) = if req.tty {
-        // The terminal is made in the devpts of the mount namespace the
-        // tool runs in: the target's with -m, else the node's (the agent's
-        // own only for --tools agent, or where the agent is in the node's).
-        let tool_root = if with_mnt {
-            root.as_ref()
-                .map(|r| r.try_clone())
-                .transpose()
-                .map_err(|source| NsenterError::Setup {
-                    what: "terminal",
-                    source,
-                })?
-        } else if node_set.contains(NsKind::Mnt) {
-            Some(open_dir(node.pid, "root")?)
-        } else {
-            None
-        };
-        let p = match tool_root.as_ref().map(|r| pty::open_in(r, req.window)) {
-            Some(Ok(p)) => Ok(p),
-            Some(Err(e)) => {
-                notices.push(format!(
-                    "the terminal is the agent's, not in the tool's /dev/pts ({e}): `tty` and programs that \
-                     look their terminal up by name (tmux, screen) will not find it"
-                ));
-                pty::open(req.window)
-            }
-            None => pty::open(req.window),
-        }
-        .map_err(|source| NsenterError::Setup {
+        let p = pty::open(req.window).map_err(|source| NsenterError::Setup {
             what: "terminal",
             source,
         })?;

@@ -10,7 +10,7 @@
 
 use std::ffi::{CStr, CString, c_int};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Opens a pidfd for `pid` (Linux ≥ 5.3): a handle that keeps naming the same
 /// process even if the PID is reused after it exits.
@@ -109,55 +109,6 @@ pub fn set_winsize(fd: &OwnedFd, rows: u16, cols: u16) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// openat2(2) of `path` under `dir` with `resolve`'s RESOLVE_* limits.
-pub fn openat2(dir: BorrowedFd<'_>, path: &CStr, flags: c_int, resolve: u64) -> io::Result<OwnedFd> {
-    // SAFETY: open_how is plain data (non_exhaustive, so not built by
-    // name); all zero is its valid default.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = flags as u64;
-    how.resolve = resolve;
-    // SAFETY: the path is NUL-terminated and `how` is valid for the call,
-    // with its size passed; the fd returned is new and ours alone.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: just opened, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// Unlocks a pseudo-terminal master and opens its peer (TIOCGPTPEER,
-/// Linux 4.13): by the master, never by a /dev/pts path, which a process
-/// in that mount namespace could swap.
-pub fn pty_peer(master: &OwnedFd) -> io::Result<OwnedFd> {
-    let unlock: c_int = 0;
-    // SAFETY: TIOCSPTLCK reads an int from the pointer, valid for the call.
-    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: TIOCGPTPEER takes open flags by value and returns a new fd.
-    let fd = unsafe {
-        libc::ioctl(
-            master.as_raw_fd(),
-            libc::TIOCGPTPEER,
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: just opened, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// A step of the child's setup, reported to the parent when it fails.
@@ -661,12 +612,6 @@ unsafe fn tool_child(
             fail(report_fd, Stage::Seccomp, e);
         }
         if let Some(creds) = &plan.creds {
-            // As grantpt(3) would: a terminal the tool owns, which it can
-            // open again by name (tmux does). Best effort: without it the
-            // terminal still works through the fds it has.
-            if plan.tty {
-                libc::fchown(plan.stdio[0].as_raw_fd(), creds.uid, libc::gid_t::MAX);
-            }
             if let Err(e) = take_creds(creds) {
                 fail(report_fd, Stage::Creds, e);
             }

@@ -90,21 +90,3 @@ pub fn start_ready(agent: &str, script: &str) -> (Child, BufReader<ChildStdout>)
     assert_eq!(line, "ready\n", "the session did not start");
     (child, out)
 }
-
-/// Runs `argv` under script(1), which gives it a real terminal of 33 rows
-/// and 101 columns, with no stdin; the terminal's output is stdout.
-pub fn in_terminal(argv: &[&str]) -> Output {
-    let quoted: Vec<String> = argv
-        .iter()
-        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
-        .collect();
-    Command::new("script")
-        .args([
-            "-qec",
-            &format!("stty rows 33 cols 101; {}", quoted.join(" ")),
-            "/dev/null",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("script(1) from util-linux")
-}

@@ -15,7 +15,7 @@ pub const BUSYBOX: &str = "/bin/busybox";
 /// The applets the test image links; `ss` and `ip` are deliberately absent
 /// so `-m` runs show the "not in the image" path.
 const APPLETS: &[&str] = &[
-    "sh", "sleep", "cat", "echo", "ls", "ps", "hostname", "httpd", "true", "id", "tty", "stat",
+    "sh", "sleep", "cat", "echo", "ls", "ps", "hostname", "httpd", "true", "id",
 ];
 
 /// An image to build: files for its one layer, its platform, and its

@@ -186,26 +186,6 @@ impl AgentPod {
             .expect("run nsenter")
     }
 
-    /// As [`AgentPod::exec`], under script(1): the plugin has a terminal.
-    fn in_terminal(&self, flags: &[&str], cmd: &[&str]) -> Output {
-        let net = format!("--net=/proc/{}/ns/net", self.pid);
-        let plugin = plugin();
-        let mut argv = vec![
-            "nsenter",
-            &net,
-            "--",
-            plugin.to_str().unwrap(),
-            "exec",
-            "--agent",
-            &self.addr,
-            &self.target,
-        ];
-        argv.extend(flags);
-        argv.push("--");
-        argv.extend(cmd);
-        kns_tests::bins::in_terminal(&argv)
-    }
-
     /// The readiness probe's exec command, run in the agent container's
     /// mount and network namespaces as the runtime runs an exec probe.
     fn probe(&self, command: &[String]) -> Output {
@@ -287,14 +267,6 @@ fn agent_image_runs_as_the_daemonset_runs_it() {
     // test adds pods meanwhile, so the lists are not compared whole).
     let out = ok(&agent.exec(&["-p"], &["ip", "-br", "link"]));
     assert!(out.contains(&lab.bridge()), "{out}");
-    // A terminal is in the devpts of the mount namespace the tool runs in,
-    // the node's or the container's, never the agent pod's: `tty` finds it.
-    for flag in ["-n", "-m"] {
-        let o = agent.in_terminal(&[flag, "-t"], &["tty"]);
-        let out = stdout(&o);
-        assert!(o.status.success(), "{flag}: {out}");
-        assert!(out.lines().any(|l| l.starts_with("/dev/pts/")), "{flag}: {out}");
-    }
     // The agent's own listener is out of the tools' reach.
     assert!(!ok(&agent.exec(&["-p"], &["ss", "-lnt"])).contains("127.0.0.1:7469"));
 

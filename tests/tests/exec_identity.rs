@@ -180,38 +180,6 @@ fn the_tool_takes_the_containers_uid_groups_capabilities_and_no_new_privs() {
     assert!(agent.logged("container uid=1000"), "{}", agent.logs());
 }
 
-/// With -m the terminal is in the container's own devpts and belongs to
-/// the container's user, so the tool finds it by name (`tty`, tmux) and can
-/// open it again.
-#[test]
-fn the_tools_terminal_is_in_the_containers_dev_pts_and_is_its_users() {
-    require_root();
-    let lab = Lab::shared();
-    let pod = restricted_pod(&lab, "terminal");
-    let agent = Agent::start(Some(lab.socket.to_str().unwrap()));
-    let plugin = kns_tests::bins::plugin();
-    let target = format!("container/{}", pod.container_id);
-    let o = kns_tests::bins::in_terminal(&[
-        plugin.to_str().unwrap(),
-        "exec",
-        "--agent",
-        &agent.addr(),
-        &target,
-        "-m",
-        "-t",
-        "--",
-        "sh",
-        "-c",
-        "t=$(tty) && echo \"TTY $t $(stat -c %u \"$t\")\" && echo again > \"$t\"",
-    ]);
-    let out = stdout(&o);
-    assert!(o.status.success(), "{out}\n{}", agent.logs());
-    assert!(out.contains("TTY /dev/pts/"), "{out}");
-    assert!(out.contains(" 1000\r\n"), "owned by the container's uid: {out}");
-    assert!(out.contains("again"), "{out}");
-    assert!(!out.contains("the terminal is the agent's"), "{out}");
-}
-
 #[test]
 fn a_tool_run_as_the_container_is_in_all_of_its_namespaces() {
     require_root();
