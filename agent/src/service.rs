@@ -14,7 +14,6 @@ use kns_proto::agent::{
     NamespaceId, ProcessInfo, Started, VersionRequest, VersionResponse, exited,
 };
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::audit::{self, Audit, Event, Record};
@@ -27,7 +26,7 @@ use crate::nsenter::{self, Node, NsenterError};
 use crate::policy::{Admitted, Ask, Policies};
 use crate::procfs::{self, ProcError};
 use crate::resolve::{self, ResolveError, Resolver, Target};
-use crate::session::{self, End};
+use crate::session::{self, End, Replies};
 use crate::spawner::Spawner;
 use crate::sys::ExitStatus;
 
@@ -413,7 +412,7 @@ pub(crate) fn process_info(pid: i32) -> Result<ProcessInfo, ProcError> {
 
 #[tonic::async_trait]
 impl Agent for AgentService {
-    type ExecStream = ReceiverStream<session::Reply>;
+    type ExecStream = session::Replies;
 
     async fn exec(
         &self,
@@ -501,7 +500,7 @@ impl Agent for AgentService {
                 record.end = Some(format!("not started: {message}"));
                 self.audit.emit(&record);
                 let _ = tx.send(Ok(exited_reply(code, message))).await;
-                return Ok(versioned(ReceiverStream::new(rx)));
+                return Ok(versioned(Replies::new(rx, Arc::new(permit))));
             }
             Err(e) => {
                 tracing::warn!(session = session_id, %target, pid = resolved.pid, error = %e, "session failed to start");
@@ -527,10 +526,13 @@ impl Agent for AgentService {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        // The session's slot and the caller's count: held until the session
+        // has ended and its processes are gone, and until its replies have
+        // been taken or dropped.
+        let held: Arc<dyn Send + Sync> = Arc::new((permit, admitted));
+        let replies = Replies::new(rx, held.clone());
         tokio::spawn(async move {
-            // Held until the session has ended and its processes are gone.
-            let _permit = permit;
-            let _admitted = admitted;
+            let _held = held;
             let tool_pid = spawned.tool.pid;
             let runs_as = spawned.runs_as.to_string();
             let entered = spawned.entered;
@@ -570,7 +572,7 @@ impl Agent for AgentService {
             record.bytes_out = Some(s.bytes_out + s.bytes_err);
             audit_log.emit(&record);
         });
-        Ok(versioned(ReceiverStream::new(rx)))
+        Ok(versioned(replies))
     }
 
     async fn inspect(&self, request: Request<InspectRequest>) -> Result<Response<InspectResponse>, Status> {

@@ -16,6 +16,7 @@ use nix::sys::signal::Signal;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
@@ -39,6 +40,36 @@ const STDIN_BACKLOG: usize = 4 << 20;
 const DRAIN_STALL: Duration = Duration::from_secs(30);
 
 pub type Reply = Result<ExecResponse, Status>;
+
+/// A session's replies, as tonic sends them. What it is given to hold (the
+/// session's slot) is kept until tonic drops the stream: output still
+/// queued for a client that stopped reading stays counted against the
+/// session limit, which is what bounds the memory all sessions hold, even
+/// after the session itself has ended.
+pub struct Replies {
+    rx: ReceiverStream<Reply>,
+    _held: Arc<dyn Send + Sync>,
+}
+
+impl Replies {
+    pub fn new(rx: mpsc::Receiver<Reply>, held: Arc<dyn Send + Sync>) -> Replies {
+        Replies {
+            rx: ReceiverStream::new(rx),
+            _held: held,
+        }
+    }
+}
+
+impl Stream for Replies {
+    type Item = Reply;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Reply>> {
+        std::pin::Pin::new(&mut self.rx).poll_next(cx)
+    }
+}
 
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

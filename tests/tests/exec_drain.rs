@@ -81,15 +81,14 @@ fn a_reader_that_pauses_after_the_tool_exits_still_gets_everything() {
 #[test]
 fn a_reader_that_stops_for_good_gets_a_failure_never_a_clean_exit() {
     require_root();
-    let agent = Agent::start(None);
+    let agent = Agent::start_with_env(None, &[("KNS_MAX_SESSIONS", "1")]);
     // More than every buffer on the way holds: when the tool exits, and its
     // background writer is killed with it, output is still waiting in its
     // pipe.
     let mut child = writer(&agent, "head -c 209715200 /dev/zero & sleep 3; exit 0");
     // Nobody reads until the agent has given up waiting for progress
-    // (30 s after the tool exits). The session then ends at once, freeing
-    // its slot and recording its end, though the client still has not
-    // taken the message that says so.
+    // (30 s after the tool exits). The session then ends and records its
+    // end, though the client has not yet taken the message that says so.
     assert!(
         poll_until(Duration::from_secs(90), Duration::from_millis(200), || {
             agent.audit().iter().any(|r| r["event"] == "end")
@@ -97,6 +96,10 @@ fn a_reader_that_stops_for_good_gets_a_failure_never_a_clean_exit() {
         "the agent never gave up on a reader that stopped: {}",
         agent.logs()
     );
+    // What is still queued for that client keeps the session's slot: the
+    // session limit bounds the memory all sessions hold.
+    let o = bins::exec(&agent.addr(), "node", &["-n"], &["true"]);
+    assert!(bins::stderr(&o).contains("--max-sessions"), "{}", bins::stderr(&o));
     let mut out = Vec::new();
     child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
     let o = child.wait_with_output().unwrap();
@@ -112,4 +115,7 @@ fn a_reader_that_stops_for_good_gets_a_failure_never_a_clean_exit() {
         o.status
     );
     assert!(err.contains("dropped"), "{err}");
+    // Taken, the slot is free.
+    let o = bins::exec(&agent.addr(), "node", &["-n"], &["true"]);
+    assert!(o.status.success(), "{}", bins::stderr(&o));
 }
