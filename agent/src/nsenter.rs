@@ -397,9 +397,12 @@ fn cstr(s: impl AsRef<[u8]>) -> Result<CString, NsenterError> {
 }
 
 fn open_dir(pid: i32, what: &str) -> Result<OwnedFd, NsenterError> {
+    // O_PATH: the fd is only for fchdir(2), and unlike a real open it asks
+    // nothing of the target's filesystem (a FUSE daemon there that never
+    // answers cannot hold this thread).
     File::options()
         .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
         .open(format!("/proc/{pid}/{what}"))
         .map(OwnedFd::from)
         .map_err(|source| NsenterError::Open {
