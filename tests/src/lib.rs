@@ -77,33 +77,39 @@ pub fn running(argv: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
+/// The local addresses (`ADDR:PORT` in hex, as /proc/net/tcp{,6} write
+/// them) of the TCP sockets in state LISTEN in `pid`'s network namespace,
+/// from the given tables.
+fn tcp_listeners(pid: i32, tables: &[&str]) -> Vec<String> {
+    tables
+        .iter()
+        .flat_map(|t| {
+            std::fs::read_to_string(format!("/proc/{pid}/net/{t}"))
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    (f.len() > 3 && f[3] == "0A").then(|| f[1].to_owned())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// Whether `pid`'s network namespace has a TCP listener on `port`, on any
 /// address, IPv4 or IPv6.
 pub fn listens(pid: i32, port: u16) -> bool {
     let want = format!(":{port:04X}");
-    ["tcp", "tcp6"].iter().any(|f| {
-        std::fs::read_to_string(format!("/proc/{pid}/net/{f}"))
-            .unwrap_or_default()
-            .lines()
-            .skip(1)
-            .any(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                f.len() > 3 && f[1].ends_with(&want) && f[3] == "0A"
-            })
-    })
+    tcp_listeners(pid, &["tcp", "tcp6"])
+        .iter()
+        .any(|a| a.ends_with(&want))
 }
 
 /// Whether `pid`'s network namespace has a TCP listener on 127.0.0.1:`port`.
 pub fn listens_on_loopback(pid: i32, port: u16) -> bool {
     let want = format!("0100007F:{port:04X}");
-    std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[1] == want && f[3] == "0A"
-        })
+    tcp_listeners(pid, &["tcp"]).contains(&want)
 }
 
 /// The median of benchmark samples (the mean of the middle two for an even

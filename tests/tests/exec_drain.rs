@@ -99,7 +99,11 @@ fn a_reader_that_stops_for_good_gets_a_failure_never_a_clean_exit() {
     // What is still queued for that client keeps the session's slot: the
     // session limit bounds the memory all sessions hold.
     let o = bins::exec(&agent.addr(), "node", &["-n"], &["true"]);
-    assert!(bins::stderr(&o).contains("--max-sessions"), "{}", bins::stderr(&o));
+    assert!(
+        bins::stderr(&o).contains("--max-sessions"),
+        "{}",
+        bins::stderr(&o)
+    );
     let mut out = Vec::new();
     child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
     let o = child.wait_with_output().unwrap();
