@@ -170,8 +170,8 @@ pub struct StatusArgs {
 /// How to reach the cluster and the agent.
 #[derive(Debug, Args, Clone, Default)]
 pub struct KubeArgs {
-    /// The Kubernetes namespace of the pod (-n is the network namespace
-    /// here, as in nsenter). Default: the kubeconfig context's.
+    /// The Kubernetes namespace (exec's -n is the network namespace, as
+    /// in nsenter). Default: the kubeconfig context's.
     #[arg(long = "namespace", value_name = "NS", help_heading = "Kubernetes")]
     pub namespace: Option<String>,
     /// The kubeconfig context to use.
@@ -361,7 +361,6 @@ impl ExecArgs {
 pub enum Output {
     #[default]
     Table,
-    /// The table with namespace inode numbers.
     Wide,
     Json,
     Yaml,
@@ -377,7 +376,7 @@ pub struct LsArgs {
     pub target: Option<Target>,
     #[command(flatten)]
     pub fanout: FanoutArgs,
-    /// Output format.
+    /// Output format (wide adds the namespaces' inode numbers).
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: Output,
 }

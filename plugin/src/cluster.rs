@@ -135,6 +135,22 @@ fn direct_needs_agent(d: &DirectTarget) -> Failure {
     )
 }
 
+/// Refuses --namespace with a target it cannot apply to: ignored, it would
+/// let the user believe the target was checked against it.
+pub fn namespace_applies(args: &KubeArgs, target: &Target) -> Result<(), Failure> {
+    match (&args.namespace, target) {
+        (Some(ns), Target::Direct(d)) => Err(Failure::new(
+            crate::exit::USAGE,
+            format!(
+                "--namespace {ns} names a pod's namespace, and {d} is not a pod: pid/, container/ and node each \
+                 name one thing on the agent's node, whichever namespace its pod is in.\nHint: drop --namespace, \
+                 or name the pod (NS/POD)"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Resolves the target and reaches its agent.
 pub async fn reach(args: &KubeArgs, target: &Target, container: Option<&str>) -> Result<Reached, Failure> {
     match target {

@@ -287,13 +287,28 @@ pub const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3
 /// accepted the connection and then stopped (a stopped process, a wedged
 /// node) must not hang kubectl-ns.
 pub async fn answered<T>(call: impl std::future::Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
-    tokio::time::timeout(ANSWER_TIMEOUT, call).await.unwrap_or_else(|_| {
-        Err(Failure::own(format!(
-            "the agent did not answer within {} s\nHint: it accepted the connection, so it runs but is stuck or \
-             overloaded: check its log (kubectl logs -n kubectl-ns-system POD) and `kubectl ns status`",
-            ANSWER_TIMEOUT.as_secs()
-        )))
-    })
+    tokio::time::timeout(ANSWER_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| Err(silent(false)))
+}
+
+/// What to say when [`ANSWER_TIMEOUT`] passed. While the target is still
+/// being reached (`reaching`: looked up through the API server, then the
+/// port-forward opened) the agent may never have been asked.
+pub fn silent(reaching: bool) -> Failure {
+    let secs = ANSWER_TIMEOUT.as_secs();
+    if reaching {
+        let server = API_SERVER.get().map(|u| format!(" at {u}")).unwrap_or_default();
+        return Failure::own(format!(
+            "no answer within {secs} s while reaching the target through the API server{server} (its lookup, \
+             then the port-forward to its node's agent)\nHint: `kubectl get --raw /readyz` checks the API server, \
+             `kubectl ns status` the agents"
+        ));
+    }
+    Failure::own(format!(
+        "the agent did not answer within {secs} s\nHint: it accepted the connection, so it runs but is stuck or \
+         overloaded: check its log (kubectl logs -n kubectl-ns-system POD) and `kubectl ns status`"
+    ))
 }
 
 #[cfg(test)]

@@ -39,7 +39,19 @@ fn namespace_with_a_direct_target_is_a_usage_error() {
         "true",
     ]);
     assert!(
-        err.contains("--namespace prod names the namespace of a pod, and container/abcd is not a pod"),
+        err.contains("--namespace prod names a pod's namespace, and container/abcd is not a pod"),
+        "{err}"
+    );
+    let err = usage_error(&[
+        "ls",
+        "--agent",
+        "unix:///nonexistent.sock",
+        "pid/1",
+        "--namespace",
+        "prod",
+    ]);
+    assert!(
+        err.contains("--namespace prod names a pod's namespace, and pid/1 is not a pod"),
         "{err}"
     );
 }
@@ -204,6 +216,21 @@ fn ls_and_audit_with_n_point_to_namespace() {
     );
 }
 
+/// A kubeconfig in `dir` for a token user of https://127.0.0.1:`port`.
+fn kubeconfig_for(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+    let path = dir.join("config");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: x\nclusters:\n- name: c\n  cluster:\n    server: \
+             https://127.0.0.1:{port}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\nusers:\n- name: u\n  \
+             user: {{token: t}}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
 /// A cluster nobody serves: the error names the API server, as kubectl's
 /// "The connection to the server … was refused" does.
 #[test]
@@ -215,16 +242,7 @@ fn an_unreachable_api_server_is_named() {
         .unwrap()
         .port();
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("config");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: x\nclusters:\n- name: c\n  cluster:\n    server: \
-             https://127.0.0.1:{port}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\nusers:\n- name: u\n  \
-             user: {{token: t}}\n"
-        ),
-    )
-    .unwrap();
+    let kubeconfig = kubeconfig_for(dir.path(), port);
     let o = kns(&[
         "exec",
         "--kubeconfig",
@@ -238,6 +256,34 @@ fn an_unreachable_api_server_is_named() {
     assert!(
         stderr(&o).contains(&format!(
             "Hint: the connection to the API server at https://127.0.0.1:{port}/ failed"
+        )),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// An API server that accepts the connection and never answers is not
+/// taken for a silent agent, which was never asked.
+#[test]
+fn a_silent_api_server_is_not_taken_for_the_agent() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = kubeconfig_for(dir.path(), port);
+    let o = kns(&[
+        "exec",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "web",
+        "-n",
+        "--",
+        "true",
+    ]);
+    drop(listener);
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "no answer within 30 s while reaching the target through the API server at https://127.0.0.1:{port}/"
         )),
         "{}",
         stderr(&o)
@@ -301,7 +347,7 @@ fn an_agent_that_accepts_and_never_answers_is_reported_not_waited_for() {
     let o = kns(&["exec", "--agent", &addr, "node", "-n", "--", "true"]);
     assert_eq!(o.status.code(), Some(255));
     assert!(
-        stderr(&o).contains("did not answer within 30 s"),
+        stderr(&o).contains("the agent did not answer within 30 s"),
         "{}",
         stderr(&o)
     );

@@ -84,17 +84,8 @@ pub(crate) fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Fai
             ),
         ));
     }
-    if let Some(ns) = &args.kube.namespace
-        && let Some(Target::Direct(d)) = &args.target
-    {
-        return Err(Failure::new(
-            exit::USAGE,
-            format!(
-                "--namespace {ns} names the namespace of a pod, and {d} is not a pod: pid/, container/ and node \
-                 name one process, container or node on the agent's node whatever its pod.\nHint: drop \
-                 --namespace, or name the pod (NS/POD)"
-            ),
-        ));
+    if let Some(t) = &args.target {
+        crate::cluster::namespace_applies(&args.kube, t)?;
     }
     let agent_tools = args.tools == Tools::Agent;
     if agent_tools && args.ns.user {
@@ -342,12 +333,14 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
     // connection makes the agent kill anything it started.
     let mut signals = Signals::install()?;
     let (req_tx, req_rx) = mpsc::channel(16);
+    let reaching = std::cell::Cell::new(true);
     let open = async {
         let target = args
             .target
             .as_ref()
             .ok_or_else(|| Failure::own("internal error: no target"))?;
         let reached = cluster::reach(&args.kube, target, args.container.as_deref()).await?;
+        reaching.set(false);
         start.target = Some(reached.target);
         let mut client = AgentClient::new(reached.channel).max_decoding_message_size(MAX_MESSAGE);
         req_tx
@@ -363,7 +356,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
             .map_err(|s| exit::status_failure(&s))
     };
     let response = tokio::select! {
-        r = crate::exit::answered(open) => r?,
+        r = tokio::time::timeout(exit::ANSWER_TIMEOUT, open) => r.unwrap_or_else(|_| Err(exit::silent(reaching.get())))?,
         n = signals.next() => return Ok(local_signal_exit(n)),
     };
     crate::timings::mark("grpc");

@@ -368,6 +368,7 @@ pub async fn run(args: LsArgs) -> Result<u8, Failure> {
             "-A and -l list many pods: give them without a target, or name one target without them",
         ));
     }
+    cluster::namespace_applies(&args.kube, target)?;
     let text = match target {
         Target::Kube(KubeTarget::Pod { namespace, name }) => {
             let (channel, containers) = cluster::reach_pod(&args.kube, namespace.as_deref(), name).await?;
