@@ -56,9 +56,10 @@ pub async fn resolver(args: &KubeArgs) -> Result<Resolver, Failure> {
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    crate::exit::set_api_server(config.cluster_url.to_string());
+    let cluster_url = config.cluster_url.to_string();
     let credentials = transport::Credentials::new(&config);
-    let agent_cache = AgentCache::for_cluster(&config.cluster_url.to_string(), &args.agent_namespace);
+    let agent_cache = AgentCache::for_cluster(&cluster_url, &args.agent_namespace);
+    crate::exit::set_api_server(cluster_url);
     // Every request, the port-forward upgrade included, passes this layer:
     // the round trips `KNS_TIMINGS=1` reports.
     let count = MapRequestLayer::new(|req: http::Request<kube::client::Body>| {

@@ -320,110 +320,107 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             .as_ref()
             .and_then(|l| l.security_context.as_ref())
             .and_then(|s| s.namespace_options.clone());
-        self.rt
-            .block_on(async {
-                let sandbox_id = c
-                    .run_pod_sandbox(RunPodSandboxRequest {
-                        config: Some(sandbox_config.clone()),
-                        runtime_handler: String::new(),
-                    })
-                    .await
-                    .context("RunPodSandbox")?
-                    .into_inner()
-                    .pod_sandbox_id;
-                let mut f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.dir.join("pods"))?;
-                std::io::Write::write_all(&mut f, format!("{sandbox_id}\n").as_bytes())?;
-                let container_id = c
-                    .create_container(CreateContainerRequest {
-                        pod_sandbox_id: sandbox_id.clone(),
-                        config: Some(ContainerConfig {
-                            metadata: Some(ContainerMetadata {
-                                name: "app".into(),
-                                attempt: 0,
-                            }),
-                            image: Some(ImageSpec {
-                                image: if spec.image.is_empty() {
-                                    IMAGE.into()
-                                } else {
-                                    spec.image.clone()
-                                },
-                                ..Default::default()
-                            }),
-                            command: spec.command.clone(),
-                            args: spec.args.clone(),
-                            envs: spec
-                                .env
-                                .iter()
-                                .map(|(k, v)| KeyValue {
-                                    key: k.clone(),
-                                    value: v.clone(),
-                                })
-                                .collect(),
-                            mounts: spec
-                                .mounts
-                                .iter()
-                                .map(|(host, container, readonly)| Mount {
-                                    container_path: container.clone(),
-                                    host_path: host.display().to_string(),
-                                    readonly: *readonly,
-                                })
-                                .collect(),
-                            log_path: "app.log".into(),
-                            labels: kubelet_labels(spec, Some("app")),
-                            linux: Some(LinuxContainerConfig {
-                                security_context: Some(LinuxContainerSecurityContext {
-                                    capabilities: Some(Capability {
-                                        add_capabilities: spec.caps_add.clone(),
-                                        drop_capabilities: spec.caps_drop.clone(),
-                                    }),
-                                    privileged: spec.privileged,
-                                    namespace_options: ns,
-                                    run_as_user: spec.run_as_user.map(|value| Int64Value { value }),
-                                    run_as_group: spec.run_as_group.map(|value| Int64Value { value }),
-                                    supplemental_groups: spec.supplemental_groups.clone(),
-                                    no_new_privs: spec.no_new_privs,
-                                    readonly_rootfs: spec.readonly_rootfs,
-                                    // Absent is Unconfined, as the kubelet
-                                    // sends it for a pod that names none.
-                                    seccomp: spec.seccomp_default.then(|| SecurityProfile {
-                                        profile_type: ProfileType::RuntimeDefault.into(),
-                                        localhost_ref: String::new(),
-                                    }),
-                                }),
-                            }),
-                            ..Default::default()
-                        }),
-                        sandbox_config: Some(sandbox_config),
-                    })
-                    .await
-                    .context("CreateContainer")?
-                    .into_inner()
-                    .container_id;
-                c.start_container(StartContainerRequest {
-                    container_id: container_id.clone(),
+        let pod = self.rt.block_on(async {
+            let sandbox_id = c
+                .run_pod_sandbox(RunPodSandboxRequest {
+                    config: Some(sandbox_config.clone()),
+                    runtime_handler: String::new(),
                 })
                 .await
-                .context("StartContainer")?;
-                anyhow::Ok(Pod {
-                    sandbox_id,
-                    container_id,
+                .context("RunPodSandbox")?
+                .into_inner()
+                .pod_sandbox_id;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join("pods"))?;
+            std::io::Write::write_all(&mut f, format!("{sandbox_id}\n").as_bytes())?;
+            let container_id = c
+                .create_container(CreateContainerRequest {
+                    pod_sandbox_id: sandbox_id.clone(),
+                    config: Some(ContainerConfig {
+                        metadata: Some(ContainerMetadata {
+                            name: "app".into(),
+                            attempt: 0,
+                        }),
+                        image: Some(ImageSpec {
+                            image: if spec.image.is_empty() {
+                                IMAGE.into()
+                            } else {
+                                spec.image.clone()
+                            },
+                            ..Default::default()
+                        }),
+                        command: spec.command.clone(),
+                        args: spec.args.clone(),
+                        envs: spec
+                            .env
+                            .iter()
+                            .map(|(k, v)| KeyValue {
+                                key: k.clone(),
+                                value: v.clone(),
+                            })
+                            .collect(),
+                        mounts: spec
+                            .mounts
+                            .iter()
+                            .map(|(host, container, readonly)| Mount {
+                                container_path: container.clone(),
+                                host_path: host.display().to_string(),
+                                readonly: *readonly,
+                            })
+                            .collect(),
+                        log_path: "app.log".into(),
+                        labels: kubelet_labels(spec, Some("app")),
+                        linux: Some(LinuxContainerConfig {
+                            security_context: Some(LinuxContainerSecurityContext {
+                                capabilities: Some(Capability {
+                                    add_capabilities: spec.caps_add.clone(),
+                                    drop_capabilities: spec.caps_drop.clone(),
+                                }),
+                                privileged: spec.privileged,
+                                namespace_options: ns,
+                                run_as_user: spec.run_as_user.map(|value| Int64Value { value }),
+                                run_as_group: spec.run_as_group.map(|value| Int64Value { value }),
+                                supplemental_groups: spec.supplemental_groups.clone(),
+                                no_new_privs: spec.no_new_privs,
+                                readonly_rootfs: spec.readonly_rootfs,
+                                // Absent is Unconfined, as the kubelet
+                                // sends it for a pod that names none.
+                                seccomp: spec.seccomp_default.then(|| SecurityProfile {
+                                    profile_type: ProfileType::RuntimeDefault.into(),
+                                    localhost_ref: String::new(),
+                                }),
+                            }),
+                        }),
+                        ..Default::default()
+                    }),
+                    sandbox_config: Some(sandbox_config),
                 })
+                .await
+                .context("CreateContainer")?
+                .into_inner()
+                .container_id;
+            c.start_container(StartContainerRequest {
+                container_id: container_id.clone(),
             })
-            .and_then(|pod| {
-                if let Some(port) = spec.listens {
-                    let pid = self.container_pid(&pod.container_id)?;
-                    // The server binds its port after StartContainer returns.
-                    anyhow::ensure!(
-                        crate::wait_until(Duration::from_secs(20), || crate::listens(pid, port)),
-                        "{}: nothing listens on port {port} 20 s after the start",
-                        spec.name
-                    );
-                }
-                Ok(pod)
+            .await
+            .context("StartContainer")?;
+            anyhow::Ok(Pod {
+                sandbox_id,
+                container_id,
             })
+        })?;
+        if let Some(port) = spec.listens {
+            let pid = self.container_pid(&pod.container_id)?;
+            // The server binds its port after StartContainer returns.
+            anyhow::ensure!(
+                crate::wait_until(Duration::from_secs(20), || crate::listens(pid, port)),
+                "{}: nothing listens on port {port} 20 s after the start",
+                spec.name
+            );
+        }
+        Ok(pod)
     }
 
     /// A container's host PID, from the runtime's verbose status (as the

@@ -216,11 +216,14 @@ fn ls_and_audit_with_n_point_to_namespace() {
     );
 }
 
-/// A kubeconfig in `dir` for a token user of https://127.0.0.1:`port`.
-fn kubeconfig_for(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
-    let path = dir.join("config");
+/// `exec web -n -- true` against an API server at https://127.0.0.1:`port`
+/// (a kubeconfig with a token user); fails unless it exits 255, and
+/// returns its stderr.
+fn exec_with_api_server_at(port: u16) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("config");
     std::fs::write(
-        &path,
+        &kubeconfig,
         format!(
             "apiVersion: v1\nkind: Config\ncurrent-context: x\nclusters:\n- name: c\n  cluster:\n    server: \
              https://127.0.0.1:{port}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\nusers:\n- name: u\n  \
@@ -228,7 +231,17 @@ fn kubeconfig_for(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
         ),
     )
     .unwrap();
-    path
+    let o = kns(&[
+        "exec",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "web",
+        "-n",
+        "--",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    stderr(&o)
 }
 
 /// A cluster nobody serves: the error names the API server, as kubectl's
@@ -241,24 +254,12 @@ fn an_unreachable_api_server_is_named() {
         .local_addr()
         .unwrap()
         .port();
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = kubeconfig_for(dir.path(), port);
-    let o = kns(&[
-        "exec",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "web",
-        "-n",
-        "--",
-        "true",
-    ]);
-    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    let err = exec_with_api_server_at(port);
     assert!(
-        stderr(&o).contains(&format!(
+        err.contains(&format!(
             "Hint: the connection to the API server at https://127.0.0.1:{port}/ failed"
         )),
-        "{}",
-        stderr(&o)
+        "{err}"
     );
 }
 
@@ -268,25 +269,13 @@ fn an_unreachable_api_server_is_named() {
 fn a_silent_api_server_is_not_taken_for_the_agent() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = kubeconfig_for(dir.path(), port);
-    let o = kns(&[
-        "exec",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "web",
-        "-n",
-        "--",
-        "true",
-    ]);
+    let err = exec_with_api_server_at(port);
     drop(listener);
-    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains(&format!(
+        err.contains(&format!(
             "no answer within 30 s while reaching the target through the API server at https://127.0.0.1:{port}/"
         )),
-        "{}",
-        stderr(&o)
+        "{err}"
     );
 }
 
