@@ -122,6 +122,15 @@ fn a_slow_api_server_never_hangs_the_shell() {
     );
 }
 
+/// KNS_COMPLETION_TIMEOUT waits longer than the default 2 s for a slow
+/// API server (3 s on each request here), and completion then answers.
+#[test]
+fn completion_timeout_waits_for_a_slow_api_server() {
+    let api = cluster();
+    api.set_latency(std::time::Duration::from_secs(3));
+    assert_eq!(complete(&api, &["exec", "we"]).0, ["web-1", "web-2"]);
+}
+
 #[test]
 fn kubectl_completes_kubectl_ns_through_kubectl_complete_ns() {
     let api = cluster();
