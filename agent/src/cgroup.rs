@@ -5,18 +5,39 @@
 //! process group, a daemon that double-forked — is in the cgroup and dies
 //! with it; a process group would let those escape.
 //!
-//! The sessions live under the agent's own cgroup in the unified (v2)
-//! hierarchy, `<own>/kns-sessions/<session>`: inside the agent container's
+//! `cgroup.kill` is what holds against a fork bomb: the kernel marks the
+//! cgroup, kills every task in it, and kills any task forked into it while
+//! it walks (cgroups(7), "cgroup.kill"), so no child can be made faster
+//! than it is killed. A list read from `cgroup.procs` and signalled one by
+//! one, or the v1 freezer (which a task can race by forking before it is
+//! frozen, and which needs a thaw-and-retry loop), would not.
+//!
+//! The sessions live in the unified (v2) hierarchy under the agent's own
+//! cgroup, `<own>/kns-sessions-PID/session-N`: inside the agent container's
 //! cgroup, which the runtime kills with the container, and where a later
-//! run of the agent finds and kills what an earlier one left. Hybrid nodes
-//! have that hierarchy without controllers at /sys/fs/cgroup/unified, which
-//! is enough for `cgroup.kill` (cgroups(7), "cgroup.kill").
+//! run of the agent finds and kills what an earlier one left. The agent
+//! reaches that hierarchy through a mount of its own that is attached
+//! nowhere ([`crate::sys::mount_cgroup2`]), whatever the runtime mounted in
+//! its container, so every layout a node can have works the same way:
+//! - **cgroup v2** (unified): the runtime gives the container a private
+//!   cgroup namespace, so the mount's root is the container's cgroup, and
+//!   the memory controller is there for the sessions' limit;
+//! - **cgroup v1 hybrid**: the runtime mounts only the v1 controllers in
+//!   the container, read-only, and no cgroup2; the kernel's unified
+//!   hierarchy exists all the same (controller-less, which is enough for
+//!   `cgroup.kill`), and the container is in it at its full path, as it
+//!   shares the node's cgroup namespace; the sessions' memory limit is a
+//!   tree in the v1 memory hierarchy beside it;
+//! - **cgroup v1** (legacy, nothing mounted as cgroup2 on the node): the
+//!   same, with every process at the unified hierarchy's root, so the
+//!   sessions' subtrees are made there.
 
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -32,6 +53,14 @@ const KILL_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
+    #[error(
+        "cannot mount the cgroup v2 (unified) hierarchy for the agent's own use: {source} \
+         (it needs CAP_SYS_ADMIN, Linux 5.2 or newer, and no seccomp profile refusing fsopen(2))"
+    )]
+    Mount {
+        #[source]
+        source: io::Error,
+    },
     #[error("no {0} hierarchy is mounted (see /proc/self/mountinfo)")]
     NotMounted(Hierarchy),
     #[error("the agent's {0} path is not in /proc/self/cgroup")]
@@ -112,20 +141,70 @@ fn own_path(cgroup: &str, h: Hierarchy) -> Option<&str> {
     })
 }
 
+/// The agent's own path in hierarchy `h`, as its cgroup namespace shows it.
+fn own_cgroup(h: Hierarchy) -> Result<String, CgroupError> {
+    let cgroup =
+        fs::read_to_string("/proc/self/cgroup").map_err(io_err("read", Path::new("/proc/self/cgroup")))?;
+    own_path(&cgroup, h)
+        .map(str::to_owned)
+        .ok_or(CgroupError::NoOwnPath(h))
+}
+
 /// Hierarchy `h`'s mount point, and the directory of the agent's own cgroup
 /// in it.
 fn own_dir(h: Hierarchy) -> Result<(PathBuf, PathBuf), CgroupError> {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo")
         .map_err(io_err("read", Path::new("/proc/self/mountinfo")))?;
     let (mount, root) = mount_of(&mountinfo, h).ok_or(CgroupError::NotMounted(h))?;
-    let cgroup =
-        fs::read_to_string("/proc/self/cgroup").map_err(io_err("read", Path::new("/proc/self/cgroup")))?;
-    let own = own_path(&cgroup, h).ok_or(CgroupError::NoOwnPath(h))?;
+    let own = own_cgroup(h)?;
+    let own = own.as_str();
     // The mount shows the hierarchy from `root` down (a container's own
     // cgroup, usually "/" inside its cgroup namespace).
     let rel = own.strip_prefix(root.trim_end_matches('/')).unwrap_or(own);
     let dir = mount.join(rel.trim_start_matches('/'));
     Ok((mount, dir))
+}
+
+/// The cgroup layouts a node can have, which the agent supports alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// cgroup v2 only, at /sys/fs/cgroup.
+    Unified,
+    /// The v1 controllers, and a controller-less cgroup2 beside them
+    /// (/sys/fs/cgroup/unified).
+    Hybrid,
+    /// The v1 controllers only.
+    Legacy,
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Layout::Unified => "cgroup v2",
+            Layout::Hybrid => "cgroup v1 hybrid",
+            Layout::Legacy => "cgroup v1",
+        })
+    }
+}
+
+/// The layout a mount table (a node process's mountinfo) shows; `None`
+/// when it has no cgroup hierarchy at all.
+pub fn layout(mountinfo: &str) -> Option<Layout> {
+    let v1 = mountinfo
+        .lines()
+        .filter_map(|l| l.split_once(" - "))
+        .any(|(_, post)| post.split_whitespace().next() == Some("cgroup"));
+    match (mount_of(mountinfo, Hierarchy::Unified).is_some(), v1) {
+        (true, false) => Some(Layout::Unified),
+        (true, true) => Some(Layout::Hybrid),
+        (false, true) => Some(Layout::Legacy),
+        (false, false) => None,
+    }
+}
+
+/// The path through which the agent's own mount behind `fd` is reached.
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 /// Runtimes mount a container's cgroupfs read-only. The mount is the
@@ -166,7 +245,13 @@ fn remove_tree(dir: &Path) -> Result<(), CgroupError> {
 /// debugging copy do) from one its agent left behind when it died.
 #[derive(Debug)]
 pub struct Sessions {
+    /// The subtree, reached through `mount`.
     dir: PathBuf,
+    /// The subtree's path in the unified hierarchy, for people.
+    path: String,
+    /// The agent's own mount of the unified hierarchy, which `dir` and
+    /// every session's cgroup are reached through.
+    mount: Arc<OwnedFd>,
     _lock: Flock<File>,
     memory: Option<MemoryTree>,
 }
@@ -197,6 +282,78 @@ fn try_lock(dir: &Path) -> Result<Option<Flock<File>>, CgroupError> {
     }
 }
 
+/// What the agent could set up for its sessions, which `kubectl ns status`
+/// reports per node.
+#[derive(Debug, Clone)]
+pub struct Containment {
+    /// Where sessions' cgroups are made; `None` when they cannot be.
+    pub sessions: Option<Arc<Sessions>>,
+    /// The node's cgroup layout, from the node reference process's mounts;
+    /// `None` when they cannot be read.
+    pub layout: Option<Layout>,
+    /// Why sessions are not each in a cgroup of their own.
+    pub error: Option<String>,
+    /// The sessions' memory limit in force, in bytes: `Ok(None)` when none
+    /// was asked for, `Err` with why one asked for is not in force.
+    pub memory: Result<Option<u64>, String>,
+}
+
+impl Containment {
+    /// Makes the sessions' subtree (killing what agents that died left in
+    /// theirs) and its memory limit, logging what could not be had.
+    pub fn setup(node_pid: i32, memory: Option<u64>) -> Containment {
+        let layout = fs::read_to_string(format!("/proc/{node_pid}/mountinfo"))
+            .ok()
+            .and_then(|m| layout(&m));
+        let layout_name = layout.map_or_else(|| "unknown".to_owned(), |l| l.to_string());
+        let (mut sessions, left) = match Sessions::open() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, layout = %layout_name,
+                    "no session cgroups: a session's processes are found by process group only, \
+                     so what a tool moves to its own session (setsid, daemons) can outlive it");
+                let error = e.to_string();
+                return Containment {
+                    sessions: None,
+                    layout,
+                    memory: match memory {
+                        None => Ok(None),
+                        Some(_) => Err(format!("no session cgroups ({error})")),
+                    },
+                    error: Some(error),
+                };
+            }
+        };
+        if left.sessions > 0 {
+            tracing::warn!(
+                sessions = left.sessions,
+                processes = left.processes,
+                "killed what sessions of a previous run of the agent left behind"
+            );
+        }
+        tracing::info!(cgroup = sessions.path(), layout = %layout_name, "sessions each run in a cgroup of their own");
+        let memory = match memory {
+            None => Ok(None),
+            Some(max) => match sessions.limit_memory(max) {
+                Ok(h) => {
+                    tracing::info!(mib = max >> 20, hierarchy = %h, "sessions' memory limit");
+                    Ok(Some(max))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no memory limit for the sessions: they share the agent's");
+                    Err(e.to_string())
+                }
+            },
+        };
+        Containment {
+            sessions: Some(Arc::new(sessions)),
+            layout,
+            error: None,
+            memory,
+        }
+    }
+}
+
 /// What an agent found left by dead agents and ended.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Leftovers {
@@ -209,8 +366,11 @@ impl Sessions {
     /// removing the subtrees of agents that are gone (their lock is free),
     /// and says what they had left.
     pub fn open() -> Result<(Sessions, Leftovers), CgroupError> {
-        let (mount, own) = own_dir(Hierarchy::Unified)?;
-        make_writable(&mount)?;
+        let mount = Arc::new(crate::sys::mount_cgroup2().map_err(|source| CgroupError::Mount { source })?);
+        // The mount's root is the root of the agent's cgroup namespace,
+        // which /proc/self/cgroup's paths are relative to.
+        let own_path = own_cgroup(Hierarchy::Unified)?;
+        let own = fd_path(&mount).join(own_path.trim_start_matches('/'));
         let mut left = Leftovers::default();
         for e in fs::read_dir(&own).map_err(io_err("list", &own))? {
             let e = e.map_err(io_err("list", &own))?;
@@ -220,13 +380,14 @@ impl Sessions {
             }
             // Held: a live agent's. Free: its agent died; end what it left.
             if let Some(_lock) = try_lock(&e.path())? {
-                let (sessions, processes) = end_all(&e.path())?;
+                let (sessions, processes) = end_all(&e.path(), &mount)?;
                 left.sessions += sessions;
                 left.processes += processes;
                 fs::remove_dir(e.path()).map_err(io_err("remove", &e.path()))?;
             }
         }
-        let dir = own.join(format!("{SESSIONS}-{}", std::process::id()));
+        let name = format!("{SESSIONS}-{}", std::process::id());
+        let dir = own.join(&name);
         fs::create_dir(&dir).map_err(io_err("create", &dir))?;
         if !dir.join("cgroup.kill").exists() {
             let _ = fs::remove_dir(&dir);
@@ -239,14 +400,18 @@ impl Sessions {
         })?;
         let sessions = Sessions {
             dir,
+            path: format!("{}/{name}", own_path.trim_end_matches('/')),
+            mount,
             _lock: lock,
             memory: None,
         };
         Ok((sessions, left))
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The sessions' subtree in the unified hierarchy
+    /// (`/kubepods/…/kns-sessions-PID`).
+    pub fn path(&self) -> &str {
+        &self.path
     }
 
     /// A new, empty cgroup for session `id`.
@@ -254,7 +419,7 @@ impl Sessions {
         let name = format!("session-{id}");
         let dir = self.dir.join(&name);
         fs::create_dir(&dir).map_err(io_err("create", &dir))?;
-        let mut cg = SessionCgroup::at(dir)?;
+        let mut cg = SessionCgroup::at(dir, &self.mount)?;
         cg.memory = match &self.memory {
             None => None,
             Some(MemoryTree { max, v1: None }) => Some(SessionMemory {
@@ -357,8 +522,8 @@ impl Sessions {
         while has_sessions(&self.dir) && start.elapsed() < KILL_WAIT {
             std::thread::sleep(Duration::from_millis(5));
         }
-        let r =
-            end_all(&self.dir).and_then(|_| fs::remove_dir(&self.dir).map_err(io_err("remove", &self.dir)));
+        let r = end_all(&self.dir, &self.mount)
+            .and_then(|_| fs::remove_dir(&self.dir).map_err(io_err("remove", &self.dir)));
         let v1 = self.memory.as_ref().and_then(|m| m.v1.as_deref());
         for r in [r, v1.map_or(Ok(()), remove_tree)] {
             match r {
@@ -383,7 +548,7 @@ fn has_sessions(dir: &Path) -> bool {
 
 /// Kills and removes every session cgroup under `dir`; returns how many
 /// sessions and processes there were.
-fn end_all(dir: &Path) -> Result<(usize, usize), CgroupError> {
+fn end_all(dir: &Path, mount: &Arc<OwnedFd>) -> Result<(usize, usize), CgroupError> {
     let mut sessions = 0;
     let mut procs = 0;
     for e in fs::read_dir(dir).map_err(io_err("list", dir))? {
@@ -391,7 +556,7 @@ fn end_all(dir: &Path) -> Result<(usize, usize), CgroupError> {
         if !e.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
-        let cg = SessionCgroup::at(e.path())?;
+        let cg = SessionCgroup::at(e.path(), mount)?;
         sessions += 1;
         procs += cg.procs().len();
         cg.kill_and_remove()?;
@@ -403,6 +568,9 @@ fn end_all(dir: &Path) -> Result<(usize, usize), CgroupError> {
 #[derive(Debug)]
 pub struct SessionCgroup {
     dir: PathBuf,
+    /// Keeps the mount `dir` is reached through open: the path names an fd
+    /// by number, which must not be closed (and reused) before this.
+    _mount: Arc<OwnedFd>,
     /// Held open for clone3's `CLONE_INTO_CGROUP`.
     fd: OwnedFd,
     memory: Option<SessionMemory>,
@@ -422,7 +590,7 @@ struct SessionMemory {
 }
 
 impl SessionCgroup {
-    fn at(dir: PathBuf) -> Result<SessionCgroup, CgroupError> {
+    fn at(dir: PathBuf, mount: &Arc<OwnedFd>) -> Result<SessionCgroup, CgroupError> {
         let fd = File::options()
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
@@ -430,6 +598,7 @@ impl SessionCgroup {
             .map_err(io_err("open", &dir))?;
         Ok(SessionCgroup {
             dir,
+            _mount: mount.clone(),
             fd: fd.into(),
             memory: None,
         })
@@ -542,5 +711,38 @@ mod tests {
         assert_eq!(own_path(cg, Hierarchy::V1Memory), Some("/kubepods/pod1/abc"));
         assert_eq!(own_path("4:memory:/x\n", Hierarchy::Unified), None);
         assert_eq!(own_path("0::/x\n", Hierarchy::V1Memory), None);
+    }
+
+    /// Recorded from an ordinary container on a real cgroup v1 hybrid node
+    /// (kubelet, containerd 1.6.20, runc 1.1.5): no cgroup2 is mounted in
+    /// it, yet it is in the unified hierarchy at its full path, which the
+    /// agent's own mount of that hierarchy reaches.
+    #[test]
+    fn a_container_on_a_hybrid_node_has_no_cgroup2_mount_but_a_unified_path() {
+        let mountinfo =
+            include_str!("../../tests/fixtures/kube-v1.32/container-mountinfo-cgroup-v1-hybrid.txt");
+        let cgroup = include_str!("../../tests/fixtures/kube-v1.32/container-cgroup-v1-hybrid.txt");
+        let id = "/kubepods/besteffort/poda7253d5d-3c96-464c-b8dd-44303d1761c2/\
+                  5ef890032b5fc23f1de6f7b52cb4d396a2cb1c480a70882c3ce65540eeb89726";
+        assert_eq!(mount_of(mountinfo, Hierarchy::Unified), None);
+        assert_eq!(own_path(cgroup, Hierarchy::Unified), Some(id));
+        assert_eq!(
+            mount_of(mountinfo, Hierarchy::V1Memory),
+            Some((PathBuf::from("/sys/fs/cgroup/memory"), id.to_owned()))
+        );
+        // So the container's own mounts cannot tell the node's layout: the
+        // agent reads its node reference process's.
+        assert_eq!(layout(mountinfo), Some(Layout::Legacy));
+    }
+
+    #[test]
+    fn the_layout_is_told_by_what_is_mounted() {
+        let v1 = "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+        let unified = "41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        let v2 = "41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(layout(&format!("{v1}{unified}")), Some(Layout::Hybrid));
+        assert_eq!(layout(v2), Some(Layout::Unified));
+        assert_eq!(layout(v1), Some(Layout::Legacy));
+        assert_eq!(layout("24 31 0:22 / /sys rw - sysfs sysfs rw\n"), None);
     }
 }

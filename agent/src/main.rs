@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Parser;
 use kns_agent::audit::Audit;
 use kns_agent::authz::Access;
-use kns_agent::cgroup::Sessions;
+use kns_agent::cgroup::Containment;
 use kns_agent::clientcert::ClientCerts;
 use kns_agent::cri::Cri;
 use kns_agent::kubeclient::{KubeClient, KubeConfig};
@@ -196,7 +196,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let access = access(&args)?;
     let certs = access.certs();
     let audit = Audit::open(args.audit_log.as_deref())?;
-    let cgroups = session_cgroups(args.sessions_memory);
+    let containment = Containment::setup(node.pid, args.sessions_memory);
+    let cgroups = containment.sessions.clone();
     let policy = Arc::new(Policies::load(args.policy.clone()));
     policy.clone().watch(POLICY_RELOAD);
     let service = AgentService::new(
@@ -204,7 +205,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         node,
         stop_rx.clone(),
         spawner,
-        cgroups.clone(),
+        containment,
         limits,
         Guard {
             access,
@@ -286,32 +287,6 @@ fn access(args: &Args) -> anyhow::Result<Access> {
     }
     let certs = Arc::new(ClientCerts::new(client.clone())?);
     Ok(Access::new(client, certs, args.node_name.clone(), false))
-}
-
-/// The sessions' cgroups, after killing what agents that died left in
-/// theirs; `None`, with a warning, where they cannot be had.
-fn session_cgroups(memory: Option<u64>) -> Option<Arc<Sessions>> {
-    let (mut sessions, left) = Sessions::open()
-        .inspect_err(|e| {
-            tracing::warn!(error = %e, "no session cgroups: a session's processes are found by process group only, \
-                so what a tool moves to its own session (setsid, daemons) can outlive it")
-        })
-        .ok()?;
-    if left.sessions > 0 {
-        tracing::warn!(
-            sessions = left.sessions,
-            processes = left.processes,
-            "killed what sessions of a previous run of the agent left behind"
-        );
-    }
-    tracing::info!(cgroup = %sessions.dir().display(), "sessions each run in a cgroup of their own");
-    if let Some(max) = memory {
-        match sessions.limit_memory(max) {
-            Ok(h) => tracing::info!(mib = max >> 20, hierarchy = %h, "sessions' memory limit"),
-            Err(e) => tracing::warn!(error = %e, "no memory limit for the sessions: they share the agent's"),
-        }
-    }
-    Some(Arc::new(sessions))
 }
 
 /// A size in bytes, with Kubernetes' quantity suffixes (binary Ki, Mi, Gi;

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::audit::{self, Audit, Event, Record};
 use crate::authn::{AuthnError, Caller, Identity, Method};
 use crate::authz::{Access, Action, AuthzError, Subject};
-use crate::cgroup::Sessions;
+use crate::cgroup::Containment;
 use crate::cri::CriError;
 use crate::ns::{self, NsKind, NsSet};
 use crate::nsenter::{self, Node, NsenterError};
@@ -168,9 +168,8 @@ pub struct AgentService {
     shutdown: watch::Receiver<bool>,
     sessions: Arc<AtomicU64>,
     spawner: Arc<Spawner>,
-    /// Where sessions' cgroups are made; `None` without a cgroup v2
-    /// hierarchy.
-    cgroups: Option<Arc<Sessions>>,
+    /// Where sessions' cgroups are made, and what could not be had.
+    containment: Arc<Containment>,
     limits: Limits,
     /// One permit per running session.
     running: Arc<tokio::sync::Semaphore>,
@@ -185,7 +184,7 @@ impl AgentService {
         node: Node,
         shutdown: watch::Receiver<bool>,
         spawner: Spawner,
-        cgroups: Option<Arc<Sessions>>,
+        containment: Containment,
         limits: Limits,
         guard: Guard,
     ) -> Self {
@@ -195,7 +194,7 @@ impl AgentService {
             shutdown,
             sessions: Arc::new(AtomicU64::new(0)),
             spawner: Arc::new(spawner),
-            cgroups,
+            containment: Arc::new(containment),
             running: Arc::new(tokio::sync::Semaphore::new(limits.max_sessions as usize)),
             limits,
             access: Arc::new(guard.access),
@@ -459,7 +458,7 @@ impl Agent for AgentService {
         let r = resolved.clone();
         let session_id = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
         let spawner = self.spawner.clone();
-        let cgroups = self.cgroups.clone();
+        let cgroups = self.containment.sessions.clone();
         let spawned = tokio::task::spawn_blocking(move || -> Result<_, AgentError> {
             let pinned = resolve::pin(&r)?;
             let cgroup = cgroups
@@ -610,6 +609,11 @@ impl Agent for AgentService {
             insecure_skip_authz: self.access.skips_authz(),
             node_name: self.access.node_name().unwrap_or_default().to_owned(),
             policy_error: self.policy.error().unwrap_or_default(),
+            sessions_contained: self.containment.sessions.is_some(),
+            containment_error: self.containment.error.clone().unwrap_or_default(),
+            cgroup_layout: self.containment.layout.map(|l| l.to_string()).unwrap_or_default(),
+            sessions_memory: self.containment.memory.clone().ok().flatten().unwrap_or(0),
+            sessions_memory_error: self.containment.memory.clone().err().unwrap_or_default(),
         }))
     }
 }

@@ -1,5 +1,6 @@
 //! The agent's only `unsafe` code: the syscalls nix does not wrap
-//! (`pidfd_open`, `clone(CLONE_PARENT)`, `waitid(P_PIDFD)`, terminal ioctls)
+//! (`pidfd_open`, `clone(CLONE_PARENT)`, `waitid(P_PIDFD)`, terminal ioctls,
+//! the new mount API)
 //! and the code that runs between `fork` and `execve`.
 //!
 //! Everything the child needs is prepared by [`ChildPlan`] before the fork;
@@ -23,6 +24,56 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     }
     // SAFETY: the kernel just returned this fd to us and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// A new mount of the cgroup v2 (unified) hierarchy that is attached
+/// nowhere (fsopen(2), fsconfig(2), fsmount(2); Linux ≥ 5.2): only the
+/// returned fd reaches it, so neither the node's mount table nor the
+/// agent's own changes, and no mount point is needed on a read-only root.
+/// Its root is the root of the caller's cgroup namespace.
+pub fn mount_cgroup2() -> io::Result<OwnedFd> {
+    // Values from <linux/mount.h>; libc has the syscall numbers only.
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    const MOUNT_ATTR_NOSUID_NODEV_NOEXEC: libc::c_uint = 0x2 | 0x4 | 0x8;
+    let fs = c"cgroup2";
+    // SAFETY: `fs` is a valid NUL-terminated string that outlives the call.
+    let ctx = unsafe { libc::syscall(libc::SYS_fsopen, fs.as_ptr(), FSOPEN_CLOEXEC) };
+    if ctx < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    let ctx = unsafe { OwnedFd::from_raw_fd(ctx as RawFd) };
+    // SAFETY: CMD_CREATE takes no key, value or aux (NULL, NULL, 0); the fd
+    // is owned and open.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            ctx.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: plain integer arguments; the context fd is owned and open.
+    let mnt = unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            ctx.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            MOUNT_ATTR_NOSUID_NODEV_NOEXEC,
+        )
+    };
+    if mnt < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(mnt as RawFd) })
 }
 
 /// How a reaped child ended.

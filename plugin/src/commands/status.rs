@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
 use kube::api::{Api, ListParams};
 
+use kns_proto::agent::VersionResponse;
+
 use crate::cli::StatusArgs;
 use crate::exit::{Failure, api_failure};
 use crate::placement;
@@ -82,6 +84,41 @@ pub fn rows(nodes: &[Node], agents: &[Pod], template: Option<&PodSpec>, agent_ns
         .collect()
 }
 
+/// The SESSIONS column for an agent's answer, and the reasons it adds:
+/// whether its sessions are each in a cgroup of their own (so nothing a tool
+/// starts outlives the session) and memory-bounded apart from the agent.
+pub fn sessions(v: &VersionResponse) -> (String, Vec<String>) {
+    if !v.sessions_contained && v.cgroup_layout.is_empty() && v.containment_error.is_empty() {
+        // An agent older than these fields.
+        return ("?".to_owned(), Vec::new());
+    }
+    let mut reasons = Vec::new();
+    let layout = if v.cgroup_layout.is_empty() {
+        "unknown cgroup layout"
+    } else {
+        &v.cgroup_layout
+    };
+    if !v.sessions_contained {
+        reasons.push(format!(
+            "sessions NOT contained ({layout}): what a tool starts in its own session can outlive it: {}",
+            v.containment_error
+        ));
+        return ("NOT contained".to_owned(), reasons);
+    }
+    let memory = if v.sessions_memory > 0 {
+        format!("{}Mi", v.sessions_memory >> 20)
+    } else {
+        if !v.sessions_memory_error.is_empty() {
+            reasons.push(format!(
+                "no sessions' memory limit: a runaway tool counts against the agent's own: {}",
+                v.sessions_memory_error
+            ));
+        }
+        "no memory limit".to_owned()
+    };
+    (format!("contained, {memory}"), reasons)
+}
+
 pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
     let r = cluster::resolver(&args.kube).await?;
     let nodes = Api::<Node>::all(r.client.clone())
@@ -107,18 +144,21 @@ pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
     let versions = cluster::agent_versions(&r, args.kube.agent_port, ready).await;
 
     println!(
-        "{:<24} {:<32} {:<10} {:<8} REASON",
-        "NODE", "AGENT", "VERSION", "READY"
+        "{:<24} {:<32} {:<10} {:<8} {:<24} REASON",
+        "NODE", "AGENT", "VERSION", "READY", "SESSIONS"
     );
     let plugin = env!("CARGO_PKG_VERSION");
-    let (mut missing, mut skewed, mut insecure, mut bad_policy) = (0, 0, 0, 0);
+    let (mut missing, mut skewed, mut insecure, mut bad_policy, mut uncontained) = (0, 0, 0, 0, 0);
     for row in &rows {
+        let mut contained = "-".to_owned();
         let (pod, version, ready, reason) = match &row.agent {
             Agent::Ready { pod } => match versions.get(pod) {
                 Some(Ok(v)) => {
                     skewed += usize::from(v.version != plugin);
                     insecure += usize::from(v.insecure_skip_authz);
-                    let mut reasons = Vec::new();
+                    uncontained += usize::from(!v.sessions_contained && !v.cgroup_layout.is_empty());
+                    let (column, mut reasons) = sessions(v);
+                    contained = column;
                     if v.insecure_skip_authz {
                         reasons.push("INSECURE: --insecure-skip-authz, checks no identity".to_owned());
                     }
@@ -139,8 +179,8 @@ pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
             }
         };
         println!(
-            "{:<24} {:<32} {:<10} {:<8} {reason}",
-            row.node, pod, version, ready
+            "{:<24} {:<32} {:<10} {:<8} {:<24} {reason}",
+            row.node, pod, version, ready, contained
         );
     }
     if missing > 0 {
@@ -154,6 +194,12 @@ pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
     if bad_policy > 0 {
         eprintln!(
             "warning: {bad_policy} agent(s) cannot use their policy file (kubectl-ns-policy ConfigMap): see REASON"
+        );
+    }
+    if uncontained > 0 {
+        eprintln!(
+            "warning: {uncontained} agent(s) cannot give each session a cgroup of its own: what a tool starts \
+             there can outlive its session; see REASON"
         );
     }
     if skewed > 0 {
@@ -223,6 +269,41 @@ mod tests {
                 _ => None,
             })
             .unwrap()
+    }
+
+    #[test]
+    fn the_sessions_column_says_whether_sessions_are_contained_and_bounded() {
+        let v = VersionResponse {
+            sessions_contained: true,
+            cgroup_layout: "cgroup v1 hybrid".into(),
+            sessions_memory: 448 << 20,
+            ..Default::default()
+        };
+        assert_eq!(sessions(&v), ("contained, 448Mi".to_owned(), vec![]));
+        let v = VersionResponse {
+            sessions_memory: 0,
+            sessions_memory_error: "no cgroup v1 memory hierarchy is mounted".into(),
+            ..v
+        };
+        let (column, reasons) = sessions(&v);
+        assert_eq!(column, "contained, no memory limit");
+        assert!(
+            reasons[0].contains("no cgroup v1 memory hierarchy"),
+            "{reasons:?}"
+        );
+        let v = VersionResponse {
+            sessions_contained: false,
+            containment_error: "cannot mount …".into(),
+            ..v
+        };
+        let (column, reasons) = sessions(&v);
+        assert_eq!(column, "NOT contained");
+        assert!(
+            reasons[0].contains("cgroup v1 hybrid") && reasons[0].contains("cannot mount"),
+            "{reasons:?}"
+        );
+        // An older agent says nothing of it.
+        assert_eq!(sessions(&VersionResponse::default()).0, "?");
     }
 
     #[test]
