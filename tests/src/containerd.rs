@@ -13,10 +13,10 @@ use anyhow::{Context, bail};
 use kns_proto::cri::runtime_service_client::RuntimeServiceClient;
 use kns_proto::cri::{
     Capability, ContainerConfig, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest,
-    ImageSpec, Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerSecurityContext,
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, SecurityProfile,
-    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest, VersionRequest,
+    ImageSpec, Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerResources,
+    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount, NamespaceMode,
+    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest,
+    SecurityProfile, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest, VersionRequest,
     security_profile::ProfileType,
 };
 use nix::sys::signal::{Signal, kill};
@@ -58,6 +58,8 @@ pub struct PodSpec {
     pub seccomp_default: bool,
     /// A TCP port the container listens on: `run_pod` returns once it does.
     pub listens: Option<u16>,
+    /// resources.limits.memory, in bytes.
+    pub memory_limit: Option<i64>,
 }
 
 /// The labels the kubelet puts on a pod's sandbox and containers, by which
@@ -373,6 +375,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                         log_path: "app.log".into(),
                         labels: kubelet_labels(spec, Some("app")),
                         linux: Some(LinuxContainerConfig {
+                            resources: spec.memory_limit.map(|memory_limit_in_bytes| {
+                                LinuxContainerResources {
+                                    memory_limit_in_bytes,
+                                }
+                            }),
                             security_context: Some(LinuxContainerSecurityContext {
                                 capabilities: Some(Capability {
                                     add_capabilities: spec.caps_add.clone(),
@@ -511,17 +518,12 @@ impl Drop for Lab {
     }
 }
 
-/// Whether a process exists and has not exited (a zombie has).
-fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
-}
-
 fn stop_pid(pid: i32) {
     let p = Pid::from_raw(pid);
     if kill(p, Signal::SIGTERM).is_err() {
         return;
     }
-    let gone = crate::wait_until(Duration::from_secs(10), || !running(pid));
+    let gone = crate::wait_until(Duration::from_secs(10), || !crate::running_pid(pid));
     if !gone {
         let _ = kill(p, Signal::SIGKILL);
     }
@@ -558,7 +560,7 @@ fn teardown_dir(dir: &Path, rt: &tokio::runtime::Runtime, mut client: RuntimeSer
     let daemon_alive = || {
         read_state(dir, "containerd.pid")
             .and_then(|p| p.parse::<i32>().ok())
-            .is_some_and(running)
+            .is_some_and(crate::running_pid)
     };
     // Pods are removed through the runtime, which also releases their
     // network namespaces and CNI addresses: bring a stopped daemon back.

@@ -213,7 +213,25 @@ pub fn pod_spec(name: &str, pod: &k8s::PodSpec, container: &str) -> anyhow::Resu
         seccomp_default,
         // Not the kubelet's: the caller waits for the agent's ports.
         listens: None,
+        memory_limit: c
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref()?.get("memory"))
+            .map(|q| quantity(&q.0))
+            .transpose()?,
     })
+}
+
+/// A memory quantity as the manifests write them (`512Mi`, bytes).
+fn quantity(q: &str) -> anyhow::Result<i64> {
+    let (digits, unit) = [("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)]
+        .iter()
+        .find_map(|(u, m)| q.strip_suffix(u).map(|d| (d, *m)))
+        .unwrap_or((q, 1));
+    digits
+        .parse::<i64>()
+        .map(|n| n * unit)
+        .with_context(|| format!("memory quantity {q:?} is not reproduced by the lab"))
 }
 
 #[cfg(test)]

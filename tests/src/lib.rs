@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod agent_pod;
 pub mod bins;
 pub mod cluster;
 pub mod containerd;
@@ -58,12 +59,33 @@ pub fn pids_in_ns(kind: &str, inode: u64) -> Vec<i32> {
         .unwrap_or_default()
 }
 
+/// A process's command line, its arguments joined by spaces.
+fn cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// PIDs in the network namespace `net_inode` whose command line holds
+/// `mark` (a session's tool and what it started, e.g. `sleep MARK`).
+pub fn marked(net_inode: u64, mark: &str) -> Vec<i32> {
+    pids_in_ns("net", net_inode)
+        .into_iter()
+        .filter(|p| cmdline(*p).contains(mark))
+        .collect()
+}
+
 /// The inode of a process's namespace of `kind`.
 pub fn ns_inode(pid: i32, kind: &str) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
         .unwrap_or_else(|e| panic!("cannot stat /proc/{pid}/ns/{kind}: {e}"))
         .ino()
+}
+
+/// Whether a process exists and has not exited (a zombie has).
+pub fn running_pid(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
 }
 
 /// Whether a process whose command line is exactly `argv` is running.

@@ -18,198 +18,28 @@
 //! The toolbox variant (`scripts/image --toolbox`) runs the same way, and
 //! its tools run through `--tools agent`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::Path;
+use std::process::Output;
 
-use k8s_openapi::api::core::v1 as k8s;
-use kns_plugin::manifests::{self, Object};
-use kns_tests::bins::{plugin, stderr, stdout};
+use kns_plugin::manifests;
+use kns_tests::agent_pod::{AgentPod, archive, manifest_pod, toolbox_archive};
+use kns_tests::bins::{stderr, stdout};
 use kns_tests::cluster::AGENT_NAMESPACE;
-use kns_tests::containerd::{Lab, Pod, PodSpec};
-use kns_tests::kubeapi::{FakeApi, Grant, IN_POD_PORT, agent_pod, running_pod};
-use kns_tests::{kubelet, listens_on_loopback, require_root, wait_until};
+use kns_tests::containerd::{Lab, PodSpec};
+use kns_tests::kubeapi::{FakeApi, Grant, agent_pod, running_pod};
+use kns_tests::require_root;
 
-/// Where scripts/test has scripts/image write the archive.
-fn archive() -> PathBuf {
-    built("kns-agent-image.tar", "")
+/// A capability set (`CapEff:`, …) from a /proc/PID/status text.
+fn caps(status: &str, set: &str) -> u64 {
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(set))
+        .unwrap_or_else(|| panic!("no {set} in {status}"));
+    u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
 }
 
-/// The toolbox variant's archive, which scripts/test builds beside it.
-fn toolbox_archive() -> PathBuf {
-    built("kns-agent-toolbox-image.tar", "--toolbox ")
-}
-
-fn built(file: &str, flag: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target").join(file);
-    assert!(
-        p.exists(),
-        "{} is missing: build it with `scripts/image {flag}target/{file}` (scripts/test does)",
-        p.display()
-    );
-    p
-}
-
-/// The DaemonSet's pod template, from the embedded manifests.
-fn manifest_pod() -> k8s::PodSpec {
-    manifests::parse()
-        .unwrap()
-        .into_iter()
-        .find_map(|o| match o {
-            Object::DaemonSet(d) => d.spec?.template.spec,
-            _ => None,
-        })
-        .unwrap()
-}
-
-/// The manifest's agent address, which the test does not change.
-fn manifest_listen(c: &k8s::Container) -> String {
-    let args = c.args.clone().unwrap_or_default();
-    let i = args
-        .iter()
-        .position(|a| a == "--listen")
-        .expect("--listen in args");
-    args[i + 1].clone()
-}
-
-/// An agent running in its own pod of the lab.
-struct AgentPod {
-    lab: Arc<Lab>,
-    pod: Pod,
-    pid: i32,
-    /// What the plugin dials from inside the pod's network namespace.
-    addr: String,
-    /// `container/ID` of the pod the tests enter.
-    target: String,
-    /// hostPath directories the runtime created for the pod (as on a node
-    /// without that runtime), removed afterwards, deepest first.
-    created: Vec<PathBuf>,
-}
-
-impl AgentPod {
-    /// Runs the DaemonSet's container `agent` (after `patch`, a test-only
-    /// overlay) as pod `name`, and waits until it listens where the
-    /// manifest says. With `api`, the pod reaches it as its API server;
-    /// without, callers go unchecked.
-    fn start(
-        lab: &Arc<Lab>,
-        name: &str,
-        target: &Pod,
-        api: Option<&FakeApi>,
-        patch: impl FnOnce(&mut k8s::PodSpec),
-    ) -> AgentPod {
-        let mut pod = manifest_pod();
-        kubelet::set_env(
-            &mut pod.containers[0],
-            "KNS_NODE_PID",
-            &std::process::id().to_string(),
-        )
-        .unwrap();
-        kubelet::set_host_path(&mut pod, "containerd", lab.dir.clone()).unwrap();
-        // No kubectl-ns-policy ConfigMap: the kubelet mounts an empty directory.
-        let policy = lab.dir.join(format!("{name}-policy"));
-        std::fs::create_dir_all(&policy).unwrap();
-        kubelet::set_config_map(&mut pod, "policy", policy).unwrap();
-        if api.is_none() {
-            kubelet::set_env(&mut pod.containers[0], "KNS_INSECURE_SKIP_AUTHZ", "true").unwrap();
-        }
-        pod.node_name = Some("lab-node".into());
-        assert_eq!(
-            pod.containers[0].image.as_deref(),
-            Some(manifests::default_image().as_str()),
-            "the archive is tagged as the manifest's image"
-        );
-        patch(&mut pod);
-        let listen = manifest_listen(&pod.containers[0]);
-        // The plugin takes the agent's own address form.
-        let addr = listen.clone();
-        let mut spec: PodSpec = kubelet::pod_spec(name, &pod, &pod.containers[0].name).unwrap();
-        if let Some(api) = api {
-            kubelet::service_account(
-                &mut spec,
-                &pod,
-                api.service_account_dir(),
-                "127.0.0.1",
-                IN_POD_PORT,
-            )
-            .unwrap();
-        }
-        let mut created: Vec<PathBuf> = spec
-            .mounts
-            .iter()
-            .flat_map(|(host, _, _)| {
-                host.ancestors()
-                    .take_while(|a| !a.exists())
-                    .map(Path::to_path_buf)
-            })
-            .collect();
-        created.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        let log = lab.dir.join(format!("logs/{name}/app.log"));
-        let p = lab
-            .run_pod(&spec)
-            .unwrap_or_else(|e| panic!("the agent pod did not start: {e:#}\nits log: {}", read(&log)));
-        let pid = lab.container_pid(&p.container_id).unwrap();
-        if let Some(api) = api {
-            api.serve_in_netns(pid);
-        }
-        let port = listen.rsplit(':').next().unwrap().parse::<u16>().unwrap();
-        assert!(
-            wait_until(Duration::from_secs(20), || listens_on_loopback(pid, port)),
-            "the agent in its pod never listened on {listen} in the pod's network namespace; its log: {}",
-            read(&log)
-        );
-        AgentPod {
-            lab: lab.clone(),
-            pod: p,
-            pid,
-            addr,
-            target: format!("container/{}", target.container_id),
-            created,
-        }
-    }
-
-    /// `kubectl-ns exec --agent ADDR container/TARGET FLAGS -- CMD`, run
-    /// in the agent pod's network namespace as the kubelet's port-forward
-    /// connects (the plugin itself never enters namespaces).
-    fn exec(&self, flags: &[&str], cmd: &[&str]) -> Output {
-        Command::new("nsenter")
-            .arg(format!("--net=/proc/{}/ns/net", self.pid))
-            .arg("--")
-            .arg(plugin())
-            .args(["exec", "--agent", &self.addr, &self.target])
-            .args(flags)
-            .arg("--")
-            .args(cmd)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run nsenter")
-    }
-
-    /// The readiness probe's exec command, run in the agent container's
-    /// mount and network namespaces as the runtime runs an exec probe.
-    fn probe(&self, command: &[String]) -> Output {
-        Command::new("nsenter")
-            .args(["-t", &self.pid.to_string(), "-m", "-n", "--"])
-            .args(command)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run nsenter")
-    }
-}
-
-impl Drop for AgentPod {
-    fn drop(&mut self) {
-        let _ = self.lab.stop_container(&self.pod.container_id);
-        for d in &self.created {
-            // Only if still empty: nothing but this test put anything there.
-            let _ = std::fs::remove_dir(d);
-        }
-    }
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
+fn status_of(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap()
 }
 
 fn ok(o: &Output) -> String {
@@ -236,29 +66,13 @@ fn agent_image_runs_as_the_daemonset_runs_it() {
     assert_eq!(out.lines().count(), 3, "{out}");
     let o = agent.exec(&["-m"], &["ss"]);
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
-    // -m runs the image's binary with the container's identity, which the
-    // agent can give with the manifest's capabilities: the container's
-    // sets as far as the agent holds them, never more.
-    let caps = |status: &str, name: &str| {
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .unwrap_or_else(|| panic!("{status}"));
-        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
-    };
+    // -m runs the image's binary with the container's identity: the
+    // manifest's capabilities cover the runtime's default set, so the tool
+    // has exactly the container's.
     let tool = ok(&agent.exec(&["-m", "-p"], &["cat", "/proc/self/status"]));
-    let container = std::fs::read_to_string(format!(
-        "/proc/{}/status",
-        lab.container_pid(&target.container_id).unwrap()
-    ))
-    .unwrap();
-    let own = std::fs::read_to_string(format!("/proc/{}/status", agent.pid)).unwrap();
-    for set in ["CapEff:", "CapBnd:"] {
-        assert_eq!(
-            caps(&tool, set),
-            caps(&container, set) & caps(&own, set),
-            "{set}\n{tool}"
-        );
+    let container = status_of(lab.container_pid(&target.container_id).unwrap());
+    for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
+        assert_eq!(caps(&tool, set), caps(&container, set), "{set}\n{tool}");
     }
     // Namespaces not chosen are the node's, not the agent pod's.
     let node = nix::unistd::gethostname().unwrap().into_string().unwrap();
@@ -277,6 +91,48 @@ fn agent_image_runs_as_the_daemonset_runs_it() {
         .and_then(|e| e.command)
         .unwrap();
     ok(&agent.probe(&probe));
+}
+
+/// A container given capabilities beyond the runtime's default: those the
+/// agent holds reach a -m tool whole; one it does not hold cannot be given
+/// (a process cannot grant what it lacks), and the plugin names it.
+#[test]
+fn minus_m_tools_have_the_containers_added_capabilities() {
+    require_root();
+    let lab = Lab::shared();
+    lab.import_image(&archive()).unwrap();
+    let mut spec = PodSpec::httpd("agent-pod-target-caps", 8284);
+    spec.caps_add = vec!["NET_ADMIN".into(), "SYS_PTRACE".into()];
+    let held = lab.run_pod(&spec).unwrap();
+    let mut spec = PodSpec::httpd("agent-pod-target-caps-time", 8285);
+    spec.caps_add = vec!["SYS_TIME".into()];
+    let beyond = lab.run_pod(&spec).unwrap();
+    let agent = AgentPod::start(&lab, "kubectl-ns-agent-caps", &held, None, |_| {});
+
+    let tool = ok(&agent.exec(&["-m", "-p"], &["cat", "/proc/self/status"]));
+    let container = status_of(lab.container_pid(&held.container_id).unwrap());
+    for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
+        assert_eq!(caps(&tool, set), caps(&container, set), "{set}\n{tool}");
+    }
+
+    let o = agent.exec_in(
+        &format!("container/{}", beyond.container_id),
+        &["-m", "-p"],
+        &["cat", "/proc/self/status"],
+    );
+    let tool = ok(&o);
+    let container = status_of(lab.container_pid(&beyond.container_id).unwrap());
+    let own = status_of(agent.pid);
+    const SYS_TIME: u64 = 1 << 25;
+    assert_ne!(caps(&container, "CapEff:") & SYS_TIME, 0, "{container}");
+    for set in ["CapEff:", "CapBnd:"] {
+        assert_eq!(
+            caps(&tool, set),
+            caps(&container, set) & caps(&own, set),
+            "{set}\n{tool}"
+        );
+    }
+    assert!(stderr(&o).contains("CAP_SYS_TIME"), "{}", stderr(&o));
 }
 
 /// A manifest that gives only args (as before `command:` was added, or a
