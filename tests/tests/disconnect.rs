@@ -7,24 +7,9 @@ use std::time::Duration;
 use kns_tests::agent::Agent;
 use kns_tests::bins;
 use kns_tests::target::NsProcess;
-use kns_tests::{ns_inode, pids_in_ns, poll_until, require_root, running, wait_until};
+use kns_tests::{marked, ns_inode, poll_until, require_root, running, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-fn comm_args(pid: i32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-        .unwrap_or_default()
-}
-
-/// PIDs in the target's netns running `sleep MARK` (the tool and a child
-/// it forked into the background).
-fn marked(net_inode: u64, mark: &str) -> Vec<i32> {
-    pids_in_ns("net", net_inode)
-        .into_iter()
-        .filter(|p| comm_args(*p).contains(mark))
-        .collect()
-}
 
 /// Fails unless every process marked `mark` in the namespace is gone within
 /// 30 s, naming those left.
@@ -185,9 +170,16 @@ fn a_daemon_the_tool_started_dies_when_the_tool_exits() {
         &agent.addr(),
         &t.target(),
         &["-n"],
-        &["sh", "-c", "(setsid sleep 4646 &) ; echo started"],
+        // The daemon says so once it is in a session of its own, so the
+        // tool cannot exit (and have its group killed) before that.
+        &[
+            "sh",
+            "-c",
+            "(setsid sh -c 'echo detached; exec sleep 4646' &) | head -n 1",
+        ],
     );
     assert!(o.status.success(), "{}", bins::stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "detached\n");
     assert_none_left(net, "4646", "a daemon outlived the session");
 }
 
