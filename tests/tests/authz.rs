@@ -229,7 +229,7 @@ fn bad_or_missing_tokens_are_refused_as_unauthenticated() {
     assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
-        err.contains("the API server did not accept the token: invalid bearer token")
+        err.contains("the API server rejected the token: invalid bearer token")
             && err.contains("Hint: kubectl-ns sends the agent your kubeconfig user's bearer token"),
         "{err}"
     );
