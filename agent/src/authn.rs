@@ -38,6 +38,9 @@ pub enum Method {
 /// A verified caller, as the API server's `UserInfo` names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Identity {
+    /// Empty only in a TokenReview that authenticated nobody: the API
+    /// server answers an invalid token with `user: {}`.
+    #[serde(default)]
     pub username: String,
     #[serde(default)]
     pub uid: String,
@@ -97,7 +100,7 @@ pub enum AuthnError {
     NoToken,
     #[error("the authorization header is not `Bearer TOKEN`")]
     Malformed,
-    #[error("the API server did not accept the token{}", if .error.is_empty() { String::new() } else { format!(": {}", .error) })]
+    #[error("the API server rejected the token{}", if .error.is_empty() { String::new() } else { format!(": {}", .error) })]
     Rejected { error: String },
     #[error("{0}")]
     NoCertificate(String),
@@ -164,6 +167,8 @@ struct TokenReviewAnswer {
     status: TokenReviewStatus,
 }
 
+/// Every field may be absent: the API server leaves `authenticated` out
+/// when it is false (`omitempty`), as for an invalid token.
 #[derive(Deserialize, Default)]
 struct TokenReviewStatus {
     #[serde(default)]
@@ -171,6 +176,17 @@ struct TokenReviewStatus {
     user: Option<Identity>,
     #[serde(default)]
     error: String,
+}
+
+impl TokenReviewStatus {
+    /// The caller the review vouches for, or the API server's reason for
+    /// vouching for nobody.
+    fn identity(self) -> Result<Identity, AuthnError> {
+        match self.user {
+            Some(user) if self.authenticated && !user.username.is_empty() => Ok(user),
+            _ => Err(AuthnError::Rejected { error: self.error }),
+        }
+    }
 }
 
 /// Checks bearer tokens with the API server.
@@ -211,15 +227,9 @@ impl Authenticator {
             .post("/apis/authentication.k8s.io/v1/tokenreviews", &review)
             .await
             .map_err(AuthnError::Review)?;
-        match (answer.status.authenticated, answer.status.user) {
-            (true, Some(user)) if !user.username.is_empty() => {
-                self.cache.put(token.to_owned(), user.clone());
-                Ok(user)
-            }
-            _ => Err(AuthnError::Rejected {
-                error: answer.status.error,
-            }),
-        }
+        let user = answer.status.identity()?;
+        self.cache.put(token.to_owned(), user.clone());
+        Ok(user)
     }
 }
 
@@ -239,18 +249,53 @@ mod tests {
             body,
             serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": "t"}})
         );
-        let answer: TokenReviewAnswer = serde_json::from_str(
-            r#"{"kind":"TokenReview","status":{"authenticated":true,"user":{"username":"alice","uid":"u1",
-                "groups":["devs","system:authenticated"],"extra":{"scopes":["a"]}}}}"#,
-        )
+    }
+
+    /// A real API server's answers (v1.32), recorded in tests/fixtures.
+    fn recorded(json: &str) -> Result<Identity, AuthnError> {
+        serde_json::from_str::<TokenReviewAnswer>(json)
+            .expect("the recorded TokenReview parses")
+            .status
+            .identity()
+    }
+
+    #[test]
+    fn a_valid_tokens_review_names_the_user_with_all_the_api_server_said() {
+        let user = recorded(include_str!(
+            "../../tests/fixtures/kube-v1.32/tokenreview-valid.json"
+        ))
         .unwrap();
-        let user = answer.status.user.unwrap();
-        assert_eq!(user.username, "alice");
-        assert_eq!(user.groups, ["devs", "system:authenticated"]);
-        assert_eq!(user.extra["scopes"], ["a"]);
-        let denied: TokenReviewAnswer =
-            serde_json::from_str(r#"{"status":{"authenticated":false,"error":"token expired"}}"#).unwrap();
-        assert!(!denied.status.authenticated);
+        assert_eq!(user.username, "system:serviceaccount:fx:reader");
+        assert_eq!(user.uid, "a40e91dd-b63e-49fe-b0bc-f1b9d03fabd8");
+        assert_eq!(
+            user.groups,
+            [
+                "system:serviceaccounts",
+                "system:serviceaccounts:fx",
+                "system:authenticated"
+            ]
+        );
+        assert_eq!(
+            user.extra["authentication.kubernetes.io/credential-id"],
+            ["JTI=23bee4fc-2801-4fcd-b00f-2b1530cdb278"]
+        );
+    }
+
+    #[test]
+    fn an_invalid_tokens_review_is_a_rejection_with_the_api_servers_words() {
+        // `user: {}` and no `authenticated`: what v1.32 really sends.
+        let e = recorded(include_str!(
+            "../../tests/fixtures/kube-v1.32/tokenreview-invalid.json"
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(&e, AuthnError::Rejected { error } if error == "invalid bearer token"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "the API server rejected the token: invalid bearer token"
+        );
     }
 
     #[test]

@@ -428,6 +428,25 @@ mod tests {
         );
     }
 
+    #[test]
+    fn recorded_answers_of_rbac_parse() {
+        // A real API server's answers (v1.32), recorded in tests/fixtures:
+        // RBAC gives no reason when it denies.
+        let answer = |json: &str| {
+            serde_json::from_str::<SarAnswer>(json)
+                .expect("recorded answer")
+                .status
+        };
+        let allowed = answer(include_str!("../../tests/fixtures/kube-v1.32/sar-allowed.json"));
+        assert!(allowed.allowed);
+        let denied = answer(include_str!("../../tests/fixtures/kube-v1.32/sar-denied.json"));
+        assert!(!denied.allowed);
+        assert_eq!(
+            (denied.reason.as_str(), denied.evaluation_error.as_str()),
+            ("", "")
+        );
+    }
+
     #[tokio::test]
     async fn unix_peers_other_than_root_are_refused() {
         let a = Access::new(None, certs(), Some("n1".into()), false);

@@ -132,6 +132,12 @@ impl From<AgentError> for Status {
         if let Some(v) = denied.and_then(|v| v.to_string().parse().ok()) {
             status.metadata_mut().insert(kns_proto::DENIED_RULE_HEADER, v);
         }
+        if let AgentError::Authn(AuthnError::Rejected { .. }) = &e {
+            status.metadata_mut().insert(
+                kns_proto::TOKEN_REJECTED_HEADER,
+                tonic::metadata::MetadataValue::from_static("true"),
+            );
+        }
         if let AgentError::Policy(d) = &e {
             status.metadata_mut().insert(
                 kns_proto::POLICY_HEADER,
@@ -760,8 +766,24 @@ mod tests {
             (&rule["resource"], &rule["subresource"]),
             (&"pods".into(), &"exec".into())
         );
-        let unauthenticated = Status::from(AgentError::from(AuthnError::NoToken));
-        assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
+        for refused in [
+            AuthnError::NoToken,
+            AuthnError::Rejected {
+                error: "invalid bearer token".into(),
+            },
+        ] {
+            let rejected = matches!(refused, AuthnError::Rejected { .. });
+            let unauthenticated = Status::from(AgentError::from(refused));
+            assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
+            // Only a token the API server refused is one to renew.
+            assert_eq!(
+                unauthenticated
+                    .metadata()
+                    .get(kns_proto::TOKEN_REJECTED_HEADER)
+                    .is_some(),
+                rejected
+            );
+        }
         let unavailable = Status::from(AgentError::from(AuthnError::Review(
             crate::kubeclient::KubeError::NotConfigured,
         )));

@@ -8,7 +8,7 @@
 //! | 127 | the tool was not found (on the node, with a hint to the toolbox image and `--tools agent`; with `-m`: not in the container image; with `--tools agent`: not in the agent's image) |
 //! | 128+N | the remote command died of signal N (130 for SIGINT); or kubectl-ns got signal N before the session was open, or twice within a second while the agent did not answer |
 //! | 2 | usage error: bad flags or arguments |
-//! | 255 | kubectl-ns itself failed: agent unreachable, target not found, … |
+//! | 255 | kubectl-ns itself failed: agent unreachable, target not found, forbidden, credentials rejected, … |
 //!
 //! Errors from other layers (the API server, the agent's gRPC statuses, the
 //! transport) are worded for the user here, in one place, with a hint line
@@ -82,9 +82,21 @@ fn unreachable_hint() -> String {
         .unwrap_or_default()
 }
 
+/// How to get credentials the API server accepts again, for a hint: by
+/// far the most common rejection is a token past its expiry (`kubectl
+/// create token` gives an hour by default).
+const RENEW_CREDENTIALS: &str = "an expired token is the usual cause: log in again or get a new token (`kubectl \
+     create token NAME --namespace NS` for a ServiceAccount; a kubeconfig user with an exec plugin gets a fresh \
+     one from it). `kubectl config view --minify` shows which user this kubeconfig uses, `kubectl auth whoami` \
+     whether the API server accepts it";
+
 /// Words an API error for the user; `what` says what was being attempted.
 pub fn api_failure(what: &str, e: kube::Error) -> Failure {
     match e {
+        kube::Error::Api(s) if s.code == 401 => Failure::own(format!(
+            "{what}: the API server rejected the kubeconfig's credentials ({} {})\nHint: {RENEW_CREDENTIALS}",
+            s.code, s.message
+        )),
         kube::Error::Api(s) if s.code == 403 => Failure::own(format!(
             "{what}: forbidden: {}\nHint: kubectl-ns needs get/list on pods, and create on pods/portforward in \
              the agent's namespace (the ClusterRole kubectl-ns-user grants them)",
@@ -183,6 +195,7 @@ fn grant(d: &DeniedRule) -> String {
 pub fn status_failure(s: &tonic::Status) -> Failure {
     let denied = s.metadata().get(kns_proto::DENIED_RULE_HEADER);
     let grant_hint;
+    let renew_hint;
     let policy = s.metadata().get(kns_proto::POLICY_HEADER).is_some();
     let hint = match s.code() {
         _ if policy => {
@@ -206,6 +219,10 @@ pub fn status_failure(s: &tonic::Status) -> Failure {
         }
         tonic::Code::PermissionDenied => {
             "\nHint: the agent lacks the privilege for this; it needs hostPID and CAP_SYS_ADMIN/CAP_SYS_PTRACE on the node"
+        }
+        tonic::Code::Unauthenticated if s.metadata().get(kns_proto::TOKEN_REJECTED_HEADER).is_some() => {
+            renew_hint = format!("\nHint: your credentials were rejected; {RENEW_CREDENTIALS}");
+            renew_hint.as_str()
         }
         tonic::Code::Unauthenticated => {
             "\nHint: kubectl-ns sends the agent your kubeconfig user's bearer token (token, tokenFile, or an exec \
@@ -353,6 +370,90 @@ mod tests {
             "{}",
             f.message
         );
+    }
+
+    /// A real API server's error body (v1.32), recorded in tests/fixtures,
+    /// as kube hands it over.
+    fn recorded(json: &str) -> kube::Error {
+        kube::Error::Api(
+            serde_json::from_str::<kube::core::Status>(json)
+                .expect("the recorded Status parses")
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn recorded_api_errors_are_worded_for_the_user() {
+        let f = api_failure(
+            "cannot get pod fx/web",
+            recorded(include_str!("../../tests/fixtures/kube-v1.32/status-401.json")),
+        );
+        assert_eq!(f.code, FAILURE);
+        assert!(
+            f.message.starts_with(
+                "cannot get pod fx/web: the API server rejected the kubeconfig's credentials (401 Unauthorized)\n\
+                 Hint: an expired token is the usual cause: log in again or get a new token"
+            ) && f.message.contains("kubectl create token")
+                && f.message.contains("kubectl config view --minify"),
+            "{}",
+            f.message
+        );
+        let f = api_failure(
+            "cannot get pod fx/web",
+            recorded(include_str!(
+                "../../tests/fixtures/kube-v1.32/status-403-get-pod.json"
+            )),
+        );
+        assert!(
+            f.message.starts_with(
+                "cannot get pod fx/web: forbidden: pods \"web\" is forbidden: User \"system:serviceaccount:fx:reader\" \
+                 cannot get resource \"pods\" in API group \"\" in the namespace \"fx\"\nHint:"
+            ) && f.message.contains("kubectl-ns-user"),
+            "{}",
+            f.message
+        );
+        let forward = |json| TransportError::Forward {
+            what: "cannot open a port-forward to kubectl-ns-system/x".into(),
+            source: recorded(json),
+        };
+        let denied = forward(include_str!(
+            "../../tests/fixtures/kube-v1.32/status-403-portforward.json"
+        ));
+        assert!(!denied.agent_gone());
+        let f = Failure::from(denied);
+        assert!(
+            f.message.contains("cannot create resource \"pods/portforward\"")
+                && f.message.contains("kubectl-ns-user"),
+            "{}",
+            f.message
+        );
+        let missing = include_str!("../../tests/fixtures/kube-v1.32/status-404-pod.json");
+        // What `get_opt` turns into "no such pod".
+        let kube::Error::Api(s) = recorded(missing) else {
+            unreachable!()
+        };
+        assert!(s.is_not_found());
+        assert!(forward(missing).agent_gone());
+    }
+
+    #[test]
+    fn rejected_credentials_at_the_agent_say_how_to_renew_them() {
+        let mut s = tonic::Status::unauthenticated("the API server rejected the token: invalid bearer token");
+        s.metadata_mut()
+            .insert(kns_proto::TOKEN_REJECTED_HEADER, "true".parse().unwrap());
+        let f = status_failure(&s);
+        assert_eq!(f.code, FAILURE);
+        assert!(
+            f.message.starts_with(
+                "the API server rejected the token: invalid bearer token\nHint: your credentials were rejected; \
+                 an expired token is the usual cause"
+            ) && f.message.contains("kubectl create token"),
+            "{}",
+            f.message
+        );
+        // Nothing was rejected when there was nothing to check.
+        let f = status_failure(&tonic::Status::unauthenticated("no bearer token"));
+        assert!(!f.message.contains("expired"), "{}", f.message);
     }
 
     #[test]

@@ -16,6 +16,12 @@ pub const DENIED_RULE_HEADER: &str = "kns-denied-rule";
 /// caller's rights); its value is the policy rule's name.
 pub const POLICY_HEADER: &str = "kns-policy";
 
+/// Trailer marking an `UNAUTHENTICATED` for a bearer token the API server's
+/// TokenReview rejected (most often expired), apart from a missing token
+/// or a certificate the agent cannot check: the plugin then says how to
+/// get a new token.
+pub const TOKEN_REJECTED_HEADER: &str = "kns-token-rejected";
+
 /// Where the agent image is published; its tag is the version, and the
 /// toolbox variant's (`scripts/image --toolbox`) the version with
 /// `-toolbox`.

@@ -14,7 +14,13 @@
 //! (`authentication.k8s.io/v1`, `authorization.k8s.io/v1`), as the API
 //! server does with its token authenticator and RBAC: tokens map to users,
 //! and [`Grant`]s play RBAC bindings. Only the agent's own ServiceAccount
-//! token may create reviews.
+//! token may create reviews. A bearer token it does not know gets the 401
+//! the API server sends, on any request.
+//!
+//! Reviews and error `Status` bodies have the shapes a real API server
+//! (v1.32) answers with, recorded in `tests/fixtures/kube-v1.32/`: each
+//! field present or absent as there, with the request's names in the
+//! messages (`tests/kube_shapes.rs` holds the fake to them).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -57,8 +63,12 @@ struct State {
     agent_failure: Option<AgentFailure>,
     /// Requests that need more than the kubectl-ns-user roles get 403.
     user_only: bool,
+    /// Users no RBAC binding names: all their requests get 403.
+    rightless: std::collections::HashSet<String>,
     /// Bearer token → the user a TokenReview names.
     tokens: HashMap<String, Value>,
+    /// Tokens that stop being valid when a TokenReview asks about them.
+    expiring: std::collections::HashSet<String>,
     /// What SubjectAccessReviews allow.
     grants: Vec<Grant>,
     /// Review bodies received, oldest first (kept apart from `requests`,
@@ -207,13 +217,119 @@ fn json_response(code: StatusCode, body: &Value) -> Response<Full<Bytes>> {
 
 /// A `metav1.Status` failure, as the API server sends with 4xx codes.
 fn status(code: StatusCode, reason: &str, message: String) -> Response<Full<Bytes>> {
-    json_response(
-        code,
-        &json!({
-            "kind": "Status", "apiVersion": "v1", "metadata": {},
-            "status": "Failure", "message": message, "reason": reason, "code": code.as_u16(),
-        }),
-    )
+    json_response(code, &status_body(code, reason, message))
+}
+
+fn status_body(code: StatusCode, reason: &str, message: String) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason, "code": code.as_u16(),
+    })
+}
+
+/// The API server's answer to a request with a bearer token it does not
+/// know (an expired one, say).
+fn unauthorized() -> Response<Full<Bytes>> {
+    status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized".into())
+}
+
+/// The object a NotFound or Forbidden answer is about, as the API server
+/// names it: a resource (plural) of an API group, and the object's name
+/// (empty for a collection).
+struct About<'a> {
+    group: &'a str,
+    resource: &'a str,
+    name: &'a str,
+}
+
+impl About<'_> {
+    /// A failure about this object: `details` names it (with the resource
+    /// as its `kind`), leaving out what is empty, as `omitempty` does.
+    fn status(&self, code: StatusCode, reason: &str, message: String) -> Response<Full<Bytes>> {
+        let mut body = status_body(code, reason, message);
+        let details: serde_json::Map<String, Value> = [
+            ("name", self.name),
+            ("group", self.group),
+            ("kind", self.resource),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.to_owned(), json!(v)))
+        .collect();
+        body["details"] = details.into();
+        json_response(code, &body)
+    }
+
+    /// `pods "web"`, `tokenreviews.authentication.k8s.io`: how the API
+    /// server's messages name it.
+    fn named(&self) -> String {
+        let resource = if self.group.is_empty() {
+            self.resource.to_owned()
+        } else {
+            format!("{}.{}", self.resource, self.group)
+        };
+        if self.name.is_empty() {
+            resource
+        } else {
+            format!("{resource} \"{}\"", self.name)
+        }
+    }
+
+    fn not_found(&self) -> Response<Full<Bytes>> {
+        self.status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("{} not found", self.named()),
+        )
+    }
+
+    /// RBAC's refusal of `verb` on this object (on its `subresource`, if
+    /// not empty) to `user`, in `namespace` or at the cluster scope.
+    fn forbidden(
+        &self,
+        user: &str,
+        verb: &str,
+        subresource: &str,
+        namespace: Option<&str>,
+    ) -> Response<Full<Bytes>> {
+        let resource = if subresource.is_empty() {
+            self.resource.to_owned()
+        } else {
+            format!("{}/{subresource}", self.resource)
+        };
+        let scope = match namespace {
+            Some(ns) => format!("in the namespace \"{ns}\""),
+            None => "at the cluster scope".to_owned(),
+        };
+        self.status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "{} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" in API group \"{}\" {scope}",
+                self.named(),
+                self.group
+            ),
+        )
+    }
+}
+
+/// The user a request's bearer token names; `None` for a token the API
+/// server does not know, which it answers with [`unauthorized`]. A request
+/// without a token is anonymous (the fake does not see client
+/// certificates, which the plugin presents to agents only).
+fn caller(req: &Request<Incoming>, state: &State) -> Option<String> {
+    let token = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match token {
+        None => Some("system:anonymous".to_owned()),
+        Some(t) => state
+            .tokens
+            .get(t)
+            .and_then(|u| u["username"].as_str().map(str::to_owned)),
+    }
 }
 
 fn query(req: &Request<Incoming>) -> HashMap<String, String> {
@@ -284,11 +400,12 @@ async fn serve(
     use http_body_util::BodyExt;
     let q = query(&req);
     if req.method() == hyper::Method::GET && q.get("watch").is_some_and(|w| w == "true" || w == "1") {
-        state
-            .lock()
-            .expect("state")
-            .requests
-            .push(format!("GET {}", req.uri()));
+        let mut st = state.lock().expect("state");
+        st.requests.push(format!("GET {}", req.uri()));
+        if caller(&req, &st).is_none() {
+            return Ok(unauthorized().map(BodyExt::boxed_unsync));
+        }
+        drop(st);
         return Ok(watch(state, req.uri().path().to_owned(), &q));
     }
     handle(req, state, forbid)
@@ -306,33 +423,33 @@ fn installer_only(method: &hyper::Method, parts: &[&str]) -> bool {
     !reads_pods_or_nodes || method != hyper::Method::GET
 }
 
-/// The API server's 403 for `path`, worded as RBAC words it.
-fn forbidden(method: &hyper::Method, parts: &[&str]) -> Response<Full<Bytes>> {
-    let verb = match *method {
-        hyper::Method::PATCH => "patch",
-        hyper::Method::DELETE => "delete",
-        _ => "get",
-    };
+/// The API server's 403 to `user` for `path`, worded as RBAC words it.
+fn forbidden(user: &str, method: &hyper::Method, parts: &[&str]) -> Response<Full<Bytes>> {
     let (group, rest) = match parts {
         ["api", _, rest @ ..] => ("", rest),
         ["apis", g, _, rest @ ..] => (*g, rest),
         _ => ("", parts),
     };
-    let (scope, rest) = match rest {
-        ["namespaces", ns, r, rest @ ..] => {
-            (format!("in the namespace \"{ns}\""), [&[*r][..], rest].concat())
-        }
-        _ => ("at the cluster scope".to_owned(), rest.to_vec()),
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, r, rest @ ..] => (Some(*ns), [&[*r][..], rest].concat()),
+        _ => (None, rest.to_vec()),
     };
-    let resource = rest.first().copied().unwrap_or("");
-    let name = rest.get(1).copied().unwrap_or("");
-    status(
-        StatusCode::FORBIDDEN,
-        "Forbidden",
-        format!(
-            "{resource} \"{name}\" is forbidden: User \"tester\" cannot {verb} resource \"{resource}\" in API group \"{group}\" {scope}"
-        ),
-    )
+    let about = About {
+        group,
+        resource: rest.first().copied().unwrap_or(""),
+        name: rest.get(1).copied().unwrap_or(""),
+    };
+    let verb = match *method {
+        hyper::Method::PATCH => "patch",
+        hyper::Method::DELETE => "delete",
+        hyper::Method::POST => "create",
+        // A port-forward's WebSocket upgrade is a GET, which the API server
+        // authorizes as the POST it stands for.
+        _ if rest.get(2) == Some(&"portforward") => "create",
+        _ if about.name.is_empty() => "list",
+        _ => "get",
+    };
+    about.forbidden(user, verb, rest.get(2).copied().unwrap_or(""), namespace)
 }
 
 async fn handle(
@@ -356,21 +473,28 @@ async fn handle(
     {
         return Ok(review(req, &state, kind).await);
     }
-    let latency = {
+    let (latency, user) = {
         let mut st = state.lock().expect("state");
         st.requests.push(
             format!("{} {} {content_type}", req.method(), req.uri())
                 .trim_end()
                 .to_owned(),
         );
-        st.latency
+        (st.latency, caller(&req, &st))
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    let Some(user) = user else {
+        return Ok(unauthorized());
+    };
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    if state.lock().expect("state").user_only && installer_only(req.method(), &parts) {
-        return Ok(forbidden(req.method(), &parts));
+    let refused = {
+        let st = state.lock().expect("state");
+        st.rightless.contains(&user) || (st.user_only && installer_only(req.method(), &parts))
+    };
+    if refused {
+        return Ok(forbidden(&user, req.method(), &parts));
     }
     if req.method() == hyper::Method::PATCH {
         let body = body_bytes(req).await;
@@ -412,11 +536,12 @@ async fn handle(
             let st = state.lock().expect("state");
             match st.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(name)) {
                 Some(n) => json_response(StatusCode::OK, &serde_json::to_value(n).expect("node json")),
-                None => status(
-                    StatusCode::NOT_FOUND,
-                    "NotFound",
-                    format!("nodes \"{name}\" not found"),
-                ),
+                None => About {
+                    group: "",
+                    resource: "nodes",
+                    name,
+                }
+                .not_found(),
             }
         }
         // Pods of every namespace (`-A`), or of one.
@@ -444,15 +569,16 @@ async fn handle(
             });
             match found {
                 Some(p) => json_response(StatusCode::OK, &serde_json::to_value(p).expect("pod json")),
-                None => status(
-                    StatusCode::NOT_FOUND,
-                    "NotFound",
-                    format!("pods \"{name}\" not found"),
-                ),
+                None => About {
+                    group: "",
+                    resource: "pods",
+                    name,
+                }
+                .not_found(),
             }
         }
         ["api", "v1", "namespaces", ns, "pods", name, "portforward"] => {
-            portforward(req, &state, &forbid, ns, name).await
+            portforward(req, &state, &forbid, &user, ns, name).await
         }
         _ => match state.lock().expect("state").objects.get(&path) {
             Some(o) => json_response(StatusCode::OK, o),
@@ -480,20 +606,17 @@ async fn body_bytes(req: Request<Incoming>) -> Bytes {
 /// only (others are forbidden, as without RBAC for reviews): the request
 /// echoed with its `status` filled in.
 async fn review(req: Request<Incoming>, state: &Mutex<State>, kind: &str) -> Response<Full<Bytes>> {
-    let caller = req
+    let user_agent = req
         .headers()
-        .get("authorization")
+        .get("user-agent")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
+        .unwrap_or("")
+        .to_owned();
+    let caller = caller(&req, &state.lock().expect("state"));
     let body = body_bytes(req).await;
     let mut st = state.lock().expect("state");
-    let caller_user = caller
-        .as_deref()
-        .and_then(|t| st.tokens.get(t))
-        .and_then(|u| u["username"].as_str().map(str::to_owned));
-    let Some(caller_user) = caller_user else {
-        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized".into());
+    let Some(caller_user) = caller else {
+        return unauthorized();
     };
     let resource = if kind == "TokenReview" {
         "tokenreviews"
@@ -502,13 +625,12 @@ async fn review(req: Request<Incoming>, state: &Mutex<State>, kind: &str) -> Res
     };
     let group = path_group(kind);
     if caller_user != AGENT_USER {
-        return status(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            format!(
-                "{resource}.{group} is forbidden: User \"{caller_user}\" cannot create resource \"{resource}\" in API group \"{group}\" at the cluster scope"
-            ),
-        );
+        let about = About {
+            group,
+            resource,
+            name: "",
+        };
+        return about.forbidden(&caller_user, "create", "", None);
     }
     let Ok(mut obj) = serde_json::from_slice::<Value>(&body) else {
         return status(
@@ -517,7 +639,8 @@ async fn review(req: Request<Incoming>, state: &Mutex<State>, kind: &str) -> Res
             "the body is not JSON".into(),
         );
     };
-    if obj["kind"] != kind || obj["apiVersion"] != format!("{group}/v1") {
+    let api_version = format!("{group}/v1");
+    if obj["kind"] != kind || obj["apiVersion"] != api_version {
         return status(
             StatusCode::BAD_REQUEST,
             "BadRequest",
@@ -529,12 +652,17 @@ async fn review(req: Request<Incoming>, state: &Mutex<State>, kind: &str) -> Res
     }
     st.reviews.push(obj.clone());
     let spec = obj["spec"].clone();
+    obj["metadata"] = created_metadata(&spec, &api_version, &user_agent);
+    // `omitempty` everywhere: an invalid token's review has no
+    // `authenticated`, an empty `user`; RBAC gives no `reason`.
     obj["status"] = if kind == "TokenReview" {
-        match spec["token"].as_str().and_then(|t| st.tokens.get(t)) {
-            Some(user) => {
-                json!({"authenticated": true, "user": user, "audiences": ["https://kubernetes.default.svc"]})
-            }
-            None => json!({"authenticated": false, "error": "invalid bearer token"}),
+        let token = spec["token"].as_str().unwrap_or("");
+        if st.expiring.remove(token) {
+            st.tokens.remove(token);
+        }
+        match st.tokens.get(token) {
+            Some(user) => json!({"authenticated": true, "user": user, "audiences": [AUDIENCE]}),
+            None => json!({"user": {}, "error": "invalid bearer token"}),
         }
     } else {
         let user = spec["user"].as_str().unwrap_or("");
@@ -543,14 +671,45 @@ async fn review(req: Request<Incoming>, state: &Mutex<State>, kind: &str) -> Res
             .map(|g| g.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
             .unwrap_or_default();
         let attrs = &spec["resourceAttributes"];
-        match st.grants.iter().find(|g| g.allows(user, &groups, attrs)) {
-            Some(g) => {
-                json!({"allowed": true, "reason": format!("RBAC: allowed by a binding of {} to {}", g.resource, g.subject)})
-            }
-            None => json!({"allowed": false}),
-        }
+        json!({"allowed": st.grants.iter().any(|g| g.allows(user, &groups, attrs))})
     };
     json_response(StatusCode::CREATED, &obj)
+}
+
+/// The audience of the cluster's tokens (its issuer's default).
+const AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// The metadata the API server gives an object created without a name (a
+/// review): no timestamp, and the fields the request set, owned by the
+/// manager its User-Agent names up to the first `/` (none without one).
+fn created_metadata(spec: &Value, api_version: &str, user_agent: &str) -> Value {
+    /// `f:` keys for each field set in `v`, `.` for an object that is
+    /// itself a field, as `fieldsV1` lists them.
+    fn fields(v: &Value) -> Value {
+        let Value::Object(m) = v else {
+            return json!({});
+        };
+        m.iter()
+            .map(|(k, v)| {
+                let mut f = fields(v);
+                if v.is_object() {
+                    f["."] = json!({});
+                }
+                (format!("f:{k}"), f)
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+    let mut entry = json!({
+        "operation": "Update", "apiVersion": api_version,
+        "time": k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": fields(spec)},
+    });
+    let manager = user_agent.split('/').next().unwrap_or("");
+    if !manager.is_empty() {
+        entry["manager"] = manager.into();
+    }
+    json!({"creationTimestamp": null, "managedFields": [entry]})
 }
 
 fn path_group(kind: &str) -> &'static str {
@@ -878,17 +1037,17 @@ async fn portforward(
     req: Request<Incoming>,
     state: &Mutex<State>,
     forbid: &AtomicBool,
+    user: &str,
     ns: &str,
     name: &str,
 ) -> Response<Full<Bytes>> {
+    let pod = About {
+        group: "",
+        resource: "pods",
+        name,
+    };
     if forbid.load(Ordering::SeqCst) {
-        return status(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            format!(
-                "pods \"{name}\" is forbidden: User \"tester\" cannot create resource \"pods/portforward\" in API group \"\" in the namespace \"{ns}\""
-            ),
-        );
+        return pod.forbidden(user, "create", "portforward", Some(ns));
     }
     let target = {
         let st = state.lock().expect("state");
@@ -904,11 +1063,7 @@ async fn portforward(
             .filter(|_| exists)
     };
     let Some(netns) = target else {
-        return status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("pods \"{name}\" not found"),
-        );
+        return pod.not_found();
     };
     let port: u16 = match query(&req).get("ports").and_then(|p| p.parse().ok()) {
         Some(p) => p,
@@ -1065,13 +1220,16 @@ impl FakeApi {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let user = |name: &str, groups: &[&str]| json!({"username": name, "uid": format!("{name}-uid"), "groups": groups});
         let state = Arc::new(Mutex::new(State {
             tokens: [
-                (USER_TOKEN.to_owned(), user(USER, &["system:authenticated"])),
+                (
+                    USER_TOKEN.to_owned(),
+                    user_info(USER_TOKEN, USER, &["system:authenticated"]),
+                ),
                 (
                     AGENT_TOKEN.to_owned(),
-                    user(
+                    user_info(
+                        AGENT_TOKEN,
                         AGENT_USER,
                         &[
                             "system:serviceaccounts",
@@ -1146,11 +1304,22 @@ impl FakeApi {
     /// A token the TokenReview endpoint vouches for, naming `user` in
     /// `groups`.
     pub fn add_user(&self, token: &str, user: &str, groups: &[&str]) {
-        self.state.lock().expect("state").tokens.insert(
-            token.to_owned(),
-            json!({"username": user, "uid": format!("{user}-uid"), "groups": groups,
-                   "extra": {"authentication.kubernetes.io/credential-id": [format!("JTI={token}")]}}),
-        );
+        self.state
+            .lock()
+            .expect("state")
+            .tokens
+            .insert(token.to_owned(), user_info(token, user, groups));
+    }
+
+    /// Makes `token` expire when an agent's TokenReview asks about it: the
+    /// plugin's own requests with it have passed, the agent's check fails,
+    /// as for a token that expired in between.
+    pub fn expire_on_review(&self, token: &str) {
+        self.state
+            .lock()
+            .expect("state")
+            .expiring
+            .insert(token.to_owned());
     }
 
     /// A kubeconfig whose user holds a client certificate the cluster's
@@ -1345,6 +1514,16 @@ impl FakeApi {
             .insert((ns.to_owned(), name.to_owned()), pid);
     }
 
+    /// Gives `user` no rights at all, as for a user no RBAC binding names:
+    /// each of their requests gets RBAC's 403.
+    pub fn without_rights(&self, user: &str) {
+        self.state
+            .lock()
+            .expect("state")
+            .rightless
+            .insert(user.to_owned());
+    }
+
     /// Makes port-forward requests fail with 403, as without RBAC.
     pub fn forbid_portforward(&self, on: bool) {
         self.forbid_portforward.store(on, Ordering::SeqCst);
@@ -1427,6 +1606,13 @@ impl FakeApi {
     pub fn kubeconfig_arg(&self) -> String {
         self.kubeconfig.display().to_string()
     }
+}
+
+/// The `user` a TokenReview of `token` names: as for a ServiceAccount
+/// token, with the credential's ID in `extra`.
+fn user_info(token: &str, user: &str, groups: &[&str]) -> Value {
+    json!({"username": user, "uid": format!("{user}-uid"), "groups": groups,
+           "extra": {"authentication.kubernetes.io/credential-id": [format!("JTI={token}")]}})
 }
 
 /// Object metadata with a name and, for namespaced objects, a namespace.

@@ -142,6 +142,9 @@ fn a_user_without_pods_exec_is_refused_with_the_missing_rule_and_the_grant_and_i
         "{err}"
     );
 
+    kns_tests::wait_until(std::time::Duration::from_secs(10), || {
+        !events(&c.agent.audit(), "denied").is_empty()
+    });
     let audit = c.agent.audit();
     let denied = events(&audit, "denied");
     assert_eq!(denied.len(), 1, "{audit:#?}");
@@ -220,19 +223,51 @@ fn a_node_tool_in_a_pod_needs_the_node_right_as_well() {
 }
 
 #[test]
-fn bad_or_missing_tokens_are_refused_as_unauthenticated() {
+fn a_token_the_api_server_rejects_is_told_plainly_with_how_to_renew_it() {
     require_root();
-    let c = cluster("authz-authn", 8303);
-    // (The fake API server itself accepts any token for the plugin's own
-    // requests; the agent's check is what is tested here.)
-    let o = as_user(&c, &token(&c, "forged"), &["exec", &c.pod, "-n", "--", "true"]);
+    let c = cluster("authz-401", 8313);
+    let o = as_user(&c, &token(&c, "expired"), &["exec", &c.pod, "-n", "--", "true"]);
     assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
-        err.contains("the API server did not accept the token: invalid bearer token")
-            && err.contains("Hint: kubectl-ns sends the agent your kubeconfig user's bearer token"),
+        err.contains(&format!(
+            "cannot get pod default/{}: the API server rejected the kubeconfig's credentials (401 Unauthorized)\n\
+             Hint: an expired token is the usual cause: log in again or get a new token",
+            c.pod
+        )) && err.contains("kubectl create token")
+            && err.contains("kubectl config view --minify"),
         "{err}"
     );
+    // The API server refused it first: no agent was reached.
+    assert!(c.api.reviews().is_empty(), "{:#?}", c.api.reviews());
+}
+
+#[test]
+fn a_token_the_agents_review_rejects_is_unauthenticated_and_audited() {
+    require_root();
+    let c = cluster("authz-authn", 8303);
+    // Valid for the plugin's lookups, invalid by the time the agent asks:
+    // the API server's real answer then has no `authenticated` and
+    // `user: {}`, which the agent once took for an API server it could not
+    // understand (UNAVAILABLE).
+    c.api.add_user("carol-token", "carol", &["system:authenticated"]);
+    c.api.expire_on_review("carol-token");
+    let o = as_user(
+        &c,
+        &token(&c, "carol-token"),
+        &["exec", &c.pod, "-n", "--", "true"],
+    );
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "the API server rejected the token: invalid bearer token\nHint: your credentials were rejected; \
+             an expired token is the usual cause"
+        ) && err.contains("kubectl create token"),
+        "{err}"
+    );
+    assert!(!err.contains("cannot check the token"), "{err}");
+
     let o = as_user(
         &c,
         &c.api.kubeconfig_for(""),
@@ -241,16 +276,63 @@ fn bad_or_missing_tokens_are_refused_as_unauthenticated() {
     assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
     assert!(stderr(&o).contains("no bearer token"), "{}", stderr(&o));
 
+    // One denial each, with no user: nobody was verified.
+    kns_tests::wait_until(std::time::Duration::from_secs(10), || {
+        events(&c.agent.audit(), "denied").len() >= 2
+    });
     let audit = c.agent.audit();
     let denied = events(&audit, "denied");
     assert_eq!(denied.len(), 2, "{audit:#?}");
     assert!(denied.iter().all(|d| d.get("user").is_none()), "{audit:#?}");
-    assert!(
-        denied[0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("invalid bearer token")
+    assert_eq!(
+        denied[0]["reason"],
+        "the API server rejected the token: invalid bearer token"
     );
+}
+
+#[test]
+fn a_grpc_call_with_an_invalid_token_is_unauthenticated() {
+    require_root();
+    let c = cluster("authz-grpc", 8314);
+    let pid = c.agent.pid();
+    // As any client in the agent's pod network could call it: on a thread
+    // in that network namespace, whose runtime's sockets are made there.
+    let status = std::thread::spawn(move || {
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).expect("the agent's netns");
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let addr = format!("http://127.0.0.1:{}", kns_tests::agent::AGENT_PORT);
+            let mut client = kns_proto::agent::agent_client::AgentClient::connect(addr)
+                .await
+                .expect("connect to the agent");
+            let mut req = tonic::Request::new(kns_proto::agent::ListRequest::default());
+            req.metadata_mut()
+                .insert("authorization", "Bearer not-a-token".parse().expect("header"));
+            client.list(req).await.expect_err("an invalid token was accepted")
+        })
+    })
+    .join()
+    .expect("the client thread");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert!(
+        status.metadata().get(kns_proto::TOKEN_REJECTED_HEADER).is_some(),
+        "{status:?}"
+    );
+    assert_eq!(
+        status.message(),
+        "the API server rejected the token: invalid bearer token"
+    );
+    kns_tests::wait_until(std::time::Duration::from_secs(10), || {
+        !events(&c.agent.audit(), "denied").is_empty()
+    });
+    let audit = c.agent.audit();
+    let denied = events(&audit, "denied");
+    assert_eq!(denied.len(), 1, "{audit:#?}");
+    assert_eq!(denied[0]["request"], "list", "{audit:#?}");
 }
 
 #[test]
@@ -378,6 +460,9 @@ fn only_root_may_use_the_unix_socket() {
         "{}",
         stderr(&o)
     );
+    kns_tests::wait_until(std::time::Duration::from_secs(10), || {
+        !events(&c.agent.audit(), "denied").is_empty()
+    });
     let audit = c.agent.audit();
     let denied = events(&audit, "denied");
     assert_eq!(denied.len(), 1, "{audit:#?}");
