@@ -335,6 +335,8 @@ where
     let mut backlog: VecDeque<Bytes> = VecDeque::new();
     let mut backlog_bytes = 0usize;
     let mut close_stdin = false;
+    // Until the client half-closes its side of the call.
+    let mut requests_open = true;
 
     let end = loop {
         tokio::select! {
@@ -378,7 +380,7 @@ where
                     }
                 }
             }
-            msg = inbound.next(), if backlog_bytes < STDIN_BACKLOG => match msg {
+            msg = inbound.next(), if requests_open && backlog_bytes < STDIN_BACKLOG => match msg {
                 Some(Ok(ExecRequest { msg: Some(m) })) => match m {
                     In::Stdin(data) => {
                         bytes_in += data.len() as u64;
@@ -402,10 +404,20 @@ where
                     In::Start(_) => tracing::warn!(pid, "ignoring a second start message"),
                 },
                 Some(Ok(ExecRequest { msg: None })) => {}
-                // The client half-closed or its connection broke: either
-                // way nobody is left to read the output.
+                // A half-close: the client has nothing more to send (grpcurl
+                // and most generated clients end their side after the last
+                // message) but still reads the output. It ends stdin as
+                // stdin_close does; a terminal stays open, as ssh(1) keeps
+                // the pty, since typing an EOF character would be a
+                // keystroke to a tool in raw mode. Whether the client is
+                // still there is now told by the replies alone.
+                None => {
+                    requests_open = false;
+                    close_stdin = true;
+                }
                 Some(Err(s)) if s.code() == tonic::Code::OutOfRange => break End::Oversized,
-                None | Some(Err(_)) => break End::ClientGone,
+                // The call was cancelled or its connection broke.
+                Some(Err(_)) => break End::ClientGone,
             },
             _ = tx.closed() => break End::ClientGone,
         }
