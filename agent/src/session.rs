@@ -46,8 +46,14 @@ pub type Reply = Result<ExecResponse, Status>;
 /// queued for a client that stopped reading stays counted against the
 /// session limit, which is what bounds the memory all sessions hold, even
 /// after the session itself has ended.
+///
+/// A stream that ends without `exited` or an error status (the session's
+/// task gone some way nobody foresaw) gets an error status in its place:
+/// gRPC's OK would tell the client the output was complete.
 pub struct Replies {
     rx: ReceiverStream<Reply>,
+    /// `exited` or an error status has been passed on.
+    concluded: bool,
     _held: Arc<dyn Send + Sync>,
 }
 
@@ -55,6 +61,7 @@ impl Replies {
     pub fn new(rx: mpsc::Receiver<Reply>, held: Arc<dyn Send + Sync>) -> Replies {
         Replies {
             rx: ReceiverStream::new(rx),
+            concluded: false,
             _held: held,
         }
     }
@@ -67,7 +74,31 @@ impl Stream for Replies {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Reply>> {
-        std::pin::Pin::new(&mut self.rx).poll_next(cx)
+        let next = std::task::ready!(std::pin::Pin::new(&mut self.rx).poll_next(cx));
+        let next = match next {
+            Some(r) => {
+                if matches!(
+                    &r,
+                    Err(_)
+                        | Ok(ExecResponse {
+                            msg: Some(Out::Exited(_))
+                        })
+                ) {
+                    self.concluded = true;
+                }
+                Some(r)
+            }
+            None if !self.concluded => {
+                self.concluded = true;
+                tracing::error!("a session's replies ended without an exit status");
+                Some(Err(Status::internal(
+                    "the agent ended the session without the tool's exit status, so its output may be \
+                     incomplete (an agent fault: the agent's log says more); run the command again",
+                )))
+            }
+            None => None,
+        };
+        std::task::Poll::Ready(next)
     }
 }
 
@@ -81,6 +112,8 @@ pub enum End {
     Expired,
     /// The client sent a message over the agent's size limit.
     Oversized,
+    /// The agent could not watch or reap the tool.
+    Lost,
 }
 
 /// What a session did, for its log line.
@@ -285,8 +318,11 @@ where
         Err(e) => {
             tracing::error!(pid, error = %e, "cannot watch the tool's pidfd");
             tool.kill_all();
+            if let (Some(status), Some(p)) = (farewell(End::Lost, max_age), last) {
+                p.send(Err(status));
+            }
             let summary = Summary {
-                end: End::ClientGone,
+                end: End::Lost,
                 duration: started.elapsed(),
                 bytes_in: 0,
                 bytes_out: 0,
@@ -299,6 +335,8 @@ where
     let mut backlog: VecDeque<Bytes> = VecDeque::new();
     let mut backlog_bytes = 0usize;
     let mut close_stdin = false;
+    // Until the client half-closes its side of the call.
+    let mut requests_open = true;
 
     let end = loop {
         tokio::select! {
@@ -324,7 +362,7 @@ where
                 }
             } => break End::Expired,
             guard = exit.readable() => {
-                let Ok(mut guard) = guard else { break End::ClientGone };
+                let Ok(mut guard) = guard else { break End::Lost };
                 // The tool is a zombie now: kill what it left in its group
                 // before reaping, then reap.
                 if matches!(sys::try_reap_pidfd_peek(exit.get_ref()), Ok(true)) {
@@ -338,11 +376,11 @@ where
                     Ok(None) => guard.clear_ready(),
                     Err(e) => {
                         tracing::error!(pid, error = %e, "cannot reap the tool");
-                        break End::ClientGone;
+                        break End::Lost;
                     }
                 }
             }
-            msg = inbound.next(), if backlog_bytes < STDIN_BACKLOG => match msg {
+            msg = inbound.next(), if requests_open && backlog_bytes < STDIN_BACKLOG => match msg {
                 Some(Ok(ExecRequest { msg: Some(m) })) => match m {
                     In::Stdin(data) => {
                         bytes_in += data.len() as u64;
@@ -366,10 +404,20 @@ where
                     In::Start(_) => tracing::warn!(pid, "ignoring a second start message"),
                 },
                 Some(Ok(ExecRequest { msg: None })) => {}
-                // The client half-closed or its connection broke: either
-                // way nobody is left to read the output.
+                // A half-close: the client has nothing more to send (grpcurl
+                // and most generated clients end their side after the last
+                // message) but still reads the output. It ends stdin as
+                // stdin_close does; a terminal stays open, as ssh(1) keeps
+                // the pty, since typing an EOF character would be a
+                // keystroke to a tool in raw mode. Whether the client is
+                // still there is now told by the replies alone.
+                None => {
+                    requests_open = false;
+                    close_stdin = true;
+                }
                 Some(Err(s)) if s.code() == tonic::Code::OutOfRange => break End::Oversized,
-                None | Some(Err(_)) => break End::ClientGone,
+                // The call was cancelled or its connection broke.
+                Some(Err(_)) => break End::ClientGone,
             },
             _ = tx.closed() => break End::ClientGone,
         }
@@ -455,7 +503,23 @@ where
     if let Some(t) = stdin_task {
         t.abort();
     }
-    let farewell = match end {
+    if let (Some(status), Some(p)) = (farewell(end, max_age), last) {
+        p.send(Err(status));
+    }
+    let summary = Summary {
+        end,
+        duration: started.elapsed(),
+        bytes_in,
+        bytes_out: 0,
+        bytes_err: 0,
+    };
+    (summary, tool)
+}
+
+/// What the client is told when the session ends before the tool does;
+/// `None` when nobody is left to tell.
+fn farewell(end: End, max_age: Option<Duration>) -> Option<Status> {
+    match end {
         End::Shutdown => Some(Status::unavailable(
             "the agent is shutting down (SIGTERM): the session was ended and its processes were killed; run the command again once the agent is back",
         )),
@@ -468,17 +532,55 @@ where
              were killed (kubectl-ns sends stdin in smaller chunks; another client must too)",
             crate::server::MAX_MESSAGE >> 10
         ))),
-        _ => None,
-    };
-    if let (Some(status), Some(p)) = (farewell, last) {
-        p.send(Err(status));
+        End::Lost => Some(Status::internal(
+            "the agent lost track of the tool's process (the agent's log says why): the session was ended and \
+             its processes were killed; run the command again",
+        )),
+        End::ClientGone | End::Exited(_) => None,
     }
-    let summary = Summary {
-        end,
-        duration: started.elapsed(),
-        bytes_in,
-        bytes_out: 0,
-        bytes_err: 0,
-    };
-    (summary, tool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kns_proto::agent::Started;
+
+    fn replies(sent: Vec<Reply>) -> Vec<Reply> {
+        let (tx, rx) = mpsc::channel(sent.len().max(1));
+        for r in sent {
+            tx.try_send(r).expect("room for every reply");
+        }
+        drop(tx);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(Replies::new(rx, Arc::new(())).collect())
+    }
+
+    fn out(msg: Out) -> Reply {
+        Ok(ExecResponse { msg: Some(msg) })
+    }
+
+    #[test]
+    fn replies_end_in_an_error_unless_they_concluded() {
+        let got = replies(vec![
+            out(Out::Started(Started::default())),
+            out(Out::Stdout(Bytes::from_static(b"x"))),
+        ]);
+        assert_eq!(got.len(), 3, "{got:?}");
+        let last = got.last().unwrap().as_ref().unwrap_err();
+        assert_eq!(last.code(), tonic::Code::Internal, "{last:?}");
+        assert!(
+            last.message().contains("without the tool's exit status"),
+            "{last:?}"
+        );
+        assert_eq!(replies(vec![]).len(), 1);
+        // An exit status or an error status is the last word.
+        let exited = out(Out::Exited(Exited::default()));
+        assert_eq!(
+            replies(vec![out(Out::Started(Started::default())), exited]).len(),
+            2
+        );
+        let got = replies(vec![Err(Status::unavailable("shutting down"))]);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].as_ref().unwrap_err().code(), tonic::Code::Unavailable);
+    }
 }

@@ -1120,7 +1120,7 @@ async fn portforward(
 /// `pid`, as the kubelet's port-forward does for a pod: on a thread of its
 /// own, which joins that namespace and ends, so no other task's sockets are
 /// made there.
-async fn connect_in_netns(pid: i32, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+pub async fn connect_in_netns(pid: i32, port: u16) -> std::io::Result<tokio::net::TcpStream> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let r = (|| -> std::io::Result<std::net::TcpStream> {

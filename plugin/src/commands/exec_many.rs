@@ -159,8 +159,9 @@ async fn one_pod(
         msg: Some(In::Start(start)),
     };
     let mut client = AgentClient::new(channel).max_decoding_message_size(super::exec::MAX_MESSAGE);
-    // Open until the end: the agent takes a closed request stream for a
-    // client gone, and ends the session.
+    // Open until the end, though the agent takes a half-close for the end
+    // of stdin only: earlier agents took it for a client gone, and ended
+    // the session.
     let (keep, requests) = tokio::sync::mpsc::channel(1);
     let _ = keep.send(request).await;
     let mut stream = match client
