@@ -100,6 +100,17 @@ pub enum Action {
     List,
 }
 
+impl Action {
+    /// The request's name in the audit trail.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Exec => "exec",
+            Action::Inspect => "inspect",
+            Action::List => "list",
+        }
+    }
+}
+
 /// What a request is about, as the agent established it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subject {

@@ -14,7 +14,7 @@ use crate::cgroup::SessionCgroup;
 use crate::ns::{KernelNs, NsKind, NsSet};
 use crate::procfs;
 use crate::pty;
-use crate::resolve::Pinned;
+use crate::resolve::{Pinned, Resolved};
 use crate::spawner::Spawner;
 use crate::sys::{self, ChildPlan, Creds, Join, NsFile, SpawnOutcome, Stage};
 
@@ -85,6 +85,20 @@ pub enum NsenterError {
     /// executable), with a message for the user.
     #[error("{message}")]
     Exec { code: i32, message: String },
+}
+
+impl NsenterError {
+    /// Whether the agent declines the request by its own rules (rather
+    /// than failing to carry it out): a denial, for the audit trail.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            NsenterError::NoIdentity { .. }
+                | NsenterError::IdentityNeedsUserNs { .. }
+                | NsenterError::AgentToolsWithMnt
+                | NsenterError::Seccomp(_)
+        )
+    }
 }
 
 fn stage_message(stage: Stage, errno: i32, ns: &NsSet, pid: i32) -> String {
@@ -361,6 +375,36 @@ fn as_the_container(
             added.join(", ")
         )
     }))
+}
+
+/// `-a` on a target with a mount namespace of its own but no identity from
+/// the runtime (a `pid/` target, a pod sandbox, a container found by its
+/// cgroup): the image's binaries have no identity to run with, so the mount
+/// namespace is left out and the tool is the node's, in every other kind,
+/// as `-a --tools agent` keeps the agent's. Decided before the rights are
+/// checked, which then ask for the node tool's. Returns the note telling
+/// the user; `None` when the request stays as it is.
+pub fn keep_node_filesystem(
+    req: &mut Request,
+    target: &Resolved,
+    node: Node,
+) -> Result<Option<String>, NsenterError> {
+    let pid = target.pid;
+    if !req.all
+        || req.privileged
+        || target.identity.is_some()
+        || !req.namespaces.contains(NsKind::Mnt)
+        || !own_ns(pid, node, NsKind::Mnt)?
+    {
+        return Ok(None);
+    }
+    req.namespaces.remove(NsKind::Mnt);
+    Ok(Some(format!(
+        "-a entered every namespace of process {pid} but its mount namespace: the tool is the node's, run as \
+         root on the node, because the container runtime gives no container identity for {pid} for the \
+         image's own binaries to run with. Its files are under /proc/{pid}/root; --privileged enters the mount \
+         namespace too and runs the image's binary as node root (only for images you trust)"
+    )))
 }
 
 /// Whether the tool runs as the container: `-m` on a mount namespace of

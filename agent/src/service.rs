@@ -49,6 +49,11 @@ pub enum AgentError {
     Authz(#[from] AuthzError),
     #[error(transparent)]
     Policy(#[from] crate::policy::Denied),
+    #[error(
+        "the agent on this node already runs {0} sessions, its limit (--max-sessions, KNS_MAX_SESSIONS): retry \
+         when some have ended"
+    )]
+    SessionLimit(u32),
 }
 
 fn io_code(err: &std::io::Error) -> tonic::Code {
@@ -83,6 +88,7 @@ impl From<AgentError> for Status {
                 tonic::Code::ResourceExhausted
             }
             AgentError::Policy(_) => tonic::Code::PermissionDenied,
+            AgentError::SessionLimit(_) => tonic::Code::ResourceExhausted,
             AgentError::Resolve(r) => match r {
                 ResolveError::Proc(p) => proc_code(p),
                 ResolveError::BadPid { .. } => tonic::Code::InvalidArgument,
@@ -234,48 +240,68 @@ impl AgentService {
         }
     }
 
+    /// Writes the `denied` line of a refused request: who asked (absent
+    /// when authentication failed), what for, and why.
+    fn record_denial(
+        &self,
+        action: Action,
+        target: &Target,
+        resolved: Option<&resolve::Resolved>,
+        who: Option<(&Identity, Method)>,
+        req: Option<&nsenter::Request>,
+        e: &AgentError,
+    ) {
+        let name = action.as_str();
+        let mut r = Record::new(Event::Denied, name, self.audit_target(target, resolved));
+        r.user = who.map(|(i, _)| i.clone());
+        r.auth = who.map(|(_, m)| m);
+        if let Some(req) = req {
+            r.namespaces = req.namespaces.iter().map(|k| k.proc_name().to_owned()).collect();
+            r.argv = req.argv.clone();
+            r.env = req.env.keys().cloned().collect();
+            r.tty = req.tty;
+            r.privileged = req.privileged;
+            r.tools = Some(req.tool_source());
+        }
+        r.reason = Some(e.to_string());
+        tracing::warn!(request = name, %target, user = r.user.as_ref().map(|u| u.username.as_str()), reason = ?e.to_string(), "denied");
+        self.audit.emit(&r);
+    }
+
     /// Identifies the caller and checks `action` on the resolved target,
-    /// recording a denial in the audit trail.
+    /// recording a denial in the audit trail. A session's request is first
+    /// fitted to the target (`-a` without an identity for the image's
+    /// binaries), so that the rights checked are those of what will run.
     async fn admit(
         &self,
         caller: &Caller,
         action: Action,
         target: &Target,
-        req: Option<&nsenter::Request>,
-    ) -> Result<(Identity, Method, resolve::Resolved, Option<Admitted>), AgentError> {
-        let name = match action {
-            Action::Exec => "exec",
-            Action::Inspect => "inspect",
-            Action::List => "list",
-        };
-        let deny = |who: Option<(&Identity, Method)>, resolved: Option<&resolve::Resolved>, e: AgentError| {
-            let mut r = Record::new(Event::Denied, name, self.audit_target(target, resolved));
-            r.user = who.map(|(i, _)| i.clone());
-            r.auth = who.map(|(_, m)| m);
-            if let Some(req) = req {
-                r.namespaces = req.namespaces.iter().map(|k| k.proc_name().to_owned()).collect();
-                r.argv = req.argv.clone();
-                r.env = req.env.keys().cloned().collect();
-                r.tty = req.tty;
-                r.privileged = req.privileged;
-                r.tools = Some(req.tool_source());
-            }
-            r.reason = Some(e.to_string());
-            tracing::warn!(request = name, %target, user = r.user.as_ref().map(|u| u.username.as_str()), reason = ?e.to_string(), "denied");
-            self.audit.emit(&r);
+        mut req: Option<&mut nsenter::Request>,
+    ) -> Result<Admission, AgentError> {
+        let deny = |who: Option<(&Identity, Method)>,
+                    resolved: Option<&resolve::Resolved>,
+                    req: Option<&nsenter::Request>,
+                    e: AgentError| {
+            self.record_denial(action, target, resolved, who, req, &e);
             e
         };
         let (who, method) = self
             .access
             .identify(caller)
             .await
-            .map_err(|e| deny(None, None, e.into()))?;
+            .map_err(|e| deny(None, None, req.as_deref(), e.into()))?;
         let resolved = self.resolver.resolve(target).await.map_err(AgentError::from)?;
+        let note = match req.as_deref_mut() {
+            Some(r) => nsenter::keep_node_filesystem(r, &resolved, self.node)?,
+            None => None,
+        };
+        let req = req.as_deref();
         let subject = Self::subject(target, &resolved);
         self.access
             .authorize(&who, method, action, &subject)
             .await
-            .map_err(|e| deny(Some((&who, method)), Some(&resolved), e.into()))?;
+            .map_err(|e| deny(Some((&who, method)), Some(&resolved), req, e.into()))?;
         // pods/exec is what `kubectl exec` needs: a session that runs as the
         // container (-m, its identity, all its namespaces). A node tool runs
         // as node root wherever it looks, so it needs the node right too;
@@ -287,7 +313,7 @@ impl AgentService {
             self.access
                 .authorize(&who, method, action, &Subject::NodeTool)
                 .await
-                .map_err(|e| deny(Some((&who, method)), Some(&resolved), e.into()))?;
+                .map_err(|e| deny(Some((&who, method)), Some(&resolved), Some(req), e.into()))?;
         }
         // The operator's policy, for sessions: on top of the rights.
         let admitted = match req {
@@ -303,12 +329,30 @@ impl AgentService {
                     env: req.env.keys().map(String::as_str).collect(),
                 };
                 let a = self.policy.admit(&ask);
-                Some(a.map_err(|e| deny(Some((&who, method)), Some(&resolved), e.into()))?)
+                Some(a.map_err(|e| deny(Some((&who, method)), Some(&resolved), Some(req), e.into()))?)
             }
             None => None,
         };
-        Ok((who, method, resolved, admitted))
+        Ok(Admission {
+            who,
+            method,
+            resolved,
+            admitted,
+            note,
+        })
     }
+}
+
+/// What `admit` established about a request it let through.
+struct Admission {
+    who: Identity,
+    method: Method,
+    resolved: resolve::Resolved,
+    /// The policy's admission of a session (its count and age limit).
+    admitted: Option<Admitted>,
+    /// What the user is told about how the request was fitted to the
+    /// target.
+    note: Option<String>,
 }
 
 fn target_of(t: Option<kns_proto::agent::Target>) -> Result<Target, AgentError> {
@@ -445,20 +489,35 @@ impl Agent for AgentService {
                 ));
             }
         };
-        let (target, req) = validate(start)?;
-        let (who, method, resolved, admitted) =
-            self.admit(&caller, Action::Exec, &target, Some(&req)).await?;
+        let (target, mut req) = validate(start)?;
+        let Admission {
+            who,
+            method,
+            resolved,
+            admitted,
+            note,
+        } = self.admit(&caller, Action::Exec, &target, Some(&mut req)).await?;
+        // Refusals past the authorizer and the policy, in the audit trail as
+        // theirs are.
+        let refused = |e: AgentError| {
+            self.record_denial(
+                Action::Exec,
+                &target,
+                Some(&resolved),
+                Some((&who, method)),
+                Some(&req),
+                &e,
+            );
+            Status::from(e)
+        };
         if req.privileged && req.namespaces.contains(NsKind::Mnt) {
             tracing::warn!(%target, argv = ?req.argv, "--privileged: the target's own binary (-m) runs as root on the node");
         }
-        let permit = self.running.clone().try_acquire_owned().map_err(|_| {
-            tracing::warn!(limit = self.limits.max_sessions, %target, "session refused: the agent's session limit is reached");
-            Status::resource_exhausted(format!(
-                "the agent on this node already runs {} sessions, its limit (--max-sessions, KNS_MAX_SESSIONS): \
-                 retry when some have ended",
-                self.limits.max_sessions
-            ))
-        })?;
+        let permit = self
+            .running
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| refused(AgentError::SessionLimit(self.limits.max_sessions)))?;
         let node = self.node;
         let spawn_req = req.clone();
         let r = resolved.clone();
@@ -482,7 +541,7 @@ impl Agent for AgentService {
         let (tx, rx) = mpsc::channel(5);
         let mut record = Record::new(Event::Start, "exec", self.audit_target(&target, Some(&resolved)));
         record.session = Some(session_id);
-        record.user = Some(who);
+        record.user = Some(who.clone());
         record.auth = Some(method);
         record.namespaces = req.namespaces.iter().map(|k| k.proc_name().to_owned()).collect();
         record.argv = req.argv.clone();
@@ -507,6 +566,7 @@ impl Agent for AgentService {
                 let _ = tx.send(Ok(exited_reply(code, message))).await;
                 return Ok(versioned(Replies::new(rx, Arc::new(permit))));
             }
+            Err(AgentError::Nsenter(e)) if e.is_refusal() => return Err(refused(e.into())),
             Err(e) => {
                 tracing::warn!(session = session_id, %target, pid = resolved.pid, error = %e, "session failed to start");
                 return Err(e.into());
@@ -516,7 +576,7 @@ impl Agent for AgentService {
             msg: Some(Out::Started(Started {
                 pid: spawned.tool.pid,
                 target_pid: resolved.pid,
-                notices: spawned.notices.clone(),
+                notices: note.into_iter().chain(spawned.notices.iter().cloned()).collect(),
                 tools: req.tools as i32,
             })),
         };
@@ -583,7 +643,10 @@ impl Agent for AgentService {
     async fn inspect(&self, request: Request<InspectRequest>) -> Result<Response<InspectResponse>, Status> {
         let caller = Caller::of(&request);
         let target = target_of(request.into_inner().target)?;
-        let (_, _, resolved, _) = self.admit(&caller, Action::Inspect, &target, None).await?;
+        let resolved = self
+            .admit(&caller, Action::Inspect, &target, None)
+            .await?
+            .resolved;
         let pid = resolved.pid;
         let read = |f: fn(i32) -> Result<String, ProcError>| f(pid).map_err(AgentError::from);
         Ok(versioned(InspectResponse {

@@ -1,5 +1,6 @@
 //! Bounded load: over the agent's session limit, a session is refused with
-//! a message that names the limit, and the agent keeps serving.
+//! a message that names the limit (and audited as a denial), and the agent
+//! keeps serving.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -24,6 +25,18 @@ fn sessions_over_the_limit_are_refused_by_name() {
     assert_eq!(o.status.code(), Some(255), "{}", bins::stderr(&o));
     let err = bins::stderr(&o);
     assert!(err.contains("--max-sessions") && err.contains("retry"), "{err}");
+    // The agent's own rule refused it: a denial in the audit trail.
+    let denied: Vec<_> = agent
+        .audit()
+        .into_iter()
+        .filter(|r| r["event"] == "denied")
+        .collect();
+    assert_eq!(denied.len(), 1, "{denied:#?}");
+    assert_eq!(denied[0]["argv"], serde_json::json!(["true"]));
+    assert!(
+        denied[0]["reason"].as_str().unwrap().contains("--max-sessions"),
+        "{denied:#?}"
+    );
 
     first.kill().unwrap();
     first.wait().unwrap();
