@@ -87,7 +87,8 @@ pub enum Command {
     Install(InstallArgs),
     /// Remove everything `install` created.
     Uninstall(UninstallArgs),
-    /// Show which nodes run an agent, its version and readiness.
+    /// Show which nodes run an agent, its version and readiness (with
+    /// --agent: that agent alone).
     Status(StatusArgs),
     /// Print the plugin's version and the agents' (from the cluster, or
     /// the one --agent names).
@@ -196,7 +197,9 @@ pub struct KubeArgs {
     pub agent_port: u16,
     /// Talk to the agent at ADDR (unix:///PATH or tcp://HOST:PORT) directly,
     /// not through the API server's port-forward: on a node, as its
-    /// operator (exec and ls then also take pid/, container/ and node).
+    /// operator (exec and ls then also take pid/, container/ and node;
+    /// status and version report on that agent; install and uninstall
+    /// refuse it).
     #[arg(long, env = "KNS_AGENT", value_name = "ADDR")]
     pub agent: Option<String>,
 }

@@ -200,6 +200,37 @@ pub async fn reach_pod(
     Ok((agent_channel(args, &r, &containers.node).await?, containers))
 }
 
+/// What the agent at `addr` (`--agent`) reports about itself.
+pub async fn direct_version(addr: &str) -> Result<VersionResponse, Failure> {
+    let mut client = AgentClient::new(transport::connect(addr).await?);
+    timings::grpc_call();
+    let v = crate::exit::answered(async {
+        client
+            .version(VersionRequest {})
+            .await
+            .map_err(|s| crate::exit::status_failure(&s))
+    })
+    .await?;
+    Ok(v.into_inner())
+}
+
+/// Refuses `--agent` (or `KNS_AGENT`) for a command that only works
+/// through the Kubernetes API: ignored, it would let the user believe that
+/// agent was the one acted on.
+pub fn no_direct_agent(args: &KubeArgs, command: &str) -> Result<(), Failure> {
+    match &args.agent {
+        Some(addr) => Err(Failure::new(
+            crate::exit::USAGE,
+            format!(
+                "{command} works through the Kubernetes API, for the agents of every node, and --agent {addr} \
+                 (or KNS_AGENT) names one agent to talk to directly: drop it (for that agent alone, \
+                 `kubectl-ns status --agent {addr}` and `kubectl-ns version --agent {addr}` report on it)"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// How long one agent may take to answer a version query.
 const VERSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 

@@ -309,3 +309,47 @@ fn an_image_the_nodes_cannot_pull_is_named_with_the_fix() {
         "{err}"
     );
 }
+
+#[test]
+fn agent_is_reported_on_by_status_and_refused_by_install_and_uninstall() {
+    require_root();
+    let agent = Agent::start_with_env(None, &[("NODE_NAME", "node-local")]);
+    // On a node without a kubeconfig, as its operator.
+    let home = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(kns_tests::bins::plugin())
+        .args(["status", "--agent", &agent.addr()])
+        .env("KUBECONFIG", home.path().join("none"))
+        .env("HOME", home.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let r = row(&out, "node-local");
+    assert!(
+        r.contains(&agent.addr()) && r.contains(env!("CARGO_PKG_VERSION")) && r.contains("yes"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 2, "{out}");
+
+    // install and uninstall act on every node through the API: --agent has
+    // no place there, and nothing is applied or deleted.
+    let api = FakeApi::start();
+    api.add_node("node-a");
+    for cmd in ["install", "uninstall"] {
+        let o = run(&api, &[cmd, "--agent", &agent.addr()]);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("{cmd} works through the Kubernetes API")) && err.contains("drop it"),
+            "{err}"
+        );
+    }
+    assert!(
+        !api.requests()
+            .iter()
+            .any(|r| r.starts_with("PATCH") || r.starts_with("DELETE")),
+        "{:?}",
+        api.requests()
+    );
+}

@@ -272,6 +272,7 @@ async fn wait_rollout(client: &kube::Client, ns: &str, name: &str, timeout: Dura
 }
 
 pub async fn install(args: InstallArgs) -> Result<u8, Failure> {
+    cluster::no_direct_agent(&args.kube, "install")?;
     let r = cluster::resolver(&args.kube).await?;
     let image = args.image.clone().unwrap_or_else(manifests::default_image);
     let agent_ns = &args.kube.agent_namespace;
@@ -376,6 +377,7 @@ async fn delete_namespace(api: Api<Namespace>, name: &str) -> Result<&'static st
 }
 
 pub async fn uninstall(args: UninstallArgs) -> Result<u8, Failure> {
+    cluster::no_direct_agent(&args.kube, "uninstall")?;
     let r = cluster::resolver(&args.kube).await?;
     let objects = manifests::objects(&args.kube.agent_namespace, &manifests::default_image())?;
     let c = &r.client;

@@ -119,7 +119,91 @@ pub fn sessions(v: &VersionResponse) -> (String, Vec<String>) {
     (format!("contained, {memory}"), reasons)
 }
 
+/// What the warnings after the table count, from the agents that
+/// answered and the nodes without one.
+#[derive(Debug, Default)]
+struct Notes {
+    missing: usize,
+    skewed: usize,
+    insecure: usize,
+    bad_policy: usize,
+    uncontained: usize,
+}
+
+impl Notes {
+    /// The SESSIONS column and the REASON of an agent that answered `v`,
+    /// counted.
+    fn answered(&mut self, v: &VersionResponse) -> (String, String) {
+        self.skewed += usize::from(v.version != env!("CARGO_PKG_VERSION"));
+        self.insecure += usize::from(v.insecure_skip_authz);
+        self.uncontained += usize::from(!v.sessions_contained && !v.cgroup_layout.is_empty());
+        let (column, mut reasons) = sessions(v);
+        if v.insecure_skip_authz {
+            reasons.push("INSECURE: --insecure-skip-authz, checks no identity".to_owned());
+        }
+        if !v.policy_error.is_empty() {
+            self.bad_policy += 1;
+            reasons.push(format!("policy: {}", v.policy_error));
+        }
+        (column, reasons.join("; "))
+    }
+
+    fn warn(&self) {
+        let Notes {
+            missing,
+            skewed,
+            insecure,
+            bad_policy,
+            uncontained,
+        } = self;
+        if *missing > 0 {
+            eprintln!("{missing} node(s) have no agent: see REASON");
+        }
+        if *insecure > 0 {
+            eprintln!(
+                "warning: {insecure} agent(s) run with --insecure-skip-authz: whoever may port-forward to them is root on their node"
+            );
+        }
+        if *bad_policy > 0 {
+            eprintln!(
+                "warning: {bad_policy} agent(s) cannot use their policy file (kubectl-ns-policy ConfigMap): see REASON"
+            );
+        }
+        if *uncontained > 0 {
+            eprintln!(
+                "warning: {uncontained} agent(s) cannot give each session a cgroup of its own: what a tool starts \
+                 there can outlive its session; see REASON"
+            );
+        }
+        if *skewed > 0 {
+            eprintln!(
+                "warning: {skewed} agent(s) run another version than this kubectl-ns ({})",
+                env!("CARGO_PKG_VERSION")
+            );
+        }
+    }
+}
+
+fn print_row(node: &str, agent: &str, version: &str, ready: &str, sessions: &str, reason: &str) {
+    println!("{node:<24} {agent:<32} {version:<10} {ready:<8} {sessions:<24} {reason}");
+}
+
+fn print_header() {
+    print_row("NODE", "AGENT", "VERSION", "READY", "SESSIONS", "REASON");
+}
+
 pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
+    let mut notes = Notes::default();
+    if let Some(addr) = &args.kube.agent {
+        // That agent alone, on its node: nothing is asked of the API server.
+        let v = cluster::direct_version(addr).await?;
+        let node = if v.node_name.is_empty() { "-" } else { &v.node_name };
+        let (column, reason) = notes.answered(&v);
+        print_header();
+        print_row(node, addr, &v.version, "yes", &column, &reason);
+        notes.warn();
+        return Ok(0);
+    }
     let r = cluster::resolver(&args.kube).await?;
     let nodes = Api::<Node>::all(r.client.clone())
         .list(&ListParams::default())
@@ -143,68 +227,28 @@ pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
     });
     let versions = cluster::agent_versions(&r, args.kube.agent_port, ready).await;
 
-    println!(
-        "{:<24} {:<32} {:<10} {:<8} {:<24} REASON",
-        "NODE", "AGENT", "VERSION", "READY", "SESSIONS"
-    );
-    let plugin = env!("CARGO_PKG_VERSION");
-    let (mut missing, mut skewed, mut insecure, mut bad_policy, mut uncontained) = (0, 0, 0, 0, 0);
+    print_header();
     for row in &rows {
-        let mut contained = "-".to_owned();
-        let (pod, version, ready, reason) = match &row.agent {
+        let (pod, version, ready, (column, reason)) = match &row.agent {
             Agent::Ready { pod } => match versions.get(pod) {
-                Some(Ok(v)) => {
-                    skewed += usize::from(v.version != plugin);
-                    insecure += usize::from(v.insecure_skip_authz);
-                    uncontained += usize::from(!v.sessions_contained && !v.cgroup_layout.is_empty());
-                    let (column, mut reasons) = sessions(v);
-                    contained = column;
-                    if v.insecure_skip_authz {
-                        reasons.push("INSECURE: --insecure-skip-authz, checks no identity".to_owned());
-                    }
-                    if !v.policy_error.is_empty() {
-                        bad_policy += 1;
-                        reasons.push(format!("policy: {}", v.policy_error));
-                    }
-                    let reason = reasons.join("; ");
-                    (pod.as_str(), v.version.as_str(), "yes", reason)
-                }
-                Some(Err(e)) => (pod.as_str(), "?", "yes", format!("cannot ask its version: {e}")),
-                None => (pod.as_str(), "?", "yes", String::new()),
+                Some(Ok(v)) => (pod.as_str(), v.version.as_str(), "yes", notes.answered(v)),
+                Some(Err(e)) => (
+                    pod.as_str(),
+                    "?",
+                    "yes",
+                    ("?".to_owned(), format!("cannot ask its version: {e}")),
+                ),
+                None => (pod.as_str(), "?", "yes", ("?".to_owned(), String::new())),
             },
-            Agent::NotReady { pod, reason } => (pod.as_str(), "-", "no", reason.clone()),
+            Agent::NotReady { pod, reason } => (pod.as_str(), "-", "no", ("-".to_owned(), reason.clone())),
             Agent::Missing { reason } => {
-                missing += 1;
-                ("-", "-", "no agent", reason.clone())
+                notes.missing += 1;
+                ("-", "-", "no agent", ("-".to_owned(), reason.clone()))
             }
         };
-        println!(
-            "{:<24} {:<32} {:<10} {:<8} {:<24} {reason}",
-            row.node, pod, version, ready, contained
-        );
+        print_row(&row.node, pod, version, ready, &column, &reason);
     }
-    if missing > 0 {
-        eprintln!("{missing} node(s) have no agent: see REASON");
-    }
-    if insecure > 0 {
-        eprintln!(
-            "warning: {insecure} agent(s) run with --insecure-skip-authz: whoever may port-forward to them is root on their node"
-        );
-    }
-    if bad_policy > 0 {
-        eprintln!(
-            "warning: {bad_policy} agent(s) cannot use their policy file (kubectl-ns-policy ConfigMap): see REASON"
-        );
-    }
-    if uncontained > 0 {
-        eprintln!(
-            "warning: {uncontained} agent(s) cannot give each session a cgroup of its own: what a tool starts \
-             there can outlive its session; see REASON"
-        );
-    }
-    if skewed > 0 {
-        eprintln!("warning: {skewed} agent(s) run another version than this kubectl-ns ({plugin})");
-    }
+    notes.warn();
     Ok(0)
 }
 

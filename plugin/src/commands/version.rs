@@ -3,15 +3,13 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
-use kns_proto::agent::agent_client::AgentClient;
-use kns_proto::agent::{VersionRequest, VersionResponse};
+use kns_proto::agent::VersionResponse;
 use kube::api::{Api, ListParams};
 
 use crate::cli::VersionArgs;
 use crate::cluster;
 use crate::exit::{self, Failure};
 use crate::resolve::{AGENT_LABEL, pod_ready};
-use crate::transport;
 
 /// Reported versions → how many agents report each; and the agents that
 /// could not be asked, with why.
@@ -37,16 +35,7 @@ pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
         Err(_) => println!("kubectl-ns {mine}"),
     }
     if let Some(addr) = &args.kube.agent {
-        let mut client = AgentClient::new(transport::connect(addr).await?);
-        crate::timings::grpc_call();
-        let v = crate::exit::answered(async {
-            client
-                .version(VersionRequest {})
-                .await
-                .map_err(|s| exit::status_failure(&s))
-        })
-        .await?
-        .into_inner();
+        let v = cluster::direct_version(addr).await?;
         let runtime = if v.runtime.is_empty() {
             "no CRI runtime found"
         } else {
