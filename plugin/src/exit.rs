@@ -61,6 +61,15 @@ fn chain(e: impl Into<anyhow::Error>) -> String {
     causes.join(": ")
 }
 
+/// Whether an I/O error in `e`'s causes is a refused permission (a unix
+/// socket, or its directory, that the caller may not enter).
+fn permission_denied(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(e), |e| e.source()).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+    })
+}
+
 /// The API server the kubeconfig names, once read: connection errors say
 /// which server did not answer, as kubectl's do.
 static API_SERVER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -256,6 +265,16 @@ impl From<TransportError> for Failure {
         match e {
             TransportError::BadAddress { .. } => Failure::new(USAGE, e.to_string()),
             TransportError::InvalidAddress { .. } => Failure::new(USAGE, chain(e)),
+            TransportError::Unreachable { ref addr, .. }
+                if addr.starts_with("unix://") && permission_denied(&e) =>
+            {
+                Failure::own(format!(
+                    "cannot reach the agent at {addr}: its socket serves root only, and kubectl-ns runs as uid {} \
+                     (permission denied)\nHint: run kubectl-ns as root on the node (sudo kubectl-ns …); elsewhere, \
+                     reach the agent through the cluster: drop --agent and name a pod or node/NODE",
+                    nix::unistd::getuid()
+                ))
+            }
             TransportError::Unreachable { .. } => Failure::own(format!(
                 "{}\nHint: is kubectl-ns-agent running and listening there (its --listen)?",
                 chain(e)

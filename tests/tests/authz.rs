@@ -435,6 +435,27 @@ fn ls_of_a_pod_needs_get_pods_on_it() {
 }
 
 #[test]
+fn a_user_who_is_not_root_is_told_the_socket_serves_root_only() {
+    require_root();
+    let agent = kns_tests::agent::Agent::start(None);
+    // As the agent makes it: 0600, in a directory only root may enter.
+    let o = Command::new("setpriv")
+        .args(["--reuid", "1000", "--regid", "1000", "--clear-groups", "--"])
+        .arg(plugin())
+        .args(["exec", "--agent", &agent.addr(), "node", "-u", "--", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("its socket serves root only, and kubectl-ns runs as uid 1000") && err.contains("sudo"),
+        "{err}"
+    );
+    assert!(!err.contains("is kubectl-ns-agent running"), "{err}");
+}
+
+#[test]
 fn only_root_may_use_the_unix_socket() {
     require_root();
     let c = cluster("authz-unix", 8307);
