@@ -379,7 +379,9 @@ pub struct LsArgs {
     pub target: Option<Target>,
     #[command(flatten)]
     pub fanout: FanoutArgs,
-    /// Output format (wide adds the namespaces' inode numbers).
+    /// Output format (wide adds the namespaces' inode numbers to a pod's
+    /// table; to one process's, their devices, the node reference PID, its
+    /// cgroup and time offsets).
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: Output,
 }

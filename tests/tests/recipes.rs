@@ -178,6 +178,51 @@ fn two_targets_compared_show_what_they_share() {
     assert_ne!(row(&la, "uts "), row(&lb, "uts "), "{la}\n{lb}");
 }
 
+#[test]
+fn wide_for_one_target_adds_what_the_table_leaves_out() {
+    require_root();
+    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
+    let agent = Agent::start(None);
+    let ls = |output: &str| {
+        let o = bins::kns(&["ls", "--agent", &agent.addr(), &t.target(), "-o", output]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let (table, wide) = (ls("table"), ls("wide"));
+    // Every line of the table is in the wide form, which says more.
+    for l in table.lines().filter(|l| !l.is_empty() && !l.starts_with("NS ")) {
+        assert!(wide.lines().any(|w| w.starts_with(l)), "{l:?} not in:\n{wide}");
+    }
+    assert!(
+        wide.contains(&format!("node reference PID {}", std::process::id())),
+        "{wide}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(format!("/proc/{}/ns/net", t.pid))
+        .unwrap()
+        .dev();
+    let net = wide.lines().find(|l| l.starts_with("net ")).unwrap_or_default();
+    assert!(
+        net.contains(&format!(
+            "{}:{}",
+            nix::sys::stat::major(dev),
+            nix::sys::stat::minor(dev)
+        )),
+        "{wide}"
+    );
+    // As the agent sees it from its own cgroup namespace: one line per
+    // hierarchy, paths relative to the agent's cgroup.
+    let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", t.pid)).unwrap();
+    for l in cgroup.lines() {
+        let hierarchy = &l[..=l.rfind(':').unwrap()];
+        assert!(
+            wide.contains(&format!("\n  {hierarchy}")),
+            "{l:?} not in:\n{wide}"
+        );
+    }
+    assert!(wide.contains("\ntimens_offsets:\n"), "{wide}");
+}
+
 /// `f()` once `b` has joined `a`'s network namespace (nsenter has run).
 fn wait_until_joined(b: &NsProcess, a: &NsProcess, f: impl Fn() -> String) -> String {
     let net = |p: i32| std::fs::read_link(format!("/proc/{p}/ns/net")).ok();

@@ -145,23 +145,43 @@ fn ino(i: &Option<NsId>) -> String {
     i.as_ref().map_or("-".to_owned(), |i| i.inode.to_string())
 }
 
-fn table(r: &Report) -> String {
+/// One target's namespaces next to the node's. Wide adds what else the
+/// agent reported: the node reference's PID, each namespace's device, the
+/// cgroup and the time namespace's offsets.
+fn table(r: &Report, wide: bool) -> String {
     let nspid: Vec<String> = r.nspid.iter().map(i32::to_string).collect();
     let mut s = format!("TARGET {}  PID {}  NSpid {}", r.target, r.pid, nspid.join(" "));
     if !r.container_id.is_empty() {
         s.push_str(&format!("  container {}", r.container_id));
     }
-    s.push_str(&format!(
-        "\n\n{:<8} {:<12} {:<12} {}\n",
-        "NS", "TARGET", "NODE", "SHARED"
+    if wide {
+        s.push_str(&format!("  node reference PID {}", r.node_pid));
+    }
+    let dev = |i: &Option<NsId>| {
+        i.as_ref().map_or("-".to_owned(), |i| {
+            format!(
+                "{}:{}",
+                nix::sys::stat::major(i.device),
+                nix::sys::stat::minor(i.device)
+            )
+        })
+    };
+    let line = |cells: [&str; 4], devices: Option<[String; 2]>| {
+        let [kind, target, node, shared] = cells;
+        match devices {
+            Some([t, n]) => format!("{kind:<8} {target:<12} {node:<12} {shared:<8} {t:<12} {n}\n"),
+            None => format!("{kind:<8} {target:<12} {node:<12} {shared}\n"),
+        }
+    };
+    s.push_str("\n\n");
+    s.push_str(&line(
+        ["NS", "TARGET", "NODE", "SHARED"],
+        wide.then(|| ["TARGET_DEV".into(), "NODE_DEV".into()]),
     ));
     for row in &r.namespaces {
-        s.push_str(&format!(
-            "{:<8} {:<12} {:<12} {}\n",
-            row.kind,
-            ino(&row.target),
-            ino(&row.node),
-            row.verdict.as_str()
+        s.push_str(&line(
+            [row.kind, &ino(&row.target), &ino(&row.node), row.verdict.as_str()],
+            wide.then(|| [dev(&row.target), dev(&row.node)]),
         ));
     }
     s.push_str(&format!(
@@ -169,6 +189,14 @@ fn table(r: &Report) -> String {
         one_line(&r.uid_map),
         one_line(&r.gid_map)
     ));
+    if wide {
+        for (name, text) in [("cgroup", &r.cgroup), ("timens_offsets", &r.timens_offsets)] {
+            s.push_str(&format!("{name}:\n"));
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                s.push_str(&format!("  {}\n", one_line(line)));
+            }
+        }
+    }
     s
 }
 
@@ -413,7 +441,7 @@ pub async fn run(args: LsArgs) -> Result<u8, Failure> {
             let reached = cluster::reach(&args.kube, other, None).await?;
             let mut client = AgentClient::new(reached.channel);
             let r = report(reached.label, None, inspect(&mut client, reached.target).await?);
-            render(&r, args.output, |_| table(&r))?
+            render(&r, args.output, |wide| table(&r, wide))?
         }
     };
     print!("{text}");
@@ -437,9 +465,19 @@ mod tests {
     #[test]
     fn verdict_compares_inode_and_device() {
         let r = report("pid/7".into(), None, inspected(7, 100, 5));
-        let t = table(&r);
-        assert!(t.contains("net      100          1            private"), "{t}");
-        assert!(t.contains("uts      5            5            host"), "{t}");
+        let t = table(&r, false);
+        assert!(t.contains("net      100          1            private\n"), "{t}");
+        assert!(t.contains("uts      5            5            host\n"), "{t}");
+        let mut r = r;
+        r.cgroup = "0::/kubepods/x\n".into();
+        let w = table(&r, true);
+        assert!(w.contains("node reference PID 1"), "{w}");
+        assert!(
+            w.contains("net      100          1            private  0:4          0:4\n"),
+            "{w}"
+        );
+        assert!(w.contains("cgroup:\n  0::/kubepods/x\n"), "{w}");
+        assert!(!table(&r, false).contains("cgroup"));
     }
 
     #[test]
