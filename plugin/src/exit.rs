@@ -260,6 +260,35 @@ pub fn status_failure(s: &tonic::Status) -> Failure {
     Failure::own(format!("{msg}{hint}"))
 }
 
+/// Words the loss of the agent's connection while a session runs (`s` came
+/// from the transport, not from the agent): the agent answered as one, so
+/// it was the agent, and it went away. `direct`: reached with `--agent`
+/// rather than through a port-forward to its pod.
+pub fn broken_session(s: &tonic::Status, direct: bool) -> Failure {
+    let (what, processes) = if direct {
+        (
+            "the agent went away (killed, crashed or restarted)",
+            "the tool died with the agent (it is armed to), so the command's exit status is unknown; what the \
+             tool started and left running stays in the session's cgroup until an agent starts again in the \
+             agent's cgroup (a restarted service), which kills it and logs it; on a node without cgroup v2 \
+             nothing ends it: look for it with ps",
+        )
+    } else {
+        (
+            "the agent's pod went away (restarted, OOM-killed, evicted) or the port-forward through the API \
+             server was cut",
+            "if the agent died, the tool died with it and the container runtime ends what it started along with \
+             the agent's container; if only the port-forward broke, the agent ended the session as for a client \
+             that left. Either way the command's exit status is unknown; `kubectl ns status` shows whether the \
+             node's agent is back",
+        )
+    };
+    Failure::own(format!(
+        "the connection to the agent broke in the middle of the session ({}): {what}\nHint: {processes}",
+        s.message()
+    ))
+}
+
 impl From<TransportError> for Failure {
     fn from(e: TransportError) -> Failure {
         match e {

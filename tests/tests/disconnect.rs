@@ -289,3 +289,24 @@ fn a_target_that_dies_mid_session_ends_it_with_the_tools_status() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn an_agent_killed_mid_session_is_named_with_what_became_of_the_session() {
+    require_root();
+    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
+    let net = ns_inode(t.pid, "net");
+    let mut agent = Agent::start(None);
+    let client = start_script(&agent, &t, "exec sleep 5353", "5353", 1);
+    agent.kill();
+    let o = client.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(255));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("the connection to the agent broke in the middle of the session")
+            && err.contains("the agent went away")
+            && err.contains("the tool died with the agent"),
+        "{err}"
+    );
+    assert!(!err.contains("not as a kubectl-ns agent"), "{err}");
+    assert_none_left(net, "5353", "the tool outlived the agent");
+}

@@ -371,6 +371,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
     let (out_tx, mut writer_end) = spawn_writer()?;
     // A raw terminal does not turn \n into \r\n.
     let eol = if raw.is_some() { "\r\n" } else { "\n" };
+    let direct = args.kube.agent.is_some();
     let last_reply = Cell::new(Instant::now());
     let replied = &last_reply;
     // Owns `out_tx`, so the writer sees the channel close when this ends.
@@ -382,6 +383,11 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
                     return Pumped::Failed(Failure::own(
                         "the agent ended the session without an exit status",
                     ));
+                }
+                // A status with a source is the transport's own, not one
+                // the agent sent.
+                Err(s) if std::error::Error::source(&s).is_some() => {
+                    return Pumped::Failed(exit::broken_session(&s, direct));
                 }
                 Err(s) => return Pumped::Failed(exit::status_failure(&s)),
             };
