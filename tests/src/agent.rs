@@ -17,9 +17,10 @@ use nix::unistd::Pid;
 /// unified hierarchy mounted afresh, read-only, at `$KNS_CG2`: as a runtime
 /// gives a container its own cgroup and cgroupfs. Like a container's root,
 /// the agent has supplementary group 0.
-/// Where the node has a cgroup v1 memory hierarchy, the agent also has a
-/// memory cgroup of its own, `$KNS_MEMCG`, limited as a container's is and
-/// mounted afresh, read-only, at `$KNS_MEMCG_MOUNT`.
+/// The agent's memory is limited as a container's is: in `$KNS_CG` on a
+/// cgroup v2 node; where the node has a cgroup v1 memory hierarchy, in a
+/// memory cgroup of its own there, `$KNS_MEMCG`, mounted afresh, read-only,
+/// at `$KNS_MEMCG_MOUNT`.
 const SANDBOX: &str = r#"echo $$ > "$KNS_CG/cgroup.procs" && { [ -z "$KNS_MEMCG" ] || echo $$ > "$KNS_MEMCG/cgroup.procs"; } && exec unshare --cgroup --net --uts --ipc --mount --propagation private sh -c 'umount -l "$KNS_CG2" && mount -o ro,nosuid,nodev,noexec -t cgroup2 cgroup2 "$KNS_CG2" && { [ -z "$KNS_MEMCG" ] || { umount -l "$KNS_MEMCG_MOUNT" && mount -o ro,nosuid,nodev,noexec,memory -t cgroup cgroup "$KNS_MEMCG_MOUNT"; }; } && hostname kns-agent-pod && ip link set lo up && exec setpriv --groups 0 -- "$@"' sh "$@""#;
 
 /// The memory limit of the agent's container in the manifest.
@@ -33,16 +34,51 @@ pub const AGENT_PORT: u16 = 7469;
 /// chose the target's UTS namespace and the target has this one.
 pub const SANDBOX_HOSTNAME: &str = "kns-agent-pod";
 
-/// Where the cgroup v2 (unified) hierarchy is mounted here.
-pub fn unified_mount() -> PathBuf {
+/// A cgroup hierarchy mounted here.
+#[derive(Debug, Clone)]
+pub struct CgroupMount {
+    pub path: PathBuf,
+    /// cgroup v2 (unified), else v1.
+    pub unified: bool,
+    /// A v1 hierarchy's controllers (and `name=…`), from its super options.
+    pub controllers: Vec<String>,
+}
+
+/// Every cgroup hierarchy mounted here: on a cgroup v1 (hybrid) node one
+/// per controller and the unified one at /sys/fs/cgroup/unified, on a
+/// cgroup v2 node the unified one alone at /sys/fs/cgroup.
+pub fn cgroup_mounts() -> Vec<CgroupMount> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     mountinfo
         .lines()
-        .find_map(|l| {
+        .filter_map(|l| {
             let (pre, post) = l.split_once(" - ")?;
-            (post.split_whitespace().next()? == "cgroup2")
-                .then(|| pre.split_whitespace().nth(4).map(PathBuf::from))?
+            let mut post = post.split_whitespace();
+            let unified = match post.next()? {
+                "cgroup2" => true,
+                "cgroup" => false,
+                _ => return None,
+            };
+            let options = post.nth(1).unwrap_or_default();
+            Some(CgroupMount {
+                path: PathBuf::from(pre.split_whitespace().nth(4)?),
+                unified,
+                controllers: if unified {
+                    Vec::new()
+                } else {
+                    options.split(',').map(String::from).collect()
+                },
+            })
         })
+        .collect()
+}
+
+/// Where the cgroup v2 (unified) hierarchy is mounted here.
+pub fn unified_mount() -> PathBuf {
+    cgroup_mounts()
+        .into_iter()
+        .find(|m| m.unified)
+        .map(|m| m.path)
         .expect("no cgroup v2 hierarchy is mounted: the agent's session cgroups need one")
 }
 
@@ -74,6 +110,17 @@ impl AgentCgroup {
                 .expect("memory.limit_in_bytes");
             (dir, mount)
         });
+        if cg.memory.is_none() {
+            // A cgroup v2 node: the container's limit is its unified
+            // cgroup's own.
+            let max = cg.dir.join("memory.max");
+            std::fs::write(&max, AGENT_MEMORY_LIMIT.to_string()).unwrap_or_else(|e| {
+                panic!(
+                    "cannot write {}: {e} (is the memory controller in the parent's cgroup.subtree_control?)",
+                    max.display()
+                )
+            });
+        }
         cg
     }
 
@@ -163,13 +210,10 @@ impl Drop for AgentCgroup {
 /// The cgroup v1 memory hierarchy's mount point and this process's memory
 /// cgroup in it, where the node has that hierarchy.
 fn v1_memory() -> Option<(PathBuf, PathBuf)> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mount = mountinfo.lines().find_map(|l| {
-        let (pre, post) = l.split_once(" - ")?;
-        let mut post = post.split_whitespace();
-        let v1_memory = post.next()? == "cgroup" && post.nth(1)?.split(',').any(|o| o == "memory");
-        v1_memory.then(|| PathBuf::from(pre.split_whitespace().nth(4).unwrap_or_default()))
-    })?;
+    let mount = cgroup_mounts()
+        .into_iter()
+        .find(|m| m.controllers.iter().any(|c| c == "memory"))?
+        .path;
     let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let own = cgroup.lines().find_map(|l| {
         let mut f = l.splitn(3, ':').skip(1);

@@ -619,24 +619,18 @@ fn teardown_dir(dir: &Path, rt: &tokio::runtime::Runtime, mut client: RuntimeSer
     }
 }
 
+/// The lab's cgroup parent in each hierarchy: with the cgroupfs driver
+/// runc makes it at the same path in every one (each v1 controller's and
+/// the unified one on a hybrid node, the unified one alone on a v2 node).
 fn cgroup_dirs(dir: &Path) -> Vec<PathBuf> {
     let Some(parent) = read_state(dir, "cgroup-parent").filter(|p| !p.is_empty()) else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-        for e in entries.flatten() {
-            let p = e.path().join(&parent);
-            if p.is_dir() {
-                out.push(p);
-            }
-        }
-    }
-    let unified = Path::new("/sys/fs/cgroup").join(&parent);
-    if unified.is_dir() {
-        out.push(unified);
-    }
-    out
+    crate::agent::cgroup_mounts()
+        .into_iter()
+        .map(|m| m.path.join(&parent))
+        .filter(|p| p.is_dir())
+        .collect()
 }
 
 fn kill_cgroup_procs(dir: &Path) {

@@ -24,19 +24,36 @@ pub fn require_root() {
     );
 }
 
-/// Polls `f` every 10 ms until it returns true or `timeout` passes.
+/// Polls `f` every 10 ms until it returns true or `timeout` (times
+/// [`time_scale`]) passes.
 pub fn wait_until(timeout: std::time::Duration, f: impl FnMut() -> bool) -> bool {
     poll_until(timeout, std::time::Duration::from_millis(10), f)
 }
 
-/// Polls `f` every `every` until it returns true or `timeout` passes: for
-/// checks costly enough that polling them often would slow what they wait
-/// for.
+/// How many times longer than on this machine waits may take:
+/// `KNS_TEST_TIME_SCALE` (a whole factor, default 1). scripts/vm-test sets
+/// it for its emulated VM, where programs start ~30 times slower.
+pub fn time_scale() -> u32 {
+    static SCALE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *SCALE.get_or_init(|| match std::env::var("KNS_TEST_TIME_SCALE") {
+        Err(_) => 1,
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|&n| n >= 1)
+            .unwrap_or_else(|| panic!("KNS_TEST_TIME_SCALE={v}: expected a whole factor, 1 or more")),
+    })
+}
+
+/// Polls `f` every `every` until it returns true or `timeout` (times
+/// [`time_scale`]) passes: for checks costly enough that polling them often
+/// would slow what they wait for.
 pub fn poll_until(
     timeout: std::time::Duration,
     every: std::time::Duration,
     mut f: impl FnMut() -> bool,
 ) -> bool {
+    let timeout = timeout * time_scale();
     let start = std::time::Instant::now();
     while start.elapsed() < timeout {
         if f() {

@@ -60,6 +60,42 @@ fn agent_image_runs_as_the_daemonset_runs_it() {
         kns_tests::ns_inode(agent.pid, "net"),
         kns_tests::ns_inode(std::process::id() as i32, "net")
     );
+    // The cgroupfs the runtime gives a pod, where the agent makes its
+    // sessions' cgroups, follows the node's layout: on a cgroup v2 node
+    // (scripts/vm-test's VM) a private cgroup namespace and the unified
+    // hierarchy at /sys/fs/cgroup, rooted at the container's own cgroup,
+    // read-only (as the target keeps it: the agent remounts its own copy
+    // writable); on a v1 hybrid node the node's cgroup namespace and no
+    // unified hierarchy at all.
+    let node_v2 = kns_tests::agent::cgroup_mounts().iter().all(|m| m.unified);
+    let own_cgroupns =
+        kns_tests::ns_inode(agent.pid, "cgroup") != kns_tests::ns_inode(std::process::id() as i32, "cgroup");
+    let cgroup2 = |pid: i32| -> Vec<Vec<String>> {
+        read(Path::new(&format!("/proc/{pid}/mountinfo")))
+            .lines()
+            .filter(|l| l.contains(" - cgroup2 "))
+            .map(|l| l.split_whitespace().map(String::from).collect())
+            .collect()
+    };
+    let target_pid = lab.container_pid(&target.container_id).unwrap();
+    if node_v2 {
+        assert!(own_cgroupns, "no cgroup namespace of its own");
+        for (pid, id) in [
+            (agent.pid, &agent.pod.container_id),
+            (target_pid, &target.container_id),
+        ] {
+            let mounts = cgroup2(pid);
+            let m = mounts
+                .iter()
+                .find(|m| m[4] == "/sys/fs/cgroup")
+                .unwrap_or_else(|| panic!("no cgroup2 at /sys/fs/cgroup: {mounts:?}"));
+            assert!(m[3].ends_with(id.as_str()), "{m:?}");
+            assert!(pid == agent.pid || m[5].starts_with("ro,"), "{m:?}");
+        }
+    } else {
+        assert!(!own_cgroupns, "a cgroup namespace of its own");
+        assert!(cgroup2(agent.pid).is_empty(), "{:?}", cgroup2(agent.pid));
+    }
     let out = ok(&agent.exec(&["-n"], &["ss", "-lntp"]));
     assert!(out.contains(":8280") && out.contains("httpd"), "{out}");
     let out = ok(&agent.exec(&["-p"], &["ps", "-eo", "pid,comm"]));
