@@ -92,6 +92,34 @@ pub fn marked(net_inode: u64, mark: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Waits until at least `n` processes marked `mark` run in the network
+/// namespace `net`; fails with what runs there and `context()` (an agent's
+/// log, say) when they never appear.
+pub fn wait_marked(net: u64, mark: &str, n: usize, context: impl FnOnce() -> String) {
+    // Each poll reads all of /proc: not so often that it slows a script
+    // starting a thousand processes on a loaded machine.
+    let every = std::time::Duration::from_millis(100);
+    let appeared = poll_until(std::time::Duration::from_secs(60), every, || {
+        marked(net, mark).len() >= n
+    });
+    assert!(
+        appeared,
+        "the session's processes never appeared: {:?}\n{}",
+        marked(net, mark),
+        context()
+    );
+}
+
+/// Fails, saying `what` and `context()`, unless every process marked `mark`
+/// in the network namespace `net` is gone within 30 s.
+pub fn assert_none_marked(net: u64, mark: &str, what: &str, context: impl FnOnce() -> String) {
+    let every = std::time::Duration::from_millis(100);
+    let gone = poll_until(std::time::Duration::from_secs(30), every, || {
+        marked(net, mark).is_empty()
+    });
+    assert!(gone, "{what}: {:?} still run\n{}", marked(net, mark), context());
+}
+
 /// The inode of a process's namespace of `kind`.
 pub fn ns_inode(pid: i32, kind: &str) -> u64 {
     use std::os::unix::fs::MetadataExt;

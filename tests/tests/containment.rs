@@ -19,7 +19,7 @@ use kns_tests::bins::stderr;
 use kns_tests::cluster::AGENT_NAMESPACE;
 use kns_tests::containerd::{Lab, Pod, PodSpec};
 use kns_tests::kubeapi::{FakeApi, agent_pod};
-use kns_tests::{kubelet, marked, ns_inode, poll_until, require_root, running_pid, wait_until};
+use kns_tests::{assert_none_marked, kubelet, ns_inode, require_root, running_pid, wait_marked, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -76,29 +76,15 @@ fn start(agent: &AgentPod, net: u64, script: &str, mark: &str, n: usize) -> Chil
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    assert!(
-        poll_until(Duration::from_secs(60), Duration::from_millis(100), || {
-            marked(net, mark).len() >= n
-        }),
-        "the session's processes never appeared: {:?}\nthe agent's log: {}",
-        marked(net, mark),
-        agent.log()
-    );
+    wait_marked(net, mark, n, || format!("the agent's log: {}", agent.log()));
     client
 }
 
 /// Fails unless every process marked `mark` is gone within 30 s.
 fn assert_none_left(agent: &AgentPod, net: u64, mark: &str, what: &str) {
-    let gone = poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
-        marked(net, mark).is_empty()
+    assert_none_marked(net, mark, &format!("{what} ({})", layout()), || {
+        format!("the agent's log: {}", agent.log())
     });
-    assert!(
-        gone,
-        "{what} ({}): {:?} still run\nthe agent's log: {}",
-        layout(),
-        marked(net, mark),
-        agent.log()
-    );
 }
 
 #[test]

@@ -7,17 +7,14 @@ use std::time::Duration;
 use kns_tests::agent::Agent;
 use kns_tests::bins;
 use kns_tests::target::NsProcess;
-use kns_tests::{marked, ns_inode, poll_until, require_root, running, wait_until};
+use kns_tests::{assert_none_marked, marked, ns_inode, require_root, running, wait_marked, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 /// Fails unless every process marked `mark` in the namespace is gone within
 /// 30 s, naming those left.
 fn assert_none_left(net: u64, mark: &str, what: &str) {
-    let gone = poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
-        marked(net, mark).is_empty()
-    });
-    assert!(gone, "{what}: {:?}", marked(net, mark));
+    assert_none_marked(net, mark, what, String::new);
 }
 
 fn start_session(agent: &Agent, target: i32, mark: &str) -> std::process::Child {
@@ -115,21 +112,12 @@ fn exiting_tool_takes_its_background_children_along() {
 /// at least `n` processes marked `mark` run there (the shell itself counts
 /// when it does not exec).
 fn start_script(agent: &Agent, t: &NsProcess, script: &str, mark: &str, n: usize) -> std::process::Child {
-    let net = ns_inode(t.pid, "net");
     let client = bins::exec_command(&agent.addr(), &t.target(), &["-n"], &["sh", "-c", script])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Each poll reads all of /proc: not so often that it slows the script
-    // starting a thousand processes on a loaded machine.
-    assert!(
-        poll_until(Duration::from_secs(60), Duration::from_millis(100), || {
-            marked(net, mark).len() >= n
-        }),
-        "the session's processes never appeared: {:?}",
-        marked(net, mark)
-    );
+    wait_marked(ns_inode(t.pid, "net"), mark, n, String::new);
     client
 }
 

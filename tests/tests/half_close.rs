@@ -165,13 +165,29 @@ fn net_target() -> NsProcess {
     NsProcess::spawn(&["--net"], "exec sleep 1000")
 }
 
+/// What most tests here start from: a target in a network namespace of its
+/// own, a local agent, and a client on its socket.
+struct Session {
+    t: NsProcess,
+    agent: Agent,
+    rt: tokio::runtime::Runtime,
+    c: AgentClient<Channel>,
+}
+
+impl Session {
+    fn new() -> Self {
+        require_root();
+        let t = net_target();
+        let agent = Agent::start(None);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let c = unix_client(&rt, &agent);
+        Session { t, agent, rt, c }
+    }
+}
+
 #[test]
 fn a_plain_tool_runs_to_its_end_after_a_half_close() {
-    require_root();
-    let t = net_target();
-    let agent = Agent::start(None);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut c = unix_client(&rt, &agent);
+    let Session { t, agent, rt, mut c } = Session::new();
 
     let seen = run(&rt, &mut c, start(&t, &["sh", "-c", "echo x; echo y >&2"]), &[]);
     seen.assert_clean_exit(&agent.logs());
@@ -193,11 +209,7 @@ fn a_plain_tool_runs_to_its_end_after_a_half_close() {
 
 #[test]
 fn a_terminal_session_runs_to_its_end_after_a_half_close() {
-    require_root();
-    let t = net_target();
-    let agent = Agent::start(None);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut c = unix_client(&rt, &agent);
+    let Session { t, agent, rt, mut c } = Session::new();
     let seen = run(
         &rt,
         &mut c,
@@ -218,11 +230,7 @@ fn a_terminal_session_runs_to_its_end_after_a_half_close() {
 
 #[test]
 fn a_half_close_is_the_end_of_stdin() {
-    require_root();
-    let t = net_target();
-    let agent = Agent::start(None);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut c = unix_client(&rt, &agent);
+    let Session { t, agent, rt, mut c } = Session::new();
     let seen = run(
         &rt,
         &mut c,
@@ -257,11 +265,7 @@ fn a_half_close_is_the_end_of_stdin() {
 
 #[test]
 fn a_half_closed_session_still_ends_when_its_client_leaves() {
-    require_root();
-    let t = net_target();
-    let agent = Agent::start(None);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut c = unix_client(&rt, &agent);
+    let Session { t, agent, rt, mut c } = Session::new();
     rt.block_on(async {
         // The pause outlasts what the session took to end when it took
         // a half-close for a client gone.
