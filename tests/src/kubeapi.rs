@@ -41,6 +41,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
+mod scheduler;
+
 const PORTFORWARD_PROTOCOL: &str = "v4.channel.k8s.io";
 
 #[derive(Debug, Default)]
@@ -793,16 +795,15 @@ fn schedule_daemonset(st: &mut State, ds: &mut Value, generation: i64) -> Vec<St
         .to_owned();
     let name = ds["metadata"]["name"].as_str().unwrap_or("").to_owned();
     let labels = template_labels(ds);
-    let template: k8s_openapi::api::core::v1::PodSpec =
-        serde_json::from_value(ds["spec"]["template"]["spec"].clone()).unwrap_or_default();
-    let image = template.containers.first().and_then(|c| c.image.clone());
+    let template = &ds["spec"]["template"]["spec"];
+    let image = template["containers"][0]["image"].as_str().map(String::from);
     st.pods.retain(|p| {
         !(p.metadata.namespace.as_deref() == Some(&ns) && p.metadata.labels.as_ref() == Some(&labels))
     });
     let nodes: Vec<Node> = st
         .nodes
         .iter()
-        .filter(|n| kns_plugin::placement::selects(&template, n))
+        .filter(|n| scheduler::fits(template, n))
         .cloned()
         .collect();
     let mut becoming_ready = Vec::new();
@@ -827,7 +828,7 @@ fn schedule_daemonset(st: &mut State, ds: &mut Value, generation: i64) -> Vec<St
         if let Some(cs) = cs.as_mut() {
             cs.ready = false;
         }
-        if kns_plugin::placement::node_not_ready(node).is_some() {
+        if !scheduler::kubelet_reports(node) {
             // No kubelet reports for it: the pod stays Pending.
             status.phase = Some("Pending".into());
             status.container_statuses = None;
