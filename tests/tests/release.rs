@@ -74,7 +74,7 @@ fn the_release_archive_and_its_krew_manifest_agree() {
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&c.stdout),
-        "status\tShow which nodes run an agent, its version and readiness\n:4\n"
+        "status\tShow which nodes run an agent, its version and readiness (with --agent: that agent alone)\n:4\n"
     );
 
     // The krew manifest: the fields krew reads, and the archive's checksum.
