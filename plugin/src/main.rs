@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use kns_plugin::cli::{Cli, Command};
 use kns_plugin::commands;
-use kns_plugin::exit::{self, Failure};
+use kns_plugin::error::{self, Failure};
 
 /// The mistakes kubectl users make first here (`-n NAME`, a command without
 /// `--`): say what to use.
@@ -96,7 +96,7 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse_from(&argv) {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { 0 };
+            let code = if e.use_stderr() { error::USAGE } else { 0 };
             let _ = e.print();
             if code != 0
                 && let Some(h) = usage_hint(&argv)
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kubectl-ns: cannot start: {e}");
-            return ExitCode::from(exit::FAILURE);
+            return ExitCode::from(error::FAILURE);
         }
     };
     let result: Result<u8, Failure> = rt.block_on(async {

@@ -18,11 +18,12 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
 
+use crate::agent::route;
 use crate::cli::{InstallArgs, UninstallArgs};
-use crate::exit::{Failure, api_failure};
-use crate::manifests::{self, Object};
-use crate::resolve::{AGENT_LABEL, AGENT_NAMESPACE, pod_ready};
-use crate::{cluster, placement};
+use crate::error::{Failure, api_failure};
+use crate::kube::manifests::{self, Object};
+use crate::kube::placement;
+use crate::kube::resolve::{AGENT_LABEL, AGENT_NAMESPACE, pod_ready};
 
 /// The field manager kubectl-ns applies as.
 pub const FIELD_MANAGER: &str = "kubectl-ns";
@@ -272,8 +273,8 @@ async fn wait_rollout(client: &kube::Client, ns: &str, name: &str, timeout: Dura
 }
 
 pub async fn install(args: InstallArgs) -> Result<u8, Failure> {
-    cluster::no_direct_agent(&args.kube, "install")?;
-    let r = cluster::resolver(&args.kube).await?;
+    route::no_direct_agent(&args.kube, "install")?;
+    let r = route::resolver(&args.kube).await?;
     let image = args.image.clone().unwrap_or_else(manifests::default_image);
     let agent_ns = &args.kube.agent_namespace;
     let objects = manifests::objects(agent_ns, &image)?;
@@ -294,7 +295,7 @@ pub async fn install(args: InstallArgs) -> Result<u8, Failure> {
                     && !args.adopt_namespace
                 {
                     return Err(Failure::new(
-                        crate::exit::USAGE,
+                        crate::error::USAGE,
                         format!(
                             "namespace {agent_ns} exists and was not created by kubectl-ns: installing labels it \
                              {}={} (the agent needs hostPID and node capabilities), which lets every pod in it \
@@ -377,8 +378,8 @@ async fn delete_namespace(api: Api<Namespace>, name: &str) -> Result<&'static st
 }
 
 pub async fn uninstall(args: UninstallArgs) -> Result<u8, Failure> {
-    cluster::no_direct_agent(&args.kube, "uninstall")?;
-    let r = cluster::resolver(&args.kube).await?;
+    route::no_direct_agent(&args.kube, "uninstall")?;
+    let r = route::resolver(&args.kube).await?;
     let objects = manifests::objects(&args.kube.agent_namespace, &manifests::default_image())?;
     let c = &r.client;
     let ns = &args.kube.agent_namespace;

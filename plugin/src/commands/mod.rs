@@ -2,7 +2,6 @@
 
 pub mod audit;
 pub mod exec;
-pub mod exec_many;
 pub mod install;
 pub mod ls;
 pub mod status;

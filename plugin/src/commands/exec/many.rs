@@ -14,11 +14,12 @@ use kns_proto::agent::exec_response::Msg as Out;
 use kns_proto::agent::{ExecRequest, exited};
 use serde::Serialize;
 
+use crate::agent::fanout::{self, Scope};
+use crate::agent::route;
+use crate::cli::target::DirectTarget;
 use crate::cli::{ExecArgs, ManyOutput};
-use crate::exit::{self, Failure};
-use crate::fanout::{self, Scope};
-use crate::target::DirectTarget;
-use crate::{cluster, resolve};
+use crate::error::{self, Failure};
+use crate::kube::resolve;
 
 /// What became of one pod.
 #[derive(Debug, Default, Serialize)]
@@ -53,12 +54,12 @@ enum Outcome {
 pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
     if args.tty || args.stdin {
         return Err(Failure::new(
-            exit::USAGE,
+            error::USAGE,
             "-l runs in many pods at once, without a terminal or stdin: drop -t and --stdin",
         ));
     }
-    let start = super::exec::start_message(&args, false)?;
-    let r = cluster::resolver(&args.kube).await?;
+    let start = super::start_message(&args, false)?;
+    let r = route::resolver(&args.kube).await?;
     let scope = Scope {
         all_namespaces: args.all_namespaces,
         selector: args.selector.clone(),
@@ -109,7 +110,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
             (Outcome::Exited, Some(0), _) => None,
             (Outcome::Exited, Some(c), _) => Some(c.clamp(1, 255) as u8),
             (Outcome::Exited, None, Some(s)) => Some((128 + s).clamp(1, 255) as u8),
-            _ => Some(exit::FAILURE),
+            _ => Some(error::FAILURE),
         })
         .unwrap_or(0))
 }
@@ -143,7 +144,7 @@ async fn one_pod(
     };
     res.container = c.container.clone();
     res.node = c.node.clone();
-    let channel = match cluster::agent_channel(&args.kube, r, &c.node).await {
+    let channel = match route::agent_channel(&args.kube, r, &c.node).await {
         Ok(ch) => ch,
         Err(f) => {
             res.outcome = Outcome::NoAgent;
@@ -158,7 +159,7 @@ async fn one_pod(
     let request = ExecRequest {
         msg: Some(In::Start(start)),
     };
-    let mut client = AgentClient::new(channel).max_decoding_message_size(super::exec::MAX_MESSAGE);
+    let mut client = AgentClient::new(channel).max_decoding_message_size(super::MAX_MESSAGE);
     // Open until the end, though the agent takes a half-close for the end
     // of stdin only: earlier agents took it for a client gone, and ended
     // the session.
@@ -170,7 +171,7 @@ async fn one_pod(
     {
         Ok(s) => s.into_inner(),
         Err(s) => {
-            res.error = Some(exit::status_failure(&s).first_line());
+            res.error = Some(error::status_failure(&s).first_line());
             report_error(&res, json);
             return res;
         }
@@ -184,7 +185,7 @@ async fn one_pod(
                 Some(Out::Stdout(b)) => out.feed(&b, &prefix, false),
                 Some(Out::Stderr(b)) => err.feed(&b, &prefix, true),
                 Some(Out::Started(s)) => {
-                    if let Err(f) = super::exec::check_started(tools_asked, &s) {
+                    if let Err(f) = super::check_started(tools_asked, &s) {
                         res.error = Some(f.first_line());
                         break;
                     }
@@ -207,7 +208,7 @@ async fn one_pod(
             Ok(None) => break,
             Err(s) => {
                 res.outcome = Outcome::Failed;
-                res.error = Some(exit::status_failure(&s).first_line());
+                res.error = Some(error::status_failure(&s).first_line());
                 break;
             }
         }

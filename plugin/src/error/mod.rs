@@ -14,7 +14,7 @@
 //! transport) are worded for the user here, in one place, with a hint line
 //! where one helps.
 
-use crate::transport::TransportError;
+use crate::agent::transport::TransportError;
 
 /// Usage errors.
 pub const USAGE: u8 = 2;
@@ -434,7 +434,7 @@ mod tests {
     fn recorded_api_errors_are_worded_for_the_user() {
         let f = api_failure(
             "cannot get pod fx/web",
-            recorded(include_str!("../../tests/fixtures/kube-v1.32/status-401.json")),
+            recorded(include_str!("../../../tests/fixtures/kube-v1.32/status-401.json")),
         );
         assert_eq!(f.code, FAILURE);
         assert!(
@@ -449,7 +449,7 @@ mod tests {
         let f = api_failure(
             "cannot get pod fx/web",
             recorded(include_str!(
-                "../../tests/fixtures/kube-v1.32/status-403-get-pod.json"
+                "../../../tests/fixtures/kube-v1.32/status-403-get-pod.json"
             )),
         );
         assert!(
@@ -465,7 +465,7 @@ mod tests {
             source: recorded(json),
         };
         let denied = forward(include_str!(
-            "../../tests/fixtures/kube-v1.32/status-403-portforward.json"
+            "../../../tests/fixtures/kube-v1.32/status-403-portforward.json"
         ));
         assert!(!denied.agent_gone());
         let f = Failure::from(denied);
@@ -475,7 +475,7 @@ mod tests {
             "{}",
             f.message
         );
-        let missing = include_str!("../../tests/fixtures/kube-v1.32/status-404-pod.json");
+        let missing = include_str!("../../../tests/fixtures/kube-v1.32/status-404-pod.json");
         // What `get_opt` turns into "no such pod".
         let kube::Error::Api(s) = recorded(missing) else {
             unreachable!()

@@ -1,12 +1,14 @@
 //! Command-line definitions: parsed here, validated into typed requests by
 //! each command before anything is sent.
 
+pub mod target;
+
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::exit::{self, Failure};
-use crate::target::Target;
+use crate::cli::target::Target;
+use crate::error::{self, Failure};
 
 /// Run the node's own tools inside exactly the namespaces of a container.
 ///
@@ -182,7 +184,7 @@ pub struct KubeArgs {
     #[arg(long, value_name = "FILE", help_heading = "Kubernetes")]
     pub kubeconfig: Option<std::path::PathBuf>,
     /// The namespace the agent DaemonSet runs in.
-    #[arg(long, env = "KNS_AGENT_NAMESPACE", value_name = "NS", default_value = crate::resolve::AGENT_NAMESPACE, help_heading = "Kubernetes")]
+    #[arg(long, env = "KNS_AGENT_NAMESPACE", value_name = "NS", default_value = crate::kube::resolve::AGENT_NAMESPACE, help_heading = "Kubernetes")]
     pub agent_namespace: String,
     /// The port the agent listens on inside its pod (on 127.0.0.1). Users
     /// whose kubeconfig holds a client certificate and no token reach the
@@ -341,7 +343,7 @@ impl ExecArgs {
         Ok(match (self.tty, others) {
             (true, false) => {
                 return Err(Failure::new(
-                    exit::USAGE,
+                    error::USAGE,
                     format!(
                         "{WHAT}: -i -t would enter only the IPC namespace.\nHint: -t already passes stdin; \
                          pick the namespaces you want, e.g. -n -t or -a -t; to enter only the IPC namespace \
@@ -405,16 +407,16 @@ pub struct FanoutArgs {
 }
 
 impl FanoutArgs {
-    pub fn bounds(&self) -> crate::fanout::Bounds {
-        crate::fanout::Bounds {
+    pub fn bounds(&self) -> crate::agent::fanout::Bounds {
+        crate::agent::fanout::Bounds {
             concurrency: usize::from(self.max_concurrent_nodes),
             timeout: self.node_timeout,
         }
     }
 
     /// The pods covered, on `node` if given.
-    pub fn scope(&self, node: Option<String>) -> crate::fanout::Scope {
-        crate::fanout::Scope {
+    pub fn scope(&self, node: Option<String>) -> crate::agent::fanout::Scope {
+        crate::agent::fanout::Scope {
             all_namespaces: self.all_namespaces,
             selector: self.selector.clone(),
             node,
@@ -438,7 +440,7 @@ pub struct AuditArgs {
     pub output: Output,
     /// Exit 1 when any finding of these kinds exists (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
-    pub fail_on: Vec<crate::findings::Kind>,
+    pub fail_on: Vec<crate::report::findings::Kind>,
 }
 
 #[derive(Debug, Args)]
@@ -531,7 +533,7 @@ mod tests {
     fn dash_i_from_kubectl_habits_is_caught() {
         for it in [&["-it"][..], &["-ti"], &["-i", "-t"], &["-t", "-i"]] {
             let e = habit(it, false).unwrap_err();
-            assert_eq!(e.code, exit::USAGE);
+            assert_eq!(e.code, error::USAGE);
             assert!(e.message.contains("-i is the IPC namespace"), "{}", e.message);
             assert!(e.message.contains("--ipc -t"), "{}", e.message);
         }

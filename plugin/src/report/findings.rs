@@ -263,7 +263,7 @@ fn containers(pod: &Pod) -> Vec<(&Container, Option<String>)> {
     let running: HashMap<&str, String> = statuses
         .filter(|s| s.state.as_ref().and_then(|st| st.running.as_ref()).is_some())
         .filter_map(|s| {
-            let id = crate::resolve::runtime_id(s.container_id.as_deref()?);
+            let id = crate::kube::resolve::runtime_id(s.container_id.as_deref()?);
             (!id.is_empty()).then(|| (s.name.as_str(), id.to_owned()))
         })
         .collect();

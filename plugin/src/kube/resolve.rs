@@ -7,8 +7,8 @@
 use k8s_openapi::api::core::v1::{ContainerStatus, Node, Pod};
 use kube::api::{Api, ListParams};
 
-use crate::cache::AgentCache;
-use crate::exit::{Failure, api_failure};
+use crate::agent::cache::AgentCache;
+use crate::error::{Failure, api_failure};
 
 /// The label that marks agent pods.
 pub const AGENT_LABEL: &str = "app.kubernetes.io/name=kubectl-ns-agent";
@@ -287,7 +287,7 @@ pub struct Resolver {
     /// Where the node → agent pod mapping is remembered, if anywhere.
     pub agent_cache: Option<AgentCache>,
     /// Who the user is, for the agents.
-    pub credentials: crate::transport::Credentials,
+    pub credentials: crate::agent::transport::Credentials,
 }
 
 impl Resolver {

@@ -1,4 +1,6 @@
 //! `kubectl ns exec`: run a node tool inside a target's namespaces.
+pub mod many;
+pub mod terminal;
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -18,13 +20,13 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::agent::route;
+use crate::agent::transport;
+use crate::cli::target::Target;
 use crate::cli::{ExecArgs, NsFlags, Tools};
-use crate::cluster;
-use crate::exit::{self, Failure};
-use crate::resolve::KubeTarget;
-use crate::target::Target;
-use crate::terminal::{self, RawMode};
-use crate::transport;
+use crate::error::{self, Failure};
+use crate::kube::resolve::KubeTarget;
+use terminal::RawMode;
 
 /// Largest message accepted from the agent (its chunks are 256 KiB).
 pub(crate) const MAX_MESSAGE: usize = 16 << 20;
@@ -49,7 +51,7 @@ impl NsFlags {
         .collect();
         if chosen.is_empty() {
             return Err(Failure::new(
-                exit::USAGE,
+                error::USAGE,
                 "no namespace chosen: pick at least one of -n (net), -p (pid), -m (mount), -u (uts), \
                  -i (ipc), -U (user), -C (cgroup), -T (time), or -a (all)",
             ));
@@ -67,7 +69,7 @@ pub(crate) fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Fai
             .find_map(|(given, flag)| given.then_some(flag))
     {
         return Err(Failure::new(
-            exit::USAGE,
+            error::USAGE,
             format!("{flag} goes with -l SELECTOR (many pods at once); one target prints its own output"),
         ));
     }
@@ -78,19 +80,19 @@ pub(crate) fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Fai
             .is_some_and(|t| !matches!(t, Target::Kube(KubeTarget::Pod { .. })))
     {
         return Err(Failure::new(
-            exit::USAGE,
+            error::USAGE,
             format!(
                 "-c {c} names a container of a pod, and the target is not a pod (container/ID is one container already)"
             ),
         ));
     }
     if let Some(t) = &args.target {
-        crate::cluster::namespace_applies(&args.kube, t)?;
+        crate::agent::route::namespace_applies(&args.kube, t)?;
     }
     let agent_tools = args.tools == Tools::Agent;
     if agent_tools && args.ns.user {
         return Err(Failure::new(
-            exit::USAGE,
+            error::USAGE,
             "--tools agent and -U exclude each other: in the target's user namespace the tool could be traced by \
              the target's processes, which would reach the agent's filesystem (its ServiceAccount token) \
              through it.\nHint: drop -U; the agent's tool runs as node root in the other namespaces you chose",
@@ -98,7 +100,7 @@ pub(crate) fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Fai
     }
     if agent_tools && args.ns.mount {
         return Err(Failure::new(
-            exit::USAGE,
+            error::USAGE,
             "--tools agent and -m exclude each other: -m makes the tool the container image's own binary (run \
              as the container), --tools agent runs the agent image's as node root in the agent's mount \
              namespace.\nHint: drop -m to run the agent's tool in the other namespaces you chose, or drop \
@@ -107,7 +109,7 @@ pub(crate) fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Fai
     }
     if args.privileged && !(args.ns.mount || args.ns.all) || args.privileged && agent_tools {
         return Err(Failure::new(
-            exit::USAGE,
+            error::USAGE,
             "--privileged only changes -m (or -a without --tools agent): without the mount namespace the tool \
              is the node's or the agent's own binary and runs as node root already",
         ));
@@ -119,7 +121,7 @@ pub(crate) fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Fai
                 env.insert(k.to_owned(), v.to_owned());
             }
             _ => {
-                return Err(Failure::new(exit::USAGE, format!("-e {kv}: expected KEY=VALUE")));
+                return Err(Failure::new(error::USAGE, format!("-e {kv}: expected KEY=VALUE")));
             }
         }
     }
@@ -314,12 +316,12 @@ enum Pumped {
 
 /// The exit code for ending on signal `n` without the remote status.
 fn local_signal_exit(n: i32) -> u8 {
-    exit::from_remote(None, Some(n))
+    error::from_remote(None, Some(n))
 }
 
 pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
     if args.selector.is_some() {
-        return super::exec_many::run(args).await;
+        return many::run(args).await;
     }
     let tty = args.tty && std::io::stdin().is_terminal();
     if args.tty && !tty {
@@ -339,7 +341,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
             .target
             .as_ref()
             .ok_or_else(|| Failure::own("internal error: no target"))?;
-        let reached = cluster::reach(&args.kube, target, args.container.as_deref()).await?;
+        let reached = route::reach(&args.kube, target, args.container.as_deref()).await?;
         reaching.set(false);
         start.target = Some(reached.target);
         let mut client = AgentClient::new(reached.channel).max_decoding_message_size(MAX_MESSAGE);
@@ -353,10 +355,10 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
         client
             .exec(ReceiverStream::new(req_rx))
             .await
-            .map_err(|s| exit::status_failure(&s))
+            .map_err(|s| error::status_failure(&s))
     };
     let response = tokio::select! {
-        r = tokio::time::timeout(exit::ANSWER_TIMEOUT, open) => r.unwrap_or_else(|_| Err(exit::silent(reaching.get())))?,
+        r = tokio::time::timeout(error::ANSWER_TIMEOUT, open) => r.unwrap_or_else(|_| Err(error::silent(reaching.get())))?,
         n = signals.next() => return Ok(local_signal_exit(n)),
     };
     crate::timings::mark("grpc");
@@ -387,9 +389,9 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
                 // A status with a source is the transport's own, not one
                 // the agent sent.
                 Err(s) if std::error::Error::source(&s).is_some() => {
-                    return Pumped::Failed(exit::broken_session(&s, direct));
+                    return Pumped::Failed(error::broken_session(&s, direct));
                 }
-                Err(s) => return Pumped::Failed(exit::status_failure(&s)),
+                Err(s) => return Pumped::Failed(error::status_failure(&s)),
             };
             replied.set(Instant::now());
             let chunk = match r.msg {
@@ -454,7 +456,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
                         Some(exited::Status::Signal(s)) => (None, Some(s)),
                         None => (None, None),
                     };
-                    return Ok(exit::from_remote(code, signal));
+                    return Ok(error::from_remote(code, signal));
                 }
             },
             n = signals.next() => {
@@ -502,7 +504,7 @@ mod tests {
         };
         assert_eq!(f.namespaces().unwrap(), vec![Namespace::Net, Namespace::Uts]);
         let e = NsFlags::default().namespaces().unwrap_err();
-        assert_eq!(e.code, exit::USAGE);
+        assert_eq!(e.code, error::USAGE);
         assert!(e.message.contains("no namespace chosen"));
     }
 
@@ -536,7 +538,7 @@ mod tests {
             &["-a", "--privileged", "--tools", "agent"],
         ] {
             let e = start(flags).unwrap_err();
-            assert_eq!(e.code, exit::USAGE, "{flags:?}");
+            assert_eq!(e.code, error::USAGE, "{flags:?}");
             assert!(e.message.contains("--tools agent"), "{flags:?}: {}", e.message);
         }
     }

@@ -7,17 +7,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::transport::AgentChannel;
+use crate::agent::transport::AgentChannel;
 use k8s_openapi::api::core::v1::Pod;
 use kns_proto::agent::agent_client::AgentClient;
 use kns_proto::agent::{ListRequest, ListResponse};
 use kube::api::{Api, ListParams};
 
+use crate::agent::transport;
 use crate::cli::KubeArgs;
-use crate::exit::{self, Failure, api_failure};
-use crate::findings::Observations;
-use crate::resolve::{AGENT_LABEL, Resolver, choose_agent};
-use crate::transport;
+use crate::error::{self, Failure, api_failure};
+use crate::kube::resolve::{AGENT_LABEL, Resolver, choose_agent};
+use crate::report::findings::Observations;
 
 /// Which pods a many-pod command covers.
 #[derive(Debug, Clone, Default)]
@@ -78,7 +78,7 @@ async fn list(channel: AgentChannel, namespaces: bool) -> Result<ListResponse, S
         .list(ListRequest { namespaces })
         .await
         .map(tonic::Response::into_inner)
-        .map_err(|s| exit::status_failure(&s).message.replace('\n', "; "))
+        .map_err(|s| error::status_failure(&s).message.replace('\n', "; "))
 }
 
 /// Every node's agent's List, asked at once within `bounds`: through the

@@ -1,0 +1,7 @@
+//! The Kubernetes side: pods and their containers resolved to a node and
+//! its agent, where the agent's DaemonSet can run, and the manifests
+//! `install` applies.
+
+pub mod manifests;
+pub mod placement;
+pub mod resolve;
