@@ -14,7 +14,7 @@ use kns_proto::agent::{ListRequest, ListResponse};
 use kube::api::{Api, ListParams};
 
 use crate::agent::transport;
-use crate::cli::KubeArgs;
+use crate::cli::{FanoutArgs, KubeArgs};
 use crate::error::{self, Failure, api_failure};
 use crate::kube::resolve::{AGENT_LABEL, Resolver, choose_agent};
 use crate::report::findings::Observations;
@@ -30,6 +30,15 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// The pods `args` cover, on `node` if given.
+    pub fn of(args: &FanoutArgs, node: Option<String>) -> Scope {
+        Scope {
+            all_namespaces: args.all_namespaces,
+            selector: args.selector.clone(),
+            node,
+        }
+    }
+
     /// "all namespaces" or "namespace NS", for messages.
     pub fn describe(&self, r: &Resolver) -> String {
         if self.all_namespaces {
@@ -120,6 +129,15 @@ pub async fn list_nodes(
 pub struct Bounds {
     pub concurrency: usize,
     pub timeout: Duration,
+}
+
+impl Bounds {
+    pub fn of(args: &FanoutArgs) -> Bounds {
+        Bounds {
+            concurrency: usize::from(args.max_concurrent_nodes),
+            timeout: args.node_timeout,
+        }
+    }
 }
 
 /// Runs `ask` for every node, at most `bounds.concurrency` at a time, each

@@ -1,7 +1,10 @@
 //! Command-line definitions: parsed here, validated into typed requests by
 //! each command before anything is sent.
 
+mod hint;
 pub mod target;
+
+pub use hint::usage_hint;
 
 use std::time::Duration;
 
@@ -404,24 +407,6 @@ pub struct FanoutArgs {
     /// How many nodes are asked at once.
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_nodes: u16,
-}
-
-impl FanoutArgs {
-    pub fn bounds(&self) -> crate::agent::fanout::Bounds {
-        crate::agent::fanout::Bounds {
-            concurrency: usize::from(self.max_concurrent_nodes),
-            timeout: self.node_timeout,
-        }
-    }
-
-    /// The pods covered, on `node` if given.
-    pub fn scope(&self, node: Option<String>) -> crate::agent::fanout::Scope {
-        crate::agent::fanout::Scope {
-            all_namespaces: self.all_namespaces,
-            selector: self.selector.clone(),
-            node,
-        }
-    }
 }
 
 #[derive(Debug, Args)]

@@ -119,10 +119,10 @@ pub async fn run(args: AuditArgs) -> Result<u8, Failure> {
         ));
     }
     let r = route::resolver(&args.kube).await?;
-    let scope = args.fanout.scope(args.node.clone());
+    let scope = fanout::Scope::of(&args.fanout, args.node.clone());
     let pods = fanout::pods(&r, &scope).await?;
     let nodes = fanout::nodes(&pods, &scope);
-    let observed = fanout::list_nodes(&args.kube, &r, nodes, args.fanout.bounds(), false).await?;
+    let observed = fanout::list_nodes(&args.kube, &r, nodes, fanout::Bounds::of(&args.fanout), false).await?;
     let scope = scope.describe(&r);
     let unknowns = match (&args.fanout.selector, args.fanout.all_namespaces) {
         (Some(_), _) => Unknowns::Off,

@@ -294,13 +294,13 @@ async fn many(args: &LsArgs) -> Result<u8, Failure> {
         ));
     }
     let r = route::resolver(&args.kube).await?;
-    let scope = args.fanout.scope(None);
+    let scope = fanout::Scope::of(&args.fanout, None);
     let pods = fanout::pods(&r, &scope).await?;
     let observed = fanout::list_nodes(
         &args.kube,
         &r,
         fanout::nodes(&pods, &scope),
-        args.fanout.bounds(),
+        fanout::Bounds::of(&args.fanout),
         false,
     )
     .await?;

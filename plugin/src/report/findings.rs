@@ -334,25 +334,7 @@ fn audit_pod(
         severity: Severity::Medium,
         explanation: String::new(),
     };
-    // Scheduled pods whose node no agent answered for are said to be
-    // unobserved, never passed as clean.
-    let node_seen = match observed.get(&node) {
-        Some(Ok(_)) => true,
-        _ if node.is_empty() => false,
-        other => {
-            let why = match other {
-                Some(Err(e)) => e.clone(),
-                _ => "the node was not asked".to_owned(),
-            };
-            out.push(Finding {
-                detail: why,
-                explanation: "no agent looked at this pod's node: its namespaces are unknown, not clean"
-                    .into(),
-                ..base.clone()
-            });
-            false
-        }
-    };
+    let node_seen = node_observed(observed, &node, &base, out);
     let declared = declared_host(spec);
     if spec.share_process_namespace == Some(true) {
         out.push(Finding {
@@ -397,63 +379,13 @@ fn audit_pod(
                 ..base.clone()
             });
         }
-        let obs = |k: Namespace| host.get(&k).copied();
-        for (kind, k, severity) in [
-            (Kind::HostNet, Namespace::Net, Severity::High),
-            (Kind::HostPid, Namespace::Pid, Severity::High),
-            (Kind::HostIpc, Namespace::Ipc, Severity::Medium),
-        ] {
-            if declared[&k] || obs(k) == Some(true) {
-                out.push(Finding {
-                    kind,
-                    declared: Some(declared[&k]),
-                    observed: obs(k),
-                    severity,
-                    explanation: share_explanation(k).into(),
-                    ..base.clone()
-                });
-            }
-        }
-        for k in COMPARED {
-            let Some(o) = obs(k) else { continue };
-            if o == declared[&k] {
-                continue;
-            }
-            let (severity, explanation) = if o {
-                (
-                    Severity::Critical,
-                    format!(
-                        "the spec keeps it out of the node's {0} namespace, but its process is in it (a setns, a \
-                         process started by hand, a runtime bug): {1}",
-                        k.proc_name(),
-                        share_explanation(k)
-                    ),
-                )
-            } else {
-                (
-                    Severity::High,
-                    format!(
-                        "the spec asks for the node's {} namespace, but the runtime gave it its own: the spec \
-                         does not describe what runs",
-                        k.proc_name()
-                    ),
-                )
-            };
-            out.push(Finding {
-                kind: Kind::Drift,
-                detail: k.proc_name().to_owned(),
-                declared: Some(declared[&k]),
-                observed: Some(o),
-                severity,
-                explanation,
-                ..base.clone()
-            });
-        }
+        host_namespaces(&declared, &host, &base, out);
+        drift(&declared, &host, &base, out);
         if spec.host_users == Some(false) {
             out.push(Finding {
                 kind: Kind::UserNs,
                 declared: Some(true),
-                observed: obs(Namespace::User).map(|host| !host),
+                observed: host.get(&Namespace::User).copied().map(|host| !host),
                 severity: Severity::Info,
                 explanation: "runs in a user namespace of its own: its root is an unprivileged user on the node"
                     .into(),
@@ -461,6 +393,98 @@ fn audit_pod(
             });
         }
         declared_container(c, &host_paths, &base, out);
+    }
+}
+
+/// Whether an agent answered for the pod's node. Scheduled pods whose node
+/// no agent answered for are said to be unobserved, never passed as clean.
+fn node_observed(observed: &Observations, node: &str, base: &Finding, out: &mut Vec<Finding>) -> bool {
+    match observed.get(node) {
+        Some(Ok(_)) => true,
+        _ if node.is_empty() => false,
+        other => {
+            let why = match other {
+                Some(Err(e)) => e.clone(),
+                _ => "the node was not asked".to_owned(),
+            };
+            out.push(Finding {
+                detail: why,
+                explanation: "no agent looked at this pod's node: its namespaces are unknown, not clean"
+                    .into(),
+                ..base.clone()
+            });
+            false
+        }
+    }
+}
+
+/// The node's net, pid and ipc namespaces, declared or observed.
+fn host_namespaces(
+    declared: &BTreeMap<Namespace, bool>,
+    host: &BTreeMap<Namespace, bool>,
+    base: &Finding,
+    out: &mut Vec<Finding>,
+) {
+    let obs = |k: Namespace| host.get(&k).copied();
+    for (kind, k, severity) in [
+        (Kind::HostNet, Namespace::Net, Severity::High),
+        (Kind::HostPid, Namespace::Pid, Severity::High),
+        (Kind::HostIpc, Namespace::Ipc, Severity::Medium),
+    ] {
+        if declared[&k] || obs(k) == Some(true) {
+            out.push(Finding {
+                kind,
+                declared: Some(declared[&k]),
+                observed: obs(k),
+                severity,
+                explanation: share_explanation(k).into(),
+                ..base.clone()
+            });
+        }
+    }
+}
+
+/// Where what runs differs from what the spec declares.
+fn drift(
+    declared: &BTreeMap<Namespace, bool>,
+    host: &BTreeMap<Namespace, bool>,
+    base: &Finding,
+    out: &mut Vec<Finding>,
+) {
+    for k in COMPARED {
+        let Some(o) = host.get(&k).copied() else { continue };
+        if o == declared[&k] {
+            continue;
+        }
+        let (severity, explanation) = if o {
+            (
+                Severity::Critical,
+                format!(
+                    "the spec keeps it out of the node's {0} namespace, but its process is in it (a setns, a \
+                     process started by hand, a runtime bug): {1}",
+                    k.proc_name(),
+                    share_explanation(k)
+                ),
+            )
+        } else {
+            (
+                Severity::High,
+                format!(
+                    "the spec asks for the node's {} namespace, but the runtime gave it its own: the spec \
+                     does not describe what runs",
+                    k.proc_name()
+                ),
+            )
+        };
+        out.push(Finding {
+            kind: Kind::Drift,
+            detail: k.proc_name().to_owned(),
+            declared: Some(declared[&k]),
+            observed: Some(o),
+            severity,
+            explanation,
+            ..base.clone()
+        });
     }
 }
 

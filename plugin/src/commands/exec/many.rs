@@ -11,9 +11,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kns_proto::agent::agent_client::AgentClient;
 use kns_proto::agent::exec_request::Msg as In;
 use kns_proto::agent::exec_response::Msg as Out;
-use kns_proto::agent::{ExecRequest, exited};
+use kns_proto::agent::{ExecRequest, ExecResponse, Exited};
 use serde::Serialize;
 
+use super::start::{MAX_MESSAGE, check_started, start_message, status_of};
 use crate::agent::fanout::{self, Scope};
 use crate::agent::route;
 use crate::cli::target::DirectTarget;
@@ -58,7 +59,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
             "-l runs in many pods at once, without a terminal or stdin: drop -t and --stdin",
         ));
     }
-    let start = super::start_message(&args, false)?;
+    let start = start_message(&args, false)?;
     let r = route::resolver(&args.kube).await?;
     let scope = Scope {
         all_namespaces: args.all_namespaces,
@@ -106,10 +107,9 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
     // The first pod, in NS/POD order, that did not exit 0 decides.
     Ok(results
         .iter()
-        .find_map(|r| match (r.outcome, r.exit_code, r.signal) {
-            (Outcome::Exited, Some(0), _) => None,
-            (Outcome::Exited, Some(c), _) => Some(c.clamp(1, 255) as u8),
-            (Outcome::Exited, None, Some(s)) => Some((128 + s).clamp(1, 255) as u8),
+        .find_map(|r| match (r.outcome, r.exit_code) {
+            (Outcome::Exited, Some(0)) => None,
+            (Outcome::Exited, _) => Some(error::from_remote(r.exit_code, r.signal)),
             _ => Some(error::FAILURE),
         })
         .unwrap_or(0))
@@ -159,13 +159,13 @@ async fn one_pod(
     let request = ExecRequest {
         msg: Some(In::Start(start)),
     };
-    let mut client = AgentClient::new(channel).max_decoding_message_size(super::MAX_MESSAGE);
+    let mut client = AgentClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
     // Open until the end, though the agent takes a half-close for the end
     // of stdin only: earlier agents took it for a client gone, and ended
     // the session.
     let (keep, requests) = tokio::sync::mpsc::channel(1);
     let _ = keep.send(request).await;
-    let mut stream = match client
+    let stream = match client
         .exec(tokio_stream::wrappers::ReceiverStream::new(requests))
         .await
     {
@@ -176,33 +176,40 @@ async fn one_pod(
             return res;
         }
     };
+    let (mut out, mut err) = relay(stream, &mut res, tools_asked, json, &prefix).await;
+    drop(keep);
+    out.flush(&prefix, false);
+    err.flush(&prefix, true);
+    if res.error.is_some() {
+        report_error(&res, json);
+    }
+    res
+}
+
+/// Relays one pod's output (prefixed lines, or collected for `-o json`)
+/// until the stream ends, recording how it ended in `res`.
+async fn relay(
+    mut stream: tonic::Streaming<ExecResponse>,
+    res: &mut PodResult,
+    tools_asked: i32,
+    json: bool,
+    prefix: &str,
+) -> (Lines, Lines) {
     let (mut out, mut err) = (Lines::default(), Lines::default());
     loop {
         match stream.message().await {
             Ok(Some(m)) => match m.msg {
                 Some(Out::Stdout(b)) if json => res.stdout.push_str(&String::from_utf8_lossy(&b)),
                 Some(Out::Stderr(b)) if json => res.stderr.push_str(&String::from_utf8_lossy(&b)),
-                Some(Out::Stdout(b)) => out.feed(&b, &prefix, false),
-                Some(Out::Stderr(b)) => err.feed(&b, &prefix, true),
+                Some(Out::Stdout(b)) => out.feed(&b, prefix, false),
+                Some(Out::Stderr(b)) => err.feed(&b, prefix, true),
                 Some(Out::Started(s)) => {
-                    if let Err(f) = super::check_started(tools_asked, &s) {
+                    if let Err(f) = check_started(tools_asked, &s) {
                         res.error = Some(f.first_line());
                         break;
                     }
                 }
-                Some(Out::Exited(e)) => {
-                    res.outcome = Outcome::Exited;
-                    match e.status {
-                        Some(exited::Status::Code(c)) => res.exit_code = Some(c),
-                        Some(exited::Status::Signal(s)) => res.signal = Some(s),
-                        None => {}
-                    }
-                    let why: Vec<&str> = [e.error.as_str(), e.note.as_str()]
-                        .into_iter()
-                        .filter(|m| !m.is_empty())
-                        .collect();
-                    res.error = (!why.is_empty()).then(|| why.join("; "));
-                }
+                Some(Out::Exited(e)) => record_exit(res, &e),
                 _ => {}
             },
             Ok(None) => break,
@@ -213,13 +220,18 @@ async fn one_pod(
             }
         }
     }
-    drop(keep);
-    out.flush(&prefix, false);
-    err.flush(&prefix, true);
-    if res.error.is_some() {
-        report_error(&res, json);
-    }
-    res
+    (out, err)
+}
+
+/// The remote status, and the agent's error and note as the pod's error.
+fn record_exit(res: &mut PodResult, e: &Exited) {
+    res.outcome = Outcome::Exited;
+    (res.exit_code, res.signal) = status_of(e);
+    let why: Vec<&str> = [e.error.as_str(), e.note.as_str()]
+        .into_iter()
+        .filter(|m| !m.is_empty())
+        .collect();
+    res.error = (!why.is_empty()).then(|| why.join("; "));
 }
 
 /// `[NS/POD/CONTAINER] `, coloured per pod on a terminal.
