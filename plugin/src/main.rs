@@ -1,4 +1,5 @@
-//! `kubectl-ns`: parse, dispatch, map errors to exit codes (see `exit`).
+//! `kubectl-ns`: set up its log (`KNS_LOG`), parse, dispatch, map errors
+//! to exit codes (see `error`).
 #![forbid(unsafe_code)]
 
 use std::os::fd::AsFd;
@@ -19,7 +20,23 @@ fn stdin_is_data() -> bool {
         .is_ok_and(|m| m.file_type().is_fifo() || m.file_type().is_file())
 }
 
+/// kubectl-ns's own log (`KNS_LOG=debug`, a filter as the agent's), on
+/// stderr. Unset (or unparsable), nothing is set up and nothing is logged:
+/// the output stays the command's and kubectl-ns's messages only.
+fn init_tracing() {
+    use std::io::IsTerminal;
+    let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("KNS_LOG") else {
+        return;
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 fn main() -> ExitCode {
+    init_tracing();
     kns_plugin::timings::init();
     let argv: Vec<String> = std::env::args().collect();
     // kubectl completes `kubectl ns …` by running `kubectl_complete-ns`
