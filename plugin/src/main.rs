@@ -76,8 +76,8 @@ fn main() -> ExitCode {
             Ok(None) => {}
             Ok(Some(note)) => eprintln!("kubectl-ns: {note}"),
             Err(f) => {
-                eprintln!("kubectl-ns: {}", f.message);
-                return ExitCode::from(f.code);
+                eprintln!("kubectl-ns: {f}");
+                return ExitCode::from(f.code());
             }
         }
     }
@@ -115,8 +115,8 @@ fn main() -> ExitCode {
     let code = match result {
         Ok(c) => c,
         Err(f) => {
-            eprintln!("kubectl-ns: {}", f.message);
-            f.code
+            eprintln!("kubectl-ns: {f}");
+            f.code()
         }
     };
     kns_plugin::timings::report();

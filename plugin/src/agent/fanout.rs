@@ -87,7 +87,7 @@ async fn list(channel: AgentChannel, namespaces: bool) -> Result<ListResponse, S
         .list(ListRequest { namespaces })
         .await
         .map(tonic::Response::into_inner)
-        .map_err(|s| error::status_failure(&s).message.replace('\n', "; "))
+        .map_err(|s| error::status_failure(&s).one_line())
 }
 
 /// Every node's agent's List, asked at once within `bounds`: through the
@@ -107,7 +107,7 @@ pub async fn list_nodes(
             async move {
                 let channel = transport::connect(&addr)
                     .await
-                    .map_err(|e| Failure::from(e).message.replace('\n', "; "))?;
+                    .map_err(|e| Failure::from(e).one_line())?;
                 list(channel, namespaces).await
             }
         })
@@ -206,12 +206,12 @@ pub async fn agent_channel(
     port: u16,
     auth: transport::AgentAuth,
 ) -> Result<AgentChannel, String> {
-    let first_line = |f: Failure| f.first_line();
+    let headline = |f: Failure| f.headline();
     let pods = agents.get(node).map(Vec::as_slice).unwrap_or_default();
-    let pod = choose_agent(pods, node, &r.agent_namespace).map_err(first_line)?;
+    let pod = choose_agent(pods, node, &r.agent_namespace).map_err(headline)?;
     transport::portforward(r.client.clone(), &r.agent_namespace, &pod, port, auth)
         .await
-        .map_err(|e| first_line(e.into()))
+        .map_err(|e| headline(e.into()))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! transport under it, and fan-out to many nodes' agents at once.
 
 pub mod cache;
+pub mod deadline;
 pub mod fanout;
 pub mod route;
 pub mod transport;

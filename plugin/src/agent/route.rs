@@ -129,27 +129,21 @@ pub struct Reached {
 }
 
 fn direct_needs_agent(d: &DirectTarget) -> Failure {
-    Failure::new(
-        crate::error::USAGE,
-        format!(
-            "{d}: pid/, container/ and node targets name things on one node; give --agent ADDR, \
+    Failure::usage(format!(
+        "{d}: pid/, container/ and node targets name things on one node; give --agent ADDR, \
              or name a pod (POD, NS/POD) or a node (node/NODE)"
-        ),
-    )
+    ))
 }
 
 /// Refuses --namespace with a target it cannot apply to: ignored, it would
 /// let the user believe the target was checked against it.
 pub fn namespace_applies(args: &KubeArgs, target: &Target) -> Result<(), Failure> {
     match (&args.namespace, target) {
-        (Some(ns), Target::Direct(d)) => Err(Failure::new(
-            crate::error::USAGE,
-            format!(
-                "--namespace {ns} names a pod's namespace, and {d} is not a pod: pid/, container/ and node each \
+        (Some(ns), Target::Direct(d)) => Err(Failure::usage(format!(
+            "--namespace {ns} names a pod's namespace, and {d} is not a pod: pid/, container/ and node each \
                  name one thing on the agent's node, whichever namespace its pod is in.\nHint: drop --namespace, \
                  or name the pod (NS/POD)"
-            ),
-        )),
+        ))),
         _ => Ok(()),
     }
 }
@@ -206,7 +200,7 @@ pub async fn reach_pod(
 pub async fn direct_version(addr: &str) -> Result<VersionResponse, Failure> {
     let mut client = AgentClient::new(transport::connect(addr).await?);
     timings::grpc_call();
-    let v = crate::error::answered(async {
+    let v = crate::agent::deadline::answered(async {
         client
             .version(VersionRequest {})
             .await
@@ -221,14 +215,11 @@ pub async fn direct_version(addr: &str) -> Result<VersionResponse, Failure> {
 /// agent was the one acted on.
 pub fn no_direct_agent(args: &KubeArgs, command: &str) -> Result<(), Failure> {
     match &args.agent {
-        Some(addr) => Err(Failure::new(
-            crate::error::USAGE,
-            format!(
-                "{command} works through the Kubernetes API, for the agents of every node, and --agent {addr} \
+        Some(addr) => Err(Failure::usage(format!(
+            "{command} works through the Kubernetes API, for the agents of every node, and --agent {addr} \
                  (or KNS_AGENT) names one agent to talk to directly: drop it (for that agent alone, \
                  `kubectl-ns status --agent {addr}` and `kubectl-ns version --agent {addr}` report on it)"
-            ),
-        )),
+        ))),
         None => Ok(()),
     }
 }
@@ -256,7 +247,7 @@ async fn reported_version(r: Resolver, port: u16, pod: String) -> Result<Version
             .map_err(|s| crate::error::status_failure(&s))
     };
     match tokio::time::timeout(VERSION_TIMEOUT, ask).await {
-        Ok(r) => r.map_err(|f| f.first_line()),
+        Ok(r) => r.map_err(|f| f.headline()),
         Err(_) => Err(format!("no answer within {}s", VERSION_TIMEOUT.as_secs())),
     }
 }

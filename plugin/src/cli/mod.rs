@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::cli::target::Target;
-use crate::error::{self, Failure};
+use crate::error::Failure;
 
 /// Run the node's own tools inside exactly the namespaces of a container.
 ///
@@ -345,14 +345,11 @@ impl ExecArgs {
         const WHAT: &str = "-i is the IPC namespace here (as in nsenter), not kubectl's --stdin";
         Ok(match (self.tty, others) {
             (true, false) => {
-                return Err(Failure::new(
-                    error::USAGE,
-                    format!(
-                        "{WHAT}: -i -t would enter only the IPC namespace.\nHint: -t already passes stdin; \
+                return Err(Failure::usage(format!(
+                    "{WHAT}: -i -t would enter only the IPC namespace.\nHint: -t already passes stdin; \
                          pick the namespaces you want, e.g. -n -t or -a -t; to enter only the IPC namespace \
                          with a terminal, write --ipc -t"
-                    ),
-                ));
+                )));
             }
             (true, true) => Some(format!(
                 "note: {WHAT}: the IPC namespace is entered too; -t already passes stdin (write --ipc to silence this)"
@@ -500,6 +497,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error;
 
     fn habit(args: &[&str], piped: bool) -> Result<Option<String>, Failure> {
         let argv: Vec<String> = ["kubectl-ns", "exec", "--agent", "unix:///x", "node"]
@@ -518,9 +516,9 @@ mod tests {
     fn dash_i_from_kubectl_habits_is_caught() {
         for it in [&["-it"][..], &["-ti"], &["-i", "-t"], &["-t", "-i"]] {
             let e = habit(it, false).unwrap_err();
-            assert_eq!(e.code, error::USAGE);
-            assert!(e.message.contains("-i is the IPC namespace"), "{}", e.message);
-            assert!(e.message.contains("--ipc -t"), "{}", e.message);
+            assert_eq!(e.code(), error::USAGE);
+            assert!(e.to_string().contains("-i is the IPC namespace"), "{}", e);
+            assert!(e.to_string().contains("--ipc -t"), "{}", e);
         }
         assert!(
             habit(&["-n", "-it"], false)

@@ -8,7 +8,7 @@ use crate::agent::fanout;
 use crate::agent::route;
 use crate::cli::{AuditArgs, Output};
 use crate::commands::ls::render;
-use crate::error::{self, Failure};
+use crate::error::Failure;
 use crate::report::findings::{self, Finding, Observations, Unknowns};
 
 /// The exit status when a finding of a kind named in `--fail-on` exists.
@@ -113,8 +113,7 @@ fn gated(findings: &[Finding], fail_on: &[findings::Kind]) -> bool {
 
 pub async fn run(args: AuditArgs) -> Result<u8, Failure> {
     if args.kube.agent.is_some() && args.node.is_none() {
-        return Err(Failure::new(
-            error::USAGE,
+        return Err(Failure::usage(
             "--agent reaches one node's agent: give --node NODE, the node it runs on",
         ));
     }

@@ -294,16 +294,13 @@ pub async fn install(args: InstallArgs) -> Result<u8, Failure> {
                     && !has_label(e, POD_SECURITY)
                     && !args.adopt_namespace
                 {
-                    return Err(Failure::new(
-                        crate::error::USAGE,
-                        format!(
-                            "namespace {agent_ns} exists and was not created by kubectl-ns: installing labels it \
+                    return Err(Failure::usage(format!(
+                        "namespace {agent_ns} exists and was not created by kubectl-ns: installing labels it \
                              {}={} (the agent needs hostPID and node capabilities), which lets every pod in it \
                              run privileged\nHint: install into a namespace of its own (the default, {AGENT_NAMESPACE}, \
                              or --agent-namespace NEW), or pass --adopt-namespace to label {agent_ns} anyway",
-                            POD_SECURITY.0, POD_SECURITY.1
-                        ),
-                    ));
+                        POD_SECURITY.0, POD_SECURITY.1
+                    )));
                 }
                 let (to_apply, warning) = namespace_to_apply(n, existing.as_ref());
                 if let Some(w) = warning {

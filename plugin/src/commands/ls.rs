@@ -288,8 +288,7 @@ fn pods_table(pods: &[PodReport], wide: bool) -> String {
 /// Exits 255 when some node could not be asked, after printing the rest.
 async fn many(args: &LsArgs) -> Result<u8, Failure> {
     if args.kube.agent.is_some() {
-        return Err(Failure::new(
-            error::USAGE,
+        return Err(Failure::usage(
             "--agent reaches one node's agent: name a target (a pod, node/NODE, container/ID)",
         ));
     }
@@ -362,7 +361,7 @@ async fn inspect(
     target: kns_proto::agent::Target,
 ) -> Result<InspectResponse, Failure> {
     crate::timings::grpc_call();
-    let r = crate::error::answered(async {
+    let r = crate::agent::deadline::answered(async {
         client
             .inspect(InspectRequest { target: Some(target) })
             .await
@@ -393,8 +392,7 @@ pub async fn run(args: LsArgs) -> Result<u8, Failure> {
         return many(&args).await;
     };
     if args.fanout.all_namespaces || args.fanout.selector.is_some() {
-        return Err(Failure::new(
-            error::USAGE,
+        return Err(Failure::usage(
             "-A and -l list many pods: give them without a target, or name one target without them",
         ));
     }

@@ -100,10 +100,7 @@ pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
                 );
             }
         }
-        Err(e) => eprintln!(
-            "kubectl-ns: {}",
-            error::api_failure("cannot list the agents", e).message
-        ),
+        Err(e) => eprintln!("kubectl-ns: {}", error::api_failure("cannot list the agents", e)),
     }
     Ok(0)
 }

@@ -436,7 +436,7 @@ mod tests {
         );
         p.spec.as_mut().unwrap().containers.clear();
         let e = choose_container(&p, None).unwrap_err();
-        assert_eq!(e.message, "pod web-1 has no containers");
+        assert_eq!(e.to_string(), "pod web-1 has no containers");
     }
 
     #[test]
@@ -462,7 +462,7 @@ mod tests {
         let p = pod(&["app", "side"], vec![s, status("side", running())]);
         let e = choose_container(&p, Some("app")).unwrap_err();
         assert_eq!(
-            e.message,
+            e.to_string(),
             "container app of pod web-1 is waiting (CrashLoopBackOff; last exit code 137 (OOMKilled)); pick another with -c: side"
         );
     }
@@ -482,7 +482,7 @@ mod tests {
             "debugger-id"
         );
         let e = choose_container(&p, Some("nope")).unwrap_err();
-        assert!(e.message.contains("has no container nope"), "{}", e.message);
+        assert!(e.to_string().contains("has no container nope"), "{}", e);
     }
 
     #[test]
@@ -492,7 +492,7 @@ mod tests {
         assert!(
             choose_container(&p, None)
                 .unwrap_err()
-                .message
+                .to_string()
                 .contains("not scheduled")
         );
         let mut p = pod(&["app"], vec![status("app", running())]);
@@ -500,7 +500,7 @@ mod tests {
         assert!(
             choose_container(&p, None)
                 .unwrap_err()
-                .message
+                .to_string()
                 .contains("inside a VM")
         );
         p.spec.as_mut().unwrap().runtime_class_name = Some("gvisor".into());
@@ -512,11 +512,11 @@ mod tests {
     #[test]
     fn agent_must_exist_and_be_ready() {
         let e = choose_agent(&[], "node-a", AGENT_NAMESPACE).unwrap_err();
-        assert!(e.message.contains("kubectl ns install"), "{}", e.message);
+        assert!(e.to_string().contains("kubectl ns install"), "{}", e);
         let mut agent = pod(&["agent"], vec![]);
         agent.metadata.name = Some("kubectl-ns-agent-x".into());
         let e = choose_agent(std::slice::from_ref(&agent), "node-a", AGENT_NAMESPACE).unwrap_err();
-        assert!(e.message.contains("not ready"), "{}", e.message);
+        assert!(e.to_string().contains("not ready"), "{}", e);
         agent.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
             type_: "Ready".into(),
             status: "True".into(),
@@ -588,11 +588,11 @@ mod api_tests {
         let e = r.pod(Some("prod"), "web-1").await.unwrap_err();
         server.await.unwrap();
         assert!(
-            e.message.contains("pod web-1 not found in namespace prod"),
+            e.to_string().contains("pod web-1 not found in namespace prod"),
             "{}",
-            e.message
+            e.to_string()
         );
-        assert!(e.message.contains("--namespace NS or NS/web-1"), "{}", e.message);
+        assert!(e.to_string().contains("--namespace NS or NS/web-1"), "{}", e);
     }
 
     #[tokio::test]
@@ -632,9 +632,9 @@ mod api_tests {
         let e = r.agent_on("node-a").await.unwrap_err();
         server.await.unwrap();
         assert!(
-            e.message.contains("node node-a has no kubectl-ns agent"),
+            e.to_string().contains("node node-a has no kubectl-ns agent"),
             "{}",
-            e.message
+            e.to_string()
         );
     }
 
@@ -653,9 +653,9 @@ mod api_tests {
         let e = r.agent_on("node-a").await.unwrap_err();
         server.await.unwrap();
         assert!(
-            e.message.contains("forbidden") && e.message.contains("kubectl-ns-user"),
+            e.to_string().contains("forbidden") && e.to_string().contains("kubectl-ns-user"),
             "{}",
-            e.message
+            e.to_string()
         );
     }
 }

@@ -54,8 +54,7 @@ enum Outcome {
 
 pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
     if args.tty || args.stdin {
-        return Err(Failure::new(
-            error::USAGE,
+        return Err(Failure::usage(
             "-l runs in many pods at once, without a terminal or stdin: drop -t and --stdin",
         ));
     }
@@ -137,7 +136,7 @@ async fn one_pod(
             } else {
                 Outcome::NotRunning
             };
-            res.error = Some(f.first_line());
+            res.error = Some(f.headline());
             report_error(&res, json);
             return res;
         }
@@ -148,7 +147,7 @@ async fn one_pod(
         Ok(ch) => ch,
         Err(f) => {
             res.outcome = Outcome::NoAgent;
-            res.error = Some(f.first_line());
+            res.error = Some(f.headline());
             report_error(&res, json);
             return res;
         }
@@ -171,7 +170,7 @@ async fn one_pod(
     {
         Ok(s) => s.into_inner(),
         Err(s) => {
-            res.error = Some(error::status_failure(&s).first_line());
+            res.error = Some(error::status_failure(&s).headline());
             report_error(&res, json);
             return res;
         }
@@ -205,7 +204,7 @@ async fn relay(
                 Some(Out::Stderr(b)) => err.feed(&b, prefix, true),
                 Some(Out::Started(s)) => {
                     if let Err(f) = check_started(tools_asked, &s) {
-                        res.error = Some(f.first_line());
+                        res.error = Some(f.headline());
                         break;
                     }
                 }
@@ -215,7 +214,7 @@ async fn relay(
             Ok(None) => break,
             Err(s) => {
                 res.outcome = Outcome::Failed;
-                res.error = Some(error::status_failure(&s).first_line());
+                res.error = Some(error::status_failure(&s).headline());
                 break;
             }
         }

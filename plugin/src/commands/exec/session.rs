@@ -148,7 +148,7 @@ async fn open(
             .await
             .map_err(|s| error::status_failure(&s))
     };
-    tokio::time::timeout(error::ANSWER_TIMEOUT, open)
+    tokio::time::timeout(crate::agent::deadline::ANSWER_TIMEOUT, open)
         .await
         .unwrap_or_else(|_| Err(error::silent(reaching.get())))
 }

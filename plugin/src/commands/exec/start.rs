@@ -9,7 +9,7 @@ use kns_proto::agent::{ExecStart, Exited, Namespace, Started, ToolSource, Window
 use super::terminal;
 use crate::cli::target::Target;
 use crate::cli::{ExecArgs, NsFlags, Tools};
-use crate::error::{self, Failure};
+use crate::error::Failure;
 use crate::kube::resolve::KubeTarget;
 
 /// Largest message accepted from the agent (its chunks are 1 MiB).
@@ -34,8 +34,7 @@ impl NsFlags {
         .map(|(_, n)| n)
         .collect();
         if chosen.is_empty() {
-            return Err(Failure::new(
-                error::USAGE,
+            return Err(Failure::usage(
                 "no namespace chosen: pick at least one of -n (net), -p (pid), -m (mount), -u (uts), \
                  -i (ipc), -U (user), -C (cgroup), -T (time), or -a (all)",
             ));
@@ -93,10 +92,9 @@ fn check_target_flags(args: &ExecArgs) -> Result<(), Failure> {
             .into_iter()
             .find_map(|(given, flag)| given.then_some(flag))
     {
-        return Err(Failure::new(
-            error::USAGE,
-            format!("{flag} goes with -l SELECTOR (many pods at once); one target prints its own output"),
-        ));
+        return Err(Failure::usage(format!(
+            "{flag} goes with -l SELECTOR (many pods at once); one target prints its own output"
+        )));
     }
     if let Some(c) = &args.container
         && args
@@ -104,12 +102,9 @@ fn check_target_flags(args: &ExecArgs) -> Result<(), Failure> {
             .as_ref()
             .is_some_and(|t| !matches!(t, Target::Kube(KubeTarget::Pod { .. })))
     {
-        return Err(Failure::new(
-            error::USAGE,
-            format!(
-                "-c {c} names a container of a pod, and the target is not a pod (container/ID is one container already)"
-            ),
-        ));
+        return Err(Failure::usage(format!(
+            "-c {c} names a container of a pod, and the target is not a pod (container/ID is one container already)"
+        )));
     }
     if let Some(t) = &args.target {
         crate::agent::route::namespace_applies(&args.kube, t)?;
@@ -121,16 +116,14 @@ fn check_target_flags(args: &ExecArgs) -> Result<(), Failure> {
 fn check_tool_flags(args: &ExecArgs) -> Result<(), Failure> {
     let agent_tools = args.tools == Tools::Agent;
     if agent_tools && args.ns.user {
-        return Err(Failure::new(
-            error::USAGE,
+        return Err(Failure::usage(
             "--tools agent and -U exclude each other: in the target's user namespace the tool could be traced by \
              the target's processes, which would reach the agent's filesystem (its ServiceAccount token) \
              through it.\nHint: drop -U; the agent's tool runs as node root in the other namespaces you chose",
         ));
     }
     if agent_tools && args.ns.mount {
-        return Err(Failure::new(
-            error::USAGE,
+        return Err(Failure::usage(
             "--tools agent and -m exclude each other: -m makes the tool the container image's own binary (run \
              as the container), --tools agent runs the agent image's as node root in the agent's mount \
              namespace.\nHint: drop -m to run the agent's tool in the other namespaces you chose, or drop \
@@ -138,8 +131,7 @@ fn check_tool_flags(args: &ExecArgs) -> Result<(), Failure> {
         ));
     }
     if args.privileged && !(args.ns.mount || args.ns.all) || args.privileged && agent_tools {
-        return Err(Failure::new(
-            error::USAGE,
+        return Err(Failure::usage(
             "--privileged only changes -m (or -a without --tools agent): without the mount namespace the tool \
              is the node's or the agent's own binary and runs as node root already",
         ));
@@ -156,7 +148,7 @@ fn environment(args: &ExecArgs, tty: bool) -> Result<HashMap<String, String>, Fa
                 env.insert(k.to_owned(), v.to_owned());
             }
             _ => {
-                return Err(Failure::new(error::USAGE, format!("-e {kv}: expected KEY=VALUE")));
+                return Err(Failure::usage(format!("-e {kv}: expected KEY=VALUE")));
             }
         }
     }
@@ -192,6 +184,7 @@ pub(crate) fn status_of(e: &Exited) -> (Option<i32>, Option<i32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error;
 
     #[test]
     fn all_means_every_namespace() {
@@ -207,8 +200,8 @@ mod tests {
         };
         assert_eq!(f.namespaces().unwrap(), vec![Namespace::Net, Namespace::Uts]);
         let e = NsFlags::default().namespaces().unwrap_err();
-        assert_eq!(e.code, error::USAGE);
-        assert!(e.message.contains("no namespace chosen"));
+        assert_eq!(e.code(), error::USAGE);
+        assert!(e.to_string().contains("no namespace chosen"));
     }
 
     fn start(flags: &[&str]) -> Result<ExecStart, Failure> {
@@ -241,8 +234,8 @@ mod tests {
             &["-a", "--privileged", "--tools", "agent"],
         ] {
             let e = start(flags).unwrap_err();
-            assert_eq!(e.code, error::USAGE, "{flags:?}");
-            assert!(e.message.contains("--tools agent"), "{flags:?}: {}", e.message);
+            assert_eq!(e.code(), error::USAGE, "{flags:?}");
+            assert!(e.to_string().contains("--tools agent"), "{flags:?}: {}", e);
         }
     }
 
@@ -254,6 +247,6 @@ mod tests {
         };
         assert!(check_started(ToolSource::Agent as i32, &started(ToolSource::Agent)).is_ok());
         let e = check_started(ToolSource::Agent as i32, &started(ToolSource::Node)).unwrap_err();
-        assert!(e.message.contains("older than --tools agent"), "{}", e.message);
+        assert!(e.to_string().contains("older than --tools agent"), "{}", e);
     }
 }
