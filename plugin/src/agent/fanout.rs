@@ -16,7 +16,7 @@ use kube::api::{Api, ListParams};
 use crate::agent::transport;
 use crate::cli::{FanoutArgs, KubeArgs};
 use crate::error::{self, Failure, api_failure};
-use crate::kube::resolve::{AGENT_LABEL, Resolver, choose_agent};
+use crate::kube::resolve::{Resolver, choose_agent};
 use crate::report::findings::Observations;
 
 /// Which pods a many-pod command covers.
@@ -179,8 +179,7 @@ where
 /// The ready agent pod of every node, or why a node has none: one list of
 /// the agent pods for all nodes.
 pub async fn agents(r: &Resolver) -> Result<BTreeMap<String, Vec<Pod>>, Failure> {
-    let pods = Api::<Pod>::namespaced(r.client.clone(), &r.agent_namespace)
-        .list(&ListParams::default().labels(AGENT_LABEL))
+    let pods = crate::kube::agents::list(&r.client, &r.agent_namespace, None)
         .await
         .map_err(|e| {
             api_failure(
@@ -189,7 +188,7 @@ pub async fn agents(r: &Resolver) -> Result<BTreeMap<String, Vec<Pod>>, Failure>
             )
         })?;
     let mut by_node: BTreeMap<String, Vec<Pod>> = BTreeMap::new();
-    for p in pods.items {
+    for p in pods {
         if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
             by_node.entry(node).or_default().push(p);
         }

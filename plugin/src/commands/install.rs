@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::Resource;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, WatchEvent, WatchParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
@@ -23,7 +23,7 @@ use crate::cli::{InstallArgs, UninstallArgs};
 use crate::error::{Failure, api_failure};
 use crate::kube::manifests::{self, Object};
 use crate::kube::placement;
-use crate::kube::resolve::{AGENT_LABEL, AGENT_NAMESPACE, pod_ready};
+use crate::kube::resolve::{AGENT_NAMESPACE, pod_ready};
 
 /// The field manager kubectl-ns applies as.
 pub const FIELD_MANAGER: &str = "kubectl-ns";
@@ -161,10 +161,9 @@ fn progress(ds: &DaemonSet) -> String {
 
 /// Why each agent pod is not ready, one line per pod, for the timeout
 /// message: what the user needs, not only the rollout count.
-async fn not_ready_agents(api: &Api<Pod>) -> String {
-    match api.list(&ListParams::default().labels(AGENT_LABEL)).await {
+async fn not_ready_agents(client: &kube::Client, ns: &str) -> String {
+    match crate::kube::agents::list(client, ns, None).await {
         Ok(list) => list
-            .items
             .iter()
             .filter(|p| !pod_ready(p))
             .map(|p| {
@@ -267,7 +266,7 @@ async fn wait_rollout(client: &kube::Client, ns: &str, name: &str, timeout: Dura
                  which nodes lack a ready agent and why; `kubectl -n {ns} describe daemonset {name}` shows the \
                  DaemonSet's events",
             timeout.as_secs(),
-            not_ready_agents(&Api::namespaced(client.clone(), ns)).await,
+            not_ready_agents(client, ns).await,
         ))),
     }
 }

@@ -13,7 +13,7 @@ use crate::cli::StatusArgs;
 use crate::error::{Failure, api_failure};
 use crate::kube::manifests;
 use crate::kube::placement;
-use crate::kube::resolve::{AGENT_LABEL, pod_ready};
+use crate::kube::resolve::pod_ready;
 
 /// A node's agent, as far as the API tells.
 #[derive(Debug, PartialEq, Eq)]
@@ -210,8 +210,7 @@ pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
         .list(&ListParams::default())
         .await
         .map_err(|e| api_failure("cannot list nodes", e))?;
-    let agents = Api::<Pod>::namespaced(r.client.clone(), &r.agent_namespace)
-        .list(&ListParams::default().labels(AGENT_LABEL))
+    let agents = crate::kube::agents::list(&r.client, &r.agent_namespace, None)
         .await
         .map_err(|e| {
             api_failure(
@@ -221,7 +220,7 @@ pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
         })?;
     let ds = route::agent_daemonset(&r).await?;
     let template = ds.and_then(|d| d.spec?.template.spec);
-    let rows = rows(&nodes.items, &agents.items, template.as_ref(), &r.agent_namespace);
+    let rows = rows(&nodes.items, &agents, template.as_ref(), &r.agent_namespace);
     let ready = rows.iter().filter_map(|r| match &r.agent {
         Agent::Ready { pod } => Some(pod.clone()),
         _ => None,

@@ -4,12 +4,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 use kns_proto::agent::VersionResponse;
-use kube::api::{Api, ListParams};
 
 use crate::agent::route;
 use crate::cli::VersionArgs;
 use crate::error::{self, Failure};
-use crate::kube::resolve::{AGENT_LABEL, pod_ready};
+use crate::kube::resolve::pod_ready;
 
 /// Reported versions → how many agents report each; and the agents that
 /// could not be asked, with why.
@@ -68,11 +67,9 @@ pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
     let Ok(r) = route::resolver(&args.kube).await else {
         return Ok(0);
     };
-    let pods = Api::<Pod>::namespaced(r.client.clone(), &r.agent_namespace)
-        .list(&ListParams::default().labels(AGENT_LABEL))
-        .await;
+    let pods = crate::kube::agents::list(&r.client, &r.agent_namespace, None).await;
     match pods {
-        Ok(list) if list.items.is_empty() => {
+        Ok(list) if list.is_empty() => {
             println!(
                 "agents: none in namespace {} (`kubectl ns install`)",
                 r.agent_namespace
@@ -81,7 +78,7 @@ pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
         Ok(list) => {
             // The versions the agents report, not their image tags: a tag
             // may be a digest or a moving name like `latest`.
-            let (ready, not_ready): (Vec<&Pod>, Vec<&Pod>) = list.items.iter().partition(|p| pod_ready(p));
+            let (ready, not_ready): (Vec<&Pod>, Vec<&Pod>) = list.iter().partition(|p| pod_ready(p));
             let names = ready.iter().filter_map(|p| p.metadata.name.clone());
             let (counts, failed) = tally(route::agent_versions(&r, args.kube.agent_port, names).await);
             for (version, n) in counts {

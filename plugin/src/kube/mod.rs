@@ -2,6 +2,7 @@
 //! its agent, where the agent's DaemonSet can run, and the manifests
 //! `install` applies.
 
+pub mod agents;
 pub mod manifests;
 pub mod placement;
 pub mod resolve;

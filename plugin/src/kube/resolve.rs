@@ -5,7 +5,7 @@
 //! path is unit-tested; `Resolver` only fetches.
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Node, Pod};
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 
 use crate::agent::cache::AgentCache;
 use crate::error::{Failure, api_failure};
@@ -317,20 +317,18 @@ impl Resolver {
 
     /// The ready agent pod on `node`.
     pub async fn agent_on(&self, node: &str) -> Result<String, Failure> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.agent_namespace);
-        let lp = ListParams::default()
-            .labels(AGENT_LABEL)
-            .fields(&format!("spec.nodeName={node}"));
-        let pods = api.list(&lp).await.map_err(|e| {
-            api_failure(
-                &format!(
-                    "cannot list kubectl-ns agents in namespace {}",
-                    self.agent_namespace
-                ),
-                e,
-            )
-        })?;
-        choose_agent(&pods.items, node, &self.agent_namespace)
+        let pods = super::agents::list(&self.client, &self.agent_namespace, Some(node))
+            .await
+            .map_err(|e| {
+                api_failure(
+                    &format!(
+                        "cannot list kubectl-ns agents in namespace {}",
+                        self.agent_namespace
+                    ),
+                    e,
+                )
+            })?;
+        choose_agent(&pods, node, &self.agent_namespace)
     }
 }
 
