@@ -14,5 +14,5 @@ pub const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3
 pub async fn answered<T>(call: impl std::future::Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
     tokio::time::timeout(ANSWER_TIMEOUT, call)
         .await
-        .unwrap_or_else(|_| Err(crate::error::silent(false)))
+        .unwrap_or_else(|_| Err(crate::error::silent(false, ANSWER_TIMEOUT)))
 }

@@ -16,7 +16,8 @@ use kube::api::{Api, ListParams};
 use crate::agent::transport;
 use crate::cli::{FanoutArgs, KubeArgs};
 use crate::error::{self, Failure, api_failure};
-use crate::kube::resolve::{Resolver, choose_agent};
+use crate::kube::resolve::choose_agent;
+use crate::kube::resolver::Resolver;
 use crate::report::findings::Observations;
 
 /// Which pods a many-pod command covers.

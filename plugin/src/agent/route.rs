@@ -19,7 +19,8 @@ use crate::cli::KubeArgs;
 use crate::cli::target::{DirectTarget, Target};
 use crate::error::Failure;
 use crate::kube::manifests;
-use crate::kube::resolve::{self, KubeTarget, PodContainers, Resolver};
+use crate::kube::resolve::{self, KubeTarget, PodContainers};
+use crate::kube::resolver::Resolver;
 use crate::timings;
 
 /// A client for the context the user chose.

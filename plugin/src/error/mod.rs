@@ -58,10 +58,13 @@ pub enum Failure {
     /// The agent, or the way to it, could not be reached or used.
     #[error("{}", wording::transport(.0))]
     Transport(#[from] TransportError),
-    /// No answer within [`ANSWER_TIMEOUT`](crate::agent::deadline::ANSWER_TIMEOUT);
-    /// `reaching`: while the target was still being reached.
-    #[error("{}", wording::silent(*reaching))]
-    Silent { reaching: bool },
+    /// No answer within `after` (the agent's answer timeout); `reaching`:
+    /// while the target was still being reached.
+    #[error("{}", wording::silent(*reaching, *after))]
+    Silent {
+        reaching: bool,
+        after: std::time::Duration,
+    },
 }
 
 impl Failure {
@@ -126,8 +129,8 @@ pub fn broken_session(s: &tonic::Status, direct: bool) -> Failure {
 /// No answer within the answer timeout. While the target is still being
 /// reached (`reaching`: looked up through the API server, then the
 /// port-forward opened) the agent may never have been asked.
-pub fn silent(reaching: bool) -> Failure {
-    Failure::Silent { reaching }
+pub fn silent(reaching: bool, after: std::time::Duration) -> Failure {
+    Failure::Silent { reaching, after }
 }
 
 /// The exit code for a remote status: the code itself, or 128+N for a

@@ -3,7 +3,6 @@
 //! transport) are said here for the user, in one place.
 
 use super::grant::{DeniedRule, grant};
-use crate::agent::deadline::ANSWER_TIMEOUT;
 use crate::agent::transport::TransportError;
 
 /// An error and its causes, `a: b: c`, as anyhow's alternate form prints
@@ -211,11 +210,11 @@ pub(super) fn transport(e: &TransportError) -> String {
     }
 }
 
-/// What to say when [`ANSWER_TIMEOUT`] passed. While the target is still
+/// What to say when the answer timeout (`after`) passed. While the target is still
 /// being reached (`reaching`: looked up through the API server, then the
 /// port-forward opened) the agent may never have been asked.
-pub(super) fn silent(reaching: bool) -> String {
-    let secs = ANSWER_TIMEOUT.as_secs();
+pub(super) fn silent(reaching: bool, after: std::time::Duration) -> String {
+    let secs = after.as_secs();
     if reaching {
         let server = API_SERVER.get().map(|u| format!(" at {u}")).unwrap_or_default();
         return format!(

@@ -6,3 +6,4 @@ pub mod agents;
 pub mod manifests;
 pub mod placement;
 pub mod resolve;
+pub mod resolver;

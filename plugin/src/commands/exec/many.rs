@@ -116,7 +116,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
 
 async fn one_pod(
     args: &ExecArgs,
-    r: &resolve::Resolver,
+    r: &crate::kube::resolver::Resolver,
     pod: &Pod,
     mut start: kns_proto::agent::ExecStart,
     json: bool,

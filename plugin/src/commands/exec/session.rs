@@ -150,7 +150,12 @@ async fn open(
     };
     tokio::time::timeout(crate::agent::deadline::ANSWER_TIMEOUT, open)
         .await
-        .unwrap_or_else(|_| Err(error::silent(reaching.get())))
+        .unwrap_or_else(|_| {
+            Err(error::silent(
+                reaching.get(),
+                crate::agent::deadline::ANSWER_TIMEOUT,
+            ))
+        })
 }
 
 /// Reads the agent's replies and hands the output to the writer, until the
