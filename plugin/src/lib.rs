@@ -2,7 +2,12 @@
 //! the namespaces of a pod's container, through the kubectl-ns agent.
 //!
 //! The plugin never enters namespaces itself; it parses and validates what
-//! the user asked for, reaches an agent, and drives it over gRPC.
+//! the user asked for, reaches an agent, and drives it over gRPC. The
+//! folders follow that path: `cli` (what was asked), `commands` (one verb
+//! each), `kube` (pods, nodes and agent pods through the API), `agent` (the
+//! route and connection to an agent, many at once), `report` (what agents
+//! observed, judged and tabled), `error` (every failure, its wording and
+//! exit code).
 #![forbid(unsafe_code)]
 
 pub mod agent;

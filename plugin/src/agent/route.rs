@@ -1,6 +1,7 @@
-//! Reaching the cluster and the agent: a client from the kubeconfig (or
-//! in-cluster), the target resolved to a node and container, and a gRPC
-//! channel to that node's agent.
+//! The route to an agent: a client from the kubeconfig (or in-cluster),
+//! the target resolved to a node and container, and a gRPC channel to that
+//! node's agent, `--agent` directly or through the API server's
+//! port-forward (with the user's credentials and the agent cache).
 
 use std::collections::BTreeMap;
 

@@ -21,7 +21,7 @@ static AGENT_NAME: std::sync::LazyLock<ServerName<'static>> =
     std::sync::LazyLock::new(|| ServerName::try_from("kubectl-ns-agent").expect("a valid DNS name"));
 
 /// What can go wrong on the way to an agent; worded for the user by
-/// `exit`'s `From<TransportError> for Failure`.
+/// `error::Failure::Transport` (its wording is in `error/wording`).
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("--agent {addr}: expected unix:///PATH or tcp://HOST:PORT (also http://HOST:PORT)")]

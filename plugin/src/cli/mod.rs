@@ -1,5 +1,6 @@
 //! Command-line definitions: parsed here, validated into typed requests by
-//! each command before anything is sent.
+//! each command before anything is sent. `target` parses what to enter;
+//! `hint` says what to use after a kubectl habit that does not apply.
 
 mod hint;
 pub mod target;

@@ -1,4 +1,5 @@
-//! One module per subcommand.
+//! One module per subcommand; a verb with helpers of its own is a folder
+//! (`exec/`).
 
 pub mod audit;
 pub mod exec;
