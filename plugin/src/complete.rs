@@ -211,7 +211,7 @@ impl Scan {
                 _ => {}
             }
         }
-        scan.kube.agent_namespace = crate::resolve::AGENT_NAMESPACE.to_owned();
+        scan.kube.agent_namespace = crate::kube::resolve::AGENT_NAMESPACE.to_owned();
         scan
     }
 }
@@ -329,7 +329,7 @@ where
     Fut: std::future::Future<Output = Result<Vec<String>, kube::Error>>,
 {
     let work = async {
-        let r = crate::cluster::resolver(kube).await.ok()?;
+        let r = crate::agent::route::resolver(kube).await.ok()?;
         ask(r.client, r.namespace).await.ok()
     };
     tokio::time::timeout(api_timeout(), work)

@@ -2,25 +2,22 @@
 //! the namespaces of a pod's container, through the kubectl-ns agent.
 //!
 //! The plugin never enters namespaces itself; it parses and validates what
-//! the user asked for, reaches an agent, and drives it over gRPC.
+//! the user asked for, reaches an agent, and drives it over gRPC. The
+//! folders follow that path: `cli` (what was asked), `commands` (one verb
+//! each), `kube` (pods, nodes and agent pods through the API), `agent` (the
+//! route and connection to an agent, many at once), `report` (what agents
+//! observed, judged and tabled), `error` (every failure, its wording and
+//! exit code).
 #![forbid(unsafe_code)]
 
-pub mod cache;
+pub mod agent;
 pub mod cli;
-pub mod cluster;
 pub mod commands;
 pub mod complete;
-pub mod exit;
-pub mod fanout;
-pub mod findings;
-pub mod inventory;
-pub mod manifests;
-pub mod placement;
-pub mod resolve;
-pub mod target;
-pub mod terminal;
+pub mod error;
+pub mod kube;
+pub mod report;
 pub mod timings;
-pub mod transport;
 
 /// Labels from pairs, for building test objects.
 #[cfg(test)]
@@ -43,7 +40,7 @@ pub(crate) fn running_pod(
         Container, ContainerState, ContainerStateRunning, ContainerStatus, Pod, PodSpec, PodStatus,
     };
     Pod {
-        metadata: kube::api::ObjectMeta {
+        metadata: ::kube::api::ObjectMeta {
             name: Some(name.into()),
             namespace: Some(namespace.into()),
             uid: Some(format!("{name}-uid")),

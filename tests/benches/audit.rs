@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use kns_plugin::findings::{self, Observations, Unknowns};
+use kns_plugin::report::findings::{self, Observations, Unknowns};
 use kns_proto::agent::agent_client::AgentClient;
 use kns_proto::agent::{ContainerInfo, ListRequest, ListResponse, Namespace, NamespaceId, ProcessInfo};
 use kns_proto::cri::runtime_service_client::RuntimeServiceClient;

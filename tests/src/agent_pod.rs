@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1 as k8s;
-use kns_plugin::manifests::{self, Object};
+use kns_plugin::kube::manifests::{self, Object};
 
 use crate::bins::plugin;
 use crate::containerd::{Lab, Pod, PodSpec};

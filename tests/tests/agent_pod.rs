@@ -21,7 +21,7 @@
 use std::path::Path;
 use std::process::Output;
 
-use kns_plugin::manifests;
+use kns_plugin::kube::manifests;
 use kns_tests::agent_pod::{AgentPod, archive, manifest_pod, read, toolbox_archive};
 use kns_tests::bins::{stderr, stdout};
 use kns_tests::cluster::AGENT_NAMESPACE;

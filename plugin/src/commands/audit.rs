@@ -4,12 +4,12 @@
 
 use serde::Serialize;
 
+use crate::agent::fanout;
+use crate::agent::route;
 use crate::cli::{AuditArgs, Output};
-use crate::cluster;
 use crate::commands::ls::render;
-use crate::exit::{self, Failure};
-use crate::fanout;
-use crate::findings::{self, Finding, Observations, Unknowns};
+use crate::error::Failure;
+use crate::report::findings::{self, Finding, Observations, Unknowns};
 
 /// The exit status when a finding of a kind named in `--fail-on` exists.
 pub const FOUND: u8 = 1;
@@ -113,16 +113,15 @@ fn gated(findings: &[Finding], fail_on: &[findings::Kind]) -> bool {
 
 pub async fn run(args: AuditArgs) -> Result<u8, Failure> {
     if args.kube.agent.is_some() && args.node.is_none() {
-        return Err(Failure::new(
-            exit::USAGE,
+        return Err(Failure::usage(
             "--agent reaches one node's agent: give --node NODE, the node it runs on",
         ));
     }
-    let r = cluster::resolver(&args.kube).await?;
-    let scope = args.fanout.scope(args.node.clone());
+    let r = route::resolver(&args.kube).await?;
+    let scope = fanout::Scope::of(&args.fanout, args.node.clone());
     let pods = fanout::pods(&r, &scope).await?;
     let nodes = fanout::nodes(&pods, &scope);
-    let observed = fanout::list_nodes(&args.kube, &r, nodes, args.fanout.bounds(), false).await?;
+    let observed = fanout::list_nodes(&args.kube, &r, nodes, fanout::Bounds::of(&args.fanout), false).await?;
     let scope = scope.describe(&r);
     let unknowns = match (&args.fanout.selector, args.fanout.all_namespaces) {
         (Some(_), _) => Unknowns::Off,
@@ -175,7 +174,7 @@ fn node_rows(observed: &Observations) -> Vec<NodeRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::findings::{Kind, Severity};
+    use crate::report::findings::{Kind, Severity};
 
     fn finding(kind: Kind, severity: Severity) -> Finding {
         Finding {

@@ -9,20 +9,21 @@ use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::Resource;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, WatchEvent, WatchParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
 
+use crate::agent::route;
 use crate::cli::{InstallArgs, UninstallArgs};
-use crate::exit::{Failure, api_failure};
-use crate::manifests::{self, Object};
-use crate::resolve::{AGENT_LABEL, AGENT_NAMESPACE, pod_ready};
-use crate::{cluster, placement};
+use crate::error::{Failure, api_failure};
+use crate::kube::manifests::{self, Object};
+use crate::kube::placement;
+use crate::kube::resolve::{AGENT_NAMESPACE, pod_ready};
 
 /// The field manager kubectl-ns applies as.
 pub const FIELD_MANAGER: &str = "kubectl-ns";
@@ -160,10 +161,9 @@ fn progress(ds: &DaemonSet) -> String {
 
 /// Why each agent pod is not ready, one line per pod, for the timeout
 /// message: what the user needs, not only the rollout count.
-async fn not_ready_agents(api: &Api<Pod>) -> String {
-    match api.list(&ListParams::default().labels(AGENT_LABEL)).await {
+async fn not_ready_agents(client: &kube::Client, ns: &str) -> String {
+    match crate::kube::agents::list(client, ns, None).await {
         Ok(list) => list
-            .items
             .iter()
             .filter(|p| !pod_ready(p))
             .map(|p| {
@@ -266,14 +266,14 @@ async fn wait_rollout(client: &kube::Client, ns: &str, name: &str, timeout: Dura
                  which nodes lack a ready agent and why; `kubectl -n {ns} describe daemonset {name}` shows the \
                  DaemonSet's events",
             timeout.as_secs(),
-            not_ready_agents(&Api::namespaced(client.clone(), ns)).await,
+            not_ready_agents(client, ns).await,
         ))),
     }
 }
 
 pub async fn install(args: InstallArgs) -> Result<u8, Failure> {
-    cluster::no_direct_agent(&args.kube, "install")?;
-    let r = cluster::resolver(&args.kube).await?;
+    route::no_direct_agent(&args.kube, "install")?;
+    let r = route::resolver(&args.kube).await?;
     let image = args.image.clone().unwrap_or_else(manifests::default_image);
     let agent_ns = &args.kube.agent_namespace;
     let objects = manifests::objects(agent_ns, &image)?;
@@ -293,16 +293,13 @@ pub async fn install(args: InstallArgs) -> Result<u8, Failure> {
                     && !has_label(e, POD_SECURITY)
                     && !args.adopt_namespace
                 {
-                    return Err(Failure::new(
-                        crate::exit::USAGE,
-                        format!(
-                            "namespace {agent_ns} exists and was not created by kubectl-ns: installing labels it \
+                    return Err(Failure::usage(format!(
+                        "namespace {agent_ns} exists and was not created by kubectl-ns: installing labels it \
                              {}={} (the agent needs hostPID and node capabilities), which lets every pod in it \
                              run privileged\nHint: install into a namespace of its own (the default, {AGENT_NAMESPACE}, \
                              or --agent-namespace NEW), or pass --adopt-namespace to label {agent_ns} anyway",
-                            POD_SECURITY.0, POD_SECURITY.1
-                        ),
-                    ));
+                        POD_SECURITY.0, POD_SECURITY.1
+                    )));
                 }
                 let (to_apply, warning) = namespace_to_apply(n, existing.as_ref());
                 if let Some(w) = warning {
@@ -377,8 +374,8 @@ async fn delete_namespace(api: Api<Namespace>, name: &str) -> Result<&'static st
 }
 
 pub async fn uninstall(args: UninstallArgs) -> Result<u8, Failure> {
-    cluster::no_direct_agent(&args.kube, "uninstall")?;
-    let r = cluster::resolver(&args.kube).await?;
+    route::no_direct_agent(&args.kube, "uninstall")?;
+    let r = route::resolver(&args.kube).await?;
     let objects = manifests::objects(&args.kube.agent_namespace, &manifests::default_image())?;
     let c = &r.client;
     let ns = &args.kube.agent_namespace;

@@ -2,19 +2,21 @@
 //! next to each other: compare first, enter second. For `node/NODE`, every
 //! namespace on the node and the containers in it (see `inventory`).
 
-use crate::transport::AgentChannel;
+use crate::agent::transport::AgentChannel;
 use k8s_openapi::api::core::v1::Pod;
 use kns_proto::agent::agent_client::AgentClient;
 use kns_proto::agent::{InspectRequest, InspectResponse, ListRequest, Namespace, ProcessInfo};
 use kube::api::{Api, ListParams};
 use serde::Serialize;
 
+use crate::agent::transport;
+use crate::agent::{fanout, route};
+use crate::cli::target::{DirectTarget, Target};
 use crate::cli::{LsArgs, Output};
-use crate::exit::{self, Failure};
-use crate::resolve::KubeTarget;
-use crate::target::{DirectTarget, Target};
-use crate::transport;
-use crate::{cluster, fanout, inventory, resolve};
+use crate::error::{self, Failure};
+use crate::kube::resolve;
+use crate::kube::resolve::KubeTarget;
+use crate::report::inventory;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -286,19 +288,18 @@ fn pods_table(pods: &[PodReport], wide: bool) -> String {
 /// Exits 255 when some node could not be asked, after printing the rest.
 async fn many(args: &LsArgs) -> Result<u8, Failure> {
     if args.kube.agent.is_some() {
-        return Err(Failure::new(
-            exit::USAGE,
+        return Err(Failure::usage(
             "--agent reaches one node's agent: name a target (a pod, node/NODE, container/ID)",
         ));
     }
-    let r = cluster::resolver(&args.kube).await?;
-    let scope = args.fanout.scope(None);
+    let r = route::resolver(&args.kube).await?;
+    let scope = fanout::Scope::of(&args.fanout, None);
     let pods = fanout::pods(&r, &scope).await?;
     let observed = fanout::list_nodes(
         &args.kube,
         &r,
         fanout::nodes(&pods, &scope),
-        args.fanout.bounds(),
+        fanout::Bounds::of(&args.fanout),
         false,
     )
     .await?;
@@ -352,7 +353,7 @@ async fn many(args: &LsArgs) -> Result<u8, Failure> {
         eprintln!("kubectl-ns: node {node} not observed: {why}");
     }
     print!("{}", render(&out, args.output, |wide| pods_table(&out, wide))?);
-    Ok(if missing.is_empty() { 0 } else { exit::FAILURE })
+    Ok(if missing.is_empty() { 0 } else { error::FAILURE })
 }
 
 async fn inspect(
@@ -360,11 +361,11 @@ async fn inspect(
     target: kns_proto::agent::Target,
 ) -> Result<InspectResponse, Failure> {
     crate::timings::grpc_call();
-    let r = crate::exit::answered(async {
+    let r = crate::agent::deadline::answered(async {
         client
             .inspect(InspectRequest { target: Some(target) })
             .await
-            .map_err(|s| exit::status_failure(&s))
+            .map_err(|s| error::status_failure(&s))
     })
     .await?;
     transport::warn_version_skew(r.metadata());
@@ -391,15 +392,14 @@ pub async fn run(args: LsArgs) -> Result<u8, Failure> {
         return many(&args).await;
     };
     if args.fanout.all_namespaces || args.fanout.selector.is_some() {
-        return Err(Failure::new(
-            exit::USAGE,
+        return Err(Failure::usage(
             "-A and -l list many pods: give them without a target, or name one target without them",
         ));
     }
-    cluster::namespace_applies(&args.kube, target)?;
+    route::namespace_applies(&args.kube, target)?;
     let text = match target {
         Target::Kube(KubeTarget::Pod { namespace, name }) => {
-            let (channel, containers) = cluster::reach_pod(&args.kube, namespace.as_deref(), name).await?;
+            let (channel, containers) = route::reach_pod(&args.kube, namespace.as_deref(), name).await?;
             let mut client = AgentClient::new(channel);
             let mut reports = Vec::new();
             for (cname, id) in &containers.running {
@@ -419,8 +419,8 @@ pub async fn run(args: LsArgs) -> Result<u8, Failure> {
             render(&p, args.output, |wide| pod_table(&p, wide))?
         }
         Target::Kube(KubeTarget::Node(node)) => {
-            let reached = cluster::reach(&args.kube, target, None).await?;
-            let r = cluster::resolver(&args.kube).await?;
+            let reached = route::reach(&args.kube, target, None).await?;
+            let r = route::resolver(&args.kube).await?;
             let on_node = ListParams::default().fields(&format!("spec.nodeName={node}"));
             let api = Api::<Pod>::all(r.client);
             let (pods, listed) = tokio::join!(api.list(&on_node), async {
@@ -428,17 +428,17 @@ pub async fn run(args: LsArgs) -> Result<u8, Failure> {
                 AgentClient::new(reached.channel)
                     .list(ListRequest { namespaces: true })
                     .await
-                    .map_err(|s| exit::status_failure(&s))
+                    .map_err(|s| error::status_failure(&s))
             });
             let pods =
-                pods.map_err(|e| exit::api_failure(&format!("cannot list the pods on node {node}"), e))?;
+                pods.map_err(|e| error::api_failure(&format!("cannot list the pods on node {node}"), e))?;
             let listed = listed?;
             transport::warn_version_skew(listed.metadata());
             let inv = inventory::inventory(node, listed.get_ref(), &pods.items);
             render(&inv, args.output, |_| inventory::table(&inv))?
         }
         other => {
-            let reached = cluster::reach(&args.kube, other, None).await?;
+            let reached = route::reach(&args.kube, other, None).await?;
             let mut client = AgentClient::new(reached.channel);
             let r = report(reached.label, None, inspect(&mut client, reached.target).await?);
             render(&r, args.output, |wide| table(&r, wide))?
@@ -452,7 +452,7 @@ pub async fn run(args: LsArgs) -> Result<u8, Failure> {
 mod tests {
     use super::*;
 
-    use crate::findings::tests::process as info;
+    use crate::report::findings::tests::process as info;
 
     fn inspected(pid: i32, net: u64, uts: u64) -> InspectResponse {
         InspectResponse {

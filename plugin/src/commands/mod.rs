@@ -1,8 +1,8 @@
-//! One module per subcommand.
+//! One module per subcommand; a verb with helpers of its own is a folder
+//! (`exec/`).
 
 pub mod audit;
 pub mod exec;
-pub mod exec_many;
 pub mod install;
 pub mod ls;
 pub mod status;

@@ -8,11 +8,12 @@ use kube::api::{Api, ListParams};
 
 use kns_proto::agent::VersionResponse;
 
+use crate::agent::route;
 use crate::cli::StatusArgs;
-use crate::exit::{Failure, api_failure};
-use crate::placement;
-use crate::resolve::{AGENT_LABEL, pod_ready};
-use crate::{cluster, manifests};
+use crate::error::{Failure, api_failure};
+use crate::kube::manifests;
+use crate::kube::placement;
+use crate::kube::resolve::pod_ready;
 
 /// A node's agent, as far as the API tells.
 #[derive(Debug, PartialEq, Eq)]
@@ -196,7 +197,7 @@ pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
     let mut notes = Notes::default();
     if let Some(addr) = &args.kube.agent {
         // That agent alone, on its node: nothing is asked of the API server.
-        let v = cluster::direct_version(addr).await?;
+        let v = route::direct_version(addr).await?;
         let node = if v.node_name.is_empty() { "-" } else { &v.node_name };
         let (column, reason) = notes.answered(&v);
         print_header();
@@ -204,13 +205,12 @@ pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
         notes.warn();
         return Ok(0);
     }
-    let r = cluster::resolver(&args.kube).await?;
+    let r = route::resolver(&args.kube).await?;
     let nodes = Api::<Node>::all(r.client.clone())
         .list(&ListParams::default())
         .await
         .map_err(|e| api_failure("cannot list nodes", e))?;
-    let agents = Api::<Pod>::namespaced(r.client.clone(), &r.agent_namespace)
-        .list(&ListParams::default().labels(AGENT_LABEL))
+    let agents = crate::kube::agents::list(&r.client, &r.agent_namespace, None)
         .await
         .map_err(|e| {
             api_failure(
@@ -218,14 +218,14 @@ pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
                 e,
             )
         })?;
-    let ds = cluster::agent_daemonset(&r).await?;
+    let ds = route::agent_daemonset(&r).await?;
     let template = ds.and_then(|d| d.spec?.template.spec);
-    let rows = rows(&nodes.items, &agents.items, template.as_ref(), &r.agent_namespace);
+    let rows = rows(&nodes.items, &agents, template.as_ref(), &r.agent_namespace);
     let ready = rows.iter().filter_map(|r| match &r.agent {
         Agent::Ready { pod } => Some(pod.clone()),
         _ => None,
     });
-    let versions = cluster::agent_versions(&r, args.kube.agent_port, ready).await;
+    let versions = route::agent_versions(&r, args.kube.agent_port, ready).await;
 
     print_header();
     for row in &rows {

@@ -4,12 +4,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 use kns_proto::agent::VersionResponse;
-use kube::api::{Api, ListParams};
 
+use crate::agent::route;
 use crate::cli::VersionArgs;
-use crate::cluster;
-use crate::exit::{self, Failure};
-use crate::resolve::{AGENT_LABEL, pod_ready};
+use crate::error::{self, Failure};
+use crate::kube::resolve::pod_ready;
 
 /// Reported versions → how many agents report each; and the agents that
 /// could not be asked, with why.
@@ -35,7 +34,7 @@ pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
         Err(_) => println!("kubectl-ns {mine}"),
     }
     if let Some(addr) = &args.kube.agent {
-        let v = cluster::direct_version(addr).await?;
+        let v = route::direct_version(addr).await?;
         let runtime = if v.runtime.is_empty() {
             "no CRI runtime found"
         } else {
@@ -65,14 +64,12 @@ pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
         return Ok(0);
     }
     // Without a reachable cluster, the plugin's version is all there is.
-    let Ok(r) = cluster::resolver(&args.kube).await else {
+    let Ok(r) = route::resolver(&args.kube).await else {
         return Ok(0);
     };
-    let pods = Api::<Pod>::namespaced(r.client.clone(), &r.agent_namespace)
-        .list(&ListParams::default().labels(AGENT_LABEL))
-        .await;
+    let pods = crate::kube::agents::list(&r.client, &r.agent_namespace, None).await;
     match pods {
-        Ok(list) if list.items.is_empty() => {
+        Ok(list) if list.is_empty() => {
             println!(
                 "agents: none in namespace {} (`kubectl ns install`)",
                 r.agent_namespace
@@ -81,9 +78,9 @@ pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
         Ok(list) => {
             // The versions the agents report, not their image tags: a tag
             // may be a digest or a moving name like `latest`.
-            let (ready, not_ready): (Vec<&Pod>, Vec<&Pod>) = list.items.iter().partition(|p| pod_ready(p));
+            let (ready, not_ready): (Vec<&Pod>, Vec<&Pod>) = list.iter().partition(|p| pod_ready(p));
             let names = ready.iter().filter_map(|p| p.metadata.name.clone());
-            let (counts, failed) = tally(cluster::agent_versions(&r, args.kube.agent_port, names).await);
+            let (counts, failed) = tally(route::agent_versions(&r, args.kube.agent_port, names).await);
             for (version, n) in counts {
                 println!("agents: {version} on {n} node(s)");
                 if version != mine {
@@ -100,10 +97,7 @@ pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
                 );
             }
         }
-        Err(e) => eprintln!(
-            "kubectl-ns: {}",
-            exit::api_failure("cannot list the agents", e).message
-        ),
+        Err(e) => eprintln!("kubectl-ns: {}", error::api_failure("cannot list the agents", e)),
     }
     Ok(0)
 }

@@ -2,13 +2,11 @@
 //! node, the container ID, and the agent pod on that node.
 //!
 //! The decisions are pure functions over the API objects, so every error
-//! path is unit-tested; `Resolver` only fetches.
+//! path is unit-tested; `resolver::Resolver` only fetches.
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Node, Pod};
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
-use crate::cache::AgentCache;
-use crate::exit::{Failure, api_failure};
+use crate::error::Failure;
 
 /// The label that marks agent pods.
 pub const AGENT_LABEL: &str = "app.kubernetes.io/name=kubectl-ns-agent";
@@ -277,63 +275,6 @@ pub fn choose_agent(pods: &[Pod], node: &str, agent_ns: &str) -> Result<String, 
     }
 }
 
-/// Looks things up through the API.
-#[derive(Clone)]
-pub struct Resolver {
-    pub client: kube::Client,
-    /// The namespace for pods given without one.
-    pub namespace: String,
-    pub agent_namespace: String,
-    /// Where the node → agent pod mapping is remembered, if anywhere.
-    pub agent_cache: Option<AgentCache>,
-    /// Who the user is, for the agents.
-    pub credentials: crate::transport::Credentials,
-}
-
-impl Resolver {
-    pub async fn pod(&self, namespace: Option<&str>, name: &str) -> Result<Pod, Failure> {
-        let ns = namespace.unwrap_or(&self.namespace);
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        match api.get_opt(name).await {
-            Ok(Some(p)) => Ok(p),
-            Ok(None) => Err(Failure::own(format!(
-                "pod {name} not found in namespace {ns}.\nHint: is it in another namespace? \
-                 Use --namespace NS or NS/{name}; `kubectl get pods -A | grep {name}` finds it"
-            ))),
-            Err(e) => Err(api_failure(&format!("cannot get pod {ns}/{name}"), e)),
-        }
-    }
-
-    pub async fn node(&self, name: &str) -> Result<(), Failure> {
-        let api: Api<Node> = Api::all(self.client.clone());
-        match api.get_opt(name).await {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(Failure::own(format!(
-                "node {name} not found.\nHint: `kubectl get nodes` lists them"
-            ))),
-            Err(e) => Err(api_failure(&format!("cannot get node {name}"), e)),
-        }
-    }
-
-    /// The ready agent pod on `node`.
-    pub async fn agent_on(&self, node: &str) -> Result<String, Failure> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.agent_namespace);
-        let lp = ListParams::default()
-            .labels(AGENT_LABEL)
-            .fields(&format!("spec.nodeName={node}"));
-        let pods = api.list(&lp).await.map_err(|e| {
-            api_failure(
-                &format!(
-                    "cannot list kubectl-ns agents in namespace {}",
-                    self.agent_namespace
-                ),
-                e,
-            )
-        })?;
-        choose_agent(&pods.items, node, &self.agent_namespace)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,7 +377,7 @@ mod tests {
         );
         p.spec.as_mut().unwrap().containers.clear();
         let e = choose_container(&p, None).unwrap_err();
-        assert_eq!(e.message, "pod web-1 has no containers");
+        assert_eq!(e.to_string(), "pod web-1 has no containers");
     }
 
     #[test]
@@ -462,7 +403,7 @@ mod tests {
         let p = pod(&["app", "side"], vec![s, status("side", running())]);
         let e = choose_container(&p, Some("app")).unwrap_err();
         assert_eq!(
-            e.message,
+            e.to_string(),
             "container app of pod web-1 is waiting (CrashLoopBackOff; last exit code 137 (OOMKilled)); pick another with -c: side"
         );
     }
@@ -482,7 +423,7 @@ mod tests {
             "debugger-id"
         );
         let e = choose_container(&p, Some("nope")).unwrap_err();
-        assert!(e.message.contains("has no container nope"), "{}", e.message);
+        assert!(e.to_string().contains("has no container nope"), "{}", e);
     }
 
     #[test]
@@ -492,7 +433,7 @@ mod tests {
         assert!(
             choose_container(&p, None)
                 .unwrap_err()
-                .message
+                .to_string()
                 .contains("not scheduled")
         );
         let mut p = pod(&["app"], vec![status("app", running())]);
@@ -500,7 +441,7 @@ mod tests {
         assert!(
             choose_container(&p, None)
                 .unwrap_err()
-                .message
+                .to_string()
                 .contains("inside a VM")
         );
         p.spec.as_mut().unwrap().runtime_class_name = Some("gvisor".into());
@@ -512,11 +453,11 @@ mod tests {
     #[test]
     fn agent_must_exist_and_be_ready() {
         let e = choose_agent(&[], "node-a", AGENT_NAMESPACE).unwrap_err();
-        assert!(e.message.contains("kubectl ns install"), "{}", e.message);
+        assert!(e.to_string().contains("kubectl ns install"), "{}", e);
         let mut agent = pod(&["agent"], vec![]);
         agent.metadata.name = Some("kubectl-ns-agent-x".into());
         let e = choose_agent(std::slice::from_ref(&agent), "node-a", AGENT_NAMESPACE).unwrap_err();
-        assert!(e.message.contains("not ready"), "{}", e.message);
+        assert!(e.to_string().contains("not ready"), "{}", e);
         agent.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
             type_: "Ready".into(),
             status: "True".into(),
@@ -533,129 +474,5 @@ mod tests {
         assert_eq!(runtime_id("containerd://abc"), "abc");
         assert_eq!(runtime_id("cri-o://def"), "def");
         assert_eq!(runtime_id("abc"), "abc");
-    }
-}
-
-/// The resolver's API calls, against kube's `tower_test` mock playing the
-/// API server's side of each request.
-#[cfg(test)]
-mod api_tests {
-    use super::*;
-    use http::{Request, Response};
-    use kube::client::Body;
-    use tower_test::mock;
-
-    type Handle = mock::Handle<Request<Body>, Response<Body>>;
-
-    fn resolver() -> (Resolver, Handle) {
-        let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
-        let client = kube::Client::new(svc, "default");
-        let r = Resolver {
-            client,
-            namespace: "default".into(),
-            agent_namespace: AGENT_NAMESPACE.into(),
-            agent_cache: None,
-            credentials: Default::default(),
-        };
-        (r, handle)
-    }
-
-    fn json(code: u16, v: serde_json::Value) -> Response<Body> {
-        Response::builder()
-            .status(code)
-            .header("content-type", "application/json")
-            .body(Body::from(v.to_string().into_bytes()))
-            .unwrap()
-    }
-
-    fn not_found(name: &str) -> Response<Body> {
-        json(
-            404,
-            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                "message": format!("pods \"{name}\" not found"), "reason": "NotFound", "code": 404}),
-        )
-    }
-
-    #[tokio::test]
-    async fn pod_not_found_suggests_another_namespace() {
-        let (r, mut handle) = resolver();
-        let server = tokio::spawn(async move {
-            let (req, send) = handle.next_request().await.expect("a request");
-            assert_eq!(req.method(), http::Method::GET);
-            assert_eq!(req.uri().path(), "/api/v1/namespaces/prod/pods/web-1");
-            send.send_response(not_found("web-1"));
-        });
-        let e = r.pod(Some("prod"), "web-1").await.unwrap_err();
-        server.await.unwrap();
-        assert!(
-            e.message.contains("pod web-1 not found in namespace prod"),
-            "{}",
-            e.message
-        );
-        assert!(e.message.contains("--namespace NS or NS/web-1"), "{}", e.message);
-    }
-
-    #[tokio::test]
-    async fn default_namespace_comes_from_the_context() {
-        let (r, mut handle) = resolver();
-        let server = tokio::spawn(async move {
-            let (req, send) = handle.next_request().await.expect("a request");
-            assert_eq!(req.uri().path(), "/api/v1/namespaces/default/pods/web-1");
-            send.send_response(json(
-                200,
-                serde_json::json!({"apiVersion": "v1", "kind": "Pod",
-                    "metadata": {"name": "web-1", "namespace": "default"}}),
-            ));
-        });
-        let pod = r.pod(None, "web-1").await.unwrap();
-        server.await.unwrap();
-        assert_eq!(pod.metadata.name.as_deref(), Some("web-1"));
-    }
-
-    #[tokio::test]
-    async fn agent_lookup_selects_by_label_and_node() {
-        let (r, mut handle) = resolver();
-        let server = tokio::spawn(async move {
-            let (req, send) = handle.next_request().await.expect("a request");
-            assert_eq!(req.uri().path(), "/api/v1/namespaces/kubectl-ns-system/pods");
-            let q = req.uri().query().unwrap_or("").to_owned();
-            assert!(
-                q.contains("labelSelector=app.kubernetes.io%2Fname%3Dkubectl-ns-agent"),
-                "{q}"
-            );
-            assert!(q.contains("fieldSelector=spec.nodeName%3Dnode-a"), "{q}");
-            send.send_response(json(
-                200,
-                serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
-            ));
-        });
-        let e = r.agent_on("node-a").await.unwrap_err();
-        server.await.unwrap();
-        assert!(
-            e.message.contains("node node-a has no kubectl-ns agent"),
-            "{}",
-            e.message
-        );
-    }
-
-    #[tokio::test]
-    async fn forbidden_names_the_rbac_needed() {
-        let (r, mut handle) = resolver();
-        let server = tokio::spawn(async move {
-            let (_, send) = handle.next_request().await.expect("a request");
-            send.send_response(json(
-                403,
-                serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                    "message": "pods is forbidden: User \"bob\" cannot list resource \"pods\"",
-                    "reason": "Forbidden", "code": 403}),
-            ));
-        });
-        let e = r.agent_on("node-a").await.unwrap_err();
-        server.await.unwrap();
-        assert!(
-            e.message.contains("forbidden") && e.message.contains("kubectl-ns-user"),
-            "{}",
-            e.message
-        );
     }
 }

@@ -7,17 +7,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::transport::AgentChannel;
+use crate::agent::transport::AgentChannel;
 use k8s_openapi::api::core::v1::Pod;
 use kns_proto::agent::agent_client::AgentClient;
 use kns_proto::agent::{ListRequest, ListResponse};
 use kube::api::{Api, ListParams};
 
-use crate::cli::KubeArgs;
-use crate::exit::{self, Failure, api_failure};
-use crate::findings::Observations;
-use crate::resolve::{AGENT_LABEL, Resolver, choose_agent};
-use crate::transport;
+use crate::agent::transport;
+use crate::cli::{FanoutArgs, KubeArgs};
+use crate::error::{self, Failure, api_failure};
+use crate::kube::resolve::choose_agent;
+use crate::kube::resolver::Resolver;
+use crate::report::findings::Observations;
 
 /// Which pods a many-pod command covers.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +31,15 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// The pods `args` cover, on `node` if given.
+    pub fn of(args: &FanoutArgs, node: Option<String>) -> Scope {
+        Scope {
+            all_namespaces: args.all_namespaces,
+            selector: args.selector.clone(),
+            node,
+        }
+    }
+
     /// "all namespaces" or "namespace NS", for messages.
     pub fn describe(&self, r: &Resolver) -> String {
         if self.all_namespaces {
@@ -78,7 +88,7 @@ async fn list(channel: AgentChannel, namespaces: bool) -> Result<ListResponse, S
         .list(ListRequest { namespaces })
         .await
         .map(tonic::Response::into_inner)
-        .map_err(|s| exit::status_failure(&s).message.replace('\n', "; "))
+        .map_err(|s| error::status_failure(&s).one_line())
 }
 
 /// Every node's agent's List, asked at once within `bounds`: through the
@@ -98,7 +108,7 @@ pub async fn list_nodes(
             async move {
                 let channel = transport::connect(&addr)
                     .await
-                    .map_err(|e| Failure::from(e).message.replace('\n', "; "))?;
+                    .map_err(|e| Failure::from(e).one_line())?;
                 list(channel, namespaces).await
             }
         })
@@ -120,6 +130,15 @@ pub async fn list_nodes(
 pub struct Bounds {
     pub concurrency: usize,
     pub timeout: Duration,
+}
+
+impl Bounds {
+    pub fn of(args: &FanoutArgs) -> Bounds {
+        Bounds {
+            concurrency: usize::from(args.max_concurrent_nodes),
+            timeout: args.node_timeout,
+        }
+    }
 }
 
 /// Runs `ask` for every node, at most `bounds.concurrency` at a time, each
@@ -161,8 +180,7 @@ where
 /// The ready agent pod of every node, or why a node has none: one list of
 /// the agent pods for all nodes.
 pub async fn agents(r: &Resolver) -> Result<BTreeMap<String, Vec<Pod>>, Failure> {
-    let pods = Api::<Pod>::namespaced(r.client.clone(), &r.agent_namespace)
-        .list(&ListParams::default().labels(AGENT_LABEL))
+    let pods = crate::kube::agents::list(&r.client, &r.agent_namespace, None)
         .await
         .map_err(|e| {
             api_failure(
@@ -171,7 +189,7 @@ pub async fn agents(r: &Resolver) -> Result<BTreeMap<String, Vec<Pod>>, Failure>
             )
         })?;
     let mut by_node: BTreeMap<String, Vec<Pod>> = BTreeMap::new();
-    for p in pods.items {
+    for p in pods {
         if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
             by_node.entry(node).or_default().push(p);
         }
@@ -188,12 +206,12 @@ pub async fn agent_channel(
     port: u16,
     auth: transport::AgentAuth,
 ) -> Result<AgentChannel, String> {
-    let first_line = |f: Failure| f.first_line();
+    let headline = |f: Failure| f.headline();
     let pods = agents.get(node).map(Vec::as_slice).unwrap_or_default();
-    let pod = choose_agent(pods, node, &r.agent_namespace).map_err(first_line)?;
+    let pod = choose_agent(pods, node, &r.agent_namespace).map_err(headline)?;
     transport::portforward(r.client.clone(), &r.agent_namespace, &pod, port, auth)
         .await
-        .map_err(|e| first_line(e.into()))
+        .map_err(|e| headline(e.into()))
 }
 
 #[cfg(test)]

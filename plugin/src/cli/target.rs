@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use kns_proto::agent::target::Kind;
 
-use crate::resolve::KubeTarget;
+use crate::kube::resolve::KubeTarget;
 
 /// A target the agent understands as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +56,7 @@ impl FromStr for Target {
                 _ => return Err(format!("`{s}`: `{p}` is not a PID (a positive number); {FORMS}")),
             },
             Some(("container", id)) => {
-                let id = super::resolve::runtime_id(id);
+                let id = crate::kube::resolve::runtime_id(id);
                 // As the agent takes them (hex, as `crictl ps` shows, at
                 // least 4 digits): a usage error here rather than a refusal there.
                 if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_hexdigit()) {

@@ -1,6 +1,7 @@
-//! Reaching the cluster and the agent: a client from the kubeconfig (or
-//! in-cluster), the target resolved to a node and container, and a gRPC
-//! channel to that node's agent.
+//! The route to an agent: a client from the kubeconfig (or in-cluster),
+//! the target resolved to a node and container, and a gRPC channel to that
+//! node's agent, `--agent` directly or through the API server's
+//! port-forward (with the user's credentials and the agent cache).
 
 use std::collections::BTreeMap;
 
@@ -12,13 +13,16 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Config};
 use tower::util::MapRequestLayer;
 
-use crate::cache::AgentCache;
+use crate::agent::cache::AgentCache;
+use crate::agent::transport;
+use crate::agent::transport::AgentChannel;
 use crate::cli::KubeArgs;
-use crate::exit::Failure;
-use crate::resolve::{self, KubeTarget, PodContainers, Resolver};
-use crate::target::{DirectTarget, Target};
-use crate::transport::AgentChannel;
-use crate::{manifests, timings, transport};
+use crate::cli::target::{DirectTarget, Target};
+use crate::error::Failure;
+use crate::kube::manifests;
+use crate::kube::resolve::{self, KubeTarget, PodContainers};
+use crate::kube::resolver::Resolver;
+use crate::timings;
 
 /// A client for the context the user chose.
 pub async fn resolver(args: &KubeArgs) -> Result<Resolver, Failure> {
@@ -59,7 +63,7 @@ pub async fn resolver(args: &KubeArgs) -> Result<Resolver, Failure> {
     let cluster_url = config.cluster_url.to_string();
     let credentials = transport::Credentials::new(&config);
     let agent_cache = AgentCache::for_cluster(&cluster_url, &args.agent_namespace);
-    crate::exit::set_api_server(cluster_url);
+    crate::error::set_api_server(cluster_url);
     // Every request, the port-forward upgrade included, passes this layer:
     // the round trips `KNS_TIMINGS=1` reports.
     let count = MapRequestLayer::new(|req: http::Request<kube::client::Body>| {
@@ -127,27 +131,21 @@ pub struct Reached {
 }
 
 fn direct_needs_agent(d: &DirectTarget) -> Failure {
-    Failure::new(
-        crate::exit::USAGE,
-        format!(
-            "{d}: pid/, container/ and node targets name things on one node; give --agent ADDR, \
+    Failure::usage(format!(
+        "{d}: pid/, container/ and node targets name things on one node; give --agent ADDR, \
              or name a pod (POD, NS/POD) or a node (node/NODE)"
-        ),
-    )
+    ))
 }
 
 /// Refuses --namespace with a target it cannot apply to: ignored, it would
 /// let the user believe the target was checked against it.
 pub fn namespace_applies(args: &KubeArgs, target: &Target) -> Result<(), Failure> {
     match (&args.namespace, target) {
-        (Some(ns), Target::Direct(d)) => Err(Failure::new(
-            crate::exit::USAGE,
-            format!(
-                "--namespace {ns} names a pod's namespace, and {d} is not a pod: pid/, container/ and node each \
+        (Some(ns), Target::Direct(d)) => Err(Failure::usage(format!(
+            "--namespace {ns} names a pod's namespace, and {d} is not a pod: pid/, container/ and node each \
                  name one thing on the agent's node, whichever namespace its pod is in.\nHint: drop --namespace, \
                  or name the pod (NS/POD)"
-            ),
-        )),
+        ))),
         _ => Ok(()),
     }
 }
@@ -204,11 +202,11 @@ pub async fn reach_pod(
 pub async fn direct_version(addr: &str) -> Result<VersionResponse, Failure> {
     let mut client = AgentClient::new(transport::connect(addr).await?);
     timings::grpc_call();
-    let v = crate::exit::answered(async {
+    let v = crate::agent::deadline::answered(async {
         client
             .version(VersionRequest {})
             .await
-            .map_err(|s| crate::exit::status_failure(&s))
+            .map_err(|s| crate::error::status_failure(&s))
     })
     .await?;
     Ok(v.into_inner())
@@ -219,14 +217,11 @@ pub async fn direct_version(addr: &str) -> Result<VersionResponse, Failure> {
 /// agent was the one acted on.
 pub fn no_direct_agent(args: &KubeArgs, command: &str) -> Result<(), Failure> {
     match &args.agent {
-        Some(addr) => Err(Failure::new(
-            crate::exit::USAGE,
-            format!(
-                "{command} works through the Kubernetes API, for the agents of every node, and --agent {addr} \
+        Some(addr) => Err(Failure::usage(format!(
+            "{command} works through the Kubernetes API, for the agents of every node, and --agent {addr} \
                  (or KNS_AGENT) names one agent to talk to directly: drop it (for that agent alone, \
                  `kubectl-ns status --agent {addr}` and `kubectl-ns version --agent {addr}` report on it)"
-            ),
-        )),
+        ))),
         None => Ok(()),
     }
 }
@@ -251,10 +246,10 @@ async fn reported_version(r: Resolver, port: u16, pod: String) -> Result<Version
             .version(VersionRequest {})
             .await
             .map(|v| v.into_inner())
-            .map_err(|s| crate::exit::status_failure(&s))
+            .map_err(|s| crate::error::status_failure(&s))
     };
     match tokio::time::timeout(VERSION_TIMEOUT, ask).await {
-        Ok(r) => r.map_err(|f| f.first_line()),
+        Ok(r) => r.map_err(|f| f.headline()),
         Err(_) => Err(format!("no answer within {}s", VERSION_TIMEOUT.as_secs())),
     }
 }
@@ -286,7 +281,7 @@ pub async fn agent_daemonset(r: &Resolver) -> Result<Option<DaemonSet>, Failure>
         .get_opt(manifests::DAEMONSET_NAME)
         .await
         .map_err(|e| {
-            crate::exit::api_failure(
+            crate::error::api_failure(
                 &format!(
                     "cannot read the agent DaemonSet in namespace {}",
                     r.agent_namespace

@@ -1,12 +1,18 @@
 //! Command-line definitions: parsed here, validated into typed requests by
-//! each command before anything is sent.
+//! each command before anything is sent. `target` parses what to enter;
+//! `hint` says what to use after a kubectl habit that does not apply.
+
+mod hint;
+pub mod target;
+
+pub use hint::usage_hint;
 
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::exit::{self, Failure};
-use crate::target::Target;
+use crate::cli::target::Target;
+use crate::error::Failure;
 
 /// Run the node's own tools inside exactly the namespaces of a container.
 ///
@@ -182,7 +188,7 @@ pub struct KubeArgs {
     #[arg(long, value_name = "FILE", help_heading = "Kubernetes")]
     pub kubeconfig: Option<std::path::PathBuf>,
     /// The namespace the agent DaemonSet runs in.
-    #[arg(long, env = "KNS_AGENT_NAMESPACE", value_name = "NS", default_value = crate::resolve::AGENT_NAMESPACE, help_heading = "Kubernetes")]
+    #[arg(long, env = "KNS_AGENT_NAMESPACE", value_name = "NS", default_value = crate::kube::resolve::AGENT_NAMESPACE, help_heading = "Kubernetes")]
     pub agent_namespace: String,
     /// The port the agent listens on inside its pod (on 127.0.0.1). Users
     /// whose kubeconfig holds a client certificate and no token reach the
@@ -340,14 +346,11 @@ impl ExecArgs {
         const WHAT: &str = "-i is the IPC namespace here (as in nsenter), not kubectl's --stdin";
         Ok(match (self.tty, others) {
             (true, false) => {
-                return Err(Failure::new(
-                    exit::USAGE,
-                    format!(
-                        "{WHAT}: -i -t would enter only the IPC namespace.\nHint: -t already passes stdin; \
+                return Err(Failure::usage(format!(
+                    "{WHAT}: -i -t would enter only the IPC namespace.\nHint: -t already passes stdin; \
                          pick the namespaces you want, e.g. -n -t or -a -t; to enter only the IPC namespace \
                          with a terminal, write --ipc -t"
-                    ),
-                ));
+                )));
             }
             (true, true) => Some(format!(
                 "note: {WHAT}: the IPC namespace is entered too; -t already passes stdin (write --ipc to silence this)"
@@ -404,24 +407,6 @@ pub struct FanoutArgs {
     pub max_concurrent_nodes: u16,
 }
 
-impl FanoutArgs {
-    pub fn bounds(&self) -> crate::fanout::Bounds {
-        crate::fanout::Bounds {
-            concurrency: usize::from(self.max_concurrent_nodes),
-            timeout: self.node_timeout,
-        }
-    }
-
-    /// The pods covered, on `node` if given.
-    pub fn scope(&self, node: Option<String>) -> crate::fanout::Scope {
-        crate::fanout::Scope {
-            all_namespaces: self.all_namespaces,
-            selector: self.selector.clone(),
-            node,
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     #[command(flatten)]
@@ -438,7 +423,7 @@ pub struct AuditArgs {
     pub output: Output,
     /// Exit 1 when any finding of these kinds exists (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
-    pub fail_on: Vec<crate::findings::Kind>,
+    pub fail_on: Vec<crate::report::findings::Kind>,
 }
 
 #[derive(Debug, Args)]
@@ -513,6 +498,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error;
 
     fn habit(args: &[&str], piped: bool) -> Result<Option<String>, Failure> {
         let argv: Vec<String> = ["kubectl-ns", "exec", "--agent", "unix:///x", "node"]
@@ -531,9 +517,9 @@ mod tests {
     fn dash_i_from_kubectl_habits_is_caught() {
         for it in [&["-it"][..], &["-ti"], &["-i", "-t"], &["-t", "-i"]] {
             let e = habit(it, false).unwrap_err();
-            assert_eq!(e.code, exit::USAGE);
-            assert!(e.message.contains("-i is the IPC namespace"), "{}", e.message);
-            assert!(e.message.contains("--ipc -t"), "{}", e.message);
+            assert_eq!(e.code(), error::USAGE);
+            assert!(e.to_string().contains("-i is the IPC namespace"), "{}", e);
+            assert!(e.to_string().contains("--ipc -t"), "{}", e);
         }
         assert!(
             habit(&["-n", "-it"], false)

@@ -7,15 +7,27 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde::Deserialize;
 
-use crate::exit::Failure;
-use crate::resolve::AGENT_NAMESPACE;
+use crate::error::Failure;
+use crate::kube::resolve::AGENT_NAMESPACE;
 
 /// The files, in the order they are applied.
 pub const FILES: &[(&str, &str)] = &[
-    ("namespace.yaml", include_str!("../../manifests/namespace.yaml")),
-    ("agent-rbac.yaml", include_str!("../../manifests/agent-rbac.yaml")),
-    ("user-rbac.yaml", include_str!("../../manifests/user-rbac.yaml")),
-    ("daemonset.yaml", include_str!("../../manifests/daemonset.yaml")),
+    (
+        "namespace.yaml",
+        include_str!("../../../manifests/namespace.yaml"),
+    ),
+    (
+        "agent-rbac.yaml",
+        include_str!("../../../manifests/agent-rbac.yaml"),
+    ),
+    (
+        "user-rbac.yaml",
+        include_str!("../../../manifests/user-rbac.yaml"),
+    ),
+    (
+        "daemonset.yaml",
+        include_str!("../../../manifests/daemonset.yaml"),
+    ),
 ];
 
 /// The agent DaemonSet's name, as `daemonset.yaml` gives it.
@@ -128,7 +140,7 @@ pub fn objects(agent_namespace: &str, image: &str) -> Result<Vec<Object>, Failur
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::placement::{ARCH_LABEL, OS_LABEL};
+    use crate::kube::placement::{ARCH_LABEL, OS_LABEL};
 
     #[test]
     fn manifests_parse_into_typed_objects() {
@@ -224,15 +236,15 @@ mod tests {
             },
             ..Default::default()
         };
-        assert!(crate::placement::selects(
+        assert!(crate::kube::placement::selects(
             &pod,
             &node(&[(OS_LABEL, "linux"), (ARCH_LABEL, "amd64")])
         ));
-        assert!(!crate::placement::selects(
+        assert!(!crate::kube::placement::selects(
             &pod,
             &node(&[(OS_LABEL, "windows"), (ARCH_LABEL, "amd64")])
         ));
-        assert!(!crate::placement::selects(
+        assert!(!crate::kube::placement::selects(
             &pod,
             &node(&[(OS_LABEL, "linux"), (ARCH_LABEL, "arm64")])
         ));

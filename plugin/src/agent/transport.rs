@@ -21,7 +21,7 @@ static AGENT_NAME: std::sync::LazyLock<ServerName<'static>> =
     std::sync::LazyLock::new(|| ServerName::try_from("kubectl-ns-agent").expect("a valid DNS name"));
 
 /// What can go wrong on the way to an agent; worded for the user by
-/// `exit`'s `From<TransportError> for Failure`.
+/// `error::Failure::Transport` (its wording is in `error/wording`).
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("--agent {addr}: expected unix:///PATH or tcp://HOST:PORT (also http://HOST:PORT)")]
@@ -410,58 +410,28 @@ pub async fn portforward(
     tokio::spawn(async move {
         let _ = pf.join().await;
     });
-    let stream: Box<dyn Io> = match &auth.tls {
-        // A closed stream or a refusal shows in the first read below.
-        Some(tls) => match tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            tokio_rustls::TlsConnector::from(tls.clone()).connect(AGENT_NAME.clone(), stream),
-        )
-        .await
-        {
-            Ok(Ok(s)) => Box::new(s),
-            Ok(Err(e)) => return Err(no_answer(e.to_string())),
-            Err(_) => {
-                return Err(no_answer(format!(
-                    "no TLS handshake within {}s",
-                    CONNECT_TIMEOUT.as_secs()
-                )));
-            }
-        },
-        None => Box::new(stream),
-    };
-    // The 101 only says the API server accepted the request; whether the
-    // kubelet reached a listening agent shows in the first bytes: the
-    // agent's HTTP/2 server speaks first (its SETTINGS frame) as soon as the
-    // forwarded connection is accepted, so waiting for them costs no extra
-    // round trip. A closed stream means nothing listens (the error channel
-    // says why); a small buffer keeps bulk reads bypassing it. Over TLS 1.3
-    // the agent checks the client certificate after the client's last
-    // handshake message, so its refusal (an alert) shows here too.
+    let stream = secure(stream, auth.tls.as_ref()).await.map_err(no_answer)?;
     let mut stream = BufReader::with_capacity(64, stream);
-    let first = tokio::time::timeout(CONNECT_TIMEOUT, stream.fill_buf()).await;
-    let failed = match first {
-        Ok(Ok(b)) if !b.is_empty() => None,
-        Ok(Err(e)) if let Some(alert) = alert(&e) => {
+    match first_bytes(&mut stream).await {
+        FirstBytes::Came => {}
+        FirstBytes::Alert(alert) => {
             return Err(TransportError::CertificateRefused {
                 ns: ns.to_owned(),
                 pod: pod.to_owned(),
                 reason: alert,
             });
         }
-        Ok(Ok(_)) => Some("the connection was closed".to_owned()),
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(_) => Some(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())),
-    };
-    if let Some(failed) = failed {
-        // The error channel's message comes just before the close.
-        let said = match errors {
-            Some(errors) => tokio::time::timeout(Duration::from_millis(500), errors)
-                .await
-                .ok()
-                .flatten(),
-            None => None,
-        };
-        return Err(no_answer(said.unwrap_or(failed)));
+        FirstBytes::Failed(failed) => {
+            // The error channel's message comes just before the close.
+            let said = match errors {
+                Some(errors) => tokio::time::timeout(Duration::from_millis(500), errors)
+                    .await
+                    .ok()
+                    .flatten(),
+                None => None,
+            };
+            return Err(no_answer(said.unwrap_or(failed)));
+        }
     }
     if let Some(errors) = errors {
         let pod = pod.to_owned();
@@ -471,7 +441,64 @@ pub async fn portforward(
             }
         });
     }
-    // gRPC wants a connector; the port-forward is one stream, used once.
+    one_use_channel(stream, ns, pod, auth.bearer).await
+}
+
+/// The port-forward stream in the clear, or inside TLS with the client
+/// certificate; the error is why the agent did not answer.
+async fn secure(stream: impl Io, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<Box<dyn Io>, String> {
+    Ok(match tls {
+        // A closed stream or a refusal shows in the first read below.
+        Some(tls) => match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio_rustls::TlsConnector::from(tls.clone()).connect(AGENT_NAME.clone(), stream),
+        )
+        .await
+        {
+            Ok(Ok(s)) => Box::new(s),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("no TLS handshake within {}s", CONNECT_TIMEOUT.as_secs())),
+        },
+        None => Box::new(stream),
+    })
+}
+
+/// What the first read through the port-forward showed.
+enum FirstBytes {
+    /// The agent spoke: it listens.
+    Came,
+    /// The agent refused the client certificate (a TLS alert).
+    Alert(String),
+    /// Nothing listens, or nothing answered in time: why.
+    Failed(String),
+}
+
+/// The 101 only says the API server accepted the request; whether the
+/// kubelet reached a listening agent shows in the first bytes: the agent's
+/// HTTP/2 server speaks first (its SETTINGS frame) as soon as the forwarded
+/// connection is accepted, so waiting for them costs no extra round trip. A
+/// closed stream means nothing listens (the error channel says why); a
+/// small buffer keeps bulk reads bypassing it. Over TLS 1.3 the agent
+/// checks the client certificate after the client's last handshake
+/// message, so its refusal (an alert) shows here too.
+async fn first_bytes(stream: &mut BufReader<Box<dyn Io>>) -> FirstBytes {
+    match tokio::time::timeout(CONNECT_TIMEOUT, stream.fill_buf()).await {
+        Ok(Ok(b)) if !b.is_empty() => FirstBytes::Came,
+        Ok(Err(e)) if let Some(alert) = alert(&e) => FirstBytes::Alert(alert),
+        Ok(Ok(_)) => FirstBytes::Failed("the connection was closed".to_owned()),
+        Ok(Err(e)) => FirstBytes::Failed(e.to_string()),
+        Err(_) => FirstBytes::Failed(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())),
+    }
+}
+
+/// A gRPC channel over the port-forward: gRPC wants a connector; the
+/// port-forward is one stream, used once.
+async fn one_use_channel(
+    stream: BufReader<Box<dyn Io>>,
+    ns: &str,
+    pod: &str,
+    bearer: Bearer,
+) -> Result<AgentChannel, TransportError> {
     let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(stream)));
     let channel = tuned(Endpoint::from_static("http://agent.invalid"))
         .connect_with_connector(tower::service_fn(move |_: Uri| {
@@ -487,7 +514,7 @@ pub async fn portforward(
             pod: pod.to_owned(),
             source,
         })?;
-    Ok(InterceptedService::new(channel, auth.bearer))
+    Ok(InterceptedService::new(channel, bearer))
 }
 
 /// The TLS alert the agent sent, if that is what ended the read.

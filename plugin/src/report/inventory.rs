@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kns_proto::agent::{ListResponse, Namespace};
 use serde::Serialize;
 
-use crate::findings::Owners;
+use crate::report::findings::Owners;
 
 /// One namespace on the node.
 #[derive(Debug, Serialize)]

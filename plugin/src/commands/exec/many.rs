@@ -11,14 +11,16 @@ use k8s_openapi::api::core::v1::Pod;
 use kns_proto::agent::agent_client::AgentClient;
 use kns_proto::agent::exec_request::Msg as In;
 use kns_proto::agent::exec_response::Msg as Out;
-use kns_proto::agent::{ExecRequest, exited};
+use kns_proto::agent::{ExecRequest, ExecResponse, Exited};
 use serde::Serialize;
 
+use super::start::{MAX_MESSAGE, check_started, start_message, status_of};
+use crate::agent::fanout::{self, Scope};
+use crate::agent::route;
+use crate::cli::target::DirectTarget;
 use crate::cli::{ExecArgs, ManyOutput};
-use crate::exit::{self, Failure};
-use crate::fanout::{self, Scope};
-use crate::target::DirectTarget;
-use crate::{cluster, resolve};
+use crate::error::{self, Failure};
+use crate::kube::resolve;
 
 /// What became of one pod.
 #[derive(Debug, Default, Serialize)]
@@ -52,13 +54,12 @@ enum Outcome {
 
 pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
     if args.tty || args.stdin {
-        return Err(Failure::new(
-            exit::USAGE,
+        return Err(Failure::usage(
             "-l runs in many pods at once, without a terminal or stdin: drop -t and --stdin",
         ));
     }
-    let start = super::exec::start_message(&args, false)?;
-    let r = cluster::resolver(&args.kube).await?;
+    let start = start_message(&args, false)?;
+    let r = route::resolver(&args.kube).await?;
     let scope = Scope {
         all_namespaces: args.all_namespaces,
         selector: args.selector.clone(),
@@ -105,18 +106,17 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
     // The first pod, in NS/POD order, that did not exit 0 decides.
     Ok(results
         .iter()
-        .find_map(|r| match (r.outcome, r.exit_code, r.signal) {
-            (Outcome::Exited, Some(0), _) => None,
-            (Outcome::Exited, Some(c), _) => Some(c.clamp(1, 255) as u8),
-            (Outcome::Exited, None, Some(s)) => Some((128 + s).clamp(1, 255) as u8),
-            _ => Some(exit::FAILURE),
+        .find_map(|r| match (r.outcome, r.exit_code) {
+            (Outcome::Exited, Some(0)) => None,
+            (Outcome::Exited, _) => Some(error::from_remote(r.exit_code, r.signal)),
+            _ => Some(error::FAILURE),
         })
         .unwrap_or(0))
 }
 
 async fn one_pod(
     args: &ExecArgs,
-    r: &resolve::Resolver,
+    r: &crate::kube::resolver::Resolver,
     pod: &Pod,
     mut start: kns_proto::agent::ExecStart,
     json: bool,
@@ -136,18 +136,18 @@ async fn one_pod(
             } else {
                 Outcome::NotRunning
             };
-            res.error = Some(f.first_line());
+            res.error = Some(f.headline());
             report_error(&res, json);
             return res;
         }
     };
     res.container = c.container.clone();
     res.node = c.node.clone();
-    let channel = match cluster::agent_channel(&args.kube, r, &c.node).await {
+    let channel = match route::agent_channel(&args.kube, r, &c.node).await {
         Ok(ch) => ch,
         Err(f) => {
             res.outcome = Outcome::NoAgent;
-            res.error = Some(f.first_line());
+            res.error = Some(f.headline());
             report_error(&res, json);
             return res;
         }
@@ -158,60 +158,24 @@ async fn one_pod(
     let request = ExecRequest {
         msg: Some(In::Start(start)),
     };
-    let mut client = AgentClient::new(channel).max_decoding_message_size(super::exec::MAX_MESSAGE);
+    let mut client = AgentClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
     // Open until the end, though the agent takes a half-close for the end
     // of stdin only: earlier agents took it for a client gone, and ended
     // the session.
     let (keep, requests) = tokio::sync::mpsc::channel(1);
     let _ = keep.send(request).await;
-    let mut stream = match client
+    let stream = match client
         .exec(tokio_stream::wrappers::ReceiverStream::new(requests))
         .await
     {
         Ok(s) => s.into_inner(),
         Err(s) => {
-            res.error = Some(exit::status_failure(&s).first_line());
+            res.error = Some(error::status_failure(&s).headline());
             report_error(&res, json);
             return res;
         }
     };
-    let (mut out, mut err) = (Lines::default(), Lines::default());
-    loop {
-        match stream.message().await {
-            Ok(Some(m)) => match m.msg {
-                Some(Out::Stdout(b)) if json => res.stdout.push_str(&String::from_utf8_lossy(&b)),
-                Some(Out::Stderr(b)) if json => res.stderr.push_str(&String::from_utf8_lossy(&b)),
-                Some(Out::Stdout(b)) => out.feed(&b, &prefix, false),
-                Some(Out::Stderr(b)) => err.feed(&b, &prefix, true),
-                Some(Out::Started(s)) => {
-                    if let Err(f) = super::exec::check_started(tools_asked, &s) {
-                        res.error = Some(f.first_line());
-                        break;
-                    }
-                }
-                Some(Out::Exited(e)) => {
-                    res.outcome = Outcome::Exited;
-                    match e.status {
-                        Some(exited::Status::Code(c)) => res.exit_code = Some(c),
-                        Some(exited::Status::Signal(s)) => res.signal = Some(s),
-                        None => {}
-                    }
-                    let why: Vec<&str> = [e.error.as_str(), e.note.as_str()]
-                        .into_iter()
-                        .filter(|m| !m.is_empty())
-                        .collect();
-                    res.error = (!why.is_empty()).then(|| why.join("; "));
-                }
-                _ => {}
-            },
-            Ok(None) => break,
-            Err(s) => {
-                res.outcome = Outcome::Failed;
-                res.error = Some(exit::status_failure(&s).first_line());
-                break;
-            }
-        }
-    }
+    let (mut out, mut err) = relay(stream, &mut res, tools_asked, json, &prefix).await;
     drop(keep);
     out.flush(&prefix, false);
     err.flush(&prefix, true);
@@ -219,6 +183,54 @@ async fn one_pod(
         report_error(&res, json);
     }
     res
+}
+
+/// Relays one pod's output (prefixed lines, or collected for `-o json`)
+/// until the stream ends, recording how it ended in `res`.
+async fn relay(
+    mut stream: tonic::Streaming<ExecResponse>,
+    res: &mut PodResult,
+    tools_asked: i32,
+    json: bool,
+    prefix: &str,
+) -> (Lines, Lines) {
+    let (mut out, mut err) = (Lines::default(), Lines::default());
+    loop {
+        match stream.message().await {
+            Ok(Some(m)) => match m.msg {
+                Some(Out::Stdout(b)) if json => res.stdout.push_str(&String::from_utf8_lossy(&b)),
+                Some(Out::Stderr(b)) if json => res.stderr.push_str(&String::from_utf8_lossy(&b)),
+                Some(Out::Stdout(b)) => out.feed(&b, prefix, false),
+                Some(Out::Stderr(b)) => err.feed(&b, prefix, true),
+                Some(Out::Started(s)) => {
+                    if let Err(f) = check_started(tools_asked, &s) {
+                        res.error = Some(f.headline());
+                        break;
+                    }
+                }
+                Some(Out::Exited(e)) => record_exit(res, &e),
+                _ => {}
+            },
+            Ok(None) => break,
+            Err(s) => {
+                res.outcome = Outcome::Failed;
+                res.error = Some(error::status_failure(&s).headline());
+                break;
+            }
+        }
+    }
+    (out, err)
+}
+
+/// The remote status, and the agent's error and note as the pod's error.
+fn record_exit(res: &mut PodResult, e: &Exited) {
+    res.outcome = Outcome::Exited;
+    (res.exit_code, res.signal) = status_of(e);
+    let why: Vec<&str> = [e.error.as_str(), e.note.as_str()]
+        .into_iter()
+        .filter(|m| !m.is_empty())
+        .collect();
+    res.error = (!why.is_empty()).then(|| why.join("; "));
 }
 
 /// `[NS/POD/CONTAINER] `, coloured per pod on a terminal.

@@ -1,0 +1,85 @@
+//! Hints for the mistakes kubectl users make first here: `-n NAME` (the
+//! network namespace here, as in nsenter), a command without `--`, and
+//! `kubectl ns NAME` meant for kubens.
+
+use clap::CommandFactory;
+
+use super::Cli;
+
+/// The mistakes kubectl users make first here (`-n NAME`, a command without
+/// `--`): say what to use.
+pub fn usage_hint(args: &[String]) -> Option<String> {
+    // `kubectl ns NAME` and `kubectl ns -` are kubens (also a plugin named
+    // `ns`): this one must not look like a broken copy of it.
+    let subcommand = |w: &str| Cli::command().find_subcommand(w).is_some();
+    if let [_, word] = args
+        && (word == "-" || !word.starts_with('-'))
+        && !subcommand(word)
+    {
+        return Some(format!(
+            "Hint: this `kubectl ns` is kubectl-ns, which runs node tools inside a pod's kernel namespaces \
+             (`kubectl ns exec POD -n -- ss`); it does not switch the Kubernetes namespace as kubens does. \
+             To switch: kubectl config set-context --current --namespace {}. If you meant kubens, \
+             `kubectl plugin list` shows which `ns` plugin kubectl runs and warns when one shadows another.",
+            if word == "-" { "NAME" } else { word }
+        ));
+    }
+    // `ls -n prod`, `audit -n prod`: kubectl's habit, where -n is no flag.
+    if let Some(cmd) = args.iter().skip(1).find(|a| !a.starts_with('-'))
+        && (cmd == "ls" || cmd == "audit")
+        && args.iter().any(|a| a == "-n")
+    {
+        return Some(format!(
+            "Hint: {cmd} looks at every kind of namespace at once, so it has no -n. For a Kubernetes namespace, \
+             use --namespace NS{}.",
+            if cmd == "ls" {
+                " or the NS/POD form"
+            } else {
+                " (or -A for all of them)"
+            }
+        ));
+    }
+    // `exec mypod -n ss`: without `--`, the -n below is no namespace flag
+    // with a value but a command that lost its separator.
+    let Some(end) = args.iter().position(|a| a == "--") else {
+        // A word after the target, where the command would be.
+        let exec_at = args.iter().position(|a| a == "exec");
+        let stray = exec_at.is_some_and(|i| args[i + 1..].iter().filter(|a| !a.starts_with('-')).count() > 1);
+        return stray.then(|| {
+            "Hint: the command to run goes after `--`, as with kubectl exec: kubectl ns exec POD -n -- ss -lntp"
+                .to_owned()
+        });
+    };
+    let i = args[..end].iter().position(|a| a == "-n")?;
+    let next = args.get(i + 1).filter(|v| *v != "--" && !v.starts_with('-'))?;
+    Some(format!(
+        "Hint: -n is the network namespace here (as in nsenter). For the Kubernetes namespace `{next}`, \
+         use --namespace {next} or the {next}/POD form."
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn hints_namespace_misuse_only() {
+        assert!(
+            usage_hint(&v(&["k", "exec", "-n", "prod", "web", "--", "ss"]))
+                .unwrap()
+                .contains("--namespace prod")
+        );
+        assert!(usage_hint(&v(&["k", "exec", "web", "-n", "--", "ss"])).is_none());
+        assert!(usage_hint(&v(&["k", "exec", "web", "-n", "-p", "--", "ss"])).is_none());
+        assert!(usage_hint(&v(&["k", "exec", "web", "--", "ip", "-n", "x"])).is_none());
+        assert!(
+            usage_hint(&v(&["k", "exec", "web", "-n", "ss"]))
+                .unwrap()
+                .contains("-n -- ss")
+        );
+    }
+}
