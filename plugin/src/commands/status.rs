@@ -185,8 +185,18 @@ impl Notes {
     }
 }
 
+/// A row as the terminal gets it. Every field but the header words comes
+/// from a node, a pod or an agent (an agent named with `--agent` may be
+/// anything that answers there): control characters are shown as `?`, so
+/// no answer can move the cursor, rewrite lines or retitle the terminal.
 fn print_row(node: &str, agent: &str, version: &str, ready: &str, sessions: &str, reason: &str) {
+    let [node, agent, version, ready, sessions, reason] =
+        [node, agent, version, ready, sessions, reason].map(printable);
     println!("{node:<24} {agent:<32} {version:<10} {ready:<8} {sessions:<24} {reason}");
+}
+
+fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 fn print_header() {
@@ -348,6 +358,15 @@ mod tests {
         );
         // An older agent says nothing of it.
         assert_eq!(sessions(&VersionResponse::default()).0, "?");
+    }
+
+    #[test]
+    fn what_an_agent_answers_cannot_drive_the_terminal() {
+        assert_eq!(
+            printable("1.0\u{1b}]0;owned\u{7}\r\nnode-b yes"),
+            "1.0?]0;owned???node-b yes"
+        );
+        assert_eq!(printable("contained, 448Mi"), "contained, 448Mi");
     }
 
     #[test]
