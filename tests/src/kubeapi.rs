@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{Value, json};
@@ -60,10 +60,10 @@ pub use portforward::connect_in_netns;
 pub use rbac::Grant;
 
 use apply::{apply, delete, watch};
-use objects::{fields_match, labels_match, query};
+use objects::{get_node, get_pod, get_stored, list_namespaces, list_nodes, list_pods, query};
 use portforward::portforward;
 use rbac::{caller, forbidden, installer_only, review, user_info};
-use responses::{About, json_response, status, unauthorized};
+use responses::unauthorized;
 
 #[derive(Debug, Default)]
 struct State {
@@ -169,50 +169,25 @@ async fn serve(
         .map(|r| r.map(BodyExt::boxed_unsync))
 }
 
+/// Routes a request to the function that answers it, after what the API
+/// server does first for every request but a review: record it, wait out
+/// the latency, authenticate and authorize it ([`admit`]).
 async fn handle(
     req: Request<Incoming>,
     state: Arc<Mutex<State>>,
     forbid: Arc<AtomicBool>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let path = req.uri().path().to_owned();
-    let content_type = req
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
     if req.method() == hyper::Method::POST
-        && let Some(kind) = match path.as_str() {
-            "/apis/authentication.k8s.io/v1/tokenreviews" => Some("TokenReview"),
-            "/apis/authorization.k8s.io/v1/subjectaccessreviews" => Some("SubjectAccessReview"),
-            _ => None,
-        }
+        && let Some(kind) = review_kind(&path)
     {
         return Ok(review(req, &state, kind).await);
     }
-    let (latency, user) = {
-        let mut st = state.lock().expect("state");
-        st.requests.push(
-            format!("{} {} {content_type}", req.method(), req.uri())
-                .trim_end()
-                .to_owned(),
-        );
-        (st.latency, caller(&req, &st))
+    let content_type = header(&req, "content-type");
+    let user = match admit(&req, &state, &path, &content_type).await {
+        Ok(user) => user,
+        Err(refusal) => return Ok(refusal),
     };
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    let Some(user) = user else {
-        return Ok(unauthorized());
-    };
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let refused = {
-        let st = state.lock().expect("state");
-        st.rightless.contains(&user) || (st.user_only && installer_only(req.method(), &parts))
-    };
-    if refused {
-        return Ok(forbidden(&user, req.method(), &parts));
-    }
     if req.method() == hyper::Method::PATCH {
         let body = body_bytes(req).await;
         return Ok(apply(&state, &path, &content_type, &body));
@@ -220,93 +195,74 @@ async fn handle(
     if req.method() == hyper::Method::DELETE {
         return Ok(delete(&state, &path));
     }
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let resp = match parts.as_slice() {
-        ["api", "v1", "nodes"] => {
-            let st = state.lock().expect("state");
-            let items: Vec<Value> = st
-                .nodes
-                .iter()
-                .map(|n| serde_json::to_value(n).expect("node json"))
-                .collect();
-            json_response(
-                StatusCode::OK,
-                &json!({"kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}),
-            )
-        }
-        ["api", "v1", "namespaces"] => {
-            let st = state.lock().expect("state");
-            let items: Vec<&Value> = st
-                .objects
-                .iter()
-                .filter(|(k, _)| {
-                    k.strip_prefix("/api/v1/namespaces/")
-                        .is_some_and(|n| !n.contains('/'))
-                })
-                .map(|(_, v)| v)
-                .collect();
-            json_response(
-                StatusCode::OK,
-                &json!({"kind": "NamespaceList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}),
-            )
-        }
-        ["api", "v1", "nodes", name] => {
-            let st = state.lock().expect("state");
-            match st.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(name)) {
-                Some(n) => json_response(StatusCode::OK, &serde_json::to_value(n).expect("node json")),
-                None => About {
-                    group: "",
-                    resource: "nodes",
-                    name,
-                }
-                .not_found(),
-            }
-        }
+        ["api", "v1", "nodes"] => list_nodes(&state),
+        ["api", "v1", "namespaces"] => list_namespaces(&state),
+        ["api", "v1", "nodes", name] => get_node(&state, name),
         // Pods of every namespace (`-A`), or of one.
         ["api", "v1", "pods"] | ["api", "v1", "namespaces", _, "pods"] => {
-            let ns = parts.get(3).copied();
-            let q = query(&req);
-            let st = state.lock().expect("state");
-            let items: Vec<Value> = st
-                .pods
-                .iter()
-                .filter(|p| ns.is_none() || p.metadata.namespace.as_deref() == ns)
-                .filter(|p| q.get("labelSelector").is_none_or(|s| labels_match(p, s)))
-                .filter(|p| q.get("fieldSelector").is_none_or(|s| fields_match(p, s)))
-                .map(|p| serde_json::to_value(p).expect("pod json"))
-                .collect();
-            json_response(
-                StatusCode::OK,
-                &json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}),
-            )
+            list_pods(&state, parts.get(3).copied(), &query(&req))
         }
-        ["api", "v1", "namespaces", ns, "pods", name] => {
-            let st = state.lock().expect("state");
-            let found = st.pods.iter().find(|p| {
-                p.metadata.namespace.as_deref() == Some(ns) && p.metadata.name.as_deref() == Some(name)
-            });
-            match found {
-                Some(p) => json_response(StatusCode::OK, &serde_json::to_value(p).expect("pod json")),
-                None => About {
-                    group: "",
-                    resource: "pods",
-                    name,
-                }
-                .not_found(),
-            }
-        }
+        ["api", "v1", "namespaces", ns, "pods", name] => get_pod(&state, ns, name),
         ["api", "v1", "namespaces", ns, "pods", name, "portforward"] => {
             portforward(req, &state, &forbid, &user, ns, name).await
         }
-        _ => match state.lock().expect("state").objects.get(&path) {
-            Some(o) => json_response(StatusCode::OK, o),
-            None => status(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("the server could not find {path}"),
-            ),
-        },
+        _ => get_stored(&state, &path),
     };
     Ok(resp)
+}
+
+/// The review kind a POST to `path` creates, if it is a review endpoint.
+fn review_kind(path: &str) -> Option<&'static str> {
+    match path {
+        "/apis/authentication.k8s.io/v1/tokenreviews" => Some("TokenReview"),
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews" => Some("SubjectAccessReview"),
+        _ => None,
+    }
+}
+
+/// A request header as text (empty when absent or not text).
+fn header(req: &Request<Incoming>, name: &str) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Records the request, waits out the latency, and names its user; or the
+/// 401 for an unknown token, or RBAC's 403 for a user without the rights.
+async fn admit(
+    req: &Request<Incoming>,
+    state: &Mutex<State>,
+    path: &str,
+    content_type: &str,
+) -> Result<String, Response<Full<Bytes>>> {
+    let (latency, user) = {
+        let mut st = state.lock().expect("state");
+        st.requests.push(
+            format!("{} {} {content_type}", req.method(), req.uri())
+                .trim_end()
+                .to_owned(),
+        );
+        (st.latency, caller(req, &st))
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let Some(user) = user else {
+        return Err(unauthorized());
+    };
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let refused = {
+        let st = state.lock().expect("state");
+        st.rightless.contains(&user) || (st.user_only && installer_only(req.method(), &parts))
+    };
+    if refused {
+        return Err(forbidden(&user, req.method(), &parts));
+    }
+    Ok(user)
 }
 
 /// A request's whole body (empty if it broke off).

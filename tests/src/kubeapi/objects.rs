@@ -3,10 +3,16 @@
 //! add (`kube_meta`, `running_pod`, `agent_pod`).
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
-use hyper::Request;
-use hyper::body::Incoming;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::Pod;
+use serde_json::Value;
+
+use super::State;
+use super::responses::{About, json_response, list, status};
 
 pub(super) fn query(req: &Request<Incoming>) -> HashMap<String, String> {
     req.uri()
@@ -45,7 +51,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Equality-based label selectors (`a=b,c=d`), as kubectl-ns sends.
-pub(super) fn labels_match(pod: &Pod, selector: &str) -> bool {
+fn labels_match(pod: &Pod, selector: &str) -> bool {
     let labels = pod.metadata.labels.clone().unwrap_or_default();
     selector.split(',').filter(|s| !s.is_empty()).all(|term| {
         term.split_once('=')
@@ -54,7 +60,7 @@ pub(super) fn labels_match(pod: &Pod, selector: &str) -> bool {
 }
 
 /// The one field selector the API supports on pods that kubectl-ns uses.
-pub(super) fn fields_match(pod: &Pod, selector: &str) -> bool {
+fn fields_match(pod: &Pod, selector: &str) -> bool {
     selector
         .split(',')
         .filter(|s| !s.is_empty())
@@ -63,6 +69,96 @@ pub(super) fn fields_match(pod: &Pod, selector: &str) -> bool {
             Some(("metadata.name", v)) => pod.metadata.name.as_deref() == Some(v),
             _ => false,
         })
+}
+
+/// `GET /api/v1/nodes`.
+pub(super) fn list_nodes(state: &Mutex<State>) -> Response<Full<Bytes>> {
+    let st = state.lock().expect("state");
+    let items: Vec<Value> = st
+        .nodes
+        .iter()
+        .map(|n| serde_json::to_value(n).expect("node json"))
+        .collect();
+    list("NodeList", items)
+}
+
+/// `GET /api/v1/namespaces`: the namespaces stored by apply or
+/// [`super::FakeApi::add_namespace`].
+pub(super) fn list_namespaces(state: &Mutex<State>) -> Response<Full<Bytes>> {
+    let st = state.lock().expect("state");
+    let items: Vec<Value> = st
+        .objects
+        .iter()
+        .filter(|(k, _)| {
+            k.strip_prefix("/api/v1/namespaces/")
+                .is_some_and(|n| !n.contains('/'))
+        })
+        .map(|(_, v)| v.clone())
+        .collect();
+    list("NamespaceList", items)
+}
+
+/// `GET /api/v1/nodes/NAME`.
+pub(super) fn get_node(state: &Mutex<State>, name: &str) -> Response<Full<Bytes>> {
+    let st = state.lock().expect("state");
+    match st.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(name)) {
+        Some(n) => json_response(StatusCode::OK, &serde_json::to_value(n).expect("node json")),
+        None => About {
+            group: "",
+            resource: "nodes",
+            name,
+        }
+        .not_found(),
+    }
+}
+
+/// `GET /api/v1/pods` (`ns` `None`) or `/api/v1/namespaces/NS/pods`, with
+/// the query's label and field selectors.
+pub(super) fn list_pods(
+    state: &Mutex<State>,
+    ns: Option<&str>,
+    q: &HashMap<String, String>,
+) -> Response<Full<Bytes>> {
+    let st = state.lock().expect("state");
+    let items: Vec<Value> = st
+        .pods
+        .iter()
+        .filter(|p| ns.is_none() || p.metadata.namespace.as_deref() == ns)
+        .filter(|p| q.get("labelSelector").is_none_or(|s| labels_match(p, s)))
+        .filter(|p| q.get("fieldSelector").is_none_or(|s| fields_match(p, s)))
+        .map(|p| serde_json::to_value(p).expect("pod json"))
+        .collect();
+    list("PodList", items)
+}
+
+/// `GET /api/v1/namespaces/NS/pods/NAME`.
+pub(super) fn get_pod(state: &Mutex<State>, ns: &str, name: &str) -> Response<Full<Bytes>> {
+    let st = state.lock().expect("state");
+    let found = st
+        .pods
+        .iter()
+        .find(|p| p.metadata.namespace.as_deref() == Some(ns) && p.metadata.name.as_deref() == Some(name));
+    match found {
+        Some(p) => json_response(StatusCode::OK, &serde_json::to_value(p).expect("pod json")),
+        None => About {
+            group: "",
+            resource: "pods",
+            name,
+        }
+        .not_found(),
+    }
+}
+
+/// `GET` of any other path: an object stored by apply, or 404.
+pub(super) fn get_stored(state: &Mutex<State>, path: &str) -> Response<Full<Bytes>> {
+    match state.lock().expect("state").objects.get(path) {
+        Some(o) => json_response(StatusCode::OK, o),
+        None => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("the server could not find {path}"),
+        ),
+    }
 }
 
 /// Object metadata with a name and, for namespaced objects, a namespace.

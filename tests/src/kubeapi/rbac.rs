@@ -11,7 +11,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::responses::{About, json_response, status, unauthorized};
-use super::{AGENT_USER, State, body_bytes};
+use super::{AGENT_USER, State, body_bytes, header};
 
 /// An RBAC rule bound to a user or group (`group:NAME`): `verb` on
 /// `resource` (`pods/exec` for a subresource) in API `group`, in
@@ -143,12 +143,7 @@ pub(super) async fn review(
     state: &Mutex<State>,
     kind: &str,
 ) -> Response<Full<Bytes>> {
-    let user_agent = req
-        .headers()
-        .get("user-agent")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let user_agent = header(&req, "user-agent");
     let caller = caller(&req, &state.lock().expect("state"));
     let body = body_bytes(req).await;
     let mut st = state.lock().expect("state");

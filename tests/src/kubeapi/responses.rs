@@ -15,6 +15,14 @@ pub(super) fn json_response(code: StatusCode, body: &Value) -> Response<Full<Byt
         .expect("response")
 }
 
+/// A list of `kind` (`PodList`, …), as the API server sends a collection.
+pub(super) fn list(kind: &str, items: Vec<Value>) -> Response<Full<Bytes>> {
+    json_response(
+        StatusCode::OK,
+        &json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}),
+    )
+}
+
 /// A `metav1.Status` failure, as the API server sends with 4xx codes.
 pub(super) fn status(code: StatusCode, reason: &str, message: String) -> Response<Full<Bytes>> {
     json_response(code, &status_body(code, reason, message))
