@@ -38,7 +38,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use base64::Engine;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
@@ -60,6 +59,7 @@ pub use portforward::connect_in_netns;
 pub use rbac::Grant;
 
 use apply::{apply, delete, watch};
+use kubeconfigs::write_kubeconfig;
 use objects::{get_node, get_pod, get_stored, list_namespaces, list_nodes, list_pods, query};
 use portforward::portforward;
 use rbac::{caller, forbidden, installer_only, review, user_info};
@@ -109,6 +109,43 @@ pub const AGENT_USER: &str = "system:serviceaccount:kubectl-ns-system:kubectl-ns
 pub const IN_POD_PORT: u16 = 6443;
 
 impl State {
+    /// The state the server starts with: the default user's and the
+    /// agent's tokens, a grant of everything to the default user (so tests
+    /// about other things pass the agent's checks), and the client CA
+    /// published as the API server publishes it at start, for extension
+    /// servers to use.
+    fn at_start(client_ca_pem: &str) -> State {
+        let agent_groups = [
+            "system:serviceaccounts",
+            "system:serviceaccounts:kubectl-ns-system",
+            "system:authenticated",
+        ];
+        let mut state = State {
+            tokens: [
+                (
+                    USER_TOKEN.to_owned(),
+                    user_info(USER_TOKEN, USER, &["system:authenticated"]),
+                ),
+                (
+                    AGENT_TOKEN.to_owned(),
+                    user_info(AGENT_TOKEN, AGENT_USER, &agent_groups),
+                ),
+            ]
+            .into(),
+            grants: vec![Grant::new(USER, "*", "*", "*")],
+            ..Default::default()
+        };
+        state.objects.insert(
+            CLIENT_CA_PATH.to_owned(),
+            json!({
+                "kind": "ConfigMap", "apiVersion": "v1",
+                "metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system", "resourceVersion": "1"},
+                "data": {"client-ca-file": client_ca_pem},
+            }),
+        );
+        state
+    }
+
     /// A new resourceVersion, announced to watchers.
     fn bump(&mut self) -> u64 {
         self.version += 1;
@@ -275,6 +312,49 @@ async fn body_bytes(req: Request<Incoming>) -> Bytes {
         .unwrap_or_default()
 }
 
+/// A TLS acceptor with a fresh self-signed certificate for 127.0.0.1 and
+/// localhost (HTTP/1.1 only), and that certificate in PEM.
+fn tls_acceptor() -> (tokio_rustls::TlsAcceptor, String) {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("certificate");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into()),
+        )
+        .expect("tls config");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    (tokio_rustls::TlsAcceptor::from(Arc::new(config)), cert.cert.pem())
+}
+
+/// Accepts connections until the runtime stops: TLS, then HTTP/1.1 with
+/// upgrades (for port-forwards), each request to [`serve`].
+async fn accept(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    state: Arc<Mutex<State>>,
+    forbid: Arc<AtomicBool>,
+) {
+    while let Ok((tcp, _)) = listener.accept().await {
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, st, fb) = (acceptor.clone(), state.clone(), forbid.clone());
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let svc = hyper::service::service_fn(move |req| serve(req, st.clone(), fb.clone()));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), svc)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
 impl FakeApi {
     /// Starts the server on 127.0.0.1 with a fresh self-signed certificate.
     pub fn start() -> FakeApi {
@@ -283,95 +363,20 @@ impl FakeApi {
             .enable_all()
             .build()
             .expect("runtime");
-        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .expect("certificate");
-        let cert_pem = cert.cert.pem();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("protocols")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into()),
-            )
-            .expect("tls config");
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (acceptor, cert_pem) = tls_acceptor();
         let listener = rt
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let state = Arc::new(Mutex::new(State {
-            tokens: [
-                (
-                    USER_TOKEN.to_owned(),
-                    user_info(USER_TOKEN, USER, &["system:authenticated"]),
-                ),
-                (
-                    AGENT_TOKEN.to_owned(),
-                    user_info(
-                        AGENT_TOKEN,
-                        AGENT_USER,
-                        &[
-                            "system:serviceaccounts",
-                            "system:serviceaccounts:kubectl-ns-system",
-                            "system:authenticated",
-                        ],
-                    ),
-                ),
-            ]
-            .into(),
-            // The default user may do anything, so tests about other things
-            // pass the agent's checks.
-            grants: vec![Grant::new(USER, "*", "*", "*")],
-            ..Default::default()
-        }));
-        // As the API server publishes it at start: the CA that signs the
-        // client certificates it accepts, for extension servers to use.
         let (client_ca, client_ca_pem) = client_ca();
-        state.lock().expect("state").objects.insert(
-            CLIENT_CA_PATH.to_owned(),
-            json!({
-                "kind": "ConfigMap", "apiVersion": "v1",
-                "metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system", "resourceVersion": "1"},
-                "data": {"client-ca-file": client_ca_pem},
-            }),
-        );
+        let state = Arc::new(Mutex::new(State::at_start(&client_ca_pem)));
         let forbid = Arc::new(AtomicBool::new(false));
-        let (st, fb) = (state.clone(), forbid.clone());
-        rt.spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let _ = tcp.set_nodelay(true);
-                let (acceptor, st, fb) = (acceptor.clone(), st.clone(), fb.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let svc = hyper::service::service_fn(move |req| serve(req, st.clone(), fb.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .with_upgrades()
-                        .await;
-                });
-            }
-        });
+        rt.spawn(accept(listener, acceptor, state.clone(), forbid.clone()));
         let dir = tempfile::tempdir().expect("tempdir");
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(dir.path().join("ca.crt"), &cert_pem).expect("ca.crt");
         std::fs::write(dir.path().join("agent-token"), AGENT_TOKEN).expect("agent token");
-        let ca = base64::engine::general_purpose::STANDARD.encode(cert_pem);
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
-                 clusters:\n- name: fake\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority-data: {ca}\n\
-                 users:\n- name: tester\n  user:\n    token: {USER_TOKEN}\n\
-                 contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: tester\n    namespace: default\n",
-                addr.port()
-            ),
-        )
-        .expect("kubeconfig");
+        write_kubeconfig(&kubeconfig, addr, &cert_pem);
         FakeApi {
             addr,
             kubeconfig,
@@ -381,43 +386,6 @@ impl FakeApi {
             _rt: rt,
             _dir: dir,
         }
-    }
-
-    /// A token the TokenReview endpoint vouches for, naming `user` in
-    /// `groups`.
-    pub fn add_user(&self, token: &str, user: &str, groups: &[&str]) {
-        self.state
-            .lock()
-            .expect("state")
-            .tokens
-            .insert(token.to_owned(), user_info(token, user, groups));
-    }
-
-    /// Makes `token` expire when an agent's TokenReview asks about it: the
-    /// plugin's own requests with it have passed, the agent's check fails,
-    /// as for a token that expired in between.
-    pub fn expire_on_review(&self, token: &str) {
-        self.state
-            .lock()
-            .expect("state")
-            .expiring
-            .insert(token.to_owned());
-    }
-
-    /// Removes the client CA, as on a cluster whose API server takes no
-    /// client certificates.
-    pub fn remove_client_ca(&self) {
-        self.state.lock().expect("state").objects.remove(CLIENT_CA_PATH);
-    }
-
-    /// Replaces every grant (the default: [`USER`] may do anything).
-    pub fn set_grants(&self, grants: Vec<Grant>) {
-        self.state.lock().expect("state").grants = grants;
-    }
-
-    /// The TokenReview and SubjectAccessReview bodies received so far.
-    pub fn reviews(&self) -> Vec<Value> {
-        self.state.lock().expect("state").reviews.clone()
     }
 
     /// The environment that points an agent at this server, as a pod's
@@ -549,12 +517,6 @@ impl FakeApi {
         self.state.lock().expect("state").agent_failure = Some(failure);
     }
 
-    /// Gives the user only the kubectl-ns-user roles: reading pods and
-    /// nodes works, everything an install needs is forbidden.
-    pub fn user_only(&self, on: bool) {
-        self.state.lock().expect("state").user_only = on;
-    }
-
     /// Port-forwards to pod `ns/name` reach the requested port on the
     /// loopback of the network namespace process `pid` is in: the pod's.
     pub fn forward(&self, ns: &str, name: &str, pid: i32) {
@@ -563,16 +525,6 @@ impl FakeApi {
             .expect("state")
             .forwards
             .insert((ns.to_owned(), name.to_owned()), pid);
-    }
-
-    /// Gives `user` no rights at all, as for a user no RBAC binding names:
-    /// each of their requests gets RBAC's 403.
-    pub fn without_rights(&self, user: &str) {
-        self.state
-            .lock()
-            .expect("state")
-            .rightless
-            .insert(user.to_owned());
     }
 
     /// Makes port-forward requests fail with 403, as without RBAC.

@@ -29,6 +29,12 @@ pub fn client_ca() -> (rcgen::Issuer<'static, rcgen::KeyPair>, String) {
 }
 
 impl FakeApi {
+    /// Removes the client CA, as on a cluster whose API server takes no
+    /// client certificates.
+    pub fn remove_client_ca(&self) {
+        self.state.lock().expect("state").objects.remove(CLIENT_CA_PATH);
+    }
+
     /// A kubeconfig whose user holds a client certificate the cluster's
     /// client CA signed: CN `user`, O `group` (as `kubeadm` makes them;
     /// rcgen writes one O at most), and no token.
@@ -81,4 +87,22 @@ impl FakeApi {
     pub fn kubeconfig_arg(&self) -> String {
         self.kubeconfig.display().to_string()
     }
+}
+
+/// Writes the kubeconfig of [`FakeApi::kubeconfig`]: context `fake` for
+/// the server at `addr` (trusting `cert_pem`), user `tester` with
+/// [`USER_TOKEN`], default namespace `default`.
+pub(super) fn write_kubeconfig(path: &std::path::Path, addr: std::net::SocketAddr, cert_pem: &str) {
+    let ca = base64::engine::general_purpose::STANDARD.encode(cert_pem);
+    std::fs::write(
+        path,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+             clusters:\n- name: fake\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority-data: {ca}\n\
+             users:\n- name: tester\n  user:\n    token: {USER_TOKEN}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: tester\n    namespace: default\n",
+            addr.port()
+        ),
+    )
+    .expect("kubeconfig");
 }

@@ -11,7 +11,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::responses::{About, json_response, status, unauthorized};
-use super::{AGENT_USER, State, body_bytes, header};
+use super::{AGENT_USER, FakeApi, State, body_bytes, header};
 
 /// An RBAC rule bound to a user or group (`group:NAME`): `verb` on
 /// `resource` (`pods/exec` for a subresource) in API `group`, in
@@ -74,6 +74,56 @@ impl Grant {
                 .as_deref()
                 .is_none_or(|ns| ns == field("namespace"))
             && self.name.as_deref().is_none_or(|n| n == field("name"))
+    }
+}
+
+/// What tests set about users and their rights.
+impl FakeApi {
+    /// A token the TokenReview endpoint vouches for, naming `user` in
+    /// `groups`.
+    pub fn add_user(&self, token: &str, user: &str, groups: &[&str]) {
+        self.state
+            .lock()
+            .expect("state")
+            .tokens
+            .insert(token.to_owned(), user_info(token, user, groups));
+    }
+
+    /// Makes `token` expire when an agent's TokenReview asks about it: the
+    /// plugin's own requests with it have passed, the agent's check fails,
+    /// as for a token that expired in between.
+    pub fn expire_on_review(&self, token: &str) {
+        self.state
+            .lock()
+            .expect("state")
+            .expiring
+            .insert(token.to_owned());
+    }
+
+    /// Replaces every grant (the default: [`super::USER`] may do anything).
+    pub fn set_grants(&self, grants: Vec<Grant>) {
+        self.state.lock().expect("state").grants = grants;
+    }
+
+    /// The TokenReview and SubjectAccessReview bodies received so far.
+    pub fn reviews(&self) -> Vec<Value> {
+        self.state.lock().expect("state").reviews.clone()
+    }
+
+    /// Gives the user only the kubectl-ns-user roles: reading pods and
+    /// nodes works, everything an install needs is forbidden.
+    pub fn user_only(&self, on: bool) {
+        self.state.lock().expect("state").user_only = on;
+    }
+
+    /// Gives `user` no rights at all, as for a user no RBAC binding names:
+    /// each of their requests gets RBAC's 403.
+    pub fn without_rights(&self, user: &str) {
+        self.state
+            .lock()
+            .expect("state")
+            .rightless
+            .insert(user.to_owned());
     }
 }
 
