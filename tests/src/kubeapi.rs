@@ -60,7 +60,7 @@ pub use rbac::Grant;
 
 use apply::{apply, delete, watch};
 use kubeconfigs::write_kubeconfig;
-use objects::{get_node, get_pod, get_stored, list_namespaces, list_nodes, list_pods, query};
+use objects::{get_node, get_pod, get_stored, is_pod, list_namespaces, list_nodes, list_pods, query};
 use portforward::portforward;
 use rbac::{caller, forbidden, installer_only, review, user_info};
 use responses::unauthorized;
@@ -552,9 +552,7 @@ impl FakeApi {
     /// Removes pod `ns/name`, as when its controller replaced it.
     pub fn remove_pod(&self, ns: &str, name: &str) -> Option<Pod> {
         let mut st = self.state.lock().expect("state");
-        let i = st.pods.iter().position(|p| {
-            p.metadata.namespace.as_deref() == Some(ns) && p.metadata.name.as_deref() == Some(name)
-        })?;
+        let i = st.pods.iter().position(|p| is_pod(p, ns, name))?;
         Some(st.pods.remove(i))
     }
 

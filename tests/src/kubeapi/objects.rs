@@ -71,6 +71,11 @@ fn fields_match(pod: &Pod, selector: &str) -> bool {
         })
 }
 
+/// Whether `pod` is `ns/name`.
+pub(super) fn is_pod(pod: &Pod, ns: &str, name: &str) -> bool {
+    pod.metadata.namespace.as_deref() == Some(ns) && pod.metadata.name.as_deref() == Some(name)
+}
+
 /// `GET /api/v1/nodes`.
 pub(super) fn list_nodes(state: &Mutex<State>) -> Response<Full<Bytes>> {
     let st = state.lock().expect("state");
@@ -134,10 +139,7 @@ pub(super) fn list_pods(
 /// `GET /api/v1/namespaces/NS/pods/NAME`.
 pub(super) fn get_pod(state: &Mutex<State>, ns: &str, name: &str) -> Response<Full<Bytes>> {
     let st = state.lock().expect("state");
-    let found = st
-        .pods
-        .iter()
-        .find(|p| p.metadata.namespace.as_deref() == Some(ns) && p.metadata.name.as_deref() == Some(name));
+    let found = st.pods.iter().find(|p| is_pod(p, ns, name));
     match found {
         Some(p) => json_response(StatusCode::OK, &serde_json::to_value(p).expect("pod json")),
         None => About {

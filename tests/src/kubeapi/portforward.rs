@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::State;
-use super::objects::query;
+use super::objects::{is_pod, query};
 use super::responses::{About, status};
 
 const PORTFORWARD_PROTOCOL: &str = "v4.channel.k8s.io";
@@ -41,10 +41,7 @@ pub(super) async fn portforward(
         let st = state.lock().expect("state");
         // As the API server: a pod that does not exist is 404, whatever
         // was forwarded to it before.
-        let exists = st
-            .pods
-            .iter()
-            .any(|p| p.metadata.namespace.as_deref() == Some(ns) && p.metadata.name.as_deref() == Some(name));
+        let exists = st.pods.iter().any(|p| is_pod(p, ns, name));
         st.forwards
             .get(&(ns.to_owned(), name.to_owned()))
             .copied()
