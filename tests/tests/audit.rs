@@ -4,7 +4,8 @@
 //! ran isolated though its spec says hostNetwork (drift the other way), one
 //! no pod in the API owns, and a pod on a node without an agent; the fake
 //! API serves the specs. The "node" is this test process: the agent's node
-//! reference (see `kns_tests::agent`).
+//! reference (see `kns_tests::agent`). Each behaviour is a test of its
+//! own on that node, built afresh by `scene`.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -58,8 +59,21 @@ fn normalized(out: &[u8]) -> serde_json::Value {
     v
 }
 
-#[test]
-fn audit_finds_declared_observed_and_drifted_host_namespaces() {
+/// The node of every scenario, as it was when they were one test: the
+/// agent's pod, lab pods in the node's network, PID and IPC namespaces, a
+/// drifted one, one whose runtime ignored hostNetwork, a stray, and a pod
+/// on `ghost-node`, which has no agent. Scenarios run one at a time, each
+/// on a fresh node: every container in the lab's containerd is on the node
+/// the agent audits, so two at once would see each other's pods.
+struct Scene {
+    c: OneNode,
+    /// Dropped last: the next scenario starts once this one's lab is gone.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+}
+
+fn scene() -> Scene {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     require_root();
     let c = OneNode::start("audit-isolated", 8190);
     c.add_agent_pod("kubectl-ns-agent-a1", c.agent.pid());
@@ -133,7 +147,15 @@ fn audit_finds_declared_observed_and_drifted_host_namespaces() {
     c.api.add_pod(api_pod("audit-ghost", "ghost-node", "feed", |s| {
         s.host_pid = Some(true)
     }));
+    Scene {
+        c,
+        _one_at_a_time: guard,
+    }
+}
 
+#[test]
+fn audit_json_reports_declared_observed_and_drifted_host_namespaces() {
+    let Scene { c, .. } = &scene();
     let o = c.api.kns(&["audit", "-o", "json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
@@ -155,8 +177,12 @@ fn audit_finds_declared_observed_and_drifted_host_namespaces() {
         "audit JSON differs from {GOLDEN}:\n{}",
         serde_json::to_string_pretty(&got).unwrap()
     );
+}
 
-    // The table leads with the worst, and says which node was not seen.
+/// The table leads with the worst, and names the drift.
+#[test]
+fn audit_table_leads_with_the_worst() {
+    let Scene { c, .. } = &scene();
     let o = c.api.kns(&["audit", "-A"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let table = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -168,8 +194,11 @@ fn audit_finds_declared_observed_and_drifted_host_namespaces() {
             .any(|l| l.contains("drift") && l.contains("default/audit-drift") && l.contains("net")),
         "{table}"
     );
+}
 
-    // --fail-on gates on the kinds named, and only those.
+#[test]
+fn audit_fail_on_gates_on_the_kinds_named_only() {
+    let Scene { c, .. } = &scene();
     let code = |args: &[&str]| c.api.kns(args).status.code();
     assert_eq!(code(&["audit", "-A", "--fail-on", "host-port,drift"]), Some(1));
     assert_eq!(code(&["audit", "--fail-on", "unknown-workload"]), Some(1));
@@ -181,19 +210,33 @@ fn audit_finds_declared_observed_and_drifted_host_namespaces() {
         code(&["audit", "--node", NODE, "--fail-on", "not-observed"]),
         Some(0)
     );
-    // A label selector narrows the audit: unknown workloads are not
-    // reported for a partial listing.
-    assert_eq!(
-        code(&["audit", "-l", "app=none", "--fail-on", "unknown-workload"]),
-        Some(0)
-    );
+}
+
+/// A label selector narrows the audit: unknown workloads are not reported
+/// for a partial listing.
+#[test]
+fn audit_with_a_label_selector_reports_no_unknown_workload() {
+    let Scene { c, .. } = &scene();
+    let o = c
+        .api
+        .kns(&["audit", "-l", "app=none", "--fail-on", "unknown-workload"]);
+    assert_eq!(o.status.code(), Some(0));
+}
+
+#[test]
+fn audit_fail_on_an_unknown_kind_is_a_usage_error() {
+    let Scene { c, .. } = &scene();
     let o = c.api.kns(&["audit", "--fail-on", "drfit"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("drift"), "{}", stderr(&o));
+}
 
-    // The node's inventory: the node's own network namespace holds the
-    // hostNetwork pod and the one that joined it; the stray is named as
-    // what no pod owns.
+/// The node's inventory: the node's own network namespace holds the
+/// hostNetwork pod and the one that joined it; the stray is named as what
+/// no pod owns.
+#[test]
+fn ls_node_lists_its_namespaces_with_their_containers() {
+    let Scene { c, .. } = &scene();
     let o = c.api.kns(&["ls", &format!("node/{NODE}"), "-o", "json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -221,8 +264,13 @@ fn audit_finds_declared_observed_and_drifted_host_namespaces() {
     let o = c.api.kns(&["ls", &format!("node/{NODE}")]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("default/audit-hostipc/app"), "{}", stdout(&o));
+}
 
-    // ls over many pods, through the same fan-out: one row per container.
+/// ls over many pods, through the same fan-out as the audit: one row per
+/// container, the node without an agent reported.
+#[test]
+fn ls_many_pods_gives_each_containers_verdicts() {
+    let Scene { c, .. } = &scene();
     let o = c.api.kns(&["ls", "-o", "json"]);
     assert_eq!(
         o.status.code(),
@@ -257,13 +305,22 @@ fn audit_finds_declared_observed_and_drifted_host_namespaces() {
         table.lines().any(|l| l.starts_with("default/audit-hostpid ")),
         "{table}"
     );
+}
+
+#[test]
+fn ls_a_named_pod_in_all_namespaces_is_a_usage_error() {
+    let Scene { c, .. } = &scene();
     let o = c.api.kns(&["ls", "audit-hostnet", "-A"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
 
-    // A node whose agent accepts connections but never answers: the audit
-    // reports it after --node-timeout and still reports every other node.
-    // The timeout covers each node's whole call, the real node's too, so
-    // it leaves room for a loaded machine; without one the run never ends.
+/// A node whose agent accepts connections but never answers: the audit
+/// reports it after --node-timeout and still reports every other node.
+/// The timeout covers each node's whole call, the real node's too, so it
+/// leaves room for a loaded machine; without one the run never ends.
+#[test]
+fn audit_reports_a_silent_node_after_node_timeout() {
+    let Scene { c, .. } = &scene();
     let silent = Silent::start();
     c.api.add_node("slow-node");
     c.api.add_pod(agent_pod("kubectl-ns-agent-slow", "slow-node"));

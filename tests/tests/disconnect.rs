@@ -17,6 +17,21 @@ fn assert_none_left(net: u64, mark: &str, what: &str) {
     assert_none_marked(net, mark, what, String::new);
 }
 
+/// A target in a network namespace of its own, and that namespace's
+/// inode (to find what a session left there); needs root.
+fn net_target() -> (NsProcess, u64) {
+    require_root();
+    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
+    let net = ns_inode(t.pid, "net");
+    (t, net)
+}
+
+/// Kills the client with SIGKILL, as `kill -9` does, and reaps it.
+fn kill_9(mut client: std::process::Child) {
+    client.kill().unwrap();
+    client.wait().unwrap();
+}
+
 fn start_session(agent: &Agent, target: i32, mark: &str) -> std::process::Child {
     let script = format!("sleep {mark} & exec sleep {mark}");
     bins::exec_command(
@@ -33,26 +48,21 @@ fn start_session(agent: &Agent, target: i32, mark: &str) -> std::process::Child 
 
 #[test]
 fn killing_the_client_kills_the_remote_process_group() {
-    require_root();
-    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
-    let net = ns_inode(t.pid, "net");
+    let (t, net) = net_target();
     let agent = Agent::start(None);
-    let mut client = start_session(&agent, t.pid, "4242");
+    let client = start_session(&agent, t.pid, "4242");
     assert!(
         wait_until(Duration::from_secs(10), || marked(net, "4242").len() == 2),
         "the session's two sleeps never appeared in the target"
     );
-    client.kill().unwrap(); // SIGKILL
-    client.wait().unwrap();
+    kill_9(client);
     assert_none_left(net, "4242", "processes left in the target");
     assert!(agent.logged("ClientGone"), "{}", agent.logs());
 }
 
 #[test]
 fn agent_shutdown_ends_sessions_with_a_message() {
-    require_root();
-    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
-    let net = ns_inode(t.pid, "net");
+    let (t, net) = net_target();
     let mut agent = Agent::start(None);
     let client = start_session(&agent, t.pid, "4343");
     assert!(wait_until(Duration::from_secs(10), || marked(net, "4343").len() == 2));
@@ -77,9 +87,7 @@ fn agent_shutdown_ends_sessions_with_a_message() {
 
 #[test]
 fn a_second_agent_in_the_same_cgroup_leaves_the_first_ones_sessions_alone() {
-    require_root();
-    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
-    let net = ns_inode(t.pid, "net");
+    let (t, net) = net_target();
     let agent = Agent::start(None);
     let mut client = start_script(&agent, &t, "exec sleep 4848", "4848", 1);
     let second = agent.sibling();
@@ -94,9 +102,7 @@ fn a_second_agent_in_the_same_cgroup_leaves_the_first_ones_sessions_alone() {
 
 #[test]
 fn exiting_tool_takes_its_background_children_along() {
-    require_root();
-    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
-    let net = ns_inode(t.pid, "net");
+    let (t, net) = net_target();
     let agent = Agent::start(None);
     let o = bins::exec(
         &agent.addr(),
@@ -123,21 +129,18 @@ fn start_script(agent: &Agent, t: &NsProcess, script: &str, mark: &str, n: usize
 
 #[test]
 fn killing_the_client_kills_what_left_the_process_group() {
-    require_root();
-    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
-    let net = ns_inode(t.pid, "net");
+    let (t, net) = net_target();
     let agent = Agent::start(None);
     // A setsid'd child and a shell job in a group of its own (set -m) both
     // leave the tool's process group.
-    let mut client = start_script(
+    let client = start_script(
         &agent,
         &t,
         "setsid sleep 4545 & set -m; sleep 4545 & sleep 4545",
         "4545",
         3,
     );
-    client.kill().unwrap();
-    client.wait().unwrap();
+    kill_9(client);
     assert_none_left(net, "4545", "escaped the session");
     assert!(
         wait_until(Duration::from_secs(10), || agent.cgroup.sessions().is_empty()),
@@ -148,9 +151,7 @@ fn killing_the_client_kills_what_left_the_process_group() {
 
 #[test]
 fn a_daemon_the_tool_started_dies_when_the_tool_exits() {
-    require_root();
-    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
-    let net = ns_inode(t.pid, "net");
+    let (t, net) = net_target();
     let agent = Agent::start(None);
     // Double fork and setsid: the classic daemon, reparented away from the
     // tool and in a session of its own.
@@ -173,9 +174,7 @@ fn a_daemon_the_tool_started_dies_when_the_tool_exits() {
 
 #[test]
 fn an_agent_killed_with_sigkill_leaves_nothing_once_restarted() {
-    require_root();
-    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
-    let net = ns_inode(t.pid, "net");
+    let (t, net) = net_target();
     let mut agent = Agent::start(None);
     let mut client = start_script(&agent, &t, "setsid sleep 4747 & exec sleep 4747", "4747", 2);
     agent.kill();
@@ -200,9 +199,7 @@ fn an_agent_killed_with_sigkill_leaves_nothing_once_restarted() {
 
 #[test]
 fn a_client_that_stops_answering_is_dropped_by_keepalive() {
-    require_root();
-    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
-    let net = ns_inode(t.pid, "net");
+    let (t, net) = net_target();
     let agent = Agent::start_with_env(None, &[("KNS_KEEPALIVE", "1")]);
     let mut client = start_script(&agent, &t, "exec sleep 4949", "4949", 1);
     // A stopped client keeps its connection open but answers no ping: a
@@ -219,9 +216,7 @@ fn a_client_that_stops_answering_is_dropped_by_keepalive() {
 
 #[test]
 fn a_session_past_the_maximum_age_is_ended_with_a_message() {
-    require_root();
-    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
-    let net = ns_inode(t.pid, "net");
+    let (t, net) = net_target();
     let agent = Agent::start_with_env(None, &[("KNS_MAX_SESSION_AGE", "1")]);
     let o = bins::exec(&agent.addr(), &t.target(), &["-n"], &["sleep", "5050"]);
     assert_eq!(o.status.code(), Some(255), "{}", bins::stderr(&o));
@@ -235,19 +230,16 @@ fn a_session_past_the_maximum_age_is_ended_with_a_message() {
 
 #[test]
 fn a_thousand_children_all_die_with_the_session() {
-    require_root();
-    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
-    let net = ns_inode(t.pid, "net");
+    let (t, net) = net_target();
     let agent = Agent::start(None);
-    let mut client = start_script(
+    let client = start_script(
         &agent,
         &t,
         "i=0; while [ $i -lt 1000 ]; do setsid sleep 6262 & i=$((i+1)); done; wait",
         "6262",
         1000,
     );
-    client.kill().unwrap();
-    client.wait().unwrap();
+    kill_9(client);
     assert_none_left(net, "6262", "processes left");
 }
 
@@ -280,9 +272,7 @@ fn a_target_that_dies_mid_session_ends_it_with_the_tools_status() {
 
 #[test]
 fn an_agent_killed_mid_session_is_named_with_what_became_of_the_session() {
-    require_root();
-    let t = NsProcess::spawn(&["--net"], "exec sleep 1000");
-    let net = ns_inode(t.pid, "net");
+    let (t, net) = net_target();
     let mut agent = Agent::start(None);
     let client = start_script(&agent, &t, "exec sleep 5353", "5353", 1);
     agent.kill();

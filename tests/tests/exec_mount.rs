@@ -33,11 +33,16 @@ fn chrooted_with(unshare_flags: &[&str]) -> (tempfile::TempDir, NsProcess) {
     (root, t)
 }
 
+/// [`chrooted`] (needs root), and an agent to reach it.
+fn chrooted_with_agent() -> (tempfile::TempDir, NsProcess, Agent) {
+    require_root();
+    let (root, t) = chrooted();
+    (root, t, Agent::start(None))
+}
+
 #[test]
 fn missing_tool_in_the_image_exits_127_with_a_hint() {
-    require_root();
-    let (_root, t) = chrooted();
-    let agent = Agent::start(None);
+    let (_root, t, agent) = chrooted_with_agent();
     let o = exec(
         &agent.addr(),
         &t.target(),
@@ -52,9 +57,7 @@ fn missing_tool_in_the_image_exits_127_with_a_hint() {
 
 #[test]
 fn sees_the_targets_root_and_working_directory() {
-    require_root();
-    let (_root, t) = chrooted();
-    let agent = Agent::start(None);
+    let (_root, t, agent) = chrooted_with_agent();
     let o = exec(
         &agent.addr(),
         &t.target(),
@@ -76,9 +79,7 @@ fn sees_the_targets_root_and_working_directory() {
 
 #[test]
 fn not_executable_exits_126() {
-    require_root();
-    let (_root, t) = chrooted();
-    let agent = Agent::start(None);
+    let (_root, t, agent) = chrooted_with_agent();
     let o = exec(
         &agent.addr(),
         &t.target(),
@@ -91,9 +92,7 @@ fn not_executable_exits_126() {
 
 #[test]
 fn without_an_identity_for_the_images_binary_m_is_refused_unless_privileged() {
-    require_root();
-    let (_root, t) = chrooted();
-    let agent = Agent::start(None);
+    let (_root, t, agent) = chrooted_with_agent();
     let o = exec(&agent.addr(), &t.target(), &["-m"], &["cat", "marker"]);
     assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
     let err = stderr(&o);
