@@ -41,11 +41,27 @@ pub fn usage_hint(args: &[String]) -> Option<String> {
     }
     // `exec mypod -n ss`: without `--`, the -n below is no namespace flag
     // with a value but a command that lost its separator.
-    let Some(end) = args.iter().position(|a| a == "--") else {
-        // A word after the target, where the command would be.
-        let exec_at = args.iter().position(|a| a == "exec");
-        let stray = exec_at.is_some_and(|i| args[i + 1..].iter().filter(|a| !a.starts_with('-')).count() > 1);
-        return stray.then(|| {
+    let exec_at = args.iter().position(|a| a == "exec");
+    let end = args.iter().position(|a| a == "--");
+    // The words between `exec` and `--` (or the end) that are no flags: the
+    // target, and flags' values, which only make the count larger.
+    let words = exec_at.map(|i| {
+        args[i + 1..end.unwrap_or(args.len())]
+            .iter()
+            .filter(|a| !a.starts_with('-'))
+            .count()
+    });
+    if words == Some(0) {
+        return Some(
+            "Hint: name what to enter after exec: POD, NS/POD, node/NODE, or -l SELECTOR for many pods; \
+             then the command after `--`: kubectl ns exec POD -n -- ss -lntp"
+                .to_owned(),
+        );
+    }
+    let Some(end) = end else {
+        // A target and no command, or a word after the target where the
+        // command would be.
+        return words.is_some().then(|| {
             "Hint: the command to run goes after `--`, as with kubectl exec: kubectl ns exec POD -n -- ss -lntp"
                 .to_owned()
         });
@@ -64,6 +80,17 @@ mod tests {
 
     fn v(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn exec_without_a_target_or_a_command_says_where_they_go() {
+        let target = |a: &[&str]| usage_hint(&v(a)).is_some_and(|h| h.contains("name what to enter"));
+        let command = |a: &[&str]| usage_hint(&v(a)).is_some_and(|h| h.contains("goes after `--`"));
+        assert!(target(&["k", "exec", "-n", "--", "ss", "-lntp"]));
+        assert!(target(&["k", "exec", "-n"]));
+        assert!(command(&["k", "exec", "web-1", "-n"]));
+        assert!(!target(&["k", "exec", "-l", "app=web", "-n", "--", "ss"]));
+        assert!(usage_hint(&v(&["k", "exec", "web-1", "-n", "--", "ss"])).is_none());
     }
 
     #[test]

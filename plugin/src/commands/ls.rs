@@ -289,7 +289,7 @@ fn pods_table(pods: &[PodReport], wide: bool) -> String {
 async fn many(args: &LsArgs) -> Result<u8, Failure> {
     if args.kube.agent.is_some() {
         return Err(Failure::usage(
-            "--agent reaches one node's agent: name a target (a pod, node/NODE, container/ID)",
+            "--agent reaches one node's agent: name container/ID, pid/PID or node (a pod or node/NODE needs a kubeconfig)",
         ));
     }
     let r = route::resolver(&args.kube).await?;
