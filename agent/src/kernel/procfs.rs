@@ -4,7 +4,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use crate::ns::{KernelNs, NsId, NsKind};
+use crate::kernel::ns::{KernelNs, NsId, NsKind};
 
 /// Errors reading a process's /proc entries.
 #[derive(Debug, thiserror::Error)]

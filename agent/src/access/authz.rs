@@ -16,8 +16,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::authn::{AuthnError, Caller, Identity, Method, TtlCache};
-use crate::kubeclient::{KubeClient, KubeError};
+use crate::access::authn::{AuthnError, Caller, Identity, Method, TtlCache};
+use crate::access::kubeclient::{KubeClient, KubeError};
 
 /// The API group of the agent's virtual `nodes/exec` resource.
 pub const GROUP: &str = "kubectl-ns.io";
@@ -208,8 +208,8 @@ struct SarStatus {
 #[derive(Debug)]
 pub struct Access {
     client: Option<KubeClient>,
-    authn: crate::authn::Authenticator,
-    certs: std::sync::Arc<crate::clientcert::ClientCerts>,
+    authn: crate::access::authn::Authenticator,
+    certs: std::sync::Arc<crate::access::clientcert::ClientCerts>,
     allowed: TtlCache<(Identity, Rule), ()>,
     node_name: Option<String>,
     skip: bool,
@@ -221,12 +221,12 @@ impl Access {
     /// the cluster's CA; `skip`: `--insecure-skip-authz`.
     pub fn new(
         client: Option<KubeClient>,
-        certs: std::sync::Arc<crate::clientcert::ClientCerts>,
+        certs: std::sync::Arc<crate::access::clientcert::ClientCerts>,
         node_name: Option<String>,
         skip: bool,
     ) -> Access {
         Access {
-            authn: crate::authn::Authenticator::new(client.clone()),
+            authn: crate::access::authn::Authenticator::new(client.clone()),
             certs,
             client,
             allowed: TtlCache::new(),
@@ -236,7 +236,7 @@ impl Access {
     }
 
     /// The TLS listeners' client certificates.
-    pub fn certs(&self) -> std::sync::Arc<crate::clientcert::ClientCerts> {
+    pub fn certs(&self) -> std::sync::Arc<crate::access::clientcert::ClientCerts> {
         self.certs.clone()
     }
 
@@ -361,8 +361,8 @@ impl Access {
 mod tests {
     use super::*;
 
-    fn certs() -> std::sync::Arc<crate::clientcert::ClientCerts> {
-        std::sync::Arc::new(crate::clientcert::ClientCerts::new(None).unwrap())
+    fn certs() -> std::sync::Arc<crate::access::clientcert::ClientCerts> {
+        std::sync::Arc::new(crate::access::clientcert::ClientCerts::new(None).unwrap())
     }
 
     fn alice() -> Identity {
@@ -448,9 +448,11 @@ mod tests {
                 .expect("recorded answer")
                 .status
         };
-        let allowed = answer(include_str!("../../tests/fixtures/kube-v1.32/sar-allowed.json"));
+        let allowed = answer(include_str!(
+            "../../../tests/fixtures/kube-v1.32/sar-allowed.json"
+        ));
         assert!(allowed.allowed);
-        let denied = answer(include_str!("../../tests/fixtures/kube-v1.32/sar-denied.json"));
+        let denied = answer(include_str!("../../../tests/fixtures/kube-v1.32/sar-denied.json"));
         assert!(!denied.allowed);
         assert_eq!(
             (denied.reason.as_str(), denied.evaluation_error.as_str()),

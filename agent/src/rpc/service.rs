@@ -16,19 +16,19 @@ use kns_proto::agent::{
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::audit::{self, Audit, Event, Record};
-use crate::authn::{AuthnError, Caller, Identity, Method};
-use crate::authz::{Access, Action, AuthzError, Subject};
-use crate::cgroup::Containment;
-use crate::cri::CriError;
-use crate::ns::{self, NsKind, NsSet};
-use crate::nsenter::{self, Node, NsenterError};
-use crate::policy::{Admitted, Ask, Policies};
-use crate::procfs::{self, ProcError};
-use crate::resolve::{self, ResolveError, Resolver, Target};
+use crate::access::audit::{self, Audit, Event, Record};
+use crate::access::authn::{AuthnError, Caller, Identity, Method};
+use crate::access::authz::{Access, Action, AuthzError, Subject};
+use crate::access::policy::{Admitted, Ask, Policies};
+use crate::enter::cgroup::Containment;
+use crate::enter::nsenter::{self, Node, NsenterError};
+use crate::kernel::ns::{self, NsKind, NsSet};
+use crate::kernel::procfs::{self, ProcError};
 use crate::session::{self, End, Replies};
-use crate::spawner::Spawner;
 use crate::sys::ExitStatus;
+use crate::sys::spawner::Spawner;
+use crate::target::cri::CriError;
+use crate::target::resolve::{self, ResolveError, Resolver, Target};
 
 /// Every failure a request can meet.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +48,7 @@ pub enum AgentError {
     #[error(transparent)]
     Authz(#[from] AuthzError),
     #[error(transparent)]
-    Policy(#[from] crate::policy::Denied),
+    Policy(#[from] crate::access::policy::Denied),
     #[error(
         "the agent on this node already runs {0} sessions, its limit (--max-sessions, KNS_MAX_SESSIONS): retry \
          when some have ended"
@@ -84,9 +84,9 @@ impl From<AgentError> for Status {
             }
             AgentError::Authn(_) => tonic::Code::Unauthenticated,
             AgentError::Authz(_) => tonic::Code::PermissionDenied,
-            AgentError::Policy(crate::policy::Denied::PerUser(_) | crate::policy::Denied::PerNode(_)) => {
-                tonic::Code::ResourceExhausted
-            }
+            AgentError::Policy(
+                crate::access::policy::Denied::PerUser(_) | crate::access::policy::Denied::PerNode(_),
+            ) => tonic::Code::ResourceExhausted,
             AgentError::Policy(_) => tonic::Code::PermissionDenied,
             AgentError::SessionLimit(_) => tonic::Code::ResourceExhausted,
             AgentError::Resolve(r) => match r {
@@ -359,7 +359,7 @@ fn target_of(t: Option<kns_proto::agent::Target>) -> Result<Target, AgentError> 
     match t.and_then(|t| t.kind) {
         Some(Kind::ContainerId(id)) => {
             let id = id.trim();
-            crate::cri::check_id(id).map_err(AgentError::BadRequest)?;
+            crate::target::cri::check_id(id).map_err(AgentError::BadRequest)?;
             Ok(Target::Container(id.to_owned()))
         }
         Some(Kind::Pid(p)) => Ok(Target::Pid(p)),
@@ -474,7 +474,7 @@ impl Agent for AgentService {
                 Status::out_of_range(format!(
                     "the exec request is over the agent's limit of {} KiB for one message: pass fewer or \
                      shorter arguments and environment variables",
-                    crate::server::MAX_MESSAGE >> 10
+                    crate::listen::MAX_MESSAGE >> 10
                 ))
             } else {
                 s
@@ -665,7 +665,7 @@ impl Agent for AgentService {
         self.admit(&caller, Action::List, &Target::Node, None).await?;
         let namespaces = request.into_inner().namespaces;
         Ok(versioned(
-            crate::inventory::list(&self.resolver, self.node.pid, namespaces).await?,
+            crate::rpc::inventory::list(&self.resolver, self.node.pid, namespaces).await?,
         ))
     }
 
@@ -806,7 +806,7 @@ mod tests {
     fn refusals_are_coded_and_name_the_missing_rule() {
         let denied = Status::from(AgentError::from(AuthzError::Denied {
             user: "bob".into(),
-            rule: Box::new(crate::authz::Rule::pod_exec("default", "web")),
+            rule: Box::new(crate::access::authz::Rule::pod_exec("default", "web")),
             reason: String::new(),
             why: String::new(),
         }));
@@ -848,7 +848,7 @@ mod tests {
             );
         }
         let unavailable = Status::from(AgentError::from(AuthnError::Review(
-            crate::kubeclient::KubeError::NotConfigured,
+            crate::access::kubeclient::KubeError::NotConfigured,
         )));
         assert_eq!(unavailable.code(), tonic::Code::Unavailable);
     }
@@ -888,7 +888,7 @@ mod tests {
                     proptest::prop_assert!(!req.argv[0].is_empty());
                     proptest::prop_assert!(req.argv.iter().all(|a| !a.contains('\0')));
                     if let Target::Container(id) = target {
-                        proptest::prop_assert!(crate::cri::check_id(&id).is_ok());
+                        proptest::prop_assert!(crate::target::cri::check_id(&id).is_ok());
                     }
                 }
                 Err(e) => {

@@ -20,8 +20,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
-use crate::nsenter::{Spawned, Tool};
-use crate::pty;
+use crate::enter::nsenter::{Spawned, Tool};
+use crate::sys::pty;
 use crate::sys::{self, ExitStatus};
 
 /// Output is read in chunks that start at MIN_CHUNK and double while reads
@@ -530,7 +530,7 @@ fn farewell(end: End, max_age: Option<Duration>) -> Option<Status> {
         End::Oversized => Some(Status::out_of_range(format!(
             "the client sent a message over the agent's limit of {} KiB: the session was ended and its processes \
              were killed (kubectl-ns sends stdin in smaller chunks; another client must too)",
-            crate::server::MAX_MESSAGE >> 10
+            crate::listen::MAX_MESSAGE >> 10
         ))),
         End::Lost => Some(Status::internal(
             "the agent lost track of the tool's process (the agent's log says why): the session was ended and \

@@ -720,8 +720,8 @@ mod tests {
     #[test]
     fn a_container_on_a_hybrid_node_has_no_cgroup2_mount_but_a_unified_path() {
         let mountinfo =
-            include_str!("../../tests/fixtures/kube-v1.32/container-mountinfo-cgroup-v1-hybrid.txt");
-        let cgroup = include_str!("../../tests/fixtures/kube-v1.32/container-cgroup-v1-hybrid.txt");
+            include_str!("../../../tests/fixtures/kube-v1.32/container-mountinfo-cgroup-v1-hybrid.txt");
+        let cgroup = include_str!("../../../tests/fixtures/kube-v1.32/container-cgroup-v1-hybrid.txt");
         let id = "/kubepods/besteffort/poda7253d5d-3c96-464c-b8dd-44303d1761c2/\
                   5ef890032b5fc23f1de6f7b52cb4d396a2cb1c480a70882c3ce65540eeb89726";
         assert_eq!(mount_of(mountinfo, Hierarchy::Unified), None);

@@ -13,11 +13,11 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
 
-use crate::clientcert::{CertConn, ClientCerts};
-use crate::service::AgentService;
+use crate::access::clientcert::{CertConn, ClientCerts};
+use crate::rpc::service::AgentService;
 
 /// TLS handshakes in progress at most; each ends within
-/// [`crate::clientcert::HANDSHAKE_TIMEOUT`].
+/// [`crate::access::clientcert::HANDSHAKE_TIMEOUT`].
 const MAX_HANDSHAKES: usize = 256;
 
 /// The largest message a client may send, in bytes: an exec start, or one

@@ -10,13 +10,13 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
-use crate::cgroup::SessionCgroup;
-use crate::ns::{KernelNs, NsKind, NsSet};
-use crate::procfs;
-use crate::pty;
-use crate::resolve::{Pinned, Resolved};
-use crate::spawner::Spawner;
+use crate::enter::cgroup::SessionCgroup;
+use crate::kernel::ns::{KernelNs, NsKind, NsSet};
+use crate::kernel::procfs;
+use crate::sys::pty;
+use crate::sys::spawner::Spawner;
 use crate::sys::{self, ChildPlan, Creds, Join, NsFile, SpawnOutcome, Stage};
+use crate::target::resolve::{Pinned, Resolved};
 
 pub use kns_proto::agent::ToolSource;
 
@@ -47,7 +47,7 @@ pub enum NsenterError {
     /// The container's seccomp profile cannot be applied: the tool does
     /// not run without it.
     #[error("{0}; the tool is not run without it (--privileged runs it as node root instead)")]
-    Seccomp(#[from] crate::seccomp::SeccompError),
+    Seccomp(#[from] crate::enter::seccomp::SeccompError),
     #[error("cannot open {what} of process {pid}: {source}")]
     Open {
         what: String,
@@ -328,7 +328,7 @@ fn container_creds<'a>(
     req: &Request,
     set: NsSet,
     node: Node,
-) -> Result<Option<&'a crate::cri::Identity>, NsenterError> {
+) -> Result<Option<&'a crate::target::cri::Identity>, NsenterError> {
     let pid = target.resolved.pid;
     if !runs_as_container(pid, req, set, node)? {
         return Ok(None);
@@ -631,7 +631,7 @@ pub fn spawn(
     // Compiled here, before the fork; the child only loads it.
     let seccomp = identity
         .and_then(|i| i.seccomp.as_ref())
-        .map(crate::seccomp::compile)
+        .map(crate::enter::seccomp::compile)
         .transpose()?;
     let mount_proc = req.mount_proc && set.contains(NsKind::Pid) && !with_mnt;
     // Mounting proc needs the agent's privileges, which joining the target's
@@ -733,7 +733,7 @@ pub fn spawn(
         if lost != 0 {
             notices.push(format!(
                 "the tool lacks capabilities the container has, which the agent does not hold: {}",
-                crate::cri::cap_names(lost)
+                crate::target::cri::cap_names(lost)
             ));
         }
     }
@@ -983,9 +983,12 @@ mod tests {
     #[tokio::test]
     async fn a_tool_dropped_before_its_session_is_killed_and_reaped() {
         let me = std::process::id() as i32;
-        let resolver = crate::resolve::Resolver::new(me, None, None);
-        let resolved = resolver.resolve(&crate::resolve::Target::Pid(me)).await.unwrap();
-        let pinned = crate::resolve::pin(&resolved).unwrap();
+        let resolver = crate::target::resolve::Resolver::new(me, None, None);
+        let resolved = resolver
+            .resolve(&crate::target::resolve::Target::Pid(me))
+            .await
+            .unwrap();
+        let pinned = crate::target::resolve::pin(&resolved).unwrap();
         let req = Request {
             namespaces: [NsKind::Net].into_iter().collect(),
             argv: vec!["sleep".into(), "100".into()],

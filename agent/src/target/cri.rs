@@ -12,7 +12,7 @@ use kns_proto::cri::{
 };
 use tonic::transport::Channel;
 
-use crate::procfs;
+use crate::kernel::procfs;
 use crate::sys::{Caps, Creds};
 
 /// Where CRI runtimes put their sockets: containerd, CRI-O, k3s and rke2,

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tonic::transport::server::UdsConnectInfo;
 
-use crate::clientcert::CertPeer;
-use crate::kubeclient::{KubeClient, KubeError};
+use crate::access::clientcert::CertPeer;
+use crate::access::kubeclient::{KubeClient, KubeError};
 
 /// How long a positive answer (a token's identity, an allowed rule) is
 /// reused. Short, so a revoked token or binding stops working soon; never
@@ -262,7 +262,7 @@ mod tests {
     #[test]
     fn a_valid_tokens_review_names_the_user_with_all_the_api_server_said() {
         let user = recorded(include_str!(
-            "../../tests/fixtures/kube-v1.32/tokenreview-valid.json"
+            "../../../tests/fixtures/kube-v1.32/tokenreview-valid.json"
         ))
         .unwrap();
         assert_eq!(user.username, "system:serviceaccount:fx:reader");
@@ -285,7 +285,7 @@ mod tests {
     fn an_invalid_tokens_review_is_a_rejection_with_the_api_servers_words() {
         // `user: {}` and no `authenticated`: what v1.32 really sends.
         let e = recorded(include_str!(
-            "../../tests/fixtures/kube-v1.32/tokenreview-invalid.json"
+            "../../../tests/fixtures/kube-v1.32/tokenreview-invalid.json"
         ))
         .unwrap_err();
         assert!(

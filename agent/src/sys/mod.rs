@@ -9,6 +9,9 @@
 //! child of a multi-threaded process may not allocate or take locks.
 #![allow(unsafe_code)]
 
+pub mod pty;
+pub mod spawner;
+
 use std::ffi::{CStr, CString, c_int};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -303,7 +306,7 @@ pub struct ChildPlan {
     /// of the target's user namespace).
     pub creds: Option<Creds>,
     /// The container's seccomp filter, loaded with its identity.
-    pub seccomp: Option<crate::seccomp::Filter>,
+    pub seccomp: Option<crate::enter::seccomp::Filter>,
     /// Execute a sealed memfd copy of the tool instead of its file; see
     /// [`exec_sealed_copy`].
     pub exec_copy: bool,
@@ -779,7 +782,7 @@ struct SockFprog {
 ///
 /// SAFETY (for callers): async-signal-safe: one system call on `f`'s
 /// program, which was compiled before the fork.
-unsafe fn load_seccomp(f: &crate::seccomp::Filter) -> Result<(), i32> {
+unsafe fn load_seccomp(f: &crate::enter::seccomp::Filter) -> Result<(), i32> {
     const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
     let Ok(len) = u16::try_from(f.program.len() / 8) else {
         return Err(libc::E2BIG);

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use crate::cri::{self, Cri, CriError};
-use crate::procfs::{self, ProcError};
+use crate::kernel::procfs::{self, ProcError};
 use crate::sys;
+use crate::target::cri::{self, Cri, CriError};
 
 /// What the user asked to enter.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use kns_proto::agent::{ContainerInfo, ListResponse, NamespaceId, NamespaceUse};
 
-use crate::cri::{self, Cri, Listed};
-use crate::ns::NsKind;
-use crate::procfs::{self, ProcError};
-use crate::resolve::{ResolveError, Resolver};
-use crate::service::{AgentError, process_info};
+use crate::kernel::ns::NsKind;
+use crate::kernel::procfs::{self, ProcError};
+use crate::rpc::service::{AgentError, process_info};
+use crate::target::cri::{self, Cri, Listed};
+use crate::target::resolve::{ResolveError, Resolver};
 
 /// How many ContainerStatus calls may be in flight for containers the
 /// /proc scan did not place (a runtime that keeps no cgroup per container).
