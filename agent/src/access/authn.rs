@@ -3,15 +3,14 @@
 //! checked in the TLS handshake (`clientcert`), or, on a unix socket, the
 //! peer's credentials (SO_PEERCRED).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tonic::transport::server::UdsConnectInfo;
 
-use crate::access::clientcert::CertPeer;
+use crate::access::identity::Identity;
 use crate::access::kubeclient::{KubeClient, KubeError};
 
 /// How long a positive answer (a token's identity, an allowed rule) is
@@ -20,76 +19,6 @@ use crate::access::kubeclient::{KubeClient, KubeError};
 pub const CACHE_TTL: Duration = Duration::from_secs(10);
 /// Answers kept at most: a flood of distinct tokens cannot grow the agent.
 pub const CACHE_SIZE: usize = 1024;
-
-/// How the identity was established.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// A bearer token the API server vouched for (TokenReview).
-    Token,
-    /// A client certificate signed by the cluster's client CA.
-    X509,
-    /// The uid of the process on the other end of the unix socket.
-    Peercred,
-    /// `--insecure-skip-authz`: nobody was asked.
-    Skip,
-}
-
-/// A verified caller, as the API server's `UserInfo` names it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Identity {
-    /// Empty only in a TokenReview that authenticated nobody: the API
-    /// server answers an invalid token with `user: {}`.
-    #[serde(default)]
-    pub username: String,
-    #[serde(default)]
-    pub uid: String,
-    #[serde(default)]
-    pub groups: Vec<String>,
-    #[serde(default)]
-    pub extra: BTreeMap<String, Vec<String>>,
-}
-
-impl Identity {
-    /// A local process by its uid (direct mode).
-    pub fn unix(uid: u32) -> Identity {
-        Identity {
-            username: format!("unix:uid:{uid}"),
-            uid: uid.to_string(),
-            groups: Vec::new(),
-            extra: BTreeMap::new(),
-        }
-    }
-}
-
-/// What a request says about its caller, before anything is checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Caller {
-    /// A unix socket peer; `None` when the kernel gave no credentials.
-    Unix(Option<u32>),
-    /// A TCP peer (the port-forward) and the bearer token it sent, if any.
-    Remote(Option<String>),
-    /// A TLS peer: the certificate chain it presented, or why there is
-    /// none.
-    Certificate(Result<Vec<rustls::pki_types::CertificateDer<'static>>, String>),
-}
-
-impl Caller {
-    pub fn of<T>(req: &tonic::Request<T>) -> Caller {
-        if let Some(info) = req.extensions().get::<UdsConnectInfo>() {
-            return Caller::Unix(info.peer_cred.map(|c| c.uid()));
-        }
-        if let Some(CertPeer(peer)) = req.extensions().get::<CertPeer>() {
-            return Caller::Certificate(peer.clone());
-        }
-        let token = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.strip_prefix("Bearer ").unwrap_or("").trim().to_owned());
-        Caller::Remote(token)
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthnError {

@@ -16,7 +16,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::access::authn::{AuthnError, Caller, Identity, Method, TtlCache};
+use crate::access::authn::{AuthnError, TtlCache};
+use crate::access::identity::{Caller, Identity, Method};
 use crate::access::kubeclient::{KubeClient, KubeError};
 
 /// The API group of the agent's virtual `nodes/exec` resource.

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::access::authn::Identity;
+use crate::access::identity::{CertPeer, Identity};
 use crate::access::kubeclient::KubeClient;
 
 /// Where the API server publishes the CA that signs client certificates.
@@ -57,12 +57,6 @@ pub enum ClientCaError {
     #[error("cannot make the agent's TLS certificate: {0}")]
     ServerCert(String),
 }
-
-/// Who a TLS connection's client is, as far as its certificate says:
-/// the certificate chain it presented (its key proven in the handshake),
-/// checked against the CA at each call, or why there is none.
-#[derive(Debug, Clone)]
-pub struct CertPeer(pub Result<Vec<CertificateDer<'static>>, String>);
 
 /// Accepts TLS connections, verifying client certificates against the
 /// cluster's current client CA.

@@ -6,5 +6,6 @@ pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod clientcert;
+pub mod identity;
 pub mod kubeclient;
 pub mod policy;

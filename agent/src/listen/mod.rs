@@ -20,10 +20,6 @@ use crate::rpc::service::AgentService;
 /// [`crate::access::clientcert::HANDSHAKE_TIMEOUT`].
 const MAX_HANDSHAKES: usize = 256;
 
-/// The largest message a client may send, in bytes: an exec start, or one
-/// chunk of stdin. Bounds what one message can make the agent hold.
-pub const MAX_MESSAGE: usize = 1 << 20;
-
 /// Where the agent listens unless told: a unix socket only root can
 /// connect to. Reaching the agent is root on the node, so it listens on
 /// nothing wider unless asked (the DaemonSet asks for its pod's loopback).
@@ -160,7 +156,7 @@ pub async fn serve(
         // 1 MiB per message is plenty for a start message and stdin chunks
         // (the plugin sends 64 KiB), and bounds what one client can make
         // the agent hold.
-        let svc = AgentServer::new(service.clone()).max_decoding_message_size(MAX_MESSAGE);
+        let svc = AgentServer::new(service.clone()).max_decoding_message_size(kns_proto::MAX_MESSAGE);
         let mut sd = shutdown.clone();
         let stop = async move {
             let _ = sd.wait_for(|s| *s).await;

@@ -9,7 +9,7 @@ use kns_proto::agent::{ContainerInfo, ListResponse, NamespaceId, NamespaceUse};
 
 use crate::kernel::ns::NsKind;
 use crate::kernel::procfs::{self, ProcError};
-use crate::rpc::service::{AgentError, process_info};
+use crate::rpc::error::AgentError;
 use crate::target::cri::{self, Cri, Listed};
 use crate::target::resolve::{ResolveError, Resolver};
 
@@ -52,7 +52,7 @@ pub async fn list(resolver: &Resolver, node_pid: i32, namespaces: bool) -> Resul
             })
             .collect();
         Ok(ListResponse {
-            node: Some(process_info(node_pid)?),
+            node: Some(procfs::process_info(node_pid)?),
             containers,
             runtime,
             namespaces: if namespaces {
@@ -89,7 +89,7 @@ async fn statuses<'a>(
 /// container: a PID that exited and was reused in between would otherwise
 /// lend its namespaces to the container.
 fn read(pid: i32, id: &str) -> Result<kns_proto::agent::ProcessInfo, ProcError> {
-    let info = process_info(pid)?;
+    let info = procfs::process_info(pid)?;
     if !cri::cgroup_names(&procfs::cgroup(pid)?, id) {
         return Err(ProcError::NoSuchProcess { pid });
     }

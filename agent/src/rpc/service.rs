@@ -1,5 +1,5 @@
-//! The agent's gRPC service, and the one place domain errors become
-//! `tonic::Status` codes.
+//! The agent's gRPC service: each RPC's checks in order. Its errors become
+//! `tonic::Status` in [`crate::rpc::error`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,148 +11,24 @@ use kns_proto::agent::exec_response::Msg as Out;
 use kns_proto::agent::target::Kind;
 use kns_proto::agent::{
     ExecRequest, ExecResponse, ExecStart, Exited, InspectRequest, InspectResponse, ListRequest, ListResponse,
-    NamespaceId, ProcessInfo, Started, VersionRequest, VersionResponse, exited,
+    Started, VersionRequest, VersionResponse, exited,
 };
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::access::audit::{self, Audit, Event, Record};
-use crate::access::authn::{AuthnError, Caller, Identity, Method};
-use crate::access::authz::{Access, Action, AuthzError, Subject};
+use crate::access::authz::{Access, Action, Subject};
+use crate::access::identity::{Caller, Identity, Method};
 use crate::access::policy::{Admitted, Ask, Policies};
 use crate::enter::cgroup::Containment;
 use crate::enter::nsenter::{self, Node, NsenterError};
 use crate::kernel::ns::{self, NsKind, NsSet};
 use crate::kernel::procfs::{self, ProcError};
+use crate::rpc::error::AgentError;
 use crate::session::{self, End, Replies};
 use crate::sys::ExitStatus;
 use crate::sys::spawner::Spawner;
-use crate::target::cri::CriError;
-use crate::target::resolve::{self, ResolveError, Resolver, Target};
-
-/// Every failure a request can meet.
-#[derive(Debug, thiserror::Error)]
-pub enum AgentError {
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    Internal(String),
-    #[error(transparent)]
-    Resolve(#[from] ResolveError),
-    #[error(transparent)]
-    Nsenter(#[from] NsenterError),
-    #[error(transparent)]
-    Proc(#[from] ProcError),
-    #[error(transparent)]
-    Authn(#[from] AuthnError),
-    #[error(transparent)]
-    Authz(#[from] AuthzError),
-    #[error(transparent)]
-    Policy(#[from] crate::access::policy::Denied),
-    #[error(
-        "the agent on this node already runs {0} sessions, its limit (--max-sessions, KNS_MAX_SESSIONS): retry \
-         when some have ended"
-    )]
-    SessionLimit(u32),
-}
-
-fn io_code(err: &std::io::Error) -> tonic::Code {
-    match err.raw_os_error() {
-        Some(libc::EPERM | libc::EACCES) => tonic::Code::PermissionDenied,
-        Some(libc::ENOENT | libc::ESRCH) => tonic::Code::FailedPrecondition,
-        _ => tonic::Code::Internal,
-    }
-}
-
-fn proc_code(p: &ProcError) -> tonic::Code {
-    match p {
-        ProcError::NoSuchProcess { .. } => tonic::Code::NotFound,
-        ProcError::Read { source, .. } => io_code(source),
-        ProcError::Parse { .. } => tonic::Code::Internal,
-    }
-}
-
-impl From<AgentError> for Status {
-    fn from(e: AgentError) -> Status {
-        let msg = e.to_string();
-        let code = match &e {
-            AgentError::BadRequest(_) => tonic::Code::InvalidArgument,
-            AgentError::Internal(_) => tonic::Code::Internal,
-            AgentError::Proc(p) => proc_code(p),
-            AgentError::Authn(AuthnError::Review(_)) | AgentError::Authz(AuthzError::Review(_)) => {
-                tonic::Code::Unavailable
-            }
-            AgentError::Authn(_) => tonic::Code::Unauthenticated,
-            AgentError::Authz(_) => tonic::Code::PermissionDenied,
-            AgentError::Policy(
-                crate::access::policy::Denied::PerUser(_) | crate::access::policy::Denied::PerNode(_),
-            ) => tonic::Code::ResourceExhausted,
-            AgentError::Policy(_) => tonic::Code::PermissionDenied,
-            AgentError::SessionLimit(_) => tonic::Code::ResourceExhausted,
-            AgentError::Resolve(r) => match r {
-                ResolveError::Proc(p) => proc_code(p),
-                ResolveError::BadPid { .. } => tonic::Code::InvalidArgument,
-                ResolveError::ContainerNotFound { .. } | ResolveError::Cri(CriError::NotFound { .. }) => {
-                    tonic::Code::NotFound
-                }
-                ResolveError::Cri(CriError::Ambiguous { .. }) => tonic::Code::InvalidArgument,
-                ResolveError::Cri(CriError::Unavailable { .. } | CriError::NoRuntime { .. }) => {
-                    tonic::Code::Unavailable
-                }
-                ResolveError::Cri(CriError::Call { .. }) => tonic::Code::Internal,
-                ResolveError::Cri(CriError::NotRunning { .. } | CriError::NoPid { .. })
-                | ResolveError::Exited { .. }
-                | ResolveError::Replaced { .. }
-                | ResolveError::LeftContainer { .. } => tonic::Code::FailedPrecondition,
-                ResolveError::Pidfd { source, .. } => io_code(source),
-            },
-            AgentError::Nsenter(n) => match n {
-                NsenterError::EmptyCommand
-                | NsenterError::NoNamespace
-                | NsenterError::Nul
-                | NsenterError::AgentToolsWithMnt => tonic::Code::InvalidArgument,
-                NsenterError::Unsupported { .. }
-                | NsenterError::NoIdentity { .. }
-                | NsenterError::IdentityNeedsUserNs { .. }
-                | NsenterError::Seccomp(_) => tonic::Code::FailedPrecondition,
-                NsenterError::Proc(p) => proc_code(p),
-                NsenterError::Open { source, .. } | NsenterError::Setup { source, .. } => io_code(source),
-                NsenterError::Child { errno, .. } => io_code(&std::io::Error::from_raw_os_error(*errno)),
-                NsenterError::Exec { .. } => tonic::Code::FailedPrecondition,
-            },
-        };
-        let mut status = Status::new(code, msg);
-        // Marks the authorizer's refusals (apart from the agent's own lack
-        // of privilege), naming the missing rule when there is one.
-        let denied = match &e {
-            AgentError::Authz(AuthzError::Denied { user, rule, .. }) => {
-                let mut v = serde_json::to_value(rule).expect("rules serialize");
-                v["user"] = user.as_str().into();
-                Some(v)
-            }
-            AgentError::Authz(AuthzError::NotRoot { username: user } | AuthzError::NoNodeName { user }) => {
-                Some(serde_json::json!({ "user": user }))
-            }
-            _ => None,
-        };
-        if let Some(v) = denied.and_then(|v| v.to_string().parse().ok()) {
-            status.metadata_mut().insert(kns_proto::DENIED_RULE_HEADER, v);
-        }
-        if let AgentError::Authn(AuthnError::Rejected { .. }) = &e {
-            status.metadata_mut().insert(
-                kns_proto::TOKEN_REJECTED_HEADER,
-                tonic::metadata::MetadataValue::from_static("true"),
-            );
-        }
-        if let AgentError::Policy(d) = &e {
-            status.metadata_mut().insert(
-                kns_proto::POLICY_HEADER,
-                tonic::metadata::MetadataValue::from_static(d.rule()),
-            );
-        }
-        status
-    }
-}
+use crate::target::resolve::{self, Resolver, Target};
 
 /// What the agent allows a session.
 #[derive(Debug, Clone, Copy)]
@@ -441,24 +317,6 @@ fn exited_reply(code: i32, error: String) -> ExecResponse {
     }
 }
 
-pub(crate) fn process_info(pid: i32) -> Result<ProcessInfo, ProcError> {
-    let mut namespaces = Vec::new();
-    for k in NsKind::ALL {
-        if let Some(id) = procfs::ns_id(pid, k)? {
-            namespaces.push(NamespaceId {
-                kind: k as i32,
-                inode: id.inode,
-                device: id.device,
-            });
-        }
-    }
-    Ok(ProcessInfo {
-        pid,
-        nspid: procfs::nspid(pid)?,
-        namespaces,
-    })
-}
-
 #[tonic::async_trait]
 impl Agent for AgentService {
     type ExecStream = session::Replies;
@@ -474,7 +332,7 @@ impl Agent for AgentService {
                 Status::out_of_range(format!(
                     "the exec request is over the agent's limit of {} KiB for one message: pass fewer or \
                      shorter arguments and environment variables",
-                    crate::listen::MAX_MESSAGE >> 10
+                    kns_proto::MAX_MESSAGE >> 10
                 ))
             } else {
                 s
@@ -650,8 +508,8 @@ impl Agent for AgentService {
         let pid = resolved.pid;
         let read = |f: fn(i32) -> Result<String, ProcError>| f(pid).map_err(AgentError::from);
         Ok(versioned(InspectResponse {
-            target: Some(process_info(pid).map_err(AgentError::from)?),
-            node: Some(process_info(self.node.pid).map_err(AgentError::from)?),
+            target: Some(procfs::process_info(pid).map_err(AgentError::from)?),
+            node: Some(procfs::process_info(self.node.pid).map_err(AgentError::from)?),
             uid_map: read(procfs::uid_map)?,
             gid_map: read(procfs::gid_map)?,
             cgroup: read(procfs::cgroup)?,
@@ -759,98 +617,6 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
         let (_, r) = validate(start(vec![Pb::Mnt], &["ls"])).unwrap();
         assert_eq!(r.tool_source(), "target");
-    }
-
-    #[test]
-    fn status_codes_are_deliberate() {
-        let cases: Vec<(AgentError, tonic::Code)> = vec![
-            (ProcError::NoSuchProcess { pid: 9 }.into(), tonic::Code::NotFound),
-            (
-                ResolveError::Exited { pid: 9 }.into(),
-                tonic::Code::FailedPrecondition,
-            ),
-            (
-                ResolveError::Cri(CriError::NotRunning {
-                    id: "a".into(),
-                    state: "EXITED".into(),
-                    reason: String::new(),
-                })
-                .into(),
-                tonic::Code::FailedPrecondition,
-            ),
-            (
-                ResolveError::ContainerNotFound {
-                    id: "a".into(),
-                    cri: "x".into(),
-                }
-                .into(),
-                tonic::Code::NotFound,
-            ),
-            (
-                NsenterError::Child {
-                    stage: crate::sys::Stage::Setns,
-                    errno: libc::EPERM,
-                    namespaces: NsSet::default(),
-                    pid: 1,
-                }
-                .into(),
-                tonic::Code::PermissionDenied,
-            ),
-        ];
-        for (e, code) in cases {
-            assert_eq!(Status::from(e).code(), code);
-        }
-    }
-
-    #[test]
-    fn refusals_are_coded_and_name_the_missing_rule() {
-        let denied = Status::from(AgentError::from(AuthzError::Denied {
-            user: "bob".into(),
-            rule: Box::new(crate::access::authz::Rule::pod_exec("default", "web")),
-            reason: String::new(),
-            why: String::new(),
-        }));
-        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
-        assert_eq!(
-            denied.message(),
-            "bob may not create pods/exec on pod default/web"
-        );
-        let rule: serde_json::Value = serde_json::from_str(
-            denied
-                .metadata()
-                .get(kns_proto::DENIED_RULE_HEADER)
-                .unwrap()
-                .to_str()
-                .unwrap(),
-        )
-        .unwrap();
-        assert_eq!(rule["user"], "bob");
-        assert_eq!(
-            (&rule["resource"], &rule["subresource"]),
-            (&"pods".into(), &"exec".into())
-        );
-        for refused in [
-            AuthnError::NoToken,
-            AuthnError::Rejected {
-                error: "invalid bearer token".into(),
-            },
-        ] {
-            let rejected = matches!(refused, AuthnError::Rejected { .. });
-            let unauthenticated = Status::from(AgentError::from(refused));
-            assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
-            // Only a token the API server refused is one to renew.
-            assert_eq!(
-                unauthenticated
-                    .metadata()
-                    .get(kns_proto::TOKEN_REJECTED_HEADER)
-                    .is_some(),
-                rejected
-            );
-        }
-        let unavailable = Status::from(AgentError::from(AuthnError::Review(
-            crate::access::kubeclient::KubeError::NotConfigured,
-        )));
-        assert_eq!(unavailable.code(), tonic::Code::Unavailable);
     }
 
     fn any_target() -> impl proptest::strategy::Strategy<Value = Option<kns_proto::agent::Target>> {

@@ -530,7 +530,7 @@ fn farewell(end: End, max_age: Option<Duration>) -> Option<Status> {
         End::Oversized => Some(Status::out_of_range(format!(
             "the client sent a message over the agent's limit of {} KiB: the session was ended and its processes \
              were killed (kubectl-ns sends stdin in smaller chunks; another client must too)",
-            crate::listen::MAX_MESSAGE >> 10
+            kns_proto::MAX_MESSAGE >> 10
         ))),
         End::Lost => Some(Status::internal(
             "the agent lost track of the tool's process (the agent's log says why): the session was ended and \
