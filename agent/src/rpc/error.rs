@@ -33,6 +33,18 @@ pub enum AgentError {
          when some have ended"
     )]
     SessionLimit(u32),
+    #[error(
+        "the exec request is over the agent's limit of {} KiB for one message: pass fewer or shorter arguments \
+         and environment variables",
+        kns_proto::MAX_MESSAGE >> 10
+    )]
+    StartTooLarge,
+    #[error("the first message of an exec stream must be `start`")]
+    NotStart,
+    /// The stream itself failed before the request was read: its status
+    /// is passed on as it is.
+    #[error("{}", .0.message())]
+    Stream(Status),
 }
 
 fn io_code(err: &std::io::Error) -> tonic::Code {
@@ -53,8 +65,14 @@ fn proc_code(p: &ProcError) -> tonic::Code {
 
 impl From<AgentError> for Status {
     fn from(e: AgentError) -> Status {
+        if let AgentError::Stream(s) = e {
+            return s;
+        }
         let msg = e.to_string();
         let code = match &e {
+            AgentError::Stream(_) => unreachable!("returned above"),
+            AgentError::StartTooLarge => tonic::Code::OutOfRange,
+            AgentError::NotStart => tonic::Code::InvalidArgument,
             AgentError::BadRequest(_) => tonic::Code::InvalidArgument,
             AgentError::Internal(_) => tonic::Code::Internal,
             AgentError::Proc(p) => proc_code(p),
