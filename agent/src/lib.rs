@@ -17,5 +17,6 @@ pub mod kernel;
 pub mod listen;
 pub mod rpc;
 pub mod session;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod target;

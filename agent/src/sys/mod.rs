@@ -7,7 +7,11 @@
 //! the child itself only makes raw system calls, which are async-signal-safe
 //! (signal-safety(7)), because the agent is multi-threaded and a forked
 //! child of a multi-threaded process may not allocate or take locks.
-#![allow(unsafe_code)]
+//!
+//! The crate denies `unsafe_code`; this module alone allows it (its
+//! `#[allow]` is on `mod sys` in lib.rs). `pty` and `spawner` live here as
+//! the other halves of starting a tool: the terminal pair it gets and the
+//! one thread that forks it.
 
 pub mod pty;
 pub mod spawner;
