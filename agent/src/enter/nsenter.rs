@@ -39,7 +39,7 @@ pub enum NsenterError {
          makes the tool the container image's own binary: pick one; nor may they enter the target's user \
          namespace (-U), where the target's processes could reach the agent's filesystem through the tool"
     )]
-    AgentToolsWithMnt,
+    AgentToolsWithMntOrUser,
     #[error("this kernel has no {kinds} namespaces: drop the flag for them (-a enters the kinds that exist)")]
     Unsupported { kinds: NsSet },
     #[error(transparent)]
@@ -95,7 +95,7 @@ impl NsenterError {
             self,
             NsenterError::NoIdentity { .. }
                 | NsenterError::IdentityNeedsUserNs { .. }
-                | NsenterError::AgentToolsWithMnt
+                | NsenterError::AgentToolsWithMntOrUser
                 | NsenterError::Seccomp(_)
         )
     }
@@ -328,7 +328,7 @@ fn container_creds<'a>(
     req: &Request,
     set: NsSet,
     node: Node,
-) -> Result<Option<&'a crate::target::cri::Identity>, NsenterError> {
+) -> Result<Option<&'a crate::target::cri::ProcessSpec>, NsenterError> {
     let pid = target.resolved.pid;
     if !runs_as_container(pid, req, set, node)? {
         return Ok(None);
@@ -592,7 +592,7 @@ pub fn spawn(
     }
     let agent_tools = req.tools == ToolSource::Agent;
     if agent_tools && (req.namespaces.contains(NsKind::Mnt) || req.namespaces.contains(NsKind::User)) {
-        return Err(NsenterError::AgentToolsWithMnt);
+        return Err(NsenterError::AgentToolsWithMntOrUser);
     }
     let pid = target.resolved.pid;
     let mut notices = Vec::new();

@@ -107,7 +107,7 @@ impl From<AgentError> for Status {
                 NsenterError::EmptyCommand
                 | NsenterError::NoNamespace
                 | NsenterError::Nul
-                | NsenterError::AgentToolsWithMnt => tonic::Code::InvalidArgument,
+                | NsenterError::AgentToolsWithMntOrUser => tonic::Code::InvalidArgument,
                 NsenterError::Unsupported { .. }
                 | NsenterError::NoIdentity { .. }
                 | NsenterError::IdentityNeedsUserNs { .. }

@@ -65,7 +65,7 @@ pub(super) fn validate(start: ExecStart) -> Result<(Target, nsenter::Request), A
     if req.tools == nsenter::ToolSource::Agent
         && (req.namespaces.contains(NsKind::Mnt) || req.namespaces.contains(NsKind::User))
     {
-        return Err(NsenterError::AgentToolsWithMnt.into());
+        return Err(NsenterError::AgentToolsWithMntOrUser.into());
     }
     let strings = req
         .argv

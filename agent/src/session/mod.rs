@@ -105,8 +105,13 @@ impl Stream for Replies {
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
+    /// The tool exited (and its output was drained, or the client was
+    /// told it was not).
     Exited(ExitStatus),
+    /// The client went away: it cancelled the call, its connection broke,
+    /// or it dropped the replies. The agent's own failures are `Lost`.
     ClientGone,
+    /// The agent is shutting down (SIGTERM).
     Shutdown,
     /// The agent's --max-session-age passed.
     Expired,

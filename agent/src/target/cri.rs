@@ -89,7 +89,7 @@ pub struct ContainerPid {
     /// The identity the runtime gave the container's processes; `None` for
     /// a pod sandbox, a runtime whose verbose status lacks the OCI spec, or
     /// a container found by its cgroup.
-    pub identity: Option<Identity>,
+    pub identity: Option<ProcessSpec>,
     /// The pod the kubelet labelled the container (or sandbox) with; `None`
     /// for containers no kubelet made, or found without a runtime.
     pub pod: Option<PodRef>,
@@ -115,7 +115,7 @@ pub fn pod_from_labels(labels: &HashMap<String, String>) -> Option<PodRef> {
 /// A container's process identity, from the OCI runtime spec the runtime
 /// reports: what `crictl exec` gives a process it starts in the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub struct ProcessSpec {
     pub creds: Creds,
     /// The spec's seccomp profile (OCI `linux.seccomp`), if it has one.
     pub seccomp: Option<serde_json::Value>,
@@ -440,7 +440,7 @@ pub fn cap_names(mask: u64) -> String {
 /// Fails closed: without a numeric uid and gid there is no identity (and
 /// `-m` is refused); a capability set that is absent is empty, and a
 /// capability name this table does not know is left out, never granted.
-pub fn identity_from_info(info: &HashMap<String, String>) -> Option<Identity> {
+pub fn identity_from_info(info: &HashMap<String, String>) -> Option<ProcessSpec> {
     let doc: serde_json::Value = serde_json::from_str(info.get("info")?).ok()?;
     let spec = doc.get("runtimeSpec")?;
     let process = spec.get("process")?;
@@ -460,7 +460,7 @@ pub fn identity_from_info(info: &HashMap<String, String>) -> Option<Identity> {
             .filter_map(|n| CAP_NAMES.iter().position(|c| Some(*c) == n.as_str()))
             .fold(0, |m, bit| m | 1 << bit)
     };
-    Some(Identity {
+    Some(ProcessSpec {
         creds: Creds {
             uid: id(user.get("uid")?)?,
             gid: id(user.get("gid")?)?,
@@ -636,7 +636,7 @@ mod tests {
         let bind = 1 << 10;
         assert_eq!(
             got,
-            Identity {
+            ProcessSpec {
                 creds: Creds {
                     uid: 1000,
                     gid: 1000,

@@ -61,7 +61,7 @@ pub struct Resolved {
     pub start_time: u64,
     pub container_id: Option<String>,
     /// The container's process identity, from the runtime.
-    pub identity: Option<cri::Identity>,
+    pub identity: Option<cri::ProcessSpec>,
     /// The container's pod, as the runtime labels it.
     pub pod: Option<cri::PodRef>,
 }
