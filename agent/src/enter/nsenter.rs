@@ -577,6 +577,11 @@ fn owned(fd: Option<BorrowedFd<'_>>) -> Result<Option<OwnedFd>, NsenterError> {
 
 /// Starts the tool. Blocking (it forks and waits for the exec): call it
 /// from a blocking thread.
+///
+/// Everything the child needs is prepared here, in this order, before the
+/// one fork: the namespaces to enter, the identity the tool runs with and
+/// its seccomp filter, the handles to join them by, the strings for execve,
+/// and the tool's stdio.
 pub fn spawn(
     target: &Pinned,
     req: &Request,
@@ -584,17 +589,131 @@ pub fn spawn(
     spawner: &Spawner,
     cgroup: Option<SessionCgroup>,
 ) -> Result<Spawned, NsenterError> {
+    check_request(req)?;
+    let agent_tools = req.tools == ToolSource::Agent;
+    let pid = target.resolved.pid;
+    let NsPlan {
+        set,
+        entered,
+        node_set,
+        with_mnt,
+        mut notices,
+    } = plan_namespaces(pid, req, node, agent_tools)?;
+    let identity = container_creds(target, req, set, node)?;
+    // Compiled here, before the fork; the child only loads it.
+    let seccomp = identity
+        .and_then(|i| i.seccomp.as_ref())
+        .map(crate::enter::seccomp::compile)
+        .transpose()?;
+    let mount_proc = req.mount_proc && set.contains(NsKind::Pid) && !with_mnt;
+    let (join, late_user, node_join) = joins(target, node, set, node_set, mount_proc)?;
+    let (root, cwd) = if with_mnt {
+        (Some(open_dir(pid, "root")?), Some(open_dir(pid, "cwd")?))
+    } else {
+        (None, None)
+    };
+    let exec = ExecStrings::of(req)?;
+    let stdio = Stdio::open(req)?;
+    let creds = tool_creds(identity, &mut notices)?;
+    let become_root = set.contains(NsKind::User) && creds.is_none();
+    let runs_as = match &creds {
+        Some(c) => RunsAs::Container {
+            uid: c.uid,
+            gid: c.gid,
+            groups: c.groups.clone(),
+        },
+        None if become_root => RunsAs::UserNsRoot,
+        None => RunsAs::NodeRoot,
+    };
+    let plan = ChildPlan {
+        node: node_join,
+        join,
+        late_user,
+        become_root,
+        // Whenever the tool runs with an identity processes in the target
+        // may hold, they may open its /proc/PID/exe (see exec_sealed_copy).
+        exec_copy: runs_as != RunsAs::NodeRoot,
+        creds,
+        seccomp,
+        root,
+        cwd,
+        mount_proc,
+        private_mounts: agent_tools,
+        workdir: exec.workdir,
+        candidates: exec.candidates,
+        argv: exec.argv,
+        envp: exec.envp,
+        stdio: stdio.child,
+        tty: req.tty,
+        cgroup: owned(cgroup.as_ref().map(|c| c.fd()))?,
+        memory_procs: owned(cgroup.as_ref().and_then(|c| c.memory_procs()))?,
+    };
+    let outcome = spawner.spawn(plan).map_err(|source| NsenterError::Setup {
+        what: "process",
+        source,
+    })?;
+    let tool = match outcome {
+        SpawnOutcome::Running(p) => p,
+        SpawnOutcome::Failed { stage, errno } => {
+            let failed = Failed {
+                req,
+                with_mnt,
+                search_path: &exec.search_path,
+                set,
+                node_set,
+                pid,
+                node,
+            };
+            return Err(failed.error(stage, errno));
+        }
+    };
+    let (tool, pidfd) = tool_handles(tool, cgroup)?;
+    Ok(Spawned {
+        tool,
+        pidfd,
+        stdin: stdio.stdin,
+        stdout: stdio.stdout,
+        stderr: stdio.stderr,
+        pty: stdio.pty,
+        notices,
+        runs_as,
+        entered,
+    })
+}
+
+/// The checks `rpc::validate` makes, again for callers that come here
+/// directly.
+fn check_request(req: &Request) -> Result<(), NsenterError> {
     if req.argv.is_empty() || req.argv[0].is_empty() {
         return Err(NsenterError::EmptyCommand);
     }
     if req.namespaces.is_empty() {
         return Err(NsenterError::NoNamespace);
     }
-    let agent_tools = req.tools == ToolSource::Agent;
-    if agent_tools && (req.namespaces.contains(NsKind::Mnt) || req.namespaces.contains(NsKind::User)) {
+    if req.tools == ToolSource::Agent
+        && (req.namespaces.contains(NsKind::Mnt) || req.namespaces.contains(NsKind::User))
+    {
         return Err(NsenterError::AgentToolsWithMntOrUser);
     }
-    let pid = target.resolved.pid;
+    Ok(())
+}
+
+/// Which namespaces the tool enters, of the target's and of the node's.
+struct NsPlan {
+    /// The target's kinds to join.
+    set: NsSet,
+    /// What the tool is in of the target's, for the audit trail: the kinds
+    /// asked for that exist, and those `-m` adds.
+    entered: NsSet,
+    /// The node's kinds to join first.
+    node_set: NsSet,
+    /// Whether the tool runs in the target's mount namespace.
+    with_mnt: bool,
+    /// What the user is told about the choice.
+    notices: Vec<String>,
+}
+
+fn plan_namespaces(pid: i32, req: &Request, node: Node, agent_tools: bool) -> Result<NsPlan, NsenterError> {
     let mut notices = Vec::new();
     let mut present = NsSet::default();
     for k in req.namespaces.iter() {
@@ -605,8 +724,6 @@ pub fn spawn(
     let (mut set, skipped) = existing_kinds(req.namespaces, present, req.all)?;
     notices.extend(skipped);
     notices.extend(as_the_container(pid, req, node, &mut set)?);
-    // What the tool is in of the target's, for the audit trail: the kinds
-    // asked for that exist, and those `-m` adds.
     let entered = set;
     // Every kind not chosen is the node's, also where the agent's own (its
     // pod's) differs; but for the agent's tools the mount namespace stays
@@ -627,13 +744,25 @@ pub fn spawn(
     {
         notices.push(PROC_MISMATCH.to_owned());
     }
-    let identity = container_creds(target, req, set, node)?;
-    // Compiled here, before the fork; the child only loads it.
-    let seccomp = identity
-        .and_then(|i| i.seccomp.as_ref())
-        .map(crate::enter::seccomp::compile)
-        .transpose()?;
-    let mount_proc = req.mount_proc && set.contains(NsKind::Pid) && !with_mnt;
+    Ok(NsPlan {
+        set,
+        entered,
+        node_set,
+        with_mnt,
+        notices,
+    })
+}
+
+/// The handles the child joins namespaces by: the target's first set, its
+/// user namespace when that must come after mounting proc, and the node's.
+fn joins(
+    target: &Pinned,
+    node: Node,
+    set: NsSet,
+    node_set: NsSet,
+    mount_proc: bool,
+) -> Result<(Join, Option<Join>, Option<Join>), NsenterError> {
+    let pid = target.resolved.pid;
     // Mounting proc needs the agent's privileges, which joining the target's
     // user namespace gives up; so the user namespace then comes after.
     let late_user = mount_proc && set.contains(NsKind::User);
@@ -663,32 +792,68 @@ pub fn spawn(
         };
         Some(join_for(node.pid, node_pidfd.as_ref(), node_set)?)
     };
-    let (root, cwd) = if with_mnt {
-        (Some(open_dir(pid, "root")?), Some(open_dir(pid, "cwd")?))
-    } else {
-        (None, None)
-    };
+    Ok((join, late_user, node_join))
+}
 
-    let env = environment(req);
-    let search_path = env.get("PATH").map_or(DEFAULT_PATH, String::as_str);
-    let candidates = candidates(&req.argv[0], search_path)
-        .into_iter()
-        .map(cstr)
-        .collect::<Result<_, _>>()?;
-    let argv = req.argv.iter().map(cstr).collect::<Result<_, _>>()?;
-    let envp = env
-        .iter()
-        .map(|(k, v)| cstr(format!("{k}={v}")))
-        .collect::<Result<_, _>>()?;
-    let workdir = req
-        .workdir
-        .as_ref()
-        .map(|w| cstr(std::ffi::OsStr::new(w).as_bytes()))
-        .transpose()?;
+/// What execve is given, as C strings made before the fork.
+struct ExecStrings {
+    candidates: Vec<CString>,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    workdir: Option<CString>,
+    /// The PATH the candidates came from, for an exec failure's message.
+    search_path: String,
+}
 
-    let stdin_on = req.stdin || req.tty;
-    let (child_stdio, stdin, stdout, stderr, pty_master) = if req.tty {
-        let p = pty::open(req.window).map_err(|source| NsenterError::Setup {
+impl ExecStrings {
+    fn of(req: &Request) -> Result<ExecStrings, NsenterError> {
+        let env = environment(req);
+        let search_path = env.get("PATH").map_or(DEFAULT_PATH, String::as_str);
+        let candidates = candidates(&req.argv[0], search_path)
+            .into_iter()
+            .map(cstr)
+            .collect::<Result<_, _>>()?;
+        let argv = req.argv.iter().map(cstr).collect::<Result<_, _>>()?;
+        let envp = env
+            .iter()
+            .map(|(k, v)| cstr(format!("{k}={v}")))
+            .collect::<Result<_, _>>()?;
+        let workdir = req
+            .workdir
+            .as_ref()
+            .map(|w| cstr(std::ffi::OsStr::new(w).as_bytes()))
+            .transpose()?;
+        Ok(ExecStrings {
+            candidates,
+            argv,
+            envp,
+            workdir,
+            search_path: search_path.to_owned(),
+        })
+    }
+}
+
+/// The tool's stdio: the child's three fds, and the agent's ends.
+struct Stdio {
+    child: [OwnedFd; 3],
+    stdin: Option<OwnedFd>,
+    stdout: OwnedFd,
+    stderr: Option<OwnedFd>,
+    pty: Option<OwnedFd>,
+}
+
+impl Stdio {
+    fn open(req: &Request) -> Result<Stdio, NsenterError> {
+        if req.tty {
+            Stdio::terminal(req.window)
+        } else {
+            Stdio::pipes(req.stdin)
+        }
+    }
+
+    /// A terminal (-t): the slave is all three of the child's fds.
+    fn terminal(window: Option<(u16, u16)>) -> Result<Stdio, NsenterError> {
+        let p = pty::open(window).map_err(|source| NsenterError::Setup {
             what: "terminal",
             source,
         })?;
@@ -698,12 +863,21 @@ pub fn spawn(
                 source,
             })
         };
-        let stdio = [slave(&p.slave)?, slave(&p.slave)?, p.slave];
+        let child = [slave(&p.slave)?, slave(&p.slave)?, p.slave];
         let reader = slave(&p.master)?;
         let writer = slave(&p.master)?;
         nonblocking(&p.master)?;
-        (stdio, Some(writer), reader, None, Some(p.master))
-    } else {
+        Ok(Stdio {
+            child,
+            stdin: Some(writer),
+            stdout: reader,
+            stderr: None,
+            pty: Some(p.master),
+        })
+    }
+
+    /// Pipes, with stdin from /dev/null unless it is forwarded.
+    fn pipes(stdin_on: bool) -> Result<Stdio, NsenterError> {
         let (in_r, in_w) = if stdin_on {
             let (r, w) = pipe()?;
             nonblocking(&w)?;
@@ -717,9 +891,22 @@ pub fn spawn(
         };
         let (out_r, out_w) = output_pipe()?;
         let (err_r, err_w) = output_pipe()?;
-        ([in_r, out_w, err_w], in_w, out_r, Some(err_r), None)
-    };
+        Ok(Stdio {
+            child: [in_r, out_w, err_w],
+            stdin: in_w,
+            stdout: out_r,
+            stderr: Some(err_r),
+            pty: None,
+        })
+    }
+}
 
+/// The container's credentials for the tool, with the capabilities the
+/// agent does not hold left out (and the user told which).
+fn tool_creds(
+    identity: Option<&crate::target::cri::ProcessSpec>,
+    notices: &mut Vec<String>,
+) -> Result<Option<Creds>, NsenterError> {
     let own = sys::own_caps().map_err(|source| NsenterError::Setup {
         what: "capabilities",
         source,
@@ -737,84 +924,58 @@ pub fn spawn(
             ));
         }
     }
-    let become_root = set.contains(NsKind::User) && creds.is_none();
-    let runs_as = match &creds {
-        Some(c) => RunsAs::Container {
-            uid: c.uid,
-            gid: c.gid,
-            groups: c.groups.clone(),
-        },
-        None if become_root => RunsAs::UserNsRoot,
-        None => RunsAs::NodeRoot,
-    };
-    let plan = ChildPlan {
-        node: node_join,
-        join,
-        late_user,
-        become_root,
-        // Whenever the tool runs with an identity processes in the target
-        // may hold, they may open its /proc/PID/exe (see exec_sealed_copy).
-        exec_copy: runs_as != RunsAs::NodeRoot,
-        creds,
-        seccomp,
-        root,
-        cwd,
-        mount_proc,
-        private_mounts: agent_tools,
-        workdir,
-        candidates,
-        argv,
-        envp,
-        stdio: child_stdio,
-        tty: req.tty,
-        cgroup: owned(cgroup.as_ref().map(|c| c.fd()))?,
-        memory_procs: owned(cgroup.as_ref().and_then(|c| c.memory_procs()))?,
-    };
-    let outcome = spawner.spawn(plan).map_err(|source| NsenterError::Setup {
-        what: "process",
-        source,
-    })?;
-    let tool = match outcome {
-        SpawnOutcome::Running(p) => p,
-        SpawnOutcome::Failed {
-            stage: Stage::Exec,
-            errno,
-        } => {
-            let source = match req.tools {
-                ToolSource::Agent => Source::Agent,
-                ToolSource::Node if with_mnt => Source::Target,
-                ToolSource::Node => Source::Node {
-                    agent_has: agent_has(&req.argv[0], search_path),
-                },
-            };
-            return Err(exec_error(&req.argv[0], errno, source));
-        }
-        SpawnOutcome::Failed {
-            stage: Stage::NodeJoin,
-            errno,
-        } => {
-            return Err(NsenterError::Child {
+    Ok(creds)
+}
+
+/// What a failed child's report is checked against to word its error.
+struct Failed<'a> {
+    req: &'a Request,
+    with_mnt: bool,
+    search_path: &'a str,
+    set: NsSet,
+    node_set: NsSet,
+    pid: i32,
+    node: Node,
+}
+
+impl Failed<'_> {
+    fn error(&self, stage: Stage, errno: i32) -> NsenterError {
+        match stage {
+            Stage::Exec => {
+                let source = match self.req.tools {
+                    ToolSource::Agent => Source::Agent,
+                    ToolSource::Node if self.with_mnt => Source::Target,
+                    ToolSource::Node => Source::Node {
+                        agent_has: agent_has(&self.req.argv[0], self.search_path),
+                    },
+                };
+                exec_error(&self.req.argv[0], errno, source)
+            }
+            Stage::NodeJoin => NsenterError::Child {
                 stage: Stage::NodeJoin,
                 errno,
-                namespaces: node_set,
-                pid: node.pid,
-            });
-        }
-        SpawnOutcome::Failed { stage, errno } => {
-            return Err(NsenterError::Child {
+                namespaces: self.node_set,
+                pid: self.node.pid,
+            },
+            stage => NsenterError::Child {
                 stage,
                 errno,
-                namespaces: set,
-                pid,
-            });
+                namespaces: self.set,
+                pid: self.pid,
+            },
         }
-    };
-    let pidfd = sys::pidfd_open(tool).map_err(|source| NsenterError::Setup {
+    }
+}
+
+/// The running tool's handles: one pidfd for the session to watch, one
+/// kept by the [`Tool`] to signal and reap it.
+fn tool_handles(pid: i32, cgroup: Option<SessionCgroup>) -> Result<(Tool, OwnedFd), NsenterError> {
+    let pidfd = sys::pidfd_open(pid).map_err(|source| NsenterError::Setup {
         what: "pidfd",
         source,
     })?;
     let tool = Tool {
-        pid: tool,
+        pid,
         pidfd: pidfd.try_clone().map_err(|source| NsenterError::Setup {
             what: "pidfd",
             source,
@@ -822,17 +983,7 @@ pub fn spawn(
         cgroup,
         reaped: false,
     };
-    Ok(Spawned {
-        tool,
-        pidfd,
-        stdin,
-        stdout,
-        stderr,
-        pty: pty_master,
-        notices,
-        runs_as,
-        entered,
-    })
+    Ok((tool, pidfd))
 }
 
 /// Where a tool that could not be executed was looked for.
