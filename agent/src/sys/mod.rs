@@ -616,21 +616,64 @@ unsafe fn first_child(
     }
 }
 
-/// The tool's process: private /proc, session, stdio, then exec.
+/// A step of the tool's setup in the child: the stage that failed and its
+/// errno. Plain values, so returning one allocates nothing.
+type Step = Result<(), (Stage, i32)>;
+
+/// The tool's process: private /proc, the user namespace joined late, its
+/// identity, the death signal, working directory, session and stdio, the
+/// agent's fds closed, default signals, the last restrictions, then exec.
+/// Each step is a small `unsafe fn` of raw system calls on data prepared
+/// before the fork.
+///
+/// SAFETY (for callers): only in the freshly cloned tool process; never
+/// returns.
 unsafe fn tool_child(
     plan: &ChildPlan,
     report_fd: RawFd,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
 ) -> ! {
-    // SAFETY: as in `first_child`: raw system calls on prepared data.
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which
+    // the identity change may give up: then it is loaded first, and the
+    // calls that change the identity must pass it (runc's order; a
+    // runtime's default profile allows them).
+    let nnp = plan.creds.as_ref().is_some_and(|c| c.no_new_privs);
+    // SAFETY: each step only makes async-signal-safe system calls on the
+    // plan, which was prepared before the fork and stays valid in the
+    // child's copy of the address space (signal-safety(7)).
     unsafe {
         // Who the parent (the agent) is as seen from here, to tell later
         // whether it died before the death signal was armed.
         let parent = libc::getppid();
-        // A private mount namespace, so a fresh proc (or whatever the tool
-        // mounts) never reaches the node's or the agent's mount table
-        // (mount_namespaces(7)).
+        let setup = private_proc(plan)
+            .and_then(|()| late_user(plan))
+            .and_then(|()| take_identity(plan, nnp))
+            .and_then(|()| arm_death_signal(parent))
+            .and_then(|()| enter_workdir(plan))
+            .and_then(|()| own_session_and_stdio(plan));
+        if let Err((stage, e)) = setup {
+            fail(report_fd, stage, e);
+        }
+        close_agent_fds(report_fd);
+        default_signals();
+        if let Err((stage, e)) = last_restrictions(plan, nnp) {
+            fail(report_fd, stage, e);
+        }
+        fail(report_fd, Stage::Exec, exec_tool(plan, argv, envp))
+    }
+}
+
+/// A private mount namespace, so a fresh proc (or whatever the tool
+/// mounts) never reaches the node's or the agent's mount table
+/// (mount_namespaces(7)); then the fresh proc, for `-p` without `-m`.
+///
+/// SAFETY (for callers): async-signal-safe: unshare(2) and mount(2) on
+/// static C strings.
+unsafe fn private_proc(plan: &ChildPlan) -> Step {
+    // SAFETY: raw system calls with static, NUL-terminated strings and
+    // null pointers where the kernel takes none.
+    unsafe {
         if (plan.mount_proc || plan.private_mounts)
             && (libc::unshare(libc::CLONE_NEWNS) < 0
                 || libc::mount(
@@ -641,7 +684,7 @@ unsafe fn tool_child(
                     std::ptr::null(),
                 ) < 0)
         {
-            fail(report_fd, Stage::MountProc, errno());
+            return Err((Stage::MountProc, errno()));
         }
         if plan.mount_proc
             && libc::mount(
@@ -652,76 +695,125 @@ unsafe fn tool_child(
                 std::ptr::null(),
             ) < 0
         {
-            fail(report_fd, Stage::MountProc, errno());
+            return Err((Stage::MountProc, errno()));
         }
-        if let Some(j) = &plan.late_user
-            && let Err(e) = join(j)
-        {
-            fail(report_fd, Stage::SetnsUser, e);
-        }
-        // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which
-        // the identity change may give up: then it is loaded first, and the
-        // calls that change the identity must pass it (runc's order; a
-        // runtime's default profile allows them).
-        let nnp = plan.creds.as_ref().is_some_and(|c| c.no_new_privs);
-        if let Some(f) = plan.seccomp.as_ref().filter(|_| !nnp)
-            && let Err(e) = load_seccomp(f)
-        {
-            fail(report_fd, Stage::Seccomp, e);
+    }
+    Ok(())
+}
+
+/// The target's user namespace, when it had to wait for /proc's mount.
+///
+/// SAFETY (for callers): async-signal-safe: setns(2) on prepared fds.
+unsafe fn late_user(plan: &ChildPlan) -> Step {
+    match &plan.late_user {
+        // SAFETY: `join` only calls setns(2) on fds the plan owns.
+        Some(j) => unsafe { join(j) }.map_err(|e| (Stage::SetnsUser, e)),
+        None => Ok(()),
+    }
+}
+
+/// The identity the tool runs with: the container's credentials (with its
+/// seccomp filter first when there is no no_new_privs), or root of the
+/// joined user namespace.
+///
+/// SAFETY (for callers): async-signal-safe: seccomp(2), the set*id(2)
+/// calls and setgroups(2) on prepared values.
+unsafe fn take_identity(plan: &ChildPlan, nnp: bool) -> Step {
+    // SAFETY: the filter and credentials were prepared before the fork;
+    // setgroups(2) gets an empty list (a null pointer with size 0).
+    unsafe {
+        if let Some(f) = plan.seccomp.as_ref().filter(|_| !nnp) {
+            load_seccomp(f).map_err(|e| (Stage::Seccomp, e))?;
         }
         if let Some(creds) = &plan.creds {
-            if let Err(e) = take_creds(creds) {
-                fail(report_fd, Stage::Creds, e);
-            }
+            take_creds(creds).map_err(|e| (Stage::Creds, e))?;
         } else if plan.become_root {
             // Supplementary groups are dropped where the namespace allows
             // it; where /proc/PID/setgroups says "deny" the call fails with
             // EPERM and the process keeps none that map anyway.
             if libc::setgroups(0, std::ptr::null()) < 0 && errno() != libc::EPERM {
-                fail(report_fd, Stage::Ids, errno());
+                return Err((Stage::Ids, errno()));
             }
             if libc::setresgid(0, 0, 0) < 0 || libc::setresuid(0, 0, 0) < 0 {
-                fail(report_fd, Stage::Ids, errno());
+                return Err((Stage::Ids, errno()));
             }
         }
-        // The tool is the agent's child (CLONE_PARENT), made from the
-        // agent's spawner thread, which lives as long as the agent: when
-        // the agent dies, so does the tool (prctl(2): the signal follows
-        // the thread that made the child). Armed after the credential
-        // change, which clears it; an agent already gone by then is seen
-        // as a new parent.
+    }
+    Ok(())
+}
+
+/// The tool is the agent's child (CLONE_PARENT), made from the agent's
+/// spawner thread, which lives as long as the agent: when the agent dies,
+/// so does the tool (prctl(2): the signal follows the thread that made the
+/// child). Armed after the credential change, which clears it; an agent
+/// already gone by then is seen as a new parent, and the tool exits.
+///
+/// SAFETY (for callers): async-signal-safe: prctl(2), getppid(2), _exit(2).
+unsafe fn arm_death_signal(parent: libc::pid_t) -> Step {
+    // SAFETY: plain system calls with integer arguments.
+    unsafe {
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
-            fail(report_fd, Stage::Session, errno());
+            return Err((Stage::Session, errno()));
         }
         if libc::getppid() != parent {
             libc::_exit(137);
         }
-        let dir: &CStr = match &plan.workdir {
-            Some(w) => w,
-            None if plan.cwd.is_some() => c".",
-            None => c"/",
-        };
-        if libc::chdir(dir.as_ptr()) < 0 {
-            fail(report_fd, Stage::Workdir, errno());
-        }
-        // Own session and process group, so the agent can signal and kill
-        // everything the tool starts, and so a TTY can become controlling.
+    }
+    Ok(())
+}
+
+/// The working directory asked for, else the target's (after the root
+/// change, "."), else "/".
+///
+/// SAFETY (for callers): async-signal-safe: chdir(2) on a prepared string.
+unsafe fn enter_workdir(plan: &ChildPlan) -> Step {
+    let dir: &CStr = match &plan.workdir {
+        Some(w) => w,
+        None if plan.cwd.is_some() => c".",
+        None => c"/",
+    };
+    // SAFETY: `dir` is a NUL-terminated string alive for the call.
+    if unsafe { libc::chdir(dir.as_ptr()) } < 0 {
+        return Err((Stage::Workdir, errno()));
+    }
+    Ok(())
+}
+
+/// Own session and process group, so the agent can signal and kill
+/// everything the tool starts, and so a TTY can become controlling; then
+/// the prepared stdio on fds 0-2.
+///
+/// SAFETY (for callers): async-signal-safe: setsid(2), dup2(2), ioctl(2)
+/// on fds the plan owns.
+unsafe fn own_session_and_stdio(plan: &ChildPlan) -> Step {
+    // SAFETY: system calls on fds owned by the plan and open.
+    unsafe {
         if libc::setsid() < 0 {
-            fail(report_fd, Stage::Session, errno());
+            return Err((Stage::Session, errno()));
         }
         for (i, fd) in plan.stdio.iter().enumerate() {
             if libc::dup2(fd.as_raw_fd(), i as c_int) < 0 {
-                fail(report_fd, Stage::Stdio, errno());
+                return Err((Stage::Stdio, errno()));
             }
         }
         if plan.tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-            fail(report_fd, Stage::Stdio, errno());
+            return Err((Stage::Stdio, errno()));
         }
-        // Nothing of the agent's may reach the tool (CVE-2019-5736): every
-        // fd above stdio but the report pipe is closed now, not at exec,
-        // since the process is already visible in the target's namespaces;
-        // the report pipe closes on exec.
-        let report = report_fd as u32;
+    }
+    Ok(())
+}
+
+/// Nothing of the agent's may reach the tool (CVE-2019-5736): every fd
+/// above stdio but the report pipe is closed now, not at exec, since the
+/// process is already visible in the target's namespaces; the report pipe
+/// closes on exec.
+///
+/// SAFETY (for callers): async-signal-safe: close_range(2) or close(2).
+unsafe fn close_agent_fds(report_fd: RawFd) {
+    let report = report_fd as u32;
+    // SAFETY: closing fds this process no longer uses; the plan's fds that
+    // are still needed were dup2'd onto 0-2 or are the report pipe.
+    unsafe {
         let closed = (report <= 3 || libc::syscall(libc::SYS_close_range, 3u32, report - 1, 0u32) == 0)
             && libc::syscall(libc::SYS_close_range, report + 1, u32::MAX, 0u32) == 0;
         if !closed {
@@ -732,8 +824,17 @@ unsafe fn tool_child(
                 }
             }
         }
-        // The Rust runtime ignores SIGPIPE and tokio may block signals; the
-        // tool gets default dispositions and an empty mask.
+    }
+}
+
+/// The Rust runtime ignores SIGPIPE and tokio may block signals; the tool
+/// gets default dispositions and an empty mask.
+///
+/// SAFETY (for callers): async-signal-safe: sigprocmask(2), signal(2).
+unsafe fn default_signals() {
+    // SAFETY: a zeroed sigset_t is a valid value to empty; the calls take
+    // it by pointer for their duration only.
+    unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
@@ -742,36 +843,55 @@ unsafe fn tool_child(
                 libc::signal(sig, libc::SIG_DFL);
             }
         }
-        // Last, as runc does: it only restricts what exec may grant, and
-        // the calls above need no privileges it would take away.
+    }
+}
+
+/// Last, as runc does: no_new_privs only restricts what exec may grant,
+/// and the calls before need no privileges it would take away. With it,
+/// the seccomp filter needs no privilege: as late as can be, so it filters
+/// the tool and nothing of the setup.
+///
+/// SAFETY (for callers): async-signal-safe: prctl(2), seccomp(2).
+unsafe fn last_restrictions(plan: &ChildPlan, nnp: bool) -> Step {
+    // SAFETY: prctl with integer arguments; the filter was compiled before
+    // the fork.
+    unsafe {
         if nnp && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
-            fail(report_fd, Stage::Creds, errno());
+            return Err((Stage::Creds, errno()));
         }
-        // With no_new_privs it needs no privilege: as late as can be, so it
-        // filters the tool and nothing of the setup.
-        if let Some(f) = plan.seccomp.as_ref().filter(|_| nnp)
-            && let Err(e) = load_seccomp(f)
-        {
-            fail(report_fd, Stage::Seccomp, e);
+        if let Some(f) = plan.seccomp.as_ref().filter(|_| nnp) {
+            load_seccomp(f).map_err(|e| (Stage::Seccomp, e))?;
         }
-        // As execvp(3): EACCES anywhere wins over ENOENT.
-        let mut err = libc::ENOENT;
-        for path in &plan.candidates {
-            let e = if plan.exec_copy {
+    }
+    Ok(())
+}
+
+/// Tries each candidate path, as execvp(3) does: EACCES anywhere wins over
+/// ENOENT. Returns the errno to report if none could be executed.
+///
+/// SAFETY (for callers): async-signal-safe: execve(2) (or the sealed copy's
+/// memfd_create/sendfile/execveat) on prepared strings.
+unsafe fn exec_tool(plan: &ChildPlan, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> i32 {
+    let mut err = libc::ENOENT;
+    for path in &plan.candidates {
+        // SAFETY: `path`, `argv` and `envp` are NUL-terminated strings and
+        // null-terminated pointer arrays prepared before the fork.
+        let e = unsafe {
+            if plan.exec_copy {
                 exec_sealed_copy(path, argv, envp)
             } else {
                 libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
                 errno()
-            };
-            if e != libc::ENOENT && e != libc::ENOTDIR {
-                err = e;
             }
-            if e != libc::ENOENT && e != libc::ENOTDIR && e != libc::EACCES {
-                break;
-            }
+        };
+        if e != libc::ENOENT && e != libc::ENOTDIR {
+            err = e;
         }
-        fail(report_fd, Stage::Exec, err)
+        if e != libc::ENOENT && e != libc::ENOTDIR && e != libc::EACCES {
+            break;
+        }
     }
+    err
 }
 
 /// linux/filter.h's `struct sock_fprog`, which seccomp(2) takes.
