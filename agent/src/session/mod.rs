@@ -288,6 +288,9 @@ where
     summary
 }
 
+/// Starts the session's I/O, waits for the first event that ends it, and
+/// ends it: with the tool's exit status once its output is drained, or
+/// with the tool killed and the client told why.
 async fn drive<S>(
     spawned: Spawned,
     mut inbound: S,
@@ -299,7 +302,7 @@ where
     S: Stream<Item = Result<ExecRequest, Status>> + Unpin,
 {
     let started = Instant::now();
-    let mut tool = spawned.tool;
+    let tool = spawned.tool;
     let pid = tool.pid;
     // The session's last message (the exit status, or why it ended) has
     // its place in the channel kept from the start: sending it never waits
@@ -307,218 +310,353 @@ where
     // its slot and is recorded. None when the client has already gone.
     let last = tx.clone().reserve_owned().await.ok();
     let progress = Arc::new(AtomicU64::new(0));
-    let mut out = pump(spawned.stdout, tx.clone(), Out::Stdout, progress.clone());
-    let mut err = spawned
+    let out = pump(spawned.stdout, tx.clone(), Out::Stdout, progress.clone());
+    let err = spawned
         .stderr
         .map(|fd| pump(fd, tx.clone(), Out::Stderr, progress.clone()));
-    let (mut stdin_tx, stdin_task) = match spawned.stdin {
+    let (mut stdin, stdin_task) = match spawned.stdin {
         Some(fd) => {
             let (t, task) = feed(fd);
             (Some(t), Some(task))
         }
         None => (None, None),
     };
+    let output = Output {
+        out,
+        err,
+        progress,
+        last,
+        stdin_task,
+    };
     let exit = match sys::async_fd(spawned.pidfd) {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(pid, error = %e, "cannot watch the tool's pidfd");
             tool.kill_all();
-            if let (Some(status), Some(p)) = (farewell(End::Lost, max_age), last) {
+            if let (Some(status), Some(p)) = (farewell(End::Lost, max_age), output.last) {
                 p.send(Err(status));
             }
-            let summary = Summary {
-                end: End::Lost,
-                duration: started.elapsed(),
-                bytes_in: 0,
-                bytes_out: 0,
-                bytes_err: 0,
-            };
-            return (summary, tool);
+            return (summary(End::Lost, started, 0, (0, 0)), tool);
         }
     };
-    let mut bytes_in = 0u64;
-    let mut backlog: VecDeque<Bytes> = VecDeque::new();
-    let mut backlog_bytes = 0usize;
-    let mut close_stdin = false;
-    // Until the client half-closes its side of the call.
-    let mut requests_open = true;
-
-    let end = loop {
-        tokio::select! {
-            permit = async { stdin_tx.as_ref()?.reserve().await.ok() }, if !backlog.is_empty() => {
-                match permit {
-                    Some(p) => {
-                        let data = backlog.pop_front().expect("backlog is not empty");
-                        backlog_bytes -= data.len();
-                        p.send(data);
-                    }
-                    // The tool closed its stdin: the rest is discarded.
-                    None => {
-                        backlog.clear();
-                        backlog_bytes = 0;
-                    }
-                }
-            }
-            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break End::Shutdown,
-            _ = async {
-                match max_age {
-                    Some(age) => tokio::time::sleep_until((started + age).into()).await,
-                    None => std::future::pending().await,
-                }
-            } => break End::Expired,
-            guard = exit.readable() => {
-                let Ok(mut guard) = guard else { break End::Lost };
-                // The tool is a zombie now: kill what it left in its group
-                // before reaping, then reap.
-                if matches!(sys::try_reap_pidfd_peek(exit.get_ref()), Ok(true)) {
-                    tool.kill_all();
-                }
-                match sys::try_reap_pidfd(exit.get_ref()) {
-                    Ok(Some(s)) => {
-                        tool.set_reaped();
-                        break End::Exited(s);
-                    }
-                    Ok(None) => guard.clear_ready(),
-                    Err(e) => {
-                        tracing::error!(pid, error = %e, "cannot reap the tool");
-                        break End::Lost;
-                    }
-                }
-            }
-            msg = inbound.next(), if requests_open && backlog_bytes < STDIN_BACKLOG => match msg {
-                Some(Ok(ExecRequest { msg: Some(m) })) => match m {
-                    In::Stdin(data) => {
-                        bytes_in += data.len() as u64;
-                        if stdin_tx.is_some() {
-                            backlog_bytes += data.len();
-                            backlog.push_back(data);
-                        }
-                    }
-                    // Closed once what is held has gone in.
-                    In::StdinClose(_) => close_stdin = true,
-                    In::Resize(w) => {
-                        if let Some(m) = &spawned.pty {
-                            let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
-                            let _ = pty::resize(m, clamp(w.rows), clamp(w.cols));
-                        }
-                    }
-                    In::Signal(n) => match Signal::try_from(n) {
-                        Ok(sig) => tool.signal_group(sig),
-                        Err(_) => tracing::warn!(pid, signal = n, "ignoring unknown signal number"),
-                    },
-                    In::Start(_) => tracing::warn!(pid, "ignoring a second start message"),
-                },
-                Some(Ok(ExecRequest { msg: None })) => {}
-                // A half-close: the client has nothing more to send (grpcurl
-                // and most generated clients end their side after the last
-                // message) but still reads the output. It ends stdin as
-                // stdin_close does; a terminal stays open, as ssh(1) keeps
-                // the pty, since typing an EOF character would be a
-                // keystroke to a tool in raw mode. Whether the client is
-                // still there is now told by the replies alone.
-                None => {
-                    requests_open = false;
-                    close_stdin = true;
-                }
-                Some(Err(s)) if s.code() == tonic::Code::OutOfRange => break End::Oversized,
-                // The call was cancelled or its connection broke.
-                Some(Err(_)) => break End::ClientGone,
-            },
-            _ = tx.closed() => break End::ClientGone,
-        }
-        if close_stdin && backlog.is_empty() {
-            stdin_tx = None;
-        }
+    let mut session = Session {
+        tool,
+        pid,
+        pty: spawned.pty,
+        backlog: Backlog::default(),
+        close_stdin: false,
+        requests_open: true,
+        bytes_in: 0,
     };
-    drop(stdin_tx);
+    let clock = Clock { started, max_age };
+    let end = session
+        .until_end(&mut stdin, &exit, &mut inbound, &tx, &mut shutdown, clock)
+        .await;
+    drop(stdin);
+    match end {
+        End::Exited(s) => output.exited(s, session, started).await,
+        end => output.ended_early(end, session, &exit, clock).await,
+    }
+}
 
-    let end = match end {
-        End::Exited(s) => {
-            // Output still in the pipes belongs before the exit status.
-            let mut drain = std::pin::pin!(async {
-                let o = (&mut out).await.unwrap_or(0);
-                let e = match &mut err {
-                    Some(e) => e.await.unwrap_or(0),
-                    None => 0,
-                };
-                (o, e)
-            });
-            let mut seen = progress.load(Ordering::Relaxed);
-            let drained = loop {
-                tokio::select! {
-                    d = &mut drain => break Some(d),
-                    _ = tokio::time::sleep(DRAIN_STALL) => {
-                        let now = progress.load(Ordering::Relaxed);
-                        if now == seen {
-                            break None;
-                        }
-                        seen = now;
-                    }
-                }
-            };
-            let (bytes_out, bytes_err) = drained.unwrap_or_default();
-            let reply = if drained.is_some() {
-                let status = match s {
-                    ExitStatus::Code(c) => exited::Status::Code(c),
-                    ExitStatus::Signal(n) => exited::Status::Signal(n),
-                };
-                Ok(ExecResponse {
-                    msg: Some(Out::Exited(Exited {
-                        status: Some(status),
-                        error: String::new(),
-                        note: tool.oom_note().unwrap_or_default(),
-                    })),
-                })
-            } else {
-                out.abort();
-                if let Some(e) = &err {
-                    e.abort();
-                }
-                // Never an exit status after a cut stream: the client must
-                // not take a truncated output for a complete one.
-                Err(Status::data_loss(format!(
-                    "the tool exited ({s:?}), but the client took none of its remaining output for {} s; \
-                     the rest was dropped",
-                    DRAIN_STALL.as_secs()
-                )))
-            };
-            if let Some(p) = last {
-                p.send(reply);
-            }
-            if let Some(t) = stdin_task {
-                t.abort();
-            }
-            let summary = Summary {
-                end: End::Exited(s),
-                duration: started.elapsed(),
-                bytes_in,
-                bytes_out,
-                bytes_err,
-            };
-            return (summary, tool);
-        }
-        other => other,
-    };
+/// When the session started, and how long it may last.
+#[derive(Clone, Copy)]
+struct Clock {
+    started: Instant,
+    max_age: Option<Duration>,
+}
 
-    kill_and_reap(&mut tool, &exit).await;
-    out.abort();
-    if let Some(e) = err {
-        e.abort();
-    }
-    if let Some(t) = stdin_task {
-        t.abort();
-    }
-    if let (Some(status), Some(p)) = (farewell(end, max_age), last) {
-        p.send(Err(status));
-    }
-    let summary = Summary {
+fn summary(end: End, started: Instant, bytes_in: u64, (bytes_out, bytes_err): (u64, u64)) -> Summary {
+    Summary {
         end,
         duration: started.elapsed(),
         bytes_in,
-        bytes_out: 0,
-        bytes_err: 0,
-    };
-    (summary, tool)
+        bytes_out,
+        bytes_err,
+    }
+}
+
+/// Client stdin the tool has not taken yet.
+#[derive(Default)]
+struct Backlog {
+    queue: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl Backlog {
+    fn push(&mut self, data: Bytes) {
+        self.bytes += data.len();
+        self.queue.push_back(data);
+    }
+
+    /// Hands the oldest chunk to the feeder.
+    fn send_next(&mut self, permit: mpsc::Permit<'_, Bytes>) {
+        let data = self.queue.pop_front().expect("backlog is not empty");
+        self.bytes -= data.len();
+        permit.send(data);
+    }
+
+    fn clear(&mut self) {
+        self.queue.clear();
+        self.bytes = 0;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+/// What the session's events change: the tool, stdin on its way in, and
+/// what the client's side of the call still does.
+struct Session {
+    tool: Tool,
+    pid: i32,
+    /// The PTY master, for resizing.
+    pty: Option<OwnedFd>,
+    backlog: Backlog,
+    /// Close stdin once what is held has gone in.
+    close_stdin: bool,
+    /// Until the client half-closes its side of the call.
+    requests_open: bool,
+    bytes_in: u64,
+}
+
+impl Session {
+    /// Handles events until one ends the session: stdin the tool can take,
+    /// the agent shutting down, the age limit, the tool's exit, a request
+    /// from the client, or the client gone. `stdin` is the feeder's
+    /// sender, `None` once stdin is closed (or when it is not forwarded).
+    async fn until_end<S>(
+        &mut self,
+        stdin: &mut Option<mpsc::Sender<Bytes>>,
+        exit: &AsyncFd<OwnedFd>,
+        inbound: &mut S,
+        tx: &mpsc::Sender<Reply>,
+        shutdown: &mut watch::Receiver<bool>,
+        clock: Clock,
+    ) -> End
+    where
+        S: Stream<Item = Result<ExecRequest, Status>> + Unpin,
+    {
+        loop {
+            tokio::select! {
+                permit = async { stdin.as_ref()?.reserve().await.ok() }, if !self.backlog.is_empty() => {
+                    match permit {
+                        Some(p) => self.backlog.send_next(p),
+                        // The tool closed its stdin: the rest is discarded.
+                        None => self.backlog.clear(),
+                    }
+                }
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return End::Shutdown,
+                _ = async {
+                    match clock.max_age {
+                        Some(age) => tokio::time::sleep_until((clock.started + age).into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => return End::Expired,
+                guard = exit.readable() => {
+                    if let Some(end) = self.on_exit_ready(guard, exit) {
+                        return end;
+                    }
+                }
+                msg = inbound.next(), if self.requests_open && self.backlog.bytes < STDIN_BACKLOG => {
+                    if let Some(end) = self.on_request(msg, stdin.is_some()) {
+                        return end;
+                    }
+                }
+                _ = tx.closed() => return End::ClientGone,
+            }
+            if self.close_stdin && self.backlog.is_empty() {
+                *stdin = None;
+            }
+        }
+    }
+
+    /// The tool's pidfd is readable: reap it if it exited.
+    fn on_exit_ready(
+        &mut self,
+        guard: io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, OwnedFd>>,
+        exit: &AsyncFd<OwnedFd>,
+    ) -> Option<End> {
+        let Ok(mut guard) = guard else {
+            return Some(End::Lost);
+        };
+        // The tool is a zombie now: kill what it left in its group before
+        // reaping, then reap.
+        if matches!(sys::try_reap_pidfd_peek(exit.get_ref()), Ok(true)) {
+            self.tool.kill_all();
+        }
+        match sys::try_reap_pidfd(exit.get_ref()) {
+            Ok(Some(s)) => {
+                self.tool.set_reaped();
+                Some(End::Exited(s))
+            }
+            Ok(None) => {
+                guard.clear_ready();
+                None
+            }
+            Err(e) => {
+                tracing::error!(pid = self.pid, error = %e, "cannot reap the tool");
+                Some(End::Lost)
+            }
+        }
+    }
+
+    /// The next request from the client, or the end of its side of the
+    /// call.
+    fn on_request(&mut self, msg: Option<Result<ExecRequest, Status>>, stdin_open: bool) -> Option<End> {
+        match msg {
+            Some(Ok(ExecRequest { msg: Some(m) })) => self.on_message(m, stdin_open),
+            Some(Ok(ExecRequest { msg: None })) => {}
+            // A half-close: the client has nothing more to send (grpcurl
+            // and most generated clients end their side after the last
+            // message) but still reads the output. It ends stdin as
+            // stdin_close does; a terminal stays open, as ssh(1) keeps the
+            // pty, since typing an EOF character would be a keystroke to a
+            // tool in raw mode. Whether the client is still there is now
+            // told by the replies alone.
+            None => {
+                self.requests_open = false;
+                self.close_stdin = true;
+            }
+            Some(Err(s)) if s.code() == tonic::Code::OutOfRange => return Some(End::Oversized),
+            // The call was cancelled or its connection broke.
+            Some(Err(_)) => return Some(End::ClientGone),
+        }
+        None
+    }
+
+    fn on_message(&mut self, m: In, stdin_open: bool) {
+        let pid = self.pid;
+        match m {
+            In::Stdin(data) => {
+                self.bytes_in += data.len() as u64;
+                if stdin_open {
+                    self.backlog.push(data);
+                }
+            }
+            // Closed once what is held has gone in.
+            In::StdinClose(_) => self.close_stdin = true,
+            In::Resize(w) => {
+                if let Some(m) = &self.pty {
+                    let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+                    let _ = pty::resize(m, clamp(w.rows), clamp(w.cols));
+                }
+            }
+            In::Signal(n) => match Signal::try_from(n) {
+                Ok(sig) => self.tool.signal_group(sig),
+                Err(_) => tracing::warn!(pid, signal = n, "ignoring unknown signal number"),
+            },
+            In::Start(_) => tracing::warn!(pid, "ignoring a second start message"),
+        }
+    }
+}
+
+/// The reply side of a session: the output pumps, how far the client has
+/// taken their messages, and the place kept for the last message.
+struct Output {
+    out: JoinHandle<u64>,
+    err: Option<JoinHandle<u64>>,
+    progress: Arc<AtomicU64>,
+    last: Option<mpsc::OwnedPermit<Reply>>,
+    stdin_task: Option<JoinHandle<()>>,
+}
+
+impl Output {
+    /// The tool exited: its output still in the pipes goes before the exit
+    /// status, for as long as the client keeps taking it.
+    async fn exited(mut self, s: ExitStatus, session: Session, started: Instant) -> (Summary, Tool) {
+        let drained = self.drain().await;
+        let bytes = drained.unwrap_or_default();
+        let reply = if drained.is_some() {
+            let status = match s {
+                ExitStatus::Code(c) => exited::Status::Code(c),
+                ExitStatus::Signal(n) => exited::Status::Signal(n),
+            };
+            Ok(ExecResponse {
+                msg: Some(Out::Exited(Exited {
+                    status: Some(status),
+                    error: String::new(),
+                    note: session.tool.oom_note().unwrap_or_default(),
+                })),
+            })
+        } else {
+            self.out.abort();
+            if let Some(e) = &self.err {
+                e.abort();
+            }
+            // Never an exit status after a cut stream: the client must not
+            // take a truncated output for a complete one.
+            Err(Status::data_loss(format!(
+                "the tool exited ({s:?}), but the client took none of its remaining output for {} s; the rest \
+                 was dropped",
+                DRAIN_STALL.as_secs()
+            )))
+        };
+        if let Some(p) = self.last {
+            p.send(reply);
+        }
+        if let Some(t) = self.stdin_task {
+            t.abort();
+        }
+        (
+            summary(End::Exited(s), started, session.bytes_in, bytes),
+            session.tool,
+        )
+    }
+
+    /// Waits for both pumps to reach end of file; `None` when the client
+    /// took nothing for DRAIN_STALL.
+    async fn drain(&mut self) -> Option<(u64, u64)> {
+        let (out, err) = (&mut self.out, &mut self.err);
+        let mut drain = std::pin::pin!(async {
+            let o = out.await.unwrap_or(0);
+            let e = match err {
+                Some(e) => e.await.unwrap_or(0),
+                None => 0,
+            };
+            (o, e)
+        });
+        let mut seen = self.progress.load(Ordering::Relaxed);
+        loop {
+            tokio::select! {
+                d = &mut drain => return Some(d),
+                _ = tokio::time::sleep(DRAIN_STALL) => {
+                    let now = self.progress.load(Ordering::Relaxed);
+                    if now == seen {
+                        return None;
+                    }
+                    seen = now;
+                }
+            }
+        }
+    }
+
+    /// The session ended before the tool: kill everything of it, stop the
+    /// I/O, and tell the client why.
+    async fn ended_early(
+        self,
+        end: End,
+        mut session: Session,
+        exit: &AsyncFd<OwnedFd>,
+        clock: Clock,
+    ) -> (Summary, Tool) {
+        kill_and_reap(&mut session.tool, exit).await;
+        self.out.abort();
+        if let Some(e) = self.err {
+            e.abort();
+        }
+        if let Some(t) = self.stdin_task {
+            t.abort();
+        }
+        if let (Some(status), Some(p)) = (farewell(end, clock.max_age), self.last) {
+            p.send(Err(status));
+        }
+        (
+            summary(end, clock.started, session.bytes_in, (0, 0)),
+            session.tool,
+        )
+    }
 }
 
 /// What the client is told when the session ends before the tool does;
