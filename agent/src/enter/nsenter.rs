@@ -13,9 +13,10 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use crate::enter::cgroup::SessionCgroup;
 use crate::kernel::ns::{KernelNs, NsKind, NsSet};
 use crate::kernel::procfs;
+use crate::sys::plan::{ChildPlan, SpawnOutcome};
 use crate::sys::pty;
 use crate::sys::spawner::Spawner;
-use crate::sys::{self, ChildPlan, Creds, Join, NsFile, SpawnOutcome, Stage};
+use crate::sys::{self, Creds, Join, NsFile, Stage};
 use crate::target::resolve::{Pinned, Resolved};
 
 pub use kns_proto::agent::ToolSource;
