@@ -14,7 +14,7 @@ use kns_agent::access::clientcert::ClientCerts;
 use kns_agent::access::kubeclient::{KubeClient, KubeConfig};
 use kns_agent::access::policy::Policies;
 use kns_agent::enter::cgroup::Containment;
-use kns_agent::enter::nsenter::Node;
+use kns_agent::enter::request::Node;
 use kns_agent::listen::{self, Listen};
 use kns_agent::rpc::service::{AgentService, Guard, Limits};
 use kns_agent::sys::spawner::Spawner;

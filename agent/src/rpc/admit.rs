@@ -6,7 +6,8 @@ use crate::access::audit::{self, Event, Record};
 use crate::access::authz::{Action, Subject};
 use crate::access::identity::{Caller, Identity, Method};
 use crate::access::policy::{Admitted, Ask};
-use crate::enter::nsenter;
+use crate::enter::identity::keep_node_filesystem;
+use crate::enter::request::Request;
 use crate::kernel::ns::NsKind;
 use crate::rpc::error::AgentError;
 use crate::rpc::service::AgentService;
@@ -50,7 +51,7 @@ impl AgentService {
         target: &Target,
         resolved: Option<&resolve::Resolved>,
         who: Option<(&Identity, Method)>,
-        req: Option<&nsenter::Request>,
+        req: Option<&Request>,
         e: &AgentError,
     ) {
         let name = action.as_str();
@@ -74,11 +75,11 @@ impl AgentService {
         caller: &Caller,
         action: Action,
         target: &Target,
-        mut req: Option<&mut nsenter::Request>,
+        mut req: Option<&mut Request>,
     ) -> Result<Admission, AgentError> {
         let deny = |who: Option<(&Identity, Method)>,
                     resolved: Option<&resolve::Resolved>,
-                    req: Option<&nsenter::Request>,
+                    req: Option<&Request>,
                     e: AgentError| {
             self.record_denial(action, target, resolved, who, req, &e);
             e
@@ -90,7 +91,7 @@ impl AgentService {
             .map_err(|e| deny(None, None, req.as_deref(), e.into()))?;
         let resolved = self.resolver.resolve(target).await.map_err(AgentError::from)?;
         let note = match req.as_deref_mut() {
-            Some(r) => nsenter::keep_node_filesystem(r, &resolved, self.node)?,
+            Some(r) => keep_node_filesystem(r, &resolved, self.node)?,
             None => None,
         };
         let req = req.as_deref();
@@ -154,7 +155,7 @@ pub(super) struct Admission {
 
 /// What a session asked for, in its audit line: the same fields in its
 /// `start`, `end` and `denied` lines.
-pub(super) fn describe_request(r: &mut Record, req: &nsenter::Request) {
+pub(super) fn describe_request(r: &mut Record, req: &Request) {
     r.namespaces = req.namespaces.iter().map(|k| k.proc_name().to_owned()).collect();
     r.argv = req.argv.clone();
     r.env = req.env.keys().cloned().collect();

@@ -3,7 +3,7 @@
 
 use crate::access::authn::AuthnError;
 use crate::access::authz::AuthzError;
-use crate::enter::nsenter::NsenterError;
+use crate::enter::error::NsenterError;
 use crate::kernel::procfs::ProcError;
 use crate::target::cri::CriError;
 use crate::target::resolve::ResolveError;

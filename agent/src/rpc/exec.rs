@@ -16,7 +16,9 @@ use crate::access::audit::{self, Audit, Event, Record};
 use crate::access::authz::Action;
 use crate::access::identity::{Caller, Identity, Method};
 use crate::access::policy::Admitted;
-use crate::enter::nsenter::{self, NsenterError, Spawned};
+use crate::enter::error::NsenterError;
+use crate::enter::nsenter::{self, Spawned};
+use crate::enter::request;
 use crate::kernel::ns::NsKind;
 use crate::rpc::admit::{Admission, describe_request};
 use crate::rpc::error::AgentError;
@@ -34,7 +36,7 @@ const REPLIES_IN_FLIGHT: usize = 5;
 /// A session's request as admitted: what was asked, of what, by whom.
 struct Asked {
     target: Target,
-    req: nsenter::Request,
+    req: request::Request,
     who: Identity,
     method: Method,
     resolved: resolve::Resolved,

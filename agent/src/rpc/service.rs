@@ -18,7 +18,7 @@ use crate::access::authz::{Access, Action};
 use crate::access::identity::Caller;
 use crate::access::policy::Policies;
 use crate::enter::cgroup::Containment;
-use crate::enter::nsenter::Node;
+use crate::enter::request::Node;
 use crate::kernel::procfs::{self, ProcError};
 use crate::rpc::error::AgentError;
 use crate::rpc::validate;

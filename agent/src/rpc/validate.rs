@@ -1,5 +1,5 @@
 //! Checking a client's request into a typed one before anything runs: the
-//! rest of the agent gets a [`Target`] and an [`nsenter::Request`] it can
+//! rest of the agent gets a [`Target`] and an [`Request`] it can
 //! trust.
 
 use std::collections::BTreeMap;
@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use kns_proto::agent::ExecStart;
 use kns_proto::agent::target::Kind;
 
-use crate::enter::nsenter::{self, NsenterError};
+use crate::enter::error::NsenterError;
+use crate::enter::request::{Request, ToolSource};
 use crate::kernel::ns::{self, NsKind, NsSet};
 use crate::rpc::error::AgentError;
 use crate::target::resolve::Target;
@@ -29,7 +30,7 @@ pub(super) fn target_of(t: Option<kns_proto::agent::Target>) -> Result<Target, A
 }
 
 /// Checks a start message into a typed request before anything runs.
-pub(super) fn validate(start: ExecStart) -> Result<(Target, nsenter::Request), AgentError> {
+pub(super) fn validate(start: ExecStart) -> Result<(Target, Request), AgentError> {
     let target = target_of(start.target)?;
     let mut namespaces = NsSet::default();
     for n in start.namespaces {
@@ -42,7 +43,7 @@ pub(super) fn validate(start: ExecStart) -> Result<(Target, nsenter::Request), A
         let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
         (clamp(w.rows), clamp(w.cols))
     });
-    let req = nsenter::Request {
+    let req = Request {
         namespaces,
         argv: start.argv,
         env: start.env.into_iter().collect::<BTreeMap<_, _>>(),
@@ -53,7 +54,7 @@ pub(super) fn validate(start: ExecStart) -> Result<(Target, nsenter::Request), A
         all: start.all,
         window,
         privileged: start.privileged,
-        tools: nsenter::ToolSource::try_from(start.tools)
+        tools: ToolSource::try_from(start.tools)
             .map_err(|_| AgentError::BadRequest(format!("unknown tool source {}", start.tools)))?,
     };
     if req.argv.first().is_none_or(|a| a.is_empty()) {
@@ -62,7 +63,7 @@ pub(super) fn validate(start: ExecStart) -> Result<(Target, nsenter::Request), A
     if req.namespaces.is_empty() {
         return Err(NsenterError::NoNamespace.into());
     }
-    if req.tools == nsenter::ToolSource::Agent
+    if req.tools == ToolSource::Agent
         && (req.namespaces.contains(NsKind::Mnt) || req.namespaces.contains(NsKind::User))
     {
         return Err(NsenterError::AgentToolsWithMntOrUser.into());
@@ -134,7 +135,7 @@ mod tests {
     #[test]
     fn the_agents_tools_are_validated_and_named() {
         let agent = |ns| ExecStart {
-            tools: nsenter::ToolSource::Agent as i32,
+            tools: ToolSource::Agent as i32,
             ..start(ns, &["ss"])
         };
         let (_, r) = validate(agent(vec![Pb::Net, Pb::Pid])).unwrap();
@@ -183,7 +184,7 @@ mod tests {
                 Ok((target, req)) => {
                     proptest::prop_assert!(!req.namespaces.is_empty());
                     proptest::prop_assert!(
-                        req.tools != nsenter::ToolSource::Agent
+                        req.tools != ToolSource::Agent
                             || !(req.namespaces.contains(NsKind::Mnt) || req.namespaces.contains(NsKind::User))
                     );
                     proptest::prop_assert!(!req.argv[0].is_empty());
