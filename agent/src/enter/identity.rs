@@ -43,7 +43,7 @@ pub(super) fn container_creds<'a>(
     req: &Request,
     set: NsSet,
     node: Node,
-) -> Result<Option<&'a crate::target::cri::ProcessSpec>, NsenterError> {
+) -> Result<Option<&'a crate::target::oci::ProcessSpec>, NsenterError> {
     let pid = target.resolved.pid;
     if !runs_as_container(pid, req, set, node)? {
         return Ok(None);
@@ -137,7 +137,7 @@ fn own_ns(pid: i32, node: Node, k: NsKind) -> Result<bool, NsenterError> {
 /// The container's credentials for the tool, with the capabilities the
 /// agent does not hold left out (and the user told which).
 pub(super) fn tool_creds(
-    identity: Option<&crate::target::cri::ProcessSpec>,
+    identity: Option<&crate::target::oci::ProcessSpec>,
     notices: &mut Vec<String>,
 ) -> Result<Option<Creds>, NsenterError> {
     let own = sys::own_caps().map_err(|source| NsenterError::Setup {
@@ -153,7 +153,7 @@ pub(super) fn tool_creds(
         if lost != 0 {
             notices.push(format!(
                 "the tool lacks capabilities the container has, which the agent does not hold: {}",
-                crate::target::cri::cap_names(lost)
+                crate::target::caps::cap_names(lost)
             ));
         }
     }

@@ -10,6 +10,7 @@ use kns_proto::agent::{ContainerInfo, ListResponse, NamespaceId, NamespaceUse};
 use crate::kernel::ns::NsKind;
 use crate::kernel::procfs::{self, ProcError};
 use crate::rpc::error::AgentError;
+use crate::target::cgroup_scan;
 use crate::target::cri::{self, Cri, Listed};
 use crate::target::resolve::{ResolveError, Resolver};
 
@@ -24,7 +25,7 @@ pub async fn list(resolver: &Resolver, node_pid: i32, namespaces: bool) -> Resul
     let listed = cri.list_running().await.map_err(ResolveError::from)?;
     // The cgroup scan names every container's init process at once; the
     // runtime is asked only about the ones it missed.
-    let mut pids = tokio::task::spawn_blocking(cri::init_pids)
+    let mut pids = tokio::task::spawn_blocking(cgroup_scan::init_pids)
         .await
         .map_err(|e| AgentError::Internal(format!("the /proc scan failed: {e}")))?;
     let mut errors = HashMap::new();
@@ -90,7 +91,7 @@ async fn statuses<'a>(
 /// lend its namespaces to the container.
 fn read(pid: i32, id: &str) -> Result<kns_proto::agent::ProcessInfo, ProcError> {
     let info = procfs::process_info(pid)?;
-    if !cri::cgroup_names(&procfs::cgroup(pid)?, id) {
+    if !cgroup_scan::cgroup_names(&procfs::cgroup(pid)?, id) {
         return Err(ProcError::NoSuchProcess { pid });
     }
     Ok(info)

@@ -18,7 +18,7 @@ pub(super) fn target_of(t: Option<kns_proto::agent::Target>) -> Result<Target, A
     match t.and_then(|t| t.kind) {
         Some(Kind::ContainerId(id)) => {
             let id = id.trim();
-            crate::target::cri::check_id(id).map_err(AgentError::BadRequest)?;
+            crate::target::cgroup_scan::check_id(id).map_err(AgentError::BadRequest)?;
             Ok(Target::Container(id.to_owned()))
         }
         Some(Kind::Pid(p)) => Ok(Target::Pid(p)),
@@ -190,7 +190,7 @@ mod tests {
                     proptest::prop_assert!(!req.argv[0].is_empty());
                     proptest::prop_assert!(req.argv.iter().all(|a| !a.contains('\0')));
                     if let Target::Container(id) = target {
-                        proptest::prop_assert!(crate::target::cri::check_id(&id).is_ok());
+                        proptest::prop_assert!(crate::target::cgroup_scan::check_id(&id).is_ok());
                     }
                 }
                 Err(e) => {
