@@ -24,7 +24,8 @@ use crate::rpc::admit::{Admission, describe_request};
 use crate::rpc::error::AgentError;
 use crate::rpc::service::{AgentService, versioned};
 use crate::rpc::validate;
-use crate::session::{self, End, Replies};
+use crate::session::replies::{Replies, Reply};
+use crate::session::{self, End};
 use crate::sys::ExitStatus;
 use crate::target::resolve::{self, Target};
 
@@ -178,7 +179,7 @@ impl AgentService {
         mut record: Record,
         code: i32,
         message: String,
-        tx: &mpsc::Sender<session::Reply>,
+        tx: &mpsc::Sender<Reply>,
     ) {
         let req = &asked.req;
         tracing::info!(session = session_id, target = %asked.target, pid = asked.resolved.pid, namespaces = %req.namespaces,
@@ -258,7 +259,7 @@ impl Running {
         mut self,
         spawned: Spawned,
         inbound: Streaming<ExecRequest>,
-        tx: mpsc::Sender<session::Reply>,
+        tx: mpsc::Sender<Reply>,
         shutdown: tokio::sync::watch::Receiver<bool>,
         max_age: Option<Duration>,
     ) {

@@ -22,7 +22,7 @@ use crate::enter::request::Node;
 use crate::kernel::procfs::{self, ProcError};
 use crate::rpc::error::AgentError;
 use crate::rpc::validate;
-use crate::session;
+use crate::session::replies::Replies;
 use crate::sys::spawner::Spawner;
 use crate::target::resolve::{Resolver, Target};
 
@@ -100,7 +100,7 @@ pub(super) fn versioned<T>(body: T) -> Response<T> {
 
 #[tonic::async_trait]
 impl Agent for AgentService {
-    type ExecStream = session::Replies;
+    type ExecStream = Replies;
 
     async fn exec(
         &self,

@@ -1,14 +1,19 @@
 //! One exec session: moving a running tool's I/O to and from the client,
 //! forwarding signals and resizes, and making sure nothing outlives it.
+//! The session's events are handled here; the byte moving is in [`pump`],
+//! the reply stream in [`replies`].
+
+mod pump;
+pub mod replies;
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kns_proto::agent::exec_request::Msg as In;
 use kns_proto::agent::exec_response::Msg as Out;
 use kns_proto::agent::{ExecRequest, ExecResponse, Exited, exited};
@@ -16,91 +21,25 @@ use nix::sys::signal::Signal;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
 use crate::enter::nsenter::{Spawned, Tool};
+use crate::session::pump::{feed, pump};
+use crate::session::replies::Reply;
 use crate::sys::pty;
 use crate::sys::{self, ExitStatus};
 
-/// Output is read in chunks that start at MIN_CHUNK and double while reads
-/// fill them, up to CHUNK: interactive sessions stay small, bulk output
-/// (tcpdump, cat) moves in large messages.
-const MIN_CHUNK: usize = 64 * 1024;
-const CHUNK: usize = 1024 * 1024;
 /// Client stdin held for a tool that is not reading it. Up to this much the
 /// session keeps taking messages, so the client leaving, resizes and signals
 /// still arrive; past it, reading pauses and HTTP/2 flow control holds the
 /// client back.
 const STDIN_BACKLOG: usize = 4 << 20;
+
 /// After the tool exits, its remaining output drains for as long as the
 /// client keeps taking it; only this long without any progress ends the
 /// wait, and the client is then told that output was lost.
 const DRAIN_STALL: Duration = Duration::from_secs(30);
-
-pub type Reply = Result<ExecResponse, Status>;
-
-/// A session's replies, as tonic sends them. What it is given to hold (the
-/// session's slot) is kept until tonic drops the stream: output still
-/// queued for a client that stopped reading stays counted against the
-/// session limit, which is what bounds the memory all sessions hold, even
-/// after the session itself has ended.
-///
-/// A stream that ends without `exited` or an error status (the session's
-/// task gone some way nobody foresaw) gets an error status in its place:
-/// gRPC's OK would tell the client the output was complete.
-pub struct Replies {
-    rx: ReceiverStream<Reply>,
-    /// `exited` or an error status has been passed on.
-    concluded: bool,
-    _held: Arc<dyn Send + Sync>,
-}
-
-impl Replies {
-    pub fn new(rx: mpsc::Receiver<Reply>, held: Arc<dyn Send + Sync>) -> Replies {
-        Replies {
-            rx: ReceiverStream::new(rx),
-            concluded: false,
-            _held: held,
-        }
-    }
-}
-
-impl Stream for Replies {
-    type Item = Reply;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Reply>> {
-        let next = std::task::ready!(std::pin::Pin::new(&mut self.rx).poll_next(cx));
-        let next = match next {
-            Some(r) => {
-                if matches!(
-                    &r,
-                    Err(_)
-                        | Ok(ExecResponse {
-                            msg: Some(Out::Exited(_))
-                        })
-                ) {
-                    self.concluded = true;
-                }
-                Some(r)
-            }
-            None if !self.concluded => {
-                self.concluded = true;
-                tracing::error!("a session's replies ended without an exit status");
-                Some(Err(Status::internal(
-                    "the agent ended the session without the tool's exit status, so its output may be \
-                     incomplete (an agent fault: the agent's log says more); run the command again",
-                )))
-            }
-            None => None,
-        };
-        std::task::Poll::Ready(next)
-    }
-}
 
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,123 +68,6 @@ pub struct Summary {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub bytes_err: u64,
-}
-
-async fn read_chunk(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        let mut guard = fd.readable().await?;
-        match guard.try_io(|inner| nix::unistd::read(inner.get_ref(), buf).map_err(io::Error::from)) {
-            Ok(Ok(n)) => return Ok(n),
-            // A PTY master reads EIO once every slave is closed: end of file.
-            Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(0),
-            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_would_block) => {}
-        }
-    }
-}
-
-/// One non-blocking read: `None` when nothing is there yet.
-fn read_now(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    match nix::unistd::read(fd.get_ref(), buf) {
-        Ok(n) => Ok(Some(n)),
-        Err(nix::errno::Errno::EAGAIN) => Ok(None),
-        Err(nix::errno::Errno::EIO) => Ok(Some(0)),
-        Err(e) => Err(e.into()),
-    }
-}
-
-async fn write_all(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        let mut guard = fd.writable().await?;
-        match guard.try_io(|inner| nix::unistd::write(inner.get_ref().as_fd(), data).map_err(io::Error::from))
-        {
-            Ok(Ok(n)) => data = &data[n..],
-            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_would_block) => {}
-        }
-    }
-    Ok(())
-}
-
-/// Copies an output fd into the reply stream until end of file or until
-/// the client is gone; returns the bytes moved. `progress` counts the
-/// messages the client has taken.
-fn pump(
-    fd: OwnedFd,
-    tx: mpsc::Sender<Reply>,
-    wrap: fn(Bytes) -> Out,
-    progress: Arc<AtomicU64>,
-) -> JoinHandle<u64> {
-    tokio::spawn(async move {
-        let Ok(fd) = sys::async_fd(fd) else { return 0 };
-        let mut total = 0u64;
-        let mut cap = MIN_CHUNK;
-        let mut buf = BytesMut::zeroed(cap);
-        let mut eof = false;
-        while !eof {
-            let mut n = match read_chunk(&fd, &mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            // Writers such as head(1) write 8 KiB at a time; sending each
-            // write as its own message costs more than the copy. Give the
-            // writer one scheduling turn and take what else arrived, so bulk
-            // output travels in large messages while a lone interactive
-            // write still goes out at once.
-            while n < cap {
-                tokio::task::yield_now().await;
-                match read_now(&fd, &mut buf[n..]) {
-                    Ok(Some(0)) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(Some(m)) => n += m,
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            total += n as u64;
-            // Large reads hand their buffer over; small ones are copied so
-            // a few bytes do not pin a whole chunk while in flight.
-            let chunk = if n >= cap / 4 {
-                if n == cap {
-                    cap = (cap * 2).min(CHUNK);
-                }
-                let c = buf.split_to(n).freeze();
-                buf = BytesMut::zeroed(cap);
-                c
-            } else {
-                Bytes::copy_from_slice(&buf[..n])
-            };
-            let msg = ExecResponse {
-                msg: Some(wrap(chunk)),
-            };
-            if tx.send(Ok(msg)).await.is_err() {
-                break;
-            }
-            progress.fetch_add(1, Ordering::Relaxed);
-        }
-        total
-    })
-}
-
-/// Feeds client stdin to the tool; dropping the sender closes the tool's
-/// stdin.
-fn feed(fd: OwnedFd) -> (mpsc::Sender<Bytes>, JoinHandle<()>) {
-    // Two messages of at most 1 MiB (the server's limit): with the backlog,
-    // a client feeding a tool that never reads holds a bounded few MiB.
-    let (tx, mut rx) = mpsc::channel::<Bytes>(2);
-    let task = tokio::spawn(async move {
-        let Ok(fd) = sys::async_fd(fd) else { return };
-        while let Some(data) = rx.recv().await {
-            // EPIPE: the tool closed its stdin; the rest is discarded.
-            if write_all(&fd, &data).await.is_err() {
-                break;
-            }
-        }
-    });
-    (tx, task)
 }
 
 /// Kills everything of the session, then reaps the tool. Killing first,
@@ -680,50 +502,5 @@ fn farewell(end: End, max_age: Option<Duration>) -> Option<Status> {
              its processes were killed; run the command again",
         )),
         End::ClientGone | End::Exited(_) => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kns_proto::agent::Started;
-
-    fn replies(sent: Vec<Reply>) -> Vec<Reply> {
-        let (tx, rx) = mpsc::channel(sent.len().max(1));
-        for r in sent {
-            tx.try_send(r).expect("room for every reply");
-        }
-        drop(tx);
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        rt.block_on(Replies::new(rx, Arc::new(())).collect())
-    }
-
-    fn out(msg: Out) -> Reply {
-        Ok(ExecResponse { msg: Some(msg) })
-    }
-
-    #[test]
-    fn replies_end_in_an_error_unless_they_concluded() {
-        let got = replies(vec![
-            out(Out::Started(Started::default())),
-            out(Out::Stdout(Bytes::from_static(b"x"))),
-        ]);
-        assert_eq!(got.len(), 3, "{got:?}");
-        let last = got.last().unwrap().as_ref().unwrap_err();
-        assert_eq!(last.code(), tonic::Code::Internal, "{last:?}");
-        assert!(
-            last.message().contains("without the tool's exit status"),
-            "{last:?}"
-        );
-        assert_eq!(replies(vec![]).len(), 1);
-        // An exit status or an error status is the last word.
-        let exited = out(Out::Exited(Exited::default()));
-        assert_eq!(
-            replies(vec![out(Out::Started(Started::default())), exited]).len(),
-            2
-        );
-        let got = replies(vec![Err(Status::unavailable("shutting down"))]);
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].as_ref().unwrap_err().code(), tonic::Code::Unavailable);
     }
 }
