@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::access::identity::Identity;
+use crate::access::clientcert::ClientCerts;
+use crate::access::identity::{Caller, Identity, Method};
 use crate::access::kubeclient::{KubeClient, KubeError};
 
 /// How long a positive answer (a token's identity, an allowed rule) is
@@ -19,6 +20,39 @@ use crate::access::kubeclient::{KubeClient, KubeError};
 pub const CACHE_TTL: Duration = Duration::from_secs(10);
 /// Answers kept at most: a flood of distinct tokens cannot grow the agent.
 pub const CACHE_SIZE: usize = 1024;
+
+/// The caller's verified identity and how it was established: a unix
+/// peer by its uid, a token by the API server's TokenReview (`tokens`), a
+/// certificate against the cluster's client CA (`certs`); with `skip`
+/// (`--insecure-skip-authz`) a remote caller is not checked at all.
+pub async fn identify(
+    caller: &Caller,
+    tokens: &Authenticator,
+    certs: &ClientCerts,
+    skip: bool,
+) -> Result<(Identity, Method), AuthnError> {
+    match caller {
+        Caller::Unix(Some(uid)) => Ok((Identity::unix(*uid), Method::Peercred)),
+        Caller::Unix(None) => Err(AuthnError::NoPeercred),
+        _ if skip => Ok((
+            Identity {
+                username: "unverified".into(),
+                uid: String::new(),
+                groups: Vec::new(),
+                extra: Default::default(),
+            },
+            Method::Skip,
+        )),
+        Caller::Remote(None) => Err(AuthnError::NoToken),
+        Caller::Remote(Some(token)) => Ok((tokens.token(token).await?, Method::Token)),
+        Caller::Certificate(Ok(chain)) => certs
+            .check(chain)
+            .await
+            .map(|who| (who, Method::X509))
+            .map_err(AuthnError::NoCertificate),
+        Caller::Certificate(Err(why)) => Err(AuthnError::NoCertificate(why.clone())),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthnError {

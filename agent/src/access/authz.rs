@@ -249,30 +249,10 @@ impl Access {
         self.node_name.as_deref()
     }
 
-    /// The caller's verified identity and how it was established.
+    /// The caller's verified identity and how it was established
+    /// ([`crate::access::authn::identify`]).
     pub async fn identify(&self, caller: &Caller) -> Result<(Identity, Method), AuthnError> {
-        match caller {
-            Caller::Unix(Some(uid)) => Ok((Identity::unix(*uid), Method::Peercred)),
-            Caller::Unix(None) => Err(AuthnError::NoPeercred),
-            _ if self.skip => Ok((
-                Identity {
-                    username: "unverified".into(),
-                    uid: String::new(),
-                    groups: Vec::new(),
-                    extra: Default::default(),
-                },
-                Method::Skip,
-            )),
-            Caller::Remote(None) => Err(AuthnError::NoToken),
-            Caller::Remote(Some(token)) => Ok((self.authn.token(token).await?, Method::Token)),
-            Caller::Certificate(Ok(chain)) => self
-                .certs
-                .check(chain)
-                .await
-                .map(|who| (who, Method::X509))
-                .map_err(AuthnError::NoCertificate),
-            Caller::Certificate(Err(why)) => Err(AuthnError::NoCertificate(why.clone())),
-        }
+        crate::access::authn::identify(caller, &self.authn, &self.certs, self.skip).await
     }
 
     /// The rule `action` on `subject` needs.
