@@ -1,5 +1,8 @@
-//! Starting the tool inside the target: the namespace plan, the tool's
-//! identity, its seccomp filter and its session cgroup.
+//! Starting the tool inside the target: [`nsenter::spawn`] is the
+//! sequence, from a [`request::Request`] through the namespace [`plan`],
+//! the tool's [`identity`], its [`stdio`], [`seccomp`] filter and session
+//! [`cgroup`], to the fork in [`crate::sys`]; [`error`] words what went
+//! wrong for the user.
 
 pub mod cgroup;
 pub mod error;

@@ -1,6 +1,6 @@
 //! The agent's gRPC service: its state, and the small RPCs (Inspect, List,
-//! Version). Exec is in [`crate::rpc::exec`], the checks every request
-//! passes in [`crate::rpc::admit`] and [`crate::rpc::validate`]; errors
+//! Version). Exec is in `rpc::exec`, the checks every request
+//! passes in `rpc::admit` and `rpc::validate`; errors
 //! become `tonic::Status` in [`crate::rpc::error`].
 
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! One exec session: moving a running tool's I/O to and from the client,
 //! forwarding signals and resizes, and making sure nothing outlives it.
-//! The session's events are handled here; the byte moving is in [`pump`],
+//! The session's events are handled here; the byte moving is in `pump`,
 //! the reply stream in [`replies`].
 
 mod pump;

@@ -3,7 +3,7 @@
 //! the new mount API)
 //! and the code that runs between `fork` and `execve`.
 //!
-//! Everything the child needs is prepared by [`ChildPlan`] before the fork;
+//! Everything the child needs is prepared by [`plan::ChildPlan`] before the fork;
 //! the child itself only makes raw system calls, which are async-signal-safe
 //! (signal-safety(7)), because the agent is multi-threaded and a forked
 //! child of a multi-threaded process may not allocate or take locks.

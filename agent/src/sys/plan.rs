@@ -1,6 +1,6 @@
 //! What the parent prepares for the child and what the child reports
 //! back: shared by both sides of the fork ([`crate::sys::fork`] and
-//! [`crate::sys::child`]).
+//! `crate::sys::child`).
 
 use std::ffi::CString;
 use std::os::fd::OwnedFd;
@@ -30,7 +30,7 @@ pub struct ChildPlan {
     /// The container's seccomp filter, loaded with its identity.
     pub seccomp: Option<crate::enter::seccomp::Filter>,
     /// Execute a sealed memfd copy of the tool instead of its file; see
-    /// [`exec_sealed_copy`].
+    /// `child::exec_sealed_copy`.
     pub exec_copy: bool,
     /// The target's root and working directory (with the mount namespace).
     pub root: Option<OwnedFd>,
