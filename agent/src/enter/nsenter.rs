@@ -247,9 +247,11 @@ pub fn spawn(
     })
 }
 
-/// The checks `rpc::validate` makes, again for callers that come here
-/// directly.
-fn check_request(req: &Request) -> Result<(), NsenterError> {
+/// What a request must be for [`spawn`] to start anything: a command, a
+/// namespace, and the agent's tools not in the target's filesystem or
+/// user namespace. `rpc::validate` checks it first; `spawn` again, for
+/// callers that come here directly.
+pub fn check_request(req: &Request) -> Result<(), NsenterError> {
     if req.argv.is_empty() || req.argv[0].is_empty() {
         return Err(NsenterError::EmptyCommand);
     }

@@ -8,8 +8,9 @@ use kns_proto::agent::ExecStart;
 use kns_proto::agent::target::Kind;
 
 use crate::enter::error::NsenterError;
+use crate::enter::nsenter;
 use crate::enter::request::{Request, ToolSource};
-use crate::kernel::ns::{self, NsKind, NsSet};
+use crate::kernel::ns::{self, NsSet};
 use crate::rpc::error::AgentError;
 use crate::target::resolve::Target;
 
@@ -57,17 +58,7 @@ pub(super) fn validate(start: ExecStart) -> Result<(Target, Request), AgentError
         tools: ToolSource::try_from(start.tools)
             .map_err(|_| AgentError::BadRequest(format!("unknown tool source {}", start.tools)))?,
     };
-    if req.argv.first().is_none_or(|a| a.is_empty()) {
-        return Err(NsenterError::EmptyCommand.into());
-    }
-    if req.namespaces.is_empty() {
-        return Err(NsenterError::NoNamespace.into());
-    }
-    if req.tools == ToolSource::Agent
-        && (req.namespaces.contains(NsKind::Mnt) || req.namespaces.contains(NsKind::User))
-    {
-        return Err(NsenterError::AgentToolsWithMntOrUser.into());
-    }
+    nsenter::check_request(&req)?;
     let strings = req
         .argv
         .iter()
@@ -83,6 +74,7 @@ pub(super) fn validate(start: ExecStart) -> Result<(Target, Request), AgentError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::ns::NsKind;
     use kns_proto::agent::Namespace as Pb;
     use tonic::Status;
 
