@@ -1,25 +1,22 @@
 //! The kubectl-ns node agent: resolves a container to its host process
-//! through the CRI, joins exactly the namespaces asked for, runs a tool from
-//! the node there, and streams its I/O over gRPC.
+//! through the CRI, joins exactly the namespaces asked for, runs a tool
+//! there (the node's, the toolbox image's, or the agent's own), and streams
+//! its I/O over gRPC.
+//!
+//! The folders follow one request from the socket to the kernel:
+//! [`listen`] accepts the connection, [`rpc`] checks and answers it,
+//! [`access`] says who is calling and what they may do, [`target`] finds the
+//! process, [`enter`] plans the namespaces and starts the tool, [`session`]
+//! moves its I/O, [`kernel`] names namespaces and reads /proc, and [`sys`]
+//! holds the only `unsafe` code.
 #![deny(unsafe_code)]
 
-pub mod audit;
-pub mod authn;
-pub mod authz;
-pub mod cgroup;
-pub mod clientcert;
-pub mod cri;
-pub mod inventory;
-pub mod kubeclient;
-pub mod ns;
-pub mod nsenter;
-pub mod policy;
-pub mod procfs;
-pub mod pty;
-pub mod resolve;
-pub mod seccomp;
-pub mod server;
-pub mod service;
+pub mod access;
+pub mod enter;
+pub mod kernel;
+pub mod listen;
+pub mod rpc;
 pub mod session;
-pub mod spawner;
+#[allow(unsafe_code)]
 pub mod sys;
+pub mod target;

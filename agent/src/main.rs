@@ -8,18 +8,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use kns_agent::audit::Audit;
-use kns_agent::authz::Access;
-use kns_agent::cgroup::Containment;
-use kns_agent::clientcert::ClientCerts;
-use kns_agent::cri::Cri;
-use kns_agent::kubeclient::{KubeClient, KubeConfig};
-use kns_agent::nsenter::Node;
-use kns_agent::policy::Policies;
-use kns_agent::resolve::Resolver;
-use kns_agent::server::{self, Listen};
-use kns_agent::service::{AgentService, Guard, Limits};
-use kns_agent::spawner::Spawner;
+use kns_agent::access::audit::Audit;
+use kns_agent::access::authz::Access;
+use kns_agent::access::clientcert::ClientCerts;
+use kns_agent::access::kubeclient::{KubeClient, KubeConfig};
+use kns_agent::access::policy::Policies;
+use kns_agent::enter::cgroup::Containment;
+use kns_agent::enter::request::Node;
+use kns_agent::listen::{self, Listen};
+use kns_agent::rpc::service::{AgentService, Guard, Limits};
+use kns_agent::sys::spawner::Spawner;
+use kns_agent::target::cri::Cri;
+use kns_agent::target::resolve::Resolver;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -43,7 +43,7 @@ struct Args {
     /// authenticate with a client certificate the cluster's client CA signed
     /// (kube-system/extension-apiserver-authentication); on tcp:// with a
     /// bearer token.
-    #[arg(long = "listen", value_name = "ADDR", default_value = server::DEFAULT_LISTEN)]
+    #[arg(long = "listen", value_name = "ADDR", default_value = listen::DEFAULT_LISTEN)]
     listen: Vec<Listen>,
 
     /// The CRI socket (path or unix:// URL). Default: the first of the usual
@@ -231,7 +231,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "kubectl-ns-agent starting"
     );
     let keepalive = (args.keepalive > 0).then(|| Duration::from_secs(args.keepalive));
-    server::serve(&args.listen, service, stop_rx, keepalive, certs).await?;
+    listen::serve(&args.listen, service, stop_rx, keepalive, certs).await?;
     // Connection tasks may still hold the service (and so the subtree) when
     // the process exits: remove it now that the sessions have ended.
     if let Some(c) = cgroups {
@@ -332,7 +332,7 @@ fn main() -> ExitCode {
     };
     if let Some(Cmd::Probe) = args.command {
         let listen = args.listen.first().cloned().expect("--listen has a default");
-        return match rt.block_on(server::probe(&listen)) {
+        return match rt.block_on(listen::probe(&listen)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("kubectl-ns-agent probe: {e}");

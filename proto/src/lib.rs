@@ -22,6 +22,11 @@ pub const POLICY_HEADER: &str = "kns-policy";
 /// get a new token.
 pub const TOKEN_REJECTED_HEADER: &str = "kns-token-rejected";
 
+/// The largest message a client may send to the agent, in bytes: an exec
+/// start, or one chunk of stdin. Bounds what one message can make the agent
+/// hold; the agent refuses larger ones (`OUT_OF_RANGE`).
+pub const MAX_MESSAGE: usize = 1 << 20;
+
 /// Where the agent image is published; its tag is the version, and the
 /// toolbox variant's (`scripts/image --toolbox`) the version with
 /// `-toolbox`.

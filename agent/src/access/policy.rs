@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::ns::{NsKind, NsSet};
+use crate::kernel::ns::{NsKind, NsSet};
 
 /// What the operator allows. Every field is optional; an empty policy (or
 /// no file) allows everything authorization allows.

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::authn::{Identity, Method};
+use crate::access::identity::{Identity, Method};
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot open the audit log {path}: {source}")]

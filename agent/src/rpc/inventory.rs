@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use kns_proto::agent::{ContainerInfo, ListResponse, NamespaceId, NamespaceUse};
 
-use crate::cri::{self, Cri, Listed};
-use crate::ns::NsKind;
-use crate::procfs::{self, ProcError};
-use crate::resolve::{ResolveError, Resolver};
-use crate::service::{AgentError, process_info};
+use crate::kernel::ns::NsKind;
+use crate::kernel::procfs::{self, ProcError};
+use crate::rpc::error::AgentError;
+use crate::target::cgroup_scan;
+use crate::target::cri::{self, Cri, Listed};
+use crate::target::resolve::{ResolveError, Resolver};
 
 /// How many ContainerStatus calls may be in flight for containers the
 /// /proc scan did not place (a runtime that keeps no cgroup per container).
@@ -24,7 +25,7 @@ pub async fn list(resolver: &Resolver, node_pid: i32, namespaces: bool) -> Resul
     let listed = cri.list_running().await.map_err(ResolveError::from)?;
     // The cgroup scan names every container's init process at once; the
     // runtime is asked only about the ones it missed.
-    let mut pids = tokio::task::spawn_blocking(cri::init_pids)
+    let mut pids = tokio::task::spawn_blocking(cgroup_scan::init_pids)
         .await
         .map_err(|e| AgentError::Internal(format!("the /proc scan failed: {e}")))?;
     let mut errors = HashMap::new();
@@ -52,7 +53,7 @@ pub async fn list(resolver: &Resolver, node_pid: i32, namespaces: bool) -> Resul
             })
             .collect();
         Ok(ListResponse {
-            node: Some(process_info(node_pid)?),
+            node: Some(procfs::process_info(node_pid)?),
             containers,
             runtime,
             namespaces: if namespaces {
@@ -89,8 +90,8 @@ async fn statuses<'a>(
 /// container: a PID that exited and was reused in between would otherwise
 /// lend its namespaces to the container.
 fn read(pid: i32, id: &str) -> Result<kns_proto::agent::ProcessInfo, ProcError> {
-    let info = process_info(pid)?;
-    if !cri::cgroup_names(&procfs::cgroup(pid)?, id) {
+    let info = procfs::process_info(pid)?;
+    if !cgroup_scan::cgroup_names(&procfs::cgroup(pid)?, id) {
         return Err(ProcError::NoSuchProcess { pid });
     }
     Ok(info)

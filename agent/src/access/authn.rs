@@ -3,16 +3,16 @@
 //! checked in the TLS handshake (`clientcert`), or, on a unix socket, the
 //! peer's credentials (SO_PEERCRED).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tonic::transport::server::UdsConnectInfo;
 
-use crate::clientcert::CertPeer;
-use crate::kubeclient::{KubeClient, KubeError};
+use crate::access::clientcert::ClientCerts;
+use crate::access::identity::{Caller, Identity, Method};
+use crate::access::kubeclient::{KubeClient, KubeError};
 
 /// How long a positive answer (a token's identity, an allowed rule) is
 /// reused. Short, so a revoked token or binding stops working soon; never
@@ -21,73 +21,36 @@ pub const CACHE_TTL: Duration = Duration::from_secs(10);
 /// Answers kept at most: a flood of distinct tokens cannot grow the agent.
 pub const CACHE_SIZE: usize = 1024;
 
-/// How the identity was established.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// A bearer token the API server vouched for (TokenReview).
-    Token,
-    /// A client certificate signed by the cluster's client CA.
-    X509,
-    /// The uid of the process on the other end of the unix socket.
-    Peercred,
-    /// `--insecure-skip-authz`: nobody was asked.
-    Skip,
-}
-
-/// A verified caller, as the API server's `UserInfo` names it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Identity {
-    /// Empty only in a TokenReview that authenticated nobody: the API
-    /// server answers an invalid token with `user: {}`.
-    #[serde(default)]
-    pub username: String,
-    #[serde(default)]
-    pub uid: String,
-    #[serde(default)]
-    pub groups: Vec<String>,
-    #[serde(default)]
-    pub extra: BTreeMap<String, Vec<String>>,
-}
-
-impl Identity {
-    /// A local process by its uid (direct mode).
-    pub fn unix(uid: u32) -> Identity {
-        Identity {
-            username: format!("unix:uid:{uid}"),
-            uid: uid.to_string(),
-            groups: Vec::new(),
-            extra: BTreeMap::new(),
-        }
-    }
-}
-
-/// What a request says about its caller, before anything is checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Caller {
-    /// A unix socket peer; `None` when the kernel gave no credentials.
-    Unix(Option<u32>),
-    /// A TCP peer (the port-forward) and the bearer token it sent, if any.
-    Remote(Option<String>),
-    /// A TLS peer: the certificate chain it presented, or why there is
-    /// none.
-    Certificate(Result<Vec<rustls::pki_types::CertificateDer<'static>>, String>),
-}
-
-impl Caller {
-    pub fn of<T>(req: &tonic::Request<T>) -> Caller {
-        if let Some(info) = req.extensions().get::<UdsConnectInfo>() {
-            return Caller::Unix(info.peer_cred.map(|c| c.uid()));
-        }
-        if let Some(CertPeer(peer)) = req.extensions().get::<CertPeer>() {
-            return Caller::Certificate(peer.clone());
-        }
-        let token = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.strip_prefix("Bearer ").unwrap_or("").trim().to_owned());
-        Caller::Remote(token)
+/// The caller's verified identity and how it was established: a unix
+/// peer by its uid, a token by the API server's TokenReview (`tokens`), a
+/// certificate against the cluster's client CA (`certs`); with `skip`
+/// (`--insecure-skip-authz`) a remote caller is not checked at all.
+pub async fn identify(
+    caller: &Caller,
+    tokens: &Authenticator,
+    certs: &ClientCerts,
+    skip: bool,
+) -> Result<(Identity, Method), AuthnError> {
+    match caller {
+        Caller::Unix(Some(uid)) => Ok((Identity::unix(*uid), Method::Peercred)),
+        Caller::Unix(None) => Err(AuthnError::NoPeercred),
+        _ if skip => Ok((
+            Identity {
+                username: "unverified".into(),
+                uid: String::new(),
+                groups: Vec::new(),
+                extra: Default::default(),
+            },
+            Method::Skip,
+        )),
+        Caller::Remote(None) => Err(AuthnError::NoToken),
+        Caller::Remote(Some(token)) => Ok((tokens.token(token).await?, Method::Token)),
+        Caller::Certificate(Ok(chain)) => certs
+            .check(chain)
+            .await
+            .map(|who| (who, Method::X509))
+            .map_err(AuthnError::NoCertificate),
+        Caller::Certificate(Err(why)) => Err(AuthnError::NoCertificate(why.clone())),
     }
 }
 
@@ -262,7 +225,7 @@ mod tests {
     #[test]
     fn a_valid_tokens_review_names_the_user_with_all_the_api_server_said() {
         let user = recorded(include_str!(
-            "../../tests/fixtures/kube-v1.32/tokenreview-valid.json"
+            "../../../tests/fixtures/kube-v1.32/tokenreview-valid.json"
         ))
         .unwrap();
         assert_eq!(user.username, "system:serviceaccount:fx:reader");
@@ -285,7 +248,7 @@ mod tests {
     fn an_invalid_tokens_review_is_a_rejection_with_the_api_servers_words() {
         // `user: {}` and no `authenticated`: what v1.32 really sends.
         let e = recorded(include_str!(
-            "../../tests/fixtures/kube-v1.32/tokenreview-invalid.json"
+            "../../../tests/fixtures/kube-v1.32/tokenreview-invalid.json"
         ))
         .unwrap_err();
         assert!(

@@ -11,7 +11,8 @@
 use std::io;
 use std::sync::mpsc::{Sender, channel, sync_channel};
 
-use crate::sys::{self, ChildPlan, SpawnOutcome};
+use crate::sys::fork;
+use crate::sys::plan::{ChildPlan, SpawnOutcome};
 
 type Job = (ChildPlan, std::sync::mpsc::SyncSender<io::Result<SpawnOutcome>>);
 
@@ -29,13 +30,13 @@ impl Spawner {
             .name("kns-spawner".into())
             .spawn(move || {
                 for (plan, reply) in rx {
-                    let _ = reply.send(sys::spawn(plan));
+                    let _ = reply.send(fork::spawn(plan));
                 }
             })?;
         Ok(Spawner { jobs: tx })
     }
 
-    /// Runs [`sys::spawn`] on the spawner thread. Blocking: call it from a
+    /// Runs [`fork::spawn`] on the spawner thread. Blocking: call it from a
     /// blocking thread.
     pub fn spawn(&self, plan: ChildPlan) -> io::Result<SpawnOutcome> {
         let (reply_tx, reply_rx) = sync_channel(1);

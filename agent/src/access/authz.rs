@@ -16,8 +16,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::authn::{AuthnError, Caller, Identity, Method, TtlCache};
-use crate::kubeclient::{KubeClient, KubeError};
+use crate::access::authn::{AuthnError, TtlCache};
+use crate::access::identity::{Caller, Identity, Method};
+use crate::access::kubeclient::{KubeClient, KubeError};
 
 /// The API group of the agent's virtual `nodes/exec` resource.
 pub const GROUP: &str = "kubectl-ns.io";
@@ -208,8 +209,8 @@ struct SarStatus {
 #[derive(Debug)]
 pub struct Access {
     client: Option<KubeClient>,
-    authn: crate::authn::Authenticator,
-    certs: std::sync::Arc<crate::clientcert::ClientCerts>,
+    authn: crate::access::authn::Authenticator,
+    certs: std::sync::Arc<crate::access::clientcert::ClientCerts>,
     allowed: TtlCache<(Identity, Rule), ()>,
     node_name: Option<String>,
     skip: bool,
@@ -221,12 +222,12 @@ impl Access {
     /// the cluster's CA; `skip`: `--insecure-skip-authz`.
     pub fn new(
         client: Option<KubeClient>,
-        certs: std::sync::Arc<crate::clientcert::ClientCerts>,
+        certs: std::sync::Arc<crate::access::clientcert::ClientCerts>,
         node_name: Option<String>,
         skip: bool,
     ) -> Access {
         Access {
-            authn: crate::authn::Authenticator::new(client.clone()),
+            authn: crate::access::authn::Authenticator::new(client.clone()),
             certs,
             client,
             allowed: TtlCache::new(),
@@ -236,7 +237,7 @@ impl Access {
     }
 
     /// The TLS listeners' client certificates.
-    pub fn certs(&self) -> std::sync::Arc<crate::clientcert::ClientCerts> {
+    pub fn certs(&self) -> std::sync::Arc<crate::access::clientcert::ClientCerts> {
         self.certs.clone()
     }
 
@@ -248,30 +249,10 @@ impl Access {
         self.node_name.as_deref()
     }
 
-    /// The caller's verified identity and how it was established.
+    /// The caller's verified identity and how it was established
+    /// ([`crate::access::authn::identify`]).
     pub async fn identify(&self, caller: &Caller) -> Result<(Identity, Method), AuthnError> {
-        match caller {
-            Caller::Unix(Some(uid)) => Ok((Identity::unix(*uid), Method::Peercred)),
-            Caller::Unix(None) => Err(AuthnError::NoPeercred),
-            _ if self.skip => Ok((
-                Identity {
-                    username: "unverified".into(),
-                    uid: String::new(),
-                    groups: Vec::new(),
-                    extra: Default::default(),
-                },
-                Method::Skip,
-            )),
-            Caller::Remote(None) => Err(AuthnError::NoToken),
-            Caller::Remote(Some(token)) => Ok((self.authn.token(token).await?, Method::Token)),
-            Caller::Certificate(Ok(chain)) => self
-                .certs
-                .check(chain)
-                .await
-                .map(|who| (who, Method::X509))
-                .map_err(AuthnError::NoCertificate),
-            Caller::Certificate(Err(why)) => Err(AuthnError::NoCertificate(why.clone())),
-        }
+        crate::access::authn::identify(caller, &self.authn, &self.certs, self.skip).await
     }
 
     /// The rule `action` on `subject` needs.
@@ -361,8 +342,8 @@ impl Access {
 mod tests {
     use super::*;
 
-    fn certs() -> std::sync::Arc<crate::clientcert::ClientCerts> {
-        std::sync::Arc::new(crate::clientcert::ClientCerts::new(None).unwrap())
+    fn certs() -> std::sync::Arc<crate::access::clientcert::ClientCerts> {
+        std::sync::Arc::new(crate::access::clientcert::ClientCerts::new(None).unwrap())
     }
 
     fn alice() -> Identity {
@@ -448,9 +429,11 @@ mod tests {
                 .expect("recorded answer")
                 .status
         };
-        let allowed = answer(include_str!("../../tests/fixtures/kube-v1.32/sar-allowed.json"));
+        let allowed = answer(include_str!(
+            "../../../tests/fixtures/kube-v1.32/sar-allowed.json"
+        ));
         assert!(allowed.allowed);
-        let denied = answer(include_str!("../../tests/fixtures/kube-v1.32/sar-denied.json"));
+        let denied = answer(include_str!("../../../tests/fixtures/kube-v1.32/sar-denied.json"));
         assert!(!denied.allowed);
         assert_eq!(
             (denied.reason.as_str(), denied.evaluation_error.as_str()),

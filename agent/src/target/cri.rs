@@ -1,5 +1,7 @@
-//! Asking the node's container runtime, over the CRI, which host process a
-//! container is; and the /proc cgroup scan used when no runtime answers.
+//! The CRI client: asking the node's container runtime which host process a
+//! container is, which pod it belongs to, and which containers run. What
+//! its answers carry is read in [`crate::target::oci`]; when no runtime
+//! answers, [`crate::target::cgroup_scan`] finds the process from /proc.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,8 +14,7 @@ use kns_proto::cri::{
 };
 use tonic::transport::Channel;
 
-use crate::procfs;
-use crate::sys::{Caps, Creds};
+use crate::target::oci::{ProcessSpec, identity_from_info, pid_from_info};
 
 /// Where CRI runtimes put their sockets: containerd, CRI-O, k3s and rke2,
 /// k0s, microk8s, cri-dockerd. The first that answers wins.
@@ -29,6 +30,7 @@ pub const WELL_KNOWN_ENDPOINTS: &[&str] = &[
 
 /// How long a runtime has to answer before it counts as absent.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Every other call's deadline: a runtime that hangs (it happens under
 /// heavy load) must not hang the session, which then falls back to
 /// finding the container by its cgroup.
@@ -89,7 +91,7 @@ pub struct ContainerPid {
     /// The identity the runtime gave the container's processes; `None` for
     /// a pod sandbox, a runtime whose verbose status lacks the OCI spec, or
     /// a container found by its cgroup.
-    pub identity: Option<Identity>,
+    pub identity: Option<ProcessSpec>,
     /// The pod the kubelet labelled the container (or sandbox) with; `None`
     /// for containers no kubelet made, or found without a runtime.
     pub pod: Option<PodRef>,
@@ -112,15 +114,6 @@ pub fn pod_from_labels(labels: &HashMap<String, String>) -> Option<PodRef> {
     })
 }
 
-/// A container's process identity, from the OCI runtime spec the runtime
-/// reports: what `crictl exec` gives a process it starts in the container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub creds: Creds,
-    /// The spec's seccomp profile (OCI `linux.seccomp`), if it has one.
-    pub seccomp: Option<serde_json::Value>,
-}
-
 /// A running container as the runtime lists it, with the pod it belongs to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listed {
@@ -134,8 +127,11 @@ pub struct Listed {
 
 /// The labels the kubelet puts on every container it creates.
 const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
+
 const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+
 const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
+
 const CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
 
 /// A container's pod identity: the kubelet's labels, else its sandbox's
@@ -349,255 +345,12 @@ impl Cri {
     }
 }
 
-/// The host PID in a verbose status's `info`.
-///
-/// containerd (≥ 1.6) and CRI-O (≥ 1.18) put a JSON document under "info"
-/// with a numeric "pid"; older CRI-O put "pid" at the top level.
-pub fn pid_from_info(info: &HashMap<String, String>) -> Option<i32> {
-    let as_pid = |v: &serde_json::Value| -> Option<i32> {
-        let n = match v {
-            serde_json::Value::Number(n) => n.as_i64()?,
-            serde_json::Value::String(s) => s.trim().parse().ok()?,
-            _ => return None,
-        };
-        (n > 0).then_some(n).and_then(|n| i32::try_from(n).ok())
-    };
-    if let Some(doc) = info.get("info")
-        && let Ok(v) = serde_json::from_str::<serde_json::Value>(doc)
-        && let Some(pid) = v.get("pid").and_then(as_pid)
-    {
-        return Some(pid);
-    }
-    let top = info.get("pid")?;
-    serde_json::from_str::<serde_json::Value>(top)
-        .ok()
-        .and_then(|v| as_pid(&v))
-        .or_else(|| top.trim().parse().ok().filter(|p| *p > 0))
-}
-
-/// Capability names in number order (linux/capability.h), as OCI specs
-/// spell them.
-const CAP_NAMES: [&str; 41] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
-/// The names of the capabilities in `mask`, comma-separated.
-pub fn cap_names(mask: u64) -> String {
-    (0..64)
-        .filter(|b| mask & (1 << b) != 0)
-        .map(|b| {
-            CAP_NAMES
-                .get(b)
-                .map_or_else(|| format!("CAP_{b}"), |n| (*n).to_owned())
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The container's process identity in a verbose status's `info`: the OCI
-/// spec's `process` (containerd and CRI-O both report `runtimeSpec`).
-///
-/// Fails closed: without a numeric uid and gid there is no identity (and
-/// `-m` is refused); a capability set that is absent is empty, and a
-/// capability name this table does not know is left out, never granted.
-pub fn identity_from_info(info: &HashMap<String, String>) -> Option<Identity> {
-    let doc: serde_json::Value = serde_json::from_str(info.get("info")?).ok()?;
-    let spec = doc.get("runtimeSpec")?;
-    let process = spec.get("process")?;
-    let id = |v: &serde_json::Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
-    let user = process.get("user")?;
-    let groups = match user.get("additionalGids") {
-        None | Some(serde_json::Value::Null) => Vec::new(),
-        Some(v) => v.as_array()?.iter().map(id).collect::<Option<Vec<u32>>>()?,
-    };
-    let set = |name: &str| -> u64 {
-        process
-            .get("capabilities")
-            .and_then(|c| c.get(name))
-            .and_then(serde_json::Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|n| CAP_NAMES.iter().position(|c| Some(*c) == n.as_str()))
-            .fold(0, |m, bit| m | 1 << bit)
-    };
-    Some(Identity {
-        creds: Creds {
-            uid: id(user.get("uid")?)?,
-            gid: id(user.get("gid")?)?,
-            groups,
-            caps: Caps {
-                bounding: set("bounding"),
-                effective: set("effective"),
-                permitted: set("permitted"),
-                inheritable: set("inheritable"),
-                ambient: set("ambient"),
-            },
-            no_new_privs: process
-                .get("noNewPrivileges")
-                .and_then(serde_json::Value::as_bool)
-                == Some(true),
-        },
-        seccomp: spec
-            .get("linux")
-            .and_then(|l| l.get("seccomp"))
-            .filter(|s| !s.is_null())
-            .cloned(),
-    })
-}
-
-/// The length of a full container ID (containerd, CRI-O and Docker alike):
-/// a SHA-256 in hex.
-pub const FULL_ID_LEN: usize = 64;
-/// The shortest container ID prefix taken: shorter ones match too much to
-/// be meant.
-pub const MIN_ID_PREFIX: usize = 4;
-
-/// Checks a container ID or prefix a client sent: hex digits only (so never
-/// a path), between [`MIN_ID_PREFIX`] and [`FULL_ID_LEN`] of them.
-pub fn check_id(id: &str) -> Result<(), String> {
-    if !id.chars().all(|c| c.is_ascii_hexdigit()) || id.len() > FULL_ID_LEN {
-        return Err(format!(
-            "`{id}` is not a container ID: expected up to {FULL_ID_LEN} hex digits, as `crictl ps` shows"
-        ));
-    }
-    if id.len() < MIN_ID_PREFIX {
-        return Err(format!(
-            "container ID prefix `{id}` is too short: give at least {MIN_ID_PREFIX} hex digits"
-        ));
-    }
-    Ok(())
-}
-
-/// The init processes of containers found in /proc, oldest first: each
-/// process whose cgroup names a container (`id_of` reads it for a PID) and
-/// whose parent's does not (the parent is the runtime's shim).
-fn init_processes(id_of: impl Fn(i32) -> Option<String>) -> Vec<(u64, i32, String)> {
-    // Each process's cgroup is read once: a parent outside every container
-    // (the shim) is simply absent from the map.
-    let ids: HashMap<i32, String> = procfs::pids()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|p| Some((p, id_of(p)?)))
-        .collect();
-    let mut found: Vec<(u64, i32, String)> = ids
-        .iter()
-        .filter_map(|(&p, full)| {
-            let st = procfs::stat(p).ok()?;
-            (ids.get(&st.ppid) != Some(full)).then(|| (st.start_time, p, full.clone()))
-        })
-        .collect();
-    found.sort();
-    found
-}
-
-/// Finds a container's init process without a runtime: the process whose
-/// cgroup names the container ID and whose parent's does not. Among
-/// several, the oldest. A prefix that names more than one container is an
-/// error listing them.
-pub fn pid_from_cgroups(id: &str) -> Result<Option<ContainerPid>, CriError> {
-    let found = init_processes(|p| procfs::cgroup(p).ok().and_then(|c| full_id_in(&c, id)));
-    let mut ids: Vec<String> = found.iter().map(|(_, _, f)| f.clone()).collect();
-    ids.sort();
-    ids.dedup();
-    if ids.len() > 1 {
-        return Err(CriError::Ambiguous {
-            id: id.to_owned(),
-            candidates: ids.iter().map(|f| f[..12].to_owned()).collect(),
-        });
-    }
-    Ok(found.into_iter().next().map(|(_, pid, id)| ContainerPid {
-        id,
-        pid,
-        identity: None,
-        pod: None,
-    }))
-}
-
-/// The init process of every container on the node, by full ID, from one
-/// pass over /proc: what `pid_from_cgroups` finds for one ID, for all.
-pub fn init_pids() -> HashMap<String, i32> {
-    let mut out = HashMap::new();
-    for (_, pid, id) in init_processes(|p| procfs::cgroup(p).ok().and_then(|c| first_full_id(&c))) {
-        // Oldest first: the first process seen is the container's init.
-        out.entry(id).or_insert(pid);
-    }
-    out
-}
-
-/// Whether a /proc/PID/cgroup text names the container: some path component
-/// is a full container ID starting with `id`, bare (cgroupfs driver) or in a
-/// runtime's scope (systemd driver: `cri-containerd-ID.scope`,
-/// `crio-ID.scope`, `docker-ID.scope`).
-pub fn cgroup_names(cgroup: &str, id: &str) -> bool {
-    full_id_in(cgroup, id).is_some()
-}
-
-fn full_id_in(cgroup: &str, id: &str) -> Option<String> {
-    first_full_id(cgroup).filter(|full| !id.is_empty() && full.starts_with(id))
-}
-
-/// The container a /proc/PID/cgroup text places the process in: the first
-/// (outermost) full container ID in its paths. Only that one: a container
-/// that may make cgroups under its own (a writable cgroupfs) could name
-/// one after another container, and must not pass for it.
-fn first_full_id(cgroup: &str) -> Option<String> {
-    cgroup
-        .lines()
-        .filter_map(|l| l.splitn(3, ':').nth(2))
-        .flat_map(|p| p.split('/'))
-        .map(|c| {
-            let c = c.strip_suffix(".scope").unwrap_or(c);
-            c.rsplit_once('-').map_or(c, |(_, tail)| tail)
-        })
-        // Whole IDs only: a pod's cgroup (pod<UID>) ends in a UID group of
-        // 12 hex digits, which a short prefix would otherwise match.
-        .find(|c| c.len() == FULL_ID_LEN && c.chars().all(|ch| ch.is_ascii_hexdigit()))
-        .map(str::to_owned)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::{Caps, Creds};
+    use crate::target::cgroup_scan::*;
+    use crate::target::oci::*;
 
     fn info(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
@@ -636,7 +389,7 @@ mod tests {
         let bind = 1 << 10;
         assert_eq!(
             got,
-            Identity {
+            ProcessSpec {
                 creds: Creds {
                     uid: 1000,
                     gid: 1000,

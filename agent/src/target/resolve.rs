@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use crate::cri::{self, Cri, CriError};
-use crate::procfs::{self, ProcError};
+use crate::kernel::procfs::{self, ProcError};
 use crate::sys;
+use crate::target::cgroup_scan;
+use crate::target::cri::{self, Cri, CriError};
 
 /// What the user asked to enter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +62,7 @@ pub struct Resolved {
     pub start_time: u64,
     pub container_id: Option<String>,
     /// The container's process identity, from the runtime.
-    pub identity: Option<cri::Identity>,
+    pub identity: Option<crate::target::oci::ProcessSpec>,
     /// The container's pod, as the runtime labels it.
     pub pod: Option<cri::PodRef>,
 }
@@ -154,7 +155,7 @@ impl Resolver {
         };
         tracing::warn!(container_id = id, error = %cri_err, "CRI unavailable, scanning /proc cgroups");
         let id_owned = id.to_owned();
-        tokio::task::spawn_blocking(move || cri::pid_from_cgroups(&id_owned))
+        tokio::task::spawn_blocking(move || cgroup_scan::pid_from_cgroups(&id_owned))
             .await
             .unwrap_or(Ok(None))?
             .ok_or_else(|| ResolveError::ContainerNotFound {
@@ -184,7 +185,7 @@ pub fn pin(r: &Resolved) -> Result<Pinned, ResolveError> {
     }
     if let Some(id) = &r.container_id {
         let cg = procfs::cgroup(r.pid)?;
-        if !cri::cgroup_names(&cg, id) {
+        if !cgroup_scan::cgroup_names(&cg, id) {
             return Err(ResolveError::LeftContainer {
                 pid: r.pid,
                 id: id.clone(),

@@ -13,16 +13,12 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
 
-use crate::clientcert::{CertConn, ClientCerts};
-use crate::service::AgentService;
+use crate::access::clientcert::{CertConn, ClientCerts};
+use crate::rpc::service::AgentService;
 
 /// TLS handshakes in progress at most; each ends within
-/// [`crate::clientcert::HANDSHAKE_TIMEOUT`].
+/// [`crate::access::clientcert::HANDSHAKE_TIMEOUT`].
 const MAX_HANDSHAKES: usize = 256;
-
-/// The largest message a client may send, in bytes: an exec start, or one
-/// chunk of stdin. Bounds what one message can make the agent hold.
-pub const MAX_MESSAGE: usize = 1 << 20;
 
 /// Where the agent listens unless told: a unix socket only root can
 /// connect to. Reaching the agent is root on the node, so it listens on
@@ -107,50 +103,9 @@ pub async fn serve(
     keepalive: Option<Duration>,
     certs: Arc<ClientCerts>,
 ) -> Result<(), ServeError> {
-    enum Bound {
-        Unix(UnixListener, PathBuf),
-        Tcp(TcpListener),
-        Tls(TcpListener),
-    }
     let mut bound = Vec::new();
     for l in listens {
-        let bind_err = |source| ServeError::Bind {
-            listen: l.to_string(),
-            source,
-        };
-        match l {
-            Listen::Unix(path) => {
-                // A socket left by a previous run would make bind fail; one a
-                // live agent still serves must not be taken from it.
-                if std::fs::symlink_metadata(path).is_ok_and(|m| {
-                    use std::os::unix::fs::FileTypeExt;
-                    m.file_type().is_socket()
-                }) {
-                    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                        return Err(ServeError::InUse {
-                            listen: l.to_string(),
-                        });
-                    }
-                    let _ = std::fs::remove_file(path);
-                }
-                let ul = bind_private(path).map_err(bind_err)?;
-                bound.push((l.clone(), Bound::Unix(ul, path.clone())));
-            }
-            Listen::Tcp(addr) | Listen::Tls(addr) => {
-                if !addr.ip().is_loopback() {
-                    tracing::warn!(%addr, "listening on a non-loopback address: callers are still checked, but the port-forward's RBAC no longer limits who can try (and with --insecure-skip-authz, anyone who reaches it is root on this node)");
-                }
-                let tl = TcpListener::bind(addr).await.map_err(bind_err)?;
-                bound.push((
-                    l.clone(),
-                    if matches!(l, Listen::Tls(_)) {
-                        Bound::Tls(tl)
-                    } else {
-                        Bound::Tcp(tl)
-                    },
-                ));
-            }
-        }
+        bound.push((l.clone(), bind(l).await?));
     }
     // The standard gRPC health service, for readiness probes (`probe`).
     let (health, health_svc) = tonic_health::server::health_reporter();
@@ -160,11 +115,7 @@ pub async fn serve(
         // 1 MiB per message is plenty for a start message and stdin chunks
         // (the plugin sends 64 KiB), and bounds what one client can make
         // the agent hold.
-        let svc = AgentServer::new(service.clone()).max_decoding_message_size(MAX_MESSAGE);
-        let mut sd = shutdown.clone();
-        let stop = async move {
-            let _ = sd.wait_for(|s| *s).await;
-        };
+        let svc = AgentServer::new(service.clone()).max_decoding_message_size(kns_proto::MAX_MESSAGE);
         let router = tonic::transport::Server::builder()
             .initial_stream_window_size(Some(4 << 20))
             .initial_connection_window_size(Some(8 << 20))
@@ -174,39 +125,18 @@ pub async fn serve(
             .add_service(health_svc.clone())
             .add_service(svc);
         tracing::info!(listen = %l, "serving");
-        let certs = certs.clone();
-        tasks.push(tokio::spawn(async move {
-            let r = match b {
-                Bound::Unix(ul, path) => {
-                    let r = router
-                        .serve_with_incoming_shutdown(UnixListenerStream::new(ul), stop)
-                        .await;
-                    let _ = std::fs::remove_file(path);
-                    r
-                }
-                Bound::Tcp(tl) => {
-                    // The builder's tcp_nodelay applies only to listeners it
-                    // binds itself; without it, small replies wait ~40 ms
-                    // for delayed ACKs (Nagle).
-                    let incoming = tonic::transport::server::TcpIncoming::from(tl).with_nodelay(Some(true));
-                    router.serve_with_incoming_shutdown(incoming, stop).await
-                }
-                Bound::Tls(tl) => {
-                    router
-                        .serve_with_incoming_shutdown(tls_incoming(tl, certs.clone()), stop)
-                        .await
-                }
-            };
-            r.map_err(|source| ServeError::Serve {
-                listen: l.to_string(),
-                source,
-            })
-        }));
+        tasks.push(tokio::spawn(serve_one(
+            l,
+            b,
+            router,
+            shutdown.clone(),
+            certs.clone(),
+        )));
     }
     let mut sd = shutdown.clone();
     let _ = sd.wait_for(|s| *s).await;
     health.set_not_serving::<AgentServer<AgentService>>().await;
-    let all = futures_join(tasks);
+    let all = wait_all(tasks);
     match tokio::time::timeout(Duration::from_secs(5), all).await {
         Ok(r) => r,
         Err(_) => {
@@ -214,6 +144,91 @@ pub async fn serve(
             Ok(())
         }
     }
+}
+
+/// A bound listener, not yet served.
+enum Bound {
+    Unix(UnixListener, PathBuf),
+    Tcp(TcpListener),
+    Tls(TcpListener),
+}
+
+/// Binds one listener: a unix socket (taking over one a previous run left,
+/// never one a live agent serves), or a TCP port for plain or TLS callers.
+async fn bind(l: &Listen) -> Result<Bound, ServeError> {
+    let bind_err = |source| ServeError::Bind {
+        listen: l.to_string(),
+        source,
+    };
+    match l {
+        Listen::Unix(path) => {
+            // A socket left by a previous run would make bind fail; one a
+            // live agent still serves must not be taken from it.
+            if std::fs::symlink_metadata(path).is_ok_and(|m| {
+                use std::os::unix::fs::FileTypeExt;
+                m.file_type().is_socket()
+            }) {
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    return Err(ServeError::InUse {
+                        listen: l.to_string(),
+                    });
+                }
+                let _ = std::fs::remove_file(path);
+            }
+            let ul = bind_private(path).map_err(bind_err)?;
+            Ok(Bound::Unix(ul, path.clone()))
+        }
+        Listen::Tcp(addr) | Listen::Tls(addr) => {
+            if !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "listening on a non-loopback address: callers are still checked, but the port-forward's RBAC no longer limits who can try (and with --insecure-skip-authz, anyone who reaches it is root on this node)");
+            }
+            let tl = TcpListener::bind(addr).await.map_err(bind_err)?;
+            Ok(if matches!(l, Listen::Tls(_)) {
+                Bound::Tls(tl)
+            } else {
+                Bound::Tcp(tl)
+            })
+        }
+    }
+}
+
+/// Serves one bound listener until `shutdown` turns true; a unix socket is
+/// removed when its server ends.
+async fn serve_one(
+    l: Listen,
+    b: Bound,
+    router: tonic::transport::server::Router,
+    mut shutdown: watch::Receiver<bool>,
+    certs: Arc<ClientCerts>,
+) -> Result<(), ServeError> {
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    let r = match b {
+        Bound::Unix(ul, path) => {
+            let r = router
+                .serve_with_incoming_shutdown(UnixListenerStream::new(ul), stop)
+                .await;
+            let _ = std::fs::remove_file(path);
+            r
+        }
+        Bound::Tcp(tl) => {
+            // The builder's tcp_nodelay applies only to listeners it binds
+            // itself; without it, small replies wait ~40 ms for delayed
+            // ACKs (Nagle).
+            let incoming = tonic::transport::server::TcpIncoming::from(tl).with_nodelay(Some(true));
+            router.serve_with_incoming_shutdown(incoming, stop).await
+        }
+        Bound::Tls(tl) => {
+            router
+                .serve_with_incoming_shutdown(tls_incoming(tl, certs), stop)
+                .await
+        }
+    };
+    r.map_err(|source| ServeError::Serve {
+        listen: l.to_string(),
+        source,
+    })
 }
 
 /// Binds a unix socket only root can connect to, which at no moment exists
@@ -308,7 +323,9 @@ fn tls_incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-async fn futures_join(tasks: Vec<tokio::task::JoinHandle<Result<(), ServeError>>>) -> Result<(), ServeError> {
+/// Waits for the server tasks one after the other (spawned, they all run
+/// meanwhile); the first that failed ends the wait with its error.
+async fn wait_all(tasks: Vec<tokio::task::JoinHandle<Result<(), ServeError>>>) -> Result<(), ServeError> {
     for t in tasks {
         if let Ok(r) = t.await {
             r?;

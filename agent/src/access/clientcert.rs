@@ -21,8 +21,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::authn::Identity;
-use crate::kubeclient::KubeClient;
+use crate::access::identity::{CertPeer, Identity};
+use crate::access::kubeclient::KubeClient;
 
 /// Where the API server publishes the CA that signs client certificates.
 pub const CLIENT_CA_CONFIGMAP: &str =
@@ -45,7 +45,7 @@ const CA_KEPT: Duration = Duration::from_secs(600);
 #[derive(Debug, thiserror::Error)]
 pub enum ClientCaError {
     #[error("cannot read the cluster's client CA (kube-system/extension-apiserver-authentication): {0}")]
-    Read(#[source] crate::kubeclient::KubeError),
+    Read(#[source] crate::access::kubeclient::KubeError),
     #[error(
         "kube-system/extension-apiserver-authentication has no client-ca-file: the API server does not sign client certificates"
     )]
@@ -57,12 +57,6 @@ pub enum ClientCaError {
     #[error("cannot make the agent's TLS certificate: {0}")]
     ServerCert(String),
 }
-
-/// Who a TLS connection's client is, as far as its certificate says:
-/// the certificate chain it presented (its key proven in the handshake),
-/// checked against the CA at each call, or why there is none.
-#[derive(Debug, Clone)]
-pub struct CertPeer(pub Result<Vec<CertificateDer<'static>>, String>);
 
 /// Accepts TLS connections, verifying client certificates against the
 /// cluster's current client CA.

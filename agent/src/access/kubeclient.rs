@@ -313,15 +313,15 @@ mod tests {
         // The API server's own bodies (v1.32), recorded in tests/fixtures.
         for (json, message) in [
             (
-                include_str!("../../tests/fixtures/kube-v1.32/status-401.json"),
+                include_str!("../../../tests/fixtures/kube-v1.32/status-401.json"),
                 "Unauthorized",
             ),
             (
-                include_str!("../../tests/fixtures/kube-v1.32/status-403-get-pod.json"),
+                include_str!("../../../tests/fixtures/kube-v1.32/status-403-get-pod.json"),
                 "pods \"web\" is forbidden: User \"system:serviceaccount:fx:reader\" cannot get resource \"pods\" in API group \"\" in the namespace \"fx\"",
             ),
             (
-                include_str!("../../tests/fixtures/kube-v1.32/status-404-pod.json"),
+                include_str!("../../../tests/fixtures/kube-v1.32/status-404-pod.json"),
                 "pods \"nope\" not found",
             ),
         ] {

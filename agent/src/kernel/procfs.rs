@@ -4,7 +4,9 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use crate::ns::{KernelNs, NsId, NsKind};
+use kns_proto::agent::{NamespaceId, ProcessInfo};
+
+use crate::kernel::ns::{KernelNs, NsId, NsKind};
 
 /// Errors reading a process's /proc entries.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +130,26 @@ pub fn pids() -> io::Result<Vec<i32>> {
     Ok(std::fs::read_dir("/proc")?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect())
+}
+
+/// The pid, its PID in its own namespace, and its namespaces' identities,
+/// as the Inspect and List RPCs report a process.
+pub fn process_info(pid: i32) -> Result<ProcessInfo, ProcError> {
+    let mut namespaces = Vec::new();
+    for k in NsKind::ALL {
+        if let Some(id) = ns_id(pid, k)? {
+            namespaces.push(NamespaceId {
+                kind: k as i32,
+                inode: id.inode,
+                device: id.device,
+            });
+        }
+    }
+    Ok(ProcessInfo {
+        pid,
+        nspid: nspid(pid)?,
+        namespaces,
+    })
 }
 
 #[cfg(test)]

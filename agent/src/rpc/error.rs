@@ -1,0 +1,250 @@
+//! The agent's errors, and the one function that turns them into a
+//! `tonic::Status` with a deliberate code and the trailers the plugin reads.
+
+use crate::access::authn::AuthnError;
+use crate::access::authz::AuthzError;
+use crate::enter::error::NsenterError;
+use crate::kernel::procfs::ProcError;
+use crate::target::cri::CriError;
+use crate::target::resolve::ResolveError;
+use tonic::Status;
+
+/// Every failure a request can meet.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Nsenter(#[from] NsenterError),
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+    #[error(transparent)]
+    Authn(#[from] AuthnError),
+    #[error(transparent)]
+    Authz(#[from] AuthzError),
+    #[error(transparent)]
+    Policy(#[from] crate::access::policy::Denied),
+    #[error(
+        "the agent on this node already runs {0} sessions, its limit (--max-sessions, KNS_MAX_SESSIONS): retry \
+         when some have ended"
+    )]
+    SessionLimit(u32),
+    #[error(
+        "the exec request is over the agent's limit of {} KiB for one message: pass fewer or shorter arguments \
+         and environment variables",
+        kns_proto::MAX_MESSAGE >> 10
+    )]
+    StartTooLarge,
+    #[error("the first message of an exec stream must be `start`")]
+    NotStart,
+    /// The stream itself failed before the request was read: its status
+    /// is passed on as it is.
+    #[error("{}", .0.message())]
+    Stream(Status),
+}
+
+fn io_code(err: &std::io::Error) -> tonic::Code {
+    match err.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => tonic::Code::PermissionDenied,
+        Some(libc::ENOENT | libc::ESRCH) => tonic::Code::FailedPrecondition,
+        _ => tonic::Code::Internal,
+    }
+}
+
+fn proc_code(p: &ProcError) -> tonic::Code {
+    match p {
+        ProcError::NoSuchProcess { .. } => tonic::Code::NotFound,
+        ProcError::Read { source, .. } => io_code(source),
+        ProcError::Parse { .. } => tonic::Code::Internal,
+    }
+}
+
+impl From<AgentError> for Status {
+    fn from(e: AgentError) -> Status {
+        if let AgentError::Stream(s) = e {
+            return s;
+        }
+        let msg = e.to_string();
+        let code = match &e {
+            AgentError::Stream(_) => unreachable!("returned above"),
+            AgentError::StartTooLarge => tonic::Code::OutOfRange,
+            AgentError::NotStart => tonic::Code::InvalidArgument,
+            AgentError::BadRequest(_) => tonic::Code::InvalidArgument,
+            AgentError::Internal(_) => tonic::Code::Internal,
+            AgentError::Proc(p) => proc_code(p),
+            AgentError::Authn(AuthnError::Review(_)) | AgentError::Authz(AuthzError::Review(_)) => {
+                tonic::Code::Unavailable
+            }
+            AgentError::Authn(_) => tonic::Code::Unauthenticated,
+            AgentError::Authz(_) => tonic::Code::PermissionDenied,
+            AgentError::Policy(
+                crate::access::policy::Denied::PerUser(_) | crate::access::policy::Denied::PerNode(_),
+            ) => tonic::Code::ResourceExhausted,
+            AgentError::Policy(_) => tonic::Code::PermissionDenied,
+            AgentError::SessionLimit(_) => tonic::Code::ResourceExhausted,
+            AgentError::Resolve(r) => match r {
+                ResolveError::Proc(p) => proc_code(p),
+                ResolveError::BadPid { .. } => tonic::Code::InvalidArgument,
+                ResolveError::ContainerNotFound { .. } | ResolveError::Cri(CriError::NotFound { .. }) => {
+                    tonic::Code::NotFound
+                }
+                ResolveError::Cri(CriError::Ambiguous { .. }) => tonic::Code::InvalidArgument,
+                ResolveError::Cri(CriError::Unavailable { .. } | CriError::NoRuntime { .. }) => {
+                    tonic::Code::Unavailable
+                }
+                ResolveError::Cri(CriError::Call { .. }) => tonic::Code::Internal,
+                ResolveError::Cri(CriError::NotRunning { .. } | CriError::NoPid { .. })
+                | ResolveError::Exited { .. }
+                | ResolveError::Replaced { .. }
+                | ResolveError::LeftContainer { .. } => tonic::Code::FailedPrecondition,
+                ResolveError::Pidfd { source, .. } => io_code(source),
+            },
+            AgentError::Nsenter(n) => match n {
+                NsenterError::EmptyCommand
+                | NsenterError::NoNamespace
+                | NsenterError::Nul
+                | NsenterError::AgentToolsWithMntOrUser => tonic::Code::InvalidArgument,
+                NsenterError::Unsupported { .. }
+                | NsenterError::NoIdentity { .. }
+                | NsenterError::IdentityNeedsUserNs { .. }
+                | NsenterError::Seccomp(_) => tonic::Code::FailedPrecondition,
+                NsenterError::Proc(p) => proc_code(p),
+                NsenterError::Open { source, .. } | NsenterError::Setup { source, .. } => io_code(source),
+                NsenterError::Child { errno, .. } => io_code(&std::io::Error::from_raw_os_error(*errno)),
+                NsenterError::Exec { .. } => tonic::Code::FailedPrecondition,
+            },
+        };
+        let mut status = Status::new(code, msg);
+        // Marks the authorizer's refusals (apart from the agent's own lack
+        // of privilege), naming the missing rule when there is one.
+        let denied = match &e {
+            AgentError::Authz(AuthzError::Denied { user, rule, .. }) => {
+                let mut v = serde_json::to_value(rule).expect("rules serialize");
+                v["user"] = user.as_str().into();
+                Some(v)
+            }
+            AgentError::Authz(AuthzError::NotRoot { username: user } | AuthzError::NoNodeName { user }) => {
+                Some(serde_json::json!({ "user": user }))
+            }
+            _ => None,
+        };
+        if let Some(v) = denied.and_then(|v| v.to_string().parse().ok()) {
+            status.metadata_mut().insert(kns_proto::DENIED_RULE_HEADER, v);
+        }
+        if let AgentError::Authn(AuthnError::Rejected { .. }) = &e {
+            status.metadata_mut().insert(
+                kns_proto::TOKEN_REJECTED_HEADER,
+                tonic::metadata::MetadataValue::from_static("true"),
+            );
+        }
+        if let AgentError::Policy(d) = &e {
+            status.metadata_mut().insert(
+                kns_proto::POLICY_HEADER,
+                tonic::metadata::MetadataValue::from_static(d.rule()),
+            );
+        }
+        status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::ns::NsSet;
+
+    #[test]
+    fn status_codes_are_deliberate() {
+        let cases: Vec<(AgentError, tonic::Code)> = vec![
+            (ProcError::NoSuchProcess { pid: 9 }.into(), tonic::Code::NotFound),
+            (
+                ResolveError::Exited { pid: 9 }.into(),
+                tonic::Code::FailedPrecondition,
+            ),
+            (
+                ResolveError::Cri(CriError::NotRunning {
+                    id: "a".into(),
+                    state: "EXITED".into(),
+                    reason: String::new(),
+                })
+                .into(),
+                tonic::Code::FailedPrecondition,
+            ),
+            (
+                ResolveError::ContainerNotFound {
+                    id: "a".into(),
+                    cri: "x".into(),
+                }
+                .into(),
+                tonic::Code::NotFound,
+            ),
+            (
+                NsenterError::Child {
+                    stage: crate::sys::Stage::Setns,
+                    errno: libc::EPERM,
+                    namespaces: NsSet::default(),
+                    pid: 1,
+                }
+                .into(),
+                tonic::Code::PermissionDenied,
+            ),
+        ];
+        for (e, code) in cases {
+            assert_eq!(Status::from(e).code(), code);
+        }
+    }
+
+    #[test]
+    fn refusals_are_coded_and_name_the_missing_rule() {
+        let denied = Status::from(AgentError::from(AuthzError::Denied {
+            user: "bob".into(),
+            rule: Box::new(crate::access::authz::Rule::pod_exec("default", "web")),
+            reason: String::new(),
+            why: String::new(),
+        }));
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            denied.message(),
+            "bob may not create pods/exec on pod default/web"
+        );
+        let rule: serde_json::Value = serde_json::from_str(
+            denied
+                .metadata()
+                .get(kns_proto::DENIED_RULE_HEADER)
+                .unwrap()
+                .to_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(rule["user"], "bob");
+        assert_eq!(
+            (&rule["resource"], &rule["subresource"]),
+            (&"pods".into(), &"exec".into())
+        );
+        for refused in [
+            AuthnError::NoToken,
+            AuthnError::Rejected {
+                error: "invalid bearer token".into(),
+            },
+        ] {
+            let rejected = matches!(refused, AuthnError::Rejected { .. });
+            let unauthenticated = Status::from(AgentError::from(refused));
+            assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
+            // Only a token the API server refused is one to renew.
+            assert_eq!(
+                unauthenticated
+                    .metadata()
+                    .get(kns_proto::TOKEN_REJECTED_HEADER)
+                    .is_some(),
+                rejected
+            );
+        }
+        let unavailable = Status::from(AgentError::from(AuthnError::Review(
+            crate::access::kubeclient::KubeError::NotConfigured,
+        )));
+        assert_eq!(unavailable.code(), tonic::Code::Unavailable);
+    }
+}

@@ -1,0 +1,71 @@
+//! What the parent prepares for the child and what the child reports
+//! back: shared by both sides of the fork ([`crate::sys::fork`] and
+//! `crate::sys::child`).
+
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+
+use crate::sys::{Creds, Join, Stage};
+
+/// Everything the child needs, prepared before the fork so that the child
+/// only makes system calls.
+#[derive(Debug)]
+pub struct ChildPlan {
+    /// The node's namespaces for every kind not chosen where the agent's
+    /// own differ, joined first: the tool comes from the node's filesystem
+    /// and sees the node's network, hostname, IPC, not the agent pod's.
+    pub node: Option<Join>,
+    /// The target's chosen namespaces.
+    pub join: Join,
+    /// Entered after /proc is mounted: mounting proc needs privileges the
+    /// process gives up when it joins a user namespace.
+    pub late_user: Option<Join>,
+    /// The target's user namespace was joined: become root in it, as
+    /// nsenter(1) does, so the tool holds that namespace's capabilities
+    /// instead of running as the overflow uid.
+    pub become_root: bool,
+    /// Run the tool with this identity instead of the agent's (or root's
+    /// of the target's user namespace).
+    pub creds: Option<Creds>,
+    /// The container's seccomp filter, loaded with its identity.
+    pub seccomp: Option<crate::enter::seccomp::Filter>,
+    /// Execute a sealed memfd copy of the tool instead of its file; see
+    /// `child::exec_sealed_copy`.
+    pub exec_copy: bool,
+    /// The target's root and working directory (with the mount namespace).
+    pub root: Option<OwnedFd>,
+    pub cwd: Option<OwnedFd>,
+    pub mount_proc: bool,
+    /// Give the tool a private copy of its mount namespace: the agent's
+    /// own, for the agent's tools, whose mounts must not change what the
+    /// agent sees.
+    pub private_mounts: bool,
+    pub workdir: Option<CString>,
+    /// Full paths to try in order (PATH resolved before the fork).
+    pub candidates: Vec<CString>,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    /// The child's ends of stdin, stdout, stderr.
+    pub stdio: [OwnedFd; 3],
+    pub tty: bool,
+    /// The session's cgroup (a directory fd): both children start in it.
+    pub cgroup: Option<OwnedFd>,
+    /// cgroup v1 nodes: the cgroup.procs of the session's memory cgroup,
+    /// which the first child writes itself into before anything else.
+    pub memory_procs: Option<OwnedFd>,
+}
+
+/// What the parent learns from a spawn.
+#[derive(Debug)]
+pub enum SpawnOutcome {
+    /// The tool was exec'd; its PID in the agent's PID namespace.
+    Running(i32),
+    /// A setup step failed; the tool (if it was created) has been reaped.
+    Failed { stage: Stage, errno: i32 },
+}
+
+/// The child's reports to the parent, 12 bytes each: a kind, then two
+/// numbers (the tool's PID; or the failed stage and its errno).
+pub(super) const REPORT_PID: u32 = 1;
+pub(super) const REPORT_ERR: u32 = 2;
+pub(super) const REPORT_LEN: usize = 12;
