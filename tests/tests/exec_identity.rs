@@ -424,3 +424,125 @@ fn a_tool_holds_no_fd_but_its_stdio() {
         assert_eq!(fds, ["0", "1", "2"], "{flags:?}");
     }
 }
+
+/// The fds of `pid` and what each links to.
+fn fd_links(pid: i32) -> Vec<(String, String)> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let link = std::fs::read_link(e.path()).map(|l| l.display().to_string());
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        link.unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The agent's child that joins the target's namespaces holds none of the
+/// agent's sockets (its listeners, the CRI and API connections) nor the
+/// audit trail while it does: a process in the target that may ptrace
+/// could take them from /proc/PID/fd before the exec. strace holds the
+/// child at its first setns(2) for a few seconds, long enough to look.
+#[test]
+fn the_child_entering_the_target_holds_none_of_the_agents_fds() {
+    require_root();
+    let t = kns_tests::target::NsProcess::spawn(&["--net"], "exec sleep 1000");
+    let agent = Agent::start(None);
+    let agent_fds = fd_links(agent.pid());
+    assert!(
+        agent_fds.iter().any(|(_, l)| l.starts_with("socket:")),
+        "the agent holds no socket to leak: {agent_fds:?}"
+    );
+    let mut strace = Command::new("strace")
+        .args([
+            "-f",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=setns",
+            "-e",
+            "inject=setns:delay_enter=4000000",
+            "-p",
+        ])
+        .arg(agent.pid().to_string())
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("strace (scripts/deps installs it)");
+    // strace says so on stderr once it has attached to every thread; a
+    // pause stands in for reading it.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut client = exec_command(&agent.addr(), &t.target(), &["-n"], &["true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The forked child: the agent's child that is not the tool (it has not
+    // exec'd, so its command line is the agent's).
+    let agent_cmdline = std::fs::read(format!("/proc/{}/cmdline", agent.pid())).unwrap();
+    let mut child = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            child = std::fs::read_to_string(format!("/proc/{}/task/{}/children", agent.pid(), agent.pid()))
+                .ok()
+                .into_iter()
+                .chain(
+                    std::fs::read_dir(format!("/proc/{}/task", agent.pid()))
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok()),
+                )
+                .flat_map(|c| {
+                    c.split_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok())
+                        .collect::<Vec<_>>()
+                })
+                .find(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == agent_cmdline))
+                // Held at setns(2) (308 on x86_64, 268 on aarch64), not
+                // caught between the fork and its first steps.
+                .filter(|p| {
+                    std::fs::read_to_string(format!("/proc/{p}/syscall")).is_ok_and(|s| {
+                        s.starts_with(if cfg!(target_arch = "aarch64") {
+                            "268 "
+                        } else {
+                            "308 "
+                        })
+                    })
+                });
+            child.is_some()
+        }),
+        "no child of the agent was held at setns(2)"
+    );
+    let fds = fd_links(child.unwrap());
+    let _ = strace.kill();
+    let _ = strace.wait();
+    let _ = client.wait();
+    // The agent's audit trail and log (its stdout and stderr here), its
+    // sockets and event loop, and the session cgroups' directories (the
+    // agent's cgroup2 mount among them); the session's memory cgroup.procs
+    // the child still writes itself into.
+    let trail: Vec<&String> = agent_fds
+        .iter()
+        .filter(|(n, _)| n == "1" || n == "2")
+        .map(|(_, l)| l)
+        .collect();
+    let leaked: Vec<_> = fds
+        .iter()
+        .filter(|(_, l)| {
+            l.starts_with("socket:")
+                || l.starts_with("anon_inode:[event")
+                || trail.contains(&l)
+                || (l.contains("kns-sessions-") && !l.ends_with("/cgroup.procs"))
+        })
+        .collect();
+    assert!(fds.len() > 3, "the child was not looked at in time: {fds:?}");
+    assert!(
+        leaked.is_empty(),
+        "the namespace-joining child holds the agent's {leaked:?} (all: {fds:?})"
+    );
+}

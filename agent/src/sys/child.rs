@@ -86,6 +86,7 @@ unsafe fn join(j: &Join) -> Result<(), i32> {
 /// SAFETY (for callers): only in a freshly forked child; never returns.
 pub(super) unsafe fn first_child(
     plan: &ChildPlan,
+    kept: &[RawFd],
     report_fd: RawFd,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
@@ -100,6 +101,17 @@ pub(super) unsafe fn first_child(
         // process and reset by execve(2).
         if libc::prctl(libc::PR_SET_DUMPABLE, 0) < 0 {
             fail(report_fd, Stage::Session, errno());
+        }
+        // The fork copied every fd of the agent (the CRI connection, the
+        // audit trail, the listeners, its cgroup2 mount): none of them go
+        // into the target's namespaces, where a process that may ptrace
+        // could take them from /proc/PID/fd before the exec. The tool's
+        // stdio takes 0-2 now, over the agent's own.
+        close_all_but(kept);
+        for (i, fd) in plan.stdio.iter().enumerate() {
+            if libc::dup2(fd.as_raw_fd(), i as c_int) < 0 {
+                fail(report_fd, Stage::Stdio, errno());
+            }
         }
         // "0" is the writing process; the tool, cloned below, inherits it.
         if let Some(procs) = &plan.memory_procs
@@ -351,6 +363,31 @@ unsafe fn close_agent_fds(report_fd: RawFd) {
                     libc::close(fd);
                 }
             }
+        }
+    }
+}
+
+/// Closes every fd above 2 that is not in `kept` (sorted): one
+/// close_range(2) per gap, or close(2) one by one before Linux 5.9.
+///
+/// SAFETY (for callers): async-signal-safe: close_range(2) or close(2);
+/// `kept` was allocated before the fork.
+unsafe fn close_all_but(kept: &[RawFd]) {
+    let mut from: u32 = 3;
+    // SAFETY: closing fds this process does not use; the ones it uses are
+    // in `kept`.
+    unsafe {
+        for &fd in kept.iter().chain(std::iter::once(&RawFd::MAX)) {
+            let fd = fd as u32;
+            if fd < from {
+                continue;
+            }
+            if fd > from && libc::syscall(libc::SYS_close_range, from, fd - 1, 0u32) != 0 {
+                for each in from..fd.min(65536) {
+                    libc::close(each as c_int);
+                }
+            }
+            from = fd.saturating_add(1);
         }
     }
 }

@@ -24,6 +24,7 @@ pub fn spawn(plan: ChildPlan) -> io::Result<SpawnOutcome> {
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let argv_ptrs = null_terminated(&plan.argv);
     let envp_ptrs = null_terminated(&plan.envp);
+    let kept = plan.kept_fds(report_w.as_raw_fd());
 
     // SAFETY: the child runs `first_child`, which only makes async-signal-
     // safe system calls on data prepared above and never returns.
@@ -33,7 +34,7 @@ pub fn spawn(plan: ChildPlan) -> io::Result<SpawnOutcome> {
     }
     if pid == 0 {
         // SAFETY: we are the freshly forked, single-threaded child.
-        unsafe { first_child(&plan, report_w.as_raw_fd(), &argv_ptrs, &envp_ptrs) }
+        unsafe { first_child(&plan, &kept, report_w.as_raw_fd(), &argv_ptrs, &envp_ptrs) }
     }
     drop(report_w);
     drop(plan);

@@ -3,7 +3,7 @@
 //! `crate::sys::child`).
 
 use std::ffi::CString;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crate::sys::{Creds, Join, Stage};
 
@@ -53,6 +53,38 @@ pub struct ChildPlan {
     /// cgroup v1 nodes: the cgroup.procs of the session's memory cgroup,
     /// which the first child writes itself into before anything else.
     pub memory_procs: Option<OwnedFd>,
+}
+
+impl ChildPlan {
+    /// The fds the children use, with stdio's numbers (0-2, where the
+    /// tool's stdio goes) and `report`, sorted: everything else of the
+    /// agent's is closed before the first child enters any namespace.
+    /// The session cgroup is not among them: only clone3 in the parent
+    /// uses it.
+    pub(super) fn kept_fds(&self, report: RawFd) -> Vec<RawFd> {
+        let join = |j: &Join| -> Vec<RawFd> {
+            match j {
+                Join::Pidfd { pidfd, .. } => vec![pidfd.as_raw_fd()],
+                Join::Files(files) => files.iter().map(|f| f.fd.as_raw_fd()).collect(),
+            }
+        };
+        let mut fds: Vec<RawFd> = [self.node.as_ref(), Some(&self.join), self.late_user.as_ref()]
+            .into_iter()
+            .flatten()
+            .flat_map(join)
+            .chain(
+                [&self.root, &self.cwd, &self.memory_procs]
+                    .into_iter()
+                    .flatten()
+                    .map(|f| f.as_raw_fd()),
+            )
+            .chain(self.stdio.iter().map(|f| f.as_raw_fd()))
+            .chain([0, 1, 2, report])
+            .collect();
+        fds.sort_unstable();
+        fds.dedup();
+        fds
+    }
 }
 
 /// What the parent learns from a spawn.
