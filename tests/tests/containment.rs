@@ -14,7 +14,7 @@
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use kns_tests::agent_pod::{AgentPod, archive};
+use kns_tests::agent_pod::{AgentPod, archive, read};
 use kns_tests::bins::stderr;
 use kns_tests::cluster::AGENT_NAMESPACE;
 use kns_tests::containerd::{Lab, Pod, PodSpec};
@@ -169,6 +169,21 @@ fn an_agent_killed_with_sigkill_leaves_nothing_behind() {
     let _ = client.wait();
 }
 
+/// The agent's sessions' cgroup as the node sees it (v2: under
+/// /sys/fs/cgroup, the agent's cgroup namespace being its own).
+fn sessions_dir(agent_pid: i32) -> std::path::PathBuf {
+    let name = format!("kns-sessions-{agent_pid}");
+    let o = std::process::Command::new("find")
+        .args(["/sys/fs/cgroup", "-type", "d", "-name", &name])
+        .output()
+        .unwrap();
+    let found = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .next()
+        .map(std::path::PathBuf::from);
+    found.unwrap_or_else(|| panic!("no {name} under /sys/fs/cgroup"))
+}
+
 #[test]
 fn a_runaway_tool_is_killed_at_the_sessions_limit_with_a_note_and_the_agent_lives() {
     let (_target, agent) = pods("kns-contain-memory", 8294, |pod| {
@@ -185,6 +200,17 @@ fn a_runaway_tool_is_killed_at_the_sessions_limit_with_a_note_and_the_agent_live
     );
     assert!(!String::from_utf8_lossy(&o.stdout).contains("survived"));
     assert!(err.contains("memory limit") && err.contains("64 MiB"), "{err}");
+    if layout() == "cgroup v2" {
+        // memory.max bounds RAM only; the sessions get no swap either (the
+        // VM's kernel accounts swap, as Debian's does).
+        let dir = sessions_dir(agent.pid);
+        assert_eq!(
+            read(&dir.join("memory.swap.max")).trim(),
+            "0",
+            "{}",
+            dir.display()
+        );
+    }
     // Killed by the sessions' limit, not the container's: the agent lives
     // and serves the next session.
     assert!(running_pid(agent.pid), "the agent was killed: {}", agent.log());

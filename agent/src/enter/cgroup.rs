@@ -404,6 +404,12 @@ impl Sessions {
             write(&own.join("cgroup.subtree_control"), "+memory")?;
         }
         write(&self.dir.join("memory.max"), &max.to_string())?;
+        // memory.max bounds RAM only: without this, a node with swap would
+        // let the sessions go past the limit into it (as memsw does on v1).
+        let swap = self.dir.join("memory.swap.max");
+        if swap.exists() {
+            write(&swap, "0")?;
+        }
         // So that each session's memory.events counts its own OOM kills.
         write(&self.dir.join("cgroup.subtree_control"), "+memory")
     }
