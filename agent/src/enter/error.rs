@@ -70,13 +70,15 @@ pub enum NsenterError {
 
 impl NsenterError {
     /// Whether the agent declines the request by its own rules (rather
-    /// than failing to carry it out): a denial, for the audit trail.
+    /// than failing to carry it out): a denial, for the audit trail. The
+    /// request's shape (no command, no namespace, a NUL, the agent's tools
+    /// with -m or -U) is checked before anyone is identified, like any
+    /// malformed request, and is no denial.
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
             NsenterError::NoIdentity { .. }
                 | NsenterError::IdentityNeedsUserNs { .. }
-                | NsenterError::AgentToolsWithMntOrUser
                 | NsenterError::Seccomp(_)
         )
     }
