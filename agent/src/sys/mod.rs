@@ -21,6 +21,7 @@ pub mod fork;
 pub mod plan;
 pub mod pty;
 pub mod spawner;
+mod tool;
 
 use std::ffi::c_int;
 use std::io;
