@@ -198,6 +198,26 @@ fn an_agent_killed_with_sigkill_leaves_nothing_once_restarted() {
 }
 
 #[test]
+fn a_dead_agents_subtree_that_cannot_be_removed_leaves_the_next_run_contained() {
+    let mut agent = Agent::start(None);
+    agent.kill();
+    // A dead run's session cgroup with a cgroup below it, which no agent
+    // makes and rmdir(2) refuses (EBUSY) while it is there.
+    let stale = agent.cgroup.dir.join("kns-sessions-1").join("session-9");
+    let stuck = stale.join("stuck");
+    std::fs::create_dir_all(&stuck).unwrap();
+    agent.launch();
+    let logs = agent.logs();
+    let _ = std::fs::remove_dir(&stuck);
+    assert!(
+        logs.contains("cannot remove what a previous run of the agent left")
+            && logs.contains("sessions each run in a cgroup of their own")
+            && !logs.contains("no session cgroups"),
+        "{logs}"
+    );
+}
+
+#[test]
 fn a_client_that_stops_answering_is_dropped_by_keepalive() {
     let (t, net) = net_target();
     let agent = Agent::start_with_env(None, &[("KNS_KEEPALIVE", "1")]);

@@ -296,10 +296,21 @@ impl Sessions {
             }
             // Held: a live agent's. Free: its agent died; end what it left.
             if let Some(_lock) = try_lock(&e.path())? {
-                let (sessions, processes) = end_all(&e.path(), &mount)?;
-                left.sessions += sessions;
-                left.processes += processes;
-                fs::remove_dir(e.path()).map_err(io_err("remove", &e.path()))?;
+                let reaped = end_all(&e.path(), &mount).and_then(|n| {
+                    fs::remove_dir(e.path())
+                        .map(|()| n)
+                        .map_err(io_err("remove", &e.path()))
+                });
+                match reaped {
+                    Ok((sessions, processes)) => {
+                        left.sessions += sessions;
+                        left.processes += processes;
+                    }
+                    // One subtree that will not go must not leave this
+                    // agent's own sessions uncontained: it stays, named.
+                    Err(error) => tracing::warn!(%error, subtree = %e.path().display(),
+                        "cannot remove what a previous run of the agent left; this run's sessions are contained all the same"),
+                }
             }
         }
         let name = format!("{SESSIONS}-{}", std::process::id());
