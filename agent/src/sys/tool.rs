@@ -1,13 +1,12 @@
 //! The code that runs between `fork` and `execve`, second half: the
 //! tool's own process takes its private /proc, user namespace, identity,
-//! death signal, working directory, session and stdio, closes what is left
-//! of the agent's, restores default signals, takes its last restrictions
+//! death signal, working directory and session, closes the plan's fds, restores default signals, takes its last restrictions
 //! and execs (from a sealed copy where asked). Each step is a small
 //! `unsafe fn` of raw system calls on what [`crate::sys::plan::ChildPlan`]
 //! holds: nothing here allocates or takes a lock (signal-safety(7)).
 
 use std::ffi::{CStr, c_int};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 
 use crate::sys::child::{errno, fail, join};
 use crate::sys::plan::ChildPlan;
@@ -18,8 +17,8 @@ use crate::sys::{CapData, CapHeader, Creds, LINUX_CAPABILITY_VERSION_3, Stage};
 type Step = Result<(), (Stage, i32)>;
 
 /// The tool's process: private /proc, the user namespace joined late, its
-/// identity, the death signal, working directory, session and stdio, the
-/// agent's fds closed, default signals, the last restrictions, then exec.
+/// identity, the death signal, working directory, session, the plan's fds
+/// closed, default signals, the last restrictions, then exec.
 /// Each step is a small `unsafe fn` of raw system calls on data prepared
 /// before the fork.
 ///
@@ -48,7 +47,7 @@ pub(super) unsafe fn tool_child(
             .and_then(|()| take_identity(plan, nnp))
             .and_then(|()| arm_death_signal(parent))
             .and_then(|()| enter_workdir(plan))
-            .and_then(|()| own_session_and_stdio(plan));
+            .and_then(|()| own_session(plan));
         if let Err((stage, e)) = setup {
             fail(report_fd, stage, e);
         }
@@ -177,21 +176,15 @@ unsafe fn enter_workdir(plan: &ChildPlan) -> Step {
 }
 
 /// Own session and process group, so the agent can signal and kill
-/// everything the tool starts, and so a TTY can become controlling; then
-/// the prepared stdio on fds 0-2.
+/// everything the tool starts, and so a TTY can become controlling. The
+/// stdio is on fds 0-2 already: the first child put it there.
 ///
-/// SAFETY (for callers): async-signal-safe: setsid(2), dup2(2), ioctl(2)
-/// on fds the plan owns.
-unsafe fn own_session_and_stdio(plan: &ChildPlan) -> Step {
-    // SAFETY: system calls on fds owned by the plan and open.
+/// SAFETY (for callers): async-signal-safe: setsid(2), ioctl(2) on fd 0.
+unsafe fn own_session(plan: &ChildPlan) -> Step {
+    // SAFETY: system calls on this process and its fd 0, which is open.
     unsafe {
         if libc::setsid() < 0 {
             return Err((Stage::Session, errno()));
-        }
-        for (i, fd) in plan.stdio.iter().enumerate() {
-            if libc::dup2(fd.as_raw_fd(), i as c_int) < 0 {
-                return Err((Stage::Stdio, errno()));
-            }
         }
         if plan.tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
             return Err((Stage::Stdio, errno()));
@@ -200,10 +193,10 @@ unsafe fn own_session_and_stdio(plan: &ChildPlan) -> Step {
     Ok(())
 }
 
-/// Nothing of the agent's may reach the tool (CVE-2019-5736): every fd
-/// above stdio but the report pipe is closed now, not at exec, since the
-/// process is already visible in the target's namespaces; the report pipe
-/// closes on exec.
+/// Nothing of the agent's may reach the tool (CVE-2019-5736): the first
+/// child closed the agent's fds before it joined any namespace; this closes
+/// the plan's own (namespace fds, stdio's originals) before exec, every fd
+/// above stdio but the report pipe, which closes on exec.
 ///
 /// SAFETY (for callers): async-signal-safe: close_range(2) or close(2).
 unsafe fn close_agent_fds(report_fd: RawFd) {
