@@ -1,8 +1,10 @@
 //! The audit rules against pods and observations built by hand.
 
+use super::namespaces::COMPARED;
+use super::unknown::MIRROR_ANNOTATION;
 use super::*;
 use k8s_openapi::api::core::v1::{
-    Capabilities, ContainerPort, HostPathVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, ContainerPort, HostPathVolumeSource, PodSpec, SecurityContext, Volume, VolumeMount,
 };
 use kns_proto::agent::NamespaceId;
 
