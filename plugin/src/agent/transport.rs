@@ -13,81 +13,14 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::error::TransportError;
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The name the TLS handshake asks for; the agent's certificate is
 /// accepted whatever it names (`ForwardedAgent`).
 static AGENT_NAME: std::sync::LazyLock<ServerName<'static>> =
     std::sync::LazyLock::new(|| ServerName::try_from("kubectl-ns-agent").expect("a valid DNS name"));
-
-/// What can go wrong on the way to an agent; worded for the user by
-/// `error::Failure::Transport` (its wording is in `error/wording`).
-#[derive(Debug, thiserror::Error)]
-pub enum TransportError {
-    #[error("--agent {addr}: expected unix:///PATH or tcp://HOST:PORT (also http://HOST:PORT)")]
-    BadAddress { addr: String },
-    #[error("--agent {addr}: not a valid address")]
-    InvalidAddress {
-        addr: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
-    #[error("cannot reach the agent at {addr}")]
-    Unreachable {
-        addr: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
-    /// The API server refused or failed the port-forward request.
-    #[error("{what}")]
-    Forward {
-        what: String,
-        #[source]
-        source: kube::Error,
-    },
-    /// The port-forward opened, but nothing answered on the agent's port.
-    #[error("the port-forward to the agent pod {ns}/{pod} reached nothing on port {port}: {reason}")]
-    NoAnswer {
-        ns: String,
-        pod: String,
-        port: u16,
-        reason: String,
-    },
-    /// The kubeconfig's credentials could not be turned into a token.
-    #[error("cannot get a bearer token for the agent from the kubeconfig's user")]
-    Credentials {
-        #[source]
-        source: tower::BoxError,
-    },
-    /// The kubeconfig's client certificate or key cannot be used.
-    #[error("cannot use the kubeconfig user's client certificate for the agent: {what}")]
-    ClientCertificate { what: String },
-    /// The agent's TLS listener refused the client certificate.
-    #[error("the agent pod {ns}/{pod} refused the client certificate: {reason}")]
-    CertificateRefused { ns: String, pod: String, reason: String },
-    #[error("cannot reach the agent {ns}/{pod} through the port-forward")]
-    Handshake {
-        ns: String,
-        pod: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
-}
-
-impl TransportError {
-    /// Whether the agent pod named is gone or not serving, so that a fresh
-    /// lookup of the node's agent may find a better one.
-    pub fn agent_gone(&self) -> bool {
-        match self {
-            TransportError::Forward {
-                source: kube::Error::Api(s),
-                ..
-            } => s.code == 404,
-            TransportError::NoAnswer { .. } => true,
-            _ => false,
-        }
-    }
-}
 
 /// Sends the user's `authorization: Bearer …` with every call, the
 /// identity the agent checks with a TokenReview.
@@ -540,7 +473,11 @@ mod tests {
         let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
             .unwrap();
-        let b = Credentials::new(&config).agent_auth().await.unwrap().bearer;
+        let b = Credentials::new(Arc::new(config))
+            .agent_auth()
+            .await
+            .unwrap()
+            .bearer;
         b.0.map(|v| v.to_str().unwrap().to_owned())
     }
 

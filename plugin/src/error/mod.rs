@@ -16,11 +16,11 @@
 //! with the `kubectl create rolebinding` hints of `grant`) once, at the
 //! edge: `main`, or a row of a many-target report.
 mod grant;
+mod transport;
 mod wording;
 
+pub use transport::TransportError;
 pub use wording::set_api_server;
-
-use crate::agent::transport::TransportError;
 
 /// Usage errors.
 pub const USAGE: u8 = 2;

@@ -2,8 +2,8 @@
 //! from other layers (the API server, the agent's gRPC statuses, the
 //! transport) are said here for the user, in one place.
 
+use super::TransportError;
 use super::grant::{DeniedRule, grant};
-use crate::agent::transport::TransportError;
 
 /// An error and its causes, `a: b: c`, as anyhow's alternate form prints
 /// them (transport errors hide the useful part, connection refused or no
