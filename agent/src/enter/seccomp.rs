@@ -8,17 +8,11 @@ use std::io::{Read, Seek};
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 use serde::Deserialize;
 
+use crate::sys::plan::Filter;
+
 /// seccomp(2) filter flags an OCI profile may ask for.
 const FLAG_LOG: u32 = 1 << 1;
 const FLAG_SPEC_ALLOW: u32 = 1 << 2;
-
-/// A compiled profile: one instruction is 8 bytes of `struct sock_filter`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Filter {
-    pub program: Vec<u8>,
-    /// seccomp(2) `SECCOMP_FILTER_FLAG_*` bits.
-    pub flags: u32,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {

@@ -7,6 +7,15 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crate::sys::{Creds, Join, Stage};
 
+/// A compiled seccomp profile (`enter::seccomp` compiles it; the child
+/// loads it): one instruction is 8 bytes of `struct sock_filter`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    pub program: Vec<u8>,
+    /// seccomp(2) `SECCOMP_FILTER_FLAG_*` bits.
+    pub flags: u32,
+}
+
 /// Everything the child needs, prepared before the fork so that the child
 /// only makes system calls.
 #[derive(Debug)]
@@ -28,7 +37,7 @@ pub struct ChildPlan {
     /// of the target's user namespace).
     pub creds: Option<Creds>,
     /// The container's seccomp filter, loaded with its identity.
-    pub seccomp: Option<crate::enter::seccomp::Filter>,
+    pub seccomp: Option<Filter>,
     /// Execute a sealed memfd copy of the tool instead of its file; see
     /// `child::exec_sealed_copy`.
     pub exec_copy: bool,

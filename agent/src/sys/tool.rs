@@ -296,7 +296,7 @@ struct SockFprog {
 ///
 /// SAFETY (for callers): async-signal-safe: one system call on `f`'s
 /// program, which was compiled before the fork.
-unsafe fn load_seccomp(f: &crate::enter::seccomp::Filter) -> Result<(), i32> {
+unsafe fn load_seccomp(f: &crate::sys::plan::Filter) -> Result<(), i32> {
     const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
     let Ok(len) = u16::try_from(f.program.len() / 8) else {
         return Err(libc::E2BIG);
