@@ -131,7 +131,7 @@ async fn candidates(words: &[String]) -> (Candidates, u32) {
     };
     match (first.get_id().as_str(), scan.positionals) {
         // Directly, on a node: the agent's own forms; no API to ask.
-        ("target", 0) if scan.kube.agent.is_some() => {
+        ("target", 0) if crate::agent::route::Route::of(&scan.kube).direct().is_some() => {
             let forms = ["container/", "pid/", "node"].map(|f| (f.to_owned(), String::new()));
             let all = filtered(forms.into_iter(), partial);
             let directive = if all.iter().all(|(v, _)| v.ends_with('/')) {

@@ -7,16 +7,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::agent::transport::AgentChannel;
 use k8s_openapi::api::core::v1::Pod;
 use kns_proto::agent::agent_client::AgentClient;
 use kns_proto::agent::{ListRequest, ListResponse};
 use kube::api::{Api, ListParams};
 
-use crate::agent::transport;
-use crate::cli::{FanoutArgs, KubeArgs};
+use crate::agent::route::Route;
+use crate::agent::transport::AgentChannel;
+use crate::cli::FanoutArgs;
 use crate::error::{self, Failure, api_failure};
-use crate::kube::resolve::choose_agent;
 use crate::kube::resolver::Resolver;
 use crate::report::findings::Observations;
 
@@ -91,36 +90,20 @@ async fn list(channel: AgentChannel, namespaces: bool) -> Result<ListResponse, S
         .map_err(|s| error::status_failure(&s).one_line())
 }
 
-/// Every node's agent's List, asked at once within `bounds`: through the
-/// port-forward to each node's agent pod, or with `--agent` the one agent
-/// named (then `nodes` is the one node it runs on).
+/// Every node's agent's List, asked at once within `bounds`, by `route`
+/// (with `--agent` the one agent named: then `nodes` is the one node it
+/// runs on).
 pub async fn list_nodes(
-    args: &KubeArgs,
+    route: &Route,
     r: &Resolver,
     nodes: BTreeSet<String>,
     bounds: Bounds,
     namespaces: bool,
 ) -> Result<Observations, Failure> {
-    if let Some(addr) = &args.agent {
-        let addr = addr.clone();
-        return Ok(each_node(nodes, bounds, move |_| {
-            let addr = addr.clone();
-            async move {
-                let channel = transport::connect(&addr)
-                    .await
-                    .map_err(|e| Failure::from(e).one_line())?;
-                list(channel, namespaces).await
-            }
-        })
-        .await);
-    }
-    let agents = Arc::new(agents(r).await?);
-    // Once for all nodes: an exec credential plugin may be slow.
-    let auth = r.credentials.agent_auth().await?;
-    let (port, r) = (args.agent_port, r.clone());
+    let many = Arc::new(route.many(r).await?);
     Ok(each_node(nodes, bounds, move |node| {
-        let (r, agents, auth) = (r.clone(), agents.clone(), auth.clone());
-        async move { list(agent_channel(&r, &agents, &node, port, auth).await?, namespaces).await }
+        let many = many.clone();
+        async move { list(many.channel(&node).await?, namespaces).await }
     })
     .await)
 }
@@ -175,43 +158,6 @@ where
         }
     }
     out
-}
-
-/// The ready agent pod of every node, or why a node has none: one list of
-/// the agent pods for all nodes.
-pub async fn agents(r: &Resolver) -> Result<BTreeMap<String, Vec<Pod>>, Failure> {
-    let pods = crate::kube::agents::list(&r.client, &r.agent_namespace, None)
-        .await
-        .map_err(|e| {
-            api_failure(
-                &format!("cannot list kubectl-ns agents in namespace {}", r.agent_namespace),
-                e,
-            )
-        })?;
-    let mut by_node: BTreeMap<String, Vec<Pod>> = BTreeMap::new();
-    for p in pods {
-        if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
-            by_node.entry(node).or_default().push(p);
-        }
-    }
-    Ok(by_node)
-}
-
-/// A channel to `node`'s agent through the API server's port-forward, or
-/// why there is none (first line of the user-facing message).
-pub async fn agent_channel(
-    r: &Resolver,
-    agents: &BTreeMap<String, Vec<Pod>>,
-    node: &str,
-    port: u16,
-    auth: transport::AgentAuth,
-) -> Result<AgentChannel, String> {
-    let headline = |f: Failure| f.headline();
-    let pods = agents.get(node).map(Vec::as_slice).unwrap_or_default();
-    let pod = choose_agent(pods, node, &r.agent_namespace).map_err(headline)?;
-    transport::portforward(r.client.clone(), &r.agent_namespace, &pod, port, auth)
-        .await
-        .map_err(|e| headline(e.into()))
 }
 
 #[cfg(test)]

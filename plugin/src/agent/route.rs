@@ -1,4 +1,5 @@
-//! The route to an agent: a client from the kubeconfig (or in-cluster),
+//! The route to an agent ([`Route`], decided once from the arguments): a
+//! client from the kubeconfig (or in-cluster),
 //! the target resolved to a node and container, and a gRPC channel to that
 //! node's agent, `--agent` directly or through the API server's
 //! port-forward (with the user's credentials and the agent cache).
@@ -6,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Pod;
 use kns_proto::agent::agent_client::AgentClient;
 use kns_proto::agent::{VersionRequest, VersionResponse};
 use kube::client::ClientBuilder;
@@ -20,9 +22,155 @@ use crate::cli::KubeArgs;
 use crate::cli::target::{DirectTarget, Target};
 use crate::error::Failure;
 use crate::kube::manifests;
-use crate::kube::resolve::{self, KubeTarget, PodContainers};
+use crate::kube::resolve::{self, KubeTarget, PodContainers, choose_agent};
 use crate::kube::resolver::Resolver;
 use crate::timings;
+
+/// How a command reaches a node's agent, decided once from the arguments.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// `--agent ADDR` (or `KNS_AGENT`): that one agent, whatever the node.
+    Direct(String),
+    /// The node's agent pod, through the API server's port-forward to its
+    /// `port`, with the kubeconfig user's credentials; the pod is
+    /// remembered in the agent cache.
+    Forward { port: u16 },
+}
+
+impl Route {
+    pub fn of(args: &KubeArgs) -> Route {
+        match &args.agent {
+            Some(addr) => Route::Direct(addr.clone()),
+            None => Route::Forward {
+                port: args.agent_port,
+            },
+        }
+    }
+
+    /// The agent's address, for a route straight to it.
+    pub fn direct(&self) -> Option<&str> {
+        match self {
+            Route::Direct(addr) => Some(addr),
+            Route::Forward { .. } => None,
+        }
+    }
+
+    /// The channel to the agent on `node`: the direct one, else the
+    /// port-forward to that node's agent pod, remembered in the cache from
+    /// an earlier lookup or looked up now.
+    pub async fn channel(&self, r: &Resolver, node: &str) -> Result<AgentChannel, Failure> {
+        let port = match self {
+            Route::Direct(addr) => return Ok(transport::connect(addr).await?),
+            Route::Forward { port } => *port,
+        };
+        let auth = credentials(r).agent_auth().await?;
+        let forward = |pod: String| {
+            let auth = auth.clone();
+            async move {
+                let channel =
+                    transport::portforward(r.client.clone(), &r.agent_namespace, &pod, port, auth).await;
+                timings::mark("portforward");
+                channel
+            }
+        };
+        let cache = AgentCache::for_cluster(r.config.cluster_url.to_string().as_str(), &r.agent_namespace);
+        if let Some((cache, pod)) = cache.as_ref().and_then(|c| Some((c, c.get(node)?))) {
+            timings::mark("lookup");
+            match forward(pod).await {
+                Ok(channel) => return Ok(channel),
+                // Gone or not serving: look again, as if nothing were cached.
+                Err(e) if e.agent_gone() => cache.forget(node),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let pod = r.agent_on(node).await?;
+        timings::mark("lookup");
+        let channel = forward(pod.clone()).await?;
+        if let Some(cache) = &cache {
+            cache.put(node, &pod);
+        }
+        Ok(channel)
+    }
+
+    /// The way to many nodes' agents at once, prepared once for all of
+    /// them: the agent pods listed in one request, the user's identity
+    /// asked once (an exec credential plugin may be slow).
+    pub async fn many(&self, r: &Resolver) -> Result<Many, Failure> {
+        Ok(match self {
+            Route::Direct(addr) => Many::Direct(addr.clone()),
+            Route::Forward { port } => Many::Forward(Box::new(Forwards {
+                r: r.clone(),
+                agents: agents(r).await?,
+                auth: credentials(r).agent_auth().await?,
+                port: *port,
+            })),
+        })
+    }
+}
+
+/// A [`Route`] to many nodes' agents, from [`Route::many`].
+pub enum Many {
+    Direct(String),
+    Forward(Box<Forwards>),
+}
+
+/// What port-forwards to many nodes' agents share.
+pub struct Forwards {
+    r: Resolver,
+    agents: BTreeMap<String, Vec<Pod>>,
+    auth: transport::AgentAuth,
+    port: u16,
+}
+
+impl Many {
+    /// A channel to `node`'s agent, or why there is none, on one line.
+    pub async fn channel(&self, node: &str) -> Result<AgentChannel, String> {
+        match self {
+            Many::Direct(addr) => transport::connect(addr)
+                .await
+                .map_err(|e| Failure::from(e).one_line()),
+            Many::Forward(f) => {
+                let headline = |f: Failure| f.headline();
+                let pods = f.agents.get(node).map(Vec::as_slice).unwrap_or_default();
+                let pod = choose_agent(pods, node, &f.r.agent_namespace).map_err(headline)?;
+                transport::portforward(
+                    f.r.client.clone(),
+                    &f.r.agent_namespace,
+                    &pod,
+                    f.port,
+                    f.auth.clone(),
+                )
+                .await
+                .map_err(|e| headline(e.into()))
+            }
+        }
+    }
+}
+
+/// Who the user is, for the agents: the kubeconfig's user.
+fn credentials(r: &Resolver) -> transport::Credentials {
+    transport::Credentials::new(r.config.clone())
+}
+
+/// The ready agent pod of every node, or why a node has none: one list of
+/// the agent pods for all nodes.
+pub async fn agents(r: &Resolver) -> Result<BTreeMap<String, Vec<Pod>>, Failure> {
+    let pods = crate::kube::agents::list(&r.client, &r.agent_namespace, None)
+        .await
+        .map_err(|e| {
+            crate::error::api_failure(
+                &format!("cannot list kubectl-ns agents in namespace {}", r.agent_namespace),
+                e,
+            )
+        })?;
+    let mut by_node: BTreeMap<String, Vec<Pod>> = BTreeMap::new();
+    for p in pods {
+        if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
+            by_node.entry(node).or_default().push(p);
+        }
+    }
+    Ok(by_node)
+}
 
 /// A client for the context the user chose.
 pub async fn resolver(args: &KubeArgs) -> Result<Resolver, Failure> {
@@ -60,10 +208,8 @@ pub async fn resolver(args: &KubeArgs) -> Result<Resolver, Failure> {
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    let cluster_url = config.cluster_url.to_string();
-    let credentials = transport::Credentials::new(&config);
-    let agent_cache = AgentCache::for_cluster(&cluster_url, &args.agent_namespace);
-    crate::error::set_api_server(cluster_url);
+    crate::error::set_api_server(config.cluster_url.to_string());
+    let kept = std::sync::Arc::new(config.clone());
     // Every request, the port-forward upgrade included, passes this layer:
     // the round trips `KNS_TIMINGS=1` reports.
     let count = MapRequestLayer::new(|req: http::Request<kube::client::Body>| {
@@ -79,46 +225,8 @@ pub async fn resolver(args: &KubeArgs) -> Result<Resolver, Failure> {
         client,
         namespace,
         agent_namespace: args.agent_namespace.clone(),
-        agent_cache,
-        credentials,
+        config: kept,
     })
-}
-
-/// The channel to the agent on `node`: `--agent` if given, else the API
-/// server's port-forward to that node's agent pod, remembered in the cache
-/// from an earlier lookup or looked up now.
-pub async fn agent_channel(args: &KubeArgs, r: &Resolver, node: &str) -> Result<AgentChannel, Failure> {
-    if let Some(addr) = &args.agent {
-        return Ok(transport::connect(addr).await?);
-    }
-    let auth = r.credentials.agent_auth().await?;
-    let forward = |pod: String| {
-        let auth = auth.clone();
-        async move {
-            let channel =
-                transport::portforward(r.client.clone(), &r.agent_namespace, &pod, args.agent_port, auth)
-                    .await;
-            timings::mark("portforward");
-            channel
-        }
-    };
-    let cache = r.agent_cache.as_ref();
-    if let Some((cache, pod)) = cache.and_then(|c| Some((c, c.get(node)?))) {
-        timings::mark("lookup");
-        match forward(pod).await {
-            Ok(channel) => return Ok(channel),
-            // Gone or not serving: look again, as if nothing were cached.
-            Err(e) if e.agent_gone() => cache.forget(node),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let pod = r.agent_on(node).await?;
-    timings::mark("lookup");
-    let channel = forward(pod.clone()).await?;
-    if let Some(cache) = cache {
-        cache.put(node, &pod);
-    }
-    Ok(channel)
 }
 
 /// What a session talks to: the agent's channel and the agent-side target.
@@ -152,9 +260,10 @@ pub fn namespace_applies(args: &KubeArgs, target: &Target) -> Result<(), Failure
 
 /// Resolves the target and reaches its agent.
 pub async fn reach(args: &KubeArgs, target: &Target, container: Option<&str>) -> Result<Reached, Failure> {
+    let route = Route::of(args);
     match target {
         Target::Direct(d) => {
-            let addr = args.agent.as_deref().ok_or_else(|| direct_needs_agent(d))?;
+            let addr = route.direct().ok_or_else(|| direct_needs_agent(d))?;
             Ok(Reached {
                 channel: transport::connect(addr).await?,
                 target: d.to_proto(),
@@ -165,7 +274,7 @@ pub async fn reach(args: &KubeArgs, target: &Target, container: Option<&str>) ->
             let r = resolver(args).await?;
             // The node's name is all the agent lookup needs: both at once.
             // The node's own error comes first, being the more precise.
-            let (exists, channel) = tokio::join!(r.node(node), agent_channel(args, &r, node));
+            let (exists, channel) = tokio::join!(r.node(node), route.channel(&r, node));
             exists?;
             Ok(Reached {
                 channel: channel?,
@@ -178,7 +287,7 @@ pub async fn reach(args: &KubeArgs, target: &Target, container: Option<&str>) ->
             let pod = r.pod(namespace.as_deref(), name).await?;
             let c = resolve::choose_container(&pod, container)?;
             Ok(Reached {
-                channel: agent_channel(args, &r, &c.node).await?,
+                channel: route.channel(&r, &c.node).await?,
                 target: DirectTarget::Container(c.container_id.clone()).to_proto(),
                 label: format!("{}/{} ({})", c.namespace, c.pod, c.container),
             })
@@ -195,7 +304,7 @@ pub async fn reach_pod(
     let r = resolver(args).await?;
     let pod = r.pod(namespace, name).await?;
     let containers = resolve::pod_containers(&pod)?;
-    Ok((agent_channel(args, &r, &containers.node).await?, containers))
+    Ok((Route::of(args).channel(&r, &containers.node).await?, containers))
 }
 
 /// What the agent at `addr` (`--agent`) reports about itself.
@@ -216,7 +325,7 @@ pub async fn direct_version(addr: &str) -> Result<VersionResponse, Failure> {
 /// through the Kubernetes API: ignored, it would let the user believe that
 /// agent was the one acted on.
 pub fn no_direct_agent(args: &KubeArgs, command: &str) -> Result<(), Failure> {
-    match &args.agent {
+    match Route::of(args).direct() {
         Some(addr) => Err(Failure::usage(format!(
             "{command} works through the Kubernetes API, for the agents of every node, and --agent {addr} \
                  (or KNS_AGENT) names one agent to talk to directly: drop it (for that agent alone, \

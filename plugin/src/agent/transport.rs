@@ -81,8 +81,8 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    pub fn new(config: &kube::Config) -> Credentials {
-        Credentials(Some(Arc::new(config.clone())))
+    pub fn new(config: Arc<kube::Config>) -> Credentials {
+        Credentials(Some(config))
     }
 
     /// The bearer token kube would send the API server (a static token,

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::agent::fanout;
-use crate::agent::route;
+use crate::agent::route::{self, Route};
 use crate::cli::{AuditArgs, Output};
 use crate::commands::ls::render;
 use crate::error::Failure;
@@ -112,7 +112,8 @@ fn gated(findings: &[Finding], fail_on: &[findings::Kind]) -> bool {
 }
 
 pub async fn run(args: AuditArgs) -> Result<u8, Failure> {
-    if args.kube.agent.is_some() && args.node.is_none() {
+    let route = Route::of(&args.kube);
+    if route.direct().is_some() && args.node.is_none() {
         return Err(Failure::usage(
             "--agent reaches one node's agent: give --node NODE, the node it runs on",
         ));
@@ -121,7 +122,7 @@ pub async fn run(args: AuditArgs) -> Result<u8, Failure> {
     let scope = fanout::Scope::of(&args.fanout, args.node.clone());
     let pods = fanout::pods(&r, &scope).await?;
     let nodes = fanout::nodes(&pods, &scope);
-    let observed = fanout::list_nodes(&args.kube, &r, nodes, fanout::Bounds::of(&args.fanout), false).await?;
+    let observed = fanout::list_nodes(&route, &r, nodes, fanout::Bounds::of(&args.fanout), false).await?;
     let scope = scope.describe(&r);
     let unknowns = match (&args.fanout.selector, args.fanout.all_namespaces) {
         (Some(_), _) => Unknowns::Off,

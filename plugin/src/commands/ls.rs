@@ -9,8 +9,9 @@ use kns_proto::agent::{InspectRequest, InspectResponse, ListRequest, Namespace, 
 use kube::api::{Api, ListParams};
 use serde::Serialize;
 
+use crate::agent::fanout;
+use crate::agent::route::{self, Route};
 use crate::agent::transport;
-use crate::agent::{fanout, route};
 use crate::cli::target::{DirectTarget, Target};
 use crate::cli::{LsArgs, Output};
 use crate::error::{self, Failure};
@@ -287,7 +288,8 @@ fn pods_table(pods: &[PodReport], wide: bool) -> String {
 /// from its node's agent List (the nodes asked at once, as by `audit`).
 /// Exits 255 when some node could not be asked, after printing the rest.
 async fn many(args: &LsArgs) -> Result<u8, Failure> {
-    if args.kube.agent.is_some() {
+    let route = Route::of(&args.kube);
+    if route.direct().is_some() {
         return Err(Failure::usage(
             "--agent reaches one node's agent: name container/ID, pid/PID or node (a pod or node/NODE needs a kubeconfig)",
         ));
@@ -296,7 +298,7 @@ async fn many(args: &LsArgs) -> Result<u8, Failure> {
     let scope = fanout::Scope::of(&args.fanout, None);
     let pods = fanout::pods(&r, &scope).await?;
     let observed = fanout::list_nodes(
-        &args.kube,
+        &route,
         &r,
         fanout::nodes(&pods, &scope),
         fanout::Bounds::of(&args.fanout),

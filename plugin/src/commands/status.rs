@@ -8,7 +8,7 @@ use kube::api::{Api, ListParams};
 
 use kns_proto::agent::VersionResponse;
 
-use crate::agent::route;
+use crate::agent::route::{self, Route};
 use crate::cli::StatusArgs;
 use crate::error::{Failure, api_failure};
 use crate::kube::manifests;
@@ -205,7 +205,8 @@ fn print_header() {
 
 pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
     let mut notes = Notes::default();
-    if let Some(addr) = &args.kube.agent {
+    let route = Route::of(&args.kube);
+    if let Some(addr) = route.direct() {
         // That agent alone, on its node: nothing is asked of the API server.
         let v = route::direct_version(addr).await?;
         let node = if v.node_name.is_empty() { "-" } else { &v.node_name };

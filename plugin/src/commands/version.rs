@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 use kns_proto::agent::VersionResponse;
 
-use crate::agent::route;
+use crate::agent::route::{self, Route};
 use crate::cli::VersionArgs;
 use crate::error::{self, Failure};
 use crate::kube::resolve::pod_ready;
@@ -33,7 +33,8 @@ pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
         Ok(path) => println!("kubectl-ns {mine} ({})", path.display()),
         Err(_) => println!("kubectl-ns {mine}"),
     }
-    if let Some(addr) = &args.kube.agent {
+    let route = Route::of(&args.kube);
+    if let Some(addr) = route.direct() {
         let v = route::direct_version(addr).await?;
         let runtime = if v.runtime.is_empty() {
             "no CRI runtime found"

@@ -6,7 +6,6 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
 
 use super::resolve::choose_agent;
-use crate::agent::cache::AgentCache;
 use crate::error::{Failure, api_failure};
 
 /// Looks things up through the API.
@@ -16,10 +15,9 @@ pub struct Resolver {
     /// The namespace for pods given without one.
     pub namespace: String,
     pub agent_namespace: String,
-    /// Where the node → agent pod mapping is remembered, if anywhere.
-    pub agent_cache: Option<AgentCache>,
-    /// Who the user is, for the agents.
-    pub credentials: crate::agent::transport::Credentials,
+    /// The kubeconfig's context, for what else needs it: who the user is,
+    /// the cluster's URL.
+    pub config: std::sync::Arc<kube::Config>,
 }
 
 impl Resolver {
@@ -83,8 +81,7 @@ mod api_tests {
             client,
             namespace: "default".into(),
             agent_namespace: AGENT_NAMESPACE.into(),
-            agent_cache: None,
-            credentials: Default::default(),
+            config: std::sync::Arc::new(kube::Config::new("http://127.0.0.1:1".parse().unwrap())),
         };
         (r, handle)
     }

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::start::{MAX_MESSAGE, check_started, start_message, status_of};
 use crate::agent::fanout::{self, Scope};
-use crate::agent::route;
+use crate::agent::route::{self, Route};
 use crate::cli::target::DirectTarget;
 use crate::cli::{ExecArgs, ManyOutput};
 use crate::error::{self, Failure};
@@ -143,7 +143,7 @@ async fn one_pod(
     };
     res.container = c.container.clone();
     res.node = c.node.clone();
-    let channel = match route::agent_channel(&args.kube, r, &c.node).await {
+    let channel = match Route::of(&args.kube).channel(r, &c.node).await {
         Ok(ch) => ch,
         Err(f) => {
             res.outcome = Outcome::NoAgent;

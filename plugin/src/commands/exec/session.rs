@@ -19,7 +19,8 @@ use super::local::{Chunk, WriterEnd, forward_stdin, post, spawn_writer};
 use super::signals::{SECOND_SIGNAL, Signals, local_signal_exit, sig};
 use super::start::{MAX_MESSAGE, check_started, start_message, status_of};
 use super::terminal::{self, RawMode};
-use crate::agent::{route, transport};
+use crate::agent::route::{self, Route};
+use crate::agent::transport;
 use crate::cli::ExecArgs;
 use crate::error::{self, Failure};
 
@@ -60,7 +61,7 @@ pub(super) async fn run(args: ExecArgs) -> Result<u8, Failure> {
     let (out_tx, mut writer_end) = spawn_writer()?;
     // A raw terminal does not turn \n into \r\n.
     let eol = if raw.is_some() { "\r\n" } else { "\n" };
-    let direct = args.kube.agent.is_some();
+    let direct = Route::of(&args.kube).direct().is_some();
     let last_reply = Cell::new(Instant::now());
     // Owns `out_tx`, so the writer sees the channel close when this ends.
     let pump = pump(replies, out_tx, tools_asked, eol, direct, &last_reply);
