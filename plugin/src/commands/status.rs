@@ -189,18 +189,50 @@ impl Notes {
 /// from a node, a pod or an agent (an agent named with `--agent` may be
 /// anything that answers there): control characters are shown as `?`, so
 /// no answer can move the cursor, rewrite lines or retitle the terminal.
-fn print_row(node: &str, agent: &str, version: &str, ready: &str, sessions: &str, reason: &str) {
-    let [node, agent, version, ready, sessions, reason] =
-        [node, agent, version, ready, sessions, reason].map(printable);
-    println!("{node:<24} {agent:<32} {version:<10} {ready:<8} {sessions:<24} {reason}");
+/// The narrowest each column but the last (REASON) may be.
+const WIDTHS: [usize; 5] = [24, 32, 10, 8, 24];
+
+/// The rows under the header, printed once all are known: a column is as
+/// wide as its longest cell, so a long agent address or pod name does not
+/// push the columns after it out of line.
+struct Table(Vec<[String; 6]>);
+
+impl Table {
+    fn new() -> Table {
+        Table(vec![
+            ["NODE", "AGENT", "VERSION", "READY", "SESSIONS", "REASON"].map(String::from),
+        ])
+    }
+
+    fn push(&mut self, cells: [&str; 6]) {
+        self.0.push(cells.map(printable));
+    }
+
+    fn lines(&self) -> Vec<String> {
+        let mut widths = WIDTHS;
+        for row in &self.0 {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        self.0
+            .iter()
+            .map(|row| {
+                let padded: String = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$} ")).collect();
+                padded + &row[5]
+            })
+            .collect()
+    }
+
+    fn print(&self) {
+        for line in self.lines() {
+            println!("{line}");
+        }
+    }
 }
 
 fn printable(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
-}
-
-fn print_header() {
-    print_row("NODE", "AGENT", "VERSION", "READY", "SESSIONS", "REASON");
 }
 
 pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
@@ -211,8 +243,9 @@ pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
         let v = route::direct_version(addr).await?;
         let node = if v.node_name.is_empty() { "-" } else { &v.node_name };
         let (column, reason) = notes.answered(&v);
-        print_header();
-        print_row(node, addr, &v.version, "yes", &column, &reason);
+        let mut table = Table::new();
+        table.push([node, addr, &v.version, "yes", &column, &reason]);
+        table.print();
         notes.warn();
         return Ok(0);
     }
@@ -238,7 +271,7 @@ pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
     });
     let versions = route::agent_versions(&r, args.kube.agent_port, ready).await;
 
-    print_header();
+    let mut table = Table::new();
     for row in &rows {
         let (pod, version, ready, (column, reason)) = match &row.agent {
             Agent::Ready { pod } => match versions.get(pod) {
@@ -257,8 +290,9 @@ pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
                 ("-", "-", "no agent", ("-".to_owned(), reason.clone()))
             }
         };
-        print_row(&row.node, pod, version, ready, &column, &reason);
+        table.push([&row.node, pod, version, ready, &column, &reason]);
     }
+    table.print();
     notes.warn();
     Ok(0)
 }
@@ -266,6 +300,30 @@ pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_cell_widens_its_column_for_every_row() {
+        let mut t = Table::new();
+        t.push([
+            "node-1",
+            "unix:///tmp/a-rather-long-directory/kubectl-ns/agent.sock",
+            "0.1.0",
+            "yes",
+            "16Mi",
+            "",
+        ]);
+        let lines = t.lines();
+        let at = |l: &str, word: &str| l.find(word).unwrap();
+        assert_eq!(at(&lines[0], "VERSION"), at(&lines[1], "0.1.0"), "{lines:#?}");
+        assert_eq!(at(&lines[0], "SESSIONS"), at(&lines[1], "16Mi"), "{lines:#?}");
+        // Cells that fit keep the usual widths.
+        let mut t = Table::new();
+        t.push(["n", "a", "v", "yes", "s", "why"]);
+        assert_eq!(
+            t.lines()[1],
+            format!("{:<24} {:<32} {:<10} {:<8} {:<24} why", "n", "a", "v", "yes", "s")
+        );
+    }
     use k8s_openapi::api::core::v1::{NodeCondition, NodeStatus, PodCondition, PodStatus};
     use kube::api::ObjectMeta;
 
