@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 
 use clap::Parser;
-use kns_plugin::cli::{Cli, Command, usage_hint};
+use kns_plugin::cli::{Cli, Command, hint_for};
 use kns_plugin::commands;
 use kns_plugin::error::{self, Failure};
 
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
             let code = if e.use_stderr() { error::USAGE } else { 0 };
             let _ = e.print();
             if code != 0
-                && let Some(h) = usage_hint(&argv)
+                && let Some(h) = hint_for(&e, &argv)
             {
                 eprintln!("{h}");
             }

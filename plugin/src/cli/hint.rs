@@ -3,8 +3,29 @@
 //! `kubectl ns NAME` meant for kubens.
 
 use clap::CommandFactory;
+use clap::error::{ContextKind, ContextValue};
 
 use super::Cli;
+
+/// The hint for a refused command line, after clap's message: where clap
+/// already tipped a similar subcommand, one hint that follows on from its
+/// tip (the word was a typo, or a namespace meant for kubens), not the
+/// whole kubens explanation as if clap had said nothing.
+pub fn hint_for(e: &clap::Error, args: &[String]) -> Option<String> {
+    let suggested = match e.get(ContextKind::SuggestedSubcommand) {
+        Some(ContextValue::String(s)) => Some(s.as_str()),
+        Some(ContextValue::Strings(s)) => s.first().map(String::as_str),
+        _ => None,
+    };
+    match (suggested, args) {
+        (Some(command), [_, word]) => Some(format!(
+            "Hint: kubectl-ns has no command {word}: `kubectl ns {command}` is the nearest. If {word} is a \
+             Kubernetes namespace to switch to, this `kubectl ns` is not kubens: kubectl config set-context \
+             --current --namespace {word} (`kubectl plugin list` shows which `ns` plugin kubectl runs)."
+        )),
+        _ => usage_hint(args),
+    }
+}
 
 /// The mistakes kubectl users make first here (`-n NAME`, a command without
 /// `--`): say what to use.
@@ -80,6 +101,18 @@ mod tests {
 
     fn v(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_typo_of_a_command_gets_one_hint_after_clap_s_tip() {
+        let args = v(&["k", "exce"]);
+        let e = <Cli as clap::Parser>::try_parse_from(&args).unwrap_err();
+        let h = hint_for(&e, &args).unwrap();
+        assert!(h.contains("`kubectl ns exec` is the nearest"), "{h}");
+        assert!(h.contains("--namespace exce"), "{h}");
+        let args = v(&["k", "kube-system"]);
+        let e = <Cli as clap::Parser>::try_parse_from(&args).unwrap_err();
+        assert_eq!(hint_for(&e, &args), usage_hint(&args));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 mod hint;
 pub mod target;
 
-pub use hint::usage_hint;
+pub use hint::hint_for;
 
 use std::time::Duration;
 
