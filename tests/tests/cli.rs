@@ -373,7 +373,8 @@ fn many_pod_flags_without_a_selector_are_a_usage_error() {
 fn a_typo_of_a_command_gets_one_hint_after_clap_s_tip() {
     let err = usage_error(&["exce"]);
     assert!(
-        err.contains("a similar subcommand exists: 'exec'") && err.contains("`kubectl ns exec` is the nearest"),
+        err.contains("a similar subcommand exists: 'exec'")
+            && err.contains("`kubectl ns exec` is the nearest"),
         "{err}"
     );
     assert_eq!(err.matches("Hint:").count(), 1, "{err}");
