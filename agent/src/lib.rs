@@ -8,7 +8,8 @@
 //! [`access`] says who is calling and what they may do, [`target`] finds the
 //! process, [`enter`] plans the namespaces and starts the tool, [`session`]
 //! moves its I/O, [`kernel`] names namespaces and reads /proc, and [`sys`]
-//! holds the only `unsafe` code.
+//! holds the only `unsafe` code. [`status`] is where every failure on the
+//! way becomes the answer the client gets.
 #![deny(unsafe_code)]
 
 pub mod access;
@@ -17,6 +18,7 @@ pub mod kernel;
 pub mod listen;
 pub mod rpc;
 pub mod session;
+pub mod status;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod target;

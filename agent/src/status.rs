@@ -1,5 +1,6 @@
-//! The agent's errors, and the one function that turns them into a
-//! `tonic::Status` with a deliberate code and the trailers the plugin reads.
+//! The agent's errors, a request's and a running session's, and the one
+//! function that turns them into a `tonic::Status` with a deliberate code
+//! and the trailers the plugin reads.
 
 use crate::access::authn::AuthnError;
 use crate::access::authz::AuthzError;
@@ -9,7 +10,7 @@ use crate::target::cri::CriError;
 use crate::target::resolve::ResolveError;
 use tonic::Status;
 
-/// Every failure a request can meet.
+/// Every failure a request, or a session once running, can meet.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("{0}")]
@@ -45,6 +46,39 @@ pub enum AgentError {
     /// is passed on as it is.
     #[error("{}", .0.message())]
     Stream(Status),
+    #[error(
+        "the agent is shutting down (SIGTERM): the session was ended and its processes were killed; run the \
+         command again once the agent is back"
+    )]
+    Shutdown,
+    #[error(
+        "the session reached the agent's maximum age of {0} s (--max-session-age): it was ended and its \
+         processes were killed"
+    )]
+    Expired(u64),
+    #[error(
+        "the client sent a message over the agent's limit of {} KiB: the session was ended and its processes \
+         were killed (kubectl-ns sends stdin in smaller chunks; another client must too)",
+        kns_proto::MAX_MESSAGE >> 10
+    )]
+    Oversized,
+    #[error(
+        "the agent lost track of the tool's process (the agent's log says why): the session was ended and \
+         its processes were killed; run the command again"
+    )]
+    Lost,
+    /// The tool exited (`exit`, as the agent logs it) but the client took
+    /// none of its remaining output for `stalled` seconds.
+    #[error(
+        "the tool exited ({exit}), but the client took none of its remaining output for {stalled} s; the rest \
+         was dropped"
+    )]
+    OutputDropped { exit: String, stalled: u64 },
+    #[error(
+        "the agent ended the session without the tool's exit status, so its output may be incomplete (an \
+         agent fault: the agent's log says more); run the command again"
+    )]
+    NoExitStatus,
 }
 
 fn io_code(err: &std::io::Error) -> tonic::Code {
@@ -73,6 +107,11 @@ impl From<AgentError> for Status {
             AgentError::Stream(_) => unreachable!("returned above"),
             AgentError::StartTooLarge => tonic::Code::OutOfRange,
             AgentError::NotStart => tonic::Code::InvalidArgument,
+            AgentError::Shutdown => tonic::Code::Unavailable,
+            AgentError::Expired(_) => tonic::Code::DeadlineExceeded,
+            AgentError::Oversized => tonic::Code::OutOfRange,
+            AgentError::Lost | AgentError::NoExitStatus => tonic::Code::Internal,
+            AgentError::OutputDropped { .. } => tonic::Code::DataLoss,
             AgentError::BadRequest(_) => tonic::Code::InvalidArgument,
             AgentError::Internal(_) => tonic::Code::Internal,
             AgentError::Proc(p) => proc_code(p),
@@ -194,6 +233,57 @@ mod tests {
         ];
         for (e, code) in cases {
             assert_eq!(Status::from(e).code(), code);
+        }
+    }
+
+    /// The plugin words a session's end by these codes, and users read the
+    /// words: both stay as they were when sessions built them by hand.
+    #[test]
+    fn a_sessions_ends_keep_their_codes_and_words() {
+        let cases = [
+            (
+                AgentError::Shutdown,
+                tonic::Code::Unavailable,
+                "the agent is shutting down (SIGTERM): the session was ended and its processes were killed; run \
+                 the command again once the agent is back",
+            ),
+            (
+                AgentError::Expired(30),
+                tonic::Code::DeadlineExceeded,
+                "the session reached the agent's maximum age of 30 s (--max-session-age): it was ended and its \
+                 processes were killed",
+            ),
+            (
+                AgentError::Oversized,
+                tonic::Code::OutOfRange,
+                "the client sent a message over the agent's limit of 1024 KiB: the session was ended and its \
+                 processes were killed (kubectl-ns sends stdin in smaller chunks; another client must too)",
+            ),
+            (
+                AgentError::Lost,
+                tonic::Code::Internal,
+                "the agent lost track of the tool's process (the agent's log says why): the session was ended \
+                 and its processes were killed; run the command again",
+            ),
+            (
+                AgentError::OutputDropped {
+                    exit: "Code(0)".into(),
+                    stalled: 10,
+                },
+                tonic::Code::DataLoss,
+                "the tool exited (Code(0)), but the client took none of its remaining output for 10 s; the rest \
+                 was dropped",
+            ),
+            (
+                AgentError::NoExitStatus,
+                tonic::Code::Internal,
+                "the agent ended the session without the tool's exit status, so its output may be incomplete \
+                 (an agent fault: the agent's log says more); run the command again",
+            ),
+        ];
+        for (e, code, words) in cases {
+            let s = Status::from(e);
+            assert_eq!((s.code(), s.message()), (code, words));
         }
     }
 

@@ -9,8 +9,8 @@ use crate::access::policy::{Admitted, Ask};
 use crate::enter::identity::keep_node_filesystem;
 use crate::enter::request::Request;
 use crate::kernel::ns::NsKind;
-use crate::rpc::error::AgentError;
 use crate::rpc::service::AgentService;
+use crate::status::AgentError;
 use crate::target::resolve::{self, Target};
 
 impl AgentService {

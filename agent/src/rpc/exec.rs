@@ -21,11 +21,11 @@ use crate::enter::nsenter::{self, Spawned};
 use crate::enter::request;
 use crate::kernel::ns::NsKind;
 use crate::rpc::admit::{Admission, describe_request};
-use crate::rpc::error::AgentError;
 use crate::rpc::service::{AgentService, versioned};
 use crate::rpc::validate;
 use crate::session::replies::{Replies, Reply};
 use crate::session::{self, End};
+use crate::status::AgentError;
 use crate::sys::ExitStatus;
 use crate::target::resolve::{self, Target};
 

@@ -9,7 +9,7 @@ use kns_proto::agent::{ContainerInfo, ListResponse, NamespaceId, NamespaceUse};
 
 use crate::kernel::ns::NsKind;
 use crate::kernel::procfs::{self, ProcError};
-use crate::rpc::error::AgentError;
+use crate::status::AgentError;
 use crate::target::cgroup_scan;
 use crate::target::cri::{self, Cri, Listed};
 use crate::target::resolve::{ResolveError, Resolver};

@@ -1,7 +1,7 @@
 //! The agent's gRPC service: its state, and the small RPCs (Inspect, List,
 //! Version). Exec is in `rpc::exec`, the checks every request
 //! passes in `rpc::admit` and `rpc::validate`; errors
-//! become `tonic::Status` in [`crate::rpc::error`].
+//! become `tonic::Status` in [`crate::status`].
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -20,9 +20,9 @@ use crate::access::policy::Policies;
 use crate::enter::cgroup::Containment;
 use crate::enter::request::Node;
 use crate::kernel::procfs::{self, ProcError};
-use crate::rpc::error::AgentError;
 use crate::rpc::validate;
 use crate::session::replies::Replies;
+use crate::status::AgentError;
 use crate::sys::spawner::Spawner;
 use crate::target::resolve::{Resolver, Target};
 

@@ -11,7 +11,7 @@ use crate::enter::error::NsenterError;
 use crate::enter::nsenter;
 use crate::enter::request::{Request, ToolSource};
 use crate::kernel::ns::{self, NsSet};
-use crate::rpc::error::AgentError;
+use crate::status::AgentError;
 use crate::target::resolve::Target;
 
 /// The target a request names, its container ID checked.

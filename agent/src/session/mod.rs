@@ -27,6 +27,7 @@ use tonic::Status;
 use crate::enter::nsenter::{Spawned, Tool};
 use crate::session::pump::{feed, pump};
 use crate::session::replies::Reply;
+use crate::status::AgentError;
 use crate::sys::pty;
 use crate::sys::{self, ExitStatus};
 
@@ -409,11 +410,11 @@ impl Output {
             }
             // Never an exit status after a cut stream: the client must not
             // take a truncated output for a complete one.
-            Err(Status::data_loss(format!(
-                "the tool exited ({s:?}), but the client took none of its remaining output for {} s; the rest \
-                 was dropped",
-                DRAIN_STALL.as_secs()
-            )))
+            Err(AgentError::OutputDropped {
+                exit: format!("{s:?}"),
+                stalled: DRAIN_STALL.as_secs(),
+            }
+            .into())
         };
         if let Some(p) = self.last {
             p.send(reply);
@@ -484,23 +485,12 @@ impl Output {
 /// What the client is told when the session ends before the tool does;
 /// `None` when nobody is left to tell.
 fn farewell(end: End, max_age: Option<Duration>) -> Option<Status> {
-    match end {
-        End::Shutdown => Some(Status::unavailable(
-            "the agent is shutting down (SIGTERM): the session was ended and its processes were killed; run the command again once the agent is back",
-        )),
-        End::Expired => Some(Status::deadline_exceeded(format!(
-            "the session reached the agent's maximum age of {} s (--max-session-age): it was ended and its processes were killed",
-            max_age.unwrap_or_default().as_secs()
-        ))),
-        End::Oversized => Some(Status::out_of_range(format!(
-            "the client sent a message over the agent's limit of {} KiB: the session was ended and its processes \
-             were killed (kubectl-ns sends stdin in smaller chunks; another client must too)",
-            kns_proto::MAX_MESSAGE >> 10
-        ))),
-        End::Lost => Some(Status::internal(
-            "the agent lost track of the tool's process (the agent's log says why): the session was ended and \
-             its processes were killed; run the command again",
-        )),
-        End::ClientGone | End::Exited(_) => None,
-    }
+    let why = match end {
+        End::Shutdown => AgentError::Shutdown,
+        End::Expired => AgentError::Expired(max_age.unwrap_or_default().as_secs()),
+        End::Oversized => AgentError::Oversized,
+        End::Lost => AgentError::Lost,
+        End::ClientGone | End::Exited(_) => return None,
+    };
+    Some(why.into())
 }

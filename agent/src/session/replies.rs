@@ -11,6 +11,8 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use crate::status::AgentError;
+
 pub type Reply = Result<ExecResponse, Status>;
 
 /// A session's replies, as tonic sends them. What it is given to hold (the
@@ -63,10 +65,7 @@ impl Stream for Replies {
             None if !self.concluded => {
                 self.concluded = true;
                 tracing::error!("a session's replies ended without an exit status");
-                Some(Err(Status::internal(
-                    "the agent ended the session without the tool's exit status, so its output may be \
-                     incomplete (an agent fault: the agent's log says more); run the command again",
-                )))
+                Some(Err(AgentError::NoExitStatus.into()))
             }
             None => None,
         };
