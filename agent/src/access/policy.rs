@@ -373,6 +373,34 @@ mod tests {
         }
     }
 
+    /// An operator fixes a policy by these words: they name the field and
+    /// the place, whichever YAML crate reads the file.
+    #[test]
+    fn a_bad_policy_is_worded_with_its_field_and_place() {
+        let cases = [
+            (
+                "namespace: [a]\n",
+                "unknown field `namespace`, expected one of `namespaces`, `nodeTargets`, `denyKinds`, `commands`, \
+                 `maxSessionSeconds`, `maxSessionsPerUser`, `maxSessions`, `readOnly`, `allowPrivileged`",
+            ),
+            (
+                "maxSessions: many\n",
+                "maxSessions: invalid type: string \"many\", expected u32 at line 1 column 14",
+            ),
+            (
+                "readOnly: true\n  commands: [ss]\n",
+                "readOnly: invalid type: string \"true commands\", expected a boolean at line 1 column 11",
+            ),
+            ("- a\n", "invalid type: sequence, expected struct Policy"),
+        ];
+        let got: Vec<_> = cases
+            .iter()
+            .map(|(text, _)| Policy::parse(text).unwrap_err())
+            .collect();
+        let want: Vec<_> = cases.iter().map(|(_, words)| *words).collect();
+        assert_eq!(got, want);
+    }
+
     fn policies(text: &str) -> (tempfile::TempDir, Policies) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("policy.yaml");

@@ -456,6 +456,31 @@ mod tests {
 
     use crate::report::findings::tests::process as info;
 
+    /// `-o yaml` is read by scripts: its quoting and layout stay as they
+    /// are, whichever YAML crate writes it.
+    #[test]
+    fn yaml_output_is_pinned() {
+        let v = serde_json::json!({
+            "node": "worker-1",
+            "containers": [
+                {"name": "app", "pid": 4242, "shared": true, "image": null},
+                {"name": "", "pid": 7, "shared": false, "image": "reg:5000/a:1.0"},
+            ],
+            "words": ["yes", "no", "1.0", "0x1f", "~", "a: b", "#x", "two\nlines", " pad"],
+            "empty": {},
+            "none": [],
+        });
+        let got = render(&v, Output::Yaml, |_| unreachable!()).map_err(|e| e.to_string());
+        assert_eq!(
+            got.as_deref(),
+            Ok(
+                "containers:\n- image: null\n  name: app\n  pid: 4242\n  shared: true\n- image: reg:5000/a:1.0\n  \
+                name: ''\n  pid: 7\n  shared: false\nempty: {}\nnode: worker-1\nnone: []\nwords:\n- yes\n- no\n- \
+                '1.0'\n- '0x1f'\n- '~'\n- 'a: b'\n- '#x'\n- |-\n  two\n  lines\n- ' pad'\n"
+            )
+        );
+    }
+
     fn inspected(pid: i32, net: u64, uts: u64) -> InspectResponse {
         InspectResponse {
             target: Some(info(pid, &[(Namespace::Net, net), (Namespace::Uts, uts)])),
