@@ -79,7 +79,7 @@ fn the_release_archive_and_its_krew_manifest_agree() {
 
     // The krew manifest: the fields krew reads, and the archive's checksum.
     let text = std::fs::read_to_string(out.path().join("ns.yaml")).unwrap();
-    let m: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let m: yaml_serde::Value = yaml_serde::from_str(&text).unwrap();
     assert_eq!(
         m["apiVersion"].as_str(),
         Some("krew.googlecontainertools.github.com/v1alpha2")

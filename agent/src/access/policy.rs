@@ -153,7 +153,7 @@ impl Policy {
         if text.trim().is_empty() {
             return Ok(Policy::default());
         }
-        serde_yaml::from_str(text).map_err(|e| e.to_string())
+        yaml_serde::from_str(text).map_err(|e| e.to_string())
     }
 
     /// The checks that need no count of running sessions.

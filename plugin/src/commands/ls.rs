@@ -385,7 +385,7 @@ pub(crate) fn render<T: Serialize>(
         Output::Json => serde_json::to_string_pretty(v)
             .map(|s| s + "\n")
             .map_err(|e| Failure::own(e.to_string())),
-        Output::Yaml => serde_yaml::to_string(v).map_err(|e| Failure::own(e.to_string())),
+        Output::Yaml => yaml_serde::to_string(v).map_err(|e| Failure::own(e.to_string())),
     }
 }
 

@@ -90,7 +90,7 @@ fn parse_doc(file: &str, doc: serde_json::Value) -> Result<Object, String> {
 pub fn parse() -> Result<Vec<Object>, String> {
     let mut out = Vec::new();
     for (file, text) in FILES {
-        for doc in serde_yaml::Deserializer::from_str(text) {
+        for doc in yaml_serde::Deserializer::from_str(text) {
             let v = serde_json::Value::deserialize(doc).map_err(|e| format!("{file}: {e}"))?;
             if !v.is_null() {
                 out.push(parse_doc(file, v)?);
