@@ -392,18 +392,27 @@ impl FakeApi {
     /// Service address and ServiceAccount mount would, on node `node`
     /// (reachable once [`FakeApi::serve_in_netns`] runs for the agent).
     pub fn agent_env(&self, node: &str) -> Vec<(String, String)> {
-        let dir = self._dir.path();
         [
             ("KNS_KUBE_API", format!("https://127.0.0.1:{IN_POD_PORT}")),
-            ("KNS_KUBE_CA", dir.join("ca.crt").display().to_string()),
+            ("KNS_KUBE_CA", self.ca_path().display().to_string()),
             (
                 "KNS_KUBE_TOKEN_FILE",
-                dir.join("agent-token").display().to_string(),
+                self.agent_token_path().display().to_string(),
             ),
             ("NODE_NAME", node.to_owned()),
         ]
         .map(|(k, v)| (k.to_owned(), v))
         .into()
+    }
+
+    /// The server's CA bundle, for an agent's `--kube-ca`.
+    pub fn ca_path(&self) -> PathBuf {
+        self._dir.path().join("ca.crt")
+    }
+
+    /// The agent's own token, for its `--kube-token-file`.
+    pub fn agent_token_path(&self) -> PathBuf {
+        self._dir.path().join("agent-token")
     }
 
     /// The files of the agent's ServiceAccount mount (token, ca.crt,
