@@ -16,6 +16,7 @@ pub mod access;
 pub mod enter;
 pub mod kernel;
 pub mod listen;
+pub mod record;
 pub mod rpc;
 pub mod session;
 pub mod status;

@@ -16,6 +16,7 @@ use kns_agent::access::policy::Policies;
 use kns_agent::enter::cgroup::Containment;
 use kns_agent::enter::request::Node;
 use kns_agent::listen::{self, Listen};
+use kns_agent::record::Store;
 use kns_agent::rpc::service::{AgentService, Guard, Limits};
 use kns_agent::sys::spawner::Spawner;
 use kns_agent::target::cri::Cri;
@@ -130,6 +131,18 @@ struct Args {
     #[arg(long, env = "KNS_POLICY", value_name = "FILE")]
     policy: Option<std::path::PathBuf>,
 
+    /// Where the sessions the policy records (its `recording:` section)
+    /// are written, one asciicast file per session, readable by root alone;
+    /// created 0700 when missing. Nothing is written unless the policy
+    /// asks.
+    #[arg(
+        long,
+        env = "KNS_RECORDINGS_DIR",
+        value_name = "DIR",
+        default_value = "/var/log/kubectl-ns/sessions"
+    )]
+    recordings_dir: std::path::PathBuf,
+
     /// Log format.
     #[arg(long, env = "KNS_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -211,6 +224,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             access,
             audit,
             policy,
+            recordings: Store::new(args.recordings_dir.clone()),
         },
     );
 

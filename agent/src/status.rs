@@ -46,6 +46,14 @@ pub enum AgentError {
     /// is passed on as it is.
     #[error("{}", .0.message())]
     Stream(Status),
+    /// The policy records the session, and its recording cannot be made:
+    /// closed, as an unrecorded session the operator asked to record would
+    /// be a hole in the record.
+    #[error(
+        "the node's kubectl-ns policy records this session (recording), but the agent cannot: {0}; the session \
+         was not started (the node's operator can fix the directory or the policy)"
+    )]
+    Recording(#[from] crate::record::StoreError),
     #[error(
         "the agent is shutting down (SIGTERM): the session was ended and its processes were killed; run the \
          command again once the agent is back"
@@ -108,6 +116,7 @@ impl From<AgentError> for Status {
             AgentError::StartTooLarge => tonic::Code::OutOfRange,
             AgentError::NotStart => tonic::Code::InvalidArgument,
             AgentError::Shutdown => tonic::Code::Unavailable,
+            AgentError::Recording(_) => tonic::Code::FailedPrecondition,
             AgentError::Expired(_) => tonic::Code::DeadlineExceeded,
             AgentError::Oversized => tonic::Code::OutOfRange,
             AgentError::Lost | AgentError::NoExitStatus => tonic::Code::Internal,

@@ -17,6 +17,7 @@ use kns_agent::access::kubeclient::{KubeClient, KubeConfig};
 use kns_agent::access::policy::Policies;
 use kns_agent::enter::cgroup::Containment;
 use kns_agent::enter::request::Node;
+use kns_agent::record::Store;
 use kns_agent::rpc::service::{AgentService, Guard, Limits};
 use kns_agent::sys::spawner::Spawner;
 use kns_agent::target::resolve::Resolver;
@@ -85,6 +86,7 @@ impl Agent {
                     access: Access::new(Some(kube), certs, Some(NODE.into()), false),
                     audit: Audit::open(Some(&audit_path)).expect("audit log"),
                     policy: Arc::new(Policies::load(Some(policy_path))),
+                    recordings: Store::new(dir.path().join("recordings")),
                 },
             )
         });

@@ -104,6 +104,9 @@ pub struct Record {
     /// Why the request was refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The session's recording, when the node's policy records it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording: Option<crate::record::Note>,
 }
 
 /// The current time, RFC 3339 in UTC.
@@ -136,6 +139,7 @@ impl Record {
             bytes_in: None,
             bytes_out: None,
             reason: None,
+            recording: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Who is calling and what they may do: authentication (tokens, client
 //! certificates, unix peers), authorization against the API server, the
-//! node operator's policy, the audit trail, and the agent's own API client.
+//! node operator's policy (and which sessions it records), the audit trail,
+//! and the agent's own API client.
 
 pub mod audit;
 pub mod authn;
@@ -9,3 +10,4 @@ pub mod clientcert;
 pub mod identity;
 pub mod kubeclient;
 pub mod policy;
+pub mod recording;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::access::recording::{self, Recording, matches};
 use crate::kernel::ns::{NsKind, NsSet};
 
 /// What the operator allows. Every field is optional; an empty policy (or
@@ -44,6 +45,9 @@ pub struct Policy {
     /// Whether `-m --privileged` (the image's binary as node root) is
     /// allowed. Default yes.
     pub allow_privileged: Option<bool>,
+    /// Which sessions are recorded ([`crate::access::recording`]).
+    #[serde(default)]
+    pub recording: Recording,
 }
 
 /// Variables that choose what runs (a search path, a preloaded library):
@@ -190,13 +194,6 @@ impl Policy {
     }
 }
 
-fn matches(pattern: &str, name: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => name.starts_with(prefix),
-        None => pattern == name,
-    }
-}
-
 /// The policy in force, what is wrong with the file if anything, and the
 /// sessions running under it.
 #[derive(Debug)]
@@ -229,6 +226,8 @@ pub struct Admitted {
     running: Arc<Mutex<Running>>,
     /// Sessions end after this long, if the policy says so.
     pub max_age: Option<Duration>,
+    /// Whether, and how, the session is recorded.
+    pub recording: Option<recording::Settings>,
 }
 
 impl Drop for Admitted {
@@ -335,6 +334,7 @@ impl Policies {
             user: ask.user.to_owned(),
             running: self.running.clone(),
             max_age: policy.max_session_seconds.map(Duration::from_secs),
+            recording: policy.recording.settings(ask.namespace, ask.tty),
         })
     }
 
@@ -381,7 +381,7 @@ mod tests {
             (
                 "namespace: [a]\n",
                 "unknown field `namespace`, expected one of `namespaces`, `nodeTargets`, `denyKinds`, `commands`, \
-                 `maxSessionSeconds`, `maxSessionsPerUser`, `maxSessions`, `readOnly`, `allowPrivileged`",
+                 `maxSessionSeconds`, `maxSessionsPerUser`, `maxSessions`, `readOnly`, `allowPrivileged`, `recording`",
             ),
             (
                 "maxSessions: many\n",

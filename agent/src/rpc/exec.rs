@@ -20,6 +20,7 @@ use crate::enter::error::NsenterError;
 use crate::enter::nsenter::{self, Spawned};
 use crate::enter::request;
 use crate::kernel::ns::NsKind;
+use crate::record::{self, Recording};
 use crate::rpc::admit::{Admission, describe_request};
 use crate::rpc::service::{AgentService, versioned};
 use crate::rpc::validate;
@@ -75,9 +76,11 @@ impl AgentService {
             .try_acquire_owned()
             .map_err(|_| self.refused(&asked, AgentError::SessionLimit(self.limits.max_sessions)))?;
         let session_id = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        let recording = self.start_recording(&asked, admitted.as_ref(), session_id)?;
         let spawned = self.spawn_tool(&asked, session_id).await?;
         let (tx, rx) = mpsc::channel(REPLIES_IN_FLIGHT);
         let mut record = self.start_record(&asked, session_id);
+        record.recording = recording.as_ref().map(Recording::started);
         let spawned = match spawned {
             Ok(s) => s,
             Err(AgentError::Nsenter(NsenterError::Exec { code, message })) => {
@@ -93,7 +96,8 @@ impl AgentService {
                 return Err(e.into());
             }
         };
-        let _ = tx.send(Ok(started_reply(&asked, &spawned, note))).await;
+        let notices = note.into_iter().chain(recording.as_ref().map(recorded_notice));
+        let _ = tx.send(Ok(started_reply(&asked, &spawned, notices))).await;
         record.runs_as = Some(spawned.runs_as.to_string());
         record.namespaces = spawned.entered.iter().map(|k| k.proc_name().to_owned()).collect();
         self.audit.emit(&record);
@@ -107,6 +111,7 @@ impl AgentService {
             session_id,
             asked,
             record,
+            recording,
             audit: self.audit.clone(),
             _held: held,
         };
@@ -127,6 +132,34 @@ impl AgentService {
             &e,
         );
         e
+    }
+
+    /// The session's recording, when the policy records it; the request is
+    /// refused (and the refusal audited) when it cannot be made.
+    fn start_recording(
+        &self,
+        asked: &Asked,
+        admitted: Option<&Admitted>,
+        session_id: u64,
+    ) -> Result<Option<Recording>, AgentError> {
+        let Some(settings) = admitted.and_then(|a| a.recording) else {
+            return Ok(None);
+        };
+        // (rows, cols), as the terminal was opened.
+        let window = asked.req.window.map_or((80, 24), |(rows, cols)| (cols, rows));
+        let session = record::Session {
+            node: self.access.node_name().unwrap_or("node"),
+            id: session_id,
+            window,
+            input: settings.input,
+            max_session_bytes: settings.max_session_bytes,
+            max_total_bytes: settings.max_total_bytes,
+        };
+        let r = Recording::start(&self.recordings, &session).map_err(|e| self.refused(asked, e.into()))?;
+        if !r.removed.is_empty() {
+            tracing::info!(removed = ?r.removed, "removed the oldest recordings to keep within the policy's maxTotalBytes");
+        }
+        Ok(Some(r))
     }
 
     /// Pins the target again, makes the session's cgroup and starts the
@@ -221,12 +254,26 @@ async fn read_start(inbound: &mut Streaming<ExecRequest>) -> Result<ExecStart, A
     }
 }
 
-fn started_reply(asked: &Asked, spawned: &Spawned, note: Option<String>) -> ExecResponse {
+/// Told at the start, never silently: the user may choose not to type a
+/// secret into a recorded terminal.
+fn recorded_notice(r: &Recording) -> String {
+    let what = if r.tap().records_input() {
+        "its output and what you type"
+    } else {
+        "its output"
+    };
+    format!(
+        "this session is recorded by the node's kubectl-ns policy ({what}), as {} in the node's recordings directory",
+        r.name
+    )
+}
+
+fn started_reply(asked: &Asked, spawned: &Spawned, notices: impl Iterator<Item = String>) -> ExecResponse {
     ExecResponse {
         msg: Some(Out::Started(Started {
             pid: spawned.tool.pid,
             target_pid: asked.resolved.pid,
-            notices: note.into_iter().chain(spawned.notices.iter().cloned()).collect(),
+            notices: notices.chain(spawned.notices.iter().cloned()).collect(),
             tools: asked.req.tools as i32,
         })),
     }
@@ -247,6 +294,7 @@ struct Running {
     session_id: u64,
     asked: Asked,
     record: Record,
+    recording: Option<Recording>,
     audit: Arc<Audit>,
     /// The session's slot and the caller's count (see `exec_session`).
     _held: Arc<dyn Send + Sync>,
@@ -266,7 +314,8 @@ impl Running {
         let tool_pid = spawned.tool.pid;
         let runs_as = spawned.runs_as.to_string();
         let entered = spawned.entered;
-        let s = session::run(spawned, inbound, tx, shutdown, max_age).await;
+        let tap = self.recording.as_ref().map(Recording::tap);
+        let s = session::run(spawned, inbound, tx, shutdown, max_age, tap).await;
         let (exit_code, signal) = match s.end {
             End::Exited(ExitStatus::Code(c)) => (Some(c), None),
             End::Exited(ExitStatus::Signal(n)) => (None, Some(n)),
@@ -302,6 +351,9 @@ impl Running {
         record.end = (!matches!(s.end, End::Exited(_))).then(|| format!("{:?}", s.end));
         record.bytes_in = Some(s.bytes_in);
         record.bytes_out = Some(s.bytes_out + s.bytes_err);
+        if let Some(r) = self.recording.take() {
+            record.recording = Some(r.finish().await);
+        }
         self.audit.emit(record);
     }
 }

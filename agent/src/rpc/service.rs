@@ -20,6 +20,7 @@ use crate::access::policy::Policies;
 use crate::enter::cgroup::Containment;
 use crate::enter::request::Node;
 use crate::kernel::procfs::{self, ProcError};
+use crate::record::Store;
 use crate::rpc::validate;
 use crate::session::replies::Replies;
 use crate::status::AgentError;
@@ -42,6 +43,8 @@ pub struct Guard {
     pub access: Access,
     pub audit: Audit,
     pub policy: Arc<Policies>,
+    /// Where the sessions the policy records are kept.
+    pub recordings: Store,
 }
 
 /// The agent service.
@@ -60,6 +63,7 @@ pub struct AgentService {
     pub(super) access: Arc<Access>,
     pub(super) audit: Arc<Audit>,
     pub(super) policy: Arc<Policies>,
+    pub(super) recordings: Arc<Store>,
 }
 
 impl AgentService {
@@ -84,6 +88,7 @@ impl AgentService {
             access: Arc::new(guard.access),
             audit: Arc::new(guard.audit),
             policy: guard.policy,
+            recordings: Arc::new(guard.recordings),
         }
     }
 }

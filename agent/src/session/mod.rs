@@ -25,6 +25,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
 use crate::enter::nsenter::{Spawned, Tool};
+use crate::record::Tap;
 use crate::session::pump::{feed, pump};
 use crate::session::replies::Reply;
 use crate::status::AgentError;
@@ -92,18 +93,20 @@ async fn kill_and_reap(tool: &mut Tool, exit: &AsyncFd<OwnedFd>) -> Option<ExitS
 }
 
 /// Runs the session to its end. `shutdown` turning true ends it with an
-/// `Unavailable` status sent to the client.
+/// `Unavailable` status sent to the client. `tap`: the session's recording,
+/// when the policy records it.
 pub async fn run<S>(
     spawned: Spawned,
     inbound: S,
     tx: mpsc::Sender<Reply>,
     shutdown: watch::Receiver<bool>,
     max_age: Option<Duration>,
+    tap: Option<Tap>,
 ) -> Summary
 where
     S: Stream<Item = Result<ExecRequest, Status>> + Unpin,
 {
-    let (summary, tool) = drive(spawned, inbound, tx, shutdown, max_age).await;
+    let (summary, tool) = drive(spawned, inbound, tx, shutdown, max_age, tap).await;
     // Ending the cgroup waits for its processes to be gone, and a process
     // stuck in the kernel (a hung NFS mount) can make that slow: never on
     // the agent's one async thread, which serves every other session.
@@ -120,6 +123,7 @@ async fn drive<S>(
     tx: mpsc::Sender<Reply>,
     mut shutdown: watch::Receiver<bool>,
     max_age: Option<Duration>,
+    tap: Option<Tap>,
 ) -> (Summary, Tool)
 where
     S: Stream<Item = Result<ExecRequest, Status>> + Unpin,
@@ -133,13 +137,20 @@ where
     // its slot and is recorded. None when the client has already gone.
     let last = tx.clone().reserve_owned().await.ok();
     let progress = Arc::new(AtomicU64::new(0));
-    let out = pump(spawned.stdout, tx.clone(), Out::Stdout, progress.clone());
-    let err = spawned
-        .stderr
-        .map(|fd| pump(fd, tx.clone(), Out::Stderr, progress.clone()));
+    let out = pump(
+        spawned.stdout,
+        tx.clone(),
+        Out::Stdout,
+        progress.clone(),
+        tap.clone(),
+    );
+    let err = spawned.stderr.map(|fd| {
+        let tap = tap.as_ref().map(Tap::for_stderr);
+        pump(fd, tx.clone(), Out::Stderr, progress.clone(), tap)
+    });
     let (mut stdin, stdin_task) = match spawned.stdin {
         Some(fd) => {
-            let (t, task) = feed(fd);
+            let (t, task) = feed(fd, tap.clone());
             (Some(t), Some(task))
         }
         None => (None, None),
@@ -170,6 +181,7 @@ where
         close_stdin: false,
         requests_open: true,
         bytes_in: 0,
+        tap,
     };
     let clock = Clock { started, max_age };
     let end = session
@@ -242,6 +254,8 @@ struct Session {
     /// Until the client half-closes its side of the call.
     requests_open: bool,
     bytes_in: u64,
+    /// The session's recording, for resizes.
+    tap: Option<Tap>,
 }
 
 impl Session {
@@ -364,6 +378,9 @@ impl Session {
                 if let Some(m) = &self.pty {
                     let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
                     let _ = pty::resize(m, clamp(w.rows), clamp(w.cols));
+                    if let Some(t) = &self.tap {
+                        t.resize(clamp(w.cols), clamp(w.rows));
+                    }
                 }
             }
             In::Signal(n) => match Signal::try_from(n) {

@@ -13,6 +13,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::record::Tap;
 use crate::session::replies::Reply;
 use crate::sys;
 
@@ -62,13 +63,14 @@ async fn write_all(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
 }
 
 /// Copies an output fd into the reply stream until end of file or until
-/// the client is gone; returns the bytes moved. `progress` counts the
-/// messages the client has taken.
+/// the client is gone, and into the session's recording; returns the bytes
+/// moved. `progress` counts the messages the client has taken.
 pub(super) fn pump(
     fd: OwnedFd,
     tx: mpsc::Sender<Reply>,
     wrap: fn(Bytes) -> Out,
     progress: Arc<AtomicU64>,
+    tap: Option<Tap>,
 ) -> JoinHandle<u64> {
     tokio::spawn(async move {
         let Ok(fd) = sys::async_fd(fd) else { return 0 };
@@ -110,6 +112,9 @@ pub(super) fn pump(
             } else {
                 Bytes::copy_from_slice(&buf[..n])
             };
+            if let Some(t) = &tap {
+                t.output(&chunk).await;
+            }
             let msg = ExecResponse {
                 msg: Some(wrap(chunk)),
             };
@@ -124,13 +129,16 @@ pub(super) fn pump(
 
 /// Feeds client stdin to the tool; dropping the sender closes the tool's
 /// stdin.
-pub(super) fn feed(fd: OwnedFd) -> (mpsc::Sender<Bytes>, JoinHandle<()>) {
+pub(super) fn feed(fd: OwnedFd, tap: Option<Tap>) -> (mpsc::Sender<Bytes>, JoinHandle<()>) {
     // Two messages of at most 1 MiB (the server's limit): with the backlog,
     // a client feeding a tool that never reads holds a bounded few MiB.
     let (tx, mut rx) = mpsc::channel::<Bytes>(2);
     let task = tokio::spawn(async move {
         let Ok(fd) = sys::async_fd(fd) else { return };
         while let Some(data) = rx.recv().await {
+            if let Some(t) = &tap {
+                t.input(&data).await;
+            }
             // EPIPE: the tool closed its stdin; the rest is discarded.
             if write_all(&fd, &data).await.is_err() {
                 break;
