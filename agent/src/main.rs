@@ -16,6 +16,8 @@ use kns_agent::access::policy::Policies;
 use kns_agent::enter::cgroup::Containment;
 use kns_agent::enter::request::Node;
 use kns_agent::listen::{self, Listen};
+use kns_agent::metrics::Metrics;
+use kns_agent::metrics::serve::{self, MetricsListen};
 use kns_agent::rpc::service::{AgentService, Guard, Limits};
 use kns_agent::sys::spawner::Spawner;
 use kns_agent::target::cri::Cri;
@@ -130,6 +132,18 @@ struct Args {
     #[arg(long, env = "KNS_POLICY", value_name = "FILE")]
     policy: Option<std::path::PathBuf>,
 
+    /// Serve Prometheus metrics (OpenMetrics text, GET /metrics) on this
+    /// address, apart from the session API; `off` serves none. They count
+    /// sessions, denials, CRI errors and policy reloads, and name no user,
+    /// pod or command.
+    #[arg(
+        long,
+        env = "KNS_METRICS_LISTEN",
+        value_name = "IP:PORT|off",
+        default_value = "off"
+    )]
+    metrics_listen: MetricsListen,
+
     /// Log format.
     #[arg(long, env = "KNS_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -173,9 +187,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             pid = args.node_pid
         )
     })?;
+    let metrics = Metrics::new();
+    // Bound first: a port taken is an error at start, before anything runs.
+    let scrapes = match args.metrics_listen {
+        MetricsListen::On(addr) => Some(serve::bind(addr).await?),
+        MetricsListen::Off => None,
+    };
     let probe = match &args.cri_endpoint {
-        Some(ep) => Cri::connect(ep).await,
-        None => Cri::detect().await,
+        Some(ep) => Cri::connect(ep, &metrics).await,
+        None => Cri::detect(&metrics).await,
     };
     // Not fatal: the runtime may start later (it is asked again on each
     // container request), and running containers can still be found by
@@ -186,7 +206,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(c) = &cri {
         tracing::info!(endpoint = c.endpoint(), runtime = %c.runtime, "CRI runtime");
     }
-    let resolver = Resolver::new(node.pid, args.cri_endpoint.clone(), cri);
+    let resolver = Resolver::new(node.pid, args.cri_endpoint.clone(), cri, metrics.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let spawner = Spawner::start().context("cannot start the spawner thread")?;
     let limits = Limits {
@@ -198,7 +218,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let audit = Audit::open(args.audit_log.as_deref())?;
     let containment = Containment::setup(node.pid, args.sessions_memory);
     let cgroups = containment.sessions.clone();
-    let policy = Arc::new(Policies::load(args.policy.clone()));
+    let policy = Arc::new(Policies::load(args.policy.clone(), metrics.clone()));
     policy.clone().watch(POLICY_RELOAD);
     let service = AgentService::new(
         resolver,
@@ -211,18 +231,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             access,
             audit,
             policy,
+            metrics: metrics.clone(),
         },
     );
-
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: ending sessions and shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: ending sessions and shutting down"),
-        }
-        let _ = stop_tx.send(true);
-    });
+    stop_on_signal(stop_tx)?;
+    if let Some(listener) = scrapes {
+        tracing::info!(address = %listener.local_addr()?, "serving metrics at /metrics");
+        tokio::spawn(serve::serve(listener, metrics, stop_rx.clone()));
+    }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         node_pid = node.pid,
@@ -239,6 +255,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         // is the runtime's only one.
         let _ = tokio::task::spawn_blocking(move || c.close()).await;
     }
+    Ok(())
+}
+
+/// Turns `stop` true on SIGTERM or SIGINT, which ends the sessions and the
+/// listeners.
+fn stop_on_signal(stop: watch::Sender<bool>) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: ending sessions and shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: ending sessions and shutting down"),
+        }
+        let _ = stop.send(true);
+    });
     Ok(())
 }
 

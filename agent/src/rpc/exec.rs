@@ -20,6 +20,7 @@ use crate::enter::error::NsenterError;
 use crate::enter::nsenter::{self, Spawned};
 use crate::enter::request;
 use crate::kernel::ns::NsKind;
+use crate::metrics::Metrics;
 use crate::rpc::admit::{Admission, describe_request};
 use crate::rpc::service::{AgentService, versioned};
 use crate::rpc::validate;
@@ -97,6 +98,7 @@ impl AgentService {
         record.runs_as = Some(spawned.runs_as.to_string());
         record.namespaces = spawned.entered.iter().map(|k| k.proc_name().to_owned()).collect();
         self.audit.emit(&record);
+        self.metrics.session_started();
         let max_age = self.max_age(admitted.as_ref());
         // The session's slot and the caller's count: held until the session
         // has ended and its processes are gone, and until its replies have
@@ -108,6 +110,7 @@ impl AgentService {
             asked,
             record,
             audit: self.audit.clone(),
+            metrics: self.metrics.clone(),
             _held: held,
         };
         let shutdown = self.shutdown.clone();
@@ -186,6 +189,7 @@ impl AgentService {
             argv = ?req.argv, tools = req.tool_source(), exit = code, error = ?message,
             "session could not start the tool");
         self.audit.emit(&record);
+        self.metrics.session_not_started(code);
         record.event = Event::End;
         record.end_time = Some(audit::now());
         record.time = audit::now();
@@ -248,6 +252,7 @@ struct Running {
     asked: Asked,
     record: Record,
     audit: Arc<Audit>,
+    metrics: Metrics,
     /// The session's slot and the caller's count (see `exec_session`).
     _held: Arc<dyn Send + Sync>,
 }
@@ -267,6 +272,7 @@ impl Running {
         let runs_as = spawned.runs_as.to_string();
         let entered = spawned.entered;
         let s = session::run(spawned, inbound, tx, shutdown, max_age).await;
+        self.metrics.session_ended(&s);
         let (exit_code, signal) = match s.end {
             End::Exited(ExitStatus::Code(c)) => (Some(c), None),
             End::Exited(ExitStatus::Signal(n)) => (None, Some(n)),

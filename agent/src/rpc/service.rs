@@ -20,6 +20,7 @@ use crate::access::policy::Policies;
 use crate::enter::cgroup::Containment;
 use crate::enter::request::Node;
 use crate::kernel::procfs::{self, ProcError};
+use crate::metrics::Metrics;
 use crate::rpc::validate;
 use crate::session::replies::Replies;
 use crate::status::AgentError;
@@ -36,12 +37,13 @@ pub struct Limits {
 }
 
 /// Who may use the agent, what the node's operator allows, and where what
-/// they did is recorded.
+/// they did is recorded and counted.
 #[derive(Debug)]
 pub struct Guard {
     pub access: Access,
     pub audit: Audit,
     pub policy: Arc<Policies>,
+    pub metrics: Metrics,
 }
 
 /// The agent service.
@@ -60,6 +62,7 @@ pub struct AgentService {
     pub(super) access: Arc<Access>,
     pub(super) audit: Arc<Audit>,
     pub(super) policy: Arc<Policies>,
+    pub(super) metrics: Metrics,
 }
 
 impl AgentService {
@@ -84,6 +87,7 @@ impl AgentService {
             access: Arc::new(guard.access),
             audit: Arc::new(guard.audit),
             policy: guard.policy,
+            metrics: guard.metrics,
         }
     }
 }
