@@ -235,10 +235,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
     );
     stop_on_signal(stop_tx)?;
-    if let Some(listener) = scrapes {
-        tracing::info!(address = %listener.local_addr()?, "serving metrics at /metrics");
-        tokio::spawn(serve::serve(listener, metrics, stop_rx.clone()));
-    }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         node_pid = node.pid,
@@ -246,6 +242,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         insecure_skip_authz = args.insecure_skip_authz,
         "kubectl-ns-agent starting"
     );
+    if let Some(listener) = scrapes {
+        tracing::info!(address = %listener.local_addr()?, "serving metrics at /metrics");
+        tokio::spawn(serve::serve(listener, metrics, stop_rx.clone()));
+    }
     let keepalive = (args.keepalive > 0).then(|| Duration::from_secs(args.keepalive));
     listen::serve(&args.listen, service, stop_rx, keepalive, certs).await?;
     // Connection tasks may still hold the service (and so the subtree) when

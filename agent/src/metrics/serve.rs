@@ -56,14 +56,16 @@ impl FromStr for MetricsListen {
     }
 }
 
+/// The scrape listener's address cannot be had. Its cause is in the
+/// message, not a source: the user reads one line.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "cannot listen for metrics scrapes on {addr}: {source} (--metrics-listen, KNS_METRICS_LISTEN; `off` serves none)"
+    "cannot listen for metrics scrapes on {addr}: {error}; give a free address to --metrics-listen \
+     (KNS_METRICS_LISTEN), or `off`"
 )]
 pub struct BindError {
     addr: SocketAddr,
-    #[source]
-    source: std::io::Error,
+    error: std::io::Error,
 }
 
 /// Binds the scrape listener: at start, so that a taken port is an error
@@ -71,7 +73,7 @@ pub struct BindError {
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| BindError { addr, source })
+        .map_err(|error| BindError { addr, error })
 }
 
 /// Answers scrapes on `listener` until `shutdown` turns true.
