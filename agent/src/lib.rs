@@ -9,13 +9,15 @@
 //! process, [`enter`] plans the namespaces and starts the tool, [`session`]
 //! moves its I/O, [`kernel`] names namespaces and reads /proc, and [`sys`]
 //! holds the only `unsafe` code. [`status`] is where every failure on the
-//! way becomes the answer the client gets.
+//! way becomes the answer the client gets, and [`metrics`] counts what
+//! happens along the way, for Prometheus.
 #![deny(unsafe_code)]
 
 pub mod access;
 pub mod enter;
 pub mod kernel;
 pub mod listen;
+pub mod metrics;
 pub mod record;
 pub mod rpc;
 pub mod session;

@@ -16,6 +16,8 @@ use kns_agent::access::policy::Policies;
 use kns_agent::enter::cgroup::Containment;
 use kns_agent::enter::request::Node;
 use kns_agent::listen::{self, Listen};
+use kns_agent::metrics::Metrics;
+use kns_agent::metrics::serve::{self, MetricsListen};
 use kns_agent::record::Store;
 use kns_agent::rpc::service::{AgentService, Guard, Limits};
 use kns_agent::sys::spawner::Spawner;
@@ -142,6 +144,17 @@ struct Args {
         default_value = "/var/log/kubectl-ns/sessions"
     )]
     recordings_dir: std::path::PathBuf,
+    /// Serve Prometheus metrics (OpenMetrics text, GET /metrics) on this
+    /// address, apart from the session API; `off` serves none. They count
+    /// sessions, denials, CRI errors and policy reloads, and name no user,
+    /// pod or command.
+    #[arg(
+        long,
+        env = "KNS_METRICS_LISTEN",
+        value_name = "IP:PORT|off",
+        default_value = "off"
+    )]
+    metrics_listen: MetricsListen,
 
     /// Log format.
     #[arg(long, env = "KNS_LOG_FORMAT", value_enum, default_value = "text")]
@@ -186,9 +199,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             pid = args.node_pid
         )
     })?;
+    let metrics = Metrics::new();
+    // Bound first: a port taken is an error at start, before anything runs.
+    let scrapes = match args.metrics_listen {
+        MetricsListen::On(addr) => Some(serve::bind(addr).await?),
+        MetricsListen::Off => None,
+    };
     let probe = match &args.cri_endpoint {
-        Some(ep) => Cri::connect(ep).await,
-        None => Cri::detect().await,
+        Some(ep) => Cri::connect(ep, &metrics).await,
+        None => Cri::detect(&metrics).await,
     };
     // Not fatal: the runtime may start later (it is asked again on each
     // container request), and running containers can still be found by
@@ -199,7 +218,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(c) = &cri {
         tracing::info!(endpoint = c.endpoint(), runtime = %c.runtime, "CRI runtime");
     }
-    let resolver = Resolver::new(node.pid, args.cri_endpoint.clone(), cri);
+    let resolver = Resolver::new(node.pid, args.cri_endpoint.clone(), cri, metrics.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let spawner = Spawner::start().context("cannot start the spawner thread")?;
     let limits = Limits {
@@ -211,7 +230,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let audit = Audit::open(args.audit_log.as_deref())?;
     let containment = Containment::setup(node.pid, args.sessions_memory);
     let cgroups = containment.sessions.clone();
-    let policy = Arc::new(Policies::load(args.policy.clone()));
+    let policy = Arc::new(Policies::load(args.policy.clone(), metrics.clone()));
     policy.clone().watch(POLICY_RELOAD);
     let service = AgentService::new(
         resolver,
@@ -225,18 +244,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             audit,
             policy,
             recordings: Store::new(args.recordings_dir.clone()),
+            metrics: metrics.clone(),
         },
     );
-
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: ending sessions and shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: ending sessions and shutting down"),
-        }
-        let _ = stop_tx.send(true);
-    });
+    stop_on_signal(stop_tx)?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         node_pid = node.pid,
@@ -244,6 +255,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         insecure_skip_authz = args.insecure_skip_authz,
         "kubectl-ns-agent starting"
     );
+    if let Some(listener) = scrapes {
+        tracing::info!(address = %listener.local_addr()?, "serving metrics at /metrics");
+        tokio::spawn(serve::serve(listener, metrics, stop_rx.clone()));
+    }
     let keepalive = (args.keepalive > 0).then(|| Duration::from_secs(args.keepalive));
     listen::serve(&args.listen, service, stop_rx, keepalive, certs).await?;
     // Connection tasks may still hold the service (and so the subtree) when
@@ -253,6 +268,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         // is the runtime's only one.
         let _ = tokio::task::spawn_blocking(move || c.close()).await;
     }
+    Ok(())
+}
+
+/// Turns `stop` true on SIGTERM or SIGINT, which ends the sessions and the
+/// listeners.
+fn stop_on_signal(stop: watch::Sender<bool>) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: ending sessions and shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: ending sessions and shutting down"),
+        }
+        let _ = stop.send(true);
+    });
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use crate::access::authn::AuthnError;
 use crate::access::authz::AuthzError;
 use crate::enter::error::NsenterError;
 use crate::kernel::procfs::ProcError;
+use crate::metrics::DenialKind;
 use crate::target::cri::CriError;
 use crate::target::resolve::ResolveError;
 use tonic::Status;
@@ -87,6 +88,42 @@ pub enum AgentError {
          agent fault: the agent's log says more); run the command again"
     )]
     NoExitStatus,
+}
+
+impl AgentError {
+    /// How `denials_total` counts this error, when it is a refusal: its
+    /// kind and the rule's short name, never the words of the request.
+    pub fn denial(&self) -> Option<(DenialKind, &'static str)> {
+        use crate::access::policy::Denied;
+        let authn = |rule| Some((DenialKind::Authn, rule));
+        let authz = |rule| Some((DenialKind::Authz, rule));
+        match self {
+            AgentError::Authn(e) => match e {
+                AuthnError::NoToken => authn("noToken"),
+                AuthnError::Malformed => authn("malformedHeader"),
+                AuthnError::Rejected { .. } => authn("tokenRejected"),
+                AuthnError::NoCertificate(_) => authn("noCertificate"),
+                AuthnError::NoPeercred => authn("noPeerCredentials"),
+                AuthnError::Review(_) => authn("reviewFailed"),
+            },
+            AgentError::Authz(e) => match e {
+                AuthzError::Denied { rule, .. } => authz(rule.short_name()),
+                AuthzError::NoNodeName { .. } => authz("noNodeName"),
+                AuthzError::NotRoot { .. } => authz("unixSocketRoot"),
+                AuthzError::Review(_) => authz("reviewFailed"),
+            },
+            AgentError::Policy(d @ (Denied::PerUser(_) | Denied::PerNode(_))) => {
+                Some((DenialKind::Limit, d.rule()))
+            }
+            AgentError::Policy(d) => Some((DenialKind::Policy, d.rule())),
+            AgentError::SessionLimit(_) => Some((DenialKind::Limit, "agentMaxSessions")),
+            AgentError::Nsenter(
+                NsenterError::NoIdentity { .. } | NsenterError::IdentityNeedsUserNs { .. },
+            ) => Some((DenialKind::Policy, "containerIdentity")),
+            AgentError::Nsenter(NsenterError::Seccomp(_)) => Some((DenialKind::Policy, "seccomp")),
+            _ => None,
+        }
+    }
 }
 
 fn io_code(err: &std::io::Error) -> tonic::Code {
@@ -293,6 +330,79 @@ mod tests {
         for (e, code, words) in cases {
             let s = Status::from(e);
             assert_eq!((s.code(), s.message()), (code, words));
+        }
+    }
+
+    #[test]
+    fn refusals_are_counted_by_kind_and_rule_name_never_by_who() {
+        use crate::access::authz::Rule;
+        use crate::access::policy::Denied;
+        let denied = |rule: Rule| {
+            AgentError::from(AuthzError::Denied {
+                user: "mallory".into(),
+                rule: Box::new(rule),
+                reason: String::new(),
+                why: String::new(),
+            })
+        };
+        let cases: Vec<(AgentError, Option<(DenialKind, &str)>)> = vec![
+            (AuthnError::NoToken.into(), Some((DenialKind::Authn, "noToken"))),
+            (
+                denied(Rule::pod_exec("ns", "web-1")),
+                Some((DenialKind::Authz, "podsExec")),
+            ),
+            (
+                denied(Rule::node_exec("node-1")),
+                Some((DenialKind::Authz, "nodesExec")),
+            ),
+            (denied(Rule::pods_list()), Some((DenialKind::Authz, "podsList"))),
+            (
+                AuthzError::NotRoot {
+                    username: "uid 1000".into(),
+                }
+                .into(),
+                Some((DenialKind::Authz, "unixSocketRoot")),
+            ),
+            (
+                Denied::Command("/tmp/evil".into(), "ss".into()).into(),
+                Some((DenialKind::Policy, "commands")),
+            ),
+            (
+                Denied::PerUser(2).into(),
+                Some((DenialKind::Limit, "maxSessionsPerUser")),
+            ),
+            (
+                AgentError::SessionLimit(128),
+                Some((DenialKind::Limit, "agentMaxSessions")),
+            ),
+            (
+                NsenterError::NoIdentity { pid: 7 }.into(),
+                Some((DenialKind::Policy, "containerIdentity")),
+            ),
+            // Failures are not refusals.
+            (ProcError::NoSuchProcess { pid: 9 }.into(), None),
+            (AgentError::Internal("x".into()), None),
+        ];
+        for (e, want) in cases {
+            let got = e.denial();
+            assert_eq!(got, want, "{e}");
+            if let Some((_, rule)) = got {
+                assert!(
+                    !["mallory", "web-1", "node-1", "evil"]
+                        .iter()
+                        .any(|w| rule.contains(w)),
+                    "{rule}"
+                );
+            }
+        }
+        for rule in [
+            Rule::pod_exec("a", "b"),
+            Rule::pod_get("a", "b"),
+            Rule::node_exec("n"),
+            Rule::node_get("n"),
+            Rule::pods_list(),
+        ] {
+            assert_ne!(rule.short_name(), "other", "{rule}");
         }
     }
 

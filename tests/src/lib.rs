@@ -179,6 +179,40 @@ pub fn listens_on_loopback(pid: i32, port: u16) -> bool {
     tcp_listeners(pid, &["tcp"]).contains(&want)
 }
 
+/// Runs `f` on a thread in `pid`'s network namespace (a pod's, where its
+/// loopback listeners are): sockets made there are that namespace's, and
+/// the test's other threads stay where they are.
+pub fn in_netns<T: Send + 'static>(pid: i32, f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+            .unwrap_or_else(|e| panic!("cannot open the network namespace of {pid}: {e}"));
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .unwrap_or_else(|e| panic!("cannot enter the network namespace of {pid}: {e}"));
+        f()
+    })
+    .join()
+    .expect("the thread in the network namespace")
+}
+
+/// `request_line` (`GET /metrics HTTP/1.0`: 1.0, so no chunked answer) to
+/// 127.0.0.1:`port` in `pid`'s network namespace: the whole answer, headers
+/// included; empty when nothing accepts the connection.
+pub fn http_in_netns(pid: i32, port: u16, request_line: &str) -> String {
+    use std::io::{Read, Write};
+    let request = format!("{request_line}\r\nHost: 127.0.0.1\r\n\r\n");
+    in_netns(pid, move || {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return String::new();
+        };
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("a read timeout");
+        let _ = s.write_all(request.as_bytes());
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    })
+}
+
 /// The median of benchmark samples (the mean of the middle two for an even
 /// count).
 pub fn median(mut v: Vec<f64>) -> f64 {

@@ -119,6 +119,26 @@ fn agent_image_runs_as_the_daemonset_runs_it() {
     assert!(out.contains(&lab.bridge()), "{out}");
     // The agent's own listener is out of the tools' reach.
     assert!(!ok(&agent.exec(&["-p"], &["ss", "-lnt"])).contains("127.0.0.1:7469"));
+    // The manifest's metrics port, on every address of the pod, answers
+    // scrapes with the sessions just run.
+    let port = manifest_pod().containers[0].ports.clone().unwrap_or_default();
+    assert_eq!(port.len(), 1, "{port:?}");
+    let metrics_port = port[0].container_port as u16;
+    assert!(kns_tests::listens(agent.pid, metrics_port), "{}", agent.log());
+    let text = kns_tests::http_in_netns(agent.pid, metrics_port, "GET /metrics HTTP/1.0");
+    assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}\n{}", agent.log());
+    let started = text
+        .lines()
+        .find_map(|l| l.strip_prefix("kubectl_ns_sessions_started_total "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(started.is_some_and(|n| n >= 5), "{text}");
+    // The runtime that answered the agent, named as its Version said.
+    assert!(
+        text.lines().any(|l| l.starts_with("kubectl_ns_agent_build_info{")
+            && l.contains("runtime=\"containerd\"")
+            && l.ends_with("} 1")),
+        "{text}"
+    );
 
     let probe = manifest_pod().containers[0]
         .readiness_probe

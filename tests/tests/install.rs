@@ -123,6 +123,31 @@ fn install_status_uninstall() {
         "registry.local/kubectl-ns-agent@sha256:0123456789abcdef"
     );
     assert_eq!(c["command"], serde_json::json!(["/kubectl-ns-agent"]));
+    // Prometheus finds the agents' metrics as the README says: by the
+    // pods' annotations, or a PodMonitor by the port's name.
+    assert_eq!(
+        c["ports"],
+        serde_json::json!([{ "name": "metrics", "containerPort": 7471, "protocol": "TCP" }])
+    );
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(
+        args.windows(2).any(|w| w == ["--metrics-listen", "0.0.0.0:7471"]),
+        "{args:?}"
+    );
+    let annotations = &ds["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(
+        annotations,
+        &serde_json::json!({
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": "7471",
+            "prometheus.io/path": "/metrics",
+        })
+    );
     assert_eq!(ds["spec"]["template"]["spec"]["hostPID"], true);
 
     // Versions as the agent reports them: the image reference is a digest.

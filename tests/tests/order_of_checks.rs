@@ -17,6 +17,7 @@ use kns_agent::access::kubeclient::{KubeClient, KubeConfig};
 use kns_agent::access::policy::Policies;
 use kns_agent::enter::cgroup::Containment;
 use kns_agent::enter::request::Node;
+use kns_agent::metrics::Metrics;
 use kns_agent::record::Store;
 use kns_agent::rpc::service::{AgentService, Guard, Limits};
 use kns_agent::sys::spawner::Spawner;
@@ -66,9 +67,10 @@ impl Agent {
             let certs = Arc::new(ClientCerts::new(Some(kube.clone())).expect("client certs"));
             // This process stands in for the node, as the other tests' agents
             // do (pid 1 is out of reach in a sandbox).
+            let metrics = Metrics::new();
             let node = Node::probe(std::process::id() as i32).expect("this process as the node reference");
             AgentService::new(
-                Resolver::new(node.pid, None, None),
+                Resolver::new(node.pid, None, None, metrics.clone()),
                 node,
                 tokio::sync::watch::channel(false).1,
                 Spawner::start().expect("spawner"),
@@ -85,8 +87,9 @@ impl Agent {
                 Guard {
                     access: Access::new(Some(kube), certs, Some(NODE.into()), false),
                     audit: Audit::open(Some(&audit_path)).expect("audit log"),
-                    policy: Arc::new(Policies::load(Some(policy_path))),
+                    policy: Arc::new(Policies::load(Some(policy_path), metrics.clone())),
                     recordings: Store::new(dir.path().join("recordings")),
+                    metrics,
                 },
             )
         });

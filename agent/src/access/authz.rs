@@ -70,6 +70,23 @@ impl Rule {
     pub fn pods_list() -> Rule {
         Rule::new("list", "", "pods", "", "", "")
     }
+
+    /// Which of the rules above this is, without its namespace and name:
+    /// a closed set of names, for a metric's label.
+    pub fn short_name(&self) -> &'static str {
+        match (
+            self.verb.as_str(),
+            self.resource.as_str(),
+            self.subresource.as_str(),
+        ) {
+            ("create", "pods", "exec") => "podsExec",
+            ("get", "pods", "") => "podsGet",
+            ("list", "pods", "") => "podsList",
+            ("create", "nodes", "exec") => "nodesExec",
+            ("get", "nodes", "") => "nodesGet",
+            _ => "other",
+        }
+    }
 }
 
 impl std::fmt::Display for Rule {

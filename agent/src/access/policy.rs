@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::access::recording::{self, Recording, matches};
 use crate::kernel::ns::{NsKind, NsSet};
+use crate::metrics::Metrics;
 
 /// What the operator allows. Every field is optional; an empty policy (or
 /// no file) allows everything authorization allows.
@@ -201,6 +202,8 @@ pub struct Policies {
     path: Option<PathBuf>,
     state: RwLock<State>,
     running: Arc<Mutex<Running>>,
+    /// Counts the files taken into force and refused.
+    metrics: Metrics,
 }
 
 #[derive(Debug, Default)]
@@ -245,7 +248,7 @@ impl Drop for Admitted {
 
 impl Policies {
     /// Reads `path` (no path: the empty policy, always).
-    pub fn load(path: Option<PathBuf>) -> Policies {
+    pub fn load(path: Option<PathBuf>, metrics: Metrics) -> Policies {
         let p = Policies {
             state: RwLock::new(State {
                 good: path.is_none().then(Default::default),
@@ -253,6 +256,7 @@ impl Policies {
             }),
             path,
             running: Arc::default(),
+            metrics,
         };
         p.reload();
         p
@@ -281,6 +285,7 @@ impl Policies {
                 tracing::info!(file = %path.display(), policy = ?p, "policy in force");
                 st.good = Some(Arc::new(p));
                 st.error = None;
+                self.metrics.policy_reloaded();
             }
             Err(e) => {
                 let kept = if st.good.is_some() {
@@ -289,6 +294,7 @@ impl Policies {
                     "no session is allowed"
                 };
                 tracing::error!(file = %path.display(), error = %e, "invalid policy: {kept}");
+                self.metrics.policy_reload_failed();
                 st.error = Some(format!("{}: {e} ({kept})", path.display()));
             }
         }
@@ -298,6 +304,7 @@ impl Policies {
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
         if st.error.as_ref() != Some(&e) {
             tracing::error!(file = %path.display(), error = %e, "cannot read the policy");
+            self.metrics.policy_reload_failed();
         }
         st.error = Some(e);
     }
@@ -405,7 +412,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("policy.yaml");
         std::fs::write(&path, text).unwrap();
-        let p = Policies::load(Some(path));
+        let p = Policies::load(Some(path), Metrics::default());
         (dir, p)
     }
 
@@ -488,6 +495,16 @@ mod tests {
         assert!(p.error().is_none());
         let a = p.admit(&ask(None, &[NsKind::User], "ss")).unwrap();
         assert_eq!(a.max_age, Some(Duration::from_secs(60)));
+        // Two files in force and one refused; reading an unchanged file
+        // again is no reload.
+        p.reload();
+        let text = p.metrics.encode().unwrap();
+        for line in [
+            "kubectl_ns_policy_reloads_total 2\n",
+            "kubectl_ns_policy_reload_errors_total 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[test]
@@ -501,7 +518,10 @@ mod tests {
 
     #[test]
     fn no_file_or_an_empty_one_allows_everything() {
-        let p = Policies::load(Some(PathBuf::from("/nonexistent/policy.yaml")));
+        let p = Policies::load(
+            Some(PathBuf::from("/nonexistent/policy.yaml")),
+            Metrics::default(),
+        );
         assert!(p.admit(&ask(None, &[NsKind::User], "anything")).is_ok());
         let (_d, p) = policies("");
         assert!(p.admit(&ask(None, &[NsKind::User], "anything")).is_ok());

@@ -372,7 +372,7 @@ mod tests {
     #[tokio::test]
     async fn a_tool_dropped_before_its_session_is_killed_and_reaped() {
         let me = std::process::id() as i32;
-        let resolver = crate::target::resolve::Resolver::new(me, None, None);
+        let resolver = crate::target::resolve::Resolver::new(me, None, None, Default::default());
         let resolved = resolver
             .resolve(&crate::target::resolve::Target::Pid(me))
             .await

@@ -62,6 +62,9 @@ impl AgentService {
             describe_request(&mut r, req);
         }
         r.reason = Some(e.to_string());
+        if let Some((kind, rule)) = e.denial() {
+            self.metrics.denied(kind, rule);
+        }
         tracing::warn!(request = name, %target, user = r.user.as_ref().map(|u| u.username.as_str()), reason = ?e.to_string(), "denied");
         self.audit.emit(&r);
     }

@@ -20,6 +20,7 @@ use crate::enter::error::NsenterError;
 use crate::enter::nsenter::{self, Spawned};
 use crate::enter::request;
 use crate::kernel::ns::NsKind;
+use crate::metrics::Metrics;
 use crate::record::{self, Recording};
 use crate::rpc::admit::{Admission, describe_request};
 use crate::rpc::service::{AgentService, versioned};
@@ -101,6 +102,7 @@ impl AgentService {
         record.runs_as = Some(spawned.runs_as.to_string());
         record.namespaces = spawned.entered.iter().map(|k| k.proc_name().to_owned()).collect();
         self.audit.emit(&record);
+        self.metrics.session_started();
         let max_age = self.max_age(admitted.as_ref());
         // The session's slot and the caller's count: held until the session
         // has ended and its processes are gone, and until its replies have
@@ -113,6 +115,7 @@ impl AgentService {
             record,
             recording,
             audit: self.audit.clone(),
+            metrics: self.metrics.clone(),
             _held: held,
         };
         let shutdown = self.shutdown.clone();
@@ -219,6 +222,7 @@ impl AgentService {
             argv = ?req.argv, tools = req.tool_source(), exit = code, error = ?message,
             "session could not start the tool");
         self.audit.emit(&record);
+        self.metrics.session_not_started(code);
         record.event = Event::End;
         record.end_time = Some(audit::now());
         record.time = audit::now();
@@ -296,6 +300,7 @@ struct Running {
     record: Record,
     recording: Option<Recording>,
     audit: Arc<Audit>,
+    metrics: Metrics,
     /// The session's slot and the caller's count (see `exec_session`).
     _held: Arc<dyn Send + Sync>,
 }
@@ -316,6 +321,7 @@ impl Running {
         let entered = spawned.entered;
         let tap = self.recording.as_ref().map(Recording::tap);
         let s = session::run(spawned, inbound, tx, shutdown, max_age, tap).await;
+        self.metrics.session_ended(&s);
         let (exit_code, signal) = match s.end {
             End::Exited(ExitStatus::Code(c)) => (Some(c), None),
             End::Exited(ExitStatus::Signal(n)) => (None, Some(n)),

@@ -20,6 +20,7 @@ use crate::access::policy::Policies;
 use crate::enter::cgroup::Containment;
 use crate::enter::request::Node;
 use crate::kernel::procfs::{self, ProcError};
+use crate::metrics::Metrics;
 use crate::record::Store;
 use crate::rpc::validate;
 use crate::session::replies::Replies;
@@ -37,7 +38,7 @@ pub struct Limits {
 }
 
 /// Who may use the agent, what the node's operator allows, and where what
-/// they did is recorded.
+/// they did is recorded and counted.
 #[derive(Debug)]
 pub struct Guard {
     pub access: Access,
@@ -45,6 +46,7 @@ pub struct Guard {
     pub policy: Arc<Policies>,
     /// Where the sessions the policy records are kept.
     pub recordings: Store,
+    pub metrics: Metrics,
 }
 
 /// The agent service.
@@ -64,6 +66,7 @@ pub struct AgentService {
     pub(super) audit: Arc<Audit>,
     pub(super) policy: Arc<Policies>,
     pub(super) recordings: Arc<Store>,
+    pub(super) metrics: Metrics,
 }
 
 impl AgentService {
@@ -89,6 +92,7 @@ impl AgentService {
             audit: Arc::new(guard.audit),
             policy: guard.policy,
             recordings: Arc::new(guard.recordings),
+            metrics: guard.metrics,
         }
     }
 }

@@ -14,6 +14,7 @@ use kns_proto::cri::{
 };
 use tonic::transport::Channel;
 
+use crate::metrics::Metrics;
 use crate::target::oci::{ProcessSpec, identity_from_info, pid_from_info};
 
 /// Where CRI runtimes put their sockets: containerd, CRI-O, k3s and rke2,
@@ -160,6 +161,7 @@ pub struct Cri {
     endpoint: String,
     /// "containerd 1.6.20".
     pub runtime: String,
+    metrics: Metrics,
 }
 
 fn unix_channel(path: &str) -> Channel {
@@ -170,35 +172,40 @@ fn unix_channel(path: &str) -> Channel {
 
 impl Cri {
     /// Connects to `endpoint` (a socket path or `unix://` URL) and checks it
-    /// answers `Version`.
-    pub async fn connect(endpoint: &str) -> Result<Cri, CriError> {
+    /// answers `Version`. Its failed calls are counted in `metrics`.
+    pub async fn connect(endpoint: &str, metrics: &Metrics) -> Result<Cri, CriError> {
         let path = endpoint.strip_prefix("unix://").unwrap_or(endpoint);
         let mut client = RuntimeServiceClient::new(unix_channel(path));
         let v = tokio::time::timeout(PROBE_TIMEOUT, client.version(VersionRequest::default()))
             .await
             .map_err(|_| tonic::Status::deadline_exceeded("no answer in time"))
             .and_then(|r| r)
-            .map_err(|s| CriError::Unavailable {
-                endpoint: path.to_owned(),
-                source: Box::new(s),
+            .map_err(|s| {
+                metrics.cri_error("Version", &s);
+                CriError::Unavailable {
+                    endpoint: path.to_owned(),
+                    source: Box::new(s),
+                }
             })?
             .into_inner();
+        metrics.runtime(&v.runtime_name, &v.runtime_version);
         Ok(Cri {
             client,
             endpoint: path.to_owned(),
             runtime: format!("{} {}", v.runtime_name, v.runtime_version),
+            metrics: metrics.clone(),
         })
     }
 
     /// Tries the well-known sockets that exist and returns the first that
     /// answers.
-    pub async fn detect() -> Result<Cri, CriError> {
+    pub async fn detect(metrics: &Metrics) -> Result<Cri, CriError> {
         let mut tried = Vec::new();
         for ep in WELL_KNOWN_ENDPOINTS {
             if !Path::new(ep).exists() {
                 continue;
             }
-            match Cri::connect(ep).await {
+            match Cri::connect(ep, metrics).await {
                 Ok(c) => return Ok(c),
                 Err(e) => {
                     tracing::debug!(endpoint = ep, error = %e, "CRI endpoint did not answer");
@@ -231,7 +238,7 @@ impl Cri {
         let resp = match resp {
             Ok(r) => r.into_inner(),
             Err(s) if s.code() == tonic::Code::NotFound => return self.sandbox_pid(id).await,
-            Err(s) => return Err(self.call_error(s)),
+            Err(s) => return Err(self.call_error("ContainerStatus", s)),
         };
         let status = resp.status.unwrap_or_default();
         let full_id = if status.id.is_empty() {
@@ -275,7 +282,7 @@ impl Cri {
                 id: id.to_owned(),
                 endpoint: self.endpoint.clone(),
             },
-            _ => self.call_error(s),
+            _ => self.call_error("PodSandboxStatus", s),
         })?
         .into_inner();
         let status = resp.status.unwrap_or_default();
@@ -318,9 +325,12 @@ impl Cri {
             deadline(containers.list_containers(running)),
             deadline(sandboxes.list_pod_sandbox(ListPodSandboxRequest::default())),
         );
-        let cs = cs.map_err(|s| self.call_error(s))?.into_inner().containers;
+        let cs = cs
+            .map_err(|s| self.call_error("ListContainers", s))?
+            .into_inner()
+            .containers;
         let ss: HashMap<String, _> = ss
-            .map_err(|s| self.call_error(s))?
+            .map_err(|s| self.call_error("ListPodSandbox", s))?
             .into_inner()
             .items
             .into_iter()
@@ -329,7 +339,9 @@ impl Cri {
         Ok(cs.into_iter().map(|c| listed(c, &ss)).collect())
     }
 
-    fn call_error(&self, s: tonic::Status) -> CriError {
+    /// `call`'s failure, counted.
+    fn call_error(&self, call: &'static str, s: tonic::Status) -> CriError {
+        self.metrics.cri_error(call, &s);
         let endpoint = self.endpoint.clone();
         if s.code() == tonic::Code::Unavailable {
             CriError::Unavailable {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 use crate::kernel::procfs::{self, ProcError};
+use crate::metrics::Metrics;
 use crate::sys;
 use crate::target::cgroup_scan;
 use crate::target::cri::{self, Cri, CriError};
@@ -80,14 +81,22 @@ pub struct Resolver {
     node_pid: i32,
     explicit_endpoint: Option<String>,
     cri: Mutex<Option<Cri>>,
+    /// For the runtimes connected later.
+    metrics: Metrics,
 }
 
 impl Resolver {
-    pub fn new(node_pid: i32, cri_endpoint: Option<String>, cri: Option<Cri>) -> Arc<Resolver> {
+    pub fn new(
+        node_pid: i32,
+        cri_endpoint: Option<String>,
+        cri: Option<Cri>,
+        metrics: Metrics,
+    ) -> Arc<Resolver> {
         Arc::new(Resolver {
             node_pid,
             explicit_endpoint: cri_endpoint,
             cri: Mutex::new(cri),
+            metrics,
         })
     }
 
@@ -103,8 +112,8 @@ impl Resolver {
             return Ok(c.clone());
         }
         let c = match &self.explicit_endpoint {
-            Some(ep) => Cri::connect(ep).await?,
-            None => Cri::detect().await?,
+            Some(ep) => Cri::connect(ep, &self.metrics).await?,
+            None => Cri::detect(&self.metrics).await?,
         };
         let mut guard = self.cri.lock().await;
         if let Some(other) = &*guard {
@@ -205,7 +214,7 @@ mod tests {
     #[tokio::test]
     async fn pins_own_process_and_rejects_changed_start_time() {
         let me = std::process::id() as i32;
-        let r = Resolver::new(me, None, None);
+        let r = Resolver::new(me, None, None, Metrics::default());
         let resolved = r.resolve(&Target::Pid(me)).await.unwrap();
         assert!(pin(&resolved).is_ok());
         let forged = Resolved {
@@ -217,7 +226,7 @@ mod tests {
 
     #[tokio::test]
     async fn rejects_bad_and_missing_pids() {
-        let r = Resolver::new(1, None, None);
+        let r = Resolver::new(1, None, None, Metrics::default());
         assert!(matches!(
             r.resolve(&Target::Pid(0)).await,
             Err(ResolveError::BadPid { .. })

@@ -196,7 +196,18 @@ mod tests {
                 _ => None,
             })
             .unwrap();
-        let pod = ds.spec.unwrap().template.spec.unwrap();
+        let template = ds.spec.unwrap().template;
+        // Prometheus' pod discovery finds the metrics by these (README,
+        // "Metrics").
+        let annotations = template.metadata.and_then(|m| m.annotations).unwrap_or_default();
+        for (k, v) in [
+            ("prometheus.io/scrape", "true"),
+            ("prometheus.io/port", "7471"),
+            ("prometheus.io/path", "/metrics"),
+        ] {
+            assert_eq!(annotations.get(k).map(String::as_str), Some(v), "{k}");
+        }
+        let pod = template.spec.unwrap();
         assert_eq!(pod.host_pid, Some(true));
         assert_eq!(pod.host_network, Some(false));
         // The token the agent's reviews need.
@@ -229,6 +240,16 @@ mod tests {
             args.contains("tcp://127.0.0.1:7469") && args.contains("tls://127.0.0.1:7470"),
             "{args}"
         );
+        assert!(args.contains("--metrics-listen 0.0.0.0:7471"), "{args}");
+        // The one port the pod's IP serves, named for a PodMonitor; the
+        // session ports are on its loopback and declare none.
+        let ports: Vec<_> = c
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_deref(), p.container_port))
+            .collect();
+        assert_eq!(ports, [(Some("metrics"), 7471)]);
         let node = |labels: &[(&str, &str)]| k8s_openapi::api::core::v1::Node {
             metadata: kube::api::ObjectMeta {
                 labels: Some(crate::label_map(labels)),
