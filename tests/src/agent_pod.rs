@@ -15,6 +15,7 @@
 //! and the image's defaults check every caller. The pod is bound to a
 //! node, as the scheduler binds it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -134,16 +135,7 @@ impl AgentPod {
             )
             .unwrap();
         }
-        let mut created: Vec<PathBuf> = spec
-            .mounts
-            .iter()
-            .flat_map(|(host, _, _)| {
-                host.ancestors()
-                    .take_while(|a| !a.exists())
-                    .map(Path::to_path_buf)
-            })
-            .collect();
-        created.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        let created = host_dirs_take(spec.mounts.iter().map(|(host, _, _)| host.as_path()));
         let log = lab.dir.join(format!("logs/{name}/app.log"));
         let p = lab
             .run_pod(&spec)
@@ -222,8 +214,42 @@ impl AgentPod {
 impl Drop for AgentPod {
     fn drop(&mut self) {
         let _ = self.lab.stop_container(&self.pod.container_id);
-        for d in &self.created {
-            // Only if still empty: nothing but this test put anything there.
+        host_dirs_release(&self.created);
+    }
+}
+
+/// The hostPath directories that agent pods of this test process made
+/// (missing on this machine, so the runtime creates them), with how many
+/// running pods use each: tests run in parallel, and one pod's end must
+/// not remove a directory another pod is being started with.
+static HOST_DIRS: std::sync::Mutex<BTreeMap<PathBuf, usize>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// Counts the pod in for each missing (or already counted) ancestor of
+/// `mounts`; returns them deepest first.
+fn host_dirs_take<'a>(mounts: impl Iterator<Item = &'a Path>) -> Vec<PathBuf> {
+    let mut dirs = HOST_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut taken: Vec<PathBuf> = mounts
+        .flat_map(Path::ancestors)
+        .filter(|a| !a.exists() || dirs.contains_key(*a))
+        .map(Path::to_path_buf)
+        .collect();
+    taken.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    taken.dedup();
+    for d in &taken {
+        *dirs.entry(d.clone()).or_default() += 1;
+    }
+    taken
+}
+
+/// Counts the pod out; the last one out removes what is still empty.
+fn host_dirs_release(taken: &[PathBuf]) {
+    let mut dirs = HOST_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+    for d in taken {
+        let Some(n) = dirs.get_mut(d) else { continue };
+        *n -= 1;
+        if *n == 0 {
+            dirs.remove(d);
+            // Only if still empty: nothing but these tests put anything there.
             let _ = std::fs::remove_dir(d);
         }
     }
