@@ -70,6 +70,18 @@ impl Store {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
+        // A node's name is a DNS subdomain; whatever --node-name says, the
+        // file stays in the directory.
+        let node: String = node
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         let name = format!("{node}_{session}_{at}.cast");
         let path = self.dir.join(&name);
         let file = File::options()
@@ -137,13 +149,15 @@ mod tests {
         let sizes: Vec<u64> = removed.iter().map(|r| r.size).collect();
         assert_eq!(sizes, [400, 300]);
         assert!(removed[0].name.starts_with("n_1_"), "{removed:?}");
+        let (_, name, _) = store.create("../x/y", 5, 0, u64::MAX).unwrap();
+        assert!(name.starts_with(".._x_y_5_"), "{name}");
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(store.dir()), 0o700);
         let left: Vec<_> = fs::read_dir(store.dir())
             .unwrap()
             .map(|e| e.unwrap().path())
             .collect();
-        assert_eq!(left.len(), 2);
+        assert_eq!(left.len(), 3);
         assert!(left.iter().all(|p| mode(p) == 0o600));
     }
 }
