@@ -87,7 +87,7 @@ async fn list(channel: AgentChannel, namespaces: bool) -> Result<ListResponse, S
         .list(ListRequest { namespaces })
         .await
         .map(tonic::Response::into_inner)
-        .map_err(|s| error::status_failure(&s).one_line())
+        .map_err(|s| error::status_failure(&s).compact())
 }
 
 /// Every node's agent's List, asked at once within `bounds`, by `route`

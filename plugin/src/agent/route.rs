@@ -128,11 +128,11 @@ impl Many {
         match self {
             Many::Direct(addr) => transport::connect(addr)
                 .await
-                .map_err(|e| Failure::from(e).one_line()),
+                .map_err(|e| Failure::from(e).compact()),
             Many::Forward(f) => {
-                let headline = |f: Failure| f.headline();
+                let summary = |f: Failure| f.summary();
                 let pods = f.agents.get(node).map(Vec::as_slice).unwrap_or_default();
-                let pod = choose_agent(pods, node, &f.r.agent_namespace).map_err(headline)?;
+                let pod = choose_agent(pods, node, &f.r.agent_namespace).map_err(summary)?;
                 transport::portforward(
                     f.r.client.clone(),
                     &f.r.agent_namespace,
@@ -141,7 +141,7 @@ impl Many {
                     f.auth.clone(),
                 )
                 .await
-                .map_err(|e| headline(e.into()))
+                .map_err(|e| summary(e.into()))
             }
         }
     }
@@ -358,7 +358,7 @@ async fn reported_version(r: Resolver, port: u16, pod: String) -> Result<Version
             .map_err(|s| crate::error::status_failure(&s))
     };
     match tokio::time::timeout(VERSION_TIMEOUT, ask).await {
-        Ok(r) => r.map_err(|f| f.headline()),
+        Ok(r) => r.map_err(|f| f.summary()),
         Err(_) => Err(format!("no answer within {}s", VERSION_TIMEOUT.as_secs())),
     }
 }

@@ -21,8 +21,9 @@ pub(super) struct DeniedRule {
 /// The ClusterRole `manifests/` ships for the node right.
 const NODE_ADMIN_ROLE: &str = "kubectl-ns-node-admin";
 
-/// The `kubectl create …` commands that would grant `d`, for a hint.
-pub(super) fn grant(d: &DeniedRule) -> String {
+/// The `kubectl create …` commands that would grant `d`, for a hint: one
+/// line each.
+pub(super) fn grant(d: &DeniedRule) -> Vec<String> {
     let subject = match d.user.strip_prefix("system:serviceaccount:") {
         Some(sa) => format!("--serviceaccount={sa}"),
         None => format!("--user={}", d.user),
@@ -56,22 +57,21 @@ pub(super) fn grant(d: &DeniedRule) -> String {
         }
     );
     if d.group == "kubectl-ns.io" && d.resource == "nodes" && d.subresource == "exec" {
-        return format!(
+        return vec![format!(
             "  kubectl create clusterrolebinding {NODE_ADMIN_ROLE}-{tag} --clusterrole={NODE_ADMIN_ROLE} {subject}"
-        );
+        )];
     }
+    let verb = &d.verb;
     if d.namespace.is_empty() {
-        format!(
-            "  kubectl create clusterrole {role} --verb={} --resource={resource}\n  \
-             kubectl create clusterrolebinding {role}-{tag} --clusterrole={role} {subject}",
-            d.verb
-        )
+        vec![
+            format!("  kubectl create clusterrole {role} --verb={verb} --resource={resource}"),
+            format!("  kubectl create clusterrolebinding {role}-{tag} --clusterrole={role} {subject}"),
+        ]
     } else {
         let ns = &d.namespace;
-        format!(
-            "  kubectl create role {role} --verb={} --resource={resource} --namespace {ns}\n  \
-             kubectl create rolebinding {role}-{tag} --role={role} {subject} --namespace {ns}",
-            d.verb
-        )
+        vec![
+            format!("  kubectl create role {role} --verb={verb} --resource={resource} --namespace {ns}"),
+            format!("  kubectl create rolebinding {role}-{tag} --role={role} {subject} --namespace {ns}"),
+        ]
     }
 }

@@ -14,12 +14,14 @@
 //! the agent's status, the transport, a timeout); it becomes an exit code
 //! ([`Failure::code`]) and a message (its `Display`, worded in `wording`,
 //! with the `kubectl create rolebinding` hints of `grant`) once, at the
-//! edge: `main`, or a row of a many-target report.
+//! edge: `main`, or a row of a many-target report, which shows the summary
+//! ([`Failure::summary`]) without the hint lines ([`Failure::hints`]).
 mod grant;
 mod transport;
 mod wording;
 
 pub use transport::TransportError;
+use wording::Worded;
 pub use wording::set_api_server;
 
 /// Usage errors.
@@ -28,39 +30,33 @@ pub const USAGE: u8 = 2;
 pub const FAILURE: u8 = 255;
 
 /// What ended a command, by where it came from. Its `Display` is the
-/// message for the user (with a hint line where one helps); [`code`]
-/// (Self::code) the exit code.
+/// message for the user: the [`summary`](Self::summary), then the
+/// [`hints`](Self::hints) on lines of their own; [`code`](Self::code) is
+/// the exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
     /// Bad flags or arguments, said where they were checked (exit 2).
-    #[error("{0}")]
     Usage(String),
     /// kubectl-ns's own failure, said where it was found.
-    #[error("{0}")]
     Own(String),
     /// The API server refused or failed `what`.
-    #[error("{}", wording::api(what, source))]
     Api {
         what: String,
         #[source]
         source: kube::Error,
     },
     /// The agent answered with an error status.
-    #[error("{}", wording::status(.0))]
     Agent(Box<tonic::Status>),
     /// The connection to the agent broke while a session ran; `direct`:
     /// reached with `--agent` rather than through a port-forward.
-    #[error("{}", wording::broken_session(status, *direct))]
     BrokenSession {
         status: Box<tonic::Status>,
         direct: bool,
     },
     /// The agent, or the way to it, could not be reached or used.
-    #[error("{}", wording::transport(.0))]
     Transport(#[from] TransportError),
     /// No answer within `after` (the agent's answer timeout); `reaching`:
     /// while the target was still being reached.
-    #[error("{}", wording::silent(*reaching, *after))]
     Silent {
         reaching: bool,
         after: std::time::Duration,
@@ -89,16 +85,45 @@ impl Failure {
         }
     }
 
-    /// The failure without its hints, for one row of a many-target report:
-    /// the message's first line.
-    pub fn headline(&self) -> String {
-        self.to_string().lines().next().unwrap_or_default().to_owned()
+    /// The failure in words, its parts apart.
+    fn worded(&self) -> Worded {
+        match self {
+            Failure::Usage(m) | Failure::Own(m) => Worded::said(m.clone(), None),
+            Failure::Api { what, source } => wording::api(what, source),
+            Failure::Agent(s) => wording::status(s),
+            Failure::BrokenSession { status, direct } => wording::broken_session(status, *direct),
+            Failure::Transport(e) => wording::transport(e),
+            Failure::Silent { reaching, after } => wording::silent(*reaching, *after),
+        }
     }
 
-    /// The whole message on one line (`; ` between its lines), for one
-    /// node's entry of a many-node report.
-    pub fn one_line(&self) -> String {
-        self.to_string().replace('\n', "; ")
+    /// What happened, without the hints: one row of a many-target report.
+    pub fn summary(&self) -> String {
+        self.worded().summary
+    }
+
+    /// The lines after the summary: `Hint:` lines, with the commands of a
+    /// grant.
+    pub fn hints(&self) -> Vec<String> {
+        self.worded().lines
+    }
+
+    /// The summary and the hint lines on one line (`; ` between them), for
+    /// one node's entry of a many-node report.
+    pub fn compact(&self) -> String {
+        let Worded { summary, lines } = self.worded();
+        std::iter::once(summary)
+            .chain(lines)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Worded { summary, lines } = self.worded();
+        f.write_str(&summary)?;
+        lines.iter().try_for_each(|line| write!(f, "\n{line}"))
     }
 }
 

@@ -1,9 +1,36 @@
 //! The wording of every failure, with a hint line where one helps: errors
 //! from other layers (the API server, the agent's gRPC statuses, the
-//! transport) are said here for the user, in one place.
+//! transport) are said here for the user, in one place, as a [`Worded`]:
+//! the summary apart from the lines that follow it.
 
 use super::TransportError;
 use super::grant::{DeniedRule, grant};
+
+/// A failure as the user reads it: what happened, then the lines that
+/// follow (`Hint:` lines, the commands of a grant).
+pub(super) struct Worded {
+    pub summary: String,
+    pub lines: Vec<String>,
+}
+
+impl Worded {
+    /// A failure in words from elsewhere (the agent's message, a cause's
+    /// `Display`, a message made where it failed), which may run over
+    /// lines: the first is the summary, the others come before `hints`.
+    pub(super) fn said(text: String, hints: impl IntoIterator<Item = String>) -> Worded {
+        let mut lines = text.split('\n').map(str::to_owned);
+        let summary = lines.next().unwrap_or_default();
+        Worded {
+            summary,
+            lines: lines.chain(hints).collect(),
+        }
+    }
+}
+
+/// A hint line.
+fn hint(text: impl std::fmt::Display) -> String {
+    format!("Hint: {text}")
+}
 
 /// An error and its causes, `a: b: c`, as anyhow's alternate form prints
 /// them (transport errors hide the useful part, connection refused or no
@@ -36,16 +63,13 @@ pub fn set_api_server(url: String) {
 }
 
 /// A hint naming the API server, for an error that never reached it.
-fn unreachable_hint() -> String {
-    API_SERVER
-        .get()
-        .map(|url| {
-            format!(
-                "\nHint: the connection to the API server at {url} failed; `kubectl config view --minify` shows the cluster \
-                 this kubeconfig uses (--context picks another)"
-            )
-        })
-        .unwrap_or_default()
+fn unreachable_hint() -> Option<String> {
+    API_SERVER.get().map(|url| {
+        hint(format!(
+            "the connection to the API server at {url} failed; `kubectl config view --minify` shows the cluster \
+             this kubeconfig uses (--context picks another)"
+        ))
+    })
 }
 
 /// How to get credentials the API server accepts again, for a hint: by
@@ -57,93 +81,102 @@ const RENEW_CREDENTIALS: &str = "an expired token is the usual cause: log in aga
      whether the API server accepts it";
 
 /// Words an API error for the user; `what` says what was being attempted.
-pub(super) fn api(what: &str, e: &kube::Error) -> String {
+pub(super) fn api(what: &str, e: &kube::Error) -> Worded {
     match e {
-        kube::Error::Api(s) if s.code == 401 => format!(
-            "{what}: the API server rejected the kubeconfig's credentials ({} {})\nHint: {RENEW_CREDENTIALS}",
-            s.code, s.message
+        kube::Error::Api(s) if s.code == 401 => Worded::said(
+            format!(
+                "{what}: the API server rejected the kubeconfig's credentials ({} {})",
+                s.code, s.message
+            ),
+            [hint(RENEW_CREDENTIALS)],
         ),
-        kube::Error::Api(s) if s.code == 403 => format!(
-            "{what}: forbidden: {}\nHint: kubectl-ns needs get/list on pods, and create on pods/portforward in \
-             the agent's namespace (the ClusterRole kubectl-ns-user grants them)",
-            s.message
+        kube::Error::Api(s) if s.code == 403 => Worded::said(
+            format!("{what}: forbidden: {}", s.message),
+            [hint(
+                "kubectl-ns needs get/list on pods, and create on pods/portforward in the agent's namespace (the \
+                 ClusterRole kubectl-ns-user grants them)",
+            )],
         ),
         // The Status is the API server's own wording; kube's Display of it
         // adds a Debug dump of the whole object.
-        kube::Error::Api(s) => format!("{what}: {} ({} {})", s.message, s.code, s.reason),
+        kube::Error::Api(s) => Worded::said(format!("{what}: {} ({} {})", s.message, s.code, s.reason), None),
         // kube's client errors print their source inline too: start the
         // chain at the source, or every cause would be said twice.
-        kube::Error::Service(source) => format!("{what}: {}{}", chain(&**source), unreachable_hint()),
-        kube::Error::HyperError(_) => format!("{what}: {}{}", chain(e), unreachable_hint()),
-        e => format!("{what}: {}", chain(e)),
+        kube::Error::Service(source) => {
+            Worded::said(format!("{what}: {}", chain(&**source)), unreachable_hint())
+        }
+        kube::Error::HyperError(_) => Worded::said(format!("{what}: {}", chain(e)), unreachable_hint()),
+        e => Worded::said(format!("{what}: {}", chain(e)), None),
     }
 }
 
-/// Words a gRPC error from the agent for the user.
-pub(super) fn status(s: &tonic::Status) -> String {
+/// The hint lines for a gRPC error from the agent.
+fn status_hints(s: &tonic::Status) -> Vec<String> {
     let denied = s.metadata().get(kns_proto::DENIED_RULE_HEADER);
-    let grant_hint;
-    let renew_hint;
     let policy = s.metadata().get(kns_proto::POLICY_HEADER).is_some();
-    let hint = match s.code() {
+    let text = match s.code() {
         _ if policy => {
-            "\nHint: this is the node operator's kubectl-ns policy (the kubectl-ns-policy ConfigMap in the \
-             agent's namespace), not your Kubernetes rights: ask whoever runs the cluster"
+            "this is the node operator's kubectl-ns policy (the kubectl-ns-policy ConfigMap in the agent's \
+             namespace), not your Kubernetes rights: ask whoever runs the cluster"
         }
         tonic::Code::PermissionDenied if denied.is_some() => {
-            match denied
+            return match denied
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| serde_json::from_str::<DeniedRule>(v).ok())
             {
-                Some(d) => {
-                    grant_hint = format!(
-                        "\nHint: the agent asks the API server, as `kubectl auth can-i` would; a cluster admin can grant it with:\n{}",
-                        grant(&d)
-                    );
-                    grant_hint.as_str()
-                }
-                None => "",
-            }
+                Some(d) => std::iter::once(hint(
+                    "the agent asks the API server, as `kubectl auth can-i` would; a cluster admin can grant it with:",
+                ))
+                .chain(grant(&d))
+                .collect(),
+                None => Vec::new(),
+            };
         }
         tonic::Code::PermissionDenied => {
-            "\nHint: the agent lacks the privilege for this; it needs hostPID and CAP_SYS_ADMIN/CAP_SYS_PTRACE on the node"
+            "the agent lacks the privilege for this; it needs hostPID and CAP_SYS_ADMIN/CAP_SYS_PTRACE on the node"
         }
         tonic::Code::Unauthenticated if s.metadata().get(kns_proto::TOKEN_REJECTED_HEADER).is_some() => {
-            renew_hint = format!("\nHint: your credentials were rejected; {RENEW_CREDENTIALS}");
-            renew_hint.as_str()
+            return vec![hint(format!(
+                "your credentials were rejected; {RENEW_CREDENTIALS}"
+            ))];
         }
         tonic::Code::Unauthenticated => {
-            "\nHint: kubectl-ns sends the agent your kubeconfig user's bearer token (token, tokenFile, or an exec \
+            "kubectl-ns sends the agent your kubeconfig user's bearer token (token, tokenFile, or an exec \
              plugin's) or, for a user without one, presents its client certificate (client-certificate and \
              client-key). `kubectl auth whoami` shows who the API server thinks you are"
         }
-        tonic::Code::Unavailable if s.message().contains("shutting down") => "",
-        tonic::Code::Unavailable => "\nHint: the agent or the node's container runtime is not answering",
+        tonic::Code::Unavailable if s.message().contains("shutting down") => return Vec::new(),
+        tonic::Code::Unavailable => "the agent or the node's container runtime is not answering",
         // A gRPC status made from a plain HTTP answer: whatever listens
         // there is no kubectl-ns agent.
         _ if ["grpc-status header missing", "h2 protocol error"]
             .iter()
             .any(|m| s.message().contains(m)) =>
         {
-            "\nHint: something answered there, but not as a kubectl-ns agent (an HTTP server, another \
-             service, a wrong port?): check the address against the agent's --listen"
+            "something answered there, but not as a kubectl-ns agent (an HTTP server, another service, a wrong \
+             port?): check the address against the agent's --listen"
         }
-        tonic::Code::Unimplemented => "\nHint: the agent is older than this kubectl-ns; upgrade it",
-        _ => "",
+        tonic::Code::Unimplemented => "the agent is older than this kubectl-ns; upgrade it",
+        _ => return Vec::new(),
     };
+    vec![hint(text)]
+}
+
+/// Words a gRPC error from the agent for the user.
+pub(super) fn status(s: &tonic::Status) -> Worded {
     let msg = if s.message().is_empty() {
         format!("{:?}", s.code())
     } else {
         s.message().to_owned()
     };
-    format!("{msg}{hint}")
+    Worded::said(msg, status_hints(s))
 }
 
 /// Words the loss of the agent's connection while a session runs (`s` came
 /// from the transport, not from the agent): the agent answered as one, so
 /// it was the agent, and it went away. `direct`: reached with `--agent`
 /// rather than through a port-forward to its pod.
-pub(super) fn broken_session(s: &tonic::Status, direct: bool) -> String {
+pub(super) fn broken_session(s: &tonic::Status, direct: bool) -> Worded {
     let (what, processes) = if direct {
         (
             "the agent went away (killed, crashed or restarted)",
@@ -162,69 +195,94 @@ pub(super) fn broken_session(s: &tonic::Status, direct: bool) -> String {
              node's agent is back",
         )
     };
-    format!(
-        "the connection to the agent broke in the middle of the session ({}): {what}\nHint: {processes}",
-        s.message()
+    Worded::said(
+        format!(
+            "the connection to the agent broke in the middle of the session ({}): {what}",
+            s.message()
+        ),
+        [hint(processes)],
     )
 }
 
 /// Words a failure to reach or use the agent's connection.
-pub(super) fn transport(e: &TransportError) -> String {
-    match e {
-        TransportError::BadAddress { .. } => e.to_string(),
-        TransportError::InvalidAddress { .. } => chain(e),
-        TransportError::Unreachable { addr, .. } if addr.starts_with("unix://") && permission_denied(e) => {
+pub(super) fn transport(e: &TransportError) -> Worded {
+    let (text, hint_text) = match e {
+        TransportError::BadAddress { .. } => (e.to_string(), None),
+        TransportError::InvalidAddress { .. } | TransportError::Handshake { .. } => (chain(e), None),
+        TransportError::Unreachable { addr, .. } if addr.starts_with("unix://") && permission_denied(e) => (
             format!(
                 "cannot reach the agent at {addr}: its socket serves root only, and kubectl-ns runs as uid {} \
-                 (permission denied)\nHint: run kubectl-ns as root on the node (sudo kubectl-ns …); elsewhere, \
-                 reach the agent through the cluster: drop --agent and name a pod or node/NODE",
+                 (permission denied)",
                 nix::unistd::getuid()
-            )
-        }
-        TransportError::Unreachable { .. } => format!(
-            "{}\nHint: is kubectl-ns-agent running and listening there (its --listen)?",
-            chain(e)
+            ),
+            Some(
+                "run kubectl-ns as root on the node (sudo kubectl-ns …); elsewhere, reach the agent through the \
+                 cluster: drop --agent and name a pod or node/NODE"
+                    .to_owned(),
+            ),
         ),
-        TransportError::Forward { what, source } => api(what, source),
-        TransportError::NoAnswer { ns, pod, .. } => {
-            let hint = format!(
-                "\nHint: the agent pod may be starting or crash-looping; `kubectl -n {ns} describe pod {pod}` shows why"
-            );
-            format!("{e}{hint}")
-        }
-        TransportError::Handshake { .. } => chain(e),
-        TransportError::ClientCertificate { .. } => format!(
-            "{e}\nHint: kubectl-ns presents the kubeconfig user's client-certificate and client-key (or their -data \
-             fields) to the agent, as kubectl does to the API server; `kubectl config view --minify` shows them"
+        TransportError::Unreachable { .. } => (
+            chain(e),
+            Some("is kubectl-ns-agent running and listening there (its --listen)?".to_owned()),
         ),
-        TransportError::CertificateRefused { .. } => format!(
-            "{e}\nHint: the agent accepts the certificates the API server accepts: signed by the cluster's client CA \
-             (client-ca-file in kube-system/extension-apiserver-authentication) and not expired. A token works \
-             as well: add one to the kubeconfig user (for example from `kubectl create token`)"
+        TransportError::Forward { what, source } => return api(what, source),
+        TransportError::NoAnswer { ns, pod, .. } => (
+            e.to_string(),
+            Some(format!(
+                "the agent pod may be starting or crash-looping; `kubectl -n {ns} describe pod {pod}` shows why"
+            )),
         ),
-        TransportError::Credentials { .. } => format!(
-            "{}\nHint: kubectl-ns runs the kubeconfig's exec plugin or reads its tokenFile as kubectl does; \
-             check that `kubectl auth whoami` works",
-            chain(e)
+        TransportError::ClientCertificate { .. } => (
+            e.to_string(),
+            Some(
+                "kubectl-ns presents the kubeconfig user's client-certificate and client-key (or their -data \
+                 fields) to the agent, as kubectl does to the API server; `kubectl config view --minify` shows them"
+                    .to_owned(),
+            ),
         ),
-    }
+        TransportError::CertificateRefused { .. } => (
+            e.to_string(),
+            Some(
+                "the agent accepts the certificates the API server accepts: signed by the cluster's client CA \
+                 (client-ca-file in kube-system/extension-apiserver-authentication) and not expired. A token \
+                 works as well: add one to the kubeconfig user (for example from `kubectl create token`)"
+                    .to_owned(),
+            ),
+        ),
+        TransportError::Credentials { .. } => (
+            chain(e),
+            Some(
+                "kubectl-ns runs the kubeconfig's exec plugin or reads its tokenFile as kubectl does; check that \
+                 `kubectl auth whoami` works"
+                    .to_owned(),
+            ),
+        ),
+    };
+    Worded::said(text, hint_text.map(hint))
 }
 
 /// What to say when the answer timeout (`after`) passed. While the target is still
 /// being reached (`reaching`: looked up through the API server, then the
 /// port-forward opened) the agent may never have been asked.
-pub(super) fn silent(reaching: bool, after: std::time::Duration) -> String {
+pub(super) fn silent(reaching: bool, after: std::time::Duration) -> Worded {
     let secs = after.as_secs();
     if reaching {
         let server = API_SERVER.get().map(|u| format!(" at {u}")).unwrap_or_default();
-        return format!(
-            "no answer within {secs} s while reaching the target through the API server{server} (its lookup, \
-             then the port-forward to its node's agent)\nHint: `kubectl get --raw /readyz` checks the API server, \
-             `kubectl ns status` the agents"
+        return Worded::said(
+            format!(
+                "no answer within {secs} s while reaching the target through the API server{server} (its \
+                 lookup, then the port-forward to its node's agent)"
+            ),
+            [hint(
+                "`kubectl get --raw /readyz` checks the API server, `kubectl ns status` the agents",
+            )],
         );
     }
-    format!(
-        "the agent did not answer within {secs} s\nHint: it accepted the connection, so it runs but is stuck or \
-         overloaded: check its log (kubectl logs -n kubectl-ns-system POD) and `kubectl ns status`"
+    Worded::said(
+        format!("the agent did not answer within {secs} s"),
+        [hint(
+            "it accepted the connection, so it runs but is stuck or overloaded: check its log (kubectl logs -n \
+             kubectl-ns-system POD) and `kubectl ns status`",
+        )],
     )
 }

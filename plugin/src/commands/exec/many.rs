@@ -136,7 +136,7 @@ async fn one_pod(
             } else {
                 Outcome::NotRunning
             };
-            res.error = Some(f.headline());
+            res.error = Some(f.summary());
             report_error(&res, json);
             return res;
         }
@@ -147,7 +147,7 @@ async fn one_pod(
         Ok(ch) => ch,
         Err(f) => {
             res.outcome = Outcome::NoAgent;
-            res.error = Some(f.headline());
+            res.error = Some(f.summary());
             report_error(&res, json);
             return res;
         }
@@ -170,7 +170,7 @@ async fn one_pod(
     {
         Ok(s) => s.into_inner(),
         Err(s) => {
-            res.error = Some(error::status_failure(&s).headline());
+            res.error = Some(error::status_failure(&s).summary());
             report_error(&res, json);
             return res;
         }
@@ -204,7 +204,7 @@ async fn relay(
                 Some(Out::Stderr(b)) => err.feed(&b, prefix, true),
                 Some(Out::Started(s)) => {
                     if let Err(f) = check_started(tools_asked, &s) {
-                        res.error = Some(f.headline());
+                        res.error = Some(f.summary());
                         break;
                     }
                 }
@@ -214,7 +214,7 @@ async fn relay(
             Ok(None) => break,
             Err(s) => {
                 res.outcome = Outcome::Failed;
-                res.error = Some(error::status_failure(&s).headline());
+                res.error = Some(error::status_failure(&s).summary());
                 break;
             }
         }
