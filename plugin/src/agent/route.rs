@@ -20,7 +20,7 @@ use crate::agent::transport;
 use crate::agent::transport::AgentChannel;
 use crate::cli::KubeArgs;
 use crate::cli::target::{DirectTarget, Target};
-use crate::error::Failure;
+use crate::error::{Failure, ResolveError, UsageError};
 use crate::kube::manifests;
 use crate::kube::resolve::{self, KubeTarget, PodContainers, choose_agent};
 use crate::kube::resolver::Resolver;
@@ -174,16 +174,10 @@ pub async fn agents(r: &Resolver) -> Result<BTreeMap<String, Vec<Pod>>, Failure>
 
 /// A client for the context the user chose.
 pub async fn resolver(args: &KubeArgs) -> Result<Resolver, Failure> {
-    let direct = if args.agent.is_some() {
-        "\nHint: with --agent, a pod or node/NODE target is still looked up through the Kubernetes API; \
-         on a node without a kubeconfig, name the container/ID (crictl ps), pid/PID or node instead"
-    } else {
-        ""
-    };
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
-        Failure::own(format!(
-            "{what}: {e}\nHint: kubectl-ns reads the same kubeconfig as kubectl (--kubeconfig, $KUBECONFIG, ~/.kube/config) or runs in-cluster{direct}"
-        ))
+    let fail = |what: &str, e: &dyn std::fmt::Display| ResolveError::Config {
+        what: what.to_owned(),
+        reason: e.to_string(),
+        direct: args.agent.is_some(),
     };
     let options = KubeConfigOptions {
         context: args.context.clone(),
@@ -238,22 +232,21 @@ pub struct Reached {
     pub label: String,
 }
 
-fn direct_needs_agent(d: &DirectTarget) -> Failure {
-    Failure::usage(format!(
-        "{d}: pid/, container/ and node targets name things on one node; give --agent ADDR, \
-             or name a pod (POD, NS/POD) or a node (node/NODE)"
-    ))
+fn direct_needs_agent(d: &DirectTarget) -> UsageError {
+    UsageError::DirectWithoutAgent {
+        target: d.to_string(),
+    }
 }
 
 /// Refuses --namespace with a target it cannot apply to: ignored, it would
 /// let the user believe the target was checked against it.
 pub fn namespace_applies(args: &KubeArgs, target: &Target) -> Result<(), Failure> {
     match (&args.namespace, target) {
-        (Some(ns), Target::Direct(d)) => Err(Failure::usage(format!(
-            "--namespace {ns} names a pod's namespace, and {d} is not a pod: pid/, container/ and node each \
-                 name one thing on the agent's node, whichever namespace its pod is in.\nHint: drop --namespace, \
-                 or name the pod (NS/POD)"
-        ))),
+        (Some(ns), Target::Direct(d)) => Err(UsageError::NamespaceOfNoPod {
+            namespace: ns.clone(),
+            target: d.to_string(),
+        }
+        .into()),
         _ => Ok(()),
     }
 }
@@ -324,13 +317,13 @@ pub async fn direct_version(addr: &str) -> Result<VersionResponse, Failure> {
 /// Refuses `--agent` (or `KNS_AGENT`) for a command that only works
 /// through the Kubernetes API: ignored, it would let the user believe that
 /// agent was the one acted on.
-pub fn no_direct_agent(args: &KubeArgs, command: &str) -> Result<(), Failure> {
+pub fn no_direct_agent(args: &KubeArgs, command: &'static str) -> Result<(), Failure> {
     match Route::of(args).direct() {
-        Some(addr) => Err(Failure::usage(format!(
-            "{command} works through the Kubernetes API, for the agents of every node, and --agent {addr} \
-                 (or KNS_AGENT) names one agent to talk to directly: drop it (for that agent alone, \
-                 `kubectl-ns status --agent {addr}` and `kubectl-ns version --agent {addr}` report on it)"
-        ))),
+        Some(addr) => Err(UsageError::AgentOfNoUse {
+            command,
+            addr: addr.to_owned(),
+        }
+        .into()),
         None => Ok(()),
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::cli::target::Target;
-use crate::error::Failure;
+use crate::error::{Failure, IPC_FLAG, UsageError};
 
 /// Run the node's own tools inside exactly the namespaces of a container.
 ///
@@ -343,20 +343,13 @@ impl ExecArgs {
         }
         let ns = &self.ns;
         let others = ns.net || ns.pid || ns.mount || ns.uts || ns.user || ns.cgroup || ns.time || ns.all;
-        const WHAT: &str = "-i is the IPC namespace here (as in nsenter), not kubectl's --stdin";
         Ok(match (self.tty, others) {
-            (true, false) => {
-                return Err(Failure::usage(format!(
-                    "{WHAT}: -i -t would enter only the IPC namespace.\nHint: -t already passes stdin; \
-                         pick the namespaces you want, e.g. -n -t or -a -t; to enter only the IPC namespace \
-                         with a terminal, write --ipc -t"
-                )));
-            }
+            (true, false) => return Err(UsageError::IpcWithTty.into()),
             (true, true) => Some(format!(
-                "note: {WHAT}: the IPC namespace is entered too; -t already passes stdin (write --ipc to silence this)"
+                "note: {IPC_FLAG}: the IPC namespace is entered too; -t already passes stdin (write --ipc to silence this)"
             )),
             (false, _) if stdin_is_data => Some(format!(
-                "note: {WHAT}: the data piped in is not passed to the command; add --stdin for that (write --ipc to silence this)"
+                "note: {IPC_FLAG}: the data piped in is not passed to the command; add --stdin for that (write --ipc to silence this)"
             )),
             (false, _) => None,
         })

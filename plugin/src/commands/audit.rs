@@ -8,7 +8,7 @@ use crate::agent::fanout;
 use crate::agent::route::{self, Route};
 use crate::cli::{AuditArgs, Output};
 use crate::commands::ls::render;
-use crate::error::Failure;
+use crate::error::{Failure, UsageError};
 use crate::report::findings::{self, Finding, Observations, Unknowns};
 
 /// The exit status when a finding of a kind named in `--fail-on` exists.
@@ -114,9 +114,7 @@ fn gated(findings: &[Finding], fail_on: &[findings::Kind]) -> bool {
 pub async fn run(args: AuditArgs) -> Result<u8, Failure> {
     let route = Route::of(&args.kube);
     if route.direct().is_some() && args.node.is_none() {
-        return Err(Failure::usage(
-            "--agent reaches one node's agent: give --node NODE, the node it runs on",
-        ));
+        return Err(UsageError::AuditWithoutNode.into());
     }
     let r = route::resolver(&args.kube).await?;
     let scope = fanout::Scope::of(&args.fanout, args.node.clone());

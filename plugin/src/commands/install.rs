@@ -20,7 +20,7 @@ use tokio_stream::StreamExt;
 
 use crate::agent::route;
 use crate::cli::{InstallArgs, UninstallArgs};
-use crate::error::{Failure, api_failure};
+use crate::error::{Failure, InstallError, api_failure};
 use crate::kube::manifests::{self, Object};
 use crate::kube::placement;
 use crate::kube::resolve::{AGENT_NAMESPACE, pod_ready};
@@ -38,12 +38,11 @@ const PART_OF: (&str, &str) = ("app.kubernetes.io/part-of", "kubectl-ns");
 /// rights to install, which are not the ones `kubectl ns` users need.
 fn install_failure(what: &str, e: kube::Error) -> Failure {
     match &e {
-        kube::Error::Api(s) if s.code == 403 => Failure::own(format!(
-            "{what}: forbidden: {}\nHint: installing and uninstalling kubectl-ns need the rights to create and \
-             delete a namespace, ClusterRoles and ClusterRoleBindings, and a DaemonSet with hostPID (in practice \
-             cluster-admin); ask a cluster administrator to run `kubectl ns install` or `kubectl apply -k manifests/`",
-            s.message
-        )),
+        kube::Error::Api(s) if s.code == 403 => InstallError::Forbidden {
+            what: what.to_owned(),
+            message: s.message.clone(),
+        }
+        .into(),
         _ => api_failure(what, e),
     }
 }
@@ -161,14 +160,14 @@ fn progress(ds: &DaemonSet) -> String {
 
 /// Why each agent pod is not ready, one line per pod, for the timeout
 /// message: what the user needs, not only the rollout count.
-async fn not_ready_agents(client: &kube::Client, ns: &str) -> String {
+async fn not_ready_agents(client: &kube::Client, ns: &str) -> Vec<String> {
     match crate::kube::agents::list(client, ns, None).await {
         Ok(list) => list
             .iter()
             .filter(|p| !pod_ready(p))
             .map(|p| {
                 format!(
-                    "\n  {} on node {}: {}",
+                    "{} on node {}: {}",
                     p.metadata.name.as_deref().unwrap_or(""),
                     p.spec
                         .as_ref()
@@ -178,7 +177,7 @@ async fn not_ready_agents(client: &kube::Client, ns: &str) -> String {
                 )
             })
             .collect(),
-        Err(e) => format!("\n  (cannot list the agent pods: {e})"),
+        Err(e) => vec![format!("(cannot list the agent pods: {e})")],
     }
 }
 
@@ -238,16 +237,14 @@ async fn wait_rollout(client: &kube::Client, ns: &str, name: &str, timeout: Dura
                     }
                     Some(Ok(WatchEvent::Bookmark(b))) => rv = b.metadata.resource_version,
                     Some(Ok(WatchEvent::Deleted(_))) => {
-                        return Err(Failure::own(format!(
-                            "the agent DaemonSet {name} was deleted while waiting for its rollout"
-                        )));
+                        return Err(InstallError::DaemonSetDeleted {
+                            name: name.to_owned(),
+                        }
+                        .into());
                     }
                     Some(Ok(WatchEvent::Error(s))) if s.code == 410 => break WatchEnd::Expired,
                     Some(Ok(WatchEvent::Error(s))) => {
-                        return Err(Failure::own(format!(
-                            "watching the agent DaemonSet failed: {}",
-                            s.message
-                        )));
+                        return Err(InstallError::Watch { message: s.message }.into());
                     }
                 }
             };
@@ -261,13 +258,14 @@ async fn wait_rollout(client: &kube::Client, ns: &str, name: &str, timeout: Dura
     .await;
     match finished {
         Ok(r) => r,
-        Err(_) => Err(Failure::own(format!(
-            "the agents did not become ready within {}s ({last}).{}\nHint: `kubectl ns status` shows \
-                 which nodes lack a ready agent and why; `kubectl -n {ns} describe daemonset {name}` shows the \
-                 DaemonSet's events",
-            timeout.as_secs(),
-            not_ready_agents(client, ns).await,
-        ))),
+        Err(_) => Err(InstallError::NotReady {
+            secs: timeout.as_secs(),
+            last,
+            agents: not_ready_agents(client, ns).await,
+            namespace: ns.to_owned(),
+            daemonset: name.to_owned(),
+        }
+        .into()),
     }
 }
 
@@ -293,13 +291,12 @@ pub async fn install(args: InstallArgs) -> Result<u8, Failure> {
                     && !has_label(e, POD_SECURITY)
                     && !args.adopt_namespace
                 {
-                    return Err(Failure::usage(format!(
-                        "namespace {agent_ns} exists and was not created by kubectl-ns: installing labels it \
-                             {}={} (the agent needs hostPID and node capabilities), which lets every pod in it \
-                             run privileged\nHint: install into a namespace of its own (the default, {AGENT_NAMESPACE}, \
-                             or --agent-namespace NEW), or pass --adopt-namespace to label {agent_ns} anyway",
-                        POD_SECURITY.0, POD_SECURITY.1
-                    )));
+                    return Err(InstallError::NamespaceTaken {
+                        namespace: agent_ns.clone(),
+                        label: format!("{}={}", POD_SECURITY.0, POD_SECURITY.1),
+                        default: AGENT_NAMESPACE,
+                    }
+                    .into());
                 }
                 let (to_apply, warning) = namespace_to_apply(n, existing.as_ref());
                 if let Some(w) = warning {

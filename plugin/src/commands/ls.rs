@@ -14,7 +14,7 @@ use crate::agent::route::{self, Route};
 use crate::agent::transport;
 use crate::cli::target::{DirectTarget, Target};
 use crate::cli::{LsArgs, Output};
-use crate::error::{self, Failure};
+use crate::error::{self, Failure, LocalError, UsageError};
 use crate::kube::resolve;
 use crate::kube::resolve::KubeTarget;
 use crate::report::inventory;
@@ -290,9 +290,7 @@ fn pods_table(pods: &[PodReport], wide: bool) -> String {
 async fn many(args: &LsArgs) -> Result<u8, Failure> {
     let route = Route::of(&args.kube);
     if route.direct().is_some() {
-        return Err(Failure::usage(
-            "--agent reaches one node's agent: name container/ID, pid/PID or node (a pod or node/NODE needs a kubeconfig)",
-        ));
+        return Err(UsageError::ListWithoutTarget.into());
     }
     let r = route::resolver(&args.kube).await?;
     let scope = fanout::Scope::of(&args.fanout, None);
@@ -384,8 +382,8 @@ pub(crate) fn render<T: Serialize>(
         Output::Wide => Ok(table(true)),
         Output::Json => serde_json::to_string_pretty(v)
             .map(|s| s + "\n")
-            .map_err(|e| Failure::own(e.to_string())),
-        Output::Yaml => yaml_serde::to_string(v).map_err(|e| Failure::own(e.to_string())),
+            .map_err(|e| LocalError::from(e).into()),
+        Output::Yaml => yaml_serde::to_string(v).map_err(|e| LocalError::from(e).into()),
     }
 }
 
@@ -394,9 +392,7 @@ pub async fn run(args: LsArgs) -> Result<u8, Failure> {
         return many(&args).await;
     };
     if args.fanout.all_namespaces || args.fanout.selector.is_some() {
-        return Err(Failure::usage(
-            "-A and -l list many pods: give them without a target, or name one target without them",
-        ));
+        return Err(UsageError::ListTargetAndMany.into());
     }
     route::namespace_applies(&args.kube, target)?;
     let text = match target {

@@ -10,17 +10,38 @@
 //! | 2 | usage error: bad flags or arguments |
 //! | 255 | kubectl-ns itself failed: agent unreachable, target not found, forbidden, credentials rejected, … |
 //!
-//! A [`Failure`] says where it came from (a usage error, the API server,
-//! the agent's status, the transport, a timeout); it becomes an exit code
-//! ([`Failure::code`]) and a message (its `Display`, worded in `wording`,
-//! with the `kubectl create rolebinding` hints of `grant`) once, at the
-//! edge: `main`, or a row of a many-target report, which shows the summary
-//! ([`Failure::summary`]) without the hint lines ([`Failure::hints`]).
+//! How errors flow: each layer fails with a typed error of its own, one
+//! variant per mistake or failed step, with what it concerns in fields
+//! (argument mistakes [`UsageError`] from `cli`, the commands and
+//! `agent::route`; [`ResolveError`] from `kube`'s resolution and the
+//! kubeconfig; [`InstallError`]; [`SessionError`] and [`LocalError`] from
+//! `exec`; [`TransportError`] on the way to an agent), or hands over what
+//! another layer said (the API server's `kube::Error`, the agent's
+//! `tonic::Status`). A [`Failure`] wraps each (`?` converts them); it says
+//! the exit code ([`Failure::code`]), its summary ([`Failure::summary`]:
+//! what happened, the layer's `#[error]` or `wording`'s for what other
+//! layers said) and its hint lines ([`Failure::hints`], with the `kubectl
+//! create rolebinding` commands of `grant`) apart. They are put together
+//! once, at the edge: `main` prints the `Display` (the summary, then the
+//! hint lines), a row of a many-target report the summary (with its hints
+//! on the same line, [`Failure::compact`], for a node's entry).
+//!
+//! The layers' error types live here, each in a file of its own, rather
+//! than in the layers: `error` imports nothing from the layers that return
+//! its failures (`tests/layout.rs` refuses modules that import each other).
 mod grant;
+mod install;
+mod resolve;
+mod session;
 mod transport;
+mod usage;
 mod wording;
 
+pub use install::InstallError;
+pub use resolve::{ResolveError, Stopped};
+pub use session::{LocalError, SessionError};
 pub use transport::TransportError;
+pub use usage::{IPC_FLAG, UsageError};
 use wording::Worded;
 pub use wording::set_api_server;
 
@@ -35,10 +56,16 @@ pub const FAILURE: u8 = 255;
 /// the exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
-    /// Bad flags or arguments, said where they were checked (exit 2).
-    Usage(String),
-    /// kubectl-ns's own failure, said where it was found.
-    Own(String),
+    /// Bad flags or arguments (exit 2).
+    Usage(#[from] UsageError),
+    /// What the user named cannot be entered.
+    Resolve(#[from] ResolveError),
+    /// `install` or `uninstall` failed.
+    Install(#[from] InstallError),
+    /// The session with the agent broke on this side.
+    Session(#[from] SessionError),
+    /// Something local failed: stdout, a thread, signals, encoding.
+    Local(#[from] LocalError),
     /// The API server refused or failed `what`.
     Api {
         what: String,
@@ -64,20 +91,11 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// A usage error (exit 2).
-    pub fn usage(message: impl Into<String>) -> Failure {
-        Failure::Usage(message.into())
-    }
-
-    /// A failure of kubectl-ns itself (exit 255).
-    pub fn own(message: impl Into<String>) -> Failure {
-        Failure::Own(message.into())
-    }
-
     /// The exit code this failure ends the command with.
     pub fn code(&self) -> u8 {
         match self {
             Failure::Usage(_)
+            | Failure::Install(InstallError::NamespaceTaken { .. })
             | Failure::Transport(TransportError::BadAddress { .. } | TransportError::InvalidAddress { .. }) => {
                 USAGE
             }
@@ -88,7 +106,11 @@ impl Failure {
     /// The failure in words, its parts apart.
     fn worded(&self) -> Worded {
         match self {
-            Failure::Usage(m) | Failure::Own(m) => Worded::said(m.clone(), None),
+            Failure::Usage(e) => Worded::own(e, e.hints()),
+            Failure::Resolve(e) => Worded::own(e, e.hints()),
+            Failure::Install(e) => Worded::own(e, e.hints()),
+            Failure::Session(e) => Worded::own(e, e.hints()),
+            Failure::Local(e) => Worded::own(e, Vec::new()),
             Failure::Api { what, source } => wording::api(what, source),
             Failure::Agent(s) => wording::status(s),
             Failure::BrokenSession { status, direct } => wording::broken_session(status, *direct),
@@ -371,6 +393,47 @@ mod tests {
         // The agent's own lack of privilege is another matter.
         let f = status_failure(&tonic::Status::permission_denied("setns: EPERM"));
         assert!(f.to_string().contains("CAP_SYS_ADMIN"), "{}", f);
+    }
+
+    #[test]
+    fn the_summary_the_hints_and_the_message_are_one_wording() {
+        let f = Failure::from(UsageError::NamespaceOfNoPod {
+            namespace: "prod".into(),
+            target: "pid/42".into(),
+        });
+        assert_eq!(f.code(), USAGE);
+        assert_eq!(
+            f.summary(),
+            "--namespace prod names a pod's namespace, and pid/42 is not a pod: pid/, container/ and node each \
+             name one thing on the agent's node, whichever namespace its pod is in."
+        );
+        assert_eq!(f.hints(), ["Hint: drop --namespace, or name the pod (NS/POD)"]);
+        assert_eq!(f.to_string(), format!("{}\n{}", f.summary(), f.hints()[0]));
+        assert_eq!(f.compact(), format!("{}; {}", f.summary(), f.hints()[0]));
+        // The agent's own message may run over lines: its first is the
+        // summary, the others come before kubectl-ns's hint.
+        let f = status_failure(&tonic::Status::unavailable("cri: down\nHint: restart containerd"));
+        assert_eq!(f.summary(), "cri: down");
+        assert_eq!(
+            f.to_string(),
+            "cri: down\nHint: restart containerd\nHint: the agent or the node's container runtime is not answering"
+        );
+        assert_eq!(
+            f.compact(),
+            "cri: down; Hint: restart containerd; Hint: the agent or the node's container runtime is not answering"
+        );
+    }
+
+    #[test]
+    fn a_taken_namespace_is_a_usage_error() {
+        let f = Failure::from(InstallError::NamespaceTaken {
+            namespace: "default".into(),
+            label: "pod-security.kubernetes.io/enforce=privileged".into(),
+            default: "kubectl-ns-system",
+        });
+        assert_eq!(f.code(), USAGE);
+        let f = Failure::from(InstallError::Manifests("x".into()));
+        assert_eq!(f.code(), FAILURE);
     }
 
     #[test]

@@ -15,14 +15,22 @@ pub(super) struct Worded {
 
 impl Worded {
     /// A failure in words from elsewhere (the agent's message, a cause's
-    /// `Display`, a message made where it failed), which may run over
-    /// lines: the first is the summary, the others come before `hints`.
-    pub(super) fn said(text: String, hints: impl IntoIterator<Item = String>) -> Worded {
+    /// `Display`), which may run over lines: the first is the summary, the
+    /// others come before `hints`.
+    fn said(text: String, hints: impl IntoIterator<Item = String>) -> Worded {
         let mut lines = text.split('\n').map(str::to_owned);
         let summary = lines.next().unwrap_or_default();
         Worded {
             summary,
             lines: lines.chain(hints).collect(),
+        }
+    }
+
+    /// One of kubectl-ns's own failures: its message, then its hints.
+    pub(super) fn own(summary: &dyn std::fmt::Display, hints: Vec<String>) -> Worded {
+        Worded {
+            summary: summary.to_string(),
+            lines: hints.into_iter().map(hint).collect(),
         }
     }
 }

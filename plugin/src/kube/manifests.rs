@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde::Deserialize;
 
-use crate::error::Failure;
+use crate::error::{Failure, InstallError};
 use crate::kube::resolve::AGENT_NAMESPACE;
 
 /// The files, in the order they are applied.
@@ -102,8 +102,7 @@ pub fn parse() -> Result<Vec<Object>, String> {
 
 /// The objects to apply: the agent namespace and image substituted.
 pub fn objects(agent_namespace: &str, image: &str) -> Result<Vec<Object>, Failure> {
-    let mut objs =
-        parse().map_err(|e| Failure::own(format!("internal error in the embedded manifests: {e}")))?;
+    let mut objs = parse().map_err(InstallError::Manifests)?;
     for o in &mut objs {
         match o {
             Object::Namespace(n) if n.metadata.name.as_deref() == Some(AGENT_NAMESPACE) => {

@@ -6,7 +6,7 @@
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
-use crate::error::Failure;
+use crate::error::{Failure, ResolveError, Stopped};
 
 /// The label that marks agent pods.
 pub const AGENT_LABEL: &str = "app.kubernetes.io/name=kubectl-ns-agent";
@@ -74,17 +74,16 @@ fn pod_name(pod: &Pod) -> String {
 }
 
 /// Checks the pod can be entered at all: scheduled, not VM-sandboxed.
-fn check_pod(pod: &Pod) -> Result<String, Failure> {
+fn check_pod(pod: &Pod) -> Result<String, ResolveError> {
     let name = pod_name(pod);
     let spec = pod.spec.as_ref();
     if let Some(class) = spec.and_then(|s| s.runtime_class_name.as_deref())
         && sandboxed_runtime(class)
     {
-        return Err(Failure::own(format!(
-            "pod {name} runs under runtime class `{class}`: its containers run inside a VM or a \
-             user-space kernel, not as processes on the node, so kubectl-ns cannot enter them.\n\
-             Hint: use `kubectl exec` or `kubectl debug` for sandboxed pods"
-        )));
+        return Err(ResolveError::Sandboxed {
+            pod: name,
+            class: class.to_owned(),
+        });
     }
     match spec.and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()) {
         Some(node) => Ok(node),
@@ -94,10 +93,7 @@ fn check_pod(pod: &Pod) -> Result<String, Failure> {
                 .as_ref()
                 .and_then(|s| s.phase.clone())
                 .unwrap_or_default();
-            Err(Failure::own(format!(
-                "pod {name} is not scheduled to a node yet (phase {phase}); nothing runs to enter.\n\
-                 Hint: `kubectl describe pod {name}` shows why it is pending"
-            )))
+            Err(ResolveError::Unscheduled { pod: name, phase })
         }
     }
 }
@@ -136,7 +132,7 @@ fn default_container(pod: &Pod, spec_names: &[String]) -> Option<(String, Option
 /// Picks the container: `-c`, else the default-container annotation, else
 /// the first container (as kubectl does, with its notice on stderr); and
 /// checks it is running.
-pub fn choose_container(pod: &Pod, wanted: Option<&str>) -> Result<ResolvedContainer, Failure> {
+pub fn choose_container(pod: &Pod, wanted: Option<&str>) -> Result<ResolvedContainer, ResolveError> {
     let node = check_pod(pod)?;
     let name = pod_name(pod);
     let spec_names: Vec<String> = pod
@@ -148,7 +144,7 @@ pub fn choose_container(pod: &Pod, wanted: Option<&str>) -> Result<ResolvedConta
         Some(c) => c.to_owned(),
         None => {
             let (chosen, notice) = default_container(pod, &spec_names)
-                .ok_or_else(|| Failure::own(format!("pod {name} has no containers")))?;
+                .ok_or_else(|| ResolveError::NoContainers { pod: name.clone() })?;
             if let Some(n) = notice {
                 eprintln!("{n}");
             }
@@ -157,64 +153,55 @@ pub fn choose_container(pod: &Pod, wanted: Option<&str>) -> Result<ResolvedConta
     };
     let statuses = all_statuses(pod);
     let Some((kind, status)) = statuses.iter().find(|(_, s)| s.name == chosen) else {
-        let known: Vec<&str> = statuses.iter().map(|(_, s)| s.name.as_str()).collect();
-        let msg = if spec_names.contains(&chosen) {
-            format!("container {chosen} of pod {name} has not started yet (no status reported)")
+        let known: Vec<String> = statuses.iter().map(|(_, s)| s.name.clone()).collect();
+        return Err(if spec_names.contains(&chosen) {
+            ResolveError::NotStarted {
+                container: chosen,
+                pod: name,
+            }
         } else {
-            format!(
-                "pod {name} has no container {chosen}; its containers: {}",
-                if known.is_empty() {
-                    spec_names.join(", ")
-                } else {
-                    known.join(", ")
-                }
-            )
-        };
-        return Err(Failure::own(msg));
+            ResolveError::NoSuchContainer {
+                pod: name,
+                container: chosen,
+                known: if known.is_empty() { spec_names } else { known },
+            }
+        });
     };
     let state = status.state.as_ref();
     let running = state.and_then(|s| s.running.as_ref()).is_some();
     let id = status.container_id.as_deref().map(runtime_id).unwrap_or("");
     if !running || id.is_empty() {
-        let why = if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
-            let reason = w.reason.clone().unwrap_or_else(|| "Waiting".into());
-            let last = status
-                .last_state
-                .as_ref()
-                .and_then(|l| l.terminated.as_ref())
-                .map(|t| {
-                    format!(
-                        "; last exit code {}{}",
-                        t.exit_code,
-                        t.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
-                    )
-                })
-                .unwrap_or_default();
-            format!("waiting ({reason}{last})")
+        let state = if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
+            Stopped::Waiting {
+                reason: w.reason.clone().unwrap_or_else(|| "Waiting".into()),
+                last: status
+                    .last_state
+                    .as_ref()
+                    .and_then(|l| l.terminated.as_ref())
+                    .map(|t| (t.exit_code, t.reason.clone())),
+            }
         } else if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
-            format!(
-                "terminated (exit code {}{})",
-                t.exit_code,
-                t.reason.as_ref().map(|r| format!(", {r}")).unwrap_or_default()
-            )
+            Stopped::Terminated {
+                code: t.exit_code,
+                reason: t.reason.clone(),
+            }
         } else {
-            "not running".to_owned()
+            Stopped::NotRunning
         };
-        let others: Vec<&str> = statuses
+        let others = statuses
             .iter()
             .filter(|(_, s)| {
                 s.name != chosen && s.state.as_ref().and_then(|st| st.running.as_ref()).is_some()
             })
-            .map(|(_, s)| s.name.as_str())
+            .map(|(_, s)| s.name.clone())
             .collect();
-        let hint = if others.is_empty() {
-            String::new()
-        } else {
-            format!("; pick another with -c: {}", others.join(", "))
-        };
-        return Err(Failure::own(format!(
-            "{kind} {chosen} of pod {name} is {why}{hint}"
-        )));
+        return Err(ResolveError::NotRunning {
+            kind,
+            container: chosen,
+            pod: name,
+            state: Box::new(state),
+            others,
+        });
     }
     Ok(ResolvedContainer {
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
@@ -226,7 +213,7 @@ pub fn choose_container(pod: &Pod, wanted: Option<&str>) -> Result<ResolvedConta
 }
 
 /// The running containers of a pod, for `ls`.
-pub fn pod_containers(pod: &Pod) -> Result<PodContainers, Failure> {
+pub fn pod_containers(pod: &Pod) -> Result<PodContainers, ResolveError> {
     let node = check_pod(pod)?;
     let running = all_statuses(pod)
         .into_iter()
@@ -237,10 +224,7 @@ pub fn pod_containers(pod: &Pod) -> Result<PodContainers, Failure> {
         })
         .collect::<Vec<_>>();
     if running.is_empty() {
-        return Err(Failure::own(format!(
-            "pod {} has no running container",
-            pod_name(pod)
-        )));
+        return Err(ResolveError::NoRunningContainer { pod: pod_name(pod) });
     }
     Ok(PodContainers { node, running })
 }
@@ -256,22 +240,21 @@ pub fn pod_ready(p: &Pod) -> bool {
 /// Picks the agent pod among those listed for a node: a running, ready one.
 pub fn choose_agent(pods: &[Pod], node: &str, agent_ns: &str) -> Result<String, Failure> {
     if pods.is_empty() {
-        return Err(Failure::own(format!(
-            "node {node} has no kubectl-ns agent (no pod labelled {AGENT_LABEL} in namespace {agent_ns}).\n\
-             Hint: install it with `kubectl ns install`; `kubectl ns status` lists the nodes that lack one"
-        )));
+        return Err(ResolveError::NoAgent {
+            node: node.to_owned(),
+            label: AGENT_LABEL,
+            namespace: agent_ns.to_owned(),
+        }
+        .into());
     }
     match pods.iter().find(|p| pod_ready(p)) {
         Some(p) => Ok(pod_name(p)),
-        None => {
-            let names: Vec<String> = pods.iter().map(pod_name).collect();
-            Err(Failure::own(format!(
-                "the kubectl-ns agent on node {node} ({}) is not ready.\n\
-                 Hint: `kubectl -n {agent_ns} describe pod {}` shows why",
-                names.join(", "),
-                names[0]
-            )))
+        None => Err(ResolveError::AgentNotReady {
+            node: node.to_owned(),
+            pods: pods.iter().map(pod_name).collect(),
+            namespace: agent_ns.to_owned(),
         }
+        .into()),
     }
 }
 

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
 
 use super::resolve::choose_agent;
-use crate::error::{Failure, api_failure};
+use crate::error::{Failure, ResolveError, api_failure};
 
 /// Looks things up through the API.
 #[derive(Clone)]
@@ -26,10 +26,11 @@ impl Resolver {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         match api.get_opt(name).await {
             Ok(Some(p)) => Ok(p),
-            Ok(None) => Err(Failure::own(format!(
-                "pod {name} not found in namespace {ns}.\nHint: is it in another namespace? \
-                 Use --namespace NS or NS/{name}; `kubectl get pods -A | grep {name}` finds it"
-            ))),
+            Ok(None) => Err(ResolveError::PodNotFound {
+                pod: name.to_owned(),
+                namespace: ns.to_owned(),
+            }
+            .into()),
             Err(e) => Err(api_failure(&format!("cannot get pod {ns}/{name}"), e)),
         }
     }
@@ -38,9 +39,10 @@ impl Resolver {
         let api: Api<Node> = Api::all(self.client.clone());
         match api.get_opt(name).await {
             Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(Failure::own(format!(
-                "node {name} not found.\nHint: `kubectl get nodes` lists them"
-            ))),
+            Ok(None) => Err(ResolveError::NodeNotFound {
+                node: name.to_owned(),
+            }
+            .into()),
             Err(e) => Err(api_failure(&format!("cannot get node {name}"), e)),
         }
     }

@@ -11,7 +11,7 @@ use kns_proto::agent::{ExecRequest, StdinClose};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::Failure;
+use crate::error::{Failure, LocalError};
 
 /// Reads stdin on a plain thread (a blocking read cannot be cancelled, and
 /// the process exits without waiting for it) and forwards it.
@@ -53,7 +53,7 @@ pub(super) enum WriterEnd {
     Drained,
     /// The local reader went away (`| head`): not an error.
     Closed,
-    Failed(String),
+    Failed(std::io::Error),
 }
 
 /// Writes the command's output on a thread of its own: a blocking write to a
@@ -67,7 +67,7 @@ pub(super) fn spawn_writer() -> Result<(mpsc::Sender<Chunk>, oneshot::Receiver<W
     let dup = |fd: std::os::fd::BorrowedFd<'_>| {
         fd.try_clone_to_owned()
             .map(std::fs::File::from)
-            .map_err(|e| Failure::own(format!("cannot use stdout/stderr: {e}")))
+            .map_err(LocalError::Stdio)
     };
     let mut stdout = dup(std::io::stdout().as_fd())?;
     let mut stderr = dup(std::io::stderr().as_fd())?;
@@ -85,12 +85,12 @@ pub(super) fn spawn_writer() -> Result<(mpsc::Sender<Chunk>, oneshot::Receiver<W
                 match written {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break WriterEnd::Closed,
-                    Err(e) => break WriterEnd::Failed(format!("cannot write the command's output: {e}")),
+                    Err(e) => break WriterEnd::Failed(e),
                 }
             };
             let _ = end_tx.send(end);
         })
-        .map_err(|e| Failure::own(format!("cannot start the output thread: {e}")))?;
+        .map_err(LocalError::OutputThread)?;
     Ok((tx, end_rx))
 }
 

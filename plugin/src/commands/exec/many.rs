@@ -19,7 +19,7 @@ use crate::agent::fanout::{self, Scope};
 use crate::agent::route::{self, Route};
 use crate::cli::target::DirectTarget;
 use crate::cli::{ExecArgs, ManyOutput};
-use crate::error::{self, Failure};
+use crate::error::{self, Failure, LocalError, ResolveError, UsageError};
 use crate::kube::resolve;
 
 /// What became of one pod.
@@ -54,9 +54,7 @@ enum Outcome {
 
 pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
     if args.tty || args.stdin {
-        return Err(Failure::usage(
-            "-l runs in many pods at once, without a terminal or stdin: drop -t and --stdin",
-        ));
+        return Err(UsageError::ManyWithTerminal.into());
     }
     let start = start_message(&args, false)?;
     let r = route::resolver(&args.kube).await?;
@@ -68,11 +66,11 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
     let mut pods = fanout::pods(&r, &scope).await?;
     pods.sort_by_key(|p| (p.metadata.namespace.clone(), p.metadata.name.clone()));
     if pods.is_empty() {
-        return Err(Failure::own(format!(
-            "no pods match -l {} in {}",
-            args.selector.as_deref().unwrap_or_default(),
-            scope.describe(&r)
-        )));
+        return Err(ResolveError::NoPodMatches {
+            selector: args.selector.clone().unwrap_or_default(),
+            scope: scope.describe(&r),
+        }
+        .into());
     }
     let json = args.output == Some(ManyOutput::Json);
     let colour = !json && std::io::stdout().is_terminal();
@@ -87,7 +85,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
     if json {
         let mut out = std::io::stdout().lock();
         for res in &results {
-            let line = serde_json::to_string(res).map_err(|e| Failure::own(e.to_string()))?;
+            let line = serde_json::to_string(res).map_err(LocalError::from)?;
             let _ = writeln!(out, "{line}");
         }
     }
@@ -136,7 +134,7 @@ async fn one_pod(
             } else {
                 Outcome::NotRunning
             };
-            res.error = Some(f.summary());
+            res.error = Some(f.to_string());
             report_error(&res, json);
             return res;
         }

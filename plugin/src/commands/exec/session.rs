@@ -22,7 +22,7 @@ use super::terminal::{self, RawMode};
 use crate::agent::route::{self, Route};
 use crate::agent::transport;
 use crate::cli::ExecArgs;
-use crate::error::{self, Failure};
+use crate::error::{self, Failure, LocalError, SessionError};
 
 /// How the reading of the agent's replies ended.
 enum Pumped {
@@ -81,13 +81,13 @@ pub(super) async fn run(args: ExecArgs) -> Result<u8, Failure> {
             }
             end = &mut writer_end => match end {
                 Ok(WriterEnd::Closed) => return Ok(0),
-                Ok(WriterEnd::Failed(msg)) => return Err(Failure::own(msg)),
+                Ok(WriterEnd::Failed(e)) => return Err(LocalError::Write(e).into()),
                 // Drained: every byte is out, so the exit status or the
                 // error comes last.
                 Ok(WriterEnd::Drained) | Err(_) => {
                     let e = match outcome {
                         Some(o) => o?,
-                        None => return Err(Failure::own("internal error: the output ended before the session")),
+                        None => return Err(SessionError::OutputEndedFirst.into()),
                     };
                     return Ok(finish(e, raw));
                 }
@@ -129,10 +129,7 @@ async fn open(
 ) -> Result<tonic::Response<tonic::Streaming<ExecResponse>>, Failure> {
     let reaching = Cell::new(true);
     let open = async {
-        let target = args
-            .target
-            .as_ref()
-            .ok_or_else(|| Failure::own("internal error: no target"))?;
+        let target = args.target.as_ref().ok_or(SessionError::NoTarget)?;
         let reached = route::reach(&args.kube, target, args.container.as_deref()).await?;
         reaching.set(false);
         start.target = Some(reached.target);
@@ -142,7 +139,7 @@ async fn open(
                 msg: Some(In::Start(start)),
             })
             .await
-            .map_err(|_| Failure::own("internal error: request stream closed"))?;
+            .map_err(|_| SessionError::RequestsClosed)?;
         crate::timings::grpc_call();
         client
             .exec(ReceiverStream::new(req_rx))
@@ -173,7 +170,7 @@ async fn pump(
         let r = match replies.message().await {
             Ok(Some(r)) => r,
             Ok(None) => {
-                return Pumped::Failed(Failure::own("the agent ended the session without an exit status"));
+                return Pumped::Failed(SessionError::NoExitStatus.into());
             }
             // A status with a source is the transport's own, not one
             // the agent sent.

@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::error::{self, Failure};
+use crate::error::{self, Failure, LocalError};
 
 /// A second SIGINT/SIGTERM this soon after one the agent has not answered
 /// ends kubectl-ns locally.
 pub(super) const SECOND_SIGNAL: Duration = Duration::from_secs(1);
 
 pub(super) fn sig(kind: SignalKind) -> Result<Signal, Failure> {
-    signal(kind).map_err(|e| Failure::own(format!("cannot handle signals: {e}")))
+    Ok(signal(kind).map_err(LocalError::Signals)?)
 }
 
 /// The signals kubectl-ns handles itself from the start of `exec` and

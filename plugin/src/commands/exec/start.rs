@@ -9,7 +9,7 @@ use kns_proto::agent::{ExecStart, Exited, Namespace, Started, ToolSource, Window
 use super::terminal;
 use crate::cli::target::Target;
 use crate::cli::{ExecArgs, NsFlags, Tools};
-use crate::error::Failure;
+use crate::error::{Failure, SessionError, UsageError};
 use crate::kube::resolve::KubeTarget;
 
 /// Largest message accepted from the agent (its chunks are 1 MiB).
@@ -34,10 +34,7 @@ impl NsFlags {
         .map(|(_, n)| n)
         .collect();
         if chosen.is_empty() {
-            return Err(Failure::usage(
-                "no namespace chosen: pick at least one of -n (net), -p (pid), -m (mount), -u (uts), \
-                 -i (ipc), -U (user), -C (cgroup), -T (time), or -a (all)",
-            ));
+            return Err(UsageError::NoNamespace.into());
         }
         Ok(chosen)
     }
@@ -92,9 +89,7 @@ fn check_target_flags(args: &ExecArgs) -> Result<(), Failure> {
             .into_iter()
             .find_map(|(given, flag)| given.then_some(flag))
     {
-        return Err(Failure::usage(format!(
-            "{flag} goes with -l SELECTOR (many pods at once); one target prints its own output"
-        )));
+        return Err(UsageError::WithoutSelector { flag }.into());
     }
     if let Some(c) = &args.container
         && args
@@ -102,9 +97,7 @@ fn check_target_flags(args: &ExecArgs) -> Result<(), Failure> {
             .as_ref()
             .is_some_and(|t| !matches!(t, Target::Kube(KubeTarget::Pod { .. })))
     {
-        return Err(Failure::usage(format!(
-            "-c {c} names a container of a pod, and the target is not a pod (container/ID is one container already)"
-        )));
+        return Err(UsageError::ContainerOfNoPod { container: c.clone() }.into());
     }
     if let Some(t) = &args.target {
         crate::agent::route::namespace_applies(&args.kube, t)?;
@@ -116,25 +109,13 @@ fn check_target_flags(args: &ExecArgs) -> Result<(), Failure> {
 fn check_tool_flags(args: &ExecArgs) -> Result<(), Failure> {
     let agent_tools = args.tools == Tools::Agent;
     if agent_tools && args.ns.user {
-        return Err(Failure::usage(
-            "--tools agent and -U exclude each other: in the target's user namespace the tool could be traced by \
-             the target's processes, which would reach the agent's filesystem (its ServiceAccount token) \
-             through it.\nHint: drop -U; the agent's tool runs as node root in the other namespaces you chose",
-        ));
+        return Err(UsageError::AgentToolsWithUser.into());
     }
     if agent_tools && args.ns.mount {
-        return Err(Failure::usage(
-            "--tools agent and -m exclude each other: -m makes the tool the container image's own binary (run \
-             as the container), --tools agent runs the agent image's as node root in the agent's mount \
-             namespace.\nHint: drop -m to run the agent's tool in the other namespaces you chose, or drop \
-             --tools agent to run the image's binary",
-        ));
+        return Err(UsageError::AgentToolsWithMount.into());
     }
     if args.privileged && !(args.ns.mount || args.ns.all) || args.privileged && agent_tools {
-        return Err(Failure::usage(
-            "--privileged only changes -m (or -a without --tools agent): without the mount namespace the tool \
-             is the node's or the agent's own binary and runs as node root already",
-        ));
+        return Err(UsageError::PrivilegedWithoutMount.into());
     }
     Ok(())
 }
@@ -148,7 +129,7 @@ fn environment(args: &ExecArgs, tty: bool) -> Result<HashMap<String, String>, Fa
                 env.insert(k.to_owned(), v.to_owned());
             }
             _ => {
-                return Err(Failure::usage(format!("-e {kv}: expected KEY=VALUE")));
+                return Err(UsageError::NotKeyValue { given: kv.clone() }.into());
             }
         }
     }
@@ -164,10 +145,7 @@ fn environment(args: &ExecArgs, tty: bool) -> Result<HashMap<String, String>, Fa
 /// the tool, before any of its output is shown).
 pub(crate) fn check_started(tools_asked: i32, started: &Started) -> Result<(), Failure> {
     if tools_asked != started.tools {
-        return Err(Failure::own(
-            "the agent on this node is older than --tools agent and ran nothing from its image (the session \
-             was ended)\nHint: upgrade the agents: kubectl ns install --image … with this kubectl-ns's version",
-        ));
+        return Err(SessionError::AgentTools.into());
     }
     Ok(())
 }
