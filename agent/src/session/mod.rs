@@ -1,9 +1,11 @@
 //! One exec session: moving a running tool's I/O to and from the client,
 //! forwarding signals and resizes, and making sure nothing outlives it.
 //! The session's events are handled here; the byte moving is in `pump`,
-//! the reply stream in [`replies`].
+//! the reply stream in [`replies`], the sessions running now (and their
+//! kill switches) in [`registry`].
 
 mod pump;
+pub mod registry;
 pub mod replies;
 
 use std::collections::VecDeque;
@@ -27,6 +29,7 @@ use tonic::Status;
 use crate::enter::nsenter::{Spawned, Tool};
 use crate::record::Tap;
 use crate::session::pump::{feed, pump};
+use crate::session::registry::Live;
 use crate::session::replies::Reply;
 use crate::status::AgentError;
 use crate::sys::pty;
@@ -44,7 +47,7 @@ const STDIN_BACKLOG: usize = 4 << 20;
 const DRAIN_STALL: Duration = Duration::from_secs(30);
 
 /// How a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
     /// The tool exited (and its output was drained, or the client was
     /// told it was not).
@@ -60,6 +63,8 @@ pub enum End {
     Oversized,
     /// The agent could not watch or reap the tool.
     Lost,
+    /// Someone ended it with `kubectl ns sessions kill`.
+    Killed { by: String },
 }
 
 /// What a session did, for its log line.
@@ -93,8 +98,9 @@ async fn kill_and_reap(tool: &mut Tool, exit: &AsyncFd<OwnedFd>) -> Option<ExitS
 }
 
 /// Runs the session to its end. `shutdown` turning true ends it with an
-/// `Unavailable` status sent to the client. `tap`: the session's recording,
-/// when the policy records it.
+/// `Unavailable` status sent to the client; `live`'s kill switch with an
+/// `Aborted` one naming who ended it. `tap`: the session's recording, when
+/// the policy records it. Its bytes are counted in `live` as they move.
 pub async fn run<S>(
     spawned: Spawned,
     inbound: S,
@@ -102,11 +108,12 @@ pub async fn run<S>(
     shutdown: watch::Receiver<bool>,
     max_age: Option<Duration>,
     tap: Option<Tap>,
+    live: Arc<Live>,
 ) -> Summary
 where
     S: Stream<Item = Result<ExecRequest, Status>> + Unpin,
 {
-    let (summary, tool) = drive(spawned, inbound, tx, shutdown, max_age, tap).await;
+    let (summary, tool) = drive(spawned, inbound, tx, shutdown, max_age, tap, live).await;
     // Ending the cgroup waits for its processes to be gone, and a process
     // stuck in the kernel (a hung NFS mount) can make that slow: never on
     // the agent's one async thread, which serves every other session.
@@ -124,6 +131,7 @@ async fn drive<S>(
     mut shutdown: watch::Receiver<bool>,
     max_age: Option<Duration>,
     tap: Option<Tap>,
+    live: Arc<Live>,
 ) -> (Summary, Tool)
 where
     S: Stream<Item = Result<ExecRequest, Status>> + Unpin,
@@ -143,10 +151,11 @@ where
         Out::Stdout,
         progress.clone(),
         tap.clone(),
+        live.clone(),
     );
     let err = spawned.stderr.map(|fd| {
         let tap = tap.as_ref().map(Tap::for_stderr);
-        pump(fd, tx.clone(), Out::Stderr, progress.clone(), tap)
+        pump(fd, tx.clone(), Out::Stderr, progress.clone(), tap, live.clone())
     });
     let (mut stdin, stdin_task) = match spawned.stdin {
         Some(fd) => {
@@ -167,7 +176,7 @@ where
         Err(e) => {
             tracing::error!(pid, error = %e, "cannot watch the tool's pidfd");
             tool.kill_all();
-            if let (Some(status), Some(p)) = (farewell(End::Lost, max_age), output.last) {
+            if let (Some(status), Some(p)) = (farewell(&End::Lost, max_age), output.last) {
                 p.send(Err(status));
             }
             return (summary(End::Lost, started, 0, (0, 0)), tool);
@@ -180,8 +189,8 @@ where
         backlog: Backlog::default(),
         close_stdin: false,
         requests_open: true,
-        bytes_in: 0,
         tap,
+        live,
     };
     let clock = Clock { started, max_age };
     let end = session
@@ -253,14 +262,15 @@ struct Session {
     close_stdin: bool,
     /// Until the client half-closes its side of the call.
     requests_open: bool,
-    bytes_in: u64,
     /// The session's recording, for resizes.
     tap: Option<Tap>,
+    /// Its byte counts and kill switch.
+    live: Arc<Live>,
 }
 
 impl Session {
     /// Handles events until one ends the session: stdin the tool can take,
-    /// the agent shutting down, the age limit, the tool's exit, a request
+    /// the agent shutting down, a kill, the age limit, the tool's exit, a request
     /// from the client, or the client gone. `stdin` is the feeder's
     /// sender, `None` once stdin is closed (or when it is not forwarded).
     async fn until_end<S>(
@@ -285,6 +295,7 @@ impl Session {
                     }
                 }
                 _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return End::Shutdown,
+                by = self.live.killed() => return End::Killed { by },
                 _ = async {
                     match clock.max_age {
                         Some(age) => tokio::time::sleep_until((clock.started + age).into()).await,
@@ -367,7 +378,7 @@ impl Session {
         let pid = self.pid;
         match m {
             In::Stdin(data) => {
-                self.bytes_in += data.len() as u64;
+                self.live.add_in(data.len() as u64);
                 if stdin_open {
                     self.backlog.push(data);
                 }
@@ -440,7 +451,7 @@ impl Output {
             t.abort();
         }
         (
-            summary(End::Exited(s), started, session.bytes_in, bytes),
+            summary(End::Exited(s), started, session.live.bytes_in(), bytes),
             session.tool,
         )
     }
@@ -489,11 +500,11 @@ impl Output {
         if let Some(t) = self.stdin_task {
             t.abort();
         }
-        if let (Some(status), Some(p)) = (farewell(end, clock.max_age), self.last) {
+        if let (Some(status), Some(p)) = (farewell(&end, clock.max_age), self.last) {
             p.send(Err(status));
         }
         (
-            summary(end, clock.started, session.bytes_in, (0, 0)),
+            summary(end, clock.started, session.live.bytes_in(), (0, 0)),
             session.tool,
         )
     }
@@ -501,12 +512,13 @@ impl Output {
 
 /// What the client is told when the session ends before the tool does;
 /// `None` when nobody is left to tell.
-fn farewell(end: End, max_age: Option<Duration>) -> Option<Status> {
+fn farewell(end: &End, max_age: Option<Duration>) -> Option<Status> {
     let why = match end {
         End::Shutdown => AgentError::Shutdown,
         End::Expired => AgentError::Expired(max_age.unwrap_or_default().as_secs()),
         End::Oversized => AgentError::Oversized,
         End::Lost => AgentError::Lost,
+        End::Killed { by } => AgentError::Killed { by: by.clone() },
         End::ClientGone | End::Exited(_) => return None,
     };
     Some(why.into())
