@@ -3,9 +3,11 @@
 //! `hint` says what to use after a kubectl habit that does not apply.
 
 mod hint;
+mod sessions;
 pub mod target;
 
 pub use hint::hint_for;
+pub use sessions::{SessionsAction, SessionsArgs};
 
 use std::time::Duration;
 
@@ -82,6 +84,21 @@ pub enum Command {
     ///   kubectl ns audit -A -o json --fail-on drift,privileged,host-net
     #[command(verbatim_doc_comment)]
     Audit(AuditArgs),
+    /// Who is inside right now: every live session on the agents asked,
+    /// and ending one.
+    ///
+    /// Each agent decides what you see: your own sessions always; everyone's
+    /// with `list` on nodes/sessions (API group kubectl-ns.io), which the
+    /// ClusterRole kubectl-ns-session-admin grants, as it grants `delete`
+    /// for ending another user's session. The killed session's client is
+    /// told who ended it and exits 255.
+    ///
+    /// Examples:
+    ///   kubectl ns sessions -A
+    ///   kubectl ns sessions --node worker-3 -o wide
+    ///   kubectl ns sessions kill worker-3/42
+    #[command(verbatim_doc_comment)]
+    Sessions(SessionsArgs),
     /// Install the agent DaemonSet (embedded manifests, server-side apply)
     /// and wait for it on every node.
     ///
@@ -399,6 +416,13 @@ pub struct FanoutArgs {
     /// Only pods matching this label selector.
     #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
     pub selector: Option<String>,
+    #[command(flatten)]
+    pub bounds: NodeBounds,
+}
+
+/// How many nodes' agents are asked at once, and how long each may take.
+#[derive(Debug, Args, Clone)]
+pub struct NodeBounds {
     /// How long one node's agent may take to answer.
     #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
     pub node_timeout: Duration,

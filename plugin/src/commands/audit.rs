@@ -42,7 +42,7 @@ fn yes_no(v: Option<bool>) -> &'static str {
 }
 
 /// Columns padded to their widest cell, as kubectl prints them.
-fn columns(rows: &[Vec<String>]) -> String {
+pub(crate) fn columns(rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();

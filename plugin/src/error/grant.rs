@@ -20,6 +20,18 @@ pub(super) struct DeniedRule {
 
 /// The ClusterRole `manifests/` ships for the node right.
 const NODE_ADMIN_ROLE: &str = "kubectl-ns-node-admin";
+/// The ClusterRole `manifests/` ships for seeing and ending anyone's
+/// sessions.
+const SESSION_ADMIN_ROLE: &str = "kubectl-ns-session-admin";
+
+/// The `kubectl create …` commands that would grant the rule of a
+/// `kns-denied-rule` value (as a ListSessions answer carries it when it
+/// lists only the caller's own sessions); `None` when it names no rule.
+pub fn grant_for(denied_rule: &str) -> Option<String> {
+    serde_json::from_str::<DeniedRule>(denied_rule)
+        .ok()
+        .map(|d| grant(&d))
+}
 
 /// The `kubectl create …` commands that would grant `d`, for a hint.
 pub(super) fn grant(d: &DeniedRule) -> String {
@@ -55,10 +67,13 @@ pub(super) fn grant(d: &DeniedRule) -> String {
             format!("-{}", d.subresource)
         }
     );
-    if d.group == "kubectl-ns.io" && d.resource == "nodes" && d.subresource == "exec" {
-        return format!(
-            "  kubectl create clusterrolebinding {NODE_ADMIN_ROLE}-{tag} --clusterrole={NODE_ADMIN_ROLE} {subject}"
-        );
+    let shipped = match (d.group.as_str(), d.resource.as_str(), d.subresource.as_str()) {
+        ("kubectl-ns.io", "nodes", "exec") => Some(NODE_ADMIN_ROLE),
+        ("kubectl-ns.io", "nodes", "sessions") => Some(SESSION_ADMIN_ROLE),
+        _ => None,
+    };
+    if let Some(role) = shipped {
+        return format!("  kubectl create clusterrolebinding {role}-{tag} --clusterrole={role} {subject}");
     }
     if d.namespace.is_empty() {
         format!(

@@ -8,7 +8,7 @@
 //! | 127 | the tool was not found (on the node, with a hint to the toolbox image and `--tools agent`; with `-m`: not in the container image; with `--tools agent`: not in the agent's image) |
 //! | 128+N | the remote command died of signal N (130 for SIGINT); or kubectl-ns got signal N before the session was open, or twice within a second while the agent did not answer |
 //! | 2 | usage error: bad flags or arguments |
-//! | 255 | kubectl-ns itself failed: agent unreachable, target not found, forbidden, credentials rejected, … |
+//! | 255 | kubectl-ns itself failed: agent unreachable, target not found, forbidden, credentials rejected, …; or (`exec`) the session was ended by `kubectl ns sessions kill`, with `session ended by USER` on stderr |
 //!
 //! A [`Failure`] says where it came from (a usage error, the API server,
 //! the agent's status, the transport, a timeout); it becomes an exit code
@@ -19,6 +19,7 @@ mod grant;
 mod transport;
 mod wording;
 
+pub use grant::grant_for;
 pub use transport::TransportError;
 pub use wording::set_api_server;
 
@@ -336,6 +337,19 @@ mod tests {
             f.to_string().contains(
                 "kubectl create clusterrolebinding kubectl-ns-node-admin-system-serviceaccount-ops-bot \
                  --clusterrole=kubectl-ns-node-admin --serviceaccount=ops:bot"
+            ),
+            "{}",
+            f.to_string()
+        );
+        let f = denied(
+            serde_json::json!({"user": "bob", "verb": "delete", "group": "kubectl-ns.io",
+                "resource": "nodes", "subresource": "sessions", "name": "n1"}),
+            "bob may not delete nodes/sessions (API group kubectl-ns.io) on node n1",
+        );
+        assert!(
+            f.to_string().contains(
+                "kubectl create clusterrolebinding kubectl-ns-session-admin-bob \
+                 --clusterrole=kubectl-ns-session-admin --user=bob"
             ),
             "{}",
             f.to_string()
