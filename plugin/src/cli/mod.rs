@@ -84,20 +84,7 @@ pub enum Command {
     ///   kubectl ns audit -A -o json --fail-on drift,privileged,host-net
     #[command(verbatim_doc_comment)]
     Audit(AuditArgs),
-    /// Who is inside right now: every live session on the agents asked,
-    /// and ending one.
-    ///
-    /// Each agent decides what you see: your own sessions always; everyone's
-    /// with `list` on nodes/sessions (API group kubectl-ns.io), which the
-    /// ClusterRole kubectl-ns-session-admin grants, as it grants `delete`
-    /// for ending another user's session. The killed session's client is
-    /// told who ended it and exits 255.
-    ///
-    /// Examples:
-    ///   kubectl ns sessions -A
-    ///   kubectl ns sessions --node worker-3 -o wide
-    ///   kubectl ns sessions kill worker-3/42
-    #[command(verbatim_doc_comment)]
+    // Its help is SessionsArgs' doc comment, kept beside its flags.
     Sessions(SessionsArgs),
     /// Install the agent DaemonSet (embedded manifests, server-side apply)
     /// and wait for it on every node.

@@ -12,7 +12,23 @@ pub enum SessionsAction {
     Kill,
 }
 
+/// Who is inside right now: list the live sessions, or end one.
+///
+/// Every node's agent is asked at once (bounded, with a deadline per
+/// node); nodes whose agent did not answer are named on stderr.
+///
+/// Each agent decides what you see: your own sessions always; everyone's
+/// with `list` on nodes/sessions (API group kubectl-ns.io), which the
+/// ClusterRole kubectl-ns-session-admin grants, as it grants `delete`
+/// for ending another user's session. The killed session's client is
+/// told who ended it and exits 255.
+///
+/// Examples:
+///   kubectl ns sessions -A
+///   kubectl ns sessions --node worker-3 -o wide
+///   kubectl ns sessions kill worker-3/42
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct SessionsArgs {
     #[command(flatten)]
     pub kube: KubeArgs,
