@@ -252,6 +252,21 @@ fn a_user_ends_their_own_session_without_any_session_right() {
         "{}",
         stderr(&o)
     );
+    // A caller the agent cannot identify learns nothing, and the listing
+    // fails rather than claim nobody is inside.
+    c.api.add_user("dave-token", "dave", &["system:authenticated"]);
+    c.api.expire_on_review("dave-token");
+    let stranger = kubeconfig(&c, "dave");
+    let o = kns(&c, &stranger, &["sessions", "-A"]);
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("node {NODE} did not answer"))
+            && stderr(&o).contains("no agent answered (the 1 node above)")
+            && !stdout(&o).contains("alice"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
     // A bad ID is a usage error, said before anything is asked.
     let o = Command::new(kns_tests::bins::plugin())
         .args(["sessions", "kill", "lab-node/x"])

@@ -62,13 +62,28 @@ async fn namespace(args: &SessionsArgs) -> Result<String, Failure> {
     })
 }
 
-fn warn_unanswered(nodes: &[NodeRow]) {
-    for n in nodes.iter().filter(|n| !n.answered) {
+/// Names each node whose agent did not answer; fails when none did (or
+/// there was none to ask), as an empty listing would then claim nobody
+/// is inside.
+fn unanswered(nodes: &[NodeRow]) -> Result<(), Failure> {
+    let silent: Vec<&NodeRow> = nodes.iter().filter(|n| !n.answered).collect();
+    for n in &silent {
         eprintln!(
             "kubectl-ns: node {} did not answer: {}",
             n.node,
             n.error.as_deref().unwrap_or_default()
         );
+    }
+    match (nodes.len(), silent.len()) {
+        (0, _) => Err(Failure::own(
+            "no node has a kubectl-ns agent pod to ask\nHint: `kubectl ns status` shows where the agents run \
+             (--agent-namespace if they are not in kubectl-ns-system)",
+        )),
+        (all, none) if all == none => Err(Failure::own(format!(
+            "no agent answered (the {} above): who is inside is unknown",
+            nodes_word(all)
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -77,7 +92,7 @@ async fn list(args: &SessionsArgs) -> Result<u8, Failure> {
     let answers = ask(args, &namespace).await?;
     let footer = restricted_footer(&answers);
     let report = report(answers);
-    warn_unanswered(&report.nodes);
+    unanswered(&report.nodes)?;
     let table_output = matches!(args.output, Output::Table | Output::Wide);
     if report.sessions.is_empty() && table_output {
         let scope = if namespace.is_empty() {
@@ -116,7 +131,7 @@ fn parse_id(s: &str) -> Result<(Option<String>, u64), Failure> {
 /// The node of the one session `id` among those the agents list.
 async fn find(args: &SessionsArgs, id: u64) -> Result<String, Failure> {
     let report = report(ask(args, "").await?);
-    warn_unanswered(&report.nodes);
+    unanswered(&report.nodes)?;
     let found: Vec<&Row> = report.sessions.iter().filter(|s| s.id == id).collect();
     let restricted: Vec<&str> = report
         .nodes
