@@ -403,6 +403,16 @@ impl Session {
     }
 }
 
+/// How draining a session's output after its tool exited ended.
+enum Drained {
+    /// Every byte went out: stdout's and stderr's counts.
+    All((u64, u64)),
+    /// The client took nothing for DRAIN_STALL.
+    Stalled,
+    /// Someone killed the session meanwhile.
+    Killed(String),
+}
+
 /// The reply side of a session: the output pumps, how far the client has
 /// taken their messages, and the place kept for the last message.
 struct Output {
@@ -416,33 +426,39 @@ struct Output {
 impl Output {
     /// The tool exited: its output still in the pipes goes before the exit
     /// status, for as long as the client keeps taking it.
+    /// A kill while the output drains ends the draining (the tool is gone
+    /// already): the client is told who ended the session, not its status.
     async fn exited(mut self, s: ExitStatus, session: Session, started: Instant) -> (Summary, Tool) {
-        let drained = self.drain().await;
-        let bytes = drained.unwrap_or_default();
-        let reply = if drained.is_some() {
-            let status = match s {
-                ExitStatus::Code(c) => exited::Status::Code(c),
-                ExitStatus::Signal(n) => exited::Status::Signal(n),
-            };
-            Ok(ExecResponse {
-                msg: Some(Out::Exited(Exited {
-                    status: Some(status),
-                    error: String::new(),
-                    note: session.tool.oom_note().unwrap_or_default(),
-                })),
-            })
-        } else {
-            self.out.abort();
-            if let Some(e) = &self.err {
-                e.abort();
+        let (end, bytes, reply) = match self.drain(&session.live).await {
+            Drained::All(bytes) => {
+                let status = match s {
+                    ExitStatus::Code(c) => exited::Status::Code(c),
+                    ExitStatus::Signal(n) => exited::Status::Signal(n),
+                };
+                let exited = ExecResponse {
+                    msg: Some(Out::Exited(Exited {
+                        status: Some(status),
+                        error: String::new(),
+                        note: session.tool.oom_note().unwrap_or_default(),
+                    })),
+                };
+                (End::Exited(s), bytes, Ok(exited))
             }
             // Never an exit status after a cut stream: the client must not
             // take a truncated output for a complete one.
-            Err(AgentError::OutputDropped {
-                exit: format!("{s:?}"),
-                stalled: DRAIN_STALL.as_secs(),
+            Drained::Stalled => {
+                self.stop_pumps();
+                let e = AgentError::OutputDropped {
+                    exit: format!("{s:?}"),
+                    stalled: DRAIN_STALL.as_secs(),
+                };
+                (End::Exited(s), (0, 0), Err(e.into()))
             }
-            .into())
+            Drained::Killed(by) => {
+                self.stop_pumps();
+                let e = AgentError::Killed { by: by.clone() };
+                (End::Killed { by }, (0, 0), Err(e.into()))
+            }
         };
         if let Some(p) = self.last {
             p.send(reply);
@@ -451,14 +467,21 @@ impl Output {
             t.abort();
         }
         (
-            summary(End::Exited(s), started, session.live.bytes_in(), bytes),
+            summary(end, started, session.live.bytes_in(), bytes),
             session.tool,
         )
     }
 
-    /// Waits for both pumps to reach end of file; `None` when the client
-    /// took nothing for DRAIN_STALL.
-    async fn drain(&mut self) -> Option<(u64, u64)> {
+    fn stop_pumps(&self) {
+        self.out.abort();
+        if let Some(e) = &self.err {
+            e.abort();
+        }
+    }
+
+    /// Waits for both pumps to reach end of file, unless the client took
+    /// nothing for DRAIN_STALL or the session is killed meanwhile.
+    async fn drain(&mut self, live: &Live) -> Drained {
         let (out, err) = (&mut self.out, &mut self.err);
         let mut drain = std::pin::pin!(async {
             let o = out.await.unwrap_or(0);
@@ -471,11 +494,12 @@ impl Output {
         let mut seen = self.progress.load(Ordering::Relaxed);
         loop {
             tokio::select! {
-                d = &mut drain => return Some(d),
+                d = &mut drain => return Drained::All(d),
+                by = live.killed() => return Drained::Killed(by),
                 _ = tokio::time::sleep(DRAIN_STALL) => {
                     let now = self.progress.load(Ordering::Relaxed);
                     if now == seen {
-                        return None;
+                        return Drained::Stalled;
                     }
                     seen = now;
                 }
@@ -522,4 +546,36 @@ fn farewell(end: &End, max_age: Option<Duration>) -> Option<Status> {
         End::ClientGone | End::Exited(_) => return None,
     };
     Some(why.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(out: JoinHandle<u64>) -> Output {
+        Output {
+            out,
+            err: None,
+            progress: Arc::new(AtomicU64::new(0)),
+            last: None,
+            stdin_task: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kill_ends_the_drain_of_an_exited_tools_output() {
+        // Output a client never takes: only the kill can end the wait
+        // before DRAIN_STALL.
+        let mut stuck = output(tokio::spawn(std::future::pending::<u64>()));
+        let live = Live::default();
+        live.kill("carol");
+        let drained = tokio::time::timeout(Duration::from_secs(5), stuck.drain(&live))
+            .await
+            .expect("the kill ended the drain");
+        assert!(matches!(&drained, Drained::Killed(by) if by == "carol"));
+        stuck.stop_pumps();
+        // Not killed, the drain ends with the output.
+        let mut done = output(tokio::spawn(async { 7 }));
+        assert!(matches!(done.drain(&Live::default()).await, Drained::All((7, 0))));
+    }
 }
