@@ -2,7 +2,11 @@
 //! `protoc` is needed to build the project.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["kns/agent/v1/agent.proto", "cri/runtime/v1/api.proto"];
+    let files = [
+        "kns/agent/v1/agent.proto",
+        "kns/agent/v1/sessions.proto",
+        "cri/runtime/v1/api.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -43,6 +43,8 @@ pub enum AgentError {
     StartTooLarge,
     #[error("the first message of an exec stream must be `start`")]
     NotStart,
+    #[error("no session {0} runs on this agent: `kubectl ns sessions` lists those that do")]
+    NoSession(u64),
     /// The stream itself failed before the request was read: its status
     /// is passed on as it is.
     #[error("{}", .0.message())]
@@ -76,6 +78,10 @@ pub enum AgentError {
          its processes were killed; run the command again"
     )]
     Lost,
+    /// Someone ended the session with `kubectl ns sessions kill`: the
+    /// plugin's exec prints these words as they are.
+    #[error("session ended by {by} (kubectl ns sessions kill): its processes were killed")]
+    Killed { by: String },
     /// The tool exited (`exit`, as the agent logs it) but the client took
     /// none of its remaining output for `stalled` seconds.
     #[error(
@@ -158,6 +164,8 @@ impl From<AgentError> for Status {
             AgentError::Oversized => tonic::Code::OutOfRange,
             AgentError::Lost | AgentError::NoExitStatus => tonic::Code::Internal,
             AgentError::OutputDropped { .. } => tonic::Code::DataLoss,
+            AgentError::NoSession(_) => tonic::Code::NotFound,
+            AgentError::Killed { .. } => tonic::Code::Aborted,
             AgentError::BadRequest(_) => tonic::Code::InvalidArgument,
             AgentError::Internal(_) => tonic::Code::Internal,
             AgentError::Proc(p) => proc_code(p),
@@ -207,14 +215,7 @@ impl From<AgentError> for Status {
         // Marks the authorizer's refusals (apart from the agent's own lack
         // of privilege), naming the missing rule when there is one.
         let denied = match &e {
-            AgentError::Authz(AuthzError::Denied { user, rule, .. }) => {
-                let mut v = serde_json::to_value(rule).expect("rules serialize");
-                v["user"] = user.as_str().into();
-                Some(v)
-            }
-            AgentError::Authz(AuthzError::NotRoot { username: user } | AuthzError::NoNodeName { user }) => {
-                Some(serde_json::json!({ "user": user }))
-            }
+            AgentError::Authz(a) => denied_rule(a),
             _ => None,
         };
         if let Some(v) = denied.and_then(|v| v.to_string().parse().ok()) {
@@ -233,6 +234,23 @@ impl From<AgentError> for Status {
             );
         }
         status
+    }
+}
+
+/// The `kns-denied-rule` value of an authorizer's refusal: the missing rule
+/// and the user, or the user alone when no rule applies; `None` when the
+/// review itself failed.
+pub fn denied_rule(e: &AuthzError) -> Option<serde_json::Value> {
+    match e {
+        AuthzError::Denied { user, rule, .. } => {
+            let mut v = serde_json::to_value(rule).expect("rules serialize");
+            v["user"] = user.as_str().into();
+            Some(v)
+        }
+        AuthzError::NotRoot { username: user } | AuthzError::NoNodeName { user } => {
+            Some(serde_json::json!({ "user": user }))
+        }
+        AuthzError::Review(_) => None,
     }
 }
 
@@ -319,6 +337,11 @@ mod tests {
                 tonic::Code::DataLoss,
                 "the tool exited (Code(0)), but the client took none of its remaining output for 10 s; the rest \
                  was dropped",
+            ),
+            (
+                AgentError::Killed { by: "carol".into() },
+                tonic::Code::Aborted,
+                "session ended by carol (kubectl ns sessions kill): its processes were killed",
             ),
             (
                 AgentError::NoExitStatus,

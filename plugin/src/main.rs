@@ -93,6 +93,7 @@ fn main() -> ExitCode {
             Command::Exec(a) => commands::exec::run(a).await,
             Command::Ls(a) => commands::ls::run(a).await,
             Command::Audit(a) => commands::audit::run(a).await,
+            Command::Sessions(a) => commands::sessions::run(a).await,
             Command::Install(a) => commands::install::install(a).await,
             Command::Uninstall(a) => commands::install::uninstall(a).await,
             Command::Status(a) => commands::status::run(a).await,

@@ -1,5 +1,5 @@
-//! The audit trail: one JSON line per session start, session end and
-//! denial, on stdout (human logs go to stderr) and, with `--audit-log`,
+//! The audit trail: one JSON line per session start, session end, session
+//! ended by another (`kill`, naming who) and denial, on stdout (human logs go to stderr) and, with `--audit-log`,
 //! appended to a file.
 //!
 //! The API server's own audit log records the port-forward to the agent's
@@ -27,6 +27,9 @@ pub struct AuditError {
 pub enum Event {
     Start,
     End,
+    /// A session was ended by `kubectl ns sessions kill`: `user` is who
+    /// ended it, `session` which one; its own `end` line follows.
+    Kill,
     Denied,
 }
 
@@ -56,7 +59,7 @@ pub struct Record {
     /// When the line was written (RFC 3339, UTC).
     pub time: String,
     pub event: Event,
-    /// `exec`, `inspect` or `list`.
+    /// `exec`, `inspect`, `list`, `sessions` or `kill`.
     pub request: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<u64>,
@@ -97,6 +100,10 @@ pub struct Record {
     /// How the session ended when the tool did not simply exit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end: Option<String>,
+    /// Who ended the session (`kubectl ns sessions kill`), in its `end`
+    /// line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_in: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -136,6 +143,7 @@ impl Record {
             exit_code: None,
             signal: None,
             end: None,
+            ended_by: None,
             bytes_in: None,
             bytes_out: None,
             reason: None,

@@ -10,6 +10,10 @@
 //! | inspect (`ls`) | the node | `get nodes` on that node |
 //! | inspect (`ls`) | a host PID, a container of no pod | the node exec right |
 //! | list (`ls node/NODE`, `audit`) | the node's containers | `list pods` in all namespaces |
+//! | sessions (`sessions`) | another user's sessions | `list nodes/sessions` in API group `kubectl-ns.io` on the node |
+//! | kill (`sessions kill`) | another user's session | `delete nodes/sessions` in API group `kubectl-ns.io` on the node |
+//!
+//! A caller's own sessions need no right to be seen or ended.
 //!
 //! The pod is the one the container runtime labels the container with
 //! (`io.kubernetes.pod.*`, set by the kubelet), never the client's claim.
@@ -24,6 +28,9 @@ use crate::access::kubeclient::{KubeClient, KubeError};
 pub const GROUP: &str = "kubectl-ns.io";
 /// The ClusterRole in `manifests/` that grants the node right.
 pub const NODE_ADMIN_ROLE: &str = "kubectl-ns-node-admin";
+/// The ClusterRole in `manifests/` that grants seeing and ending anyone's
+/// sessions.
+pub const SESSION_ADMIN_ROLE: &str = "kubectl-ns-session-admin";
 
 /// A right, in the shape of a SubjectAccessReview's `resourceAttributes`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -64,6 +71,12 @@ impl Rule {
 
     pub fn node_get(node: &str) -> Rule {
         Rule::new("get", "", "nodes", "", "", node)
+    }
+
+    /// Seeing (`list`) or ending (`delete`) other users' sessions on the
+    /// node.
+    pub fn node_sessions(verb: &str, node: &str) -> Rule {
+        Rule::new(verb, GROUP, "nodes", "sessions", "", node)
     }
 
     /// Every pod, as `kubectl get pods -A` needs.
@@ -116,6 +129,10 @@ pub enum Action {
     Inspect,
     /// The node's inventory: its containers, their pods and namespaces.
     List,
+    /// Seeing other users' running sessions.
+    Sessions,
+    /// Ending another user's session.
+    Kill,
 }
 
 impl Action {
@@ -125,6 +142,8 @@ impl Action {
             Action::Exec => "exec",
             Action::Inspect => "inspect",
             Action::List => "list",
+            Action::Sessions => "sessions",
+            Action::Kill => "kill",
         }
     }
 }
@@ -283,6 +302,8 @@ impl Access {
             // The answer names the containers of every namespace's pods on
             // the node: what listing pods in all namespaces shows.
             (Action::List, _) => Rule::pods_list(),
+            (Action::Sessions, _) => Rule::node_sessions("list", node()?),
+            (Action::Kill, _) => Rule::node_sessions("delete", node()?),
             (Action::Exec, Subject::Pod { namespace, name }) => Rule::pod_exec(namespace, name),
             (Action::Inspect, Subject::Pod { namespace, name }) => Rule::pod_get(namespace, name),
             (Action::Inspect, Subject::Node) => Rule::node_get(node()?),
@@ -331,14 +352,19 @@ impl Access {
             self.allowed.put(key, ());
             return Ok(Some(rule));
         }
-        let why = match subject {
-            Subject::Host => {
+        let why = match (action, subject) {
+            (Action::Sessions | Action::Kill, _) => {
+                ": another user's sessions need it, to see or to end them; your own need no right".to_owned()
+            }
+            (_, Subject::Host) => {
                 ": a host PID, or a container the runtime ties to no pod, counts as the node".to_owned()
             }
-            Subject::NodeTool => ": a node tool runs as root on the node, also inside a pod's namespaces, \
+            (_, Subject::NodeTool) => {
+                ": a node tool runs as root on the node, also inside a pod's namespaces, \
                 so it needs the node right as well as pods/exec; with -m (the container's own binary, run as \
                 the container) pods/exec alone is enough"
-                .to_owned(),
+                    .to_owned()
+            }
             _ => String::new(),
         };
         let reason = if answer.status.reason.is_empty() {
@@ -384,6 +410,10 @@ mod tests {
         );
         assert_eq!(Rule::node_get("n1").to_string(), "get nodes on node n1");
         assert_eq!(Rule::pods_list().to_string(), "list pods in all namespaces");
+        assert_eq!(
+            Rule::node_sessions("delete", "n1").to_string(),
+            "delete nodes/sessions (API group kubectl-ns.io) on node n1"
+        );
     }
 
     #[test]
@@ -404,6 +434,12 @@ mod tests {
             (Action::Inspect, &Subject::Node, Rule::node_get("n1")),
             (Action::Inspect, &Subject::Host, Rule::node_exec("n1")),
             (Action::List, &Subject::Node, Rule::pods_list()),
+            (
+                Action::Sessions,
+                &Subject::Node,
+                Rule::node_sessions("list", "n1"),
+            ),
+            (Action::Kill, &Subject::Node, Rule::node_sessions("delete", "n1")),
         ];
         for (action, subject, rule) in cases {
             assert_eq!(

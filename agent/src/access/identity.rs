@@ -24,6 +24,18 @@ pub enum Method {
     Skip,
 }
 
+impl Method {
+    /// Its name, as the audit trail spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Token => "token",
+            Method::X509 => "x509",
+            Method::Peercred => "peercred",
+            Method::Skip => "skip",
+        }
+    }
+}
+
 /// A verified caller, as the API server's `UserInfo` names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Identity {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kns_proto::agent::agent_server::AgentServer;
+use kns_proto::agent::sessions_server::SessionsServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -123,7 +124,8 @@ pub async fn serve(
             .http2_keepalive_interval(keepalive)
             .http2_keepalive_timeout(keepalive)
             .add_service(health_svc.clone())
-            .add_service(svc);
+            .add_service(svc)
+            .add_service(SessionsServer::new(service.clone()));
         tracing::info!(listen = %l, "serving");
         tasks.push(tokio::spawn(serve_one(
             l,

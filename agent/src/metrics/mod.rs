@@ -63,7 +63,7 @@ impl EncodeLabelValue for DenialKind {
 }
 
 /// The `end` label of a session: how it ended.
-pub fn end_label(end: End) -> &'static str {
+pub fn end_label(end: &End) -> &'static str {
     match end {
         End::Exited(_) => "exited",
         End::ClientGone => "client_gone",
@@ -71,6 +71,8 @@ pub fn end_label(end: End) -> &'static str {
         End::Expired => "expired",
         End::Oversized => "oversized",
         End::Lost => "lost",
+        // Not who: the label set stays closed.
+        End::Killed { .. } => "killed",
     }
 }
 
@@ -235,7 +237,7 @@ impl Metrics {
         m.active.dec();
         m.ended
             .get_or_create(&EndLabels {
-                end: end_label(s.end),
+                end: end_label(&s.end),
             })
             .inc();
         m.duration.observe(s.duration.as_secs_f64());
@@ -378,7 +380,7 @@ mod tests {
         }
     }
 
-    const ENDS: [End; 7] = [
+    const ENDS: [End; 8] = [
         End::Exited(ExitStatus::Code(0)),
         End::Exited(ExitStatus::Signal(9)),
         End::ClientGone,
@@ -386,6 +388,7 @@ mod tests {
         End::Expired,
         End::Oversized,
         End::Lost,
+        End::Killed { by: String::new() },
     ];
 
     #[test]
@@ -411,6 +414,7 @@ mod tests {
                     "expired",
                     "oversized",
                     "lost",
+                    "killed",
                 ],
             ),
             (
@@ -440,7 +444,7 @@ mod tests {
             .filter(|(n, ..)| n == "kubectl_ns_sessions_ended_total")
             .map(|(_, l, v)| (l["end"].clone(), *v))
             .collect();
-        assert_eq!(ends.len(), 6, "{ends:?}");
+        assert_eq!(ends.len(), 7, "{ends:?}");
         assert!(ends.contains(&("exited".into(), 2.0)), "{ends:?}");
         let names: std::collections::BTreeSet<_> = samples.iter().map(|s| s.0.as_str()).collect();
         for name in [

@@ -25,6 +25,7 @@ use crate::record::{self, Recording};
 use crate::rpc::admit::{Admission, describe_request};
 use crate::rpc::service::{AgentService, versioned};
 use crate::rpc::validate;
+use crate::session::registry::{About, Registered};
 use crate::session::replies::{Replies, Reply};
 use crate::session::{self, End};
 use crate::status::AgentError;
@@ -97,10 +98,21 @@ impl AgentService {
                 return Err(e.into());
             }
         };
-        let notices = note.into_iter().chain(recording.as_ref().map(recorded_notice));
-        let _ = tx.send(Ok(started_reply(&asked, &spawned, notices))).await;
         record.runs_as = Some(spawned.runs_as.to_string());
         record.namespaces = spawned.entered.iter().map(|k| k.proc_name().to_owned()).collect();
+        // Listed from now until the session task ends. The registry holds
+        // as many sessions as there are slots, and this one holds a slot:
+        // a refusal here is the agent's own bug, not the caller's.
+        let registered = match self.registry.insert(about(&asked, &record)) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(session = session_id, error = %e, "cannot register the session");
+                let _ = tokio::task::spawn_blocking(move || drop(spawned)).await;
+                return Err(AgentError::Internal(e.to_string()).into());
+            }
+        };
+        let notices = note.into_iter().chain(recording.as_ref().map(recorded_notice));
+        let _ = tx.send(Ok(started_reply(&asked, &spawned, notices))).await;
         self.audit.emit(&record);
         self.metrics.session_started();
         let max_age = self.max_age(admitted.as_ref());
@@ -116,6 +128,7 @@ impl AgentService {
             recording,
             audit: self.audit.clone(),
             metrics: self.metrics.clone(),
+            registered,
             _held: held,
         };
         let shutdown = self.shutdown.clone();
@@ -272,6 +285,21 @@ fn recorded_notice(r: &Recording) -> String {
     )
 }
 
+/// The session as `kubectl ns sessions` lists it, from its `start` line.
+fn about(asked: &Asked, record: &Record) -> About {
+    About {
+        id: record.session.unwrap_or_default(),
+        who: asked.who.clone(),
+        method: asked.method,
+        target: record.target.clone(),
+        argv: asked.req.argv.clone(),
+        namespaces: record.namespaces.clone(),
+        tools: asked.req.tool_source(),
+        tty: asked.req.tty,
+        start_time: record.start_time.clone().unwrap_or_default(),
+    }
+}
+
 fn started_reply(asked: &Asked, spawned: &Spawned, notices: impl Iterator<Item = String>) -> ExecResponse {
     ExecResponse {
         msg: Some(Out::Started(Started {
@@ -301,6 +329,10 @@ struct Running {
     recording: Option<Recording>,
     audit: Arc<Audit>,
     metrics: Metrics,
+    /// Its entry in the list of running sessions. Dropped before `_held`
+    /// (fields drop in order), so the registry never holds more entries
+    /// than there are slots taken.
+    registered: Registered,
     /// The session's slot and the caller's count (see `exec_session`).
     _held: Arc<dyn Send + Sync>,
 }
@@ -320,7 +352,8 @@ impl Running {
         let runs_as = spawned.runs_as.to_string();
         let entered = spawned.entered;
         let tap = self.recording.as_ref().map(Recording::tap);
-        let s = session::run(spawned, inbound, tx, shutdown, max_age, tap).await;
+        let live = self.registered.live();
+        let s = session::run(spawned, inbound, tx, shutdown, max_age, tap, live).await;
         self.metrics.session_ended(&s);
         let (exit_code, signal) = match s.end {
             End::Exited(ExitStatus::Code(c)) => (Some(c), None),
@@ -355,6 +388,9 @@ impl Running {
         record.exit_code = exit_code;
         record.signal = signal;
         record.end = (!matches!(s.end, End::Exited(_))).then(|| format!("{:?}", s.end));
+        if let End::Killed { by } = &s.end {
+            record.ended_by = Some(by.clone());
+        }
         record.bytes_in = Some(s.bytes_in);
         record.bytes_out = Some(s.bytes_out + s.bytes_err);
         if let Some(r) = self.recording.take() {

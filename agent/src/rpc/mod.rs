@@ -2,11 +2,13 @@
 //! `validate` (a start message into a typed
 //! request), `admit` (the checks every request
 //! passes, in order), `exec` (the Exec RPC as steps),
-//! [`inventory`] (List). Every error a request or a session meets becomes
-//! a `tonic::Status` in one place, [`crate::status`].
+//! [`inventory`] (List), `sessions` (the Sessions service: ListSessions,
+//! KillSession). Every error a request or a session meets becomes a
+//! `tonic::Status` in one place, [`crate::status`].
 
 mod admit;
 mod exec;
 pub mod inventory;
 pub mod service;
+mod sessions;
 mod validate;

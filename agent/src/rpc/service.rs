@@ -23,6 +23,7 @@ use crate::kernel::procfs::{self, ProcError};
 use crate::metrics::Metrics;
 use crate::record::Store;
 use crate::rpc::validate;
+use crate::session::registry::Registry;
 use crate::session::replies::Replies;
 use crate::status::AgentError;
 use crate::sys::spawner::Spawner;
@@ -62,6 +63,8 @@ pub struct AgentService {
     pub(super) limits: Limits,
     /// One permit per running session.
     pub(super) running: Arc<tokio::sync::Semaphore>,
+    /// The sessions running now, as many at most as there are permits.
+    pub(super) registry: Arc<Registry>,
     pub(super) access: Arc<Access>,
     pub(super) audit: Arc<Audit>,
     pub(super) policy: Arc<Policies>,
@@ -87,6 +90,7 @@ impl AgentService {
             spawner: Arc::new(spawner),
             containment: Arc::new(containment),
             running: Arc::new(tokio::sync::Semaphore::new(limits.max_sessions as usize)),
+            registry: Registry::new(limits.max_sessions),
             limits,
             access: Arc::new(guard.access),
             audit: Arc::new(guard.audit),

@@ -1,9 +1,11 @@
 //! One exec session: moving a running tool's I/O to and from the client,
 //! forwarding signals and resizes, and making sure nothing outlives it.
 //! The session's events are handled here; the byte moving is in `pump`,
-//! the reply stream in [`replies`].
+//! the reply stream in [`replies`], the sessions running now (and their
+//! kill switches) in [`registry`].
 
 mod pump;
+pub mod registry;
 pub mod replies;
 
 use std::collections::VecDeque;
@@ -27,6 +29,7 @@ use tonic::Status;
 use crate::enter::nsenter::{Spawned, Tool};
 use crate::record::Tap;
 use crate::session::pump::{feed, pump};
+use crate::session::registry::Live;
 use crate::session::replies::Reply;
 use crate::status::AgentError;
 use crate::sys::pty;
@@ -44,7 +47,7 @@ const STDIN_BACKLOG: usize = 4 << 20;
 const DRAIN_STALL: Duration = Duration::from_secs(30);
 
 /// How a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
     /// The tool exited (and its output was drained, or the client was
     /// told it was not).
@@ -60,6 +63,8 @@ pub enum End {
     Oversized,
     /// The agent could not watch or reap the tool.
     Lost,
+    /// Someone ended it with `kubectl ns sessions kill`.
+    Killed { by: String },
 }
 
 /// What a session did, for its log line.
@@ -93,8 +98,9 @@ async fn kill_and_reap(tool: &mut Tool, exit: &AsyncFd<OwnedFd>) -> Option<ExitS
 }
 
 /// Runs the session to its end. `shutdown` turning true ends it with an
-/// `Unavailable` status sent to the client. `tap`: the session's recording,
-/// when the policy records it.
+/// `Unavailable` status sent to the client; `live`'s kill switch with an
+/// `Aborted` one naming who ended it. `tap`: the session's recording, when
+/// the policy records it. Its bytes are counted in `live` as they move.
 pub async fn run<S>(
     spawned: Spawned,
     inbound: S,
@@ -102,11 +108,12 @@ pub async fn run<S>(
     shutdown: watch::Receiver<bool>,
     max_age: Option<Duration>,
     tap: Option<Tap>,
+    live: Arc<Live>,
 ) -> Summary
 where
     S: Stream<Item = Result<ExecRequest, Status>> + Unpin,
 {
-    let (summary, tool) = drive(spawned, inbound, tx, shutdown, max_age, tap).await;
+    let (summary, tool) = drive(spawned, inbound, tx, shutdown, max_age, tap, live).await;
     // Ending the cgroup waits for its processes to be gone, and a process
     // stuck in the kernel (a hung NFS mount) can make that slow: never on
     // the agent's one async thread, which serves every other session.
@@ -124,6 +131,7 @@ async fn drive<S>(
     mut shutdown: watch::Receiver<bool>,
     max_age: Option<Duration>,
     tap: Option<Tap>,
+    live: Arc<Live>,
 ) -> (Summary, Tool)
 where
     S: Stream<Item = Result<ExecRequest, Status>> + Unpin,
@@ -143,10 +151,11 @@ where
         Out::Stdout,
         progress.clone(),
         tap.clone(),
+        live.clone(),
     );
     let err = spawned.stderr.map(|fd| {
         let tap = tap.as_ref().map(Tap::for_stderr);
-        pump(fd, tx.clone(), Out::Stderr, progress.clone(), tap)
+        pump(fd, tx.clone(), Out::Stderr, progress.clone(), tap, live.clone())
     });
     let (mut stdin, stdin_task) = match spawned.stdin {
         Some(fd) => {
@@ -167,7 +176,7 @@ where
         Err(e) => {
             tracing::error!(pid, error = %e, "cannot watch the tool's pidfd");
             tool.kill_all();
-            if let (Some(status), Some(p)) = (farewell(End::Lost, max_age), output.last) {
+            if let (Some(status), Some(p)) = (farewell(&End::Lost, max_age), output.last) {
                 p.send(Err(status));
             }
             return (summary(End::Lost, started, 0, (0, 0)), tool);
@@ -180,8 +189,8 @@ where
         backlog: Backlog::default(),
         close_stdin: false,
         requests_open: true,
-        bytes_in: 0,
         tap,
+        live,
     };
     let clock = Clock { started, max_age };
     let end = session
@@ -253,14 +262,15 @@ struct Session {
     close_stdin: bool,
     /// Until the client half-closes its side of the call.
     requests_open: bool,
-    bytes_in: u64,
     /// The session's recording, for resizes.
     tap: Option<Tap>,
+    /// Its byte counts and kill switch.
+    live: Arc<Live>,
 }
 
 impl Session {
     /// Handles events until one ends the session: stdin the tool can take,
-    /// the agent shutting down, the age limit, the tool's exit, a request
+    /// the agent shutting down, a kill, the age limit, the tool's exit, a request
     /// from the client, or the client gone. `stdin` is the feeder's
     /// sender, `None` once stdin is closed (or when it is not forwarded).
     async fn until_end<S>(
@@ -285,6 +295,7 @@ impl Session {
                     }
                 }
                 _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return End::Shutdown,
+                by = self.live.killed() => return End::Killed { by },
                 _ = async {
                     match clock.max_age {
                         Some(age) => tokio::time::sleep_until((clock.started + age).into()).await,
@@ -367,7 +378,7 @@ impl Session {
         let pid = self.pid;
         match m {
             In::Stdin(data) => {
-                self.bytes_in += data.len() as u64;
+                self.live.add_in(data.len() as u64);
                 if stdin_open {
                     self.backlog.push(data);
                 }
@@ -392,6 +403,16 @@ impl Session {
     }
 }
 
+/// How draining a session's output after its tool exited ended.
+enum Drained {
+    /// Every byte went out: stdout's and stderr's counts.
+    All((u64, u64)),
+    /// The client took nothing for DRAIN_STALL.
+    Stalled,
+    /// Someone killed the session meanwhile.
+    Killed(String),
+}
+
 /// The reply side of a session: the output pumps, how far the client has
 /// taken their messages, and the place kept for the last message.
 struct Output {
@@ -405,33 +426,39 @@ struct Output {
 impl Output {
     /// The tool exited: its output still in the pipes goes before the exit
     /// status, for as long as the client keeps taking it.
+    /// A kill while the output drains ends the draining (the tool is gone
+    /// already): the client is told who ended the session, not its status.
     async fn exited(mut self, s: ExitStatus, session: Session, started: Instant) -> (Summary, Tool) {
-        let drained = self.drain().await;
-        let bytes = drained.unwrap_or_default();
-        let reply = if drained.is_some() {
-            let status = match s {
-                ExitStatus::Code(c) => exited::Status::Code(c),
-                ExitStatus::Signal(n) => exited::Status::Signal(n),
-            };
-            Ok(ExecResponse {
-                msg: Some(Out::Exited(Exited {
-                    status: Some(status),
-                    error: String::new(),
-                    note: session.tool.oom_note().unwrap_or_default(),
-                })),
-            })
-        } else {
-            self.out.abort();
-            if let Some(e) = &self.err {
-                e.abort();
+        let (end, bytes, reply) = match self.drain(&session.live).await {
+            Drained::All(bytes) => {
+                let status = match s {
+                    ExitStatus::Code(c) => exited::Status::Code(c),
+                    ExitStatus::Signal(n) => exited::Status::Signal(n),
+                };
+                let exited = ExecResponse {
+                    msg: Some(Out::Exited(Exited {
+                        status: Some(status),
+                        error: String::new(),
+                        note: session.tool.oom_note().unwrap_or_default(),
+                    })),
+                };
+                (End::Exited(s), bytes, Ok(exited))
             }
             // Never an exit status after a cut stream: the client must not
             // take a truncated output for a complete one.
-            Err(AgentError::OutputDropped {
-                exit: format!("{s:?}"),
-                stalled: DRAIN_STALL.as_secs(),
+            Drained::Stalled => {
+                self.stop_pumps();
+                let e = AgentError::OutputDropped {
+                    exit: format!("{s:?}"),
+                    stalled: DRAIN_STALL.as_secs(),
+                };
+                (End::Exited(s), (0, 0), Err(e.into()))
             }
-            .into())
+            Drained::Killed(by) => {
+                self.stop_pumps();
+                let e = AgentError::Killed { by: by.clone() };
+                (End::Killed { by }, (0, 0), Err(e.into()))
+            }
         };
         if let Some(p) = self.last {
             p.send(reply);
@@ -440,14 +467,21 @@ impl Output {
             t.abort();
         }
         (
-            summary(End::Exited(s), started, session.bytes_in, bytes),
+            summary(end, started, session.live.bytes_in(), bytes),
             session.tool,
         )
     }
 
-    /// Waits for both pumps to reach end of file; `None` when the client
-    /// took nothing for DRAIN_STALL.
-    async fn drain(&mut self) -> Option<(u64, u64)> {
+    fn stop_pumps(&self) {
+        self.out.abort();
+        if let Some(e) = &self.err {
+            e.abort();
+        }
+    }
+
+    /// Waits for both pumps to reach end of file, unless the client took
+    /// nothing for DRAIN_STALL or the session is killed meanwhile.
+    async fn drain(&mut self, live: &Live) -> Drained {
         let (out, err) = (&mut self.out, &mut self.err);
         let mut drain = std::pin::pin!(async {
             let o = out.await.unwrap_or(0);
@@ -460,11 +494,12 @@ impl Output {
         let mut seen = self.progress.load(Ordering::Relaxed);
         loop {
             tokio::select! {
-                d = &mut drain => return Some(d),
+                d = &mut drain => return Drained::All(d),
+                by = live.killed() => return Drained::Killed(by),
                 _ = tokio::time::sleep(DRAIN_STALL) => {
                     let now = self.progress.load(Ordering::Relaxed);
                     if now == seen {
-                        return None;
+                        return Drained::Stalled;
                     }
                     seen = now;
                 }
@@ -489,11 +524,11 @@ impl Output {
         if let Some(t) = self.stdin_task {
             t.abort();
         }
-        if let (Some(status), Some(p)) = (farewell(end, clock.max_age), self.last) {
+        if let (Some(status), Some(p)) = (farewell(&end, clock.max_age), self.last) {
             p.send(Err(status));
         }
         (
-            summary(end, clock.started, session.bytes_in, (0, 0)),
+            summary(end, clock.started, session.live.bytes_in(), (0, 0)),
             session.tool,
         )
     }
@@ -501,13 +536,46 @@ impl Output {
 
 /// What the client is told when the session ends before the tool does;
 /// `None` when nobody is left to tell.
-fn farewell(end: End, max_age: Option<Duration>) -> Option<Status> {
+fn farewell(end: &End, max_age: Option<Duration>) -> Option<Status> {
     let why = match end {
         End::Shutdown => AgentError::Shutdown,
         End::Expired => AgentError::Expired(max_age.unwrap_or_default().as_secs()),
         End::Oversized => AgentError::Oversized,
         End::Lost => AgentError::Lost,
+        End::Killed { by } => AgentError::Killed { by: by.clone() },
         End::ClientGone | End::Exited(_) => return None,
     };
     Some(why.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(out: JoinHandle<u64>) -> Output {
+        Output {
+            out,
+            err: None,
+            progress: Arc::new(AtomicU64::new(0)),
+            last: None,
+            stdin_task: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kill_ends_the_drain_of_an_exited_tools_output() {
+        // Output a client never takes: only the kill can end the wait
+        // before DRAIN_STALL.
+        let mut stuck = output(tokio::spawn(std::future::pending::<u64>()));
+        let live = Live::default();
+        live.kill("carol");
+        let drained = tokio::time::timeout(Duration::from_secs(5), stuck.drain(&live))
+            .await
+            .expect("the kill ended the drain");
+        assert!(matches!(&drained, Drained::Killed(by) if by == "carol"));
+        stuck.stop_pumps();
+        // Not killed, the drain ends with the output.
+        let mut done = output(tokio::spawn(async { 7 }));
+        assert!(matches!(done.drain(&Live::default()).await, Drained::All((7, 0))));
+    }
 }

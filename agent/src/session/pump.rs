@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::record::Tap;
+use crate::session::registry::Live;
 use crate::session::replies::Reply;
 use crate::sys;
 
@@ -64,13 +65,15 @@ async fn write_all(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
 
 /// Copies an output fd into the reply stream until end of file or until
 /// the client is gone, and into the session's recording; returns the bytes
-/// moved. `progress` counts the messages the client has taken.
+/// moved, which also count in `live` as they go. `progress` counts the
+/// messages the client has taken.
 pub(super) fn pump(
     fd: OwnedFd,
     tx: mpsc::Sender<Reply>,
     wrap: fn(Bytes) -> Out,
     progress: Arc<AtomicU64>,
     tap: Option<Tap>,
+    live: Arc<Live>,
 ) -> JoinHandle<u64> {
     tokio::spawn(async move {
         let Ok(fd) = sys::async_fd(fd) else { return 0 };
@@ -100,6 +103,7 @@ pub(super) fn pump(
                 }
             }
             total += n as u64;
+            live.add_out(n as u64);
             // Large reads hand their buffer over; small ones are copied so
             // a few bytes do not pin a whole chunk while in flight.
             let chunk = if n >= cap / 4 {

@@ -14,7 +14,7 @@ use kube::api::{Api, ListParams};
 
 use crate::agent::route::Route;
 use crate::agent::transport::AgentChannel;
-use crate::cli::FanoutArgs;
+use crate::cli::{FanoutArgs, NodeBounds};
 use crate::error::{self, Failure, api_failure};
 use crate::kube::resolver::Resolver;
 use crate::report::findings::Observations;
@@ -117,9 +117,15 @@ pub struct Bounds {
 
 impl Bounds {
     pub fn of(args: &FanoutArgs) -> Bounds {
+        Bounds::from(&args.bounds)
+    }
+}
+
+impl From<&NodeBounds> for Bounds {
+    fn from(b: &NodeBounds) -> Bounds {
         Bounds {
-            concurrency: usize::from(args.max_concurrent_nodes),
-            timeout: args.node_timeout,
+            concurrency: usize::from(b.max_concurrent_nodes),
+            timeout: b.node_timeout,
         }
     }
 }

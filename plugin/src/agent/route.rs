@@ -123,6 +123,15 @@ pub struct Forwards {
 }
 
 impl Many {
+    /// The nodes with an agent pod; none for a direct route, whose one
+    /// agent answers for whichever node is asked.
+    pub fn nodes(&self) -> std::collections::BTreeSet<String> {
+        match self {
+            Many::Direct(_) => Default::default(),
+            Many::Forward(f) => f.agents.keys().cloned().collect(),
+        }
+    }
+
     /// A channel to `node`'s agent, or why there is none, on one line.
     pub async fn channel(&self, node: &str) -> Result<AgentChannel, String> {
         match self {

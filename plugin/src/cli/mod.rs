@@ -3,9 +3,11 @@
 //! `hint` says what to use after a kubectl habit that does not apply.
 
 mod hint;
+mod sessions;
 pub mod target;
 
 pub use hint::hint_for;
+pub use sessions::{SessionsAction, SessionsArgs};
 
 use std::time::Duration;
 
@@ -82,6 +84,8 @@ pub enum Command {
     ///   kubectl ns audit -A -o json --fail-on drift,privileged,host-net
     #[command(verbatim_doc_comment)]
     Audit(AuditArgs),
+    // Its help is SessionsArgs' doc comment, kept beside its flags.
+    Sessions(SessionsArgs),
     /// Install the agent DaemonSet (embedded manifests, server-side apply)
     /// and wait for it on every node.
     ///
@@ -392,6 +396,13 @@ pub struct FanoutArgs {
     /// Only pods matching this label selector.
     #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
     pub selector: Option<String>,
+    #[command(flatten)]
+    pub bounds: NodeBounds,
+}
+
+/// How many nodes' agents are asked at once, and how long each may take.
+#[derive(Debug, Args, Clone)]
+pub struct NodeBounds {
     /// How long one node's agent may take to answer.
     #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
     pub node_timeout: Duration,

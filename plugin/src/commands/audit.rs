@@ -9,6 +9,7 @@ use crate::agent::route::{self, Route};
 use crate::cli::{AuditArgs, Output};
 use crate::commands::ls::render;
 use crate::error::{Failure, UsageError};
+use crate::report::columns;
 use crate::report::findings::{self, Finding, Observations, Unknowns};
 
 /// The exit status when a finding of a kind named in `--fail-on` exists.
@@ -39,24 +40,6 @@ fn yes_no(v: Option<bool>) -> &'static str {
         Some(false) => "no",
         None => "-",
     }
-}
-
-/// Columns padded to their widest cell, as kubectl prints them.
-fn columns(rows: &[Vec<String>]) -> String {
-    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut s = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        s.push_str(line.join("   ").trim_end());
-        s.push('\n');
-    }
-    s
 }
 
 /// The most severe first; the findings' own order otherwise.

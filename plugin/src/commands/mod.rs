@@ -5,5 +5,6 @@ pub mod audit;
 pub mod exec;
 pub mod install;
 pub mod ls;
+pub mod sessions;
 pub mod status;
 pub mod version;

@@ -20,6 +20,18 @@ pub(super) struct DeniedRule {
 
 /// The ClusterRole `manifests/` ships for the node right.
 const NODE_ADMIN_ROLE: &str = "kubectl-ns-node-admin";
+/// The ClusterRole `manifests/` ships for seeing and ending anyone's
+/// sessions.
+const SESSION_ADMIN_ROLE: &str = "kubectl-ns-session-admin";
+
+/// The `kubectl create …` commands that would grant the rule of a
+/// `kns-denied-rule` value (as a ListSessions answer carries it when it
+/// lists only the caller's own sessions); `None` when it names no rule.
+pub fn grant_for(denied_rule: &str) -> Option<String> {
+    serde_json::from_str::<DeniedRule>(denied_rule)
+        .ok()
+        .map(|d| grant(&d).join("\n"))
+}
 
 /// The `kubectl create …` commands that would grant `d`, for a hint: one
 /// line each.
@@ -56,9 +68,14 @@ pub(super) fn grant(d: &DeniedRule) -> Vec<String> {
             format!("-{}", d.subresource)
         }
     );
-    if d.group == "kubectl-ns.io" && d.resource == "nodes" && d.subresource == "exec" {
+    let shipped = match (d.group.as_str(), d.resource.as_str(), d.subresource.as_str()) {
+        ("kubectl-ns.io", "nodes", "exec") => Some(NODE_ADMIN_ROLE),
+        ("kubectl-ns.io", "nodes", "sessions") => Some(SESSION_ADMIN_ROLE),
+        _ => None,
+    };
+    if let Some(role) = shipped {
         return vec![format!(
-            "  kubectl create clusterrolebinding {NODE_ADMIN_ROLE}-{tag} --clusterrole={NODE_ADMIN_ROLE} {subject}"
+            "  kubectl create clusterrolebinding {role}-{tag} --clusterrole={role} {subject}"
         )];
     }
     let verb = &d.verb;

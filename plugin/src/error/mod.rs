@@ -8,7 +8,7 @@
 //! | 127 | the tool was not found (on the node, with a hint to the toolbox image and `--tools agent`; with `-m`: not in the container image; with `--tools agent`: not in the agent's image) |
 //! | 128+N | the remote command died of signal N (130 for SIGINT); or kubectl-ns got signal N before the session was open, or twice within a second while the agent did not answer |
 //! | 2 | usage error: bad flags or arguments |
-//! | 255 | kubectl-ns itself failed: agent unreachable, target not found, forbidden, credentials rejected, … |
+//! | 255 | kubectl-ns itself failed: agent unreachable, target not found, forbidden, credentials rejected, …; or (`exec`) the session was ended by `kubectl ns sessions kill`, with `session ended by USER` on stderr |
 //!
 //! How errors flow: each layer fails with a typed error of its own, one
 //! variant per mistake or failed step, with what it concerns in fields
@@ -31,13 +31,16 @@
 //! its failures (`tests/layout.rs` refuses modules that import each other).
 mod grant;
 mod install;
+mod live;
 mod resolve;
 mod session;
 mod transport;
 mod usage;
 mod wording;
 
+pub use grant::grant_for;
 pub use install::InstallError;
+pub use live::LiveError;
 pub use resolve::{ResolveError, Stopped};
 pub use session::{LocalError, SessionError};
 pub use transport::TransportError;
@@ -66,6 +69,8 @@ pub enum Failure {
     Session(#[from] SessionError),
     /// Something local failed: stdout, a thread, signals, encoding.
     Local(#[from] LocalError),
+    /// Who is inside cannot be told, or the session to end is not there.
+    Live(#[from] LiveError),
     /// The API server refused or failed `what`.
     Api {
         what: String,
@@ -111,6 +116,7 @@ impl Failure {
             Failure::Install(e) => Worded::own(e, e.hints()),
             Failure::Session(e) => Worded::own(e, e.hints()),
             Failure::Local(e) => Worded::own(e, Vec::new()),
+            Failure::Live(e) => Worded::own(e, e.hints()),
             Failure::Api { what, source } => wording::api(what, source),
             Failure::Agent(s) => wording::status(s),
             Failure::BrokenSession { status, direct } => wording::broken_session(status, *direct),
@@ -383,6 +389,19 @@ mod tests {
             f.to_string().contains(
                 "kubectl create clusterrolebinding kubectl-ns-node-admin-system-serviceaccount-ops-bot \
                  --clusterrole=kubectl-ns-node-admin --serviceaccount=ops:bot"
+            ),
+            "{}",
+            f.to_string()
+        );
+        let f = denied(
+            serde_json::json!({"user": "bob", "verb": "delete", "group": "kubectl-ns.io",
+                "resource": "nodes", "subresource": "sessions", "name": "n1"}),
+            "bob may not delete nodes/sessions (API group kubectl-ns.io) on node n1",
+        );
+        assert!(
+            f.to_string().contains(
+                "kubectl create clusterrolebinding kubectl-ns-session-admin-bob \
+                 --clusterrole=kubectl-ns-session-admin --user=bob"
             ),
             "{}",
             f.to_string()

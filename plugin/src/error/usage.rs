@@ -77,6 +77,22 @@ pub enum UsageError {
          `kubectl-ns status --agent {addr}` and `kubectl-ns version --agent {addr}` report on it)"
     )]
     AgentOfNoUse { command: &'static str, addr: String },
+    /// `sessions kill` given something that is no session.
+    #[error(
+        "`{given}`: expected NODE/ID or ID, a session as `kubectl ns sessions` lists it (e.g. worker-3/42)"
+    )]
+    NotASession { given: String },
+    /// `sessions kill` with the listing's scope.
+    #[error(
+        "kill names one session: -A and --namespace choose what the listing shows; give NODE/ID or ID alone"
+    )]
+    KillWithScope,
+    #[error("kill needs the session: NODE/ID, or ID alone, as `kubectl ns sessions` lists it")]
+    KillWithoutSession,
+    /// A session ID alone that more than one node has: `on` lists them as
+    /// NODE/ID.
+    #[error("session {id} runs on more than one node ({on}): name it as NODE/ID")]
+    SessionOnManyNodes { id: u64, on: String },
 }
 
 impl UsageError {

@@ -156,6 +156,7 @@ mod tests {
                 "ClusterRole/kubectl-ns-user",
                 "Role/kubectl-ns-user",
                 "ClusterRole/kubectl-ns-node-admin",
+                "ClusterRole/kubectl-ns-session-admin",
                 &format!("DaemonSet/{DAEMONSET_NAME}"),
             ]
         );
@@ -326,6 +327,10 @@ mod tests {
         assert_eq!(
             rules("kubectl-ns-node-admin"),
             [r#"create ["kubectl-ns.io"] ["nodes/exec"]"#]
+        );
+        assert_eq!(
+            rules("kubectl-ns-session-admin"),
+            [r#"list,delete ["kubectl-ns.io"] ["nodes/sessions"]"#]
         );
         assert!(
             rules("kubectl-ns-user")
