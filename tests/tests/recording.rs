@@ -161,6 +161,21 @@ fn record_all_with_input_keeps_stdout_stderr_and_what_was_typed() {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
+    // While it waits for its input, the live listing says it is recorded.
+    let listed = || -> serde_json::Value {
+        let o = bins::kns(&["sessions", "--agent", &r.agent.addr(), "-o", "json"]);
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&o)))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || listed()["sessions"][0].is_object()),
+        "never listed"
+    );
+    let file = recordings(&r.dir)[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(listed()["sessions"][0]["recording"], file.as_str());
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"typed\n").unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));

@@ -297,6 +297,7 @@ fn about(asked: &Asked, record: &Record) -> About {
         tools: asked.req.tool_source(),
         tty: asked.req.tty,
         start_time: record.start_time.clone().unwrap_or_default(),
+        recording: record.recording.as_ref().map(|r| r.name.clone()),
     }
 }
 

@@ -45,6 +45,7 @@ fn info(l: Listed) -> SessionInfo {
         duration_ms: u64::try_from(l.duration.as_millis()).unwrap_or(u64::MAX),
         bytes_in: l.bytes_in,
         bytes_out: l.bytes_out,
+        recording: a.recording.unwrap_or_default(),
     }
 }
 

@@ -32,6 +32,8 @@ pub struct About {
     pub tty: bool,
     /// RFC 3339, UTC.
     pub start_time: String,
+    /// The recording's file name, when the policy records the session.
+    pub recording: Option<String>,
 }
 
 /// A session's moving parts: its byte counts, which its I/O adds to as it
@@ -236,6 +238,7 @@ mod tests {
             namespaces: vec!["net".into()],
             tools: "node",
             tty: false,
+            recording: None,
             start_time: audit::now(),
         }
     }

@@ -41,7 +41,7 @@ pub struct SessionsArgs {
     pub id: Option<String>,
     /// Sessions in every namespace's pods, and on nodes and host PIDs
     /// (default: those in pods of --namespace, else of the context's
-    /// namespace).
+    /// namespace; with --agent, all of that agent's).
     #[arg(short = 'A', long = "all-namespaces", conflicts_with = "namespace")]
     pub all_namespaces: bool,
     /// Only this node's agent (with --agent: the node that agent runs on).

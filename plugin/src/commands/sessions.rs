@@ -53,11 +53,15 @@ async fn ask(args: &SessionsArgs, namespace: &str) -> Result<Answers, Failure> {
     .await)
 }
 
-/// The Kubernetes namespace the listing covers: empty for -A.
+/// The Kubernetes namespace the listing covers: empty for -A, and for
+/// `--agent` alone (one node's agent, asked by its operator, perhaps on a
+/// node with no kubeconfig: all of that node's sessions, as -A).
 async fn namespace(args: &SessionsArgs) -> Result<String, Failure> {
+    let direct = matches!(Route::of(&args.kube), Route::Direct(_));
     Ok(match (&args.kube.namespace, args.all_namespaces) {
         (_, true) => String::new(),
         (Some(ns), false) => ns.clone(),
+        (None, false) if direct => String::new(),
         (None, false) => route::resolver(&args.kube).await?.namespace,
     })
 }

@@ -47,6 +47,9 @@ pub struct Row {
     pub duration_seconds: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// The recording's file name on the node, when its policy records the
+    /// session.
+    pub recording: Option<String>,
 }
 
 /// A node's part in the listing.
@@ -99,6 +102,7 @@ fn row(node: &str, s: SessionInfo) -> Row {
         duration_seconds: s.duration_ms / 1000,
         bytes_in: s.bytes_in,
         bytes_out: s.bytes_out,
+        recording: none_if_empty(s.recording),
     }
 }
 
@@ -200,7 +204,7 @@ fn to_the_second(t: &str) -> String {
 
 pub fn table(sessions: &[Row], wide: bool) -> String {
     let mut header = [
-        "NODE", "ID", "USER", "AUTH", "TARGET", "COMMAND", "TTY", "AGE", "IN", "OUT",
+        "NODE", "ID", "USER", "AUTH", "TARGET", "COMMAND", "TTY", "REC", "AGE", "IN", "OUT",
     ]
     .map(String::from)
     .to_vec();
@@ -222,6 +226,7 @@ pub fn table(sessions: &[Row], wide: bool) -> String {
                 command.chars().take(39).collect::<String>() + "…"
             },
             if s.tty { "yes" } else { "no" }.to_owned(),
+            if s.recording.is_some() { "yes" } else { "no" }.to_owned(),
             age(s.duration_seconds),
             bytes(s.bytes_in),
             bytes(s.bytes_out),
@@ -284,6 +289,7 @@ mod tests {
             duration_ms: 61_500,
             bytes_in: 3,
             bytes_out: 2048,
+            recording: String::new(),
         }
     }
 
