@@ -216,6 +216,17 @@ fn ls_and_audit_with_n_point_to_namespace() {
     );
 }
 
+#[test]
+fn status_with_namespace_points_to_agent_namespace() {
+    // Before any cluster is asked: a mistake in the command line.
+    let err = usage_error(&["status", "--namespace", "kubectl-ns-system"]);
+    assert!(
+        err.contains("--namespace kubectl-ns-system names the namespace of pods to enter")
+            && err.contains("Hint: if the agents run in that namespace, say --agent-namespace"),
+        "{err}"
+    );
+}
+
 /// `exec web -n -- true` against an API server at https://127.0.0.1:`port`
 /// (a kubeconfig with a token user); fails unless it exits 255, and
 /// returns its stderr.

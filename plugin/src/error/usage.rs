@@ -87,6 +87,16 @@ pub enum UsageError {
         "kill names one session: -A and --namespace choose what the listing shows; give NODE/ID or ID alone"
     )]
     KillWithScope,
+    /// `--namespace` for a command about the agents, which it would not
+    /// change: the agents' own namespace is --agent-namespace.
+    #[error(
+        "{command} reports on the kubectl-ns agents, and --namespace {namespace} names the namespace of pods \
+         to enter: it changes nothing here"
+    )]
+    NamespaceForAgents {
+        command: &'static str,
+        namespace: String,
+    },
     #[error("kill needs the session: NODE/ID, or ID alone, as `kubectl ns sessions` lists it")]
     KillWithoutSession,
     /// A session ID alone that more than one node has: `on` lists them as
@@ -111,6 +121,9 @@ impl UsageError {
                  the image's binary"
             }
             UsageError::NamespaceOfNoPod { .. } => "drop --namespace, or name the pod (NS/POD)",
+            UsageError::NamespaceForAgents { .. } => {
+                "if the agents run in that namespace, say --agent-namespace (KNS_AGENT_NAMESPACE) instead"
+            }
             _ => return Vec::new(),
         };
         vec![hint.to_owned()]
