@@ -18,7 +18,8 @@ use serde_json::Value;
 use sha2::Digest;
 
 const POLICY: &str = "recording:\n  record: all\n  nodeTargets: all\n";
-const SCRIPT: &str = "echo replayed-$((6*7)); sleep 0.2; echo second-line";
+/// Output of a few hundred KiB, so that its recording comes in many chunks.
+const SCRIPT: &str = "echo replayed-$((6*7)); sleep 0.2; seq 40000; echo last-line";
 
 /// A policy file and a recordings directory for an agent.
 struct Recordings {
@@ -86,6 +87,7 @@ fn a_recording_replays_byte_for_byte_or_played_and_only_recordings_are_read() {
     assert!(o.status.success(), "{}", stderr(&o));
     let (end, file) = recorded(|| agent.audit(), &rec.dir, || agent.logs());
     let bytes = std::fs::read(&file).unwrap();
+    assert!(bytes.len() > 3 * 64 * 1024, "{} bytes: one chunk", bytes.len());
     let name = file.file_name().unwrap().to_str().unwrap();
     // NODE_SESSION_UNIXTIME.cast: this agent has no node name of its own.
     let node = name.split('_').next().unwrap();
@@ -108,7 +110,7 @@ fn a_recording_replays_byte_for_byte_or_played_and_only_recordings_are_read() {
     assert!(o.status.success(), "{}", stderr(&o));
     let played = stdout(&o);
     assert!(
-        played.contains("replayed-42\n") && played.contains("second-line\n"),
+        played.contains("replayed-42\n") && played.contains("\n39999\n40000\nlast-line\n"),
         "{played:?}"
     );
     assert!(
