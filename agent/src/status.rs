@@ -7,6 +7,7 @@ use crate::access::authz::AuthzError;
 use crate::enter::error::NsenterError;
 use crate::kernel::procfs::ProcError;
 use crate::metrics::DenialKind;
+use crate::record::{LookupError, StoreError};
 use crate::target::cri::CriError;
 use crate::target::resolve::ResolveError;
 use tonic::Status;
@@ -57,6 +58,9 @@ pub enum AgentError {
          was not started (the node's operator can fix the directory or the policy)"
     )]
     Recording(#[from] crate::record::StoreError),
+    /// A recording asked for (Replay) that cannot be read.
+    #[error(transparent)]
+    Replay(#[from] crate::record::LookupError),
     #[error(
         "the agent is shutting down (SIGTERM): the session was ended and its processes were killed; run the \
          command again once the agent is back"
@@ -160,6 +164,12 @@ impl From<AgentError> for Status {
             AgentError::NotStart => tonic::Code::InvalidArgument,
             AgentError::Shutdown => tonic::Code::Unavailable,
             AgentError::Recording(_) => tonic::Code::FailedPrecondition,
+            AgentError::Replay(r) => match r {
+                LookupError::BadName(_) => tonic::Code::InvalidArgument,
+                LookupError::NotFound { .. } => tonic::Code::NotFound,
+                LookupError::NotAFile { .. } => tonic::Code::FailedPrecondition,
+                LookupError::Io(StoreError::Io { source, .. }) => io_code(source),
+            },
             AgentError::Expired(_) => tonic::Code::DeadlineExceeded,
             AgentError::Oversized => tonic::Code::OutOfRange,
             AgentError::Lost | AgentError::NoExitStatus => tonic::Code::Internal,
@@ -294,6 +304,18 @@ mod tests {
                 .into(),
                 tonic::Code::PermissionDenied,
             ),
+            (
+                LookupError::BadName("../etc/passwd".into()).into(),
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                LookupError::NotFound {
+                    node: "n".into(),
+                    wanted: "7".into(),
+                }
+                .into(),
+                tonic::Code::NotFound,
+            ),
         ];
         for (e, code) in cases {
             assert_eq!(Status::from(e).code(), code);
@@ -423,6 +445,7 @@ mod tests {
             Rule::pod_get("a", "b"),
             Rule::node_exec("n"),
             Rule::node_get("n"),
+            Rule::node_recordings("n"),
             Rule::pods_list(),
         ] {
             assert_ne!(rule.short_name(), "other", "{rule}");

@@ -94,6 +94,7 @@ fn main() -> ExitCode {
             Command::Ls(a) => commands::ls::run(a).await,
             Command::Audit(a) => commands::audit::run(a).await,
             Command::Sessions(a) => commands::sessions::run(a).await,
+            Command::Replay(a) => commands::replay::run(a).await,
             Command::Install(a) => commands::install::install(a).await,
             Command::Uninstall(a) => commands::install::uninstall(a).await,
             Command::Status(a) => commands::status::run(a).await,

@@ -74,6 +74,7 @@ fn install_status_uninstall() {
         "/apis/rbac.authorization.k8s.io/v1/namespaces/kube-system/rolebindings/kubectl-ns-agent-client-ca",
         "/apis/rbac.authorization.k8s.io/v1/clusterroles/kubectl-ns-node-admin",
         "/apis/rbac.authorization.k8s.io/v1/clusterroles/kubectl-ns-session-admin",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles/kubectl-ns-recording-viewer",
         "/apis/rbac.authorization.k8s.io/v1/namespaces/kubectl-ns-system/roles/kubectl-ns-user",
         "/apis/apps/v1/namespaces/kubectl-ns-system/daemonsets/kubectl-ns-agent",
     ] {

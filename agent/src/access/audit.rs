@@ -1,6 +1,7 @@
 //! The audit trail: one JSON line per session start, session end, session
-//! ended by another (`kill`, naming who) and denial, on stdout (human logs go to stderr) and, with `--audit-log`,
-//! appended to a file.
+//! ended by another (`kill`, naming who), replay of a recording and denial,
+//! on stdout (human logs go to stderr) and, with `--audit-log`, appended to
+//! a file.
 //!
 //! The API server's own audit log records the port-forward to the agent's
 //! pod with the user's name; these lines record what that user then did on
@@ -30,6 +31,8 @@ pub enum Event {
     /// A session was ended by `kubectl ns sessions kill`: `user` is who
     /// ended it, `session` which one; its own `end` line follows.
     Kill,
+    /// A session's recording was read back: who, and which (`recording`).
+    Replay,
     Denied,
 }
 
@@ -59,7 +62,7 @@ pub struct Record {
     /// When the line was written (RFC 3339, UTC).
     pub time: String,
     pub event: Event,
-    /// `exec`, `inspect`, `list`, `sessions` or `kill`.
+    /// `exec`, `inspect`, `list`, `sessions`, `kill` or `replay`.
     pub request: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<u64>,

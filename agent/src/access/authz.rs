@@ -12,6 +12,7 @@
 //! | list (`ls node/NODE`, `audit`) | the node's containers | `list pods` in all namespaces |
 //! | sessions (`sessions`) | another user's sessions | `list nodes/sessions` in API group `kubectl-ns.io` on the node |
 //! | kill (`sessions kill`) | another user's session | `delete nodes/sessions` in API group `kubectl-ns.io` on the node |
+//! | replay | a session recording on the node | `get nodes/recordings` in API group `kubectl-ns.io` on the node |
 //!
 //! A caller's own sessions need no right to be seen or ended.
 //!
@@ -24,7 +25,8 @@ use crate::access::authn::{AuthnError, TtlCache};
 use crate::access::identity::{Caller, Identity, Method};
 use crate::access::kubeclient::{KubeClient, KubeError};
 
-/// The API group of the agent's virtual `nodes/exec` resource.
+/// The API group of the agent's virtual `nodes/exec` and
+/// `nodes/recordings` resources.
 pub const GROUP: &str = "kubectl-ns.io";
 /// The ClusterRole in `manifests/` that grants the node right.
 pub const NODE_ADMIN_ROLE: &str = "kubectl-ns-node-admin";
@@ -69,6 +71,13 @@ impl Rule {
         Rule::new("create", GROUP, "nodes", "exec", "", node)
     }
 
+    /// Reading the node's session recordings: a right of its own, as what
+    /// they show (another user's sessions) is neither running a tool nor
+    /// reading an API object.
+    pub fn node_recordings(node: &str) -> Rule {
+        Rule::new("get", GROUP, "nodes", "recordings", "", node)
+    }
+
     pub fn node_get(node: &str) -> Rule {
         Rule::new("get", "", "nodes", "", "", node)
     }
@@ -97,6 +106,9 @@ impl Rule {
             ("list", "pods", "") => "podsList",
             ("create", "nodes", "exec") => "nodesExec",
             ("get", "nodes", "") => "nodesGet",
+            ("get", "nodes", "recordings") => "nodesRecordings",
+            ("list", "nodes", "sessions") => "nodesSessionsList",
+            ("delete", "nodes", "sessions") => "nodesSessionsDelete",
             _ => "other",
         }
     }
@@ -133,6 +145,8 @@ pub enum Action {
     Sessions,
     /// Ending another user's session.
     Kill,
+    /// One of the node's session recordings, read back.
+    Replay,
 }
 
 impl Action {
@@ -144,6 +158,7 @@ impl Action {
             Action::List => "list",
             Action::Sessions => "sessions",
             Action::Kill => "kill",
+            Action::Replay => "replay",
         }
     }
 }
@@ -304,6 +319,7 @@ impl Access {
             (Action::List, _) => Rule::pods_list(),
             (Action::Sessions, _) => Rule::node_sessions("list", node()?),
             (Action::Kill, _) => Rule::node_sessions("delete", node()?),
+            (Action::Replay, _) => Rule::node_recordings(node()?),
             (Action::Exec, Subject::Pod { namespace, name }) => Rule::pod_exec(namespace, name),
             (Action::Inspect, Subject::Pod { namespace, name }) => Rule::pod_get(namespace, name),
             (Action::Inspect, Subject::Node) => Rule::node_get(node()?),
@@ -409,6 +425,10 @@ mod tests {
             "create nodes/exec (API group kubectl-ns.io) on node n1"
         );
         assert_eq!(Rule::node_get("n1").to_string(), "get nodes on node n1");
+        assert_eq!(
+            Rule::node_recordings("n1").to_string(),
+            "get nodes/recordings (API group kubectl-ns.io) on node n1"
+        );
         assert_eq!(Rule::pods_list().to_string(), "list pods in all namespaces");
         assert_eq!(
             Rule::node_sessions("delete", "n1").to_string(),
@@ -440,6 +460,7 @@ mod tests {
                 Rule::node_sessions("list", "n1"),
             ),
             (Action::Kill, &Subject::Node, Rule::node_sessions("delete", "n1")),
+            (Action::Replay, &Subject::Node, Rule::node_recordings("n1")),
         ];
         for (action, subject, rule) in cases {
             assert_eq!(

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use cast::Kind;
-pub use store::{Removed, Store, StoreError};
+pub use store::{LookupError, Removed, Store, StoreError};
 
 /// Chunks in flight to the writer: with the pumps' chunks of up to 1 MiB,
 /// a few MiB per recorded session at most.

@@ -2,6 +2,11 @@
 //! `NODE_SESSION_UNIXTIME.cast`, readable by root alone (what a session
 //! showed may be secret), and bounded in total: before a recording starts,
 //! the oldest are removed until the newest and a whole new one fit.
+//!
+//! Read back ([`Store::open`]) by a name the client gives: taken only as a
+//! plain file name directly in the directory, never a path, and opened
+//! without following a link, so a replay reads a recording and nothing
+//! else on the node.
 
 use std::fs::{self, File};
 use std::io;
@@ -18,6 +23,26 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+}
+
+/// Why a recording asked for cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error(
+        "`{0}` is not a recording's name: give the file name the audit trail's `recording.name` gives \
+         (NODE_SESSION_UNIXTIME.cast, no directory) or the session's id"
+    )]
+    BadName(String),
+    #[error(
+        "node {node} has no recording {wanted}: the audit trail's `start` line of a recorded session names \
+         its file (`recording.name`); older recordings may have been removed to keep the policy's \
+         maxTotalBytes (the `removed` of a later start line names them)"
+    )]
+    NotFound { node: String, wanted: String },
+    #[error("{name} in the recordings directory is not a regular file: it is not replayed")]
+    NotAFile { name: String },
+    #[error(transparent)]
+    Io(StoreError),
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
@@ -94,6 +119,73 @@ impl Store {
         Ok((file, name, removed))
     }
 
+    /// The recording `wanted` names, opened for reading: a file name
+    /// (`NODE_SESSION_UNIXTIME.cast`), or a session id, for the newest
+    /// recording of that session on `node`. Returns the file and its name.
+    pub fn open(&self, node: &str, wanted: &str) -> Result<(File, String), LookupError> {
+        let name = match wanted.parse::<u64>() {
+            Ok(id) => self.newest(node, id, wanted)?,
+            Err(_) if is_plain_name(wanted) => wanted.to_owned(),
+            Err(_) => return Err(LookupError::BadName(wanted.to_owned())),
+        };
+        let path = self.dir.join(&name);
+        let not_found = || LookupError::NotFound {
+            node: node.to_owned(),
+            wanted: wanted.to_owned(),
+        };
+        // No link followed, and no wait on a FIFO put there: whatever is
+        // not a regular file is refused once open.
+        let file = File::options()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT | libc::ENOTDIR) => not_found(),
+                Some(libc::ELOOP) => LookupError::NotAFile { name: name.clone() },
+                _ => LookupError::Io(io_err("open", &path)(e)),
+            })?;
+        let meta = file
+            .metadata()
+            .map_err(|e| LookupError::Io(io_err("read", &path)(e)))?;
+        if !meta.is_file() {
+            return Err(LookupError::NotAFile { name });
+        }
+        Ok((file, name))
+    }
+
+    /// The name of the newest recording of session `id` on `node`, by the
+    /// time in its name.
+    fn newest(&self, node: &str, id: u64, wanted: &str) -> Result<String, LookupError> {
+        let prefix = format!("{node}_{id}_");
+        let none = || LookupError::NotFound {
+            node: node.to_owned(),
+            wanted: format!("of session {wanted}"),
+        };
+        let list = |e| LookupError::Io(io_err("list", &self.dir)(e));
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(d) => d,
+            // Nothing was ever recorded here.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(none()),
+            Err(e) => return Err(list(e)),
+        };
+        let mut newest: Option<(u64, String)> = None;
+        for e in entries {
+            let e = e.map_err(list)?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let at = name
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.strip_suffix(".cast"))
+                .and_then(|t| t.parse::<u64>().ok());
+            if let Some(at) = at
+                && e.file_type().is_ok_and(|t| t.is_file())
+                && newest.as_ref().is_none_or(|(t, _)| at > *t)
+            {
+                newest = Some((at, name));
+            }
+        }
+        newest.map(|(_, name)| name).ok_or_else(none)
+    }
+
     /// Removes the oldest recordings until those left hold at most `keep`
     /// bytes.
     fn prune(&self, keep: u64) -> Result<Vec<Removed>, StoreError> {
@@ -122,6 +214,16 @@ impl Store {
         }
         Ok(removed)
     }
+}
+
+/// A name that can only be a file directly in the directory: no path
+/// separator, no `..`, nothing hidden, and a recording's extension.
+fn is_plain_name(name: &str) -> bool {
+    name.len() > ".cast".len()
+        && name.ends_with(".cast")
+        && !name.starts_with('.')
+        && !name.contains(['/', '\0'])
+        && !name.contains("..")
 }
 
 #[cfg(test)]
@@ -159,5 +261,91 @@ mod tests {
             .collect();
         assert_eq!(left.len(), 3);
         assert!(left.iter().all(|p| mode(p) == 0o600));
+    }
+
+    /// A recording of session `id` made `at` (its name's time), holding
+    /// `text`.
+    fn recorded(store: &Store, id: u64, at: u64, text: &str) -> String {
+        fs::create_dir_all(store.dir()).unwrap();
+        let name = format!("n_{id}_{at}.cast");
+        fs::write(store.dir().join(&name), text).unwrap();
+        name
+    }
+
+    fn read(store: &Store, wanted: &str) -> Result<(String, String), LookupError> {
+        let (mut f, name) = store.open("n", wanted)?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut f, &mut text).unwrap();
+        Ok((name, text))
+    }
+
+    #[test]
+    fn an_id_opens_the_newest_recording_of_that_session_a_name_that_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path().join("sessions"));
+        assert!(
+            matches!(read(&store, "7"), Err(LookupError::NotFound { .. })),
+            "no directory yet: nothing recorded"
+        );
+        // Session ids start again at 1 when the agent restarts: the same id
+        // at other times, and other ids that share its digits.
+        let old = recorded(&store, 7, 1_700_000_000, "old");
+        let new = recorded(&store, 7, 1_800_000_000, "new");
+        recorded(&store, 77, 1_900_000_000, "other session");
+        recorded(&store, 17, 1_900_000_000, "other session");
+        fs::write(store.dir().join("m_7_1900000000.cast"), "other node").unwrap();
+        assert_eq!(read(&store, "7").unwrap(), (new, "new".to_owned()));
+        assert_eq!(read(&store, &old).unwrap(), (old, "old".to_owned()));
+        let e = read(&store, "8").unwrap_err();
+        assert!(
+            matches!(e, LookupError::NotFound { .. }) && e.to_string().contains("recording.name"),
+            "{e}"
+        );
+        let e = read(&store, "n_7_1.cast").unwrap_err();
+        assert!(matches!(e, LookupError::NotFound { .. }), "{e}");
+    }
+
+    #[test]
+    fn only_a_plain_file_directly_in_the_directory_is_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path().join("sessions"));
+        recorded(&store, 1, 1, "ok");
+        fs::write(tmp.path().join("secret.cast"), "secret").unwrap();
+        for bad in [
+            "../secret.cast",
+            "../etc/passwd",
+            "/etc/passwd",
+            "sub/n_1_1.cast",
+            "..cast",
+            ".cast",
+            ".hidden.cast",
+            "n_1_1.txt",
+            "",
+            "-1",
+            "n_1_1.cast\0",
+        ] {
+            let e = read(&store, bad).unwrap_err();
+            assert!(matches!(e, LookupError::BadName(_)), "{bad:?}: {e}");
+        }
+        // A link, even to another recording, and a FIFO (which would block
+        // an open that waited for a writer) are not regular files.
+        std::os::unix::fs::symlink("n_1_1.cast", store.dir().join("link.cast")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("secret.cast"), store.dir().join("n_9_9.cast")).unwrap();
+        mkfifo(&store.dir().join("fifo.cast"));
+        fs::create_dir(store.dir().join("dir.cast")).unwrap();
+        for odd in ["link.cast", "fifo.cast", "dir.cast"] {
+            let e = read(&store, odd).unwrap_err();
+            assert!(matches!(e, LookupError::NotAFile { .. }), "{odd}: {e}");
+        }
+        assert!(
+            matches!(read(&store, "9"), Err(LookupError::NotFound { .. })),
+            "a session id never picks a link"
+        );
+        assert_eq!(read(&store, "n_1_1.cast").unwrap().1, "ok");
+    }
+
+    fn mkfifo(path: &Path) {
+        let status = std::process::Command::new("mkfifo").arg(path).status().unwrap();
+        assert!(status.success(), "mkfifo {}", path.display());
     }
 }

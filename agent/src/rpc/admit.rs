@@ -54,18 +54,28 @@ impl AgentService {
         req: Option<&Request>,
         e: &AgentError,
     ) {
-        let name = action.as_str();
-        let mut r = Record::new(Event::Denied, name, self.audit_target(target, resolved));
+        let mut r = Record::new(
+            Event::Denied,
+            action.as_str(),
+            self.audit_target(target, resolved),
+        );
         r.user = who.map(|(i, _)| i.clone());
         r.auth = who.map(|(_, m)| m);
         if let Some(req) = req {
             describe_request(&mut r, req);
         }
+        self.emit_denial(r, e);
+    }
+
+    /// Writes `r` as the `denied` line of a request refused for `e`, and
+    /// counts the refusal.
+    pub(super) fn emit_denial(&self, mut r: Record, e: &AgentError) {
+        r.event = Event::Denied;
         r.reason = Some(e.to_string());
         if let Some((kind, rule)) = e.denial() {
             self.metrics.denied(kind, rule);
         }
-        tracing::warn!(request = name, %target, user = r.user.as_ref().map(|u| u.username.as_str()), reason = ?e.to_string(), "denied");
+        tracing::warn!(request = r.request, target = r.target.requested, user = r.user.as_ref().map(|u| u.username.as_str()), reason = ?e.to_string(), "denied");
         self.audit.emit(&r);
     }
 

@@ -164,7 +164,7 @@ impl AgentService {
         // (rows, cols), as the terminal was opened.
         let window = asked.req.window.map_or((80, 24), |(rows, cols)| (cols, rows));
         let session = record::Session {
-            node: self.access.node_name().unwrap_or("node"),
+            node: self.recording_node(),
             id: session_id,
             window,
             input: settings.input,

@@ -1,14 +1,15 @@
 //! The agent's gRPC service: its state, and the small RPCs (Inspect, List,
-//! Version). Exec is in `rpc::exec`, the checks every request
-//! passes in `rpc::admit` and `rpc::validate`; errors
-//! become `tonic::Status` in [`crate::status`].
+//! Version). Exec is in `rpc::exec`, Replay in `rpc::replay`, the checks
+//! every request passes in `rpc::admit` and `rpc::validate`; errors become
+//! `tonic::Status` in [`crate::status`].
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use kns_proto::agent::agent_server::Agent;
 use kns_proto::agent::{
-    ExecRequest, InspectRequest, InspectResponse, ListRequest, ListResponse, VersionRequest, VersionResponse,
+    ExecRequest, InspectRequest, InspectResponse, ListRequest, ListResponse, ReplayRequest, VersionRequest,
+    VersionResponse,
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
@@ -99,6 +100,11 @@ impl AgentService {
             metrics: guard.metrics,
         }
     }
+
+    /// The node's name in its recordings' file names.
+    pub(super) fn recording_node(&self) -> &str {
+        self.access.node_name().unwrap_or("node")
+    }
 }
 
 /// Names the agent's version to the client, which warns on a mismatch.
@@ -120,6 +126,12 @@ impl Agent for AgentService {
         request: Request<Streaming<ExecRequest>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
         Ok(self.exec_session(request).await?)
+    }
+
+    type ReplayStream = crate::rpc::replay::Chunks;
+
+    async fn replay(&self, request: Request<ReplayRequest>) -> Result<Response<Self::ReplayStream>, Status> {
+        Ok(self.replay_recording(request).await?)
     }
 
     async fn inspect(&self, request: Request<InspectRequest>) -> Result<Response<InspectResponse>, Status> {

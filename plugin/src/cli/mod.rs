@@ -1,12 +1,15 @@
 //! Command-line definitions: parsed here, validated into typed requests by
 //! each command before anything is sent. `target` parses what to enter;
-//! `hint` says what to use after a kubectl habit that does not apply.
+//! `hint` says what to use after a kubectl habit that does not apply;
+//! `replay` holds replay's arguments.
 
 mod hint;
+mod replay;
 mod sessions;
 pub mod target;
 
 pub use hint::hint_for;
+pub use replay::{ReplayArgs, ReplayOutput};
 pub use sessions::{SessionsAction, SessionsArgs};
 
 use std::time::Duration;
@@ -86,6 +89,7 @@ pub enum Command {
     Audit(AuditArgs),
     // Its help is SessionsArgs' doc comment, kept beside its flags.
     Sessions(SessionsArgs),
+    Replay(ReplayArgs),
     /// Install the agent DaemonSet (embedded manifests, server-side apply)
     /// and wait for it on every node.
     ///

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod exec;
 pub mod install;
 pub mod ls;
+pub mod replay;
 pub mod sessions;
 pub mod status;
 pub mod version;

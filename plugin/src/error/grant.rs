@@ -23,6 +23,8 @@ const NODE_ADMIN_ROLE: &str = "kubectl-ns-node-admin";
 /// The ClusterRole `manifests/` ships for seeing and ending anyone's
 /// sessions.
 const SESSION_ADMIN_ROLE: &str = "kubectl-ns-session-admin";
+/// The ClusterRole `manifests/` ships for reading the nodes' recordings.
+const RECORDING_VIEWER_ROLE: &str = "kubectl-ns-recording-viewer";
 
 /// The `kubectl create …` commands that would grant the rule of a
 /// `kns-denied-rule` value (as a ListSessions answer carries it when it
@@ -70,6 +72,7 @@ pub(super) fn grant(d: &DeniedRule) -> Vec<String> {
     );
     let shipped = match (d.group.as_str(), d.resource.as_str(), d.subresource.as_str()) {
         ("kubectl-ns.io", "nodes", "exec") => Some(NODE_ADMIN_ROLE),
+        ("kubectl-ns.io", "nodes", "recordings") => Some(RECORDING_VIEWER_ROLE),
         ("kubectl-ns.io", "nodes", "sessions") => Some(SESSION_ADMIN_ROLE),
         _ => None,
     };

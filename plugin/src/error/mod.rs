@@ -15,7 +15,8 @@
 //! (argument mistakes [`UsageError`] from `cli`, the commands and
 //! `agent::route`; [`ResolveError`] from `kube`'s resolution and the
 //! kubeconfig; [`InstallError`]; [`SessionError`] and [`LocalError`] from
-//! `exec`; [`TransportError`] on the way to an agent), or hands over what
+//! `exec`; [`ReplayError`] from `replay`; [`TransportError`] on the way to
+//! an agent), or hands over what
 //! another layer said (the API server's `kube::Error`, the agent's
 //! `tonic::Status`). A [`Failure`] wraps each (`?` converts them); it says
 //! the exit code ([`Failure::code`]), its summary ([`Failure::summary`]:
@@ -32,6 +33,7 @@
 mod grant;
 mod install;
 mod live;
+mod replay;
 mod resolve;
 mod session;
 mod transport;
@@ -41,6 +43,7 @@ mod wording;
 pub use grant::grant_for;
 pub use install::InstallError;
 pub use live::LiveError;
+pub use replay::ReplayError;
 pub use resolve::{ResolveError, Stopped};
 pub use session::{LocalError, SessionError};
 pub use transport::TransportError;
@@ -71,6 +74,8 @@ pub enum Failure {
     Local(#[from] LocalError),
     /// Who is inside cannot be told, or the session to end is not there.
     Live(#[from] LiveError),
+    /// A recording streamed by the agent cannot be played.
+    Replay(#[from] ReplayError),
     /// The API server refused or failed `what`.
     Api {
         what: String,
@@ -117,6 +122,7 @@ impl Failure {
             Failure::Session(e) => Worded::own(e, e.hints()),
             Failure::Local(e) => Worded::own(e, Vec::new()),
             Failure::Live(e) => Worded::own(e, e.hints()),
+            Failure::Replay(e) => Worded::own(e, e.hints()),
             Failure::Api { what, source } => wording::api(what, source),
             Failure::Agent(s) => wording::status(s),
             Failure::BrokenSession { status, direct } => wording::broken_session(status, *direct),

@@ -103,6 +103,13 @@ pub enum UsageError {
     /// NODE/ID.
     #[error("session {id} runs on more than one node ({on}): name it as NODE/ID")]
     SessionOnManyNodes { id: u64, on: String },
+    /// `replay` given something that is no NODE/RECORDING.
+    #[error(
+        "`{given}`: expected NODE/RECORDING: the node, a slash, then the recording's file name \
+         (NODE_SESSION_UNIXTIME.cast, as the audit trail's `recording.name` gives it) or the session's id \
+         (e.g. worker-3/7)"
+    )]
+    NotARecording { given: String },
 }
 
 impl UsageError {

@@ -157,6 +157,7 @@ mod tests {
                 "Role/kubectl-ns-user",
                 "ClusterRole/kubectl-ns-node-admin",
                 "ClusterRole/kubectl-ns-session-admin",
+                "ClusterRole/kubectl-ns-recording-viewer",
                 &format!("DaemonSet/{DAEMONSET_NAME}"),
             ]
         );
@@ -331,6 +332,10 @@ mod tests {
         assert_eq!(
             rules("kubectl-ns-session-admin"),
             [r#"list,delete ["kubectl-ns.io"] ["nodes/sessions"]"#]
+        );
+        assert_eq!(
+            rules("kubectl-ns-recording-viewer"),
+            [r#"get ["kubectl-ns.io"] ["nodes/recordings"]"#]
         );
         assert!(
             rules("kubectl-ns-user")
