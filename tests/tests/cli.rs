@@ -217,14 +217,17 @@ fn ls_and_audit_with_n_point_to_namespace() {
 }
 
 #[test]
-fn status_with_namespace_points_to_agent_namespace() {
+fn commands_about_the_agents_with_namespace_point_to_agent_namespace() {
     // Before any cluster is asked: a mistake in the command line.
-    let err = usage_error(&["status", "--namespace", "kubectl-ns-system"]);
-    assert!(
-        err.contains("--namespace kubectl-ns-system names the namespace of pods to enter")
-            && err.contains("Hint: if the agents run in that namespace, say --agent-namespace"),
-        "{err}"
-    );
+    for command in ["status", "version", "install", "uninstall"] {
+        let err = usage_error(&[command, "--namespace", "kubectl-ns-system"]);
+        assert!(
+            err.contains(&format!("{command} is about the kubectl-ns agents"))
+                && err.contains("--namespace kubectl-ns-system names the namespace of pods to enter")
+                && err.contains("Hint: if the agents run in that namespace, say --agent-namespace"),
+            "{err}"
+        );
+    }
 }
 
 /// `exec web -n -- true` against an API server at https://127.0.0.1:`port`

@@ -222,6 +222,10 @@ fn an_admin_sees_and_ends_another_users_session_and_others_cannot() {
     assert_eq!(end.len(), 1, "{audit:#?}");
     assert_eq!(end[0]["user"]["username"], "alice");
     assert_eq!(end[0]["ended_by"], "carol");
+    assert_eq!(
+        end[0]["end"], "Killed",
+        "a word, not the debug form of the agent's enum"
+    );
 }
 
 #[test]

@@ -388,7 +388,7 @@ impl Running {
         record.end_time = Some(record.time.clone());
         record.exit_code = exit_code;
         record.signal = signal;
-        record.end = (!matches!(s.end, End::Exited(_))).then(|| format!("{:?}", s.end));
+        record.end = s.end.audit_word().map(str::to_owned);
         if let End::Killed { by } = &s.end {
             record.ended_by = Some(by.clone());
         }

@@ -67,6 +67,22 @@ pub enum End {
     Killed { by: String },
 }
 
+impl End {
+    /// The audit trail's `end` word for a session the tool did not end by
+    /// exiting; who ended a killed one is the line's `ended_by`.
+    pub fn audit_word(&self) -> Option<&'static str> {
+        Some(match self {
+            End::Exited(_) => return None,
+            End::ClientGone => "ClientGone",
+            End::Shutdown => "Shutdown",
+            End::Expired => "Expired",
+            End::Oversized => "Oversized",
+            End::Lost => "Lost",
+            End::Killed { .. } => "Killed",
+        })
+    }
+}
+
 /// What a session did, for its log line.
 #[derive(Debug)]
 pub struct Summary {

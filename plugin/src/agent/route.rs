@@ -337,6 +337,20 @@ pub fn no_direct_agent(args: &KubeArgs, command: &'static str) -> Result<(), Fai
     }
 }
 
+/// Refuses `--namespace` for `command`, which is about the agents: it
+/// names the namespace of pods to enter and would change nothing, where
+/// the user most likely meant --agent-namespace.
+pub fn no_pod_namespace(args: &KubeArgs, command: &'static str) -> Result<(), Failure> {
+    match &args.namespace {
+        Some(namespace) => Err(UsageError::NamespaceForAgents {
+            command,
+            namespace: namespace.clone(),
+        }
+        .into()),
+        None => Ok(()),
+    }
+}
+
 /// How long one agent may take to answer a version query.
 const VERSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 

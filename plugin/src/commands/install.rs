@@ -271,6 +271,7 @@ async fn wait_rollout(client: &kube::Client, ns: &str, name: &str, timeout: Dura
 
 pub async fn install(args: InstallArgs) -> Result<u8, Failure> {
     route::no_direct_agent(&args.kube, "install")?;
+    route::no_pod_namespace(&args.kube, "install")?;
     let r = route::resolver(&args.kube).await?;
     let image = args.image.clone().unwrap_or_else(manifests::default_image);
     let agent_ns = &args.kube.agent_namespace;
@@ -372,6 +373,7 @@ async fn delete_namespace(api: Api<Namespace>, name: &str) -> Result<&'static st
 
 pub async fn uninstall(args: UninstallArgs) -> Result<u8, Failure> {
     route::no_direct_agent(&args.kube, "uninstall")?;
+    route::no_pod_namespace(&args.kube, "uninstall")?;
     let r = route::resolver(&args.kube).await?;
     let objects = manifests::objects(&args.kube.agent_namespace, &manifests::default_image())?;
     let c = &r.client;

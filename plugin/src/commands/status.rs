@@ -10,7 +10,7 @@ use kns_proto::agent::VersionResponse;
 
 use crate::agent::route::{self, Route};
 use crate::cli::StatusArgs;
-use crate::error::{Failure, UsageError, api_failure};
+use crate::error::{Failure, api_failure};
 use crate::kube::manifests;
 use crate::kube::placement;
 use crate::kube::resolve::pod_ready;
@@ -236,13 +236,7 @@ fn printable(s: &str) -> String {
 }
 
 pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
-    if let Some(namespace) = &args.kube.namespace {
-        return Err(UsageError::NamespaceForAgents {
-            command: "status",
-            namespace: namespace.clone(),
-        }
-        .into());
-    }
+    route::no_pod_namespace(&args.kube, "status")?;
     let mut notes = Notes::default();
     let route = Route::of(&args.kube);
     if let Some(addr) = route.direct() {

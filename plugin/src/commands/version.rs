@@ -27,6 +27,7 @@ fn tally(
 }
 
 pub async fn run(args: VersionArgs) -> Result<u8, Failure> {
+    route::no_pod_namespace(&args.kube, "version")?;
     let mine = env!("CARGO_PKG_VERSION");
     // Which binary kubectl picked, when plugins of one name shadow others.
     match std::env::current_exe() {

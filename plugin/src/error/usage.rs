@@ -90,7 +90,7 @@ pub enum UsageError {
     /// `--namespace` for a command about the agents, which it would not
     /// change: the agents' own namespace is --agent-namespace.
     #[error(
-        "{command} reports on the kubectl-ns agents, and --namespace {namespace} names the namespace of pods \
+        "{command} is about the kubectl-ns agents, and --namespace {namespace} names the namespace of pods \
          to enter: it changes nothing here"
     )]
     NamespaceForAgents {
