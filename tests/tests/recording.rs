@@ -139,12 +139,18 @@ fn a_recorded_terminal_session_replays_with_asciinema_and_the_audit_names_its_ha
 }
 
 #[test]
-fn record_tty_leaves_sessions_without_a_terminal_unrecorded_and_unannounced() {
+fn record_tty_leaves_sessions_nobody_drives_unrecorded_and_unannounced() {
     let r = agent_recording("recording:\n  record: tty\n");
     let o = exec(&r.agent.addr(), "node", &["-n"], &["echo", "plain"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("recorded"), "{}", stderr(&o));
     assert!(recordings(&r.dir).is_empty());
+    // With stdin, a person can drive a shell (or make a terminal of it on
+    // the node): recorded as a terminal session is.
+    let o = exec(&r.agent.addr(), "node", &["-n", "--stdin"], &["cat"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("this session is recorded"), "{}", stderr(&o));
+    assert_eq!(recordings(&r.dir).len(), 1);
 }
 
 #[test]

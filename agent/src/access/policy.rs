@@ -341,7 +341,7 @@ impl Policies {
             user: ask.user.to_owned(),
             running: self.running.clone(),
             max_age: policy.max_session_seconds.map(Duration::from_secs),
-            recording: policy.recording.settings(ask.namespace, ask.tty),
+            recording: policy.recording.settings(ask.namespace, ask.tty || ask.stdin),
         })
     }
 

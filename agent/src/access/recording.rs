@@ -23,7 +23,9 @@ use serde::Deserialize;
 pub enum Record {
     #[default]
     None,
-    /// Sessions with a terminal (`-t`), the interactive ones.
+    /// The sessions a person drives: with a terminal (`-t`), or with
+    /// stdin (`--stdin`), which a shell reads as well (and a tool can make
+    /// a terminal of on the node).
     Tty,
     /// Every session, with a terminal or not.
     All,
@@ -80,8 +82,9 @@ pub struct Settings {
 
 impl Recording {
     /// Whether a session on `namespace`'s pod (`None`: a node or PID
-    /// target) with a terminal or not is recorded, and how.
-    pub fn settings(&self, namespace: Option<&str>, tty: bool) -> Option<Settings> {
+    /// target), driven by a person (`interactive`: a terminal or stdin) or
+    /// not, is recorded, and how.
+    pub fn settings(&self, namespace: Option<&str>, interactive: bool) -> Option<Settings> {
         let record = match namespace {
             None => self.node_targets.unwrap_or(self.record),
             Some(ns) => self
@@ -92,7 +95,7 @@ impl Recording {
         };
         let on = match record {
             Record::None => false,
-            Record::Tty => tty,
+            Record::Tty => interactive,
             Record::All => true,
         };
         on.then(|| Settings {
@@ -130,7 +133,7 @@ mod tests {
             max_total_bytes: MAX_TOTAL_BYTES,
         });
         assert_eq!(r.settings(Some("prod-quiet"), false), on, "prod-* came first");
-        assert_eq!(r.settings(Some("dev"), false), None, "tty only");
+        assert_eq!(r.settings(Some("dev"), false), None, "driven by a person only");
         assert_eq!(r.settings(Some("dev"), true), on);
         assert_eq!(r.settings(None, false), on);
     }

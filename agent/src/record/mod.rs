@@ -15,6 +15,7 @@ pub mod store;
 
 use std::fs::File;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -112,6 +113,22 @@ pub struct Recording {
     pub removed: Vec<Removed>,
     tap: Tap,
     writer: std::thread::JoinHandle<Note>,
+    /// Keeps the file live in the store (never removed to make room)
+    /// until the recording is dropped.
+    _live: Live,
+}
+
+/// A recording's place among the store's live ones.
+#[derive(Debug)]
+struct Live {
+    store: Arc<Store>,
+    name: String,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.store.done(&self.name);
+    }
 }
 
 /// What a new recording is of.
@@ -126,9 +143,15 @@ pub struct Session<'a> {
 }
 
 impl Recording {
-    /// Makes the session's file and starts its writer.
-    pub fn start(store: &Store, s: &Session<'_>) -> Result<Recording, StoreError> {
-        let (file, name, removed) = store.create(s.node, s.id, s.max_session_bytes, s.max_total_bytes)?;
+    /// Makes the session's file, writes its header (so a disk that cannot
+    /// take it refuses the session before anything runs) and starts its
+    /// writer. It blocks on the disk: call it off the async thread.
+    pub fn start(store: &Arc<Store>, s: &Session<'_>) -> Result<Recording, StoreError> {
+        let (mut file, name, removed) = store.create(s.node, s.id, s.max_session_bytes, s.max_total_bytes)?;
+        let live = Live {
+            store: store.clone(),
+            name: name.clone(),
+        };
         let timestamp = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
@@ -139,23 +162,29 @@ impl Recording {
             timestamp,
             &format!("{} session {}", s.node, s.id),
         );
+        let path = store.dir().join(&name);
+        file.write_all(&header).map_err(|source| StoreError::Io {
+            what: "write",
+            path: path.clone(),
+            source,
+        })?;
         let (tx, rx) = mpsc::channel(IN_FLIGHT);
         let writer = Writer {
             file,
             name: name.clone(),
             started: Instant::now(),
             max: s.max_session_bytes,
-            size: 0,
-            hash: Sha256::new(),
+            size: header.len() as u64,
+            hash: Sha256::new_with_prefix(&header),
             truncated: false,
             error: None,
         };
         let writer = std::thread::Builder::new()
             .name("kns-record".into())
-            .spawn(move || writer.run(header, rx))
+            .spawn(move || writer.run(rx))
             .map_err(|source| StoreError::Io {
                 what: "start the writer of",
-                path: store.dir().join(&name),
+                path,
                 source,
             })?;
         Ok(Recording {
@@ -167,6 +196,7 @@ impl Recording {
                 stderr: false,
             },
             writer,
+            _live: live,
         })
     }
 
@@ -212,10 +242,10 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, header: Vec<u8>, mut rx: mpsc::Receiver<Event>) -> Note {
+    fn run(mut self, mut rx: mpsc::Receiver<Event>) -> Note {
         // stdout, stderr, input: each its own split characters.
         let mut streams: [cast::Stream; 3] = Default::default();
-        let mut buf = header;
+        let mut buf = Vec::new();
         while let Some(ev) = rx.blocking_recv() {
             self.encode(&mut buf, &mut streams, ev);
             // Take what else is already waiting into the same write.
@@ -298,7 +328,7 @@ mod tests {
         }
     }
 
-    async fn record(store: &Store, max: u64, chunks: &[&'static [u8]]) -> Note {
+    async fn record(store: &Arc<Store>, max: u64, chunks: &[&'static [u8]]) -> Note {
         let r = Recording::start(store, &session(max)).expect("a recording");
         let tap = r.tap();
         for c in chunks {
@@ -312,7 +342,7 @@ mod tests {
     #[tokio::test]
     async fn the_file_is_an_asciicast_with_its_size_and_hash_and_input_only_when_asked() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = Store::new(tmp.path().to_owned());
+        let store = Arc::new(Store::new(tmp.path().to_owned()));
         let done = record(&store, 1 << 20, &[b"hello ", b"world\r\n"]).await;
         let bytes = std::fs::read(tmp.path().join(&done.name)).unwrap();
         assert_eq!(done.size, Some(bytes.len() as u64));
@@ -331,7 +361,7 @@ mod tests {
     #[tokio::test]
     async fn past_the_size_limit_the_recording_says_it_stops_and_stays_whole_lines() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = Store::new(tmp.path().to_owned());
+        let store = Arc::new(Store::new(tmp.path().to_owned()));
         let big: &'static [u8] = &[b'x'; 4096];
         let done = record(&store, 2048, &[b"first\n", big, big]).await;
         assert!(done.truncated, "{done:?}");

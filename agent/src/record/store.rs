@@ -23,6 +23,18 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// The recordings being written take the whole total already: none is
+    /// removed to make room, so a new recorded session cannot start.
+    #[error(
+        "the recordings directory is full with the {live} recordings being written (each may grow to the \
+         policy's maxSessionBytes, {max_session} bytes, within maxTotalBytes, {max_total}): retry when one \
+         has ended"
+    )]
+    Full {
+        live: usize,
+        max_session: u64,
+        max_total: u64,
+    },
 }
 
 /// Why a recording asked for cannot be read.
@@ -60,11 +72,23 @@ pub struct Removed {
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
+    /// The recordings being written: never removed to make room (a user
+    /// could otherwise start sessions to erase a running one's record),
+    /// and each holds a whole maxSessionBytes of the total.
+    live: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Store {
     pub fn new(dir: PathBuf) -> Store {
-        Store { dir }
+        Store {
+            dir,
+            live: Default::default(),
+        }
+    }
+
+    /// The recording `name` is whole: it may be removed to make room.
+    pub fn done(&self, name: &str) {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
     }
 
     pub fn dir(&self) -> &Path {
@@ -72,8 +96,10 @@ impl Store {
     }
 
     /// A new, empty recording for session `session` on `node`, after
-    /// removing the oldest recordings until `max_total` holds them and a
-    /// whole new one of `max_session`; returns what was removed.
+    /// removing the oldest finished recordings until `max_total` holds
+    /// them, a whole `max_session` for each one being written, and one for
+    /// the new one; returns what was removed. Until [`Store::done`], the
+    /// new one is live.
     pub fn create(
         &self,
         node: &str,
@@ -90,7 +116,14 @@ impl Store {
         // DirectoryOrCreate, 0755) is closed to others all the same.
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
             .map_err(io_err("restrict", &self.dir))?;
-        let removed = self.prune(max_total.saturating_sub(max_session))?;
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let reserved = max_session.saturating_mul(live.len() as u64 + 1);
+        let keep = max_total.checked_sub(reserved).ok_or(StoreError::Full {
+            live: live.len(),
+            max_session,
+            max_total,
+        })?;
+        let removed = self.prune(keep, &live)?;
         let at = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
@@ -116,6 +149,7 @@ impl Store {
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&path)
             .map_err(io_err("create", &path))?;
+        live.insert(name.clone());
         Ok((file, name, removed))
     }
 
@@ -186,9 +220,9 @@ impl Store {
         newest.map(|(_, name)| name).ok_or_else(none)
     }
 
-    /// Removes the oldest recordings until those left hold at most `keep`
-    /// bytes.
-    fn prune(&self, keep: u64) -> Result<Vec<Removed>, StoreError> {
+    /// Removes the oldest finished recordings until those left hold at
+    /// most `keep` bytes; the `live` ones are counted, never removed.
+    fn prune(&self, keep: u64, live: &std::collections::HashSet<String>) -> Result<Vec<Removed>, StoreError> {
         let mut all = Vec::new();
         for e in fs::read_dir(&self.dir).map_err(io_err("list", &self.dir))? {
             let e = e.map_err(io_err("list", &self.dir))?;
@@ -206,6 +240,9 @@ impl Store {
         for (_, name, size) in all {
             if total <= keep {
                 break;
+            }
+            if live.contains(&name) {
+                continue;
             }
             let path = self.dir.join(&name);
             fs::remove_file(&path).map_err(io_err("remove", &path))?;
@@ -231,11 +268,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_recording_being_written_is_never_removed_and_holds_its_whole_share() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path().join("sessions"));
+        let (f, live, _) = store.create("n", 1, 100, 1000).unwrap();
+        std::io::Write::write_all(&mut &f, &[b'x'; 900]).unwrap();
+        f.set_modified(SystemTime::UNIX_EPOCH).unwrap();
+        // The oldest, and over the total with the new one, but being
+        // written: kept, and the second recording still fits its share.
+        let (_, second, removed) = store.create("n", 2, 100, 1000).unwrap();
+        assert!(removed.is_empty(), "{removed:?}");
+        assert!(store.dir().join(&live).exists());
+        // A third would need three shares of 100 of a total of 250.
+        let e = store.create("n", 3, 100, 250).unwrap_err();
+        assert!(matches!(e, StoreError::Full { live: 2, .. }), "{e}");
+        // Once whole, the first may go to make room.
+        store.done(&live);
+        store.done(&second);
+        let (_, _, removed) = store.create("n", 4, 100, 950).unwrap();
+        assert_eq!(
+            removed.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            [live.as_str()]
+        );
+    }
+
+    #[test]
     fn the_oldest_go_first_until_a_new_one_fits_and_the_directory_is_roots_alone() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::new(tmp.path().join("sessions"));
         for (i, size) in [(1u64, 400usize), (2, 300), (3, 200)] {
             let (f, name, removed) = store.create("n", i, 0, u64::MAX).unwrap();
+            store.done(&name);
             assert!(removed.is_empty());
             assert!(
                 name.starts_with(&format!("n_{i}_")) && name.ends_with(".cast"),
@@ -252,6 +315,7 @@ mod tests {
         assert_eq!(sizes, [400, 300]);
         assert!(removed[0].name.starts_with("n_1_"), "{removed:?}");
         let (_, name, _) = store.create("../x/y", 5, 0, u64::MAX).unwrap();
+        store.done(&name);
         assert!(name.starts_with(".._x_y_5_"), "{name}");
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(store.dir()), 0o700);

@@ -78,7 +78,9 @@ impl AgentService {
             .try_acquire_owned()
             .map_err(|_| self.refused(&asked, AgentError::SessionLimit(self.limits.max_sessions)))?;
         let session_id = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
-        let recording = self.start_recording(&asked, admitted.as_ref(), session_id)?;
+        let recording = self
+            .start_recording(&asked, admitted.as_ref(), session_id)
+            .await?;
         let spawned = self.spawn_tool(&asked, session_id).await?;
         let (tx, rx) = mpsc::channel(REPLIES_IN_FLIGHT);
         let mut record = self.start_record(&asked, session_id);
@@ -152,7 +154,7 @@ impl AgentService {
 
     /// The session's recording, when the policy records it; the request is
     /// refused (and the refusal audited) when it cannot be made.
-    fn start_recording(
+    async fn start_recording(
         &self,
         asked: &Asked,
         admitted: Option<&Admitted>,
@@ -163,15 +165,24 @@ impl AgentService {
         };
         // (rows, cols), as the terminal was opened.
         let window = asked.req.window.map_or((80, 24), |(rows, cols)| (cols, rows));
-        let session = record::Session {
-            node: self.recording_node(),
-            id: session_id,
-            window,
-            input: settings.input,
-            max_session_bytes: settings.max_session_bytes,
-            max_total_bytes: settings.max_total_bytes,
-        };
-        let r = Recording::start(&self.recordings, &session).map_err(|e| self.refused(asked, e.into()))?;
+        let node = self.recording_node().to_owned();
+        let store = self.recordings.clone();
+        // The directory is listed, files removed and made: never on the
+        // async thread that serves every session.
+        let started = tokio::task::spawn_blocking(move || {
+            let session = record::Session {
+                node: &node,
+                id: session_id,
+                window,
+                input: settings.input,
+                max_session_bytes: settings.max_session_bytes,
+                max_total_bytes: settings.max_total_bytes,
+            };
+            Recording::start(&store, &session)
+        })
+        .await
+        .map_err(|e| AgentError::Internal(format!("recording task failed: {e}")))?;
+        let r = started.map_err(|e| self.refused(asked, e.into()))?;
         if !r.removed.is_empty() {
             tracing::info!(removed = ?r.removed, "removed the oldest recordings to keep within the policy's maxTotalBytes");
         }

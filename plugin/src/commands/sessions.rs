@@ -16,6 +16,7 @@ use crate::agent::route::{self, Many, Route};
 use crate::cli::{Output, SessionsAction, SessionsArgs};
 use crate::commands::ls::render;
 use crate::error::{self, Failure, LiveError, UsageError};
+use crate::report::printable;
 use crate::report::sessions::{Answers, NodeRow, Row, nodes_word, report, restricted_footer, table};
 
 /// The way to the agents, and which nodes to ask: `--node`, else every
@@ -186,8 +187,8 @@ async fn kill(args: &SessionsArgs, which: &str) -> Result<u8, Failure> {
     let s = killed.session.unwrap_or_default();
     println!(
         "session {node}/{id} of {} ({}) ended: its processes were killed",
-        s.user,
-        s.argv.join(" ")
+        printable(&s.user),
+        printable(&s.argv.join(" "))
     );
     Ok(0)
 }

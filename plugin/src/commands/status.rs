@@ -14,6 +14,7 @@ use crate::error::{Failure, api_failure};
 use crate::kube::manifests;
 use crate::kube::placement;
 use crate::kube::resolve::pod_ready;
+use crate::report::printable;
 
 /// A node's agent, as far as the API tells.
 #[derive(Debug, PartialEq, Eq)]
@@ -229,10 +230,6 @@ impl Table {
             println!("{line}");
         }
     }
-}
-
-fn printable(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 pub async fn run(args: StatusArgs) -> Result<u8, Failure> {

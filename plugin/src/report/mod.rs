@@ -23,3 +23,10 @@ pub fn columns(rows: &[Vec<String>]) -> String {
     }
     s
 }
+
+/// `s` with its control characters shown as `?`: what an agent or another
+/// user sent (a version, a command line) cannot move the cursor, rewrite
+/// rows or talk to the terminal of whoever reads the report.
+pub fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+}

@@ -8,7 +8,7 @@ use kns_proto::agent::{ListSessionsResponse, SessionInfo};
 use serde::Serialize;
 
 use crate::error;
-use crate::report::columns;
+use crate::report::{columns, printable};
 
 /// Every node asked: its agent's answer, or why there is none.
 pub type Answers = BTreeMap<String, Result<ListSessionsResponse, String>>;
@@ -213,13 +213,13 @@ pub fn table(sessions: &[Row], wide: bool) -> String {
     }
     let mut rows = vec![header];
     for s in sessions {
-        let command = s.argv.join(" ");
+        let command = printable(&s.argv.join(" "));
         let mut row = vec![
             s.node.clone(),
             s.id.to_string(),
-            s.user.clone(),
+            printable(&s.user),
             s.auth.clone(),
-            target_text(&s.target),
+            printable(&target_text(&s.target)),
             if wide || command.chars().count() <= 40 {
                 command
             } else {
@@ -342,6 +342,26 @@ mod tests {
         assert_eq!(json["sessions"][1]["target"]["kind"], "node");
         assert_eq!(json["nodes"][1]["answered"], false);
         assert_eq!(json["nodes"][1]["error"], "no answer within 20s");
+    }
+
+    /// Another user's command line reaches an admin's terminal: it must
+    /// not be able to rewrite the rows (hiding its own) or talk to the
+    /// terminal.
+    #[test]
+    fn a_command_line_cannot_drive_the_readers_terminal() {
+        let mut hostile = info(3, "node", "");
+        hostile.argv = vec![
+            "sh".into(),
+            "-c".into(),
+            "x\u{1b}[1A\u{1b}[2K\u{1b}]52;c;aGk=\u{7}".into(),
+        ];
+        hostile.user = "eve\r".into();
+        let answers: Answers = [("n1".to_owned(), Ok(answer(vec![hostile], false)))].into();
+        for wide in [false, true] {
+            let t = table(&report(answers.clone()).sessions, wide);
+            assert!(!t.chars().any(|c| c.is_control() && c != '\n'), "{t:?}");
+            assert!(t.contains("x?[1A?[2K?]52;c;aGk=?") && t.contains("eve?"), "{t}");
+        }
     }
 
     #[test]
