@@ -75,16 +75,6 @@ fn rss_kib(pid: i32) -> u64 {
         .unwrap()
 }
 
-/// `--rounds N`; `cargo bench` also passes `--bench`, which is ignored.
-fn rounds() -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(5)
-}
-
 /// min / median / max of per-round figures.
 fn spread(v: &[f64]) -> String {
     let min = v.iter().copied().fold(f64::INFINITY, f64::min);
@@ -104,7 +94,7 @@ fn verdict(v: &[f64], ok: impl Fn(f64) -> bool) -> String {
 
 fn main() {
     kns_tests::require_root();
-    let rounds = rounds();
+    let rounds = kns_tests::count_arg("--rounds", 5);
     let target = NsProcess::spawn(&["--net"], "exec sleep 100000");
     let agent = Agent::start(None);
     let addr = agent.addr();

@@ -12,19 +12,11 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use kns_tests::agent::Agent;
-use kns_tests::{bins, median, require_root};
+use kns_tests::recordings::Recordings;
+use kns_tests::{bins, count_arg, median, require_root};
 
 /// Bytes the session prints: enough that start-up is a small part.
 const SIZE: u64 = 64 << 20;
-
-fn reps() -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == "--reps")
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(7)
-}
 
 /// MB/s of a terminal session on `agent` printing SIZE bytes of text, read
 /// from script(1)'s side of the terminal.
@@ -58,33 +50,20 @@ fn tty_throughput(agent: &Agent) -> f64 {
 
 fn main() {
     require_root();
-    let tmp = tempfile::tempdir().unwrap();
-    let policy = tmp.path().join("policy.yaml");
-    std::fs::write(
-        &policy,
+    let rec = Recordings::new(
         "recording:\n  record: all\n  maxSessionBytes: 1073741824\n  maxTotalBytes: 4294967296\n",
-    )
-    .unwrap();
-    let dir = tmp.path().join("sessions");
-    let recorded = Agent::start_with_env(
-        None,
-        &[
-            ("KNS_POLICY", policy.to_str().unwrap()),
-            ("KNS_RECORDINGS_DIR", dir.to_str().unwrap()),
-        ],
     );
+    let recorded = Agent::start_with_env(None, &rec.env());
     let plain = Agent::start(None);
     let (mut a, mut b) = (Vec::new(), Vec::new());
     tty_throughput(&plain);
     tty_throughput(&recorded);
-    for _ in 0..reps() {
+    let reps = count_arg("--reps", 7);
+    for _ in 0..reps {
         a.push(tty_throughput(&plain));
         b.push(tty_throughput(&recorded));
     }
-    let recorded_bytes: u64 = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .sum();
+    let recorded_bytes: u64 = rec.files().iter().map(|f| f.metadata().unwrap().len()).sum();
     assert!(
         recorded_bytes > SIZE,
         "the recorded agent recorded only {recorded_bytes} bytes"
@@ -93,7 +72,7 @@ fn main() {
     println!(
         "| `-t` session printing {} MiB of text | MB/s (median of {}) |",
         SIZE >> 20,
-        reps()
+        reps
     );
     println!("|---|---|");
     println!("| unrecorded | {ma:.1} |");

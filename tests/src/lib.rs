@@ -13,6 +13,7 @@ pub mod containerd;
 pub mod image;
 pub mod kubeapi;
 pub mod kubelet;
+pub mod recordings;
 pub mod target;
 
 /// Fails the test loudly when not root: these tests exercise real
@@ -223,4 +224,15 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
+}
+
+/// A bench's `FLAG N` argument, a positive count, else `default`; `cargo
+/// bench` also passes `--bench`, which is ignored.
+pub fn count_arg(flag: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default)
 }

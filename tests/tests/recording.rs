@@ -4,39 +4,26 @@
 //! names the file with its size and sha256, and Debian's `asciinema` reads
 //! the file back.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use kns_tests::agent::Agent;
 use kns_tests::bins::{self, exec, stderr, stdout};
+use kns_tests::recordings::{Recordings, end_line};
 use kns_tests::{require_root, wait_until};
 use sha2::Digest;
 
 struct Recorded {
     agent: Agent,
-    dir: PathBuf,
-    _tmp: tempfile::TempDir,
+    rec: Recordings,
 }
 
 fn agent_recording(policy: &str) -> Recorded {
     require_root();
-    let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("policy.yaml");
-    std::fs::write(&file, policy).unwrap();
-    let dir = tmp.path().join("sessions");
-    let agent = Agent::start_with_env(
-        None,
-        &[
-            ("KNS_POLICY", file.to_str().unwrap()),
-            ("KNS_RECORDINGS_DIR", dir.to_str().unwrap()),
-        ],
-    );
-    Recorded {
-        agent,
-        dir,
-        _tmp: tmp,
-    }
+    let rec = Recordings::new(policy);
+    let agent = Agent::start_with_env(None, &rec.env());
+    Recorded { agent, rec }
 }
 
 /// `kubectl-ns exec … node -n -t -- CMD` with a real terminal.
@@ -51,12 +38,6 @@ fn terminal_session(agent: &Agent, cmd: &str) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("script(1) from util-linux")
-}
-
-fn recordings(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|d| d.map(|e| e.unwrap().path()).collect())
-        .unwrap_or_default()
 }
 
 /// What Debian's asciinema shows when it plays `file` (fast: a hundred
@@ -82,18 +63,6 @@ fn asciinema_play(file: &Path) -> String {
     stdout(&o)
 }
 
-/// The session's `end` audit line, written once its recording is whole
-/// (after the client has its exit status).
-fn end_line(agent: &Agent) -> serde_json::Value {
-    let find = || agent.audit().into_iter().find(|l| l["event"] == "end");
-    assert!(
-        wait_until(Duration::from_secs(10), || find().is_some()),
-        "no end line\n{}",
-        agent.logs()
-    );
-    find().unwrap()
-}
-
 #[test]
 fn a_recorded_terminal_session_replays_with_asciinema_and_the_audit_names_its_hash() {
     let r = agent_recording("recording:\n  record: tty\n");
@@ -106,7 +75,7 @@ fn a_recorded_terminal_session_replays_with_asciinema_and_the_audit_names_its_ha
     );
 
     let end = end_line(&r.agent);
-    let files = recordings(&r.dir);
+    let files = r.rec.files();
     assert_eq!(files.len(), 1, "{files:?}");
     let file = &files[0];
     let played = asciinema_play(file);
@@ -134,7 +103,7 @@ fn a_recorded_terminal_session_replays_with_asciinema_and_the_audit_names_its_ha
 
     let mode =
         |p: &Path| std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions());
-    assert_eq!(mode(&r.dir) & 0o777, 0o700);
+    assert_eq!(mode(&r.rec.dir) & 0o777, 0o700);
     assert_eq!(mode(file) & 0o777, 0o600);
 }
 
@@ -144,13 +113,13 @@ fn record_tty_leaves_sessions_nobody_drives_unrecorded_and_unannounced() {
     let o = exec(&r.agent.addr(), "node", &["-n"], &["echo", "plain"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("recorded"), "{}", stderr(&o));
-    assert!(recordings(&r.dir).is_empty());
+    assert!(r.rec.files().is_empty());
     // With stdin, a person can drive a shell (or make a terminal of it on
     // the node): recorded as a terminal session is.
     let o = exec(&r.agent.addr(), "node", &["-n", "--stdin"], &["cat"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("this session is recorded"), "{}", stderr(&o));
-    assert_eq!(recordings(&r.dir).len(), 1);
+    assert_eq!(r.rec.files().len(), 1);
 }
 
 #[test]
@@ -176,7 +145,7 @@ fn record_all_with_input_keeps_stdout_stderr_and_what_was_typed() {
         wait_until(Duration::from_secs(10), || listed()["sessions"][0].is_object()),
         "never listed"
     );
-    let file = recordings(&r.dir)[0]
+    let file = r.rec.files()[0]
         .file_name()
         .unwrap()
         .to_string_lossy()
@@ -191,7 +160,7 @@ fn record_all_with_input_keeps_stdout_stderr_and_what_was_typed() {
         stderr(&o)
     );
     end_line(&r.agent);
-    let files = recordings(&r.dir);
+    let files = r.rec.files();
     let text = std::fs::read_to_string(&files[0]).unwrap();
     let events: Vec<serde_json::Value> = text
         .lines()
@@ -217,7 +186,7 @@ fn record_all_with_input_keeps_stdout_stderr_and_what_was_typed() {
 fn a_session_the_policy_records_is_refused_when_its_recording_cannot_be_made() {
     // The directory's place is a file: nothing can be made there.
     let r = agent_recording("recording:\n  record: all\n");
-    std::fs::write(&r.dir, "not a directory").unwrap();
+    std::fs::write(&r.rec.dir, "not a directory").unwrap();
     let o = exec(
         &r.agent.addr(),
         "node",

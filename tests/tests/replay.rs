@@ -5,15 +5,15 @@
 //! refuses a user without it with the rule and the grant; a name that is
 //! not a recording's is refused, whoever asks.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
-use std::time::Duration;
 
 use kns_tests::agent::Agent;
 use kns_tests::bins::{exec, kns, stderr, stdout};
 use kns_tests::cluster::{NODE, OneNode};
 use kns_tests::kubeapi::Grant;
-use kns_tests::{require_root, wait_until};
+use kns_tests::recordings::{Recordings, end_line};
+use kns_tests::require_root;
 use serde_json::Value;
 use sha2::Digest;
 
@@ -21,45 +21,11 @@ const POLICY: &str = "recording:\n  record: all\n  nodeTargets: all\n";
 /// Output of a few hundred KiB, so that its recording comes in many chunks.
 const SCRIPT: &str = "echo replayed-$((6*7)); sleep 0.2; seq 40000; echo last-line";
 
-/// A policy file and a recordings directory for an agent.
-struct Recordings {
-    policy: PathBuf,
-    dir: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl Recordings {
-    fn new() -> Recordings {
-        let tmp = tempfile::tempdir().unwrap();
-        let policy = tmp.path().join("policy.yaml");
-        std::fs::write(&policy, POLICY).unwrap();
-        Recordings {
-            policy,
-            dir: tmp.path().join("sessions"),
-            _tmp: tmp,
-        }
-    }
-
-    fn env(&self) -> [(&str, &str); 2] {
-        [
-            ("KNS_POLICY", self.policy.to_str().unwrap()),
-            ("KNS_RECORDINGS_DIR", self.dir.to_str().unwrap()),
-        ]
-    }
-}
-
-/// The `end` line of the session the agent recorded (written once its
-/// recording is whole), and the recording's path.
-fn recorded(audit: impl Fn() -> Vec<Value>, dir: &Path, logs: impl Fn() -> String) -> (Value, PathBuf) {
-    let find = || audit().into_iter().find(|l| l["event"] == "end");
-    assert!(
-        wait_until(Duration::from_secs(10), || find().is_some()),
-        "no end line\n{}",
-        logs()
-    );
-    let end = find().unwrap();
+/// The `end` line of the session `agent` recorded, and the recording's path.
+fn recorded(agent: &Agent, rec: &Recordings) -> (Value, PathBuf) {
+    let end = end_line(agent);
     let name = end["recording"]["name"].as_str().expect("a recording").to_owned();
-    (end, dir.join(name))
+    (end, rec.dir.join(name))
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -81,11 +47,11 @@ fn refused(o: &Output, words: &str) -> String {
 #[test]
 fn a_recording_replays_byte_for_byte_or_played_and_only_recordings_are_read() {
     require_root();
-    let rec = Recordings::new();
+    let rec = Recordings::new(POLICY);
     let agent = Agent::start_with_env(None, &rec.env());
     let o = exec(&agent.addr(), "node", &["-n"], &["sh", "-c", SCRIPT]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let (end, file) = recorded(|| agent.audit(), &rec.dir, || agent.logs());
+    let (end, file) = recorded(&agent, &rec);
     let bytes = std::fs::read(&file).unwrap();
     assert!(bytes.len() > 3 * 64 * 1024, "{} bytes: one chunk", bytes.len());
     let name = file.file_name().unwrap().to_str().unwrap();
@@ -159,7 +125,7 @@ fn a_recording_replays_byte_for_byte_or_played_and_only_recordings_are_read() {
 #[test]
 fn replaying_needs_get_nodes_recordings_on_the_node() {
     require_root();
-    let rec = Recordings::new();
+    let rec = Recordings::new(POLICY);
     let c = OneNode::start_with_env("replay-rbac", 8320, &rec.env());
     c.add_agent_pod("kubectl-ns-agent-r1", c.agent.pid());
     for (token, user) in [("alice-token", "alice"), ("bob-token", "bob")] {
@@ -171,7 +137,7 @@ fn replaying_needs_get_nodes_recordings_on_the_node() {
         .api
         .kns(&["exec", &format!("node/{NODE}"), "-n", "--", "sh", "-c", SCRIPT]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let (end, file) = recorded(|| c.agent.audit(), &rec.dir, || c.agent.logs());
+    let (end, file) = recorded(&c.agent, &rec);
     let name = file.file_name().unwrap().to_str().unwrap().to_owned();
     assert!(name.starts_with(&format!("{NODE}_")), "{name}");
     let id = end["session"].as_u64().unwrap().to_string();
