@@ -3,6 +3,11 @@
 //! The local rows are measured in several rounds (`--rounds N`, default 5),
 //! and a goal counts as met only when every round meets it.
 //!
+//! The Kubernetes rows (`--kube-runs N` alternating runs per latency,
+//! default 50) compare kubectl-ns with `kubectl exec` through the fake API
+//! server at 0, 3 and 10 ms per request. `--only local` or `--only kube`
+//! runs one set of rows.
+//!
 //! Run as root: `cargo build --release --workspace --bins && cargo bench -p kns-tests --bench exec -- --rounds 5`
 //! (or `./scripts/bench`). Prints Markdown tables for docs/BENCHMARKS.md.
 
@@ -94,7 +99,40 @@ fn verdict(v: &[f64], ok: impl Fn(f64) -> bool) -> String {
 
 fn main() {
     kns_tests::require_root();
-    let rounds = kns_tests::count_arg("--rounds", 5);
+    let only = only_arg();
+    if only.as_deref().is_none_or(|o| o == "local") {
+        local_rows(kns_tests::count_arg("--rounds", 5));
+    }
+    if only.as_deref().is_none_or(|o| o == "kube") {
+        kubernetes_path(
+            &bins::plugin(),
+            kns_tests::count_arg("--kube-runs", 50),
+            &[0, 3, 10],
+        );
+    }
+}
+
+/// `--only local` or `--only kube`: one of the two sets of rows (default:
+/// both).
+fn only_arg() -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .map(|i| args.get(i + 1).cloned().unwrap_or_default());
+    if let Some(o) = &only {
+        assert!(
+            o == "local" || o == "kube",
+            "--only takes `local` or `kube`, not `{o}`"
+        );
+    }
+    only
+}
+
+/// exec -n and its stdout throughput against nsenter's, on a local agent
+/// (unix socket) and a plain network-namespace target, in `rounds` rounds;
+/// then the agent's memory.
+fn local_rows(rounds: usize) {
     let target = NsProcess::spawn(&["--net"], "exec sleep 100000");
     let agent = Agent::start(None);
     let addr = agent.addr();
@@ -197,8 +235,6 @@ fn main() {
         busy as f64 / 1024.0,
         if idle <= 10 * 1024 { "met" } else { "**not met**" }
     );
-
-    kubernetes_path(&plugin, 50, Duration::from_millis(3));
 }
 
 /// One `kubectl-ns` run's figures: wall time, and its `KNS_TIMINGS=1` line
@@ -265,11 +301,16 @@ fn summary(runs: &[Run]) -> (f64, String) {
     (median(runs.iter().map(|r| r.wall).collect()), parts.join(", "))
 }
 
-/// `exec POD -n -- true` through the fake API server (a `latency` added to
-/// every request, the port-forward upgrade included) and its port-forward
-/// to a real agent on 127.0.0.1, whose CRI finds the pod's real container.
-/// Cold (empty agent cache) and warm runs alternate.
-fn kubernetes_path(plugin: &std::path::Path, runs: usize, latency: Duration) {
+/// Through the fake API server, for each latency added to every request
+/// (the upgrades included): `kubectl get pod POD` (kubectl's own floor:
+/// start, config, one request), the baseline `kubectl exec POD -- true`, whose
+/// exec the fake runs with the runtime's CRI `ExecSync` (without the
+/// kubelet and streaming-server hops of a real cluster, so if anything
+/// faster than there), then `kubectl-ns exec POD -n -- true` cold (empty
+/// plugin cache) and warm, through the port-forward to a real agent on
+/// 127.0.0.1 whose CRI finds the pod's real container. The four
+/// alternate, so drift hits them alike.
+fn kubernetes_path(plugin: &std::path::Path, runs: usize, latencies_ms: &[u64]) {
     let lab = Lab::shared();
     let pod = lab
         .run_pod(&PodSpec::httpd("bench-web", 8199))
@@ -277,6 +318,7 @@ fn kubernetes_path(plugin: &std::path::Path, runs: usize, latency: Duration) {
     let api = FakeApi::start();
     let agent = Agent::start_tcp_env(Some(lab.socket.to_str().unwrap()), &api.agent_env("bench-node"));
     api.serve_in_netns(agent.pid());
+    api.exec_with(&lab.socket);
     api.add_node("bench-node");
     api.add_pod(running_pod(
         "default",
@@ -286,33 +328,67 @@ fn kubernetes_path(plugin: &std::path::Path, runs: usize, latency: Duration) {
     ));
     api.add_pod(agent_pod("kubectl-ns-agent-b", "bench-node"));
     api.forward("kubectl-ns-system", "kubectl-ns-agent-b", agent.pid());
-    api.set_latency(latency);
     let kc = api.kubeconfig_arg();
     let cache = api.cache_dir();
+    // kubectl's own cache stays warm, as a user's ~/.kube/cache is.
+    let kubectl_cache = tempfile::tempdir().expect("kubectl cache");
     let exec = || {
         let mut c = Command::new(plugin);
         c.args(["exec", "--kubeconfig", &kc, "bench-web", "-n", "--", "true"])
             .env("KUBECACHEDIR", &cache);
         timed(&mut c)
     };
-    let (mut cold, mut warm) = (Vec::new(), Vec::new());
-    for i in 0..runs + 5 {
-        let _ = std::fs::remove_dir_all(&cache);
-        let c = exec();
-        let w = exec();
-        if i >= 5 {
-            cold.push(c);
-            warm.push(w);
-        }
+    let kubectl = |args: &[&str]| {
+        let mut c = Command::new("kubectl");
+        c.args(["--kubeconfig", &kc])
+            .args(args)
+            .env("KUBECACHEDIR", kubectl_cache.path());
+        run_ok(&mut c).as_secs_f64() * 1e3
+    };
+    let kubectl_exec = ["exec", "bench-web", "--", "true"];
+    // What kubectl asks, with an empty cache and then a warm one.
+    for cache in ["empty", "warm"] {
+        api.take_requests();
+        kubectl(&kubectl_exec);
+        println!(
+            "\nkubectl exec's requests, {cache} kubectl cache: {:?}",
+            api.take_requests()
+        );
     }
-    let ms = latency.as_secs_f64() * 1e3;
     println!(
-        "\nThrough the fake API server, {ms:.0} ms added to every API request, medians of {runs} alternating runs:\n"
+        "\nThrough the fake API server, a latency added to every API request; medians of {runs} alternating runs \
+         (kubectl exec POD -- true; kubectl-ns exec POD -n -- true with an empty, then a warm cache):\n"
     );
-    println!("| exec POD -n -- true | whole process | in-process phases (ms) and round trips |");
-    println!("|---|---|---|");
-    for (name, set) in [("cold cache", &cold), ("warm cache", &warm)] {
-        let (wall, parts) = summary(set);
-        println!("| {name} | {wall:.2} ms | {parts} |");
+    println!(
+        "| latency | kubectl get pod | kubectl exec | kns cold | kns warm | warm/kubectl (goal <= 0.15) | cold/warm (goal <= 1.3) | in-process phases (ms) and round trips |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for &ms in latencies_ms {
+        api.set_latency(Duration::from_millis(ms));
+        let (mut get, mut base, mut cold, mut warm) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for i in 0..runs + 5 {
+            let g = kubectl(&["get", "pod", "bench-web"]);
+            let b = kubectl(&kubectl_exec);
+            let _ = std::fs::remove_dir_all(&cache);
+            let c = exec();
+            let w = exec();
+            if i >= 5 {
+                get.push(g);
+                base.push(b);
+                cold.push(c);
+                warm.push(w);
+            }
+        }
+        let (g, b) = (median(get), median(base));
+        let (c, cold_phases) = summary(&cold);
+        let (w, warm_phases) = summary(&warm);
+        let goal = |ok: bool| if ok { "met" } else { "**not met**" };
+        println!(
+            "| {ms} ms | {g:.2} ms | {b:.2} ms | {c:.2} ms | {w:.2} ms | {:.3}x {} | {:.2}x {} | cold: {cold_phases}<br>warm: {warm_phases} |",
+            w / b,
+            goal(w / b <= 0.15),
+            c / w,
+            goal(c / w <= 1.3),
+        );
     }
 }

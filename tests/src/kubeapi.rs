@@ -2,7 +2,8 @@
 //! kubectl-ns that cannot run against a real component here.
 //!
 //! It speaks real HTTPS and JSON for the calls kubectl-ns makes (pods get
-//! and list with label and field selectors, nodes get) and the real
+//! and list with label and field selectors, nodes get), `kubectl exec`'s
+//! WebSocket exec (run with the runtime's CRI `ExecSync`), and the real
 //! port-forward protocol: a WebSocket upgrade with subprotocol
 //! `v4.channel.k8s.io`, two channels per port (data, error), each opened by
 //! a frame carrying the port as two little-endian bytes, then binary frames
@@ -29,7 +30,9 @@
 //! 403s, the review endpoints), `objects` (pods and nodes: reads,
 //! selectors, the builders tests use), `apply` (server-side apply, the
 //! DaemonSet rollout, watch, delete), `scheduler` (where a DaemonSet's
-//! pods go), `portforward` (the WebSocket port-forward and its bridge) and
+//! pods go), `discovery` (`/version`, `/api`, `/apis` for kubectl),
+//! `portforward` (the WebSocket upgrade, the port-forward and its
+//! bridge), `exec` (`pods/exec` through the CRI) and
 //! `kubeconfigs` (kubeconfigs for other users and client certificates).
 
 use std::collections::HashMap;
@@ -46,6 +49,8 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{Value, json};
 
 mod apply;
+mod discovery;
+mod exec;
 mod kubeconfigs;
 mod objects;
 mod portforward;
@@ -59,10 +64,12 @@ pub use portforward::connect_in_netns;
 pub use rbac::Grant;
 
 use apply::{apply, delete, watch};
+use discovery::{discovery, version};
+use exec::exec;
 use kubeconfigs::write_kubeconfig;
 use objects::{get_node, get_pod, get_stored, is_pod, list_namespaces, list_nodes, list_pods, query};
 use portforward::portforward;
-use rbac::{caller, forbidden, installer_only, review, user_info};
+use rbac::{caller, forbidden, installer_only, is_discovery, review, user_info};
 use responses::unauthorized;
 
 #[derive(Debug, Default)]
@@ -85,7 +92,8 @@ struct State {
     agent_failure: Option<AgentFailure>,
     /// Requests that need more than the kubectl-ns-user roles get 403.
     user_only: bool,
-    /// Users no RBAC binding names: all their requests get 403.
+    /// Users no RBAC binding names: all their requests but discovery get
+    /// 403.
     rightless: std::collections::HashSet<String>,
     /// Bearer token → the user a TokenReview names.
     tokens: HashMap<String, Value>,
@@ -93,6 +101,8 @@ struct State {
     expiring: std::collections::HashSet<String>,
     /// What SubjectAccessReviews allow.
     grants: Vec<Grant>,
+    /// The container runtime's CRI, where `pods/exec` runs commands.
+    cri: Option<tonic::transport::Channel>,
     /// Review bodies received, oldest first (kept apart from `requests`,
     /// which are the plugin's round trips).
     reviews: Vec<Value>,
@@ -234,6 +244,9 @@ async fn handle(
     }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let resp = match parts.as_slice() {
+        ["version"] => version(),
+        ["api"] => discovery(true),
+        ["apis"] => discovery(false),
         ["api", "v1", "nodes"] => list_nodes(&state),
         ["api", "v1", "namespaces"] => list_namespaces(&state),
         ["api", "v1", "nodes", name] => get_node(&state, name),
@@ -245,6 +258,7 @@ async fn handle(
         ["api", "v1", "namespaces", ns, "pods", name, "portforward"] => {
             portforward(req, &state, &forbid, &user, ns, name).await
         }
+        ["api", "v1", "namespaces", ns, "pods", name, "exec"] => exec(req, &state, &user, ns, name),
         _ => get_stored(&state, &path),
     };
     Ok(resp)
@@ -294,7 +308,8 @@ async fn admit(
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let refused = {
         let st = state.lock().expect("state");
-        st.rightless.contains(&user) || (st.user_only && installer_only(req.method(), &parts))
+        (st.rightless.contains(&user) && !is_discovery(&parts))
+            || (st.user_only && installer_only(req.method(), &parts))
     };
     if refused {
         return Err(forbidden(&user, req.method(), &parts));
@@ -534,6 +549,15 @@ impl FakeApi {
             .expect("state")
             .forwards
             .insert((ns.to_owned(), name.to_owned()), pid);
+    }
+
+    /// Runs the commands of `pods/exec` requests in the containers of the
+    /// runtime whose CRI listens on `socket` (a [`crate::containerd::Lab`]'s),
+    /// as the pods' kubelet would ask it.
+    pub fn exec_with(&self, socket: &std::path::Path) {
+        // The channel's connection task runs on the server's runtime.
+        let _guard = self._rt.enter();
+        self.state.lock().expect("state").cri = Some(crate::containerd::channel(socket));
     }
 
     /// Makes port-forward requests fail with 403, as without RBAC.

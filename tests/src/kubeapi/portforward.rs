@@ -1,6 +1,7 @@
 //! The port-forward subresource: the WebSocket upgrade with subprotocol
-//! `v4.channel.k8s.io`, and the bridge from its data channel to a TCP port
-//! in the pod's network namespace, as the kubelet makes it.
+//! `v4.channel.k8s.io` (the upgrade itself shared with `exec`), and the
+//! bridge from its data channel to a TCP port in the pod's network
+//! namespace, as the kubelet makes it.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,11 +61,32 @@ pub(super) async fn portforward(
             );
         }
     };
+    websocket(req, &[PORTFORWARD_PROTOCOL], move |ws| bridge(ws, port, netns))
+}
+
+/// The socket of an upgraded request, as [`websocket`] hands it on.
+pub(super) type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Accepts a WebSocket upgrade with the first subprotocol the client offers
+/// that is among `protocols`, as the API server's `wsstream` picks one,
+/// then runs `serve` on the socket; or the 400 for
+/// a request that is no upgrade or offers none of them.
+pub(super) fn websocket<F, Fut>(
+    req: Request<Incoming>,
+    protocols: &[&'static str],
+    serve: F,
+) -> Response<Full<Bytes>>
+where
+    F: FnOnce(Socket) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let offered = req
         .headers()
         .get("sec-websocket-protocol")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|p| p.trim() == PORTFORWARD_PROTOCOL));
+        .unwrap_or("")
+        .split(',')
+        .find_map(|p| protocols.iter().copied().find(|ours| *ours == p.trim()));
     let Some(key) = req
         .headers()
         .get("sec-websocket-key")
@@ -76,27 +98,27 @@ pub(super) async fn portforward(
             "not a WebSocket upgrade".into(),
         );
     };
-    if !offered {
+    let Some(protocol) = offered else {
         return status(
             StatusCode::BAD_REQUEST,
             "BadRequest",
-            format!("subprotocol {PORTFORWARD_PROTOCOL} not offered"),
+            format!("none of the subprotocols {protocols:?} offered"),
         );
-    }
+    };
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
     tokio::spawn(async move {
         let Ok(upgraded) = hyper::upgrade::on(req).await else {
             return;
         };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        bridge(ws, port, netns).await;
+        serve(ws).await;
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header("connection", "Upgrade")
         .header("upgrade", "websocket")
         .header("sec-websocket-accept", accept)
-        .header("sec-websocket-protocol", PORTFORWARD_PROTOCOL)
+        .header("sec-websocket-protocol", protocol)
         .body(Full::new(Bytes::new()))
         .expect("response")
 }

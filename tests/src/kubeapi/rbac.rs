@@ -117,7 +117,7 @@ impl FakeApi {
     }
 
     /// Gives `user` no rights at all, as for a user no RBAC binding names:
-    /// each of their requests gets RBAC's 403.
+    /// each of their requests but discovery gets RBAC's 403.
     pub fn without_rights(&self, user: &str) {
         self.state
             .lock()
@@ -146,14 +146,36 @@ pub(super) fn caller(req: &Request<Incoming>, state: &State) -> Option<String> {
     }
 }
 
+/// Whether the grants, playing RBAC, allow `user` (in the groups its token
+/// names) the request in `attrs` (a SubjectAccessReview's
+/// `resourceAttributes`): how the fake authorizes what it serves itself
+/// with per-verb rights, such as `create pods/exec`.
+pub(super) fn allowed(state: &State, user: &str, attrs: &Value) -> bool {
+    let groups: Vec<String> = state
+        .tokens
+        .values()
+        .find(|u| u["username"] == user)
+        .and_then(|u| u["groups"].as_array())
+        .map(|g| g.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    state.grants.iter().any(|g| g.allows(user, &groups, attrs))
+}
+
 /// Whether a path is one that only an installer (cluster-admin) may touch:
-/// everything but pods, nodes and port-forwards.
+/// everything but pods, nodes, port-forwards, and the discovery every user
+/// may read (`system:discovery`).
 pub(super) fn installer_only(method: &hyper::Method, parts: &[&str]) -> bool {
     let reads_pods_or_nodes = matches!(
         parts,
         ["api", "v1", "nodes", ..] | ["api", "v1", "pods"] | ["api", "v1", "namespaces", _, "pods", ..]
     );
-    !reads_pods_or_nodes || method != hyper::Method::GET
+    !(reads_pods_or_nodes || is_discovery(parts)) || method != hyper::Method::GET
+}
+
+/// `/version`, `/api`, `/apis`: what RBAC's `system:discovery` and
+/// `system:public-info-viewer` roles let every user read.
+pub(super) fn is_discovery(parts: &[&str]) -> bool {
+    matches!(parts, ["version"] | ["api"] | ["apis"])
 }
 
 /// The API server's 403 to `user` for `path`, worded as RBAC words it.
@@ -176,9 +198,9 @@ pub(super) fn forbidden(user: &str, method: &hyper::Method, parts: &[&str]) -> R
         hyper::Method::PATCH => "patch",
         hyper::Method::DELETE => "delete",
         hyper::Method::POST => "create",
-        // A port-forward's WebSocket upgrade is a GET, which the API server
-        // authorizes as the POST it stands for.
-        _ if rest.get(2) == Some(&"portforward") => "create",
+        // A port-forward's or exec's WebSocket upgrade is a GET, which the
+        // API server authorizes as the POST it stands for.
+        _ if matches!(rest.get(2), Some(&("portforward" | "exec"))) => "create",
         _ if about.name.is_empty() => "list",
         _ => "get",
     };
