@@ -85,6 +85,10 @@ struct State {
     requests: Vec<String>,
     /// Added before answering each request, as a network hop would.
     latency: std::time::Duration,
+    /// Requests waiting out the latency now, and the most seen at once:
+    /// what shows a client sending requests side by side.
+    waiting: u32,
+    most_waiting: u32,
     /// The last resourceVersion handed out; watchers hear of each change.
     version: u64,
     changes: tokio::sync::watch::Sender<u64>,
@@ -300,7 +304,13 @@ async fn admit(
         (st.latency, caller(req, &st))
     };
     if !latency.is_zero() {
+        let at_once = |st: &mut State, n: i32| {
+            st.waiting = st.waiting.saturating_add_signed(n);
+            st.most_waiting = st.most_waiting.max(st.waiting);
+        };
+        at_once(&mut state.lock().expect("state"), 1);
         tokio::time::sleep(latency).await;
+        at_once(&mut state.lock().expect("state"), -1);
     }
     let Some(user) = user else {
         return Err(unauthorized());
@@ -580,6 +590,12 @@ impl FakeApi {
     /// server.
     pub fn set_latency(&self, latency: std::time::Duration) {
         self.state.lock().expect("state").latency = latency;
+    }
+
+    /// The most requests that waited out the latency at the same time
+    /// since the last call (0 without latency).
+    pub fn take_most_at_once(&self) -> u32 {
+        std::mem::take(&mut self.state.lock().expect("state").most_waiting)
     }
 
     /// Removes pod `ns/name`, as when its controller replaced it.

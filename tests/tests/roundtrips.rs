@@ -1,17 +1,24 @@
 //! Round trips to the API server, counted on both sides (the fake API
 //! server's request log and the plugin's `KNS_TIMINGS=1` line), and the
 //! node → agent pod cache that saves one of them: a warm `exec POD` is one
-//! pod GET, one port-forward and one gRPC call.
+//! pod GET and, side by side with it, one port-forward to the agent the
+//! cache names, then one gRPC call; a pod no longer where the cache says is
+//! followed to its node.
 
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::PodCondition;
+use kns_tests::agent::Agent;
 use kns_tests::bins::stderr;
 use kns_tests::cluster::{AGENT_NAMESPACE, NODE, OneNode};
+use kns_tests::kubeapi::{agent_pod, running_pod};
 use kns_tests::require_root;
 use kns_tests::target::NsProcess;
+
+/// A second node, for pods that move.
+const OTHER: &str = "other-node";
 
 /// The one-node cluster with agent pod `agent-1` forwarding to the agent.
 fn cluster(pod: &str, port: u16) -> OneNode {
@@ -66,6 +73,15 @@ fn requests(c: &OneNode) -> Vec<String> {
         .collect()
 }
 
+/// [`requests`], the first `n` sorted: sent side by side, either may come
+/// first.
+fn requests_at_once(c: &OneNode, n: usize) -> Vec<String> {
+    let mut r = requests(c);
+    let n = n.min(r.len());
+    r[..n].sort();
+    r
+}
+
 fn exec_true(c: &OneNode) -> Output {
     let o = kubectl_ns(c, &["exec", &c.pod, "-n", "--", "true"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -103,14 +119,79 @@ fn warm_exec_is_one_pod_get_one_port_forward_one_grpc_call() {
 
     // Warm: the agent pod comes from the cache.
     let o = exec_true(&c);
-    assert_eq!(requests(&c), [pod.as_str(), "portforward agent-1"]);
+    assert_eq!(requests_at_once(&c, 2), [pod.as_str(), "portforward agent-1"]);
     assert_eq!(counted(&o), (2, 1));
 
     // `ls` on the pod uses it too: one Inspect per running container.
     let o = kubectl_ns(&c, &["ls", &c.pod]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(requests(&c), [pod.as_str(), "portforward agent-1"]);
+    assert_eq!(requests_at_once(&c, 2), [pod.as_str(), "portforward agent-1"]);
     assert_eq!(counted(&o), (2, 1));
+}
+
+#[test]
+fn a_warm_exec_opens_the_port_forward_while_the_pod_get_is_in_flight() {
+    require_root();
+    let c = cluster("rt-overlap", 8197);
+    // Long enough that two requests sent in turn never wait together.
+    c.api.set_latency(Duration::from_millis(200));
+    exec_true(&c);
+    assert_eq!(
+        c.api.take_most_at_once(),
+        1,
+        "cold: each request waits for the one before"
+    );
+    exec_true(&c);
+    assert_eq!(
+        c.api.take_most_at_once(),
+        2,
+        "warm: the pod GET and the port-forward at once"
+    );
+}
+
+#[test]
+fn a_pod_now_on_another_node_is_followed_there_not_to_the_cached_agent() {
+    require_root();
+    let c = cluster("rt-moved", 8196);
+    exec_true(&c);
+    // The pod is recreated on another node (as a StatefulSet's pod is),
+    // whose own agent the cache does not know yet.
+    let lab = kns_tests::containerd::Lab::shared();
+    let other = Agent::start_tcp_env(Some(lab.socket.to_str().unwrap()), &c.api.agent_env(OTHER));
+    c.api.serve_in_netns(other.pid());
+    c.api.add_node(OTHER);
+    c.api.add_pod(agent_pod("agent-other", OTHER));
+    c.api.forward(AGENT_NAMESPACE, "agent-other", other.pid());
+    c.api.remove_pod("default", &c.pod).unwrap();
+    c.api
+        .add_pod(running_pod("default", &c.pod, OTHER, &[("app", &c.container_id)]));
+    let sessions = |a: &Agent| a.audit().iter().filter(|r| r["event"] == "end").count();
+    let before = sessions(&c.agent);
+    c.api.take_requests();
+
+    let o = exec_true(&c);
+    assert_eq!(
+        requests_at_once(&c, 2),
+        [
+            "get pod default/rt-moved",
+            // The early guess, dropped when the pod answered from elsewhere.
+            "portforward agent-1",
+            &format!("list agents {AGENT_NAMESPACE}"),
+            "portforward agent-other"
+        ]
+    );
+    assert_eq!(counted(&o), (4, 1));
+    assert_eq!(sessions(&other), 1, "the session ran on the pod's node");
+    assert_eq!(sessions(&c.agent), before, "and not on the node the cache named");
+
+    // From now on the cache names the new node.
+    exec_true(&c);
+    assert_eq!(
+        requests_at_once(&c, 2),
+        ["get pod default/rt-moved", "portforward agent-other"]
+    );
+    assert_eq!(sessions(&other), 2);
+    assert_eq!(sessions(&c.agent), before);
 }
 
 #[test]
@@ -124,7 +205,7 @@ fn a_replaced_agent_pod_is_looked_up_again() {
     c.add_agent_pod("agent-2", c.agent.pid());
     let o = exec_true(&c);
     assert_eq!(
-        requests(&c),
+        requests_at_once(&c, 2),
         [
             "get pod default/rt-gone",
             "portforward agent-1",
@@ -135,7 +216,7 @@ fn a_replaced_agent_pod_is_looked_up_again() {
     assert_eq!(counted(&o), (4, 1));
     exec_true(&c);
     assert_eq!(
-        requests(&c),
+        requests_at_once(&c, 2),
         ["get pod default/rt-gone", "portforward agent-2"],
         "the new pod is cached"
     );
@@ -162,7 +243,7 @@ fn an_agent_that_does_not_answer_is_looked_up_again() {
     c.add_agent_pod("agent-2", c.agent.pid());
     let o = exec_true(&c);
     assert_eq!(
-        requests(&c),
+        requests_at_once(&c, 2),
         [
             "get pod default/rt-silent",
             "portforward agent-1",
@@ -242,11 +323,19 @@ fn latency_is_added_to_every_request() {
     exec_true(&c);
     let latency = Duration::from_millis(150);
     c.api.set_latency(latency);
-    // A lower bound only: two requests in turn (pod GET, port-forward
-    // upgrade) take at least two latencies, however loaded the machine.
+    // Lower bounds only, however loaded the machine: a warm exec's pod GET
+    // and port-forward, side by side, take at least one latency; a cold
+    // one's three requests in turn (pod GET, agent list, port-forward
+    // upgrade) at least three.
     let start = Instant::now();
     let o = exec_true(&c);
     let took = start.elapsed();
     assert_eq!(counted(&o), (2, 1));
-    assert!(took >= 2 * latency, "took {took:?}");
+    assert!(took >= latency, "took {took:?}");
+    std::fs::remove_dir_all(c.api.cache_dir()).unwrap();
+    let start = Instant::now();
+    let o = exec_true(&c);
+    let took = start.elapsed();
+    assert_eq!(counted(&o), (3, 1));
+    assert!(took >= 3 * latency, "took {took:?}");
 }

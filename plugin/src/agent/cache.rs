@@ -1,6 +1,8 @@
-//! Which agent pod serves which node, remembered for a few minutes so that
-//! a repeated `exec POD` costs one API lookup (the pod) before the
-//! port-forward instead of two (the pod, then the agents on its node).
+//! Which agent pod serves which node, and which node runs which pod,
+//! remembered for a few minutes so that a repeated `exec POD` costs one API
+//! lookup (the pod) instead of two (the pod, then the agents on its node),
+//! and the port-forward to the remembered agent can open while the pod
+//! lookup is in flight.
 //!
 //! The cache lives where kubectl keeps its own (`$KUBECACHEDIR`, else
 //! `~/.kube/cache`), one file per API server and agent namespace. An entry
@@ -22,10 +24,25 @@ use serde::{Deserialize, Serialize};
 /// entry costs only one failed port-forward).
 pub const TTL: Duration = Duration::from_secs(300);
 
+/// At most this many pods are remembered: a user who visits more simply
+/// waits for the pod lookup before the port-forward on the oldest.
+const MAX_PODS: usize = 256;
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Entries {
     /// Node name → its agent pod.
     nodes: BTreeMap<String, Entry>,
+    /// `namespace/name` of a pod → the node it ran on (absent in caches
+    /// written before pods were remembered).
+    #[serde(default)]
+    pods: BTreeMap<String, Placed>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Placed {
+    node: String,
+    /// When it was seen there, in seconds since the epoch.
+    at: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,6 +132,44 @@ impl AgentCache {
         self.store(&entries);
     }
 
+    /// The node pod `key` (`namespace/name`) ran on and that node's agent
+    /// pod, when both are fresh: a guess, to be checked against the pod.
+    pub fn guess(&self, key: &str) -> Option<(String, String)> {
+        self.guess_at(key, now())
+    }
+
+    fn guess_at(&self, key: &str, now: u64) -> Option<(String, String)> {
+        let mut entries = self.load(now);
+        let node = entries.pods.remove(key)?.node;
+        let agent = entries.nodes.remove(&node)?.pod;
+        Some((node, agent))
+    }
+
+    /// Remembers that pod `key` runs on `node`.
+    pub fn place(&self, key: &str, node: &str) {
+        self.place_at(key, node, now());
+    }
+
+    fn place_at(&self, key: &str, node: &str, now: u64) {
+        let mut entries = self.load(now);
+        entries.pods.insert(
+            key.to_owned(),
+            Placed {
+                node: node.to_owned(),
+                at: now,
+            },
+        );
+        while entries.pods.len() > MAX_PODS {
+            let oldest = entries
+                .pods
+                .iter()
+                .min_by_key(|(_, p)| p.at)
+                .map(|(k, _)| k.clone());
+            entries.pods.remove(&oldest.unwrap_or_default());
+        }
+        self.store(&entries);
+    }
+
     /// Forgets `node`'s entry (its pod did not answer).
     pub fn forget(&self, node: &str) {
         self.forget_at(node, now());
@@ -134,9 +189,9 @@ impl AgentCache {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        entries
-            .nodes
-            .retain(|_, e| e.at <= now && now - e.at < TTL.as_secs());
+        let fresh = |at: u64| at <= now && now - at < TTL.as_secs();
+        entries.nodes.retain(|_, e| fresh(e.at));
+        entries.pods.retain(|_, p| fresh(p.at));
         entries
     }
 
@@ -234,6 +289,52 @@ mod tests {
         assert_eq!(c.get_at("node-a", 999), None);
         c.forget_at("node-a", 1000);
         assert_eq!(c.get_at("node-a", 1000), None);
+    }
+
+    #[test]
+    fn a_guess_needs_the_pods_node_and_that_nodes_agent() {
+        let dir = Dir::new("guess");
+        let c = cache(dir.path());
+        c.place_at("default/web", "node-a", 1000);
+        assert_eq!(c.guess_at("default/web", 1000), None, "no agent known for node-a");
+        c.put_at("node-a", "agent-1", 1000);
+        assert_eq!(
+            c.guess_at("default/web", 1001),
+            Some(("node-a".to_owned(), "agent-1".to_owned()))
+        );
+        // Moved: the newest placement wins.
+        c.put_at("node-b", "agent-2", 1000);
+        c.place_at("default/web", "node-b", 1002);
+        assert_eq!(
+            c.guess_at("default/web", 1002),
+            Some(("node-b".to_owned(), "agent-2".to_owned()))
+        );
+        assert_eq!(c.guess_at("default/web", 1300), None, "expired");
+        assert_eq!(c.guess_at("other/web", 1002), None);
+    }
+
+    #[test]
+    fn pods_are_bounded_oldest_out_and_old_files_still_read() {
+        let dir = Dir::new("bounded");
+        let c = cache(dir.path());
+        c.put_at("n", "agent-1", 1000);
+        for i in 0..=MAX_PODS as u64 {
+            c.place_at(&format!("ns/p{i}"), "n", 1000 + i);
+        }
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(c.path()).unwrap()).unwrap();
+        assert_eq!(v["pods"].as_object().unwrap().len(), MAX_PODS);
+        assert_eq!(
+            c.guess_at("ns/p0", 1000 + MAX_PODS as u64),
+            None,
+            "the oldest went"
+        );
+        assert!(
+            c.guess_at(&format!("ns/p{MAX_PODS}"), 1000 + MAX_PODS as u64)
+                .is_some()
+        );
+        // A cache from before pods were remembered keeps its nodes.
+        std::fs::write(c.path(), br#"{"nodes":{"n":{"pod":"agent-1","at":1000}}}"#).unwrap();
+        assert_eq!(c.get_at("n", 1000).as_deref(), Some("agent-1"));
     }
 
     #[test]

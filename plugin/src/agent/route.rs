@@ -22,7 +22,7 @@ use crate::cli::KubeArgs;
 use crate::cli::target::{DirectTarget, Target};
 use crate::error::{Failure, ResolveError, UsageError};
 use crate::kube::manifests;
-use crate::kube::resolve::{self, KubeTarget, PodContainers, choose_agent};
+use crate::kube::resolve::{self, KubeTarget, Placed, PodContainers, choose_agent};
 use crate::kube::resolver::Resolver;
 use crate::timings;
 
@@ -64,19 +64,10 @@ impl Route {
             Route::Forward { port } => *port,
         };
         let auth = credentials(r).agent_auth().await?;
-        let forward = |pod: String| {
-            let auth = auth.clone();
-            async move {
-                let channel =
-                    transport::portforward(r.client.clone(), &r.agent_namespace, &pod, port, auth).await;
-                timings::mark("portforward");
-                channel
-            }
-        };
-        let cache = AgentCache::for_cluster(r.config.cluster_url.to_string().as_str(), &r.agent_namespace);
+        let cache = agent_cache(r);
         if let Some((cache, pod)) = cache.as_ref().and_then(|c| Some((c, c.get(node)?))) {
             timings::mark("lookup");
-            match forward(pod).await {
+            match forward(r, port, pod, auth.clone()).await {
                 Ok(channel) => return Ok(channel),
                 // Gone or not serving: look again, as if nothing were cached.
                 Err(e) if e.agent_gone() => cache.forget(node),
@@ -85,11 +76,77 @@ impl Route {
         }
         let pod = r.agent_on(node).await?;
         timings::mark("lookup");
-        let channel = forward(pod.clone()).await?;
+        let channel = forward(r, port, pod.clone(), auth).await?;
         if let Some(cache) = &cache {
             cache.put(node, &pod);
         }
         Ok(channel)
+    }
+
+    /// Pod `name`, as `check` takes it (which names its node), and the
+    /// channel to its node's agent.
+    ///
+    /// When the cache remembers the pod's node and that node's agent, the
+    /// port-forward to that agent opens while the pod GET is in flight,
+    /// saving a round trip. It is only a guess, used only when the pod
+    /// answers from that node; a pod now elsewhere (deleted and recreated,
+    /// as a StatefulSet's are) takes the path of an uncached one, and the
+    /// early port-forward is dropped unused. The agent then checks the
+    /// container ID against its own runtime in either case.
+    pub async fn to_pod<T: Placed>(
+        &self,
+        r: &Resolver,
+        namespace: Option<&str>,
+        name: &str,
+        check: impl FnOnce(&Pod) -> Result<T, Failure>,
+    ) -> Result<(T, AgentChannel), Failure> {
+        let key = format!("{}/{name}", namespace.unwrap_or(&r.namespace));
+        let cache = agent_cache(r);
+        let guess = match self {
+            Route::Forward { port } => cache.as_ref().and_then(|c| c.guess(&key)).map(|g| (g, *port)),
+            Route::Direct(_) => None,
+        };
+        let Some(((node, agent), port)) = guess else {
+            let placed = check(&r.pod(namespace, name).await?)?;
+            let channel = self.channel(r, placed.node()).await?;
+            if let Some(cache) = cache.as_ref().filter(|_| self.direct().is_none()) {
+                cache.place(&key, placed.node());
+            }
+            return Ok((placed, channel));
+        };
+        let auth = credentials(r).agent_auth().await?;
+        let early = forward(r, port, agent, auth);
+        let pod = r.pod(namespace, name);
+        tokio::pin!(early, pod);
+        let mut opened = None;
+        let pod = loop {
+            tokio::select! {
+                pod = &mut pod => break pod,
+                channel = &mut early, if opened.is_none() => opened = Some(channel),
+            }
+        };
+        timings::mark("lookup");
+        let placed = check(&pod?)?;
+        if placed.node() == node {
+            let channel = match opened {
+                Some(channel) => channel,
+                None => early.await,
+            };
+            match channel {
+                Ok(channel) => return Ok((placed, channel)),
+                Err(e) if e.agent_gone() => {
+                    if let Some(cache) = &cache {
+                        cache.forget(&node);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let channel = self.channel(r, placed.node()).await?;
+        if let Some(cache) = &cache {
+            cache.place(&key, placed.node());
+        }
+        Ok((placed, channel))
     }
 
     /// The way to many nodes' agents at once, prepared once for all of
@@ -154,6 +211,23 @@ impl Many {
             }
         }
     }
+}
+
+/// The agent cache of the resolver's cluster and agent namespace.
+fn agent_cache(r: &Resolver) -> Option<AgentCache> {
+    AgentCache::for_cluster(r.config.cluster_url.to_string().as_str(), &r.agent_namespace)
+}
+
+/// The port-forward to agent pod `pod`, its end marked for `KNS_TIMINGS`.
+async fn forward(
+    r: &Resolver,
+    port: u16,
+    pod: String,
+    auth: transport::AgentAuth,
+) -> Result<AgentChannel, crate::error::TransportError> {
+    let channel = transport::portforward(r.client.clone(), &r.agent_namespace, &pod, port, auth).await;
+    timings::mark("portforward");
+    channel
 }
 
 /// Who the user is, for the agents: the kubeconfig's user.
@@ -286,10 +360,13 @@ pub async fn reach(args: &KubeArgs, target: &Target, container: Option<&str>) ->
         }
         Target::Kube(KubeTarget::Pod { namespace, name }) => {
             let r = resolver(args).await?;
-            let pod = r.pod(namespace.as_deref(), name).await?;
-            let c = resolve::choose_container(&pod, container)?;
+            let (c, channel) = route
+                .to_pod(&r, namespace.as_deref(), name, |pod| {
+                    Ok(resolve::choose_container(pod, container)?)
+                })
+                .await?;
             Ok(Reached {
-                channel: route.channel(&r, &c.node).await?,
+                channel,
                 target: DirectTarget::Container(c.container_id.clone()).to_proto(),
                 label: format!("{}/{} ({})", c.namespace, c.pod, c.container),
             })
@@ -304,9 +381,10 @@ pub async fn reach_pod(
     name: &str,
 ) -> Result<(AgentChannel, PodContainers), Failure> {
     let r = resolver(args).await?;
-    let pod = r.pod(namespace, name).await?;
-    let containers = resolve::pod_containers(&pod)?;
-    Ok((Route::of(args).channel(&r, &containers.node).await?, containers))
+    let (containers, channel) = Route::of(args)
+        .to_pod(&r, namespace, name, |pod| Ok(resolve::pod_containers(pod)?))
+        .await?;
+    Ok((channel, containers))
 }
 
 /// What the agent at `addr` (`--agent`) reports about itself.

@@ -212,6 +212,23 @@ pub fn choose_container(pod: &Pod, wanted: Option<&str>) -> Result<ResolvedConta
     })
 }
 
+/// What was found of a pod, and the node it runs on.
+pub trait Placed {
+    fn node(&self) -> &str;
+}
+
+impl Placed for ResolvedContainer {
+    fn node(&self) -> &str {
+        &self.node
+    }
+}
+
+impl Placed for PodContainers {
+    fn node(&self) -> &str {
+        &self.node
+    }
+}
+
 /// The running containers of a pod, for `ls`.
 pub fn pod_containers(pod: &Pod) -> Result<PodContainers, ResolveError> {
     let node = check_pod(pod)?;
