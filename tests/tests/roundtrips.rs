@@ -170,17 +170,21 @@ fn a_pod_now_on_another_node_is_followed_there_not_to_the_cached_agent() {
     c.api.take_requests();
 
     let o = exec_true(&c);
+    // The early port-forward to the cached agent is dropped unused when the
+    // pod answers from elsewhere: sent or not yet, depending on which came
+    // first.
+    let early = "portforward agent-1";
+    let r = requests(&c);
+    let sent = r.iter().filter(|r| *r == early).count() as u32;
     assert_eq!(
-        requests_at_once(&c, 2),
+        r.into_iter().filter(|r| r != early).collect::<Vec<_>>(),
         [
             "get pod default/rt-moved",
-            // The early guess, dropped when the pod answered from elsewhere.
-            "portforward agent-1",
             &format!("list agents {AGENT_NAMESPACE}"),
             "portforward agent-other"
         ]
     );
-    assert_eq!(counted(&o), (4, 1));
+    assert_eq!(counted(&o), (3 + sent, 1));
     assert_eq!(sessions(&other), 1, "the session ran on the pod's node");
     assert_eq!(sessions(&c.agent), before, "and not on the node the cache named");
 
