@@ -101,7 +101,7 @@ async fn hold(mut conn: UnixStream, handoffs: Arc<Handoffs>) {
     let Some(peer) = conn.peer_cred().ok().and_then(|c| {
         Some(Peer {
             uid: c.uid(),
-            pid: c.pid()?,
+            pid: visible(c.pid())?,
         })
     }) else {
         return;
@@ -127,6 +127,12 @@ async fn hold(mut conn: UnixStream, handoffs: Arc<Handoffs>) {
         while matches!(conn.read(&mut b).await, Ok(n) if n > 0) {}
     }
     handoffs.forget(id);
+}
+
+/// A peer's PID, when it names one process: a peer outside the agent's
+/// PID namespace is reported as 0, which any other such peer shares.
+pub fn visible(pid: Option<i32>) -> Option<i32> {
+    pid.filter(|p| *p > 0)
 }
 
 /// Only a pipe's write end is spliced into: a file or socket keeps the

@@ -22,7 +22,7 @@ use crate::enter::error::NsenterError;
 use crate::enter::nsenter::{self, Spawned};
 use crate::enter::request;
 use crate::kernel::ns::NsKind;
-use crate::listen::handoff::Peer;
+use crate::listen::handoff::{self, Peer};
 use crate::metrics::Metrics;
 use crate::record::{self, Recording};
 use crate::rpc::admit::{Admission, describe_request};
@@ -283,7 +283,7 @@ fn handoff_peer<T>(request: &Request<T>) -> Option<Peer> {
     let cred = request.extensions().get::<UdsConnectInfo>()?.peer_cred?;
     Some(Peer {
         uid: cred.uid(),
-        pid: cred.pid()?,
+        pid: handoff::visible(cred.pid())?,
     })
 }
 
