@@ -18,6 +18,7 @@
 
 mod child;
 pub mod fork;
+pub mod handoff;
 pub mod plan;
 pub mod pty;
 pub mod spawner;

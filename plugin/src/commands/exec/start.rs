@@ -77,6 +77,8 @@ pub(crate) fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Fai
         } else {
             None
         },
+        // Set by the session once its pipe is handed over.
+        stdout_handoff: 0,
     })
 }
 
