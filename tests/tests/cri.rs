@@ -1,6 +1,6 @@
 //! Container targets resolved through a real containerd's CRI: a running
 //! container (by ID and by prefix), a hostNetwork pod, a sandbox, and a
-//! stopped container.
+//! stopped container, also one the agent entered before it stopped.
 
 use kns_tests::agent::Agent;
 use kns_tests::bins::{exec, kns, stderr, stdout};
@@ -121,14 +121,14 @@ fn stopped_container_is_refused_naming_its_state() {
     require_root();
     let lab = Lab::shared();
     let pod = lab.run_pod(&PodSpec::httpd("cri-stopped", 8083)).unwrap();
-    lab.stop_container(&pod.container_id).unwrap();
     let agent = agent_for(&lab);
-    let o = exec(
-        &agent.addr(),
-        &format!("container/{}", pod.container_id),
-        &["-n"],
-        &["true"],
-    );
+    let target = format!("container/{}", pod.container_id);
+    // Entered once while it runs: the agent remembers it, and must still
+    // hear that it stopped.
+    let o = exec(&agent.addr(), &target, &["-n"], &["true"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    lab.stop_container(&pod.container_id).unwrap();
+    let o = exec(&agent.addr(), &target, &["-n"], &["true"]);
     assert_eq!(o.status.code(), Some(255));
     let err = stderr(&o);
     assert!(err.contains("is not running (state EXITED"), "{err}");

@@ -1,8 +1,10 @@
 //! Turning a target (container, PID, node) into a pinned process: a pidfd
 //! that is checked to still be the process that was resolved.
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
@@ -83,7 +85,21 @@ pub struct Resolver {
     cri: Mutex<Option<Cri>>,
     /// For the runtimes connected later.
     metrics: Metrics,
+    /// Containers the runtime resolved lately, by their full ID.
+    known: std::sync::Mutex<HashMap<String, (Instant, Resolved)>>,
 }
+
+/// How long a container the runtime resolved is answered without asking
+/// it again. Nothing of what is kept changes while the container runs (its
+/// ID is never reused, its process spec and pod labels are fixed at
+/// creation), and whether it still runs is checked on every use: its
+/// process must still be alive, with the same start time, in the
+/// container's cgroup. So the bound is only there to let a runtime's word
+/// be heard again now and then.
+const KNOWN_TTL: Duration = Duration::from_secs(60);
+/// At most this many containers are remembered (a node runs a few
+/// hundred at most); past it the memory starts afresh.
+const KNOWN_MAX: usize = 1024;
 
 impl Resolver {
     pub fn new(
@@ -97,6 +113,7 @@ impl Resolver {
             explicit_endpoint: cri_endpoint,
             cri: Mutex::new(cri),
             metrics,
+            known: Default::default(),
         })
     }
 
@@ -126,32 +143,66 @@ impl Resolver {
     }
 
     pub async fn resolve(&self, target: &Target) -> Result<Resolved, ResolveError> {
-        let (pid, container_id, identity, pod) = match target {
-            Target::Pid(p) if *p <= 0 => return Err(ResolveError::BadPid { pid: *p }),
-            Target::Pid(p) => (*p, None, None, None),
-            Target::Node => (self.node_pid, None, None, None),
-            Target::Container(id) => {
-                let c = self.container_pid(id).await?;
-                (c.pid, Some(c.id), c.identity, c.pod)
-            }
-        };
-        let st = procfs::stat(pid)?;
-        if st.is_zombie() {
-            return Err(ResolveError::Exited { pid });
+        match target {
+            Target::Pid(p) if *p <= 0 => Err(ResolveError::BadPid { pid: *p }),
+            Target::Pid(p) => Resolved::process(*p),
+            Target::Node => Resolved::process(self.node_pid),
+            Target::Container(id) => self.container(id).await,
         }
-        Ok(Resolved {
-            pid,
-            start_time: st.start_time,
-            container_id,
-            identity,
-            pod,
-        })
     }
 
-    async fn container_pid(&self, id: &str) -> Result<cri::ContainerPid, ResolveError> {
+    async fn container(&self, id: &str) -> Result<Resolved, ResolveError> {
+        if let Some(known) = self.known(id) {
+            return Ok(known);
+        }
+        let (c, from_runtime) = self.container_pid(id).await?;
+        let resolved = Resolved {
+            container_id: Some(c.id.clone()),
+            identity: c.identity,
+            pod: c.pod,
+            ..Resolved::process(c.pid)?
+        };
+        // A prefix could name another container later: only full IDs.
+        if from_runtime && c.id == id {
+            self.remember(resolved.clone());
+        }
+        Ok(resolved)
+    }
+
+    /// Container `id` as the runtime resolved it lately, if its process is
+    /// still the one resolved and still in the container.
+    fn known(&self, id: &str) -> Option<Resolved> {
+        let mut known = self.known.lock().ok()?;
+        let (at, r) = known.get(id)?;
+        let same = at.elapsed() < KNOWN_TTL
+            && procfs::stat(r.pid).is_ok_and(|st| st.start_time == r.start_time && !st.is_zombie())
+            && procfs::cgroup(r.pid).is_ok_and(|cg| cgroup_scan::cgroup_names(&cg, id));
+        if same {
+            return Some(r.clone());
+        }
+        known.remove(id);
+        None
+    }
+
+    fn remember(&self, r: Resolved) {
+        let (Ok(mut known), Some(id)) = (self.known.lock(), r.container_id.clone()) else {
+            return;
+        };
+        if known.len() >= KNOWN_MAX {
+            known.retain(|_, (at, _)| at.elapsed() < KNOWN_TTL);
+            if known.len() >= KNOWN_MAX {
+                known.clear();
+            }
+        }
+        known.insert(id, (Instant::now(), r));
+    }
+
+    /// The container's process, and whether the runtime named it (else it
+    /// was found by its cgroup).
+    async fn container_pid(&self, id: &str) -> Result<(cri::ContainerPid, bool), ResolveError> {
         let cri_err = match self.cri().await {
             Ok(c) => match c.container_pid(id).await {
-                Ok(p) => return Ok(p),
+                Ok(p) => return Ok((p, true)),
                 Err(e @ (CriError::Unavailable { .. } | CriError::NoRuntime { .. })) => {
                     // The runtime went away since we connected: forget it so
                     // the next request connects again.
@@ -167,10 +218,29 @@ impl Resolver {
         tokio::task::spawn_blocking(move || cgroup_scan::pid_from_cgroups(&id_owned))
             .await
             .unwrap_or(Ok(None))?
+            .map(|p| (p, false))
             .ok_or_else(|| ResolveError::ContainerNotFound {
                 id: id.to_owned(),
                 cri: cri_err.to_string(),
             })
+    }
+}
+
+impl Resolved {
+    /// Process `pid` as found now: alive (not a zombie), with the start
+    /// time that pins it from here on.
+    fn process(pid: i32) -> Result<Resolved, ResolveError> {
+        let st = procfs::stat(pid)?;
+        if st.is_zombie() {
+            return Err(ResolveError::Exited { pid });
+        }
+        Ok(Resolved {
+            pid,
+            start_time: st.start_time,
+            container_id: None,
+            identity: None,
+            pod: None,
+        })
     }
 }
 
@@ -233,6 +303,76 @@ mod tests {
         ));
         let err = r.resolve(&Target::Pid(i32::MAX)).await.unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    /// A process in a cgroup named like a container (a full ID), made in
+    /// the unified hierarchy; removed with the process on drop.
+    struct InContainer {
+        child: std::process::Child,
+        dir: std::path::PathBuf,
+        id: String,
+    }
+
+    impl InContainer {
+        fn start() -> InContainer {
+            use crate::kernel::cgroupfs::{Hierarchy, mount_of};
+            assert!(
+                nix::unistd::geteuid().is_root(),
+                "this test makes a cgroup: run it as root"
+            );
+            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+            let (mount, _) = mount_of(&mountinfo, Hierarchy::Unified).expect("a cgroup2 mount");
+            let id = format!("{:064x}", std::process::id());
+            let dir = mount.join(&id);
+            std::fs::create_dir_all(&dir).unwrap();
+            let child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+            std::fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
+            InContainer { child, dir, id }
+        }
+
+        fn resolved(&self) -> Resolved {
+            Resolved {
+                container_id: Some(self.id.clone()),
+                ..Resolved::process(self.child.id() as i32).unwrap()
+            }
+        }
+
+        fn stop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    impl Drop for InContainer {
+        fn drop(&mut self) {
+            self.stop();
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
+
+    #[test]
+    fn a_known_container_is_answered_while_its_process_lives_in_it() {
+        let mut c = InContainer::start();
+        let r = Resolver::new(1, None, None, Metrics::default());
+        r.remember(c.resolved());
+        assert_eq!(r.known(&c.id), Some(c.resolved()));
+        // Another start time (the PID was reused): not the process resolved.
+        r.remember(Resolved {
+            start_time: c.resolved().start_time + 1,
+            ..c.resolved()
+        });
+        assert_eq!(r.known(&c.id), None);
+        assert!(r.known.lock().unwrap().is_empty(), "forgotten");
+        r.remember(c.resolved());
+        c.stop();
+        assert_eq!(r.known(&c.id), None, "the container's process is gone");
+        // A process that is not in the container's cgroup.
+        let me = std::process::id() as i32;
+        r.remember(Resolved {
+            container_id: Some(c.id.clone()),
+            ..Resolved::process(me).unwrap()
+        });
+        assert_eq!(r.known(&c.id), None);
     }
 
     #[test]
