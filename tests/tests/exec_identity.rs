@@ -524,8 +524,8 @@ fn the_child_entering_the_target_holds_none_of_the_agents_fds() {
     let _ = client.wait();
     // The agent's audit trail and log (its stdout and stderr here), its
     // sockets and event loop, and the session cgroups' directories (the
-    // agent's cgroup2 mount among them); the session's memory cgroup.procs
-    // the child still writes itself into.
+    // agent's cgroup2 mount among them); the session's memory cgroup's
+    // `tasks` the child still writes itself into.
     let trail: Vec<&String> = agent_fds
         .iter()
         .filter(|(n, _)| n == "1" || n == "2")
@@ -537,7 +537,7 @@ fn the_child_entering_the_target_holds_none_of_the_agents_fds() {
             l.starts_with("socket:")
                 || l.starts_with("anon_inode:[event")
                 || trail.contains(&l)
-                || (l.contains("kns-sessions-") && !l.ends_with("/cgroup.procs"))
+                || (l.contains("kns-sessions-") && !l.ends_with("/tasks"))
         })
         .collect();
     assert!(fds.len() > 3, "the child was not looked at in time: {fds:?}");

@@ -218,7 +218,7 @@ pub fn spawn(
         stdio: stdio.child,
         tty: req.tty,
         cgroup: owned(cgroup.as_ref().map(|c| c.fd()))?,
-        memory_procs: owned(cgroup.as_ref().and_then(|c| c.memory_procs()))?,
+        memory_tasks: owned(cgroup.as_ref().and_then(|c| c.memory_tasks()))?,
     };
     let outcome = spawner.spawn(plan).map_err(|source| NsenterError::Setup {
         what: "process",

@@ -114,9 +114,10 @@ pub(super) unsafe fn first_child(
                 fail(report_fd, Stage::Stdio, errno());
             }
         }
-        // "0" is the writing process; the tool, cloned below, inherits it.
-        if let Some(procs) = &plan.memory_procs
-            && libc::write(procs.as_raw_fd(), c"0".as_ptr().cast(), 1) != 1
+        // "0" is the writing thread, this process's only one; the tool,
+        // cloned below, inherits its cgroup.
+        if let Some(tasks) = &plan.memory_tasks
+            && libc::write(tasks.as_raw_fd(), c"0".as_ptr().cast(), 1) != 1
         {
             fail(report_fd, Stage::Session, errno());
         }

@@ -59,9 +59,10 @@ pub struct ChildPlan {
     pub tty: bool,
     /// The session's cgroup (a directory fd): both children start in it.
     pub cgroup: Option<OwnedFd>,
-    /// cgroup v1 nodes: the cgroup.procs of the session's memory cgroup,
-    /// which the first child writes itself into before anything else.
-    pub memory_procs: Option<OwnedFd>,
+    /// cgroup v1 nodes: the `tasks` of the session's memory cgroup, which
+    /// the first child (single-threaded) writes itself into before anything
+    /// else.
+    pub memory_tasks: Option<OwnedFd>,
 }
 
 impl ChildPlan {
@@ -82,7 +83,7 @@ impl ChildPlan {
             .flatten()
             .flat_map(join)
             .chain(
-                [&self.root, &self.cwd, &self.memory_procs]
+                [&self.root, &self.cwd, &self.memory_tasks]
                     .into_iter()
                     .flatten()
                     .map(|f| f.as_raw_fd()),

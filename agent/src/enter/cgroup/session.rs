@@ -28,12 +28,12 @@ impl Sessions {
             Some(MemoryTree { max, v1: Some(tree) }) => {
                 let dir = tree.join(&name);
                 fs::create_dir(&dir).map_err(io_err("create", &dir))?;
-                let procs = dir.join("cgroup.procs");
+                let tasks = dir.join("tasks");
                 let fd = File::options()
                     .write(true)
                     .custom_flags(libc::O_CLOEXEC)
-                    .open(&procs)
-                    .map_err(io_err("open", &procs))?;
+                    .open(&tasks)
+                    .map_err(io_err("open", &tasks))?;
                 Some(SessionMemory {
                     max: *max,
                     events: dir.join("memory.oom_control"),
@@ -64,9 +64,14 @@ struct SessionMemory {
     /// Counts the session's processes the OOM killer took (`oom_kill`):
     /// memory.events on cgroup v2, memory.oom_control on v1.
     events: PathBuf,
-    /// cgroup v1: the session's memory cgroup, and its cgroup.procs, which
-    /// the tool's first process writes itself into before anything of the
-    /// tool runs (clone3 places it only in the unified hierarchy).
+    /// cgroup v1: the session's memory cgroup, and its `tasks`, which the
+    /// tool's first process writes itself into before anything of the tool
+    /// runs (clone3 places it only in the unified hierarchy). `tasks`, not
+    /// cgroup.procs: that process is single-threaded, so moving its one
+    /// thread moves all of it, and the kernel moves a thread that writes
+    /// itself without write-locking the forks and exits of the whole
+    /// machine (`cgroup_threadgroup_rwsem`), whose wait for an RCU grace
+    /// period made a whole-process move cost ~10 ms.
     v1: Option<(PathBuf, OwnedFd)>,
 }
 
@@ -85,9 +90,9 @@ impl SessionCgroup {
         })
     }
 
-    /// cgroup v1: the cgroup.procs the tool's first process writes "0"
-    /// (itself) into.
-    pub fn memory_procs(&self) -> Option<BorrowedFd<'_>> {
+    /// cgroup v1: the `tasks` the tool's first process writes "0" (itself)
+    /// into.
+    pub fn memory_tasks(&self) -> Option<BorrowedFd<'_>> {
         self.memory.as_ref()?.v1.as_ref().map(|(_, fd)| fd.as_fd())
     }
 
