@@ -1,9 +1,9 @@
 //! The code that runs between `fork` and `execve`, first half: the first
-//! child sheds the agent's fds, joins the namespaces and clones the tool
-//! (whose steps are in `tool`). Each step is a small `unsafe fn` of raw
-//! system calls on what [`crate::sys::plan::ChildPlan`] holds, prepared
-//! before the fork: nothing here allocates or takes a lock
-//! (signal-safety(7)).
+//! child sheds the agent's fds, joins the namespaces and becomes the tool,
+//! or clones it when a PID namespace was joined (the tool's steps are in
+//! `tool`). Each step is a small `unsafe fn` of raw system calls on what
+//! [`crate::sys::plan::ChildPlan`] holds, prepared before the fork:
+//! nothing here allocates or takes a lock (signal-safety(7)).
 
 use std::ffi::c_int;
 use std::io;
@@ -82,12 +82,14 @@ pub(super) unsafe fn join(j: &Join) -> Result<(), i32> {
     }
 }
 
-/// The first child: joins namespaces, then clones the tool and exits.
+/// The first child: joins namespaces, then becomes the tool, or with `two`
+/// (a PID namespace joined) clones it and exits.
 ///
 /// SAFETY (for callers): only in a freshly forked child; never returns.
 pub(super) unsafe fn first_child(
     plan: &ChildPlan,
     kept: &[RawFd],
+    two: bool,
     report_fd: RawFd,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
@@ -114,8 +116,8 @@ pub(super) unsafe fn first_child(
                 fail(report_fd, Stage::Stdio, errno());
             }
         }
-        // "0" is the writing thread, this process's only one; the tool,
-        // cloned below, inherits its cgroup.
+        // "0" is the writing thread, this process's only one; the tool
+        // (this process, or its clone below) is then in that cgroup.
         if let Some(tasks) = &plan.memory_tasks
             && libc::write(tasks.as_raw_fd(), c"0".as_ptr().cast(), 1) != 1
         {
@@ -144,6 +146,9 @@ pub(super) unsafe fn first_child(
             && libc::fchdir(cwd.as_raw_fd()) < 0
         {
             fail(report_fd, Stage::Cwd, errno());
+        }
+        if !two {
+            tool_child(plan, report_fd, argv, envp)
         }
         let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong;
         let tool = libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize);

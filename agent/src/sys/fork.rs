@@ -12,11 +12,13 @@ use crate::sys::plan::{ChildPlan, REPORT_ERR, REPORT_LEN, REPORT_PID, SpawnOutco
 
 /// Forks, joins the namespaces, and execs the tool.
 ///
-/// Two processes are made: the first joins the namespaces (joining a PID
-/// namespace only applies to children, setns(2)), then makes the second with
-/// `CLONE_PARENT`, so the tool is the agent's own child and inside every
-/// namespace asked for. The first exits at once. Both report to the parent
-/// over a close-on-exec pipe: the tool's PID, or the step that failed and its
+/// The child joins the namespaces and becomes the tool. Joining a PID
+/// namespace only applies to children (setns(2)): then it makes a second
+/// process with `CLONE_PARENT`, so the tool is the agent's own child and
+/// inside every namespace asked for, reports its PID and exits at once.
+/// Every fork copies the agent's page tables, so the second one is made
+/// only when needed. The children report to the parent over a
+/// close-on-exec pipe: the tool's PID, or the step that failed and its
 /// errno; end of file means the exec succeeded.
 ///
 /// Blocking: call from a blocking thread.
@@ -25,6 +27,7 @@ pub fn spawn(plan: ChildPlan) -> io::Result<SpawnOutcome> {
     let argv_ptrs = null_terminated(&plan.argv);
     let envp_ptrs = null_terminated(&plan.envp);
     let kept = plan.kept_fds(report_w.as_raw_fd());
+    let two = plan.joins_pid();
 
     // SAFETY: the child runs `first_child`, which only makes async-signal-
     // safe system calls on data prepared above and never returns.
@@ -34,7 +37,7 @@ pub fn spawn(plan: ChildPlan) -> io::Result<SpawnOutcome> {
     }
     if pid == 0 {
         // SAFETY: we are the freshly forked, single-threaded child.
-        unsafe { first_child(&plan, &kept, report_w.as_raw_fd(), &argv_ptrs, &envp_ptrs) }
+        unsafe { first_child(&plan, &kept, two, report_w.as_raw_fd(), &argv_ptrs, &envp_ptrs) }
     }
     drop(report_w);
     drop(plan);
@@ -57,8 +60,12 @@ pub fn spawn(plan: ChildPlan) -> io::Result<SpawnOutcome> {
             }
         }
     }
-    // The first child exits right after reporting; reap it.
-    nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None)?;
+    if two {
+        // The first child exits right after reporting; reap it.
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None)?;
+    } else {
+        tool_pid = Some(pid);
+    }
     match (failure, tool_pid) {
         (Some((stage, errno)), tool) => {
             if let Some(t) = tool {

@@ -57,7 +57,7 @@ pub struct ChildPlan {
     /// The child's ends of stdin, stdout, stderr.
     pub stdio: [OwnedFd; 3],
     pub tty: bool,
-    /// The session's cgroup (a directory fd): both children start in it.
+    /// The session's cgroup (a directory fd): the children start in it.
     pub cgroup: Option<OwnedFd>,
     /// cgroup v1 nodes: the `tasks` of the session's memory cgroup, which
     /// the first child (single-threaded) writes itself into before anything
@@ -66,6 +66,18 @@ pub struct ChildPlan {
 }
 
 impl ChildPlan {
+    /// Whether a PID namespace is joined, which only the child's own
+    /// children enter (setns(2)): then the tool is a second process.
+    pub(super) fn joins_pid(&self) -> bool {
+        [self.node.as_ref(), Some(&self.join), self.late_user.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|j| match j {
+                Join::Pidfd { mask, .. } => mask & libc::CLONE_NEWPID != 0,
+                Join::Files(files) => files.iter().any(|f| f.nstype == libc::CLONE_NEWPID),
+            })
+    }
+
     /// The fds the children use, with stdio's numbers (0-2, where the
     /// tool's stdio goes) and `report`, sorted: everything else of the
     /// agent's is closed before the first child enters any namespace.
