@@ -84,19 +84,8 @@ fn a_reader_that_stops_for_good_gets_a_failure_never_a_clean_exit() {
     let agent = Agent::start_with_env(None, &[("KNS_MAX_SESSIONS", "1")]);
     // More than every buffer on the way holds: when the tool exits, and its
     // background writer is killed with it, output is still waiting in its
-    // pipe. Stdout is a socket, not a pipe, so the output comes as replies
-    // (a pipe's would be spliced into it by the agent: see exec_splice.rs).
-    let (out, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-    let child = bins::exec_command(
-        &agent.addr(),
-        "node",
-        &["-n"],
-        &["sh", "-c", "head -c 209715200 /dev/zero & sleep 3; exit 0"],
-    )
-    .stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    // pipe.
+    let mut child = writer(&agent, "head -c 209715200 /dev/zero & sleep 3; exit 0");
     // Nobody reads until the agent has given up waiting for progress
     // (30 s after the tool exits). The session then ends and records its
     // end, though the client has not yet taken the message that says so.
@@ -115,14 +104,9 @@ fn a_reader_that_stops_for_good_gets_a_failure_never_a_clean_exit() {
         "{}",
         bins::stderr(&o)
     );
-    let (o, out) = {
-        let reading = std::thread::spawn(move || {
-            let (mut out, mut got) = (out, Vec::new());
-            out.read_to_end(&mut got).map(|_| got)
-        });
-        let o = child.wait_with_output().unwrap();
-        (o, reading.join().unwrap().unwrap())
-    };
+    let mut out = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    let o = child.wait_with_output().unwrap();
     let err = bins::stderr(&o);
     assert!(
         out.len() < 200 * MB,

@@ -64,12 +64,6 @@ impl Tool {
         self.signal_group(nix::sys::signal::Signal::SIGKILL);
     }
 
-    /// Whether the session has a cgroup of its own, which holds (and
-    /// kills) even what left the tool's process group.
-    pub fn contained(&self) -> bool {
-        self.cgroup.is_some()
-    }
-
     /// Why the session's processes were killed, when the kernel did it
     /// for the sessions' memory limit.
     pub fn oom_note(&self) -> Option<String> {

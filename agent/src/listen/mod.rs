@@ -2,8 +2,6 @@
 //! with client certificates; with a graceful shutdown that ends every
 //! session with a message first.
 
-pub mod handoff;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -17,7 +15,6 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::access::clientcert::{CertConn, ClientCerts};
-use crate::listen::handoff::Handoffs;
 use crate::rpc::service::AgentService;
 
 /// TLS handshakes in progress at most; each ends within
@@ -135,7 +132,7 @@ pub async fn serve(
             b,
             router,
             shutdown.clone(),
-            (certs.clone(), service.handoffs.clone()),
+            certs.clone(),
         )));
     }
     let mut sd = shutdown.clone();
@@ -153,8 +150,7 @@ pub async fn serve(
 
 /// A bound listener, not yet served.
 enum Bound {
-    /// With its handoff socket, when that could be bound.
-    Unix(UnixListener, PathBuf, Option<UnixListener>),
+    Unix(UnixListener, PathBuf),
     Tcp(TcpListener),
     Tls(TcpListener),
 }
@@ -182,7 +178,7 @@ async fn bind(l: &Listen) -> Result<Bound, ServeError> {
                 let _ = std::fs::remove_file(path);
             }
             let ul = bind_private(path).map_err(bind_err)?;
-            Ok(Bound::Unix(ul, path.clone(), bind_handoff(path)))
+            Ok(Bound::Unix(ul, path.clone()))
         }
         Listen::Tcp(addr) | Listen::Tls(addr) => {
             if !addr.ip().is_loopback() {
@@ -205,21 +201,16 @@ async fn serve_one(
     b: Bound,
     router: tonic::transport::server::Router,
     mut shutdown: watch::Receiver<bool>,
-    (certs, handoffs): (Arc<ClientCerts>, Arc<Handoffs>),
+    certs: Arc<ClientCerts>,
 ) -> Result<(), ServeError> {
-    let handoff_shutdown = shutdown.clone();
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };
     let r = match b {
-        Bound::Unix(ul, path, side) => {
-            if let Some(side) = side {
-                tokio::spawn(handoff::serve(side, handoffs, handoff_shutdown));
-            }
+        Bound::Unix(ul, path) => {
             let r = router
                 .serve_with_incoming_shutdown(UnixListenerStream::new(ul), stop)
                 .await;
-            let _ = std::fs::remove_file(handoff::path_of(&path));
             let _ = std::fs::remove_file(path);
             r
         }
@@ -240,21 +231,6 @@ async fn serve_one(
         listen: l.to_string(),
         source,
     })
-}
-
-/// The handoff socket beside the unix listener at `path`, made as that one
-/// is; without it, output goes as replies. What is there is taken over
-/// only when it is a socket: its listener's own socket was just found
-/// unserved.
-fn bind_handoff(path: &Path) -> Option<UnixListener> {
-    use std::os::unix::fs::FileTypeExt;
-    let side = handoff::path_of(path);
-    if std::fs::symlink_metadata(&side).is_ok_and(|m| m.file_type().is_socket()) {
-        let _ = std::fs::remove_file(&side);
-    }
-    bind_private(&side)
-        .inspect_err(|e| tracing::warn!(path = %side.display(), error = %e, "cannot bind the handoff socket; output goes as replies"))
-        .ok()
 }
 
 /// Binds a unix socket only root can connect to, which at no moment exists

@@ -2,7 +2,6 @@
 //! admit it, take a session slot, start the tool, tell the client, and hand
 //! the tool's I/O to a session task that writes the `end` line when done.
 
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -11,7 +10,6 @@ use kns_proto::agent::exec_request::Msg as In;
 use kns_proto::agent::exec_response::Msg as Out;
 use kns_proto::agent::{ExecRequest, ExecResponse, ExecStart, Exited, Started, exited};
 use tokio::sync::mpsc;
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::access::audit::{self, Audit, Event, Record};
@@ -22,7 +20,6 @@ use crate::enter::error::NsenterError;
 use crate::enter::nsenter::{self, Spawned};
 use crate::enter::request;
 use crate::kernel::ns::NsKind;
-use crate::listen::handoff::{self, Peer};
 use crate::metrics::Metrics;
 use crate::record::{self, Recording};
 use crate::rpc::admit::{Admission, describe_request};
@@ -56,12 +53,8 @@ impl AgentService {
         request: Request<Streaming<ExecRequest>>,
     ) -> Result<Response<Replies>, Status> {
         let caller = Caller::of(&request);
-        let peer = handoff_peer(&request);
         let mut inbound = request.into_inner();
-        let start = read_start(&mut inbound).await?;
-        // Spent now, whatever becomes of the call.
-        let sink = peer.and_then(|p| self.handoffs.take(start.stdout_handoff, p));
-        let (target, mut req) = validate::validate(start)?;
+        let (target, mut req) = validate::validate(read_start(&mut inbound).await?)?;
         let Admission {
             who,
             method,
@@ -141,12 +134,7 @@ impl AgentService {
             _held: held,
         };
         let shutdown = self.shutdown.clone();
-        // Spliced output bypasses the recording, and a process that
-        // escaped the session could keep the splice going after it: only
-        // a pipe-backed, unrecorded session in a cgroup of its own.
-        let sink = sink
-            .filter(|_| !running.asked.req.tty && running.recording.is_none() && spawned.tool.contained());
-        tokio::spawn(running.run(spawned, inbound, tx, shutdown, max_age, sink));
+        tokio::spawn(running.run(spawned, inbound, tx, shutdown, max_age));
         Ok(versioned(replies))
     }
 
@@ -277,16 +265,6 @@ impl AgentService {
     }
 }
 
-/// The unix socket peer that may take a pipe it passed on the handoff
-/// socket.
-fn handoff_peer<T>(request: &Request<T>) -> Option<Peer> {
-    let cred = request.extensions().get::<UdsConnectInfo>()?.peer_cred?;
-    Some(Peer {
-        uid: cred.uid(),
-        pid: handoff::visible(cred.pid())?,
-    })
-}
-
 /// Reads the stream's first message, which must be `start`.
 async fn read_start(inbound: &mut Streaming<ExecRequest>) -> Result<ExecStart, AgentError> {
     let first = inbound.message().await.map_err(|s| {
@@ -381,14 +359,13 @@ impl Running {
         tx: mpsc::Sender<Reply>,
         shutdown: tokio::sync::watch::Receiver<bool>,
         max_age: Option<Duration>,
-        sink: Option<OwnedFd>,
     ) {
         let tool_pid = spawned.tool.pid;
         let runs_as = spawned.runs_as.to_string();
         let entered = spawned.entered;
         let tap = self.recording.as_ref().map(Recording::tap);
         let live = self.registered.live();
-        let s = session::run(spawned, inbound, tx, shutdown, max_age, (tap, sink), live).await;
+        let s = session::run(spawned, inbound, tx, shutdown, max_age, tap, live).await;
         self.metrics.session_ended(&s);
         let (exit_code, signal) = match s.end {
             End::Exited(ExitStatus::Code(c)) => (Some(c), None),

@@ -21,7 +21,6 @@ use crate::access::policy::Policies;
 use crate::enter::cgroup::Containment;
 use crate::enter::request::Node;
 use crate::kernel::procfs::{self, ProcError};
-use crate::listen::handoff::Handoffs;
 use crate::metrics::Metrics;
 use crate::record::Store;
 use crate::rpc::validate;
@@ -72,8 +71,6 @@ pub struct AgentService {
     pub(super) policy: Arc<Policies>,
     pub(super) recordings: Arc<Store>,
     pub(super) metrics: Metrics,
-    /// Client pipes passed on the handoff sockets, for their Exec calls.
-    pub(crate) handoffs: Arc<Handoffs>,
 }
 
 impl AgentService {
@@ -101,7 +98,6 @@ impl AgentService {
             policy: guard.policy,
             recordings: Arc::new(guard.recordings),
             metrics: guard.metrics,
-            handoffs: Arc::default(),
         }
     }
 

@@ -28,7 +28,7 @@ use tonic::Status;
 
 use crate::enter::nsenter::{Spawned, Tool};
 use crate::record::Tap;
-use crate::session::pump::{feed, pump, splice_out};
+use crate::session::pump::{feed, pump};
 use crate::session::registry::Live;
 use crate::session::replies::Reply;
 use crate::status::AgentError;
@@ -115,23 +115,21 @@ async fn kill_and_reap(tool: &mut Tool, exit: &AsyncFd<OwnedFd>) -> Option<ExitS
 
 /// Runs the session to its end. `shutdown` turning true ends it with an
 /// `Unavailable` status sent to the client; `live`'s kill switch with an
-/// `Aborted` one naming who ended it. `output`: `tap`, the session's recording,
-/// when the policy records it, and `sink`, the client's own stdout pipe, which then
-/// takes the tool's stdout instead of the replies (never with a tap). Its
-/// bytes are counted in `live` as they move.
+/// `Aborted` one naming who ended it. `tap`: the session's recording, when
+/// the policy records it. Its bytes are counted in `live` as they move.
 pub async fn run<S>(
     spawned: Spawned,
     inbound: S,
     tx: mpsc::Sender<Reply>,
     shutdown: watch::Receiver<bool>,
     max_age: Option<Duration>,
-    output: (Option<Tap>, Option<OwnedFd>),
+    tap: Option<Tap>,
     live: Arc<Live>,
 ) -> Summary
 where
     S: Stream<Item = Result<ExecRequest, Status>> + Unpin,
 {
-    let (summary, tool) = drive(spawned, inbound, tx, shutdown, max_age, output, live).await;
+    let (summary, tool) = drive(spawned, inbound, tx, shutdown, max_age, tap, live).await;
     // Ending the cgroup waits for its processes to be gone, and a process
     // stuck in the kernel (a hung NFS mount) can make that slow: never on
     // the agent's one async thread, which serves every other session.
@@ -148,7 +146,7 @@ async fn drive<S>(
     tx: mpsc::Sender<Reply>,
     mut shutdown: watch::Receiver<bool>,
     max_age: Option<Duration>,
-    (tap, sink): (Option<Tap>, Option<OwnedFd>),
+    tap: Option<Tap>,
     live: Arc<Live>,
 ) -> (Summary, Tool)
 where
@@ -163,19 +161,14 @@ where
     // its slot and is recorded. None when the client has already gone.
     let last = tx.clone().reserve_owned().await.ok();
     let progress = Arc::new(AtomicU64::new(0));
-    let out = match sink {
-        Some(sink) if tap.is_none() => {
-            splice_out(spawned.stdout, sink, tx.clone(), progress.clone(), live.clone())
-        }
-        _ => pump(
-            spawned.stdout,
-            tx.clone(),
-            Out::Stdout,
-            progress.clone(),
-            tap.clone(),
-            live.clone(),
-        ),
-    };
+    let out = pump(
+        spawned.stdout,
+        tx.clone(),
+        Out::Stdout,
+        progress.clone(),
+        tap.clone(),
+        live.clone(),
+    );
     let err = spawned.stderr.map(|fd| {
         let tap = tap.as_ref().map(Tap::for_stderr);
         pump(fd, tx.clone(), Out::Stderr, progress.clone(), tap, live.clone())

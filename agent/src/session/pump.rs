@@ -75,18 +75,7 @@ pub(super) fn pump(
     tap: Option<Tap>,
     live: Arc<Live>,
 ) -> JoinHandle<u64> {
-    tokio::spawn(copy_out(fd, tx, wrap, progress, tap, live))
-}
-
-async fn copy_out(
-    fd: OwnedFd,
-    tx: mpsc::Sender<Reply>,
-    wrap: fn(Bytes) -> Out,
-    progress: Arc<AtomicU64>,
-    tap: Option<Tap>,
-    live: Arc<Live>,
-) -> u64 {
-    {
+    tokio::spawn(async move {
         let Ok(fd) = sys::async_fd(fd) else { return 0 };
         let mut total = 0u64;
         let mut cap = MIN_CHUNK;
@@ -139,122 +128,7 @@ async fn copy_out(
             progress.fetch_add(1, Ordering::Relaxed);
         }
         total
-    }
-}
-
-/// Moves stdout straight into the client's own pipe (`sink`, handed over
-/// the handoff socket) with splice(2): the kernel passes the pipe's pages
-/// on, with no copy and no reply messages. Each splice counts in `live`
-/// and in `progress`, as a message taken would. When the kernel refuses to
-/// splice, the rest goes as replies, after what was spliced.
-pub(super) fn splice_out(
-    fd: OwnedFd,
-    sink: OwnedFd,
-    tx: mpsc::Sender<Reply>,
-    progress: Arc<AtomicU64>,
-    live: Arc<Live>,
-) -> JoinHandle<u64> {
-    tokio::spawn(async move {
-        // Closing `stop` (this task ending or aborted with the session)
-        // wakes the thread out of its wait for room in the client's pipe.
-        let Ok((stop, stop_w)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
-            return copy_out(fd, tx, Out::Stdout, progress, None, live).await;
-        };
-        let (p, l) = (progress.clone(), live.clone());
-        let spliced = tokio::task::spawn_blocking(move || splice_all(fd, &sink, &stop, &p, &l)).await;
-        drop(stop_w);
-        match spliced {
-            Ok(Spliced::Done(n)) => n,
-            Ok(Spliced::Refused(fd, n)) => n + copy_out(fd, tx, Out::Stdout, progress, None, live).await,
-            Err(_) => 0,
-        }
     })
-}
-
-enum Spliced {
-    /// End of file, the client's pipe closed, or the session's end.
-    Done(u64),
-    /// The kernel would not splice these fds: the tool's fd, back in
-    /// non-blocking mode, and what had moved.
-    Refused(OwnedFd, u64),
-}
-
-/// The splicing thread. The tool's end is made blocking, so splice sleeps
-/// in the kernel until the tool writes: waiting in poll(2) instead
-/// measured a third slower. Room in the client's pipe is waited for in
-/// poll, with `stop`: a client that stops reading never holds the thread,
-/// or its fd, past the session. What still blocks in splice is a tool that
-/// writes nothing; ending the session kills it (and its cgroup), which
-/// ends its output.
-fn splice_all(fd: OwnedFd, sink: &OwnedFd, stop: &OwnedFd, progress: &AtomicU64, live: &Live) -> Spliced {
-    use nix::errno::Errno;
-    use nix::fcntl::{SpliceFFlags, splice};
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    if set_nonblocking(&fd, false).is_err() {
-        return Spliced::Refused(fd, 0);
-    }
-    let mut total = 0u64;
-    // A client pipe in non-blocking mode makes splice non-blocking too: an
-    // EAGAIN then means waiting for the tool's output in poll.
-    let mut wait_input = false;
-    loop {
-        let mut room = [
-            PollFd::new(sink.as_fd(), PollFlags::POLLOUT),
-            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
-        ];
-        let mut input = [
-            PollFd::new(fd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
-        ];
-        let waits = if wait_input {
-            &mut [&mut room, &mut input][..]
-        } else {
-            &mut [&mut room][..]
-        };
-        for w in waits {
-            match poll(&mut **w, PollTimeout::NONE) {
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(_) => return Spliced::Done(total),
-            }
-            if w[1].any().unwrap_or(true) {
-                return Spliced::Done(total);
-            }
-        }
-        // POLLERR: the client's pipe has no reader left. Closing the
-        // tool's end gives the tool EPIPE, as a pipe straight to it would.
-        if room[0].revents().is_some_and(|r| r.contains(PollFlags::POLLERR)) {
-            return Spliced::Done(total);
-        }
-        match splice(&fd, None, sink, None, CHUNK, SpliceFFlags::SPLICE_F_MOVE) {
-            Ok(0) => return Spliced::Done(total),
-            Ok(n) => {
-                wait_input = false;
-                total += n as u64;
-                live.add_out(n as u64);
-                progress.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(Errno::EAGAIN) => wait_input = true,
-            Err(Errno::EINTR) => {}
-            Err(Errno::EPIPE) => return Spliced::Done(total),
-            Err(_) => {
-                return match set_nonblocking(&fd, true) {
-                    Ok(()) => Spliced::Refused(fd, total),
-                    Err(_) => Spliced::Done(total),
-                };
-            }
-        }
-    }
-}
-
-fn set_nonblocking(fd: &OwnedFd, on: bool) -> nix::Result<()> {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
-    let flags = if on {
-        flags | OFlag::O_NONBLOCK
-    } else {
-        flags - OFlag::O_NONBLOCK
-    };
-    fcntl(fd, FcntlArg::F_SETFL(flags)).map(drop)
 }
 
 /// Feeds client stdin to the tool; dropping the sender closes the tool's

@@ -18,7 +18,6 @@
 
 mod child;
 pub mod fork;
-pub mod handoff;
 pub mod plan;
 pub mod pty;
 pub mod spawner;

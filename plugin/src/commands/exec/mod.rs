@@ -1,9 +1,8 @@
 //! `kubectl ns exec`: run a node tool inside a target's namespaces. One
 //! target is a session (`session`: the local end in `local`, signals in
-//! `signals`, a stdout pipe passed to a local agent in `handoff`); `-l` runs the same start in many pods at once (`many`).
+//! `signals`); `-l` runs the same start in many pods at once (`many`).
 //! Both begin with the same validated start message (`start`).
 
-mod handoff;
 mod local;
 pub mod many;
 mod session;

@@ -15,7 +15,6 @@ use tokio::signal::unix::SignalKind;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::handoff;
 use super::local::{Chunk, WriterEnd, forward_stdin, post, spawn_writer};
 use super::signals::{SECOND_SIGNAL, Signals, local_signal_exit, sig};
 use super::start::{MAX_MESSAGE, check_started, start_message, status_of};
@@ -38,12 +37,7 @@ pub(super) async fn run(args: ExecArgs) -> Result<u8, Failure> {
     if args.tty && !tty {
         eprintln!("warning: stdin is not a terminal; running without a TTY (-t ignored, stdin still passed)");
     }
-    let mut start = start_message(&args, tty)?;
-    // Held until this returns: the agent keeps the pipe only while it is.
-    let handoff = handoff::offer(Route::of(&args.kube).direct(), tty);
-    if let Some(h) = &handoff {
-        start.stdout_handoff = h.id;
-    }
+    let start = start_message(&args, tty)?;
     let tools_asked = start.tools;
     let stdin_on = start.stdin;
     // Handled from here on: until the session is open there is nothing to
@@ -95,9 +89,6 @@ pub(super) async fn run(args: ExecArgs) -> Result<u8, Failure> {
                         Some(o) => o?,
                         None => return Err(SessionError::OutputEndedFirst.into()),
                     };
-                    if handoff.is_some() && handoff::reader_gone() {
-                        return Ok(0);
-                    }
                     return Ok(finish(e, raw));
                 }
             },

@@ -77,8 +77,6 @@ pub(crate) fn start_message(args: &ExecArgs, tty: bool) -> Result<ExecStart, Fai
         } else {
             None
         },
-        // Set by the session once its pipe is handed over.
-        stdout_handoff: 0,
     })
 }
 
