@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Node;
 use serde_json::{Value, json};
 
 use super::objects::running_pod;
-use super::responses::{json_response, status};
+use super::responses::{bad_request, json_response, status};
 use super::{Body, FakeApi, State, scheduler};
 
 /// Server-side apply, as far as kubectl-ns uses it: the applied fields are
@@ -36,11 +36,7 @@ pub(super) fn apply(
         );
     }
     let Ok(applied) = serde_json::from_slice::<Value>(body) else {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "the body is not JSON".into(),
-        );
+        return bad_request("the body is not JSON".into());
     };
     let mut st = state.lock().expect("state");
     let mut obj = st.objects.get(path).cloned().unwrap_or_else(|| json!({}));

@@ -29,7 +29,7 @@ use super::State;
 use super::objects::{is_pod, percent_decode, query};
 use super::portforward::{Socket, websocket};
 use super::rbac::allowed;
-use super::responses::{About, status};
+use super::responses::{About, bad_request, status};
 
 /// The subprotocols the API server speaks for exec that carry the outcome
 /// as a `Status` on channel 3, newest first (v5 adds stdin's close, which
@@ -86,19 +86,11 @@ pub(super) fn exec(
         return pod.not_found();
     };
     let Some(id) = id else {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            format!("container {container} is not valid for pod {name}"),
-        );
+        return bad_request(format!("container {container} is not valid for pod {name}"));
     };
     let cmd = commands(&req);
     if cmd.is_empty() {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "you must specify at least 1 command".into(),
-        );
+        return bad_request("you must specify at least 1 command".into());
     }
     let Some(cri) = cri else {
         return status(

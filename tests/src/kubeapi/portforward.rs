@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::State;
 use super::objects::{is_pod, query};
-use super::responses::{About, status};
+use super::responses::{About, bad_request};
 
 const PORTFORWARD_PROTOCOL: &str = "v4.channel.k8s.io";
 
@@ -54,11 +54,7 @@ pub(super) async fn portforward(
     let port: u16 = match query(&req).get("ports").and_then(|p| p.parse().ok()) {
         Some(p) => p,
         None => {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "missing or invalid ports".into(),
-            );
+            return bad_request("missing or invalid ports".into());
         }
     };
     websocket(req, &[PORTFORWARD_PROTOCOL], move |ws| bridge(ws, port, netns))
@@ -92,18 +88,10 @@ where
         .get("sec-websocket-key")
         .map(|k| k.as_bytes().to_vec())
     else {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "not a WebSocket upgrade".into(),
-        );
+        return bad_request("not a WebSocket upgrade".into());
     };
     let Some(protocol) = offered else {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            format!("none of the subprotocols {protocols:?} offered"),
-        );
+        return bad_request(format!("none of the subprotocols {protocols:?} offered"));
     };
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
     tokio::spawn(async move {

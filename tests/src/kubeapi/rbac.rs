@@ -10,7 +10,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::responses::{About, json_response, status, unauthorized};
+use super::responses::{About, bad_request, json_response, unauthorized};
 use super::{AGENT_USER, FakeApi, State, body_bytes, header};
 
 /// An RBAC rule bound to a user or group (`group:NAME`): `verb` on
@@ -237,22 +237,14 @@ pub(super) async fn review(
         return about.forbidden(&caller_user, "create", "", None);
     }
     let Ok(mut obj) = serde_json::from_slice::<Value>(&body) else {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "the body is not JSON".into(),
-        );
+        return bad_request("the body is not JSON".into());
     };
     let api_version = format!("{group}/v1");
     if obj["kind"] != kind || obj["apiVersion"] != api_version {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            format!(
-                "expected a {group}/v1 {kind}, got {} {}",
-                obj["apiVersion"], obj["kind"]
-            ),
-        );
+        return bad_request(format!(
+            "expected a {group}/v1 {kind}, got {} {}",
+            obj["apiVersion"], obj["kind"]
+        ));
     }
     st.reviews.push(obj.clone());
     let spec = obj["spec"].clone();

@@ -28,6 +28,11 @@ pub(super) fn status(code: StatusCode, reason: &str, message: String) -> Respons
     json_response(code, &status_body(code, reason, message))
 }
 
+/// The 400 `BadRequest` the API server gives a request it cannot take.
+pub(super) fn bad_request(message: String) -> Response<Full<Bytes>> {
+    status(StatusCode::BAD_REQUEST, "BadRequest", message)
+}
+
 fn status_body(code: StatusCode, reason: &str, message: String) -> Value {
     json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {},
