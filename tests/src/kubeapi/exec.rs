@@ -48,11 +48,7 @@ pub(super) fn exec(
     ns: &str,
     name: &str,
 ) -> Response<Full<Bytes>> {
-    let pod = About {
-        group: "",
-        resource: "pods",
-        name,
-    };
+    let pod = About::core("pods", name);
     // The upgrade is a GET, authorized as the POST (SPDY) it stands for.
     let attrs =
         json!({"verb": "create", "resource": "pods", "subresource": "exec", "namespace": ns, "name": name});

@@ -108,12 +108,7 @@ pub(super) fn get_node(state: &Mutex<State>, name: &str) -> Response<Full<Bytes>
     let st = state.lock().expect("state");
     match st.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(name)) {
         Some(n) => json_response(StatusCode::OK, &serde_json::to_value(n).expect("node json")),
-        None => About {
-            group: "",
-            resource: "nodes",
-            name,
-        }
-        .not_found(),
+        None => About::core("nodes", name).not_found(),
     }
 }
 
@@ -142,12 +137,7 @@ pub(super) fn get_pod(state: &Mutex<State>, ns: &str, name: &str) -> Response<Fu
     let found = st.pods.iter().find(|p| is_pod(p, ns, name));
     match found {
         Some(p) => json_response(StatusCode::OK, &serde_json::to_value(p).expect("pod json")),
-        None => About {
-            group: "",
-            resource: "pods",
-            name,
-        }
-        .not_found(),
+        None => About::core("pods", name).not_found(),
     }
 }
 

@@ -30,11 +30,7 @@ pub(super) async fn portforward(
     ns: &str,
     name: &str,
 ) -> Response<Full<Bytes>> {
-    let pod = About {
-        group: "",
-        resource: "pods",
-        name,
-    };
+    let pod = About::core("pods", name);
     if forbid.load(Ordering::SeqCst) {
         return pod.forbidden(user, "create", "portforward", Some(ns));
     }

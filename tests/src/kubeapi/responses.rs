@@ -55,7 +55,16 @@ pub(super) struct About<'a> {
     pub(super) name: &'a str,
 }
 
-impl About<'_> {
+impl<'a> About<'a> {
+    /// An object of the core group ("" in the API's words).
+    pub(super) fn core(resource: &'a str, name: &'a str) -> About<'a> {
+        About {
+            group: "",
+            resource,
+            name,
+        }
+    }
+
     /// A failure about this object: `details` names it (with the resource
     /// as its `kind`), leaving out what is empty, as `omitempty` does.
     pub(super) fn status(&self, code: StatusCode, reason: &str, message: String) -> Response<Full<Bytes>> {
