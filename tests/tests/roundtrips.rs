@@ -171,8 +171,8 @@ fn a_pod_now_on_another_node_is_followed_there_not_to_the_cached_agent() {
 
     let o = exec_true(&c);
     // The early port-forward to the cached agent is dropped unused when the
-    // pod answers from elsewhere: sent or not yet, depending on which came
-    // first.
+    // pod answers from elsewhere: by then sent, or still in its TLS
+    // handshake, or not yet handed to the HTTP client.
     let early = "portforward agent-1";
     let r = requests(&c);
     let sent = r.iter().filter(|r| *r == early).count() as u32;
@@ -184,7 +184,14 @@ fn a_pod_now_on_another_node_is_followed_there_not_to_the_cached_agent() {
             "portforward agent-other"
         ]
     );
-    assert_eq!(counted(&o), (3 + sent, 1));
+    // The plugin counts what it hands to its HTTP client, so the early
+    // request whenever the server saw it, and perhaps when it did not.
+    let (api, grpc) = counted(&o);
+    assert!(
+        (3 + sent..=4).contains(&api),
+        "the plugin counted {api} API requests; the server saw 3 and {sent} early"
+    );
+    assert_eq!(grpc, 1);
     assert_eq!(sessions(&other), 1, "the session ran on the pod's node");
     assert_eq!(sessions(&c.agent), before, "and not on the node the cache named");
 
