@@ -55,7 +55,8 @@ struct Args {
     cri_endpoint: Option<String>,
 
     /// The node reference process: tools come from its mount namespace and
-    /// its namespaces count as the host's. PID 1 with hostPID.
+    /// its namespaces count as the host's. PID 1 with hostPID. It must
+    /// outlive the agent, which stops when it exits.
     #[arg(long, env = "KNS_NODE_PID", value_name = "PID", default_value_t = 1)]
     node_pid: i32,
 
@@ -191,14 +192,21 @@ fn init_tracing(format: LogFormat) {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let node = Node::probe(args.node_pid).map_err(|e| {
+    let unusable = |e: &dyn std::fmt::Display| {
         anyhow::anyhow!(
             "cannot use process {pid} as the node reference (its mount namespace gives the node's tools): {e}\n\
              Hint: run the agent with hostPID and enough privilege to read /proc/{pid}/ns, or point \
              --node-pid (KNS_NODE_PID) at a process in the host's namespaces",
             pid = args.node_pid
         )
-    })?;
+    };
+    // Opened before the probe, so the process probed is the one watched;
+    // the probe's error, if any, says more.
+    let reference = kns_agent::sys::pidfd_open(args.node_pid);
+    let node = Node::probe(args.node_pid).map_err(|e| unusable(&e))?;
+    let reference = reference
+        .and_then(kns_agent::sys::async_fd)
+        .map_err(|e| unusable(&e))?;
     let metrics = Metrics::new();
     // Bound first: a port taken is an error at start, before anything runs.
     let scrapes = match args.metrics_listen {
@@ -247,7 +255,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             metrics: metrics.clone(),
         },
     );
-    stop_on_signal(stop_tx)?;
+    let stopping = stop_on(stop_tx, reference)?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         node_pid = node.pid,
@@ -268,22 +276,45 @@ async fn run(args: Args) -> anyhow::Result<()> {
         // is the runtime's only one.
         let _ = tokio::task::spawn_blocking(move || c.close()).await;
     }
+    if stopping.await.unwrap_or(false) {
+        anyhow::bail!(
+            "the node reference process {pid} exited, so its PID may now name any process, whose \
+             namespaces would pass for the node's\n\
+             Hint: give --node-pid (KNS_NODE_PID) a process that outlives the agent (PID 1 with hostPID)",
+            pid = node.pid
+        );
+    }
     Ok(())
 }
 
-/// Turns `stop` true on SIGTERM or SIGINT, which ends the sessions and the
-/// listeners.
-fn stop_on_signal(stop: watch::Sender<bool>) -> anyhow::Result<()> {
+/// Turns `stop` true on SIGTERM or SIGINT, or when the node reference
+/// process behind `reference` (a pidfd) exits, which ends the sessions and
+/// the listeners. The task answers whether the node reference was lost.
+fn stop_on(
+    stop: watch::Sender<bool>,
+    reference: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+) -> anyhow::Result<tokio::task::JoinHandle<bool>> {
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: ending sessions and shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: ending sessions and shutting down"),
-        }
+    Ok(tokio::spawn(async move {
+        let lost = tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: ending sessions and shutting down");
+                false
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: ending sessions and shutting down");
+                false
+            }
+            // A pidfd reads ready once its process has exited.
+            _ = reference.readable() => {
+                tracing::error!("the node reference process exited: ending sessions and shutting down");
+                true
+            }
+        };
         let _ = stop.send(true);
-    });
-    Ok(())
+        lost
+    }))
 }
 
 /// How often the policy file is read again. The kubelet itself updates a

@@ -1,5 +1,6 @@
-//! The agent refuses to start without a readable node reference process,
-//! saying what to do, and rejects bad listen addresses before serving.
+//! The agent refuses to start without a readable node reference process
+//! and stops when it exits, saying what to do, and rejects bad listen
+//! addresses before serving.
 
 use std::process::Command;
 
@@ -119,4 +120,49 @@ fn by_default_the_agent_listens_on_a_root_only_unix_socket() {
     assert_eq!(modes, Some((0o700, 0o600)), "(directory, socket) modes");
     let o = served.unwrap();
     assert!(o.status.success(), "{}", bins::stderr(&o));
+}
+
+/// `--node-pid` names a process by its PID, which the kernel hands out
+/// again once that process has gone: the agent stops rather than take
+/// whatever holds it next for the node.
+#[test]
+fn the_agent_stops_when_its_node_reference_exits() {
+    kns_tests::require_root();
+    let mut reference = Command::new("sleep").arg("600").spawn().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let mut agent = Command::new(bins::agent())
+        .arg("--listen")
+        .arg(format!("unix://{}", socket.display()))
+        .args(["--node-pid", &reference.id().to_string()])
+        .env("KNS_CRI_ENDPOINT", "/nonexistent/cri.sock")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = format!("unix://{}", socket.display());
+    let served = kns_tests::wait_until(std::time::Duration::from_secs(10), || socket.exists());
+    assert!(served, "the agent never listened");
+    let o = bins::exec(&addr, "node", &["-n"], &["true"]);
+    assert!(o.status.success(), "{}", bins::stderr(&o));
+
+    reference.kill().unwrap();
+    reference.wait().unwrap();
+    let mut status = None;
+    let stopped = kns_tests::wait_until(std::time::Duration::from_secs(10), || {
+        status = agent.try_wait().unwrap();
+        status.is_some()
+    });
+    if !stopped {
+        let _ = agent.kill();
+    }
+    let o = agent.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stopped,
+        "the agent still serves without its node reference: {err}"
+    );
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("the node reference process"), "{err}");
+    assert!(err.contains("Hint:") && err.contains("--node-pid"), "{err}");
 }
