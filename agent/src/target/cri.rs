@@ -55,7 +55,9 @@ async fn deadline<T>(
 pub enum CriError {
     #[error("no CRI runtime answered at {tried}")]
     NoRuntime { tried: String },
-    #[error("the CRI runtime at {endpoint} did not answer: {source}")]
+    // The status's message, not its Display, which adds the code and the
+    // transport error's debug form.
+    #[error("the CRI runtime at {endpoint} did not answer: {}", .source.message())]
     Unavailable {
         endpoint: String,
         #[source]

@@ -38,9 +38,7 @@ pub enum ResolveError {
     Proc(#[from] ProcError),
     #[error(transparent)]
     Cri(#[from] CriError),
-    #[error(
-        "container {id} was not found: no CRI runtime answered ({cri}) and no process on this node has it in its cgroup"
-    )]
+    #[error("container {id} was not found: {cri}, and no process on this node has it in its cgroup")]
     ContainerNotFound { id: String, cri: String },
     #[error("process {pid} has exited")]
     Exited { pid: i32 },
