@@ -63,6 +63,22 @@ fn privileged_without_the_mount_namespace_is_a_usage_error() {
 }
 
 #[test]
+fn no_mount_proc_where_no_proc_is_mounted_is_a_usage_error() {
+    for flags in [&["-p", "-m"][..], &["-n"]] {
+        let args: Vec<&str> = flags
+            .iter()
+            .copied()
+            .chain(["--no-mount-proc", "--", "ps"])
+            .collect();
+        let err = usage_error(&exec_on_node(&args));
+        assert!(
+            err.contains("--no-mount-proc only changes -p without -m"),
+            "{flags:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn the_agents_tools_with_the_mount_namespace_is_a_usage_error() {
     let err = usage_error(&exec_on_node(&["-n", "-m", "--tools", "agent", "--", "ss"]));
     assert!(err.contains("--tools agent and -m exclude each other"), "{err}");

@@ -42,6 +42,11 @@ pub enum UsageError {
          is the node's or the agent's own binary and runs as node root already"
     )]
     PrivilegedWithoutMount,
+    #[error(
+        "--no-mount-proc only changes -p without -m (or -a): with -m the tool sees the container's own /proc, \
+         without -p it keeps the node's anyway"
+    )]
+    NoMountProcUnused,
     #[error("-e {given}: expected KEY=VALUE")]
     NotKeyValue { given: String },
     #[error("-l runs in many pods at once, without a terminal or stdin: drop -t and --stdin")]

@@ -105,7 +105,8 @@ fn check_target_flags(args: &ExecArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The flags that exclude one another around `--tools agent`.
+/// The flags that exclude one another around `--tools agent`, and those
+/// that would change nothing.
 fn check_tool_flags(args: &ExecArgs) -> Result<(), Failure> {
     let agent_tools = args.tools == Tools::Agent;
     if agent_tools && args.ns.user {
@@ -116,6 +117,10 @@ fn check_tool_flags(args: &ExecArgs) -> Result<(), Failure> {
     }
     if args.privileged && !(args.ns.mount || args.ns.all) || args.privileged && agent_tools {
         return Err(UsageError::PrivilegedWithoutMount.into());
+    }
+    let ns = &args.ns;
+    if args.no_mount_proc && (ns.mount || !(ns.pid || ns.all)) {
+        return Err(UsageError::NoMountProcUnused.into());
     }
     Ok(())
 }
