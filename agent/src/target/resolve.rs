@@ -160,8 +160,10 @@ impl Resolver {
             pod: c.pod,
             ..Resolved::process(c.pid)?
         };
-        // A prefix could name another container later: only full IDs.
-        if from_runtime && c.id == id {
+        // A prefix could name another container later: only full IDs (and
+        // not one the runtime left out of its answer, where `c.id` is what
+        // was asked).
+        if from_runtime && c.id == id && id.len() == cgroup_scan::FULL_ID_LEN {
             self.remember(resolved.clone());
         }
         Ok(resolved)
@@ -169,16 +171,23 @@ impl Resolver {
 
     /// Container `id` as the runtime resolved it lately, if its process is
     /// still the one resolved and still in the container.
+    ///
+    /// Checked with the lock released: every session's lookup takes it, and
+    /// a /proc read can be slow on a loaded node.
     fn known(&self, id: &str) -> Option<Resolved> {
-        let mut known = self.known.lock().ok()?;
-        let (at, r) = known.get(id)?;
+        let (at, r) = self.known.lock().ok()?.get(id).cloned()?;
         let same = at.elapsed() < KNOWN_TTL
             && procfs::stat(r.pid).is_ok_and(|st| st.start_time == r.start_time && !st.is_zombie())
             && procfs::cgroup(r.pid).is_ok_and(|cg| cgroup_scan::cgroup_names(&cg, id));
         if same {
-            return Some(r.clone());
+            return Some(r);
         }
-        known.remove(id);
+        if let Ok(mut known) = self.known.lock() {
+            // Unless another lookup remembered it afresh meanwhile.
+            if known.get(id).is_some_and(|(t, _)| *t == at) {
+                known.remove(id);
+            }
+        }
         None
     }
 
