@@ -350,3 +350,35 @@ fn latency_is_added_to_every_request() {
     assert_eq!(counted(&o), (3, 1));
     assert!(took >= 3 * latency, "took {took:?}");
 }
+
+#[test]
+fn a_cache_another_user_could_write_is_not_trusted() {
+    require_root();
+    use std::os::unix::fs::PermissionsExt;
+    let c = cluster("rt-untrusted", 8198);
+    let file = cache_file(&c);
+    exec_true(&c);
+    let chmod = |path: &std::path::Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let cold_then_warm = |why: &str| {
+        c.api.take_requests();
+        assert_eq!(counted(&exec_true(&c)), (3, 1), "{why}: a cold lookup");
+        // Written afresh, the user's own again.
+        assert_eq!(counted(&exec_true(&c)), (2, 1), "{why}: then warm");
+    };
+
+    chmod(&file, 0o666);
+    cold_then_warm("a file others can write");
+    let dir = file.parent().unwrap();
+    chmod(dir, 0o777);
+    c.api.take_requests();
+    assert_eq!(counted(&exec_true(&c)), (3, 1), "a directory others can write");
+    chmod(dir, 0o700);
+    // A symlink, even to the user's own copy of the same entries.
+    let copy = dir.join("copy.json");
+    std::fs::rename(&file, &copy).unwrap();
+    std::os::unix::fs::symlink(&copy, &file).unwrap();
+    cold_then_warm("a symlink");
+    assert!(!file.is_symlink(), "the symlink is replaced, not written through");
+}

@@ -9,7 +9,8 @@
 //! is only a guess: the port-forward checks it (a pod that is gone answers
 //! 404, one whose agent does not listen closes the stream) and the caller
 //! then looks the agent up afresh. So nothing here is ever an error: a file
-//! that cannot be read, parsed or written is an empty cache.
+//! that cannot be read, parsed or written, or that another user could
+//! have written, is an empty cache.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -185,14 +186,39 @@ impl AgentCache {
     /// The fresh entries; expired ones, and any from the future (a clock
     /// set back), are dropped.
     fn load(&self, now: u64) -> Entries {
-        let mut entries: Entries = std::fs::read(&self.path)
-            .ok()
+        let mut entries: Entries = self
+            .read_own()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         let fresh = |at: u64| at <= now && now - at < TTL.as_secs();
         entries.nodes.retain(|_, e| fresh(e.at));
         entries.pods.retain(|_, p| fresh(p.at));
         entries
+    }
+
+    /// The file's bytes, if only this user could have written them: the
+    /// file and its directory are this user's and writable by no one else,
+    /// and the file is no symlink. An entry names the pod the user's
+    /// credentials go to; another user's would send them to a pod of
+    /// theirs (a shared `$KUBECACHEDIR`, a HOME kept under sudo).
+    fn read_own(&self) -> Option<Vec<u8>> {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
+        let uid = nix::unistd::geteuid().as_raw();
+        let own = |m: &std::fs::Metadata| m.uid() == uid && m.mode() & 0o022 == 0;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.path)
+            .ok()?;
+        let dir = std::fs::symlink_metadata(self.path.parent()?).ok()?;
+        if !own(&file.metadata().ok()?) || !own(&dir) {
+            tracing::debug!(path = %self.path.display(), "agent cache not trusted: another user could write it");
+            return None;
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).ok()?;
+        Some(bytes)
     }
 
     /// Writes the entries atomically (a temporary file renamed over the
