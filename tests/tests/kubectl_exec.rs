@@ -86,4 +86,19 @@ fn kubectl_exec_runs_in_the_container_and_is_refused_without_the_right() {
         "{}",
         stderr(&o)
     );
+
+    // v1.32 authorizes the WebSocket upgrade by its method, GET: `get` on
+    // pods/exec is enough there (v1.35 also asks `create`).
+    api.set_grants(vec![
+        Grant::new(USER, "*", "*", "*"),
+        Grant::new("reader", "get", "", "pods"),
+        Grant::new("reader", "get", "", "pods/exec"),
+    ]);
+    let o = kubectl(&api, &reader, &["exec", "kexec-web", "--", "true"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let reqs = api.take_requests();
+    assert!(
+        reqs.iter().all(|r| !r.starts_with("POST ")),
+        "no SPDY fallback: {reqs:?}"
+    );
 }

@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use super::State;
 use super::objects::{is_pod, percent_decode, query};
 use super::portforward::{Socket, websocket};
-use super::rbac::allowed;
+use super::rbac::{allowed, verb};
 use super::responses::{About, bad_request, status};
 
 /// The subprotocols the API server speaks for exec that carry the outcome
@@ -49,9 +49,10 @@ pub(super) fn exec(
     name: &str,
 ) -> Response<Full<Bytes>> {
     let pod = About::core("pods", name);
-    // The upgrade is a GET, authorized as the POST (SPDY) it stands for.
+    // `get` for the WebSocket upgrade, `create` for SPDY's POST.
+    let verb = verb(req.method(), true);
     let attrs =
-        json!({"verb": "create", "resource": "pods", "subresource": "exec", "namespace": ns, "name": name});
+        json!({"verb": verb, "resource": "pods", "subresource": "exec", "namespace": ns, "name": name});
     let q = query(&req);
     let (may, found, cri) = {
         let st = state.lock().expect("state");
@@ -76,7 +77,7 @@ pub(super) fn exec(
         (allowed(&st, user, &attrs), found, st.cri.clone())
     };
     if !may {
-        return pod.forbidden(user, "create", "exec", Some(ns));
+        return pod.forbidden(user, verb, "exec", Some(ns));
     }
     let Some((container, id)) = found else {
         return pod.not_found();

@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::State;
 use super::objects::{is_pod, query};
+use super::rbac::verb;
 use super::responses::{About, bad_request};
 
 const PORTFORWARD_PROTOCOL: &str = "v4.channel.k8s.io";
@@ -32,7 +33,7 @@ pub(super) async fn portforward(
 ) -> Response<Full<Bytes>> {
     let pod = About::core("pods", name);
     if forbid.load(Ordering::SeqCst) {
-        return pod.forbidden(user, "create", "portforward", Some(ns));
+        return pod.forbidden(user, verb(req.method(), true), "portforward", Some(ns));
     }
     let target = {
         let st = state.lock().expect("state");

@@ -194,17 +194,21 @@ pub(super) fn forbidden(user: &str, method: &hyper::Method, parts: &[&str]) -> R
         resource: rest.first().copied().unwrap_or(""),
         name: rest.get(1).copied().unwrap_or(""),
     };
-    let verb = match *method {
+    let verb = verb(method, !about.name.is_empty());
+    about.forbidden(user, verb, rest.get(2).copied().unwrap_or(""), namespace)
+}
+
+/// The verb RBAC checks for a request, the method's as v1.32 maps it. A
+/// port-forward's or exec's WebSocket upgrade is a GET, so `get` (v1.35
+/// checks `create` as well: AuthorizePodWebsocketUpgradeCreatePermission).
+pub(super) fn verb(method: &hyper::Method, named: bool) -> &'static str {
+    match *method {
         hyper::Method::PATCH => "patch",
         hyper::Method::DELETE => "delete",
         hyper::Method::POST => "create",
-        // A port-forward's or exec's WebSocket upgrade is a GET, which the
-        // API server authorizes as the POST it stands for.
-        _ if matches!(rest.get(2), Some(&("portforward" | "exec"))) => "create",
-        _ if about.name.is_empty() => "list",
+        _ if !named => "list",
         _ => "get",
-    };
-    about.forbidden(user, verb, rest.get(2).copied().unwrap_or(""), namespace)
+    }
 }
 
 /// A TokenReview or SubjectAccessReview, from the agent's ServiceAccount
