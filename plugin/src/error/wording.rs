@@ -101,8 +101,9 @@ pub(super) fn api(what: &str, e: &kube::Error) -> Worded {
         kube::Error::Api(s) if s.code == 403 => Worded::said(
             format!("{what}: forbidden: {}", s.message),
             [hint(
-                "kubectl-ns needs get/list on pods, and create on pods/portforward in the agent's namespace (the \
-                 ClusterRole kubectl-ns-user grants them)",
+                "kubectl-ns needs get/list on pods, and get and create on pods/portforward in the agent's namespace \
+                 (its port-forward is a WebSocket GET, which v1.35 authorizes as both; the ClusterRole \
+                 kubectl-ns-user grants them)",
             )],
         ),
         // The Status is the API server's own wording; kube's Display of it
