@@ -595,6 +595,17 @@ fn a_client_certificate_the_cluster_signed_names_the_user_for_the_same_checks() 
     assert_eq!(start[0]["user"]["username"], "carol");
     assert_eq!(start[0]["auth"], "x509");
 
+    // Warm, the port-forward opened beside the pod GET (to the cached
+    // agent) carries the certificate's handshake just as well.
+    c.api.take_requests();
+    let o = as_user(&c, &carol, &["exec", &c.pod, "-m", "--", "echo", "hi"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "hi\n");
+    let reqs = c.api.take_requests();
+    let to_api: Vec<_> = reqs.iter().filter(|r| !r.contains("accessreviews")).collect();
+    assert_eq!(to_api.len(), 2, "the pod GET and the port-forward: {reqs:?}");
+    assert!(to_api.iter().any(|r| r.contains("/portforward")), "{reqs:?}");
+
     // A certificate user without the right is refused by name, as a token
     // user is.
     let dave = c.api.kubeconfig_with_cert("dave", None);
