@@ -64,16 +64,26 @@ fn privileged_without_the_mount_namespace_is_a_usage_error() {
 
 #[test]
 fn no_mount_proc_where_no_proc_is_mounted_is_a_usage_error() {
+    let with = |flags: &[&'static str]| -> Vec<&'static str> {
+        let mut v = exec_on_node(flags);
+        v.extend(["--no-mount-proc", "--", "ps"]);
+        v
+    };
     for flags in [&["-p", "-m"][..], &["-n"]] {
-        let args: Vec<&str> = flags
-            .iter()
-            .copied()
-            .chain(["--no-mount-proc", "--", "ps"])
-            .collect();
-        let err = usage_error(&exec_on_node(&args));
+        let err = usage_error(&with(flags));
         assert!(
             err.contains("--no-mount-proc only changes -p without -m"),
             "{flags:?}: {err}"
+        );
+    }
+    // -a leaves the mount namespace out on a target without a container
+    // identity, which only the agent knows: taken, and on to the agent.
+    for flags in [&["-a"][..], &["-a", "-m"], &["-p", "--tools", "agent"]] {
+        let o = kns(&with(flags));
+        assert!(
+            stderr(&o).contains("cannot reach the agent"),
+            "{flags:?}: {}",
+            stderr(&o)
         );
     }
 }

@@ -119,7 +119,9 @@ fn check_tool_flags(args: &ExecArgs) -> Result<(), Failure> {
         return Err(UsageError::PrivilegedWithoutMount.into());
     }
     let ns = &args.ns;
-    if args.no_mount_proc && (ns.mount || !(ns.pid || ns.all)) {
+    // -a may drop the mount namespace (a target without a container
+    // identity), which the agent alone knows: then the flag counts.
+    if args.no_mount_proc && !ns.all && (ns.mount || !ns.pid) {
         return Err(UsageError::NoMountProcUnused.into());
     }
     Ok(())
