@@ -102,8 +102,8 @@ pub(super) fn api(what: &str, e: &kube::Error) -> Worded {
             format!("{what}: forbidden: {}", s.message),
             [hint(
                 "kubectl-ns needs get/list on pods, and get and create on pods/portforward in the agent's namespace \
-                 (its port-forward is a WebSocket GET, which v1.35 authorizes as both; the ClusterRole \
-                 kubectl-ns-user grants them)",
+                 (its port-forward is a WebSocket GET, which v1.35 authorizes as both; the ClusterRole and the \
+                 Role kubectl-ns-user grant them)",
             )],
         ),
         // The Status is the API server's own wording; kube's Display of it
