@@ -307,7 +307,7 @@ fn stop_on(
                 false
             }
             // A pidfd reads ready once its process has exited.
-            _ = reference.readable() => {
+            Ok(_) = reference.readable() => {
                 tracing::error!("the node reference process exited: ending sessions and shutting down");
                 true
             }
