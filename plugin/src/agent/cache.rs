@@ -206,14 +206,22 @@ impl AgentCache {
         use std::os::unix::fs::MetadataExt;
         let uid = nix::unistd::geteuid().as_raw();
         let own = |m: &std::fs::Metadata| m.uid() == uid && m.mode() & 0o022 == 0;
+        let untrusted = || {
+            tracing::debug!(path = %self.path.display(), "agent cache not trusted: another user could write it");
+        };
+        if !own(&std::fs::symlink_metadata(self.path.parent()?).ok()?) {
+            untrusted();
+            return None;
+        }
+        // Non-blocking: a FIFO put there must not hold the open.
         let mut file = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&self.path)
             .ok()?;
-        let dir = std::fs::symlink_metadata(self.path.parent()?).ok()?;
-        if !own(&file.metadata().ok()?) || !own(&dir) {
-            tracing::debug!(path = %self.path.display(), "agent cache not trusted: another user could write it");
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() || !own(&meta) {
+            untrusted();
             return None;
         }
         let mut bytes = Vec::new();
