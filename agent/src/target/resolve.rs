@@ -171,23 +171,16 @@ impl Resolver {
 
     /// Container `id` as the runtime resolved it lately, if its process is
     /// still the one resolved and still in the container.
-    ///
-    /// Checked with the lock released: every session's lookup takes it, and
-    /// a /proc read can be slow on a loaded node.
     fn known(&self, id: &str) -> Option<Resolved> {
-        let (at, r) = self.known.lock().ok()?.get(id).cloned()?;
+        let mut known = self.known.lock().ok()?;
+        let (at, r) = known.get(id)?;
         let same = at.elapsed() < KNOWN_TTL
             && procfs::stat(r.pid).is_ok_and(|st| st.start_time == r.start_time && !st.is_zombie())
             && procfs::cgroup(r.pid).is_ok_and(|cg| cgroup_scan::cgroup_names(&cg, id));
         if same {
-            return Some(r);
+            return Some(r.clone());
         }
-        if let Ok(mut known) = self.known.lock() {
-            // Unless another lookup remembered it afresh meanwhile.
-            if known.get(id).is_some_and(|(t, _)| *t == at) {
-                known.remove(id);
-            }
-        }
+        known.remove(id);
         None
     }
 
