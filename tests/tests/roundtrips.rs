@@ -389,4 +389,8 @@ fn a_cache_another_user_could_write_is_not_trusted() {
     std::os::unix::fs::symlink(&copy, &file).unwrap();
     cold_then_warm("a symlink");
     assert!(!file.is_symlink(), "the symlink is replaced, not written through");
+    // A FIFO, which a blocking open would wait on for ever.
+    std::fs::remove_file(&file).unwrap();
+    nix::unistd::mkfifo(&file, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    cold_then_warm("a FIFO");
 }
