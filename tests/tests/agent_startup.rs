@@ -148,10 +148,8 @@ fn the_agent_stops_when_its_node_reference_exits() {
 
     reference.kill().unwrap();
     reference.wait().unwrap();
-    let mut status = None;
     let stopped = kns_tests::wait_until(std::time::Duration::from_secs(10), || {
-        status = agent.try_wait().unwrap();
-        status.is_some()
+        agent.try_wait().unwrap().is_some()
     });
     if !stopped {
         let _ = agent.kill();
