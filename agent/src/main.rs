@@ -200,11 +200,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             pid = args.node_pid
         )
     };
-    // Opened before the probe, so the process probed is the one watched;
-    // the probe's error, if any, says more.
-    let reference = kns_agent::sys::pidfd_open(args.node_pid);
     let node = Node::probe(args.node_pid).map_err(|e| unusable(&e))?;
-    let reference = reference
+    // The process probed is the one watched: its own pidfd.
+    let reference = node
+        .pidfd
+        .try_clone()
         .and_then(kns_agent::sys::async_fd)
         .map_err(|e| unusable(&e))?;
     let metrics = Metrics::new();
@@ -258,7 +258,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let stopping = stop_on(stop_tx, reference)?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        node_pid = node.pid,
+        node_pid = args.node_pid,
         node_name = args.node_name.as_deref().unwrap_or(""),
         insecure_skip_authz = args.insecure_skip_authz,
         "kubectl-ns-agent starting"
@@ -281,7 +281,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "the node reference process {pid} exited, so its PID may now name any process, whose \
              namespaces would pass for the node's\n\
              Hint: give --node-pid (KNS_NODE_PID) a process that outlives the agent (PID 1 with hostPID)",
-            pid = node.pid
+            pid = args.node_pid
         );
     }
     Ok(())

@@ -42,7 +42,7 @@ pub(super) fn container_creds<'a>(
     target: &'a Pinned,
     req: &Request,
     set: NsSet,
-    node: Node,
+    node: &Node,
 ) -> Result<Option<&'a crate::target::oci::ProcessSpec>, NsenterError> {
     let pid = target.resolved.pid;
     if !runs_as_container(pid, req, set, node)? {
@@ -70,7 +70,7 @@ pub(super) fn container_creds<'a>(
 pub(super) fn as_the_container(
     pid: i32,
     req: &Request,
-    node: Node,
+    node: &Node,
     set: &mut NsSet,
 ) -> Result<Option<String>, NsenterError> {
     if !runs_as_container(pid, req, *set, node)? {
@@ -102,7 +102,7 @@ pub(super) fn as_the_container(
 pub fn keep_node_filesystem(
     req: &mut Request,
     target: &Resolved,
-    node: Node,
+    node: &Node,
 ) -> Result<Option<String>, NsenterError> {
     let pid = target.pid;
     if !req.all
@@ -124,12 +124,12 @@ pub fn keep_node_filesystem(
 
 /// Whether the tool runs as the container: `-m` on a mount namespace of
 /// the target's own, without `--privileged`.
-fn runs_as_container(pid: i32, req: &Request, set: NsSet, node: Node) -> Result<bool, NsenterError> {
+fn runs_as_container(pid: i32, req: &Request, set: NsSet, node: &Node) -> Result<bool, NsenterError> {
     Ok(!req.privileged && set.contains(NsKind::Mnt) && own_ns(pid, node, NsKind::Mnt)?)
 }
 
 /// Whether the target has a namespace of kind `k` that is not the node's.
-fn own_ns(pid: i32, node: Node, k: NsKind) -> Result<bool, NsenterError> {
+fn own_ns(pid: i32, node: &Node, k: NsKind) -> Result<bool, NsenterError> {
     let ns = procfs::ns_id(pid, k)?;
     Ok(ns.is_some() && ns != procfs::ns_id(node.pid, k)?)
 }

@@ -151,7 +151,7 @@ fn owned(fd: Option<BorrowedFd<'_>>) -> Result<Option<OwnedFd>, NsenterError> {
 pub fn spawn(
     target: &Pinned,
     req: &Request,
-    node: Node,
+    node: &Node,
     spawner: &Spawner,
     cgroup: Option<SessionCgroup>,
 ) -> Result<Spawned, NsenterError> {
@@ -228,7 +228,7 @@ pub fn spawn(
                 set,
                 node_set,
                 pid,
-                node,
+                node_pid: node.pid,
             };
             return Err(failed.error(stage, errno));
         }
@@ -312,7 +312,7 @@ struct Failed<'a> {
     set: NsSet,
     node_set: NsSet,
     pid: i32,
-    node: Node,
+    node_pid: i32,
 }
 
 impl Failed<'_> {
@@ -332,7 +332,7 @@ impl Failed<'_> {
                 stage: Stage::NodeJoin,
                 errno,
                 namespaces: self.node_set,
-                pid: self.node.pid,
+                pid: self.node_pid,
             },
             stage => NsenterError::Child {
                 stage,
@@ -392,7 +392,7 @@ mod tests {
             tools: ToolSource::Node,
         };
         let spawner = Spawner::start().unwrap();
-        let spawned = spawn(&pinned, &req, Node::probe(me).unwrap(), &spawner, None)
+        let spawned = spawn(&pinned, &req, &Node::probe(me).unwrap(), &spawner, None)
             .expect("spawn sleep (this test needs root)");
         let proc_dir = std::path::PathBuf::from(format!("/proc/{}", spawned.tool.pid));
         assert!(proc_dir.exists());
@@ -400,5 +400,54 @@ mod tests {
         drop(spawned);
         // Neither running nor a zombie: a zombie keeps its /proc entry.
         assert!(!proc_dir.exists(), "{} is still there", proc_dir.display());
+    }
+
+    #[tokio::test]
+    async fn the_nodes_namespaces_are_joined_through_the_reference_held_not_its_pid() {
+        let me = std::process::id() as i32;
+        let resolver = crate::target::resolve::Resolver::new(me, None, None, Default::default());
+        let resolved = resolver
+            .resolve(&crate::target::resolve::Target::Pid(me))
+            .await
+            .unwrap();
+        let pinned = crate::target::resolve::pin(&resolved).unwrap();
+        let req = Request {
+            namespaces: [NsKind::Net].into_iter().collect(),
+            argv: vec!["true".into()],
+            env: BTreeMap::new(),
+            workdir: None,
+            tty: false,
+            stdin: false,
+            mount_proc: false,
+            all: false,
+            window: None,
+            privileged: false,
+            tools: ToolSource::Node,
+        };
+        // The reference exited and its PID now names a live process (this
+        // one): the node's UTS namespace must not be taken from that.
+        let mut reference = std::process::Command::new("true").spawn().unwrap();
+        let pidfd = crate::sys::pidfd_open(reference.id() as i32).unwrap();
+        reference.wait().unwrap();
+        let node = Node {
+            pid: me,
+            pidfd: std::sync::Arc::new(pidfd),
+            differs: [NsKind::Uts].into_iter().collect(),
+        };
+        let spawner = Spawner::start().unwrap();
+        match spawn(&pinned, &req, &node, &spawner, None) {
+            Err(
+                e @ NsenterError::Child {
+                    stage: Stage::NodeJoin,
+                    errno: libc::ESRCH,
+                    ..
+                },
+            ) => assert!(
+                e.to_string().contains("cannot join the node's namespaces [uts]"),
+                "{e}"
+            ),
+            Err(e) => panic!("{e:?}"),
+            Ok(s) => panic!("the tool ran as {}", s.tool.pid),
+        }
     }
 }

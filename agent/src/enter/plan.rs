@@ -30,7 +30,7 @@ pub(super) struct NsPlan {
 pub(super) fn plan_namespaces(
     pid: i32,
     req: &Request,
-    node: Node,
+    node: &Node,
     agent_tools: bool,
 ) -> Result<NsPlan, NsenterError> {
     let mut notices = Vec::new();
@@ -103,7 +103,7 @@ const PROC_MISMATCH: &str = "-m without -p: the container's /proc belongs to its
 /// user namespace when that must come after mounting proc, and the node's.
 pub(super) fn joins(
     target: &Pinned,
-    node: Node,
+    node: &Node,
     set: NsSet,
     node_set: NsSet,
     mount_proc: bool,
@@ -116,40 +116,36 @@ pub(super) fn joins(
     if late_user {
         first.remove(NsKind::User);
     }
-    let use_pidfd = pidfd_setns_supported();
-    let target_pidfd = use_pidfd.then_some(&target.pidfd);
-    let join = join_for(pid, target_pidfd, first)?;
+    let by_pidfd = pidfd_setns_supported();
+    let join = join_for(pid, &target.pidfd, by_pidfd, first)?;
     let late_user = if late_user {
-        Some(join_for(pid, target_pidfd, [NsKind::User].into_iter().collect())?)
+        Some(join_for(
+            pid,
+            &target.pidfd,
+            by_pidfd,
+            [NsKind::User].into_iter().collect(),
+        )?)
     } else {
         None
     };
     let node_join = if node_set.is_empty() {
         None
     } else {
-        let node_pidfd = if use_pidfd {
-            Some(sys::pidfd_open(node.pid).map_err(|source| NsenterError::Open {
-                what: "pidfd".into(),
-                pid: node.pid,
-                source,
-            })?)
-        } else {
-            None
-        };
-        Some(join_for(node.pid, node_pidfd.as_ref(), node_set)?)
+        Some(join_for(node.pid, &node.pidfd, by_pidfd, node_set)?)
     };
     Ok((join, late_user, node_join))
 }
 
-/// How to join `set` of process `pid`'s namespaces: through its pidfd in
-/// one call where the kernel takes one, else one file per kind.
-fn join_for(pid: i32, pidfd: Option<&OwnedFd>, set: NsSet) -> Result<Join, NsenterError> {
+/// How to join `set` of the namespaces of process `pid`, held by `pidfd`:
+/// through the pidfd in one call where the kernel takes one, else one file
+/// per kind, opened by PID and so checked against the pidfd afterwards.
+fn join_for(pid: i32, pidfd: &OwnedFd, by_pidfd: bool, set: NsSet) -> Result<Join, NsenterError> {
     // Nothing left to join (-U on a target in the agent's own user
     // namespace): setns(2) refuses an empty mask with EINVAL.
     if set.is_empty() {
         return Ok(Join::Files(Vec::new()));
     }
-    if let Some(pidfd) = pidfd {
+    if by_pidfd {
         let pidfd = pidfd.try_clone().map_err(|source| NsenterError::Setup {
             what: "pidfd",
             source,
@@ -159,7 +155,8 @@ fn join_for(pid: i32, pidfd: Option<&OwnedFd>, set: NsSet) -> Result<Join, Nsent
             mask: set.clone_mask(),
         });
     }
-    set.iter()
+    let files = set
+        .iter()
         .map(|k| {
             let fd = File::open(k.path(pid)).map_err(|source| NsenterError::Open {
                 what: format!("ns/{}", k.proc_name()),
@@ -171,8 +168,17 @@ fn join_for(pid: i32, pidfd: Option<&OwnedFd>, set: NsSet) -> Result<Join, Nsent
                 nstype: k.clone_flag(),
             })
         })
-        .collect::<Result<_, _>>()
-        .map(Join::Files)
+        .collect::<Result<Vec<_>, NsenterError>>()?;
+    // Files opened after the process exited may be another's that took its
+    // PID; once it has exited, none is used.
+    let exited = sys::pidfd_exited(pidfd).map_err(|source| NsenterError::Setup {
+        what: "pidfd",
+        source,
+    })?;
+    if exited {
+        return Err(procfs::ProcError::NoSuchProcess { pid }.into());
+    }
+    Ok(Join::Files(files))
 }
 
 /// Whether `setns` accepts a pidfd and a namespace mask (Linux ≥ 5.8).
@@ -215,5 +221,27 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(existing_kinds(present, present, false).unwrap(), (present, None));
+    }
+
+    /// A pidfd of a process that has exited and been reaped.
+    fn dead_pidfd() -> OwnedFd {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pidfd = sys::pidfd_open(child.id() as i32).unwrap();
+        child.wait().unwrap();
+        pidfd
+    }
+
+    #[test]
+    fn namespace_files_are_not_used_once_the_process_held_has_exited() {
+        // The PID names a live process (this one), as a reused PID would,
+        // but the pidfd the process was held by has exited.
+        let me = std::process::id() as i32;
+        let uts: NsSet = [NsKind::Uts].into_iter().collect();
+        match join_for(me, &dead_pidfd(), false, uts) {
+            Err(NsenterError::Proc(procfs::ProcError::NoSuchProcess { pid })) => assert_eq!(pid, me),
+            other => panic!("{other:?}"),
+        }
+        let mine = sys::pidfd_open(me).unwrap();
+        assert!(matches!(join_for(me, &mine, false, uts), Ok(Join::Files(f)) if f.len() == 1));
     }
 }

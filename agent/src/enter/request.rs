@@ -3,9 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use crate::kernel::ns::{KernelNs, NsKind, NsSet};
 use crate::kernel::procfs;
+use crate::sys;
 
 pub use kns_proto::agent::ToolSource;
 
@@ -49,9 +52,13 @@ impl Request {
 /// gets them for every kind the user did not choose (nsenter's contract:
 /// what you choose is the target's, the rest is the host's), and its mount
 /// namespace gives the node's tools.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Node {
     pub pid: i32,
+    /// The reference process itself, opened before it was probed: sessions
+    /// join the node's namespaces through it, so that once it has exited
+    /// they fail rather than join whatever process reuses its PID.
+    pub pidfd: Arc<OwnedFd>,
     /// The kinds in which the agent itself is not in the node's namespace.
     /// In its pod (hostPID only) that is net, uts, ipc, mnt, and cgroup on
     /// cgroup v2: a tool left in those would see the agent pod's interfaces,
@@ -63,6 +70,8 @@ impl Node {
     /// Reads which of the node reference's namespaces the agent is not in,
     /// and checks they can be opened, which entry needs.
     pub fn probe(pid: i32) -> Result<Node, procfs::ProcError> {
+        let pidfd = sys::pidfd_open(pid)
+            .map_err(|e| procfs::map_err(pid, format!("a pidfd of process {pid}").into(), e))?;
         let mut differs = NsSet::default();
         for k in NsKind::ALL {
             if procfs::shares_ns_with_self(pid, k)? {
@@ -74,7 +83,11 @@ impl Node {
             })?;
             differs.insert(k);
         }
-        Ok(Node { pid, differs })
+        Ok(Node {
+            pid,
+            pidfd: Arc::new(pidfd),
+            differs,
+        })
     }
 }
 

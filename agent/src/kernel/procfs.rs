@@ -28,7 +28,7 @@ fn read(pid: i32, file: &str) -> Result<String, ProcError> {
     std::fs::read_to_string(&path).map_err(|source| map_err(pid, path, source))
 }
 
-fn map_err(pid: i32, path: PathBuf, source: io::Error) -> ProcError {
+pub(crate) fn map_err(pid: i32, path: PathBuf, source: io::Error) -> ProcError {
     if source.kind() == io::ErrorKind::NotFound || source.raw_os_error() == Some(libc::ESRCH) {
         ProcError::NoSuchProcess { pid }
     } else {

@@ -104,7 +104,7 @@ impl AgentService {
             .map_err(|e| deny(None, None, req.as_deref(), e.into()))?;
         let resolved = self.resolver.resolve(target).await.map_err(AgentError::from)?;
         let note = match req.as_deref_mut() {
-            Some(r) => keep_node_filesystem(r, &resolved, self.node)?,
+            Some(r) => keep_node_filesystem(r, &resolved, &self.node)?,
             None => None,
         };
         let req = req.as_deref();

@@ -197,7 +197,7 @@ impl AgentService {
         asked: &Asked,
         session_id: u64,
     ) -> Result<Result<Spawned, AgentError>, AgentError> {
-        let node = self.node;
+        let node = self.node.clone();
         let spawn_req = asked.req.clone();
         let r = asked.resolved.clone();
         let spawner = self.spawner.clone();
@@ -208,7 +208,7 @@ impl AgentService {
                 .map(|c| c.create(session_id))
                 .transpose()
                 .map_err(|e| AgentError::Internal(format!("cannot make the session's cgroup: {e}")))?;
-            Ok(nsenter::spawn(&pinned, &spawn_req, node, &spawner, cgroup)?)
+            Ok(nsenter::spawn(&pinned, &spawn_req, &node, &spawner, cgroup)?)
         })
         .await
         .map_err(|e| AgentError::Internal(format!("spawn task failed: {e}")))

@@ -25,7 +25,7 @@ mod tool;
 
 use std::ffi::c_int;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Opens a pidfd for `pid` (Linux ≥ 5.3): a handle that keeps naming the same
 /// process even if the PID is reused after it exits.
@@ -38,6 +38,20 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     }
     // SAFETY: the kernel just returned this fd to us and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Whether the process behind `pidfd` has exited: its pidfd polls
+/// readable then (it need not be our child).
+pub fn pidfd_exited(pidfd: &OwnedFd) -> io::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    loop {
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+            Ok(n) => return Ok(n > 0),
+        }
+    }
 }
 
 /// A new mount of the cgroup v2 (unified) hierarchy that is attached
