@@ -240,6 +240,12 @@ impl AgentCache {
 
     fn try_store(&self, entries: &Entries) -> std::io::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
+        if let Some(owner) = foreign_owner(dir) {
+            return Err(std::io::Error::other(format!(
+                "root does not write into a tree of uid {owner} (HOME kept under sudo?): its file or directories \
+                 would be root's, which that user could then neither trust nor replace"
+            )));
+        }
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -262,6 +268,23 @@ impl AgentCache {
         }
         written
     }
+}
+
+/// For root, the owner of the nearest existing directory at or above
+/// `dir` when that is another user: what root would make there is root's,
+/// so the user's own runs would refuse the file and could not create their
+/// own in a root-owned directory. Other users cannot write where they do
+/// not own (or share) the tree, so only root is held back.
+fn foreign_owner(dir: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let owner = dir
+        .ancestors()
+        .find_map(|d| std::fs::symlink_metadata(d).ok())?
+        .uid();
+    (owner != 0).then_some(owner)
 }
 
 #[cfg(test)]
@@ -411,5 +434,36 @@ mod tests {
         let blocked = AgentCache::under(&c.path().join("not-a-dir"), "https://x", "ns");
         blocked.put("n", "agent-1");
         assert_eq!(blocked.get("n"), None);
+    }
+
+    #[test]
+    fn root_writes_nothing_into_another_users_tree() {
+        assert!(nix::unistd::geteuid().is_root(), "this test needs root");
+        let dir = Dir::new("sudo-home");
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        let chown = |p: &Path, uid: u32| std::os::unix::fs::chown(p, Some(uid), Some(uid)).unwrap();
+        chown(&home, 4242);
+        let c = cache(&home.join(".kube/cache"));
+        c.put("n", "agent-1");
+        assert!(
+            !home.join(".kube").exists(),
+            "root made a directory in the user's home"
+        );
+        // The user's own cache stays theirs, untouched.
+        let kube = home.join(".kube/cache/kubectl-ns/10.0.0.1_6443");
+        std::fs::create_dir_all(&kube).unwrap();
+        std::fs::write(c.path(), b"{}").unwrap();
+        for p in [".kube", ".kube/cache", ".kube/cache/kubectl-ns"] {
+            chown(&home.join(p), 4242);
+        }
+        chown(&kube, 4242);
+        chown(c.path(), 4242);
+        c.put("n", "agent-1");
+        assert_eq!(std::fs::read(c.path()).unwrap(), b"{}");
+        // Root's own tree is written as before.
+        let mine = cache(&dir.path().join("root-cache"));
+        mine.put("n", "agent-1");
+        assert_eq!(mine.get("n").as_deref(), Some("agent-1"));
     }
 }
