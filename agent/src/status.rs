@@ -311,11 +311,7 @@ mod tests {
                 tonic::Code::InvalidArgument,
             ),
             (
-                LookupError::NotFound {
-                    node: "n".into(),
-                    wanted: "7".into(),
-                }
-                .into(),
+                LookupError::NotFound { wanted: "7".into() }.into(),
                 tonic::Code::NotFound,
             ),
         ];

@@ -116,10 +116,17 @@ fn a_recording_replays_byte_for_byte_or_played_and_only_recordings_are_read() {
     // What the node does not have says where names come from.
     let o = replay(&format!("{node}/99"), &[]);
     refused(&o, "recording.name");
-    // Without a recording after the node, a usage error.
-    let o = replay(node, &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("expected NODE/RECORDING"), "{}", stderr(&o));
+    // Without a recording after the node, or without a node's name before
+    // it, a usage error.
+    for target in [node, "../etc/passwd", "Node-1/7"] {
+        let o = replay(target, &[]);
+        assert_eq!(o.status.code(), Some(2), "{target}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("expected NODE/RECORDING"),
+            "{target}: {}",
+            stderr(&o)
+        );
+    }
 }
 
 #[test]

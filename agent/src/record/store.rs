@@ -46,11 +46,11 @@ pub enum LookupError {
     )]
     BadName(String),
     #[error(
-        "node {node} has no recording {wanted}: the audit trail's `start` line of a recorded session names \
+        "this node has no recording {wanted}: the audit trail's `start` line of a recorded session names \
          its file (`recording.name`); older recordings may have been removed to keep the policy's \
          maxTotalBytes (the `removed` of a later start line names them)"
     )]
-    NotFound { node: String, wanted: String },
+    NotFound { wanted: String },
     #[error("{name} in the recordings directory is not a regular file: it is not replayed")]
     NotAFile { name: String },
     #[error(transparent)]
@@ -164,7 +164,6 @@ impl Store {
         };
         let path = self.dir.join(&name);
         let not_found = || LookupError::NotFound {
-            node: node.to_owned(),
             wanted: wanted.to_owned(),
         };
         // No link followed, and no wait on a FIFO put there: whatever is
@@ -192,7 +191,6 @@ impl Store {
     fn newest(&self, node: &str, id: u64, wanted: &str) -> Result<String, LookupError> {
         let prefix = format!("{node}_{id}_");
         let none = || LookupError::NotFound {
-            node: node.to_owned(),
             wanted: format!("of session {wanted}"),
         };
         let list = |e| LookupError::Io(io_err("list", &self.dir)(e));

@@ -26,7 +26,7 @@ pub enum Target {
 const FORMS: &str = "expected POD, pod/POD, NS/POD, node/NODE, or with --agent: pid/PID, container/ID, node";
 
 /// Kubernetes object names: lowercase DNS labels and subdomains.
-fn valid_name(s: &str) -> bool {
+pub(crate) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.chars()

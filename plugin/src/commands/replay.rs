@@ -13,13 +13,14 @@ use kns_proto::agent::agent_client::AgentClient;
 use crate::agent::deadline;
 use crate::agent::route::{self, Route};
 use crate::agent::transport::{self, AgentChannel};
-use crate::cli::target::Target;
+use crate::cli::target::{Target, valid_name};
 use crate::cli::{KubeArgs, ReplayArgs, ReplayOutput};
 use crate::error::{self, Failure, LocalError, ReplayError, UsageError};
 use crate::kube::resolve::KubeTarget;
 
 /// The node and the recording `NODE/RECORDING` names. `node/NODE/RECORDING`,
-/// as exec's targets write a node, is taken too. What follows the node is
+/// as exec's targets write a node, is taken too. The node must be a node's
+/// name (`../etc/passwd` is no node and a recording); what follows it is
 /// passed on as it is: the agent alone decides what names a recording.
 fn parse_target(s: &str) -> Result<(&str, &str), UsageError> {
     let unprefixed = match s.strip_prefix("node/") {
@@ -27,7 +28,7 @@ fn parse_target(s: &str) -> Result<(&str, &str), UsageError> {
         _ => s,
     };
     match unprefixed.split_once('/') {
-        Some((node, recording)) if !node.is_empty() && !recording.is_empty() => Ok((node, recording)),
+        Some((node, recording)) if valid_name(node) && !recording.is_empty() => Ok((node, recording)),
         _ => Err(UsageError::NotARecording { given: s.to_owned() }),
     }
 }
