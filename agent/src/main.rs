@@ -226,7 +226,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(c) = &cri {
         tracing::info!(endpoint = c.endpoint(), runtime = %c.runtime, "CRI runtime");
     }
-    let resolver = Resolver::new(node.pid, args.cri_endpoint.clone(), cri, metrics.clone());
+    let resolver = Resolver::new(
+        node.pid,
+        node.start_time,
+        args.cri_endpoint.clone(),
+        cri,
+        metrics.clone(),
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let spawner = Spawner::start().context("cannot start the spawner thread")?;
     let limits = Limits {

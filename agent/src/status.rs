@@ -66,6 +66,13 @@ pub enum AgentError {
          command again once the agent is back"
     )]
     Shutdown,
+    /// A session asked for while the agent stops: none starts then, as the
+    /// node reference may be gone and its PID another process's.
+    #[error(
+        "the agent is stopping (SIGTERM, or its node reference process exited): no session starts now; run \
+         the command again once the agent is back"
+    )]
+    Stopping,
     #[error(
         "the session reached the agent's maximum age of {0} s (--max-session-age): it was ended and its \
          processes were killed"
@@ -162,7 +169,7 @@ impl From<AgentError> for Status {
             AgentError::Stream(_) => unreachable!("returned above"),
             AgentError::StartTooLarge => tonic::Code::OutOfRange,
             AgentError::NotStart => tonic::Code::InvalidArgument,
-            AgentError::Shutdown => tonic::Code::Unavailable,
+            AgentError::Shutdown | AgentError::Stopping => tonic::Code::Unavailable,
             AgentError::Recording(StoreError::Full { .. }) => tonic::Code::ResourceExhausted,
             AgentError::Recording(StoreError::Io { .. }) => tonic::Code::FailedPrecondition,
             AgentError::Replay(r) => match r {

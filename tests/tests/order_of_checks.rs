@@ -45,6 +45,12 @@ struct Agent {
 
 impl Agent {
     fn start(policy: &str, max_sessions: u32) -> Agent {
+        Agent::start_with(policy, max_sessions, false)
+    }
+
+    /// With `stopping`, as the agent is once SIGTERM came or its node
+    /// reference exited.
+    fn start_with(policy: &str, max_sessions: u32, stopping: bool) -> Agent {
         require_root();
         let api = FakeApi::start();
         api.add_user("alice-token", "alice", &["system:authenticated"]);
@@ -70,9 +76,9 @@ impl Agent {
             let metrics = Metrics::new();
             let node = Node::probe(std::process::id() as i32).expect("this process as the node reference");
             AgentService::new(
-                Resolver::new(node.pid, None, None, metrics.clone()),
+                Resolver::new(node.pid, node.start_time, None, None, metrics.clone()),
                 node,
-                tokio::sync::watch::channel(false).1,
+                tokio::sync::watch::channel(stopping).1,
                 Spawner::start().expect("spawner"),
                 Containment {
                     sessions: None,
@@ -249,4 +255,17 @@ fn the_session_limit_is_counted_last_so_refusals_never_take_a_place() {
         "both refusals are audited: {:?}",
         a.denials()
     );
+}
+
+#[test]
+fn a_stopping_agent_starts_no_session_even_one_admitted() {
+    // Its node reference may have exited, and its PID be another
+    // process's: nothing is entered once the agent stops.
+    let mut a = Agent::start_with("", 4, true);
+    a.api.set_grants(vec![node_exec()]);
+    let s = a.exec(Some("alice-token"), start(node(), &["true"]));
+    assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+    assert!(s.message().contains("the agent is stopping"), "{s:?}");
+    let audit = audit_records(&a.dir.path().join("audit.log"));
+    assert!(audit.iter().all(|r| r["event"] != "start"), "{audit:#?}");
 }

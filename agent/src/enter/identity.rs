@@ -131,7 +131,7 @@ fn runs_as_container(pid: i32, req: &Request, set: NsSet, node: &Node) -> Result
 /// Whether the target has a namespace of kind `k` that is not the node's.
 fn own_ns(pid: i32, node: &Node, k: NsKind) -> Result<bool, NsenterError> {
     let ns = procfs::ns_id(pid, k)?;
-    Ok(ns.is_some() && ns != procfs::ns_id(node.pid, k)?)
+    Ok(ns.is_some() && ns != node.ns_id(k))
 }
 
 /// The container's credentials for the tool, with the capabilities the

@@ -372,7 +372,7 @@ mod tests {
     #[tokio::test]
     async fn a_tool_dropped_before_its_session_is_killed_and_reaped() {
         let me = std::process::id() as i32;
-        let resolver = crate::target::resolve::Resolver::new(me, None, None, Default::default());
+        let resolver = crate::target::resolve::Resolver::new(me, 0, None, None, Default::default());
         let resolved = resolver
             .resolve(&crate::target::resolve::Target::Pid(me))
             .await
@@ -405,7 +405,7 @@ mod tests {
     #[tokio::test]
     async fn the_nodes_namespaces_are_joined_through_the_reference_held_not_its_pid() {
         let me = std::process::id() as i32;
-        let resolver = crate::target::resolve::Resolver::new(me, None, None, Default::default());
+        let resolver = crate::target::resolve::Resolver::new(me, 0, None, None, Default::default());
         let resolved = resolver
             .resolve(&crate::target::resolve::Target::Pid(me))
             .await
@@ -429,11 +429,9 @@ mod tests {
         let mut reference = std::process::Command::new("true").spawn().unwrap();
         let pidfd = crate::sys::pidfd_open(reference.id() as i32).unwrap();
         reference.wait().unwrap();
-        let node = Node {
-            pid: me,
-            pidfd: std::sync::Arc::new(pidfd),
-            differs: [NsKind::Uts].into_iter().collect(),
-        };
+        let node = Node::probe(me)
+            .unwrap()
+            .holding(pidfd, [NsKind::Uts].into_iter().collect());
         let spawner = Spawner::start().unwrap();
         match spawn(&pinned, &req, &node, &spawner, None) {
             Err(

@@ -57,10 +57,7 @@ pub(super) fn plan_namespaces(
         set.remove(NsKind::User);
     }
     let with_mnt = set.contains(NsKind::Mnt);
-    if with_mnt
-        && !set.contains(NsKind::Pid)
-        && procfs::ns_id(pid, NsKind::Pid)? != procfs::ns_id(node.pid, NsKind::Pid)?
-    {
+    if with_mnt && !set.contains(NsKind::Pid) && procfs::ns_id(pid, NsKind::Pid)? != node.ns_id(NsKind::Pid) {
         notices.push(PROC_MISMATCH.to_owned());
     }
     Ok(NsPlan {

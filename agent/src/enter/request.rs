@@ -6,7 +6,7 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use crate::kernel::ns::{KernelNs, NsKind, NsSet};
+use crate::kernel::ns::{KernelNs, NsId, NsKind, NsSet};
 use crate::kernel::procfs;
 use crate::sys;
 
@@ -51,14 +51,20 @@ impl Request {
 /// The node reference process, whose namespaces are the node's: the tool
 /// gets them for every kind the user did not choose (nsenter's contract:
 /// what you choose is the target's, the rest is the host's), and its mount
-/// namespace gives the node's tools.
+/// namespace gives the node's tools. It is read once, when probed: once it
+/// exits its PID may name any process, whose namespaces must never pass
+/// for the node's.
 #[derive(Debug, Clone)]
 pub struct Node {
     pub pid: i32,
-    /// The reference process itself, opened before it was probed: sessions
-    /// join the node's namespaces through it, so that once it has exited
-    /// they fail rather than join whatever process reuses its PID.
+    /// Its start time when probed, which pins it as a target (`node`).
+    pub start_time: u64,
+    /// The process itself, opened before it was probed: sessions join the
+    /// node's namespaces through it, so that once it has exited they fail.
     pub pidfd: Arc<OwnedFd>,
+    /// Its namespaces when probed, which those of a target are compared
+    /// with.
+    ids: Arc<[(NsKind, Option<NsId>)]>,
     /// The kinds in which the agent itself is not in the node's namespace.
     /// In its pod (hostPID only) that is net, uts, ipc, mnt, and cgroup on
     /// cgroup v2: a tool left in those would see the agent pod's interfaces,
@@ -67,14 +73,20 @@ pub struct Node {
 }
 
 impl Node {
-    /// Reads which of the node reference's namespaces the agent is not in,
-    /// and checks they can be opened, which entry needs.
+    /// Reads the node reference's start time and namespaces, which of them
+    /// the agent is not in, and checks those can be opened, which entry
+    /// needs; all of it from the process the pidfd holds.
     pub fn probe(pid: i32) -> Result<Node, procfs::ProcError> {
         let pidfd = sys::pidfd_open(pid)
             .map_err(|e| procfs::map_err(pid, format!("a pidfd of process {pid}").into(), e))?;
+        let start_time = procfs::stat(pid)?.start_time;
+        let me = std::process::id() as i32;
+        let mut ids = Vec::new();
         let mut differs = NsSet::default();
         for k in NsKind::ALL {
-            if procfs::shares_ns_with_self(pid, k)? {
+            let id = procfs::ns_id(pid, k)?;
+            ids.push((k, id));
+            if id == procfs::ns_id(me, k)? {
                 continue;
             }
             File::open(k.path(pid)).map_err(|source| procfs::ProcError::Read {
@@ -83,11 +95,28 @@ impl Node {
             })?;
             differs.insert(k);
         }
+        // What was read by PID is the process held only if it still runs.
+        if sys::pidfd_exited(&pidfd)
+            .map_err(|e| procfs::map_err(pid, format!("a pidfd of process {pid}").into(), e))?
+        {
+            return Err(procfs::ProcError::NoSuchProcess { pid });
+        }
         Ok(Node {
             pid,
+            start_time,
             pidfd: Arc::new(pidfd),
+            ids: ids.into(),
             differs,
         })
+    }
+
+    /// The node's namespace of kind `k`, as probed; `None` where the kernel
+    /// has no such kind.
+    pub fn ns_id(&self, k: NsKind) -> Option<NsId> {
+        self.ids
+            .iter()
+            .find(|(kind, _)| *kind == k)
+            .and_then(|(_, id)| *id)
     }
 }
 
@@ -114,6 +143,20 @@ pub(super) fn candidates(argv0: &str, path: &str) -> Vec<String> {
         .filter(|d| !d.is_empty())
         .map(|d| format!("{}/{argv0}", d.trim_end_matches('/')))
         .collect()
+}
+
+#[cfg(test)]
+impl Node {
+    /// This node's PID and namespaces with another process held, which
+    /// differs from the agent in `differs`: as when the reference exited
+    /// and its PID was taken by a process that did not.
+    pub(crate) fn holding(self, pidfd: OwnedFd, differs: NsSet) -> Node {
+        Node {
+            pidfd: Arc::new(pidfd),
+            differs,
+            ..self
+        }
+    }
 }
 
 #[cfg(test)]
@@ -149,5 +192,43 @@ mod tests {
         assert_eq!(env["PATH"], "/opt/bin");
         assert_eq!(env["A"], "1");
         assert_eq!(env["TERM"], "xterm");
+    }
+
+    #[test]
+    fn the_node_reference_is_read_once_when_probed() {
+        // A reference in a UTS namespace of its own, so that its namespaces
+        // differ from this process's.
+        let mut child = std::process::Command::new("unshare")
+            .args(["--uts", "--", "sleep", "100"])
+            .spawn()
+            .expect("unshare (this test needs root)");
+        let pid = child.id() as i32;
+        let mine = procfs::ns_id(std::process::id() as i32, NsKind::Uts).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let theirs = loop {
+            let id = procfs::ns_id(pid, NsKind::Uts).unwrap();
+            if id != mine {
+                break id;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "unshare never left this UTS namespace"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let node = Node::probe(pid).unwrap();
+        assert!(node.differs.contains(NsKind::Uts));
+        assert_eq!(node.ns_id(NsKind::Uts), theirs);
+        assert_eq!(node.start_time, procfs::stat(pid).unwrap().start_time);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Gone: what stands for the node is what was probed, never what
+        // its PID names now, and its pidfd says it has exited.
+        assert_eq!(node.ns_id(NsKind::Uts), theirs);
+        assert!(sys::pidfd_exited(&node.pidfd).unwrap());
+        match Node::probe(pid) {
+            Err(procfs::ProcError::NoSuchProcess { pid: p }) => assert_eq!(p, pid),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -77,6 +77,9 @@ impl AgentService {
             .clone()
             .try_acquire_owned()
             .map_err(|_| self.refused(&asked, AgentError::SessionLimit(self.limits.max_sessions)))?;
+        if *self.shutdown.borrow() {
+            return Err(AgentError::Stopping.into());
+        }
         let session_id = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
         let recording = self
             .start_recording(&asked, admitted.as_ref(), session_id)

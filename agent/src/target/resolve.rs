@@ -78,7 +78,8 @@ pub struct Pinned {
 /// Resolves targets; shared by all sessions.
 #[derive(Debug)]
 pub struct Resolver {
-    node_pid: i32,
+    /// The node reference, as probed: the `node` target.
+    node: Resolved,
     explicit_endpoint: Option<String>,
     cri: Mutex<Option<Cri>>,
     /// For the runtimes connected later.
@@ -100,14 +101,23 @@ const KNOWN_TTL: Duration = Duration::from_secs(60);
 const KNOWN_MAX: usize = 1024;
 
 impl Resolver {
+    /// `node_pid` and `node_start` are the node reference's PID and its
+    /// start time when it was probed.
     pub fn new(
         node_pid: i32,
+        node_start: u64,
         cri_endpoint: Option<String>,
         cri: Option<Cri>,
         metrics: Metrics,
     ) -> Arc<Resolver> {
         Arc::new(Resolver {
-            node_pid,
+            node: Resolved {
+                pid: node_pid,
+                start_time: node_start,
+                container_id: None,
+                identity: None,
+                pod: None,
+            },
             explicit_endpoint: cri_endpoint,
             cri: Mutex::new(cri),
             metrics,
@@ -116,7 +126,7 @@ impl Resolver {
     }
 
     pub fn node_pid(&self) -> i32 {
-        self.node_pid
+        self.node.pid
     }
 
     /// The runtime in use, connecting (or detecting) on first need. The
@@ -144,7 +154,9 @@ impl Resolver {
         match target {
             Target::Pid(p) if *p <= 0 => Err(ResolveError::BadPid { pid: *p }),
             Target::Pid(p) => Resolved::process(*p),
-            Target::Node => Resolved::process(self.node_pid),
+            // Pinned with the start time probed: a process that took the
+            // PID of one that exited is refused as replaced.
+            Target::Node => Ok(self.node.clone()),
             Target::Container(id) => self.container(id).await,
         }
     }
@@ -282,9 +294,27 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn the_node_is_pinned_by_its_start_time_when_probed() {
+        // This process stands for a reference that exited, its PID now
+        // another process's: another start time than the one probed.
+        let me = std::process::id() as i32;
+        let probed = procfs::stat(me).unwrap().start_time + 1;
+        let r = Resolver::new(me, probed, None, None, Metrics::default());
+        let node = r.resolve(&Target::Node).await.unwrap();
+        assert_eq!(node.start_time, probed);
+        assert!(matches!(pin(&node), Err(ResolveError::Replaced { pid }) if pid == me));
+    }
+
+    #[tokio::test]
     async fn pins_own_process_and_rejects_changed_start_time() {
         let me = std::process::id() as i32;
-        let r = Resolver::new(me, None, None, Metrics::default());
+        let r = Resolver::new(
+            me,
+            procfs::stat(me).unwrap().start_time,
+            None,
+            None,
+            Metrics::default(),
+        );
         let resolved = r.resolve(&Target::Pid(me)).await.unwrap();
         assert!(pin(&resolved).is_ok());
         let forged = Resolved {
@@ -296,7 +326,7 @@ mod tests {
 
     #[tokio::test]
     async fn rejects_bad_and_missing_pids() {
-        let r = Resolver::new(1, None, None, Metrics::default());
+        let r = Resolver::new(1, 0, None, None, Metrics::default());
         assert!(matches!(
             r.resolve(&Target::Pid(0)).await,
             Err(ResolveError::BadPid { .. })
@@ -353,7 +383,7 @@ mod tests {
     #[test]
     fn a_known_container_is_answered_while_its_process_lives_in_it() {
         let mut c = InContainer::start();
-        let r = Resolver::new(1, None, None, Metrics::default());
+        let r = Resolver::new(1, 0, None, None, Metrics::default());
         r.remember(c.resolved());
         assert_eq!(r.known(&c.id), Some(c.resolved()));
         // Another start time (the PID was reused): not the process resolved.
