@@ -270,21 +270,23 @@ impl AgentCache {
     }
 }
 
-/// For root, the owner of the nearest existing directory at or above
-/// `dir` when that is another user: what root would make there is root's,
-/// so the user's own runs would refuse the file and could not create their
-/// own in a root-owned directory. Other users cannot write where they do
-/// not own (or share) the tree, so only root is held back.
+/// For root, the owner of a directory at or above `dir` that is another
+/// user's: what root would make there is root's, so the user's own runs
+/// would refuse the file and could not create their own in a root-owned
+/// directory; and a root-owned directory already there (an earlier `sudo
+/// -E`) is no sign that the tree is root's. Other users cannot write where
+/// they do not own (or share) the tree, so only root is held back.
 fn foreign_owner(dir: &Path) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     if !nix::unistd::geteuid().is_root() {
         return None;
     }
-    let owner = dir
+    std::path::absolute(dir)
+        .ok()?
         .ancestors()
-        .find_map(|d| std::fs::symlink_metadata(d).ok())?
-        .uid();
-    (owner != 0).then_some(owner)
+        .filter_map(|d| std::fs::symlink_metadata(d).ok())
+        .map(|m| m.uid())
+        .find(|&uid| uid != 0)
 }
 
 #[cfg(test)]
@@ -449,6 +451,13 @@ mod tests {
         assert!(
             !home.join(".kube").exists(),
             "root made a directory in the user's home"
+        );
+        // Nor where an earlier run left a directory of root's there.
+        std::fs::create_dir(home.join(".kube")).unwrap();
+        c.put("n", "agent-1");
+        assert!(
+            !home.join(".kube/cache").exists(),
+            "root wrote under its own directory in the user's home"
         );
         // The user's own cache stays theirs, untouched.
         let kube = home.join(".kube/cache/kubectl-ns/10.0.0.1_6443");
