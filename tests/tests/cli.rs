@@ -420,3 +420,20 @@ fn a_typo_of_a_command_gets_one_hint_after_clap_s_tip() {
     assert_eq!(err.matches("Hint:").count(), 1, "{err}");
     assert!(!err.contains("runs node tools inside"), "{err}");
 }
+
+#[test]
+fn no_kubeconfig_and_no_cluster_says_where_it_looked() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let o = std::process::Command::new(kns_tests::bins::plugin())
+        .args(["exec", "web-1", "-n", "--", "ss"])
+        .env("HOME", home.path())
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run kubectl-ns");
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    let err = stderr(&o);
+    let looked = format!("no kubeconfig at {}/.kube/config", home.path().display());
+    assert!(err.contains(&looked) && !err.contains("'\""), "{err}");
+}

@@ -116,6 +116,15 @@ fn a_recording_replays_byte_for_byte_or_played_and_only_recordings_are_read() {
     // What the node does not have says where names come from.
     let o = replay(&format!("{node}/99"), &[]);
     refused(&o, "recording.name");
+    // With --agent, the node asked for must be the agent's: its recordings
+    // are named after it.
+    let o = replay(&format!("other-node/{id}"), &["-o", "cast"]);
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is not node other-node's") && stdout(&o).is_empty(),
+        "{}",
+        stderr(&o)
+    );
     // Without a recording after the node, or without a node's name before
     // it, a usage error.
     for target in [node, "../etc/passwd", "Node-1/7"] {

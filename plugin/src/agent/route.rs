@@ -277,9 +277,17 @@ pub async fn resolver(args: &KubeArgs) -> Result<Resolver, Failure> {
         (None, Some(_)) => Config::from_kubeconfig(&options)
             .await
             .map_err(|e| fail("cannot use the kubeconfig", &e))?,
-        (None, None) => Config::infer()
-            .await
-            .map_err(|e| fail("no cluster configuration found", &e))?,
+        (None, None) => Config::infer().await.map_err(|e| match no_kubeconfig() {
+            Some(path) => fail(
+                "no cluster configuration found",
+                &format!(
+                    "there is no kubeconfig at {} ($KUBECONFIG is not set) and this is not a pod \
+                     ($KUBERNETES_SERVICE_HOST is not set)",
+                    path.display()
+                ),
+            ),
+            None => fail("no cluster configuration found", &e),
+        })?,
     };
     let namespace = args
         .namespace
@@ -492,4 +500,17 @@ pub async fn agent_daemonset(r: &Resolver) -> Result<Option<DaemonSet>, Failure>
                 e,
             )
         })
+}
+
+/// Where kubectl would have looked for a kubeconfig and found none, when
+/// nothing else was to be tried either (no `$KUBECONFIG`, not in a pod):
+/// the client library's own error then quotes paths oddly and names an
+/// in-cluster attempt the user never meant.
+fn no_kubeconfig() -> Option<std::path::PathBuf> {
+    let set = |v: &str| std::env::var_os(v).is_some_and(|s| !s.is_empty());
+    if set("KUBECONFIG") || set("KUBERNETES_SERVICE_HOST") {
+        return None;
+    }
+    let path = std::path::PathBuf::from(std::env::var_os("HOME")?).join(".kube/config");
+    (!path.exists()).then_some(path)
 }

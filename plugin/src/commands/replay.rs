@@ -34,7 +34,8 @@ fn parse_target(s: &str) -> Result<(&str, &str), UsageError> {
 }
 
 /// The channel to `node`'s agent: `--agent`'s, which is taken to be that
-/// node's, or the port-forward to its agent pod.
+/// node's (and checked against the recording's name, see [`same_node`]),
+/// or the port-forward to its agent pod.
 async fn reach(kube: &KubeArgs, node: &str) -> Result<AgentChannel, Failure> {
     match Route::of(kube).direct() {
         Some(addr) => Ok(transport::connect(addr).await?),
@@ -45,8 +46,24 @@ async fn reach(kube: &KubeArgs, node: &str) -> Result<AgentChannel, Failure> {
     }
 }
 
+/// Whether recording `name` (NODE_SESSION_UNIXTIME.cast, as the agent
+/// names it) is `node`'s: what `--agent` reached is not known to be the
+/// node asked for until the agent names the file.
+fn same_node(asked: &str, name: &str) -> Result<(), ReplayError> {
+    let node = name.rsplitn(3, '_').nth(2).unwrap_or(name);
+    if node == asked {
+        return Ok(());
+    }
+    Err(ReplayError::OtherNode {
+        asked: asked.to_owned(),
+        node: node.to_owned(),
+        name: name.to_owned(),
+    })
+}
+
 pub async fn run(args: ReplayArgs) -> Result<u8, Failure> {
     let (node, recording) = parse_target(&args.target)?;
+    let direct = Route::of(&args.kube).direct().is_some();
     let mut client = AgentClient::new(reach(&args.kube, node).await?);
     crate::timings::grpc_call();
     let request = ReplayRequest {
@@ -70,6 +87,9 @@ pub async fn run(args: ReplayArgs) -> Result<u8, Failure> {
         let next =
             deadline::answered(async { stream.message().await.map_err(|s| error::status_failure(&s)) });
         let Some(chunk) = next.await? else { break };
+        if direct && !chunk.name.is_empty() {
+            same_node(node, &chunk.name)?;
+        }
         let shown = match &mut player {
             None => out.write_all(&chunk.data).and_then(|()| out.flush()),
             Some(p) => {
@@ -234,6 +254,15 @@ impl Cast {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_recording_is_the_nodes_its_name_begins_with() {
+        assert!(same_node("worker-3", "worker-3_7_1796281249.cast").is_ok());
+        assert!(same_node("node", "node_7_1796281249.cast").is_ok());
+        let e = same_node("worker-3", "worker-4_7_1796281249.cast").unwrap_err();
+        assert!(e.to_string().contains("a recording of node worker-4"), "{e}");
+        assert!(same_node("worker-3", "worker-3.cast").is_err());
+    }
+
     const CAST: &str = concat!(
         r#"{"version": 2, "width": 80, "height": 24}"#,
         "\n",
@@ -298,8 +327,10 @@ mod tests {
                 .feed(text.as_bytes(), "x.cast")
                 .and_then(|_| cast.finish("x.cast"))
                 .unwrap_err();
-            let ReplayError::NotACast { line: at, .. } = &e;
-            assert_eq!(*at, line, "{e}");
+            assert!(
+                matches!(e, ReplayError::NotACast { line: at, .. } if at == line),
+                "{e}"
+            );
             assert!(
                 e.to_string().contains(why) && e.to_string().starts_with("x.cast"),
                 "{e}"
@@ -324,7 +355,7 @@ mod tests {
             parse_target("node/../etc/passwd").unwrap(),
             ("node", "../etc/passwd")
         );
-        for bad in ["w-3", "w-3/", "/7", "node/w-3/"] {
+        for bad in ["w-3", "w-3/", "/7", "node/w-3/", "../etc/passwd", "W-3/7"] {
             let e = parse_target(bad).unwrap_err();
             assert_eq!(Failure::from(e).code(), error::USAGE, "{bad}");
         }

@@ -10,11 +10,29 @@ pub enum ReplayError {
     /// there.
     #[error("{name} is not an asciicast v2 recording: line {line}: {why}")]
     NotACast { name: String, line: usize, why: String },
+    /// `--agent` reached an agent whose recordings are another node's:
+    /// with `--agent` the node of NODE/RECORDING picks no agent.
+    #[error(
+        "the agent at --agent is not node {asked}'s: it answered with {name}, a recording of node {node}"
+    )]
+    OtherNode {
+        asked: String,
+        node: String,
+        name: String,
+    },
 }
 
 impl ReplayError {
     /// What to do instead.
     pub fn hints(&self) -> Vec<String> {
-        vec!["`-o cast` writes the file as the agent keeps it, to look at it as it is".to_owned()]
+        match self {
+            ReplayError::NotACast { .. } => {
+                vec!["`-o cast` writes the file as the agent keeps it, to look at it as it is".to_owned()]
+            }
+            ReplayError::OtherNode { node, .. } => vec![format!(
+                "ask for {node}/… to replay that agent's recordings, or drop --agent to reach the named node's \
+                 agent through the API server"
+            )],
+        }
     }
 }
