@@ -50,7 +50,7 @@ struct Args {
     listen: Vec<Listen>,
 
     /// The CRI socket (path or unix:// URL). Default: the first of the usual
-    /// containerd, CRI-O, k3s, k0s and microk8s sockets that answers.
+    /// containerd, CRI-O, k3s, k0s, microk8s and cri-dockerd sockets that answers.
     #[arg(long, env = "KNS_CRI_ENDPOINT", value_name = "ENDPOINT")]
     cri_endpoint: Option<String>,
 
