@@ -368,19 +368,17 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::target::resolve::{self, Resolver};
 
-    #[tokio::test]
-    async fn a_tool_dropped_before_its_session_is_killed_and_reaped() {
+    /// This process, pinned as a `pid/` target, and `argv` to run in its
+    /// network namespace.
+    async fn in_own_net(argv: &[&str]) -> (Pinned, Request) {
         let me = std::process::id() as i32;
-        let resolver = crate::target::resolve::Resolver::new(me, 0, None, None, Default::default());
-        let resolved = resolver
-            .resolve(&crate::target::resolve::Target::Pid(me))
-            .await
-            .unwrap();
-        let pinned = crate::target::resolve::pin(&resolved).unwrap();
+        let resolver = Resolver::new(me, 0, None, None, Default::default());
+        let resolved = resolver.resolve(&resolve::Target::Pid(me)).await.unwrap();
         let req = Request {
             namespaces: [NsKind::Net].into_iter().collect(),
-            argv: vec!["sleep".into(), "100".into()],
+            argv: argv.iter().map(|a| a.to_string()).collect(),
             env: BTreeMap::new(),
             workdir: None,
             tty: false,
@@ -391,6 +389,13 @@ mod tests {
             privileged: false,
             tools: ToolSource::Node,
         };
+        (resolve::pin(&resolved).unwrap(), req)
+    }
+
+    #[tokio::test]
+    async fn a_tool_dropped_before_its_session_is_killed_and_reaped() {
+        let me = std::process::id() as i32;
+        let (pinned, req) = in_own_net(&["sleep", "100"]).await;
         let spawner = Spawner::start().unwrap();
         let spawned = spawn(&pinned, &req, &Node::probe(me).unwrap(), &spawner, None)
             .expect("spawn sleep (this test needs root)");
@@ -405,25 +410,7 @@ mod tests {
     #[tokio::test]
     async fn the_nodes_namespaces_are_joined_through_the_reference_held_not_its_pid() {
         let me = std::process::id() as i32;
-        let resolver = crate::target::resolve::Resolver::new(me, 0, None, None, Default::default());
-        let resolved = resolver
-            .resolve(&crate::target::resolve::Target::Pid(me))
-            .await
-            .unwrap();
-        let pinned = crate::target::resolve::pin(&resolved).unwrap();
-        let req = Request {
-            namespaces: [NsKind::Net].into_iter().collect(),
-            argv: vec!["true".into()],
-            env: BTreeMap::new(),
-            workdir: None,
-            tty: false,
-            stdin: false,
-            mount_proc: false,
-            all: false,
-            window: None,
-            privileged: false,
-            tools: ToolSource::Node,
-        };
+        let (pinned, req) = in_own_net(&["true"]).await;
         // The reference exited and its PID now names a live process (this
         // one): the node's UTS namespace must not be taken from that.
         let mut reference = std::process::Command::new("true").spawn().unwrap();
