@@ -227,7 +227,7 @@ impl From<AgentError> for Status {
                 NsenterError::Proc(p) => proc_code(p),
                 NsenterError::Open { source, .. } | NsenterError::Setup { source, .. } => io_code(source),
                 NsenterError::Child { errno, .. } => io_code(&std::io::Error::from_raw_os_error(*errno)),
-                NsenterError::Exec { .. } => tonic::Code::FailedPrecondition,
+                NsenterError::Exec { .. } | NsenterError::NodeMoved(_) => tonic::Code::FailedPrecondition,
             },
         };
         let mut status = Status::new(code, msg);

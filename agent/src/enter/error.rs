@@ -25,6 +25,8 @@ pub enum NsenterError {
     Unsupported { kinds: NsSet },
     #[error(transparent)]
     Proc(#[from] procfs::ProcError),
+    #[error(transparent)]
+    NodeMoved(#[from] crate::enter::request::NodeMoved),
     /// The container's seccomp profile cannot be applied: the tool does
     /// not run without it.
     #[error("{0}; the tool is not run without it (--privileged runs it as node root instead)")]

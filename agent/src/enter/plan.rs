@@ -128,6 +128,7 @@ pub(super) fn joins(
     let node_join = if node_set.is_empty() {
         None
     } else {
+        node.unmoved(node_set)?;
         Some(join_for(node.pid, &node.pidfd, by_pidfd, node_set)?)
     };
     Ok((join, late_user, node_join))

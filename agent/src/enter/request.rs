@@ -10,6 +10,7 @@ use crate::kernel::ns::{KernelNs, NsId, NsKind, NsSet};
 use crate::kernel::procfs;
 use crate::sys;
 
+use kns_proto::agent::ProcessInfo;
 pub use kns_proto::agent::ToolSource;
 
 /// PATH for tools when the caller sets none: the usual system directories.
@@ -62,9 +63,10 @@ pub struct Node {
     /// The process itself, opened before it was probed: sessions join the
     /// node's namespaces through it, so that once it has exited they fail.
     pub pidfd: Arc<OwnedFd>,
-    /// Its namespaces when probed, which those of a target are compared
-    /// with.
-    ids: Arc<[(NsKind, Option<NsId>)]>,
+    /// Its namespaces (and PID in its own PID namespace) when probed: what
+    /// those of a target are compared with, and what List and Inspect
+    /// report as the node's.
+    pub info: Arc<ProcessInfo>,
     /// The kinds in which the agent itself is not in the node's namespace.
     /// In its pod (hostPID only) that is net, uts, ipc, mnt, and cgroup on
     /// cgroup v2: a tool left in those would see the agent pod's interfaces,
@@ -80,13 +82,11 @@ impl Node {
         let pidfd = sys::pidfd_open(pid)
             .map_err(|e| procfs::map_err(pid, format!("a pidfd of process {pid}").into(), e))?;
         let start_time = procfs::stat(pid)?.start_time;
+        let info = procfs::process_info(pid)?;
         let me = std::process::id() as i32;
-        let mut ids = Vec::new();
         let mut differs = NsSet::default();
         for k in NsKind::ALL {
-            let id = procfs::ns_id(pid, k)?;
-            ids.push((k, id));
-            if id == procfs::ns_id(me, k)? {
+            if ns_of(&info, k) == procfs::ns_id(me, k)? {
                 continue;
             }
             File::open(k.path(pid)).map_err(|source| procfs::ProcError::Read {
@@ -105,7 +105,7 @@ impl Node {
             pid,
             start_time,
             pidfd: Arc::new(pidfd),
-            ids: ids.into(),
+            info: Arc::new(info),
             differs,
         })
     }
@@ -113,11 +113,45 @@ impl Node {
     /// The node's namespace of kind `k`, as probed; `None` where the kernel
     /// has no such kind.
     pub fn ns_id(&self, k: NsKind) -> Option<NsId> {
-        self.ids
-            .iter()
-            .find(|(kind, _)| *kind == k)
-            .and_then(|(_, id)| *id)
+        ns_of(&self.info, k)
     }
+
+    /// Checks that the reference is still in the namespaces of kinds `set`
+    /// it was probed in, before the tool joins them through its pidfd: a
+    /// reference that moved (setns, unshare) would hand the tool other
+    /// namespaces than those the request was judged against.
+    pub fn unmoved(&self, set: NsSet) -> Result<(), NodeMoved> {
+        for k in set.iter() {
+            if procfs::ns_id(self.pid, k).ok().flatten() != self.ns_id(k) {
+                return Err(NodeMoved {
+                    pid: self.pid,
+                    kind: k,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The node reference is no longer in a namespace it was probed in (or it
+/// exited, and its PID names another process).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the node reference process {pid} is no longer in the {} namespace it had when the agent started \
+     (it moved, or exited and its PID is another process's): restart the agent, with --node-pid \
+     (KNS_NODE_PID) a process that stays in the host's namespaces (PID 1 with hostPID)",
+    kind.proc_name()
+)]
+pub struct NodeMoved {
+    pub pid: i32,
+    pub kind: NsKind,
+}
+
+fn ns_of(info: &ProcessInfo, k: NsKind) -> Option<NsId> {
+    info.namespaces.iter().find(|n| n.kind == k as i32).map(|n| NsId {
+        inode: n.inode,
+        device: n.device,
+    })
 }
 
 /// The environment: a minimal default, then the caller's.
@@ -220,12 +254,17 @@ mod tests {
         assert!(node.differs.contains(NsKind::Uts));
         assert_eq!(node.ns_id(NsKind::Uts), theirs);
         assert_eq!(node.start_time, procfs::stat(pid).unwrap().start_time);
+        let uts: NsSet = [NsKind::Uts].into_iter().collect();
+        node.unmoved(NsSet::all()).unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
         // Gone: what stands for the node is what was probed, never what
         // its PID names now, and its pidfd says it has exited.
         assert_eq!(node.ns_id(NsKind::Uts), theirs);
         assert!(sys::pidfd_exited(&node.pidfd).unwrap());
+        let e = node.unmoved(uts).unwrap_err();
+        assert_eq!((e.pid, e.kind), (pid, NsKind::Uts));
+        assert!(e.to_string().contains("restart the agent"), "{e}");
         match Node::probe(pid) {
             Err(procfs::ProcError::NoSuchProcess { pid: p }) => assert_eq!(p, pid),
             other => panic!("{other:?}"),

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use kns_proto::agent::{ContainerInfo, ListResponse, NamespaceId, NamespaceUse};
+use kns_proto::agent::{ContainerInfo, ListResponse, NamespaceId, NamespaceUse, ProcessInfo};
 
 use crate::kernel::ns::NsKind;
 use crate::kernel::procfs::{self, ProcError};
@@ -20,7 +20,11 @@ const STATUS_CONCURRENCY: usize = 16;
 
 /// Lists the node's running containers and reads their namespaces; with
 /// `namespaces`, also every namespace on the node (see [`namespaces`]).
-pub async fn list(resolver: &Resolver, node_pid: i32, namespaces: bool) -> Result<ListResponse, AgentError> {
+pub async fn list(
+    resolver: &Resolver,
+    node: &ProcessInfo,
+    namespaces: bool,
+) -> Result<ListResponse, AgentError> {
     let cri = resolver.cri().await.map_err(ResolveError::from)?;
     let listed = cri.list_running().await.map_err(ResolveError::from)?;
     // The cgroup scan names every container's init process at once; the
@@ -40,6 +44,7 @@ pub async fn list(resolver: &Resolver, node_pid: i32, namespaces: bool) -> Resul
         }
     }
     let runtime = cri.runtime.clone();
+    let node = node.clone();
     tokio::task::spawn_blocking(move || {
         let containers = listed
             .into_iter()
@@ -53,7 +58,7 @@ pub async fn list(resolver: &Resolver, node_pid: i32, namespaces: bool) -> Resul
             })
             .collect();
         Ok(ListResponse {
-            node: Some(procfs::process_info(node_pid)?),
+            node: Some(node),
             containers,
             runtime,
             namespaces: if namespaces {

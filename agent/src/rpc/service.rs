@@ -28,7 +28,7 @@ use crate::session::registry::Registry;
 use crate::session::replies::Replies;
 use crate::status::AgentError;
 use crate::sys::spawner::Spawner;
-use crate::target::resolve::{Resolver, Target};
+use crate::target::resolve::{self, ResolveError, Resolver, Target};
 
 /// What the agent allows a session.
 #[derive(Debug, Clone, Copy)]
@@ -141,17 +141,26 @@ impl Agent for AgentService {
             .admit(&caller, Action::Inspect, &target, None)
             .await?
             .resolved;
+        // Read by PID, so held first and checked after: what was read is
+        // the target's only if it still runs.
+        let pinned = resolve::pin(&resolved).map_err(AgentError::from)?;
         let pid = resolved.pid;
         let read = |f: fn(i32) -> Result<String, ProcError>| f(pid).map_err(AgentError::from);
-        Ok(versioned(InspectResponse {
+        let answer = InspectResponse {
             target: Some(procfs::process_info(pid).map_err(AgentError::from)?),
-            node: Some(procfs::process_info(self.node.pid).map_err(AgentError::from)?),
+            node: Some((*self.node.info).clone()),
             uid_map: read(procfs::uid_map)?,
             gid_map: read(procfs::gid_map)?,
             cgroup: read(procfs::cgroup)?,
             timens_offsets: read(procfs::timens_offsets)?,
             container_id: resolved.container_id.unwrap_or_default(),
-        }))
+        };
+        let exited = crate::sys::pidfd_exited(&pinned.pidfd)
+            .map_err(|e| AgentError::Internal(format!("cannot poll the pidfd of process {pid}: {e}")))?;
+        if exited {
+            return Err(AgentError::from(ResolveError::Exited { pid }).into());
+        }
+        Ok(versioned(answer))
     }
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
@@ -159,7 +168,7 @@ impl Agent for AgentService {
         self.admit(&caller, Action::List, &Target::Node, None).await?;
         let namespaces = request.into_inner().namespaces;
         Ok(versioned(
-            crate::rpc::inventory::list(&self.resolver, self.node.pid, namespaces).await?,
+            crate::rpc::inventory::list(&self.resolver, &self.node.info, namespaces).await?,
         ))
     }
 
