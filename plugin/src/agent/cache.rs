@@ -274,16 +274,22 @@ impl AgentCache {
 /// user's: what root would make there is root's, so the user's own runs
 /// would refuse the file and could not create their own in a root-owned
 /// directory; and a root-owned directory already there (an earlier `sudo
-/// -E`) is no sign that the tree is root's. Other users cannot write where
-/// they do not own (or share) the tree, so only root is held back.
+/// -E`) is no sign that the tree is root's. A symlink on the way counts
+/// twice: its own directories, whose owner may point it elsewhere later,
+/// and those it leads to. Other users cannot write where they do not own
+/// (or share) the tree, so only root is held back.
 fn foreign_owner(dir: &Path) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     if !nix::unistd::geteuid().is_root() {
         return None;
     }
-    std::path::absolute(dir)
-        .ok()?
+    let dir = std::path::absolute(dir).ok()?;
+    let real = dir
         .ancestors()
+        .find(|d| std::fs::symlink_metadata(d).is_ok())
+        .and_then(|d| std::fs::canonicalize(d).ok());
+    dir.ancestors()
+        .chain(real.iter().flat_map(|r| r.ancestors()))
         .filter_map(|d| std::fs::symlink_metadata(d).ok())
         .map(|m| m.uid())
         .find(|&uid| uid != 0)
@@ -470,6 +476,15 @@ mod tests {
         chown(c.path(), 4242);
         c.put("n", "agent-1");
         assert_eq!(std::fs::read(c.path()).unwrap(), b"{}");
+        // Nor through a link of root's that leads into the user's home.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(home.join(".kube"), &link).unwrap();
+        let linked = cache(&link);
+        linked.put("n", "agent-1");
+        assert!(
+            !home.join(".kube/kubectl-ns").exists(),
+            "root followed a link into the user's home"
+        );
         // Root's own tree is written as before.
         let mine = cache(&dir.path().join("root-cache"));
         mine.put("n", "agent-1");
