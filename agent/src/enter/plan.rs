@@ -9,7 +9,7 @@ use crate::enter::identity::as_the_container;
 use crate::enter::request::{Node, Request};
 use crate::kernel::ns::{KernelNs, NsKind, NsSet};
 use crate::kernel::procfs;
-use crate::sys::{self, Join, NsFile};
+use crate::sys::{Join, NsFile};
 use crate::target::resolve::Pinned;
 
 /// Which namespaces the tool enters, of the target's and of the node's.
@@ -167,15 +167,7 @@ fn join_for(pid: i32, pidfd: &OwnedFd, by_pidfd: bool, set: NsSet) -> Result<Joi
             })
         })
         .collect::<Result<Vec<_>, NsenterError>>()?;
-    // Files opened after the process exited may be another's that took its
-    // PID; once it has exited, none is used.
-    let exited = sys::pidfd_exited(pidfd).map_err(|source| NsenterError::Setup {
-        what: "pidfd",
-        source,
-    })?;
-    if exited {
-        return Err(procfs::ProcError::NoSuchProcess { pid }.into());
-    }
+    procfs::still_runs(pid, pidfd)?;
     Ok(Join::Files(files))
 }
 
@@ -199,6 +191,7 @@ pub fn pidfd_setns_supported() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys;
 
     #[test]
     fn kinds_the_kernel_lacks_are_skipped_with_all_and_refused_by_name() {

@@ -95,12 +95,7 @@ impl Node {
             })?;
             differs.insert(k);
         }
-        // What was read by PID is the process held only if it still runs.
-        if sys::pidfd_exited(&pidfd)
-            .map_err(|e| procfs::map_err(pid, format!("a pidfd of process {pid}").into(), e))?
-        {
-            return Err(procfs::ProcError::NoSuchProcess { pid });
-        }
+        procfs::still_runs(pid, &pidfd)?;
         Ok(Node {
             pid,
             start_time,

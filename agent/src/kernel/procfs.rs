@@ -36,6 +36,20 @@ pub(crate) fn map_err(pid: i32, path: PathBuf, source: io::Error) -> ProcError {
     }
 }
 
+/// Checks that the process `pidfd` holds still runs, so that what was read
+/// of it by its PID, `pid`, was its own: once it has exited, the PID may
+/// name another.
+pub fn still_runs(pid: i32, pidfd: &std::os::fd::OwnedFd) -> Result<(), ProcError> {
+    match crate::sys::pidfd_exited(pidfd) {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(ProcError::NoSuchProcess { pid }),
+        Err(source) => Err(ProcError::Read {
+            path: format!("a pidfd of process {pid}").into(),
+            source,
+        }),
+    }
+}
+
 /// What the agent reads from /proc/PID/stat, in one read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stat {

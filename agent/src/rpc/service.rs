@@ -28,7 +28,7 @@ use crate::session::registry::Registry;
 use crate::session::replies::Replies;
 use crate::status::AgentError;
 use crate::sys::spawner::Spawner;
-use crate::target::resolve::{self, ResolveError, Resolver, Target};
+use crate::target::resolve::{self, Resolver, Target};
 
 /// What the agent allows a session.
 #[derive(Debug, Clone, Copy)]
@@ -155,11 +155,7 @@ impl Agent for AgentService {
             timens_offsets: read(procfs::timens_offsets)?,
             container_id: resolved.container_id.unwrap_or_default(),
         };
-        let exited = crate::sys::pidfd_exited(&pinned.pidfd)
-            .map_err(|e| AgentError::Internal(format!("cannot poll the pidfd of process {pid}: {e}")))?;
-        if exited {
-            return Err(AgentError::from(ResolveError::Exited { pid }).into());
-        }
+        procfs::still_runs(pid, &pinned.pidfd).map_err(AgentError::from)?;
         Ok(versioned(answer))
     }
 
