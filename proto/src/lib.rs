@@ -55,6 +55,14 @@ pub mod cri {
     tonic::include_proto!("runtime.v1");
 }
 
+impl agent::ProcessInfo {
+    /// The process's namespace of kind `k`; `None` where the kernel has no
+    /// such kind.
+    pub fn namespace(&self, k: agent::Namespace) -> Option<&agent::NamespaceId> {
+        self.namespaces.iter().find(|n| n.kind == k as i32)
+    }
+}
+
 impl agent::Namespace {
     /// Every kind, in the order nsenter(1) lists them: the order `ls` prints
     /// and `-a` asks for.

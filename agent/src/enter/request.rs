@@ -86,7 +86,7 @@ impl Node {
         let me = std::process::id() as i32;
         let mut differs = NsSet::default();
         for k in NsKind::ALL {
-            if ns_of(&info, k) == procfs::ns_id(me, k)? {
+            if info.namespace(k).map(NsId::from) == procfs::ns_id(me, k)? {
                 continue;
             }
             File::open(k.path(pid)).map_err(|source| procfs::ProcError::Read {
@@ -108,7 +108,7 @@ impl Node {
     /// The node's namespace of kind `k`, as probed; `None` where the kernel
     /// has no such kind.
     pub fn ns_id(&self, k: NsKind) -> Option<NsId> {
-        ns_of(&self.info, k)
+        self.info.namespace(k).map(NsId::from)
     }
 
     /// Checks that the reference is still in the namespaces of kinds `set`
@@ -140,13 +140,6 @@ impl Node {
 pub struct NodeMoved {
     pub pid: i32,
     pub kind: NsKind,
-}
-
-fn ns_of(info: &ProcessInfo, k: NsKind) -> Option<NsId> {
-    info.namespaces.iter().find(|n| n.kind == k as i32).map(|n| NsId {
-        inode: n.inode,
-        device: n.device,
-    })
 }
 
 /// The environment: a minimal default, then the caller's.

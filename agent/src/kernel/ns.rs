@@ -101,6 +101,15 @@ pub struct NsId {
     pub device: u64,
 }
 
+impl From<&kns_proto::agent::NamespaceId> for NsId {
+    fn from(n: &kns_proto::agent::NamespaceId) -> NsId {
+        NsId {
+            inode: n.inode,
+            device: n.device,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,7 +78,7 @@ struct PodReport {
 }
 
 fn find(p: &ProcessInfo, k: Namespace) -> Option<NsId> {
-    p.namespaces.iter().find(|n| n.kind == k as i32).map(|n| NsId {
+    p.namespace(k).map(|n| NsId {
         inode: n.inode,
         device: n.device,
     })
